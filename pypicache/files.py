@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.test_files -*-
+"""Serving archives: from disk with ``static.File``, or while they download."""
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPullProducer
+from twisted.logger import Logger
+from twisted.web import http, pages, resource, static
+from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from .cache import Download
+from .errors import PypicacheError
+from .store import StoredFile
+
+log = Logger()
+
+CHUNK_SIZE = 64 * 1024
+IMMUTABLE = b"public, max-age=31536000, immutable"
+
+
+def etag_of(hashes: dict[str, str]) -> bytes | None:
+    """The ETag of a file: its sha256, quoted."""
+    digest = hashes.get("sha256")
+    return f'"{digest}"'.encode() if digest else None
+
+
+def set_file_headers(request: IRequest, hashes: dict[str, str]) -> bool:
+    """Set the caching headers of an archive; return True if the client's copy is current."""
+    request.setHeader(b"cache-control", IMMUTABLE)
+    request.setHeader(b"content-type", b"application/octet-stream")
+    tag = etag_of(hashes)
+    return tag is not None and request.setETag(tag) is http.CACHED
+
+
+class ArchiveFile(static.File):
+    """A stored file: Range and HEAD from ``static.File``, never a Content-Encoding."""
+
+    contentEncodings: dict[str, str] = {}
+    contentTypes: dict[str, str] = {}
+    isLeaf = True
+
+    def __init__(self, path: str, content_type: str = "application/octet-stream") -> None:
+        super().__init__(path, defaultType=content_type)
+
+    def directoryListing(self) -> resource.IResource:
+        return pages.notFound()
+
+
+def serve_stored(request: IRequest, stored: StoredFile) -> Any:
+    """Answer a request for a stored archive: ``304``, or the file."""
+    if set_file_headers(request, stored.info.hashes):
+        return b""
+    return ArchiveFile(stored.path.path)
+
+
+@implementer(IPullProducer)
+class _Tail:
+    """Sends one client the bytes of a download as they reach the temporary file."""
+
+    def __init__(self, request: Any, download: Download) -> None:
+        self.request = request
+        self.download = download
+        self.file: Any = open(download.temp.path.path, "rb")
+        self.offset = 0
+        self.waiting = False
+        self.unwatch = download.watch(self._changed)
+        request.notifyFinish().addErrback(lambda _: self._close())
+        request.registerProducer(self, False)
+
+    def _changed(self) -> None:
+        if self.download.error is not None:
+            self._fail(self.download.error)
+        elif self.waiting:
+            self.waiting = False
+            self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        if self.file is None:
+            return
+        download = self.download
+        if download.error is not None:
+            self._fail(download.error)
+            return
+        readable = download.readable
+        if self.offset < readable:
+            data = self.file.read(min(CHUNK_SIZE, readable - self.offset))
+            self.offset += len(data)
+            self.request.write(data)
+        elif download.stored is not None:
+            self._close()
+            self.request.unregisterProducer()
+            self.request.finish()
+        else:
+            self.waiting = True
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            self.unwatch()
+
+    def _fail(self, error: PypicacheError) -> None:
+        if self.file is None:
+            return
+        self._close()
+        self.request.unregisterProducer()
+        if not self.request.startedWriting:
+            self.request.setResponseCode(error.code)
+            self.request.responseHeaders.removeHeader(b"content-length")
+            self.request.responseHeaders.removeHeader(b"etag")
+            self.request.responseHeaders.removeHeader(b"cache-control")
+            self.request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.request.write(error.message.encode() + b"\n")
+            self.request.finish()
+        else:
+            # The client holds part of the body: cut it off so that it can never
+            # take what it has for a complete file.
+            self.request.transport.abortConnection()
+
+
+class DownloadStream(resource.Resource):
+    """A file still downloading: streamed to this client at its own pace."""
+
+    isLeaf = True
+
+    def __init__(self, download: Download) -> None:
+        super().__init__()
+        self.download = download
+
+    def render_GET(self, request: Any) -> Any:
+        download = self.download
+        if set_file_headers(request, download.info.hashes):
+            return b""
+        if request.getHeader(b"range"):
+            # Ranges are answered from the stored file, once it is complete.
+            done = Deferred.fromCoroutine(download.stored_file())
+            request.notifyFinish().addErrback(lambda _: done.cancel())
+            done.addCallbacks(lambda stored: request.render(ArchiveFile(stored.path.path)), lambda f: _error(request, f))
+            done.addErrback(lambda f: None)  # the client went away
+            return NOT_DONE_YET
+        if download.length is not None:
+            request.setHeader(b"content-length", str(download.length).encode())
+        _Tail(request, download)
+        return NOT_DONE_YET
+
+
+def _error(request: Any, failure: Any) -> None:
+    error = failure.value
+    if not isinstance(error, PypicacheError):
+        failure.raiseException()
+    request.setResponseCode(error.code)
+    for name in (b"etag", b"cache-control"):
+        request.responseHeaders.removeHeader(name)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.write(error.message.encode() + b"\n")
+    request.finish()

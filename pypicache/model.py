@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.test_simple -*-
+"""Immutable records of what an index says about a project and its files."""
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class DistFile:
+    """One distribution file as a simple index describes it.
+
+    :ivar url: where the file can be fetched (absolute upstream URL, or ``None``
+        for a file known only from the disk).
+    :ivar hashes: lower-case hash name to hex digest.
+    :ivar yanked: ``False``, ``True``, or the reason (a non-empty string).
+    :ivar core_metadata: ``False``, ``True``, or a dict of hashes of the
+        ``.metadata`` file (PEP 658/714).
+    """
+
+    filename: str
+    url: str | None = None
+    hashes: dict[str, str] = attrs.field(factory=dict)
+    requires_python: str | None = None
+    yanked: bool | str = False
+    core_metadata: bool | dict[str, str] = False
+    size: int | None = None
+    upload_time: str | None = None
+    provenance: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-able dict (our own storage form, not the PEP 691 one)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "DistFile":
+        """Inverse of :meth:`to_json`; unknown keys are ignored."""
+        names = {a.name for a in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@attrs.frozen
+class ProjectPage:
+    """A project's file list, with the PEP 700 ``versions`` if the index gave them."""
+
+    name: str
+    files: tuple[DistFile, ...] = ()
+    versions: tuple[str, ...] | None = None
+
+    def file(self, filename: str) -> DistFile | None:
+        """Return the file called ``filename``, or ``None``."""
+        for f in self.files:
+            if f.filename == filename:
+                return f
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-able dict (our own storage form)."""
+        return {
+            "name": self.name,
+            "files": [f.to_json() for f in self.files],
+            "versions": list(self.versions) if self.versions is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ProjectPage":
+        """Inverse of :meth:`to_json`."""
+        versions = data.get("versions")
+        return cls(
+            name=data["name"],
+            files=tuple(DistFile.from_json(f) for f in data.get("files", ())),
+            versions=tuple(versions) if versions is not None else None,
+        )

@@ -1,0 +1,323 @@
+# -*- test-case-name: tests.test_simple -*-
+"""The simple repository API both ways: parse upstream pages, render ours.
+
+HTML is PEP 503 (with PEP 592, 629, 658/714 attributes); JSON is PEP 691 with
+the PEP 700 additions. Everything here is pure: no I/O, no Twisted.
+"""
+
+import json
+from html import escape
+from html.parser import HTMLParser
+from typing import Any, Callable, Iterable
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from .errors import NotAcceptable
+from .model import DistFile, ProjectPage
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+_LATEST = {
+    "application/vnd.pypi.simple.latest+json": JSON_TYPE,
+    "application/vnd.pypi.simple.latest+html": HTML_TYPE,
+}
+#: What we offer, in the order ties are broken (HTML is the default).
+OFFERED = (TEXT_HTML, HTML_TYPE, JSON_TYPE)
+
+#: The ``Accept`` header we send upstream: JSON first, HTML as the fallback.
+UPSTREAM_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, {TEXT_HTML};q=0.01"
+
+
+# -- parsing -----------------------------------------------------------------
+
+
+def parse_page(body: bytes, content_type: str, page_url: str, name: str) -> ProjectPage:
+    """Parse an upstream project page, JSON or HTML by its content type.
+
+    :param page_url: the URL the page came from, to resolve relative file URLs.
+    :param name: the normalized project name (used when the page has none).
+    :raises ValueError: if the body cannot be parsed.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.endswith("+json") or media == "application/json":
+        return parse_json_page(body, page_url, name)
+    return parse_html_page(body.decode("utf-8", "replace"), page_url, name)
+
+
+def _metadata_value(value: Any) -> bool | dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k).lower(): str(v) for k, v in value.items()} or True
+    return bool(value)
+
+
+def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
+    """Parse a PEP 691 JSON project page."""
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise ValueError("not a PEP 691 project page")
+    files = []
+    for entry in data["files"]:
+        url = urljoin(page_url, entry["url"])
+        metadata = entry.get("core-metadata", entry.get("dist-info-metadata", False))
+        yanked = entry.get("yanked", False)
+        files.append(
+            DistFile(
+                filename=entry["filename"],
+                url=urldefrag(url)[0],
+                hashes={k.lower(): v for k, v in (entry.get("hashes") or {}).items()},
+                requires_python=entry.get("requires-python") or None,
+                yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
+                core_metadata=_metadata_value(metadata),
+                size=entry.get("size"),
+                upload_time=entry.get("upload-time"),
+                provenance=entry.get("provenance"),
+            )
+        )
+    versions = data.get("versions")
+    return ProjectPage(
+        name=name,
+        files=tuple(files),
+        versions=tuple(versions) if isinstance(versions, list) else None,
+    )
+
+
+def _hash_attribute(value: str | None) -> bool | dict[str, str]:
+    """Parse ``data-core-metadata``: ``true`` or ``<hashname>=<hexdigest>``."""
+    if value is None or value.lower() == "false":
+        return False
+    algorithm, sep, digest = value.partition("=")
+    if sep and algorithm and digest:
+        return {algorithm.lower(): digest}
+    return True
+
+
+class _AnchorParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.anchors: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+        elif tag == "a":
+            attributes = dict(attrs)
+            if attributes.get("href"):
+                self.anchors.append(attributes)
+
+
+def parse_html_page(text: str, page_url: str, name: str) -> ProjectPage:
+    """Parse a PEP 503 HTML project page."""
+    parser = _AnchorParser()
+    parser.feed(text)
+    parser.close()
+    base = urljoin(page_url, parser.base) if parser.base else page_url
+    files = []
+    for anchor in parser.anchors:
+        url, fragment = urldefrag(urljoin(base, anchor["href"] or ""))
+        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        if not filename:
+            continue
+        hashes = {}
+        algorithm, sep, digest = fragment.partition("=")
+        if sep and algorithm and digest:
+            hashes[algorithm.lower()] = digest
+        metadata = anchor.get("data-core-metadata", anchor.get("data-dist-info-metadata"))
+        yanked: bool | str = False
+        if "data-yanked" in anchor:
+            yanked = anchor["data-yanked"] or True
+        files.append(
+            DistFile(
+                filename=filename,
+                url=url,
+                hashes=hashes,
+                requires_python=anchor.get("data-requires-python") or None,
+                yanked=yanked,
+                core_metadata=_hash_attribute(metadata),
+                provenance=anchor.get("data-provenance") or None,
+            )
+        )
+    return ProjectPage(name=name, files=tuple(files))
+
+
+# -- rendering ---------------------------------------------------------------
+
+
+def api_version(files: Iterable[DistFile]) -> str:
+    """PEP 700 makes ``size`` mandatory from 1.1: declare 1.0 where one is unknown."""
+    return "1.1" if all(f.size is not None for f in files) else "1.0"
+
+
+def _metadata_attribute(value: bool | dict[str, str]) -> str | None:
+    if value is False:
+        return None
+    if isinstance(value, dict):
+        algorithm, digest = next(iter(sorted(value.items())))
+        return f"{algorithm}={digest}"
+    return "true"
+
+
+def _fragment(hashes: dict[str, str]) -> str:
+    for algorithm in ("sha256", "sha384", "sha512", "sha224", "sha1", "md5"):
+        if algorithm in hashes:
+            return f"#{algorithm}={hashes[algorithm]}"
+    return ""
+
+
+_HTML_HEAD = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n"
+    '    <meta name="pypi:repository-version" content="{version}">\n'
+    "    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
+)
+_HTML_TAIL = "  </body>\n</html>\n"
+
+
+def render_html_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> bytes:
+    """Render a project page as PEP 503 HTML.
+
+    :param url_for: gives the (relative) URL this server serves a file at.
+    """
+    title = escape(f"Links for {page.name}")
+    parts = [_HTML_HEAD.format(version=api_version(page.files), title=title)]
+    for f in page.files:
+        attributes = [f'href="{escape(url_for(f) + _fragment(f.hashes))}"']
+        if f.requires_python:
+            attributes.append(f'data-requires-python="{escape(f.requires_python)}"')
+        if f.yanked is not False:
+            reason = f.yanked if isinstance(f.yanked, str) else ""
+            attributes.append(f'data-yanked="{escape(reason)}"')
+        metadata = _metadata_attribute(f.core_metadata)
+        if metadata:
+            attributes.append(f'data-dist-info-metadata="{escape(metadata)}"')
+            attributes.append(f'data-core-metadata="{escape(metadata)}"')
+        if f.provenance:
+            attributes.append(f'data-provenance="{escape(f.provenance)}"')
+        parts.append(f"    <a {' '.join(attributes)}>{escape(f.filename)}</a><br/>\n")
+    parts.append(_HTML_TAIL)
+    return "".join(parts).encode("utf-8")
+
+
+def render_json_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> bytes:
+    """Render a project page as PEP 691 JSON (with PEP 700 fields)."""
+    files = []
+    for f in page.files:
+        entry: dict[str, Any] = {
+            "filename": f.filename,
+            "url": url_for(f),
+            "hashes": f.hashes,
+        }
+        if f.requires_python:
+            entry["requires-python"] = f.requires_python
+        entry["yanked"] = f.yanked
+        if f.core_metadata is not False:
+            entry["core-metadata"] = f.core_metadata
+            entry["dist-info-metadata"] = f.core_metadata
+        if f.size is not None:
+            entry["size"] = f.size
+        if f.upload_time:
+            entry["upload-time"] = f.upload_time
+        if f.provenance:
+            entry["provenance"] = f.provenance
+        files.append(entry)
+    data = {
+        "meta": {"api-version": api_version(page.files)},
+        "name": page.name,
+        "files": files,
+        "versions": list(page.versions if page.versions is not None else versions_of(page)),
+    }
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+def versions_of(page: ProjectPage) -> list[str]:
+    """Return the versions of a page's files, oldest first (PEP 700)."""
+    from .names import parse_filename  # local: names imports errors only
+    from .errors import BadRequest
+
+    found = {}
+    for f in page.files:
+        try:
+            _, version = parse_filename(f.filename)
+        except BadRequest:
+            continue
+        if version is not None:
+            found[version] = str(version)
+    return [found[v] for v in sorted(found)]
+
+
+def render_html_index(names: Iterable[str]) -> bytes:
+    """Render the project list as PEP 503 HTML (links relative to ``/simple/``)."""
+    parts = [_HTML_HEAD.format(version="1.1", title="Simple index")]
+    for name in names:
+        parts.append(f'    <a href="{escape(name)}/">{escape(name)}</a><br/>\n')
+    parts.append(_HTML_TAIL)
+    return "".join(parts).encode("utf-8")
+
+
+def render_json_index(names: Iterable[str]) -> bytes:
+    """Render the project list as PEP 691 JSON."""
+    data = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+# -- content negotiation -----------------------------------------------------
+
+
+def _parse_accept(header: str) -> list[tuple[str, float, int]]:
+    """Return ``(media range, q, position)`` for each entry of an Accept header."""
+    ranges = []
+    for position, item in enumerate(header.split(",")):
+        media, *params = (p.strip() for p in item.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranges.append((_LATEST.get(media.lower(), media.lower()), q, position))
+    return ranges
+
+
+def negotiate(accept: str | None, format_param: str | None = None) -> str:
+    """Choose the media type of a simple API response.
+
+    :param accept: the request's ``Accept`` header (``None``: HTML).
+    :param format_param: the ``?format=`` query parameter, which wins if given.
+    :returns: one of :data:`OFFERED`.
+    :raises NotAcceptable: if nothing we offer is acceptable.
+    """
+    if format_param:
+        chosen = _LATEST.get(format_param.lower(), format_param.lower())
+        if chosen in OFFERED:
+            return chosen
+        raise NotAcceptable(f"Unsupported format {format_param!r}; offered: {', '.join(OFFERED)}")
+    if not accept or not accept.strip():
+        return TEXT_HTML
+    ranges = _parse_accept(accept)
+    best: tuple[float, int, int, int] | None = None
+    chosen = None
+    for preference, offered in enumerate(OFFERED):
+        major = offered.split("/", 1)[0]
+        match = None  # (specificity, q, position) of the most specific range
+        for media, q, position in ranges:
+            if media == offered:
+                specificity = 2
+            elif media == f"{major}/*":
+                specificity = 1
+            elif media == "*/*":
+                specificity = 0
+            else:
+                continue
+            if match is None or specificity > match[0]:
+                match = (specificity, q, position)
+        if match is None or match[1] <= 0:
+            continue
+        key = (match[1], match[0], -match[2], -preference)
+        if best is None or key > best:
+            best, chosen = key, offered
+    if chosen is None:
+        raise NotAcceptable(f"None of {', '.join(OFFERED)} is acceptable")
+    return chosen

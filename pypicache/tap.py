@@ -1,0 +1,142 @@
+# -*- test-case-name: tests.test_tap -*-
+"""``twistd pypicache``: command-line options and the service they build."""
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.application import service, strports
+from twisted.internet.threads import deferToThreadPool
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.server import Site
+
+from .cache import Mirror, ProjectPages
+from .store import FilesystemStore
+from .upstream import Upstream, make_clients
+from .web import PypicacheApp
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+def pip_index_url() -> str:
+    """The index URL pip itself uses, read now.
+
+    ``PIP_INDEX_URL``, then pip's ``install.index-url``, then ``global.index-url``,
+    then pip's built-in default. Never ``extra-index-url`` or ``find-links``.
+
+    :raises usage.UsageError: if pip cannot be consulted.
+    """
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"].split()[0]
+    try:
+        from pip._internal.configuration import Configuration
+        from pip._internal.models.index import PyPI
+    except ImportError as e:
+        raise usage.UsageError("pip is not importable here to read its index URL: give --index-url") from e
+    try:
+        configuration = Configuration(isolated=False)
+        configuration.load()
+        for key in ("install.index-url", "global.index-url"):
+            try:
+                value = configuration.get_value(key)
+            except Exception:
+                continue
+            if value:
+                return str(value).split()[0]
+    except Exception as e:
+        raise usage.UsageError(f"Cannot read pip's configuration ({e}): give --index-url") from e
+    return str(PyPI.simple_url)
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+class Options(usage.Options):
+    """``twistd pypicache`` options."""
+
+    synopsis = "--cache DIR [--index-url URL] [--listen ENDPOINT]... [--page-ttl SECONDS]"
+    longdesc = "A caching proxy and private index for Python packages."
+
+    optParameters = [
+        ["cache", "c", None, "Folder of the cache and the private packages (created if missing). Required."],
+        ["index-url", "i", None, "Upstream simple index (default: the index pip uses)."],
+        ["page-ttl", None, 600.0, "Seconds a cached project page is fresh.", _positive],
+        ["timeout", None, 30.0, "Seconds to wait for the upstream to answer or to send more bytes.", _positive],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """A strports endpoint to listen on (repeatable; default tcp:8080:interface=127.0.0.1)."""
+        self["listen"].append(endpoint)
+
+    def postOptions(self) -> None:
+        if not self["cache"]:
+            raise usage.UsageError("--cache DIR is required")
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if self["index-url"] is None:
+            self["index-url"] = pip_index_url()
+        parts = urlsplit(self["index-url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise usage.UsageError(f"--index-url must be an http(s) URL, not {self['index-url']!r}")
+        if self["timeout"] <= 0:
+            raise usage.UsageError("--timeout must be positive")
+
+
+class _ThreadPoolService(service.Service):
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class _ConnectionPoolService(service.Service):
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        self.pool = pool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+def makeService(options: Options, reactor: Any = None) -> service.MultiService:
+    """Build the daemon: store, upstream client, proxy, web site and listeners."""
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    top = service.MultiService()
+    threads = ThreadPool(minthreads=0, maxthreads=4, name="pypicache")
+    _ThreadPoolService(threads).setServiceParent(top)
+
+    def run_blocking(f: Any, *args: Any) -> Any:
+        return deferToThreadPool(reactor, threads, f, *args)
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 10
+    _ConnectionPoolService(pool).setServiceParent(top)
+    page_client, file_client = make_clients(reactor, pool)
+    store = FilesystemStore(FilePath(os.path.abspath(options["cache"])), clock=reactor)
+    upstream = Upstream(options["index-url"], page_client, file_client, reactor, timeout=options["timeout"])
+    pages = ProjectPages(upstream, store, reactor, ttl=options["page-ttl"])
+    mirror = Mirror(upstream, store, pages, run_blocking)
+    app = PypicacheApp(store, mirror, options["index-url"])
+    site = Site(app.resource())
+    site.displayTracebacks = False
+    for endpoint in options["listen"]:
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    return top

@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.test_upstream -*-
+"""The treq client for the upstream index: pages with conditional GETs, streamed files."""
+
+import base64
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import attrs
+import treq
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import ResponseFailed
+from twisted.web.iweb import IResponse
+
+from .errors import NotFound, UpstreamError, UpstreamTimeout
+from .model import ProjectPage
+from .simple import UPSTREAM_ACCEPT, parse_page
+
+log = Logger()
+
+#: Largest project page we accept from upstream (the biggest real ones are a few MB).
+MAX_PAGE_SIZE = 64 * 1024 * 1024
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """Return ``url`` without user info, and the ``(user, password)`` it carried."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc)), (parts.username, parts.password or "")
+
+
+@attrs.frozen
+class PageResponse:
+    """What the upstream said about a project page.
+
+    ``page`` is ``None`` when the upstream answered ``304 Not Modified``.
+    """
+
+    page: ProjectPage | None
+    etag: str | None
+    last_modified: str | None
+
+
+def _header(response: IResponse, name: bytes) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    return values[-1].decode("latin-1") if values else None
+
+
+@attrs.define
+class Upstream:
+    """The upstream simple index.
+
+    :ivar _pages: client for pages (may decode gzip).
+    :ivar _files: client for files (must not decode: bytes are hashed as served).
+    """
+
+    index_url: str
+    _pages: HTTPClient
+    _files: HTTPClient
+    _clock: IReactorTime
+    timeout: float = 30.0
+    _credentials: tuple[str, str] | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        url, self._credentials = split_credentials(self.index_url)
+        self.index_url = url.rstrip("/") + "/"
+
+    def page_url(self, project: str) -> str:
+        """The upstream URL of a project page."""
+        return self.index_url + quote(project) + "/"
+
+    def _headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
+        headers = {"User-Agent": "pypicache", **extra}
+        if self._credentials and urlsplit(url).netloc == urlsplit(self.index_url).netloc:
+            token = base64.b64encode(":".join(self._credentials).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return headers
+
+    async def _request(self, client: HTTPClient, url: str, headers: dict[str, str]) -> IResponse:
+        """GET ``url`` and wait for its headers, mapping failures to our errors."""
+        d = client.get(url, headers=self._headers(url, headers), unbuffered=True)
+        d.addTimeout(self.timeout, self._clock)
+        try:
+            return await d
+        except (TimeoutError, CancelledError) as e:
+            raise UpstreamTimeout(f"Upstream did not answer within {self.timeout:g}s: {mask_url(url)}") from e
+        except (ConnectError, DNSLookupError, ResponseFailed, OSError) as e:
+            raise UpstreamError(f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}") from e
+
+    async def read_body(self, response: IResponse, limit: int, on_chunk: Callable[[bytes], Any] | None = None) -> bytes:
+        """Read a response body, with an idle timeout reset on every chunk.
+
+        With ``on_chunk`` the chunks go there and ``b""`` is returned; otherwise
+        they are joined (up to ``limit`` bytes: pages, never package files).
+        """
+        chunks: list[bytes] = []
+        size = 0
+        done = treq.collect(response, lambda chunk: received(chunk))
+        timer = self._clock.callLater(self.timeout, done.cancel)
+
+        def received(chunk: bytes) -> None:
+            nonlocal size
+            timer.reset(self.timeout)
+            size += len(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+            elif size > limit:
+                raise UpstreamError(f"Upstream body larger than {limit} bytes")
+            else:
+                chunks.append(chunk)
+
+        try:
+            await done
+        except CancelledError as e:
+            raise UpstreamTimeout(f"Upstream stalled for {self.timeout:g}s mid-body") from e
+        except ResponseFailed as e:
+            raise UpstreamError(f"Upstream connection broke mid-body ({size} bytes read)") from e
+        finally:
+            if timer.active():
+                timer.cancel()
+        return b"".join(chunks)
+
+    async def fetch_page(self, project: str, etag: str | None = None, last_modified: str | None = None) -> PageResponse:
+        """Fetch a project page, conditionally if validators are given.
+
+        :raises NotFound: the upstream has no such project.
+        :raises UpstreamError: connection failure, 5xx, or an unreadable page.
+        :raises UpstreamTimeout: no answer in time.
+        """
+        url = self.page_url(project)
+        headers = {"Accept": UPSTREAM_ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        log.info("Fetching page {url}", url=mask_url(url))
+        response = await self._request(self._pages, url, headers)
+        if response.code == 304:
+            response.deliverBody(_Discard())
+            return PageResponse(None, etag, last_modified)
+        if response.code == 404:
+            response.deliverBody(_Discard())
+            raise NotFound(f"No project {project!r} upstream")
+        if response.code != 200:
+            response.deliverBody(_Discard())
+            raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
+        body = await self.read_body(response, MAX_PAGE_SIZE)
+        final_url = response.request.absoluteURI.decode("utf-8") if response.request else url
+        try:
+            page = parse_page(body, _header(response, b"content-type") or "text/html", final_url, project)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UpstreamError(f"Unreadable page from upstream for {project!r}: {e}") from e
+        return PageResponse(page, _header(response, b"etag"), _header(response, b"last-modified"))
+
+    async def open_file(self, url: str) -> IResponse:
+        """Start fetching a file; the caller reads the body with :meth:`read_body`.
+
+        :raises NotFound: the upstream answered 404.
+        :raises UpstreamError: connection failure or another status.
+        """
+        log.info("Fetching file {url}", url=mask_url(url))
+        response = await self._request(self._files, url, {"Accept-Encoding": "identity"})
+        if response.code == 200:
+            return response
+        response.deliverBody(_Discard())
+        if response.code in (404, 410):
+            raise NotFound(f"Upstream has no file at {mask_url(url)}")
+        raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
+
+
+class _Discard:
+    """A body protocol that drops everything (to release unused responses)."""
+
+    def makeConnection(self, transport: Any) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+
+def make_clients(reactor: Any, pool: Any) -> tuple[HTTPClient, HTTPClient]:
+    """Return the page client (gzip-decoding) and the file client (no decoding)."""
+    from twisted.web.client import Agent, ContentDecoderAgent, GzipDecoder
+
+    agent = Agent(reactor, pool=pool)
+    pages = HTTPClient(ContentDecoderAgent(agent, [(b"gzip", GzipDecoder)]))
+    return pages, HTTPClient(agent)

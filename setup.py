@@ -1,0 +1,42 @@
+"""Packaging for pypicache, a caching proxy and private index for Python packages."""
+
+from setuptools import setup
+
+setup(
+    name="pypicache",
+    version="0.1.0.dev0",
+    description="A caching proxy and private index for Python packages (a twistd plugin).",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.10",
+    # A flat layout: package_dir keeps twisted/plugins/ visible to twistd after an
+    # editable install as well as after a regular one.
+    package_dir={"": "."},
+    packages=["pypicache", "twisted.plugins"],
+    package_data={"twisted.plugins": ["pypicache_plugin.py"]},
+    install_requires=[
+        "Twisted[tls]>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "attrs>=23.1",
+        "packaging>=24.0",
+        "pkginfo>=1.10",
+        "multipart>=1.2",
+        "pip>=23.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "uv>=0.4",
+            "twine>=6",
+            "build>=1.0",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Archiving :: Mirroring",
+    ],
+)
