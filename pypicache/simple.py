@@ -290,6 +290,8 @@ def negotiate(accept: str | None, format_param: str | None = None) -> str:
     :raises NotAcceptable: if nothing we offer is acceptable.
     """
     if format_param:
+        # ``?format=application/vnd.pypi.simple.v1+json`` unquoted: ``+`` became a space.
+        format_param = format_param.strip().replace(" ", "+")
         chosen = _LATEST.get(format_param.lower(), format_param.lower())
         if chosen in OFFERED:
             return chosen

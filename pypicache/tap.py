@@ -115,6 +115,28 @@ class _ConnectionPoolService(service.Service):
         return self.pool.closeCachedConnections()
 
 
+def build_app(
+    cache: str,
+    index_url: str,
+    reactor: Any,
+    pool: HTTPConnectionPool,
+    run_blocking: Any,
+    page_ttl: float = 600.0,
+    timeout: float = 30.0,
+    page_clock: Any = None,
+) -> PypicacheApp:
+    """Build the objects behind the web site (the tests build theirs here too).
+
+    :param page_clock: the clock of the page TTL (default: ``reactor``).
+    """
+    page_client, file_client = make_clients(reactor, pool)
+    store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
+    upstream = Upstream(index_url, page_client, file_client, reactor, timeout=timeout)
+    pages = ProjectPages(upstream, store, page_clock or reactor, ttl=page_ttl)
+    mirror = Mirror(upstream, store, pages, run_blocking)
+    return PypicacheApp(store, mirror, index_url)
+
+
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     """Build the daemon: store, upstream client, proxy, web site and listeners."""
     if reactor is None:
@@ -129,12 +151,15 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 10
     _ConnectionPoolService(pool).setServiceParent(top)
-    page_client, file_client = make_clients(reactor, pool)
-    store = FilesystemStore(FilePath(os.path.abspath(options["cache"])), clock=reactor)
-    upstream = Upstream(options["index-url"], page_client, file_client, reactor, timeout=options["timeout"])
-    pages = ProjectPages(upstream, store, reactor, ttl=options["page-ttl"])
-    mirror = Mirror(upstream, store, pages, run_blocking)
-    app = PypicacheApp(store, mirror, options["index-url"])
+    app = build_app(
+        cache=options["cache"],
+        index_url=options["index-url"],
+        reactor=reactor,
+        pool=pool,
+        run_blocking=run_blocking,
+        page_ttl=options["page-ttl"],
+        timeout=options["timeout"],
+    )
     site = Site(app.resource())
     site.displayTracebacks = False
     for endpoint in options["listen"]:

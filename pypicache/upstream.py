@@ -8,12 +8,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import attrs
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import ResponseFailed
-from twisted.web.iweb import IResponse
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, RedirectAgent, ResponseFailed
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
 
 from .errors import NotFound, UpstreamError, UpstreamTimeout
 from .model import ProjectPage
@@ -68,13 +70,14 @@ def _header(response: IResponse, name: bytes) -> str | None:
 class Upstream:
     """The upstream simple index.
 
-    :ivar _pages: client for pages (may decode gzip).
-    :ivar _files: client for files (must not decode: bytes are hashed as served).
+    :ivar _pages: treq client for pages (treq asks for and decodes gzip).
+    :ivar _files: agent for files, which does no content decoding: the bytes
+        must arrive exactly as the index hashed them.
     """
 
     index_url: str
     _pages: HTTPClient
-    _files: HTTPClient
+    _files: IAgent
     _clock: IReactorTime
     timeout: float = 30.0
     _credentials: tuple[str, str] | None = attrs.field(init=False, default=None)
@@ -94,16 +97,32 @@ class Upstream:
             headers["Authorization"] = f"Basic {token}"
         return headers
 
-    async def _request(self, client: HTTPClient, url: str, headers: dict[str, str]) -> IResponse:
+    async def _request(self, client: HTTPClient | IAgent, url: str, headers: dict[str, str]) -> IResponse:
         """GET ``url`` and wait for its headers, mapping failures to our errors."""
-        d = client.get(url, headers=self._headers(url, headers), unbuffered=True)
-        d.addTimeout(self.timeout, self._clock)
+        all_headers = self._headers(url, headers)
+        if isinstance(client, HTTPClient):
+            d = client.get(url, headers=all_headers, unbuffered=True)
+        else:
+            raw = Headers({k.encode(): [v.encode()] for k, v in all_headers.items()})
+            d = client.request(b"GET", url.encode("utf-8"), raw)
+        timed_out = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self._clock.callLater(self.timeout, expire)
         try:
             return await d
-        except (TimeoutError, CancelledError) as e:
-            raise UpstreamTimeout(f"Upstream did not answer within {self.timeout:g}s: {mask_url(url)}") from e
-        except (ConnectError, DNSLookupError, ResponseFailed, OSError) as e:
-            raise UpstreamError(f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}") from e
+        except Exception as e:
+            if timed_out:
+                raise UpstreamTimeout(f"Upstream did not answer within {self.timeout:g}s: {mask_url(url)}") from e
+            if isinstance(e, (ConnectError, DNSLookupError, ResponseFailed, OSError, CancelledError)):
+                raise UpstreamError(f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}") from e
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
 
     async def read_body(self, response: IResponse, limit: int, on_chunk: Callable[[bytes], Any] | None = None) -> bytes:
         """Read a response body, with an idle timeout reset on every chunk.
@@ -186,23 +205,12 @@ class Upstream:
         raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
 
 
-class _Discard:
+def _Discard() -> Protocol:
     """A body protocol that drops everything (to release unused responses)."""
-
-    def makeConnection(self, transport: Any) -> None:
-        pass
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
+    return Protocol()
 
 
-def make_clients(reactor: Any, pool: Any) -> tuple[HTTPClient, HTTPClient]:
-    """Return the page client (gzip-decoding) and the file client (no decoding)."""
-    from twisted.web.client import Agent, ContentDecoderAgent, GzipDecoder
-
+def make_clients(reactor: Any, pool: Any) -> tuple[HTTPClient, IAgent]:
+    """Return the page client and the file agent (redirects followed, no decoding)."""
     agent = Agent(reactor, pool=pool)
-    pages = HTTPClient(ContentDecoderAgent(agent, [(b"gzip", GzipDecoder)]))
-    return pages, HTTPClient(agent)
+    return HTTPClient(agent), RedirectAgent(agent)

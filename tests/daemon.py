@@ -1,0 +1,81 @@
+"""Start the pypicache web app on 127.0.0.1 for a test, with a real reactor."""
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.server import Site
+
+from pypicache.tap import build_app
+from pypicache.web import PypicacheApp
+
+
+@attrs.define
+class RunningDaemon:
+    """A daemon listening on loopback, and a treq client for it."""
+
+    url: str
+    app: PypicacheApp
+    cache: Path
+    port: Any
+    pool: HTTPConnectionPool
+    client: HTTPClient
+    client_pool: HTTPConnectionPool
+
+    async def stop(self) -> None:
+        await self.port.stopListening()
+        await self.pool.closeCachedConnections()
+        await self.client_pool.closeCachedConnections()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        """GET ``path`` (relative to the daemon's root) with the test client."""
+        return self.client.get(self.url + path.lstrip("/"), **kwargs)
+
+    async def raw_get(self, path: str, headers: dict[str, str]) -> Any:
+        """GET with a bare Agent: no gzip decoding, no redirects (to see the wire)."""
+        raw = Headers({k.encode(): [v.encode()] for k, v in headers.items()})
+        return await Agent(reactor, pool=self.client_pool).request(b"GET", (self.url + path.lstrip("/")).encode(), raw)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        return self.client.head(self.url + path.lstrip("/"), **kwargs)
+
+
+def client(pool: HTTPConnectionPool) -> HTTPClient:
+    """A treq client that does no content decoding and keeps no connections."""
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+async def start_daemon(index_url: str, cache: Path, **options: Any) -> RunningDaemon:
+    """Build the app as ``twistd pypicache`` does and listen on a free loopback port.
+
+    ``options`` go to :func:`pypicache.tap.build_app` (``page_ttl``, ``timeout``,
+    ``page_clock``).
+    """
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    app = build_app(
+        cache=str(cache),
+        index_url=index_url,
+        reactor=reactor,
+        pool=pool,
+        run_blocking=deferToThread,
+        **options,
+    )
+    site = Site(app.resource())
+    site.displayTracebacks = False
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    client_pool = HTTPConnectionPool(reactor, persistent=False)
+    return RunningDaemon(
+        url=f"http://127.0.0.1:{port.getHost().port}/",
+        app=app,
+        cache=cache,
+        port=port,
+        pool=pool,
+        client=client(client_pool),
+        client_pool=client_pool,
+    )
