@@ -6,9 +6,12 @@ from typing import Any, Callable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
-import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -129,32 +132,20 @@ class Upstream:
 
         With ``on_chunk`` the chunks go there and ``b""`` is returned; otherwise
         they are joined (up to ``limit`` bytes: pages, never package files).
+
+        :raises UpstreamTimeout: no bytes for ``timeout`` seconds.
+        :raises UpstreamError: the connection broke, or the body is too large.
         """
         chunks: list[bytes] = []
-        size = 0
-        done = treq.collect(response, lambda chunk: received(chunk))
-        timer = self._clock.callLater(self.timeout, done.cancel)
-
-        def received(chunk: bytes) -> None:
-            nonlocal size
-            timer.reset(self.timeout)
-            size += len(chunk)
-            if on_chunk is not None:
-                on_chunk(chunk)
-            elif size > limit:
-                raise UpstreamError(f"Upstream body larger than {limit} bytes")
-            else:
+        if on_chunk is None:
+            def on_chunk(chunk: bytes) -> None:
                 chunks.append(chunk)
+                if reader.size > limit:
+                    raise UpstreamError(f"Upstream body larger than {limit} bytes")
 
-        try:
-            await done
-        except CancelledError as e:
-            raise UpstreamTimeout(f"Upstream stalled for {self.timeout:g}s mid-body") from e
-        except ResponseFailed as e:
-            raise UpstreamError(f"Upstream connection broke mid-body ({size} bytes read)") from e
-        finally:
-            if timer.active():
-                timer.cancel()
+        reader = _BodyReader(on_chunk, self._clock, self.timeout)
+        response.deliverBody(reader)
+        await reader.done
         return b"".join(chunks)
 
     async def fetch_page(self, project: str, etag: str | None = None, last_modified: str | None = None) -> PageResponse:
@@ -203,6 +194,48 @@ class Upstream:
         if response.code in (404, 410):
             raise NotFound(f"Upstream has no file at {mask_url(url)}")
         raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
+
+
+class _BodyReader(Protocol):
+    """Hands each chunk of a body to a callback; aborts after ``timeout`` idle seconds."""
+
+    def __init__(self, on_chunk: Callable[[bytes], Any], clock: IReactorTime, timeout: float) -> None:
+        self.on_chunk = on_chunk
+        self.size = 0
+        self.error: Exception | None = None
+        self.done: Deferred[None] = Deferred()
+        self.timeout = timeout
+        self.timer = clock.callLater(timeout, self._expire)
+
+    def _abort(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+            if self.transport is not None:
+                self.transport.stopProducing()
+
+    def _expire(self) -> None:
+        self._abort(UpstreamTimeout(f"Upstream stalled for {self.timeout:g}s mid-body"))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.timer.reset(self.timeout)
+        self.size += len(data)
+        try:
+            self.on_chunk(data)
+        except Exception as e:
+            self._abort(e)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+        if self.error is not None:
+            self.done.errback(self.error)
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            # PotentialDataLoss: no Content-Length; hashes and sizes tell.
+            self.done.callback(None)
+        else:
+            self.done.errback(UpstreamError(f"Upstream connection broke mid-body ({self.size} bytes read)"))
 
 
 def _Discard() -> Protocol:

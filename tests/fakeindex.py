@@ -323,6 +323,10 @@ class FakeIndex(Resource):
     """
 
     isLeaf = True
+    #: C{Cache-Control} sent with pages and with files (as the public index does);
+    #: set to None on an instance to send none.
+    page_cache_control: str | None = "max-age=600, public"
+    file_cache_control: str | None = "max-age=365000000, immutable, public"
 
     def __init__(
         self,
@@ -436,6 +440,14 @@ class FakeIndex(Resource):
             for r in self.requests
             if path_substring in r.path and (method is None or r.method == method)
         )
+
+    def downloads(self, served_name: str) -> int:
+        """
+        How many GETs asked for exactly C{/files/<served_name>} (unlike L{count},
+        C{"x.whl"} does not also match C{"x.whl.metadata"}).
+        """
+        path = "/files/" + quote(served_name)
+        return sum(1 for r in self.requests if r.method == "GET" and r.path == path)
 
     def paths(self) -> list[str]:
         """The recorded request paths, in order."""
@@ -553,6 +565,8 @@ class FakeIndex(Resource):
 
     def _not_modified(self, request: Request, etag: str, generation: int) -> bool:
         """Set validators; True (and status 304) if the client's copy is current."""
+        if self.page_cache_control:
+            request.setHeader(b"cache-control", self.page_cache_control.encode())
         request.setHeader(b"etag", etag.encode())
         last_modified = _EPOCH + generation
         request.setHeader(b"last-modified", http.datetimeToString(last_modified))
@@ -730,6 +744,8 @@ class FakeIndex(Resource):
             source, size = open(dist.path, "rb"), dist.size
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"content-length", str(size).encode())
+        if self.file_cache_control:
+            request.setHeader(b"cache-control", self.file_cache_control.encode())
         if request.method == b"HEAD" or size == 0:
             source.close()
             request.finish()

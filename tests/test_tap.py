@@ -1,0 +1,92 @@
+"""The twistd plugin: options, the default upstream, and the service it builds."""
+
+import os
+import sys
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from pypicache.tap import DEFAULT_LISTEN, Options, makeService, pip_index_url
+
+
+def parse(*args):
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_cache_is_required():
+    """Without --cache the options are refused."""
+    with pytest.raises(usage.UsageError, match="--cache"):
+        parse("--index-url", "http://127.0.0.1:1/simple/")
+
+
+def test_defaults():
+    """--listen defaults to loopback port 8080, --page-ttl to 600 s."""
+    options = parse("--cache", "/tmp/x", "--index-url", "http://127.0.0.1:1/simple/")
+    assert options["listen"] == [DEFAULT_LISTEN]
+    assert options["page-ttl"] == 600
+    assert options["index-url"] == "http://127.0.0.1:1/simple/"
+
+
+def test_listen_is_repeatable():
+    """--listen may be given several times."""
+    options = parse("--cache", "/tmp/x", "--index-url", "http://h.invalid/simple/", "--listen", "tcp:1", "--listen", "tcp:2")
+    assert options["listen"] == ["tcp:1", "tcp:2"]
+
+
+@pytest.mark.parametrize("url", ["file:///opt/simple", "ftp://h.invalid/simple", "not a url"])
+def test_index_url_must_be_http(url):
+    """Only http(s) upstreams are accepted."""
+    with pytest.raises(usage.UsageError, match="http"):
+        parse("--cache", "/tmp/x", "--index-url", url)
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_page_ttl_must_be_a_non_negative_number(value):
+    """A negative or non-numeric --page-ttl is a usage error."""
+    with pytest.raises(usage.UsageError):
+        parse("--cache", "/tmp/x", "--index-url", "http://h.invalid/", "--page-ttl", value)
+
+
+def test_default_upstream_from_environment(monkeypatch):
+    """PIP_INDEX_URL wins."""
+    monkeypatch.setenv("PIP_INDEX_URL", "http://mirror.invalid/simple/")
+    assert pip_index_url() == "http://mirror.invalid/simple/"
+
+
+def test_default_upstream_from_pip_config(monkeypatch, tmp_path):
+    """pip's install.index-url wins over global.index-url; extra-index-url is never used."""
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        "[global]\nindex-url = http://global.invalid/simple/\nextra-index-url = http://extra.invalid/\n"
+        "[install]\nindex-url = http://install.invalid/simple/\n"
+    )
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    assert pip_index_url() == "http://install.invalid/simple/"
+    config.write_text("[global]\nindex-url = http://global.invalid/simple/\nextra-index-url = http://extra.invalid/\n")
+    assert pip_index_url() == "http://global.invalid/simple/"
+
+
+def test_default_upstream_is_pips_builtin(monkeypatch):
+    """With nothing configured, the default is pip's own built-in index."""
+    from pip._internal.models.index import PyPI
+
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    assert pip_index_url() == PyPI.simple_url
+
+
+def test_make_service_listens_on_loopback(tmp_path):
+    """makeService listens where --listen says, on the reactor it is given."""
+    reactor = MemoryReactorClock()
+    options = parse("--cache", str(tmp_path / "c"), "--index-url", "http://127.0.0.1:1/simple/", "--listen", "tcp:8123:interface=127.0.0.1")
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    try:
+        assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [(8123, "127.0.0.1")]
+        assert (tmp_path / "c" / "mirror").is_dir()
+    finally:
+        service.stopService()
