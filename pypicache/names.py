@@ -33,7 +33,7 @@ def normalize(name: str) -> str:
 
     :raises BadRequest: if ``name`` is not a valid project name.
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadRequest(f"Invalid project name: {name!r}")
     return canonicalize_name(name)
 
@@ -43,7 +43,7 @@ def check_filename(filename: str) -> str:
 
     :raises BadRequest: for separators, ``..``, NUL, percent signs, leading dots.
     """
-    if not _SAFE_FILENAME.match(filename) or ".." in filename or len(filename) > 255:
+    if not _SAFE_FILENAME.fullmatch(filename) or ".." in filename or len(filename) > 255:
         raise BadRequest(f"Invalid filename: {filename!r}")
     return filename
 
@@ -72,7 +72,7 @@ def parse_filename(filename: str) -> tuple[str, Version | None]:
             parts = filename[: -len(suffix)].split("-")
             for i in range(1, len(parts)):
                 name = "-".join(parts[:i])
-                if parts[i][:1].isdigit() and _NAME.match(name):
+                if parts[i][:1].isdigit() and _NAME.fullmatch(name):
                     try:
                         version: Version | None = Version(parts[i])
                     except InvalidVersion:

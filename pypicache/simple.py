@@ -210,8 +210,8 @@ def render_json_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> b
             entry["requires-python"] = f.requires_python
         entry["yanked"] = f.yanked
         if f.core_metadata is not False:
+            # PEP 714: JSON carries only the new key (pip 22.3-23.1 break on the old one).
             entry["core-metadata"] = f.core_metadata
-            entry["dist-info-metadata"] = f.core_metadata
         if f.size is not None:
             entry["size"] = f.size
         if f.upload_time:

@@ -220,7 +220,7 @@ class FilesystemStore:
                 data = json.loads(sidecar.getContent())
                 info = DistFile.from_json(data["file"])
                 stored_at = data.get("stored_at")
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 # An archive without a readable sidecar (dropped in by hand):
                 # listed with what the filesystem knows until it is rescanned.
                 info = DistFile(filename=name, size=path.getsize())
@@ -242,7 +242,7 @@ class FilesystemStore:
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         stored = self._listing(project).get(filename)
-        if stored is not None and not stored.path.exists():
+        if stored is not None and not os.path.isfile(stored.path.path):
             self.forget(project)
             return None
         return stored
@@ -308,7 +308,7 @@ class FilesystemStore:
     def read_page(self, project: str) -> CachedPage | None:
         try:
             return CachedPage.from_json(json.loads(self._page_path(project).getContent()))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def write_page(self, project: str, cached: CachedPage) -> None:

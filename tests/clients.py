@@ -57,7 +57,9 @@ def clean_env(tmp: Path | str) -> dict[str, str]:
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith(_SCRUBBED_PREFIXES)
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(_SCRUBBED_PREFIXES)
     }
     loopback = "127.0.0.1,localhost,::1"
     env.update(
@@ -304,7 +306,9 @@ async def twine_upload(
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
 ) -> Result:
-    """C{python -m twine upload --repository-url URL -u U -p P --non-interactive FILES}."""
+    """
+    C{python -m twine upload --repository-url URL -u U -p P --non-interactive FILES}.
+    """
     args = [
         sys.executable,
         "-m",
@@ -335,7 +339,10 @@ async def uv_publish(
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
 ) -> Result:
-    """C{uv publish --publish-url URL --username U --password P FILES} (no trusted publishing)."""
+    """
+    C{uv publish --publish-url URL --username U --password P FILES}, with
+    trusted publishing off.
+    """
     args = [
         uv_binary(),
         "publish",

@@ -8,7 +8,7 @@ L{FakeIndex.add}::
     /simple/                      project list (HTML, or PEP 691 JSON in "json" mode)
     /simple/<project>/            PEP 503 HTML / PEP 691 JSON page (API 1.1, PEP 700)
     /files/<filename>             the dist file, streamed (never read whole)
-    /files/<filename>.metadata    PEP 658 core metadata of a wheel added with metadata=True
+    /files/<filename>.metadata    PEP 658 metadata (of wheels added with metadata=True)
 
 The pages are literal templates written here, independent of anything pypicache
 renders.  The two modes differ on purpose:
@@ -142,7 +142,7 @@ class Hold:
         self.released = True
         self._on_release()
         parked, self._parked = self._parked, []
-        for request, go in parked:
+        for _request, go in parked:
             go()
 
     def _park(self, request: Request, go: Callable[[], None]) -> None:
@@ -527,7 +527,9 @@ class FakeIndex(Resource):
         self.requests.append(record)
         if self._forbidden:
             self.violations.append(record)
-            return self._plain(request, 500, "forbidden: this test must not reach upstream")
+            return self._plain(
+                request, 500, "forbidden: this test must not reach upstream"
+            )
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
             return self._plain(request, 405, "method not allowed")
@@ -594,7 +596,11 @@ class FakeIndex(Resource):
         projects = self.projects()
         if content_type == JSON_TYPE:
             entries = ", ".join(f'{{"name": {json.dumps(p)}}}' for p in projects)
-            return f"""{{"meta": {{"api-version": "1.1"}}, "projects": [{entries}]}}""".encode()
+            return f"""{{
+  "meta": {{"api-version": "1.1"}},
+  "projects": [{entries}]
+}}
+""".encode()
         links = "\n".join(
             f'    <a href="{quote(p)}/">{html.escape(p)}</a><br />' for p in projects
         )
@@ -665,9 +671,13 @@ class FakeIndex(Resource):
     def _html_page(self, project: str, dists: list[_Dist], base: str) -> bytes:
         anchors = []
         for d in dists:
-            attrs_ = [f'href="{html.escape(base + quote(d.filename))}#sha256={d.sha256}"']
+            attrs_ = [
+                f'href="{html.escape(base + quote(d.filename))}#sha256={d.sha256}"'
+            ]
             if d.requires_python is not None:
-                attrs_.append(f'data-requires-python="{html.escape(d.requires_python)}"')
+                attrs_.append(
+                    f'data-requires-python="{html.escape(d.requires_python)}"'
+                )
             if d.metadata_sha256 is not None:
                 attrs_.append(f'data-core-metadata="sha256={d.metadata_sha256}"')
                 attrs_.append(f'data-dist-info-metadata="sha256={d.metadata_sha256}"')
@@ -704,9 +714,17 @@ class FakeIndex(Resource):
                 if d.upload_time is not None
                 else ""
             )
-            files.append(
-                f"""{{"filename": {json.dumps(d.filename)}, "url": {json.dumps(base + quote(d.filename))}, "hashes": {{"sha256": "{d.sha256}"}}, "requires-python": {json.dumps(d.requires_python)}, "core-metadata": {meta}, "dist-info-metadata": {meta}, "yanked": {json.dumps(d.yanked or False)}, "size": {d.size}{upload}}}"""
-            )
+            url = json.dumps(base + quote(d.filename))
+            files.append(f"""{{
+      "filename": {json.dumps(d.filename)},
+      "url": {url},
+      "hashes": {{"sha256": "{d.sha256}"}},
+      "requires-python": {json.dumps(d.requires_python)},
+      "core-metadata": {meta},
+      "dist-info-metadata": {meta},
+      "yanked": {json.dumps(d.yanked or False)},
+      "size": {d.size}{upload}
+    }}""")
         versions = sorted({d.version for d in dists})
         joined = ",\n    ".join(files)
         return f"""{{
@@ -728,12 +746,16 @@ class FakeIndex(Resource):
             return self._plain(request, 404, f"no file {served_name}")
         hold = self._file_holds.get(served_name)
         if hold is not None:
-            hold._park(request, lambda: self._send(request, dist, served_name, is_metadata))
+            hold._park(
+                request, lambda: self._send(request, dist, served_name, is_metadata)
+            )
             return NOT_DONE_YET
         self._send(request, dist, served_name, is_metadata)
         return NOT_DONE_YET
 
-    def _send(self, request: Request, dist: _Dist, served_name: str, is_metadata: bool) -> None:
+    def _send(
+        self, request: Request, dist: _Dist, served_name: str, is_metadata: bool
+    ) -> None:
         if request._disconnected:
             return
         source: BinaryIO
@@ -835,7 +857,9 @@ async def start_fake_index(index: FakeIndex, port: int = 0) -> RunningIndex:
     if index.clock is None:
         index.clock = reactor
     site = _QuietSite(index)
-    listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(site)
+    listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
+        site
+    )
     actual = listening.getHost().port
     root = f"http://127.0.0.1:{actual}/"
     return RunningIndex(index, root + "simple/", root, actual, listening, site)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fakeindex -*-
 """
-Build real, installable Python distributions for tests, with no network and no setuptools.
+Build real, installable Python distributions for tests: no network, no setuptools.
 
 Pure (no Twisted, no I/O besides the files it writes).  Every build is
 byte-for-byte reproducible: the same arguments give the same file and so the

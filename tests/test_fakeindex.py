@@ -8,10 +8,11 @@ Real reactor (pytest-twisted), servers on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import hashlib
 import json
-import re
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -20,11 +21,17 @@ import pytest
 import pytest_twisted
 import treq
 from treq.client import HTTPClient
+from treq.testing import StubTreq
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, readBody
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from tests.clients import (
     clean_env,
@@ -61,8 +68,14 @@ def dists(tmp_path: Path) -> Path:
     only), and bar needs baz (wheel); plus an older foo sdist.
     """
     d = tmp_path / "dists"
-    build_wheel(d, "foo", "1.0", requires=["bar>=1"], requires_python=">=3.8",
-                extras={"fast": ["baz"]})
+    build_wheel(
+        d,
+        "foo",
+        "1.0",
+        requires=["bar>=1"],
+        requires_python=">=3.8",
+        extras={"fast": ["baz"]},
+    )
     build_sdist(d, "foo", "0.9", requires=["bar>=1"])
     build_sdist(d, "bar", "1.5", requires=["baz"])
     build_wheel(d, "baz", "2.0")
@@ -102,13 +115,20 @@ def test_wheel_is_well_formed(tmp_path: Path) -> None:
     A built wheel has the spec's file name, METADATA with extras markers and
     Requires-Python, and a RECORD whose hashes and sizes match every member.
     """
-    path = build_wheel(tmp_path, "Foo.Bar", "1.0.0", requires=["bar>=1"],
-                       requires_python=">=3.8", extras={"Fast": ["baz"]},
-                       module_body="ANSWER = 42\n")
+    path = build_wheel(
+        tmp_path,
+        "Foo.Bar",
+        "1.0.0",
+        requires=["bar>=1"],
+        requires_python=">=3.8",
+        extras={"Fast": ["baz"]},
+        module_body="ANSWER = 42\n",
+    )
     assert path.name == "foo_bar-1.0.0-py3-none-any.whl"
     with zipfile.ZipFile(path) as zf:
         meta = email.parser.Parser().parsestr(
-            zf.read("foo_bar-1.0.0.dist-info/METADATA").decode())
+            zf.read("foo_bar-1.0.0.dist-info/METADATA").decode()
+        )
         assert meta["Metadata-Version"] == "2.1"
         assert meta["Name"] == "Foo.Bar"
         assert meta["Requires-Python"] == ">=3.8"
@@ -122,7 +142,6 @@ def test_wheel_is_well_formed(tmp_path: Path) -> None:
                 assert (digest, size) == ("", "")
                 continue
             data = zf.read(name)
-            import base64
             expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest())
             assert digest == "sha256=" + expected.rstrip(b"=").decode()
             assert int(size) == len(data)
@@ -135,22 +154,27 @@ def test_builds_are_reproducible(tmp_path: Path) -> None:
     b = build_wheel(tmp_path / "b", "x", "1")
     assert sha256_of(a) == sha256_of(b)
     assert sha256_of(build_sdist(tmp_path / "a", "x", "1")) == sha256_of(
-        build_sdist(tmp_path / "b", "x", "1"))
+        build_sdist(tmp_path / "b", "x", "1")
+    )
 
 
 def test_sdist_is_well_formed(tmp_path: Path) -> None:
-    """An sdist holds PKG-INFO 2.2, a pyproject naming the in-tree backend, and the module."""
+    """An sdist holds PKG-INFO 2.2, a pyproject naming its in-tree backend, a module."""
     path = build_sdist(tmp_path, "Foo-Bar", "2.0", requires=["baz"])
     assert path.name == "foo_bar-2.0.tar.gz"
     with tarfile.open(path) as tar:
         names = set(tar.getnames())
-        assert {"foo_bar-2.0/PKG-INFO", "foo_bar-2.0/pyproject.toml",
-                "foo_bar-2.0/tinybackend.py", "foo_bar-2.0/foo_bar/__init__.py"} <= names
+        assert {
+            "foo_bar-2.0/PKG-INFO",
+            "foo_bar-2.0/pyproject.toml",
+            "foo_bar-2.0/tinybackend.py",
+            "foo_bar-2.0/foo_bar/__init__.py",
+        } <= names
         pkg_info = tar.extractfile("foo_bar-2.0/PKG-INFO").read().decode()
         pyproject = tar.extractfile("foo_bar-2.0/pyproject.toml").read().decode()
     assert "Metadata-Version: 2.2\n" in pkg_info
     assert "Requires-Dist: baz\n" in pkg_info
-    assert 'requires = []' in pyproject and 'backend-path = ["."]' in pyproject
+    assert "requires = []" in pyproject and 'backend-path = ["."]' in pyproject
 
 
 def test_clean_env_scrubs_client_configuration(tmp_path: Path, monkeypatch) -> None:
@@ -173,11 +197,14 @@ async def test_pip_installs_built_dists_offline(tmp_path: Path, dists: Path) -> 
     and looks at no other source of packages.
     """
     target = tmp_path / "target"
-    result = await pip_install(None, ["foo[fast]"], target, tmp_path,
-                               ["--find-links", str(dists), "-v"])
+    result = await pip_install(
+        None, ["foo[fast]"], target, tmp_path, ["--find-links", str(dists), "-v"]
+    )
     result.check()
     assert {"foo", "bar", "baz"} <= {p.name for p in target.iterdir()}
-    assert (target / "bar" / "__init__.py").read_text().startswith('__version__ = "1.5"')
+    assert (
+        (target / "bar" / "__init__.py").read_text().startswith('__version__ = "1.5"')
+    )
     # Only our directory was consulted: no configured find-links or extra index.
     assert f"Looking in links: {dists}\n" in result.out
     assert "extra-index" not in result.out.lower()
@@ -187,9 +214,11 @@ async def test_pip_installs_built_dists_offline(tmp_path: Path, dists: Path) -> 
 @pytest_twisted.ensureDeferred
 async def test_run_kills_on_timeout(tmp_path: Path) -> None:
     """run() kills a process that outlives its timeout and says so."""
-    import sys
-    result = await run([sys.executable, "-c", "import time; time.sleep(30)"],
-                       clean_env(tmp_path), timeout=0.5)
+    result = await run(
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        clean_env(tmp_path),
+        timeout=0.5,
+    )
     assert result.timed_out and not result.ok
 
 
@@ -213,7 +242,8 @@ async def test_html_mode_always_answers_html(http, dists: Path) -> None:
     assert '<meta name="pypi:repository-version" content="1.1">' in body
     wheel = dists / "foo-1.0-py3-none-any.whl"
     meta_sha = hashlib.sha256(
-        zipfile.ZipFile(wheel).read("foo-1.0.dist-info/METADATA")).hexdigest()
+        zipfile.ZipFile(wheel).read("foo-1.0.dist-info/METADATA")
+    ).hexdigest()
     assert (
         f'<a href="../../files/foo-1.0-py3-none-any.whl#sha256={sha256_of(wheel)}" '
         'data-requires-python="&gt;=3.8" '
@@ -245,8 +275,10 @@ async def test_json_mode_negotiates(http, running_json) -> None:
     assert wheel["hashes"] == {"sha256": running_json.index.sha256(wheel["filename"])}
 
     metadata = await http.get(wheel["url"] + ".metadata")
-    assert hashlib.sha256(await metadata.content()).hexdigest() == \
-        wheel["core-metadata"]["sha256"]
+    assert (
+        hashlib.sha256(await metadata.content()).hexdigest()
+        == wheel["core-metadata"]["sha256"]
+    )
 
     for accept in (None, "text/html", f"{JSON_TYPE}; q=0.1, text/html"):
         headers = {"Accept": accept} if accept else {}
@@ -265,11 +297,15 @@ async def test_yanked_and_listing(http, dists: Path) -> None:
     running = await start_fake_index(index)
     try:
         html_page = await (await http.get(running.url + "foo/")).text()
-        baz = json.loads(await (await http.get(
-            running.url + "baz/", headers={"Accept": JSON_TYPE})).text())
+        baz = json.loads(
+            await (
+                await http.get(running.url + "baz/", headers={"Accept": JSON_TYPE})
+            ).text()
+        )
         root_html = await (await http.get(running.url)).text()
-        root_json = json.loads(await (await http.get(
-            running.url, headers={"Accept": JSON_TYPE})).text())
+        root_json = json.loads(
+            await (await http.get(running.url, headers={"Accept": JSON_TYPE})).text()
+        )
     finally:
         await running.stop()
     assert 'data-yanked="broken &lt;build&gt;"' in html_page
@@ -280,7 +316,7 @@ async def test_yanked_and_listing(http, dists: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_redirects_and_404(http, running) -> None:
-    """Unnormalized or slash-less names get a 301 to the normalized page; unknown 404."""
+    """Unnormalized or slash-less names get a 301 to the normal page; unknowns 404."""
     for path in ("Foo/", "foo"):
         response = await http.get(running.url + path, allow_redirects=False)
         assert response.code == 301
@@ -348,7 +384,8 @@ async def test_recording_and_forbid(http, running) -> None:
     assert response.code == 500
     await response.content()
     assert [v.path for v in running.index.violations] == [
-        "/files/baz-2.0-py3-none-any.whl"]
+        "/files/baz-2.0-py3-none-any.whl"
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -479,7 +516,11 @@ async def test_pip_installs_through_fake_index(tmp_path: Path, running) -> None:
     result.check()
     assert {"foo", "bar", "baz"} <= {p.name for p in target.iterdir()}
     index = running.index
-    for name in ("foo-1.0-py3-none-any.whl", "bar-1.5.tar.gz", "baz-2.0-py3-none-any.whl"):
+    for name in (
+        "foo-1.0-py3-none-any.whl",
+        "bar-1.5.tar.gz",
+        "baz-2.0-py3-none-any.whl",
+    ):
         assert index.downloads(name) == 1, index.paths()
     assert all(p.startswith(("/simple/", "/files/")) for p in index.paths())
     accept = {h["accept"] for m, p, h in index.requests if p.startswith("/simple/")}
@@ -488,7 +529,7 @@ async def test_pip_installs_through_fake_index(tmp_path: Path, running) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_uv_installs_through_fake_index(tmp_path: Path, running) -> None:
-    """uv pip install --index-url <fake> resolves and builds the same graph in both modes."""
+    """uv pip install --index-url <fake> resolves and builds the graph in both modes."""
     target = tmp_path / "target"
     result = await uv_pip_install(running.url, ["foo[fast]"], target, tmp_path)
     result.check()
@@ -511,33 +552,120 @@ async def test_pip_rejects_corrupt_file(tmp_path: Path, running_json) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_upload_wrappers_post_to_the_url(tmp_path: Path, dists: Path) -> None:
-    """twine_upload and uv_publish send a file_upload POST with basic auth to the URL."""
-    from twisted.web.resource import Resource
-
+    """twine_upload and uv_publish POST a file_upload with basic auth to the URL."""
     posts = []
 
     class Receiver(Resource):
         isLeaf = True
 
         def render_POST(self, request):
-            posts.append((request.getUser(), request.getPassword(),
-                          request.args.get(b":action"), request.args.get(b"name")))
+            posts.append(
+                (
+                    request.getUser(),
+                    request.getPassword(),
+                    request.args.get(b":action"),
+                    request.args.get(b"name"),
+                )
+            )
             return b"OK"
 
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-    from twisted.web.server import Site
-
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        Site(Receiver()))
+        Site(Receiver())
+    )
     url = f"http://127.0.0.1:{port.getHost().port}/legacy/"
     try:
-        (await twine_upload(url, [dists / "baz-2.0-py3-none-any.whl"], tmp_path,
-                            username="alice", password="pw")).check()
-        (await uv_publish(url, [dists / "bar-1.5.tar.gz"], tmp_path,
-                          username="bob", password="pw2")).check()
+        (
+            await twine_upload(
+                url,
+                [dists / "baz-2.0-py3-none-any.whl"],
+                tmp_path,
+                username="alice",
+                password="pw",
+            )
+        ).check()
+        (
+            await uv_publish(
+                url,
+                [dists / "bar-1.5.tar.gz"],
+                tmp_path,
+                username="bob",
+                password="pw2",
+            )
+        ).check()
     finally:
         await port.stopListening()
     assert posts == [
         (b"alice", b"pw", [b"file_upload"], [b"baz"]),
         (b"bob", b"pw2", [b"file_upload"], [b"bar"]),
     ]
+
+
+# -- in memory ------------------------------------------------------------------
+
+
+class InMemoryTests(SynchronousTestCase):
+    """FakeIndex under treq.testing.StubTreq: no reactor, no sockets, a fake clock."""
+
+    def setUp(self) -> None:
+        self.dists = Path(self.mktemp())
+        build_wheel(self.dists, "baz", "2.0")
+        build_sdist(self.dists, "bar", "1.5", requires=["baz"])
+        self.clock = Clock()
+        self.index = FakeIndex(self.dists, "json", clock=self.clock)
+        self.index.add("baz-2.0-py3-none-any.whl")
+        self.index.add("bar-1.5.tar.gz")
+        self.stub = StubTreq(self.index)
+
+    def get(self, url: str, **kwargs) -> Deferred:
+        d = self.stub.get(url, **kwargs)
+        self.stub.flush()
+        return d
+
+    def test_pages_and_files(self) -> None:
+        """Pages and files come out the same as over TCP (host and port from iosim)."""
+        response = self.successResultOf(
+            self.get("http://127.0.0.1/simple/baz/", headers={"Accept": JSON_TYPE})
+        )
+        page = json.loads(self.successResultOf(self.stub.text_content(response)))
+        url = page["files"][0]["url"]
+        self.assertEqual(url, "http://127.0.0.1:80/files/baz-2.0-py3-none-any.whl")
+        body = self.successResultOf(
+            self.stub.content(self.successResultOf(self.get(url)))
+        )
+        self.assertEqual(
+            hashlib.sha256(body).hexdigest(),
+            self.index.sha256("baz-2.0-py3-none-any.whl"),
+        )
+
+    def test_slow_page_uses_the_clock(self) -> None:
+        """slow_page waits on the injected clock, not on real time."""
+        self.index.slow_page("bar", 5)
+        d = self.get("http://127.0.0.1/simple/bar/")
+        self.assertNoResult(d)
+        self.clock.advance(5)
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+
+    def test_hold_page(self) -> None:
+        """hold_page parks page requests until release."""
+        hold = self.index.hold_page("bar")
+        d = self.get("http://127.0.0.1/simple/bar/")
+        self.assertNoResult(d)
+        self.assertEqual(hold.arrived, 1)
+        hold.release()
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
+
+    def test_remove_and_no_metadata(self) -> None:
+        """metadata=False advertises and serves no core metadata; remove() 404s."""
+        self.index.add("baz-2.0-py3-none-any.whl", metadata=False)
+        response = self.successResultOf(self.get("http://127.0.0.1/simple/baz/"))
+        self.assertNotIn(
+            "metadata", self.successResultOf(self.stub.text_content(response))
+        )
+        meta = self.get("http://127.0.0.1/files/baz-2.0-py3-none-any.whl.metadata")
+        self.assertEqual(self.successResultOf(meta).code, 404)
+        self.index.remove("baz-2.0-py3-none-any.whl")
+        self.assertEqual(
+            self.successResultOf(self.get("http://127.0.0.1/simple/baz/")).code, 404
+        )

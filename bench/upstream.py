@@ -1,0 +1,95 @@
+"""
+The benchmark's upstream index, in its own process::
+
+    python bench/upstream.py DIR PORT
+
+Serves every ``*.whl`` / ``*.tar.gz`` in ``DIR`` with ``tests.fakeindex.FakeIndex``
+in "json" mode (PEP 691 JSON or HTML by ``Accept``, absolute file URLs, PEP 658
+metadata, files streamed from disk) on ``127.0.0.1:PORT`` (``0``: any free port).
+Once listening it prints one line, ``READY <port>``, on stdout.
+
+``GET /_stats`` answers JSON counters read from the index's request record:
+``{"requests": N, "file_gets": {filename: n}, "metadata_gets": {...},
+"page_gets": {project: n}}`` (GETs only; ``HEAD`` is not a fetch).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.internet import reactor  # noqa: E402
+from twisted.internet.defer import Deferred  # noqa: E402
+from twisted.web.server import Request  # noqa: E402
+
+from tests.fakeindex import FakeIndex, start_fake_index  # noqa: E402
+
+
+class StatsIndex(FakeIndex):
+    """A FakeIndex that also answers ``/_stats`` (not recorded)."""
+
+    def render(self, request: Request) -> bytes | int:
+        if request.postpath == [b"_stats"]:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            return json.dumps(self.stats()).encode()
+        return super().render(request)
+
+    def stats(self) -> dict:
+        files: collections.Counter[str] = collections.Counter()
+        metadata: collections.Counter[str] = collections.Counter()
+        pages: collections.Counter[str] = collections.Counter()
+        for r in self.requests:
+            if r.method != "GET":
+                continue
+            path = unquote(r.path.split("?", 1)[0])
+            if path.startswith("/files/"):
+                name = path[len("/files/"):]
+                if name.endswith(".metadata"):
+                    metadata[name[: -len(".metadata")]] += 1
+                else:
+                    files[name] += 1
+            elif path.startswith("/simple/") and path != "/simple/":
+                pages[path[len("/simple/"):].strip("/")] += 1
+        return {
+            "requests": len(self.requests),
+            "file_gets": dict(files),
+            "metadata_gets": dict(metadata),
+            "page_gets": dict(pages),
+        }
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit("usage: python bench/upstream.py DIR PORT")
+    directory, port = Path(sys.argv[1]), int(sys.argv[2])
+    index = StatsIndex(directory, "json")
+    for path in sorted(directory.iterdir()):
+        if path.name.endswith((".whl", ".tar.gz")):
+            index.add(path.name)
+
+    async def start() -> None:
+        running = await start_fake_index(index, port)
+        print(f"READY {running.port}", flush=True)
+
+    def go() -> None:
+        d = Deferred.fromCoroutine(start())
+
+        def failed(f):  # type: ignore[no-untyped-def]
+            print(f"FAILED {f.getErrorMessage()}", flush=True)
+            reactor.stop()
+
+        d.addErrback(failed)
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

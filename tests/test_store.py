@@ -1,0 +1,635 @@
+"""Tests for :mod:`pypicache.store`: the on-disk layout of archives, sidecars and pages."""
+
+import json
+import os
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.filepath import FilePath
+from zope.interface.verify import verifyObject
+
+from pypicache.errors import BadRequest
+from pypicache.model import DistFile, ProjectPage
+from pypicache.store import (
+    MIRROR,
+    PRERELEASES,
+    RELEASES,
+    TEMP_PREFIX,
+    CachedPage,
+    FilesystemStore,
+    IStore,
+    StoredFile,
+)
+
+WHEEL = "foo-1.0-py3-none-any.whl"
+SDIST = "foo-1.0.tar.gz"
+CONTENT = b"PK\x03\x04 not really a zip"
+METADATA = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n"
+
+
+def info_for(filename: str = WHEEL, **kwargs) -> DistFile:
+    kwargs.setdefault("url", f"https://files.example/{filename}")
+    kwargs.setdefault("hashes", {"sha256": "ab" * 32})
+    kwargs.setdefault("size", len(CONTENT))
+    return DistFile(filename=filename, **kwargs)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest.fixture
+def root(tmp_path) -> FilePath:
+    return FilePath(str(tmp_path))
+
+
+@pytest.fixture
+def store(root, clock) -> FilesystemStore:
+    return FilesystemStore(root, clock=clock)
+
+
+def put(
+    store,
+    project="foo",
+    filename=WHEEL,
+    area=MIRROR,
+    content=CONTENT,
+    metadata=None,
+    **kwargs,
+):
+    """Store ``content`` as ``filename`` through ``open_temp`` and ``commit``."""
+    temp = store.open_temp(project, area)
+    temp.write(content)
+    return store.commit(temp, info_for(filename, **kwargs), metadata)
+
+
+def listing(directory: FilePath) -> list[str]:
+    return sorted(directory.listdir()) if directory.exists() else []
+
+
+# -- interface -----------------------------------------------------------------
+
+
+def test_provides_istore(store):
+    """FilesystemStore fully implements IStore."""
+    assert verifyObject(IStore, store)
+
+
+def test_layout_created(root):
+    """A new store creates the mirror, private and pages folders."""
+    FilesystemStore(root)
+    for area in (MIRROR, RELEASES, PRERELEASES, "pages"):
+        assert root.preauthChild(area).isdir()
+
+
+def test_default_clock(root):
+    """Without a clock the store uses wall time for ``stored_at``."""
+    store = FilesystemStore(root)
+    stored = put(store)
+    assert isinstance(stored.stored_at, float) and stored.stored_at > 1_600_000_000
+
+
+# -- open_temp / commit / discard ----------------------------------------------
+
+
+def test_commit_layout(store, root):
+    """Commit puts the archive, its ``.json`` sidecar and ``.metadata`` in ``mirror/<project>/``."""
+    put(store, metadata=METADATA)
+    directory = root.preauthChild("mirror/foo")
+    assert listing(directory) == [WHEEL, WHEEL + ".json", WHEEL + ".metadata"]
+    assert directory.child(WHEEL).getContent() == CONTENT
+    assert directory.child(WHEEL + ".metadata").getContent() == METADATA
+
+
+def test_commit_without_metadata(store, root):
+    """Without metadata only the archive and its sidecar are written."""
+    put(store)
+    assert listing(root.preauthChild("mirror/foo")) == [WHEEL, WHEEL + ".json"]
+
+
+def test_commit_sidecar(store, root, clock):
+    """The sidecar holds the file's info (without its upstream URL) and when it was stored."""
+    put(store, requires_python=">=3.8", yanked="bad")
+    sidecar = json.loads(root.preauthChild(f"mirror/foo/{WHEEL}.json").getContent())
+    assert sidecar["stored_at"] == clock.seconds()
+    assert DistFile.from_json(sidecar["file"]) == info_for(
+        url=None, requires_python=">=3.8", yanked="bad"
+    )
+
+
+def test_commit_result(store, root, clock):
+    """Commit returns the StoredFile: path, info without URL, area, time, project."""
+    stored = put(store)
+    assert stored == StoredFile(
+        path=root.preauthChild(f"mirror/foo/{WHEEL}"),
+        info=info_for(url=None),
+        area=MIRROR,
+        stored_at=clock.seconds(),
+    )
+    assert stored.project == "foo"
+    assert not stored.private
+    assert stored.metadata_path == root.preauthChild(f"mirror/foo/{WHEEL}.metadata")
+
+
+@pytest.mark.parametrize(
+    "area, folder, private",
+    [
+        (MIRROR, "mirror", False),
+        (RELEASES, "private/releases", True),
+        (PRERELEASES, "private/prereleases", True),
+    ],
+)
+def test_commit_areas(store, root, area, folder, private):
+    """Each area commits into its own folder; only mirror files are not private."""
+    stored = put(store, area=area)
+    assert stored.path == root.preauthChild(f"{folder}/foo/{WHEEL}")
+    assert stored.private is private
+    assert store.find("foo", WHEEL).area == area
+
+
+def test_commit_leaves_no_temporary(store, root):
+    """After a commit no ``.tmp-`` file is left in the project folder."""
+    put(store, metadata=METADATA)
+    assert not [
+        n for n in listing(root.preauthChild("mirror/foo")) if n.startswith(TEMP_PREFIX)
+    ]
+
+
+def test_commit_replaces(store):
+    """Committing a file of the same name again replaces its content and sidecar."""
+    put(store, content=b"old", size=3)
+    stored = put(store, content=b"newer", size=5)
+    assert stored.path.getContent() == b"newer"
+    assert store.find("foo", WHEEL).info.size == 5
+    assert len(store.files("foo")) == 1
+
+
+@pytest.mark.parametrize(
+    "filename", ["../x.whl", "a/b.whl", ".hidden.whl", "x\x00.whl", "a%2Fb.whl"]
+)
+def test_commit_unsafe_filename(store, filename):
+    """Commit refuses a filename that is not a single safe path segment."""
+    temp = store.open_temp("foo", MIRROR)
+    with pytest.raises(BadRequest):
+        store.commit(temp, DistFile(filename=filename), None)
+    temp.discard()
+
+
+def test_open_temp_in_project_folder(store, root):
+    """A temporary file is created, hidden, in the folder it will be committed to."""
+    temp = store.open_temp("foo", MIRROR)
+    assert temp.path.parent() == root.preauthChild("mirror/foo")
+    assert temp.path.basename().startswith(TEMP_PREFIX)
+    assert (temp.project, temp.area) == ("foo", MIRROR)
+    temp.discard()
+
+
+def test_open_temp_unique(store):
+    """Two temporary files for one project never collide."""
+    first, second = store.open_temp("foo", MIRROR), store.open_temp("foo", MIRROR)
+    assert first.path != second.path
+    first.discard()
+    second.discard()
+
+
+def test_temp_never_listed(store):
+    """A temporary file being written is not listed, nor makes its project appear."""
+    temp = store.open_temp("foo", MIRROR)
+    temp.write(CONTENT)
+    temp.flush_and_sync()
+    assert store.files("foo") == []
+    assert store.projects() == []
+    temp.discard()
+
+
+def test_temp_not_listed_beside_files(store):
+    """A temporary file beside stored archives is not listed."""
+    put(store)
+    store.forget("foo")
+    temp = store.open_temp("foo", MIRROR)
+    temp.write(CONTENT)
+    temp.flush_and_sync()
+    assert [s.info.filename for s in store.files("foo")] == [WHEEL]
+    temp.discard()
+
+
+def test_discard(store):
+    """Discard closes and deletes the temporary file; a second discard is harmless."""
+    temp = store.open_temp("foo", MIRROR)
+    temp.write(CONTENT)
+    temp.discard()
+    assert temp.file.closed
+    assert not temp.path.exists()
+    temp.discard()
+    assert store.files("foo") == []
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "mirror/foo",
+        "private/releases/foo",
+        "private/prereleases/foo",
+        "pages",
+        "mirror",
+    ],
+)
+def test_new_store_removes_temporaries(root, folder):
+    """A new store deletes ``.tmp-*`` files a crash left behind, and nothing else."""
+    FilesystemStore(root)
+    directory = root.preauthChild(folder)
+    directory.makedirs(ignoreExistingDirectory=True)
+    directory.child(TEMP_PREFIX + "0123456789abcdef").setContent(b"partial")
+    directory.child("keep-1.0.tar.gz").setContent(b"x")
+    FilesystemStore(root)
+    assert listing(directory) == ["keep-1.0.tar.gz"]
+
+
+def test_new_store_removes_open_temp(root):
+    """A temporary file left open by an earlier store is removed by the next one."""
+    temp = FilesystemStore(root).open_temp("foo", RELEASES)
+    temp.write(CONTENT)
+    temp.flush_and_sync()
+    FilesystemStore(root)
+    assert not temp.path.exists()
+    temp.file.close()
+
+
+# -- files / find / projects ---------------------------------------------------
+
+
+def test_files_sorted_private_first(store):
+    """``files`` lists private files first, then mirrored ones, each sorted by filename."""
+    put(store, filename="foo-2.0.tar.gz")
+    put(store, filename="foo-1.0.tar.gz")
+    put(store, filename="foo-3.0rc1.tar.gz", area=PRERELEASES)
+    put(store, filename="foo-1.5.tar.gz", area=RELEASES)
+    assert [(s.info.filename, s.area) for s in store.files("foo")] == [
+        ("foo-1.5.tar.gz", RELEASES),
+        ("foo-3.0rc1.tar.gz", PRERELEASES),
+        ("foo-1.0.tar.gz", MIRROR),
+        ("foo-2.0.tar.gz", MIRROR),
+    ]
+
+
+def test_files_unknown_project(store):
+    """A project with nothing stored has no files."""
+    assert store.files("nothing") == []
+
+
+def test_files_read_from_disk(root, store, clock):
+    """A new store lists what an earlier one committed, with the sidecar's info."""
+    put(store, requires_python=">=3.8", metadata=METADATA)
+    again = FilesystemStore(root)
+    [stored] = again.files("foo")
+    assert stored.info == info_for(url=None, requires_python=">=3.8")
+    assert stored.stored_at == clock.seconds()
+    assert stored.area == MIRROR
+
+
+def test_private_shadows_mirror(store):
+    """A private file and a mirrored file of the same name list once, as the private one."""
+    put(store, area=MIRROR)
+    put(store, area=RELEASES)
+    [stored] = store.files("foo")
+    assert stored.area == RELEASES
+    assert store.find("foo", WHEEL).area == RELEASES
+
+
+def test_find(store):
+    """``find`` returns the stored file by name, or None."""
+    stored = put(store)
+    assert store.find("foo", WHEEL) == stored
+    assert store.find("foo", SDIST) is None
+    assert store.find("bar", WHEEL) is None
+
+
+def test_find_deleted_behind_our_back(store):
+    """A file removed from disk is not found, and the project's generation changes."""
+    put(store)
+    [listed] = store.files("foo")  # the listing is now cached
+    before = store.generation("foo")
+    os.remove(listed.path.path)  # by an operator or another process
+    assert store.find("foo", WHEEL) is None
+    assert store.generation("foo") != before
+    assert store.files("foo") == []
+
+
+def test_projects(store):
+    """``projects`` lists every project with a stored file in any area, sorted, once."""
+    put(store, project="zeta", filename="zeta-1.0.tar.gz")
+    put(store, project="alpha", filename="alpha-1.0.tar.gz", area=RELEASES)
+    put(store, project="mid", filename="mid-1.0.tar.gz", area=PRERELEASES)
+    put(store, project="alpha", filename="alpha-0.9.tar.gz")
+    assert store.projects() == ["alpha", "mid", "zeta"]
+
+
+def test_projects_ignores_empty_and_hidden(store, root):
+    """Folders without archives (empty, only a temp, sidecar or metadata) and dot folders are no projects."""
+    put(store)
+    root.preauthChild("mirror/empty").makedirs()
+    store.open_temp("tempy", MIRROR).discard()
+    store.open_temp("writing", MIRROR).write(b"x")
+    store.write_metadata("metaonly", "metaonly-1.0.tar.gz", METADATA)
+    hidden = root.preauthChild("mirror/.hidden")
+    hidden.makedirs()
+    hidden.child("hidden-1.0.tar.gz").setContent(b"x")
+    assert store.projects() == ["foo"]
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["README", "notes.txt", SDIST + ".json", SDIST + ".metadata", ".foo-1.0.tar.gz"],
+)
+def test_non_archives_not_listed(store, root, filename):
+    """Files that are not distributions (sidecars, metadata, dotfiles, others) are not listed."""
+    directory = root.preauthChild("mirror/foo")
+    directory.makedirs()
+    directory.child(filename).setContent(b"{}")
+    assert store.files("foo") == []
+    assert store.projects() == []
+
+
+@pytest.mark.parametrize(
+    "filename", [WHEEL, SDIST, "foo-1.0.zip", "foo-1.0-py2.7.egg", "foo-1.0.tar.bz2"]
+)
+def test_archive_without_sidecar(store, root, filename):
+    """An archive dropped in by hand, without sidecar, is listed with its size."""
+    directory = root.preauthChild("private/releases/foo")
+    directory.makedirs()
+    directory.child(filename).setContent(b"x" * 123)
+    [stored] = store.files("foo")
+    assert stored.info == DistFile(filename=filename, size=123)
+    assert (stored.area, stored.stored_at, stored.private) == (RELEASES, None, True)
+    assert store.projects() == ["foo"]
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [b"", b"not json", b"[]", b'{"nofile": 1}', b'{"file": {"size": 1}}', b"\xff"],
+)
+def test_archive_with_corrupt_sidecar(store, root, sidecar):
+    """An archive whose sidecar cannot be read is listed as if dropped in."""
+    directory = root.preauthChild("mirror/foo")
+    directory.makedirs()
+    directory.child(SDIST).setContent(b"abcd")
+    directory.child(SDIST + ".json").setContent(sidecar)
+    assert store.files("foo")[0].info == DistFile(filename=SDIST, size=4)
+
+
+@pytest.mark.parametrize(
+    "sidecar", [b'{"file": null}', b'{"file": []}', b'{"file": "x"}']
+)
+def test_archive_with_non_object_sidecar(store, root, sidecar):
+    """A sidecar whose ``file`` is not an object is treated as unreadable, not an error."""
+    directory = root.preauthChild("mirror/foo")
+    directory.makedirs()
+    directory.child(SDIST).setContent(b"abcd")
+    directory.child(SDIST + ".json").setContent(sidecar)
+    assert store.files("foo")[0].info == DistFile(filename=SDIST, size=4)
+
+
+def test_sidecar_filename_is_the_archives(store, root):
+    """The listed filename is the archive's own name, whatever its sidecar says."""
+    directory = root.preauthChild("mirror/foo")
+    directory.makedirs()
+    directory.child(SDIST).setContent(b"abcd")
+    sidecar = {"file": DistFile(filename="other-9.tar.gz", url="https://x/").to_json()}
+    directory.child(SDIST + ".json").setContent(json.dumps(sidecar).encode())
+    [stored] = store.files("foo")
+    assert (stored.info.filename, stored.info.url) == (SDIST, None)
+
+
+# -- generation ----------------------------------------------------------------
+
+
+def test_generation_starts_at_zero(store):
+    """An untouched project is at generation 0."""
+    assert store.generation("foo") == 0
+
+
+def test_generation_changes_on_commit(store):
+    """Every commit changes the project's generation, and only that project's."""
+    seen = {store.generation("foo")}
+    put(store)
+    seen.add(store.generation("foo"))
+    put(store, filename=SDIST)
+    seen.add(store.generation("foo"))
+    assert len(seen) == 3
+    assert store.generation("bar") == 0
+
+
+def test_generation_unchanged_by_reads(store):
+    """Listing and finding do not change the generation."""
+    put(store)
+    before = store.generation("foo")
+    store.files("foo")
+    store.find("foo", WHEEL)
+    store.projects()
+    assert store.generation("foo") == before
+
+
+def test_generation_unchanged_by_discard(store):
+    """A discarded temporary file does not change the generation."""
+    store.open_temp("foo", MIRROR).discard()
+    assert store.generation("foo") == 0
+
+
+def test_commit_visible_after_listing(store):
+    """A file committed after a listing was cached shows up in the next listing."""
+    put(store)
+    assert len(store.files("foo")) == 1
+    put(store, filename=SDIST)
+    assert [s.info.filename for s in store.files("foo")] == [WHEEL, SDIST]
+
+
+# -- core metadata -------------------------------------------------------------
+
+
+def test_add_metadata(store, root, clock):
+    """``add_metadata`` writes ``.metadata`` and records its sha256 in the sidecar."""
+    stored = put(store)
+    before = store.generation("foo")
+    clock.advance(60)
+    updated = store.add_metadata("foo", WHEEL, METADATA, "cd" * 32)
+    assert updated.info.core_metadata == {"sha256": "cd" * 32}
+    assert updated.stored_at == stored.stored_at
+    assert stored.metadata_path.getContent() == METADATA
+    assert store.generation("foo") != before
+    assert store.find("foo", WHEEL).info.core_metadata == {"sha256": "cd" * 32}
+    assert FilesystemStore(root).find("foo", WHEEL).info.core_metadata == {
+        "sha256": "cd" * 32
+    }
+    assert store.metadata_file("foo", WHEEL) == stored.metadata_path
+
+
+def test_add_metadata_to_dropped_in_archive(store, root):
+    """``add_metadata`` on an archive without sidecar writes one, keeping the size."""
+    directory = root.preauthChild("mirror/foo")
+    directory.makedirs()
+    directory.child(SDIST).setContent(b"abcd")
+    store.add_metadata("foo", SDIST, METADATA, "ef" * 32)
+    assert store.find("foo", SDIST).info == DistFile(
+        filename=SDIST, size=4, core_metadata={"sha256": "ef" * 32}
+    )
+    assert directory.child(SDIST + ".json").exists()
+
+
+def test_add_metadata_unknown_file(store):
+    """``add_metadata`` for a file not stored raises KeyError."""
+    with pytest.raises(KeyError):
+        store.add_metadata("foo", WHEEL, METADATA, "cd" * 32)
+
+
+def test_write_metadata_ahead_of_archive(store, root):
+    """``write_metadata`` keeps upstream metadata in the mirror before the archive exists."""
+    store.write_metadata("foo", WHEEL, METADATA)
+    path = store.metadata_file("foo", WHEEL)
+    assert path == root.preauthChild(f"mirror/foo/{WHEEL}.metadata")
+    assert path.getContent() == METADATA
+    assert store.files("foo") == []
+
+
+def test_write_metadata_overwrites(store):
+    """Writing metadata again replaces it."""
+    store.write_metadata("foo", WHEEL, b"old")
+    store.write_metadata("foo", WHEEL, METADATA)
+    assert store.metadata_file("foo", WHEEL).getContent() == METADATA
+
+
+def test_metadata_file_absent(store):
+    """Without stored metadata ``metadata_file`` is None."""
+    put(store)
+    assert store.metadata_file("foo", WHEEL) is None
+    assert store.metadata_file("bar", WHEEL) is None
+
+
+def test_metadata_file_prefers_private(store):
+    """The metadata of a private file wins over mirrored metadata of the same name."""
+    store.write_metadata("foo", WHEEL, b"mirrored")
+    put(store, area=RELEASES, metadata=b"private")
+    assert store.metadata_file("foo", WHEEL).getContent() == b"private"
+
+
+def test_metadata_from_commit(store):
+    """Metadata given to ``commit`` is found by ``metadata_file``."""
+    stored = put(store, area=PRERELEASES, metadata=METADATA)
+    assert store.metadata_file("foo", WHEEL) == stored.metadata_path
+
+
+@pytest.mark.parametrize(
+    "filename", ["../x.whl", "a/b.whl", ".x.whl", "x\x00.whl", "%2e%2e"]
+)
+def test_metadata_unsafe_filename(store, filename):
+    """Metadata look-ups and writes refuse unsafe filenames."""
+    with pytest.raises(BadRequest):
+        store.metadata_file("foo", filename)
+    with pytest.raises(BadRequest):
+        store.write_metadata("foo", filename, METADATA)
+
+
+# -- pages ---------------------------------------------------------------------
+
+
+PAGE = ProjectPage(
+    name="foo",
+    files=(
+        DistFile(
+            filename=WHEEL,
+            url="https://files.example/foo-1.0-py3-none-any.whl",
+            hashes={"sha256": "ab" * 32},
+            requires_python=">=3.8",
+            yanked="broken",
+            core_metadata={"sha256": "cd" * 32},
+            size=10,
+            upload_time="2024-01-02T03:04:05Z",
+            provenance="https://p.example/prov",
+        ),
+        DistFile(
+            filename=SDIST,
+            url="https://files.example/foo-1.0.tar.gz",
+            core_metadata=True,
+        ),
+    ),
+    versions=("1.0",),
+)
+
+
+@pytest.mark.parametrize(
+    "cached",
+    [
+        CachedPage(
+            page=PAGE,
+            fetched_at=1234.5,
+            etag='"abc"',
+            last_modified="Tue, 02 Jan 2024 03:04:05 GMT",
+        ),
+        CachedPage(page=PAGE, fetched_at=0.0),
+        CachedPage(page=ProjectPage(name="empty"), fetched_at=1.0, etag='W/"x"'),
+    ],
+)
+def test_page_round_trip(store, root, cached):
+    """A written page reads back equal, from this store and from a new one."""
+    store.write_page("foo", cached)
+    assert store.read_page("foo") == cached
+    assert FilesystemStore(root).read_page("foo") == cached
+
+
+def test_page_overwrite(store):
+    """Writing a page again replaces it."""
+    store.write_page("foo", CachedPage(page=PAGE, fetched_at=1.0, etag='"a"'))
+    store.write_page("foo", CachedPage(page=PAGE, fetched_at=2.0, etag='"b"'))
+    assert store.read_page("foo").etag == '"b"'
+
+
+def test_page_absent(store):
+    """A project without a cached page reads as None."""
+    assert store.read_page("foo") is None
+
+
+def test_page_file_location(store, root):
+    """Pages are kept as ``pages/<project>.json`` with no temporary left over."""
+    store.write_page("foo", CachedPage(page=PAGE, fetched_at=1.0))
+    assert listing(root.child("pages")) == ["foo.json"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b"\xff\xfe",
+        b"null",
+        b"[]",
+        b"{}",
+        b'{"page": {}, "fetched_at": 1}',
+        b'{"page": {"name": "foo"}}',
+        b'{"page": {"name": "foo", "files": 5}, "fetched_at": 1}',
+        b'{"page": {"name": "foo", "files": [{"url": "x"}]}, "fetched_at": 1}',
+        b'{"page": {"name": "foo"}, "fetched_at": "soon"}',
+        b'{"page": {"name": "foo"}, "fetched_at": null}',
+    ],
+)
+def test_page_corrupt(store, root, content):
+    """A corrupt page file reads as None instead of raising."""
+    root.child("pages").child("foo.json").setContent(content)
+    assert store.read_page("foo") is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"page": "foo", "fetched_at": 1}',
+        b'{"page": ["foo"], "fetched_at": 1}',
+        b'{"page": {"name": "foo", "files": ["oops"]}, "fetched_at": 1}',
+        b'{"page": {"name": "foo", "files": [null]}, "fetched_at": 1}',
+    ],
+)
+def test_page_corrupt_file_entry(store, root, content):
+    """A page file whose page or file entries are not objects reads as None instead of raising."""
+    root.child("pages").child("foo.json").setContent(content)
+    assert store.read_page("foo") is None
