@@ -311,6 +311,13 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     """Samples a process's VmRSS every ``interval`` seconds until stopped."""
 
@@ -502,7 +509,8 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "twisted": twisted.__version__, "pip": pip_version}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    """Run every measurement, filling ``results`` as it goes (kept if a step fails)."""
     cfg = sizes(args.quick)
     if args.seconds is not None:
         cfg["load_seconds"] = args.seconds
@@ -516,8 +524,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(runs)
     runs.mkdir()
 
-    results: dict[str, Any] = {"mode": cfg["mode"], "machine": machine(), "config": cfg,
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    results.update({"mode": cfg["mode"], "machine": machine(), "config": cfg,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     manifest = build_upstream(files, cfg)
     results["build_seconds"] = manifest["build_seconds"]  # of the build that made the files
     big, medium, tiny = manifest["big"], manifest["medium"], manifest["many_first"]
@@ -526,6 +534,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     upstream, up_port = start_upstream(files, runs / "upstream.log")
     index_url = f"http://{HOST}:{up_port}/simple/"
     print(f"Upstream on {index_url} (pid {upstream.pid}, ready in {time.perf_counter() - t0:.1f} s)", flush=True)
+
+    # A reference: the 300 MB file straight from the upstream process.
+    ref = download(up_port, f"/files/{big}")
+    assert ref["status"] == 200, ref
+    results["upstream_direct_file_mb_per_s"] = round(ref["bytes"] / MB / ref["seconds"], 1)
 
     # -- 1. one daemon: memory, concurrency, file and page throughput ------------
     daemon, port = start_daemon(runs / "cache", index_url, runs / "daemon.log")
@@ -539,11 +552,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     assert status == 200, status
     time.sleep(0.3)
     before = proc_status(daemon.pid)
+    cpu_before = cpu_seconds(daemon.pid)
     sampler = RssSampler(daemon.pid, 0.02)
     sampler.start()
     cold = download(port, f"/packages/bench-big/{big}", hash_it=True)
     sampler.stop()
     after = proc_status(daemon.pid)
+    cold_cpu = cpu_seconds(daemon.pid) - cpu_before
     expected_big = hashlib.sha256()
     with open(files / big, "rb") as f:
         for chunk in iter(lambda: f.read(MB), b""):
@@ -563,9 +578,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "samples": sampler.samples,
         "file_mb": round((files / big).stat().st_size / MB, 1),
         "cold_mb_per_s": round((files / big).stat().st_size / MB / cold["seconds"], 1),
+        "cold_seconds": round(cold["seconds"], 2),
+        "cold_daemon_cpu_s": round(cold_cpu, 2),
         "target_mb": TARGET_RSS_MB,
     }
-    print(f"  cold {big}: {cold['seconds']:.2f} s, RSS idle {before['VmRSS'] / 1024:.1f} MB, "
+    print(f"  cold {big}: {cold['seconds']:.2f} s (daemon CPU {cold_cpu:.2f} s), RSS idle {before['VmRSS'] / 1024:.1f} MB, "
           f"peak {peak_kb / 1024:.1f} MB", flush=True)
 
     # The same file, warm (from the cache).
@@ -618,10 +635,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
             status, _ = get(port, path, headers)  # make it warm
             assert status == 200, (path, status)
+            cpu0, wall0 = cpu_seconds(daemon.pid), time.perf_counter()
             r = load(port, path, headers, cfg["load_connections"], cfg["load_seconds"])
+            r["daemon_cpu_percent"] = round(100 * (cpu_seconds(daemon.pid) - cpu0) / (time.perf_counter() - wall0))
             results["pages"][f"{label} {kind}"] = {"path": path, **r}
             print(f"  {label} page {kind}: {r['requests_per_s']} req/s ({r['body_bytes']} B gzipped, "
-                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} errors)", flush=True)
+                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} errors, daemon CPU {r['daemon_cpu_percent']}%)", flush=True)
     results["memory"]["rss_after_pages_mb"] = round(proc_status(daemon.pid)["VmRSS"] / 1024, 1)
     _stop(daemon)
 
@@ -675,11 +694,13 @@ def report(results: dict[str, Any]) -> str:
 
     for label, r in results["pages"].items():
         rows.append((f"warm page {label} ({r['body_bytes']:,} B gz), req/s", f"{r['requests_per_s']:,.0f}",
-                     "", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} err"))
+                     "", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} err, daemon CPU {r['daemon_cpu_percent']}%"))
     w = results["warm_file"]
     rows.append((f"warm file ({w['file_mb']:.0f} MB), MB/s", f"{w['mb_per_s']:,.0f}", "", f"runs {w['runs']}"))
     mem = results["memory"]
-    rows.append(("cold file via proxy, MB/s", f"{mem['cold_mb_per_s']:,.0f}", "", ""))
+    rows.append(("cold file via proxy, MB/s", f"{mem['cold_mb_per_s']:,.1f}", "",
+                 f"{mem['cold_seconds']} s, daemon CPU {mem['cold_daemon_cpu_s']} s"))
+    rows.append(("same file straight from upstream, MB/s", f"{results['upstream_direct_file_mb_per_s']:,.0f}", "", "reference"))
     rows.append(("daemon idle RSS, MB", f"{mem['idle_rss_mb']:.1f}", "", f"fresh start {mem['idle_rss_mb_fresh']:.1f}"))
     rows.append((f"daemon peak RSS, cold {mem['file_mb']:.0f} MB file, MB", f"{mem['peak_rss_mb']:.1f}", "",
                  f"{mem['samples']} samples @20 ms"))
@@ -718,11 +739,20 @@ def main() -> None:
     atexit.register(stop_all)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_signal)
+    out = Path(args.work).resolve() / "results.json"
+    results: dict[str, Any] = {}
     try:
-        results = run(args)
+        run(args, results)
+    except BaseException as e:
+        results["error"] = f"{e.__class__.__name__}: {e}"
+        results["seconds"] = round(time.perf_counter() - START, 1)
+        if results:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2) + "\n")
+            print(f"\nFAILED; partial results written to {out}", file=sys.stderr)
+        raise
     finally:
         stop_all()
-    out = Path(args.work).resolve() / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(report(results))

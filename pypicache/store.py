@@ -33,6 +33,10 @@ TEMP_PREFIX = ".tmp-"
 MIRROR = "mirror"
 RELEASES = "private/releases"
 PRERELEASES = "private/prereleases"
+#: Where uploads are spooled before their project and area are known.
+INCOMING = "private/.incoming"
+#: What was deleted from the private areas: ``<project>/<filename>.json``.
+DELETED = "private/.deleted"
 
 
 @attrs.frozen
@@ -99,11 +103,23 @@ class IStore(Interface):
     def generation(project: str) -> int:
         """A number that changes whenever the project's stored files change."""
 
-    def open_temp(project: str, area: str) -> "TempFile":
+    def is_private(project: str) -> bool:
+        """Whether the project has (or ever had) private files."""
+
+    def open_temp(project: str | None, area: str) -> "TempFile":
         """A new temporary file in the folder the archive will be committed to."""
 
-    def commit(temp: "TempFile", info: DistFile, metadata: bytes | None) -> StoredFile:
+    def commit(temp: "TempFile", info: DistFile, metadata: bytes | None, project: str | None, area: str | None) -> StoredFile:
         """Make ``temp`` the archive ``info.filename``, with its sidecar."""
+
+    def update(stored: StoredFile, info: DistFile) -> StoredFile:
+        """Rewrite what is known of a stored archive (its sidecar)."""
+
+    def remove(stored: StoredFile) -> None:
+        """Delete an archive; a private one leaves a tombstone with its sha256."""
+
+    def tombstone(project: str, filename: str) -> dict[str, Any] | None:
+        """What is remembered of a deleted private file, or ``None``."""
 
     def add_metadata(project: str, filename: str, metadata: bytes, digest: str) -> StoredFile:
         """Store the core metadata of an archive already stored."""
@@ -124,7 +140,7 @@ class IStore(Interface):
 class TempFile:
     """A temporary file opened for writing beside its final place."""
 
-    def __init__(self, directory: FilePath, project: str, area: str) -> None:
+    def __init__(self, directory: FilePath, project: str | None, area: str) -> None:
         directory.makedirs(ignoreExistingDirectory=True)
         self.project = project
         self.area = area
@@ -176,7 +192,7 @@ class FilesystemStore:
         self._now = getattr(clock, "seconds", None) or clock.time
         self._listings: dict[str, dict[str, StoredFile]] = {}
         self._generations: dict[str, int] = {}
-        for area in (MIRROR, RELEASES, PRERELEASES, "pages"):
+        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self._area(area).makedirs(ignoreExistingDirectory=True)
         self.remove_temporaries()
 
@@ -188,7 +204,7 @@ class FilesystemStore:
 
     def remove_temporaries(self) -> None:
         """Delete temporary files a crash may have left behind."""
-        for area in (MIRROR, RELEASES, PRERELEASES, "pages"):
+        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, "pages"):
             directory = self._area(area)
             for path in [directory, *directory.children()]:
                 if path.isdir():
@@ -257,13 +273,31 @@ class FilesystemStore:
 
     # -- writing -------------------------------------------------------------
 
-    def open_temp(self, project: str, area: str) -> TempFile:
-        return TempFile(self._project_dir(area, project), project, area)
+    def is_private(self, project: str) -> bool:
+        return any(self._project_dir(area, project).isdir() for area in (RELEASES, PRERELEASES))
 
-    def commit(self, temp: TempFile, info: DistFile, metadata: bytes | None = None) -> StoredFile:
+    def open_temp(self, project: str | None, area: str) -> TempFile:
+        directory = self._area(area) if project is None else self._project_dir(area, project)
+        return TempFile(directory, project, area)
+
+    def commit(
+        self,
+        temp: TempFile,
+        info: DistFile,
+        metadata: bytes | None = None,
+        project: str | None = None,
+        area: str | None = None,
+    ) -> StoredFile:
         check_filename(info.filename)
         temp.flush_and_sync()
         temp.file.close()
+        if project is not None and area is not None:
+            # An upload spooled to INCOMING: move it (same filesystem) beside its target first.
+            directory = self._project_dir(area, project)
+            directory.makedirs(ignoreExistingDirectory=True)
+            moved = directory.child(temp.path.basename())
+            os.replace(temp.path.path, moved.path)
+            temp.path, temp.project, temp.area = moved, project, area
         target = temp.path.sibling(info.filename)
         stored_at = self._now()
         info = attrs.evolve(info, url=None)
@@ -280,11 +314,36 @@ class FilesystemStore:
         if stored is None:
             raise KeyError(filename)
         write_atomically(stored.metadata_path, metadata)
-        info = attrs.evolve(stored.info, core_metadata={"sha256": digest})
+        return self.update(stored, attrs.evolve(stored.info, core_metadata={"sha256": digest}))
+
+    def update(self, stored: StoredFile, info: DistFile) -> StoredFile:
         sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}
         write_atomically(stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
-        self.forget(project)
+        self.forget(stored.project)
         return attrs.evolve(stored, info=info)
+
+    def _tombstone_path(self, project: str, filename: str) -> FilePath:
+        return self._project_dir(DELETED, project).child(check_filename(filename) + SIDECAR_SUFFIX)
+
+    def remove(self, stored: StoredFile) -> None:
+        if stored.private:
+            path = self._tombstone_path(stored.project, stored.info.filename)
+            path.parent().makedirs(ignoreExistingDirectory=True)
+            record = {"sha256": stored.info.hashes.get("sha256"), "deleted_at": self._now()}
+            write_atomically(path, json.dumps(record).encode())
+        for path in (stored.path, stored.path.siblingExtension(SIDECAR_SUFFIX), stored.metadata_path):
+            try:
+                os.unlink(path.path)
+            except FileNotFoundError:
+                pass
+        self.forget(stored.project)
+
+    def tombstone(self, project: str, filename: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self._tombstone_path(project, filename).getContent())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def metadata_file(self, project: str, filename: str) -> FilePath | None:
         check_filename(filename)

@@ -2,7 +2,7 @@
 """``twistd pypicache``: command-line options and the service they build."""
 
 import os
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from twisted.application import service, strports
@@ -13,7 +13,13 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
+from .auth import AccessPolicy, Htpasswd, parse_cidr
 from .cache import Mirror, ProjectPages
+from .errors import BadRequest
+from .limits import DEFAULT_MAX_BODY, limited_request_factory
+from .names import normalize
+from .uploads import Uploads
+from .views import Views
 from .store import FilesystemStore
 from .upstream import Upstream, make_clients
 from .web import PypicacheApp
@@ -51,6 +57,16 @@ def pip_index_url() -> str:
     return str(PyPI.simple_url)
 
 
+def _size(value: str) -> int:
+    """A size in bytes, with an optional K, M or G (binary) suffix."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+    number = int(float(text[:-1] if factor > 1 else text) * factor)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
 def _positive(value: str) -> float:
     number = float(value)
     if number < 0:
@@ -64,16 +80,39 @@ class Options(usage.Options):
     synopsis = "--cache DIR [--index-url URL] [--listen ENDPOINT]... [--page-ttl SECONDS]"
     longdesc = "A caching proxy and private index for Python packages."
 
+    optFlags = [
+        ["read-auth", None, "Reads need credentials from --auth-file too (/health stays open)."],
+        ["trust-proxy", None, "Believe X-Forwarded-For / Forwarded for the client's address (behind a reverse proxy)."],
+    ]
+
     optParameters = [
         ["cache", "c", None, "Folder of the cache and the private packages (created if missing). Required."],
         ["index-url", "i", None, "Upstream simple index (default: the index pip uses)."],
         ["page-ttl", None, 600.0, "Seconds a cached project page is fresh.", _positive],
         ["timeout", None, 30.0, "Seconds to wait for the upstream to answer or to send more bytes.", _positive],
+        ["max-upload-size", None, DEFAULT_MAX_BODY, "Largest request body in bytes (suffixes K, M, G allowed).", _size],
+        ["auth-file", None, None, "htpasswd file (bcrypt entries, htpasswd -B) of the users who may upload, delete and yank."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["allow-from"] = []
+        self["mirror-private"] = []
+
+    def opt_allow_from(self, network: str) -> None:
+        """Serve only clients from this network (CIDR or address; repeatable)."""
+        try:
+            self["allow-from"].append(parse_cidr(network))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from e
+
+    def opt_mirror_private(self, project: str) -> None:
+        """Let this private project merge in the upstream's files too (repeatable)."""
+        try:
+            self["mirror-private"].append(normalize(project))
+        except BadRequest as e:
+            raise usage.UsageError(e.message) from e
 
     def opt_listen(self, endpoint: str) -> None:
         """A strports endpoint to listen on (repeatable; default tcp:8080:interface=127.0.0.1)."""
@@ -91,6 +130,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"--index-url must be an http(s) URL, not {self['index-url']!r}")
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be positive")
+        if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
+            raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
+        if self["read-auth"] and self["auth-file"] is None:
+            raise usage.UsageError("--read-auth needs --auth-file")
 
 
 class _ThreadPoolService(service.Service):
@@ -124,6 +167,11 @@ def build_app(
     page_ttl: float = 600.0,
     timeout: float = 30.0,
     page_clock: Any = None,
+    auth_file: str | None = None,
+    read_auth: bool = False,
+    allow_from: Sequence[Any] = (),
+    trust_proxy: bool = False,
+    mirror_private: Sequence[str] = (),
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
@@ -134,7 +182,11 @@ def build_app(
     upstream = Upstream(index_url, page_client, file_client, reactor, timeout=timeout)
     pages = ProjectPages(upstream, store, page_clock or reactor, ttl=page_ttl)
     mirror = Mirror(upstream, store, pages, run_blocking)
-    return PypicacheApp(store, mirror, index_url)
+    views = Views(store, mirror, frozenset(mirror_private))
+    uploads = Uploads(store, run_blocking, reactor)
+    checker = Htpasswd(auth_file, run_blocking, reactor) if auth_file else None
+    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy)
+    return PypicacheApp(store, mirror, views, uploads, policy, run_blocking, index_url)
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
@@ -159,8 +211,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         run_blocking=run_blocking,
         page_ttl=options["page-ttl"],
         timeout=options["timeout"],
+        auth_file=options["auth-file"],
+        read_auth=bool(options["read-auth"]),
+        allow_from=options["allow-from"],
+        trust_proxy=bool(options["trust-proxy"]),
+        mirror_private=options["mirror-private"],
     )
-    site = Site(app.resource())
+    site = Site(app.resource(), requestFactory=limited_request_factory(options["max-upload-size"]))
     site.displayTracebacks = False
     for endpoint in options["listen"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)

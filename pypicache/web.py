@@ -6,20 +6,28 @@ import json
 from collections import OrderedDict
 from html import escape
 from typing import Any, Callable, Hashable
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import attrs
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
 from .cache import Mirror
-from .errors import BadRequest, NotFound, PypicacheError, UpstreamError
+from .cache import RunBlocking
+from .errors import BadRequest, MethodNotAllowed, NotFound, PypicacheError
 from .files import DownloadStream, serve_stored, set_file_headers
+from .forms import Form, boundary_of, copy_body, parse_form
 from .model import DistFile, ProjectPage
 from .names import METADATA_SUFFIX, check_filename, normalize, parse_filename
+from .bulk import parse_bulk_params
+from .uploads import DIGEST_FIELDS, Uploads
+from .views import Views
 from .simple import (
     JSON_TYPE,
     negotiate,
@@ -28,10 +36,13 @@ from .simple import (
     render_json_index,
     render_json_page,
 )
-from .store import IStore, StoredFile
+from .store import INCOMING, IStore, StoredFile, TempFile
 from .upstream import mask_url
 
 log = Logger()
+
+#: Largest requirements file accepted by ``POST /requirements.txt``.
+MAX_REQUIREMENTS_SIZE = 1024 * 1024
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:
@@ -50,6 +61,17 @@ def redirect(request: IRequest, location: str) -> bytes:
     request.setHeader(b"location", location.encode("utf-8"))
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return f"Moved to {location}\n".encode()
+
+
+def project_of(project: str, filename: str) -> str:
+    """The normalized project of ``filename``, which must be ``project``'s.
+
+    :raises BadRequest: for unsafe names; :raises NotFound: for another project's file.
+    """
+    name, _ = parse_filename(filename)
+    if normalize(project) != name:
+        raise NotFound(f"{filename!r} is not a file of project {project!r}")
+    return name
 
 
 class RenderCache:
@@ -75,50 +97,25 @@ def file_url(project: str, f: DistFile) -> str:
     return f"../../packages/{quote(project)}/{quote(f.filename)}"
 
 
-def local_info(stored: StoredFile) -> DistFile:
-    """A stored file as ``/local/`` shows it: core metadata only if servable from disk."""
-    info = stored.info
-    servable = stored.metadata_path.exists() or info.filename.endswith(".whl")
-    if not servable:
-        info = attrs.evolve(info, core_metadata=False)
-    elif info.core_metadata is False:
-        info = attrs.evolve(info, core_metadata=True)
-    return info
-
-
-def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
-    """The upstream page with what the disk knows added: sizes, metadata, extra files."""
-    on_disk = {s.info.filename: s for s in stored}
-    files = []
-    for f in page.files:
-        s = on_disk.pop(f.filename, None)
-        if s is not None:
-            files.append(
-                attrs.evolve(
-                    f,
-                    size=s.info.size if s.info.size is not None else f.size,
-                    core_metadata=f.core_metadata or local_info(s).core_metadata,
-                )
-            )
-        else:
-            files.append(f)
-    files.extend(local_info(s) for s in on_disk.values())
-    return attrs.evolve(page, files=tuple(files), versions=page.versions if not on_disk else None)
-
-
 @attrs.define
 class PypicacheApp:
     """The daemon's HTTP interface."""
 
     _store: IStore
     _mirror: Mirror
+    _views: Views
+    _uploads: Uploads
+    _policy: Any
+    _run_blocking: RunBlocking
     index_url: str
+    _bulk: Any = None
     _rendered: RenderCache = attrs.field(factory=RenderCache)
 
     app = Klein()
 
     def resource(self) -> Any:
-        return self.app.resource()
+        """The site's root: every request passes the access policy first."""
+        return Guarded(self.app.resource(), self._policy)
 
     # -- errors --------------------------------------------------------------
 
@@ -223,42 +220,28 @@ default = true</pre></li>
             return name, redirect(request, f"{quote(name)}/")
         return name, None
 
+    def _send_project(self, request: IRequest, key: Hashable, page: ProjectPage) -> bytes:
+        name = page.name
+        return self._send_page(
+            request,
+            key,
+            lambda: render_html_page(page, lambda f: file_url(name, f)),
+            lambda: render_json_page(page, lambda f: file_url(name, f)),
+        )
+
     @app.route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     def local_page(self, request: IRequest, project: str) -> bytes:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        stored = self._store.files(name)
-        if not stored:
-            raise NotFound(f"No files of {name!r} on this server")
-        page = ProjectPage(name=name, files=tuple(local_info(s) for s in stored))
-        key = ("local", name, self._store.generation(name))
-        return self._send_page(
-            request, key,
-            lambda: render_html_page(page, lambda f: file_url(name, f)),
-            lambda: render_json_page(page, lambda f: file_url(name, f)),
-        )
+        return self._send_project(request, *self._views.local(name))
 
     @app.route("/simple/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     async def simple_page(self, request: IRequest, project: str) -> bytes:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        stored = self._store.files(name)
-        try:
-            cached = await self._mirror.pages.get(name)
-        except (UpstreamError, NotFound) as e:
-            if not stored:
-                raise
-            log.warn("Serving {project} from disk only: {reason}", project=name, reason=e.message)
-            return self.local_page(request, name)
-        page = merge(cached.page, stored)
-        key = ("simple", name, cached.fetched_at, cached.etag, self._store.generation(name))
-        return self._send_page(
-            request, key,
-            lambda: render_html_page(page, lambda f: file_url(name, f)),
-            lambda: render_json_page(page, lambda f: file_url(name, f)),
-        )
+        return self._send_project(request, *await self._views.simple(name))
 
     # -- files ---------------------------------------------------------------
 
@@ -267,10 +250,7 @@ default = true</pre></li>
         check_filename(filename)
         if filename.endswith(METADATA_SUFFIX):
             return await self._metadata(request, project, filename[: -len(METADATA_SUFFIX)])
-        name, _ = parse_filename(filename)
-        if normalize(project) != name:
-            raise NotFound(f"{filename!r} is not a file of project {project!r}")
-        return await self._archive(request, name, filename)
+        return await self._archive(request, project_of(project, filename), filename)
 
     @app.route("/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"])
     async def legacy_package(self, request: IRequest, letter: str, project: str, filename: str) -> Any:
@@ -278,7 +258,7 @@ default = true</pre></li>
         return await self.package(request, project, filename)
 
     async def _archive(self, request: IRequest, project: str, filename: str) -> Any:
-        stored = self._store.find(project, filename)
+        stored = self._views.find(project, filename)
         if stored is not None:
             return serve_stored(request, stored)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
@@ -296,12 +276,230 @@ default = true</pre></li>
         return DownloadStream(download)
 
     async def _metadata(self, request: IRequest, project: str, filename: str) -> bytes:
-        name, _ = parse_filename(filename)
-        if normalize(project) != name:
-            raise NotFound(f"{filename!r} is not a file of project {project!r}")
-        content = await self._mirror.metadata(name, filename)
+        name = project_of(project, filename)
+        if self._views.is_private(name):
+            path = self._store.metadata_file(name, filename)
+            if path is None:
+                raise NotFound(f"No core metadata for {filename!r}")
+            content = path.getContent()
+        else:
+            content = await self._mirror.metadata(name, filename)
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"cache-control", b"public, max-age=31536000, immutable")
         return content
 
 
+
+    # -- uploads -------------------------------------------------------------
+
+    async def _form(self, request: IRequest) -> Form:
+        content_type = _header(request, b"content-type")
+        if boundary_of(content_type) is None:
+            raise BadRequest("Expected a multipart/form-data body")
+        return await self._run_blocking(parse_form, request.content, content_type, self._incoming)
+
+    def _incoming(self) -> TempFile:
+        return self._store.open_temp(None, INCOMING)
+
+    @app.route("/", methods=["POST"])
+    @app.route("/legacy/", methods=["POST"], strict_slashes=False)
+    async def legacy_upload(self, request: IRequest) -> bytes:
+        """The upload API of ``twine upload`` and ``uv publish``: 200 on success."""
+        await self._policy.check(request, write=True)
+        form = await self._form(request)
+        try:
+            action = form.get(":action")
+            if action != "file_upload":
+                raise BadRequest(f"Unsupported :action {action!r}; only file_upload is supported")
+            content = form.files.pop("content", None)
+            if content is None or not content.filename:
+                raise BadRequest("No 'content' file part with a filename in the upload")
+            fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
+            created, stored = await self._uploads.receive(content, content.filename, fields)
+        finally:
+            form.discard()
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        verb = "Stored" if created else "Already stored (identical)"
+        return f"{verb}: {stored.info.filename}\n".encode()
+
+    @app.route("/uploadpackage/", methods=["POST"], strict_slashes=False)
+    async def upload_package(self, request: IRequest) -> bytes:
+        """The original pypicache's upload: a multipart field ``sdist`` (or a wheel)."""
+        await self._policy.check(request, write=True)
+        form = await self._form(request)
+        try:
+            name = "sdist" if "sdist" in form.files else next(iter(form.files), None)
+            part = form.files.pop(name) if name is not None else None
+            if part is None or not part.filename:
+                raise BadRequest("No file part (field 'sdist') with a filename in the upload")
+            created, stored = await self._uploads.receive(part, part.filename, {})
+        finally:
+            form.discard()
+        return self._stored_answer(request, created, stored)
+
+    @app.route("/packages/<project>/<filename>", methods=["PUT"])
+    async def put_package(self, request: IRequest, project: str, filename: str) -> bytes:
+        """Upload the body as this file: 201, or 200 when identical bytes are there."""
+        await self._policy.check(request, write=True)
+        project_of(project, filename)
+        part = await self._run_blocking(copy_body, request.content, self._incoming())
+        created, stored = await self._uploads.receive(part, filename, {})
+        return self._stored_answer(request, created, stored)
+
+    @app.route("/packages/source/<letter>/<project>/<filename>", methods=["PUT"])
+    async def put_legacy_package(self, request: IRequest, letter: str, project: str, filename: str) -> bytes:
+        return await self.put_package(request, project, filename)
+
+    def _stored_answer(self, request: IRequest, created: bool, stored: StoredFile) -> bytes:
+        request.setResponseCode(201 if created else 200)
+        request.setHeader(b"content-type", b"application/json")
+        info = stored.info
+        _, version = parse_filename(info.filename)
+        return json.dumps({
+            "stored": created,
+            "project": stored.project,
+            "version": str(version),
+            "filename": info.filename,
+            "sha256": info.hashes.get("sha256"),
+            "size": info.size,
+            "url": f"/packages/{stored.project}/{info.filename}",
+        }).encode()
+
+    @app.route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
+    @app.route("/simple/<path:rest>", methods=["POST", "PUT"])
+    @app.route("/local/", methods=["POST", "PUT"], strict_slashes=False)
+    @app.route("/local/<path:rest>", methods=["POST", "PUT"])
+    def upload_to_index(self, request: IRequest, rest: str = "") -> bytes:
+        request.setHeader(b"allow", b"GET, HEAD")
+        raise MethodNotAllowed(
+            "Upload to this server's root URL instead (twine upload --repository-url "
+            "http://HOST:PORT/, uv publish --publish-url http://HOST:PORT/), "
+            "or PUT /packages/<project>/<filename>"
+        )
+
+    # -- bulk caching ----------------------------------------------------------
+
+    @app.route("/requirements.txt", methods=["POST"])
+    async def requirements(self, request: IRequest) -> Any:
+        """Cache everything a requirements file needs; a JSON report, or NDJSON progress."""
+        await self._policy.check(request, write=False)
+        if self._bulk is None:
+            raise NotFound("Bulk caching is not available")
+        params = parse_bulk_params(request.args)
+        text = await self._requirements_text(request)
+        if "application/x-ndjson" in (_header(request, b"accept") or ""):
+            request.setHeader(b"content-type", b"application/x-ndjson")
+
+            def emit(entry: dict[str, Any]) -> None:
+                if not request.finished and not getattr(request, "_disconnected", False):
+                    request.write(json.dumps(entry).encode() + b"\n")
+
+            report = await Deferred.fromCoroutine(self._bulk.run(text, params, emit))
+            emit({"totals": report["totals"], "requirements": report["requirements"], "unparsed": report["unparsed"]})
+            return b""
+        request.setHeader(b"content-type", b"application/json")
+        report = await Deferred.fromCoroutine(self._bulk.run(text, params, None))
+        return json.dumps(report, indent=1).encode()
+
+    async def _requirements_text(self, request: IRequest) -> str:
+        """The requirements file: multipart field ``requirements``, or the raw body."""
+        content_type = _header(request, b"content-type")
+        if boundary_of(content_type) is not None:
+            form = await self._form(request)
+            try:
+                text = form.get("requirements")
+                part = form.files.get("requirements")
+                if part is not None:
+                    with open(part.temp.path.path, "rb") as f:
+                        raw = f.read(MAX_REQUIREMENTS_SIZE + 1)
+                elif text is not None:
+                    raw = text.encode("utf-8")
+                else:
+                    raise BadRequest("No 'requirements' field in the form")
+            finally:
+                form.discard()
+        else:
+            request.content.seek(0)
+            raw = request.content.read(MAX_REQUIREMENTS_SIZE + 1)
+        if len(raw) > MAX_REQUIREMENTS_SIZE:
+            raise BadRequest("Requirements file too large")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest("The requirements file is not UTF-8 text") from e
+
+    # -- deleting and yanking --------------------------------------------------
+
+    @app.route("/packages/<project>/<filename>", methods=["DELETE"])
+    async def delete_package(self, request: IRequest, project: str, filename: str) -> bytes:
+        await self._policy.check(request, write=True)
+        self._uploads.delete_file(project_of(project, filename), filename)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/simple/<project>/<version>/", methods=["DELETE"], strict_slashes=False)
+    async def delete_release(self, request: IRequest, project: str, version: str) -> bytes:
+        await self._policy.check(request, write=True)
+        self._uploads.delete_release(normalize(project), version)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/packages/<project>/<filename>/yank", methods=["POST", "DELETE"])
+    async def yank(self, request: IRequest, project: str, filename: str) -> bytes:
+        await self._policy.check(request, write=True)
+        name = project_of(project, filename)
+        reason: str | bool = False
+        if request.method == b"POST":
+            reason = True
+            if boundary_of(_header(request, b"content-type")) is not None:
+                form = await self._form(request)
+                form.discard()
+                reason = (form.get("reason") or "").strip() or True
+            elif (_header(request, b"content-type") or "").startswith("application/x-www-form-urlencoded"):
+                request.content.seek(0)
+                fields = parse_qs(request.content.read(64 * 1024).decode("utf-8", "replace"))
+                reason = (fields.get("reason") or [""])[0].strip() or True
+        self._uploads.yank(name, filename, reason)
+        request.setResponseCode(204)
+        return b""
+
+
+class Guarded(Resource):
+    """Checks the access policy for reads before handing the request on.
+
+    Writes are checked by their routes (``policy.check(request, write=True)``).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, policy: Any) -> None:
+        super().__init__()
+        self._inner = inner
+        self._policy = policy
+
+    def render(self, request: Any) -> Any:
+        write = request.method not in (b"GET", b"HEAD")
+        if request.path == b"/health" and not write:
+            return self._inner.render(request)
+        checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
+
+        def allowed(_: object) -> None:
+            result = self._inner.render(request)
+            if result is not NOT_DONE_YET:
+                request.write(result)
+                request.finish()
+
+        def refused(failure: Any) -> None:
+            error = failure.value
+            if not isinstance(error, PypicacheError):
+                log.failure("Access check failed", failure)
+                error = PypicacheError("Internal error; the daemon's log has the details.")
+            request.setResponseCode(error.code)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            if error.code == 401:
+                request.setHeader(b"www-authenticate", b'Basic realm="pypicache"')
+            request.write(error.message.encode() + b"\n")
+            request.finish()
+
+        checked.addCallbacks(allowed, refused)
+        return NOT_DONE_YET

@@ -12,6 +12,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
+from pypicache.limits import DEFAULT_MAX_BODY, limited_request_factory
 from pypicache.tap import build_app
 from pypicache.web import PypicacheApp
 
@@ -51,7 +52,7 @@ def client(pool: HTTPConnectionPool) -> HTTPClient:
     return HTTPClient(Agent(reactor, pool=pool))
 
 
-async def start_daemon(index_url: str, cache: Path, **options: Any) -> RunningDaemon:
+async def start_daemon(index_url: str, cache: Path, max_upload_size: int = DEFAULT_MAX_BODY, **options: Any) -> RunningDaemon:
     """Build the app as ``twistd pypicache`` does and listen on a free loopback port.
 
     ``options`` go to :func:`pypicache.tap.build_app` (``page_ttl``, ``timeout``,
@@ -66,7 +67,7 @@ async def start_daemon(index_url: str, cache: Path, **options: Any) -> RunningDa
         run_blocking=deferToThread,
         **options,
     )
-    site = Site(app.resource())
+    site = Site(app.resource(), requestFactory=limited_request_factory(max_upload_size))
     site.displayTracebacks = False
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     client_pool = HTTPConnectionPool(reactor, persistent=False)

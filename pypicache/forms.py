@@ -1,0 +1,161 @@
+# -*- test-case-name: tests.test_forms -*-
+"""Request bodies: multipart forms parsed incrementally, files spooled to disk.
+
+Twisted's own form parsing reads a whole multipart body into memory and drops
+part filenames, so the site is built with ``parsePOSTFormSubmission=False`` and
+bodies are parsed here, from the spooled ``request.content``, in a thread.
+"""
+
+import hashlib
+from typing import IO, Callable
+
+import attrs
+from multipart import MultipartError, PushMultipartParser, parse_options_header
+
+from .errors import BadRequest
+from .store import TempFile
+
+CHUNK_SIZE = 64 * 1024
+#: Largest non-file field we keep in memory.
+MAX_FIELD_SIZE = 1024 * 1024
+MAX_FIELDS = 1000
+
+
+@attrs.define
+class FilePart:
+    """A file part of a form, written to a temporary file while it was hashed."""
+
+    name: str
+    filename: str | None
+    temp: TempFile
+    size: int
+    hashes: dict[str, str]
+
+
+@attrs.define
+class Form:
+    """The fields and files of a multipart form."""
+
+    fields: dict[str, list[str]] = attrs.field(factory=dict)
+    files: dict[str, FilePart] = attrs.field(factory=dict)
+
+    def get(self, name: str) -> str | None:
+        """The first value of a field, or ``None``."""
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def discard(self) -> None:
+        """Delete the temporary files of every file part."""
+        for part in self.files.values():
+            part.temp.discard()
+
+
+class _Hasher:
+    """The digests a client may send with an upload, computed in one pass."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5()
+        self.blake2_256 = hashlib.blake2b(digest_size=32)
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.blake2_256.update(data)
+
+    def digests(self) -> dict[str, str]:
+        return {
+            "sha256": self.sha256.hexdigest(),
+            "md5": self.md5.hexdigest(),
+            "blake2_256": self.blake2_256.hexdigest(),
+        }
+
+
+def copy_body(content: IO[bytes], temp: TempFile) -> FilePart:
+    """Copy a whole raw request body into ``temp``, hashing it (blocking)."""
+    content.seek(0)
+    hasher = _Hasher()
+    size = 0
+    try:
+        while chunk := content.read(CHUNK_SIZE):
+            temp.write(chunk)
+            hasher.update(chunk)
+            size += len(chunk)
+    except BaseException:
+        temp.discard()
+        raise
+    return FilePart("body", None, temp, size, hasher.digests())
+
+
+def boundary_of(content_type: str | None) -> str | None:
+    """The boundary of a ``multipart/form-data`` content type, else ``None``."""
+    if not content_type:
+        return None
+    media, options = parse_options_header(content_type)
+    if media.lower() != "multipart/form-data":
+        return None
+    return options.get("boundary") or None
+
+
+def parse_form(content: IO[bytes], content_type: str, open_temp: Callable[[], TempFile]) -> Form:
+    """Parse a multipart body (blocking: run it in a thread).
+
+    File parts (those with a filename) go to temporary files from ``open_temp``,
+    hashed on the way; other fields are kept as text, up to ``MAX_FIELD_SIZE``.
+
+    :raises BadRequest: for a body that is not a well-formed multipart form.
+    """
+    boundary = boundary_of(content_type)
+    if boundary is None:
+        raise BadRequest("Expected a multipart/form-data body with a boundary")
+    form = Form()
+    content.seek(0)
+    segment = None
+    field: list[bytes] = []
+    part: FilePart | None = None
+    hasher = _Hasher()
+    try:
+        with PushMultipartParser(boundary, max_segment_count=MAX_FIELDS) as parser:
+            while not parser.closed:
+                chunk = content.read(CHUNK_SIZE)
+                for event in parser.parse(chunk):
+                    if event is None:
+                        assert segment is not None
+                        if part is not None:
+                            part.hashes = hasher.digests()
+                            form.files.setdefault(part.name, part)
+                            if form.files[part.name] is not part:
+                                part.temp.discard()
+                            part = None
+                        else:
+                            text = b"".join(field).decode(segment.charset or "utf-8", "replace")
+                            form.fields.setdefault(segment.name or "", []).append(text)
+                        segment = None
+                    elif isinstance(event, bytes):
+                        if part is not None:
+                            part.temp.write(event)
+                            hasher.update(event)
+                            part.size += len(event)
+                        else:
+                            field.append(event)
+                            if sum(map(len, field)) > MAX_FIELD_SIZE:
+                                raise BadRequest(f"Form field {segment.name!r} is too large")
+                    else:
+                        segment = event
+                        field = []
+                        if event.filename is not None:
+                            hasher = _Hasher()
+                            part = FilePart(event.name or "", event.filename, open_temp(), 0, {})
+                if not chunk:
+                    break
+    except MultipartError as e:
+        if part is not None:
+            part.temp.discard()
+        form.discard()
+        raise BadRequest(f"Malformed multipart body: {e}") from e
+    except BaseException:
+        if part is not None:
+            part.temp.discard()
+        form.discard()
+        raise
+    return form

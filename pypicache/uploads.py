@@ -1,0 +1,189 @@
+# -*- test-case-name: tests.test_uploads -*-
+"""Private packages: validate uploads, refuse conflicts, delete and yank."""
+
+import datetime
+import hashlib
+import tarfile
+import zipfile
+from typing import Any
+
+import attrs
+import pkginfo
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .cache import RunBlocking, read_wheel_metadata
+from .errors import BadRequest, Conflict, NotFound
+from .forms import FilePart
+from .model import DistFile
+from .names import parse_filename
+from .store import MIRROR, PRERELEASES, RELEASES, IStore, StoredFile
+
+log = Logger()
+
+#: The digest fields of the upload API, and the hash each one checks.
+DIGEST_FIELDS = {"sha256_digest": "sha256", "md5_digest": "md5", "blake2_256_digest": "blake2_256"}
+
+
+def iso_time(seconds: float) -> str:
+    """An upload time as PEP 700 writes it: ISO 8601 UTC with a ``Z``."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_upload_filename(filename: str) -> tuple[str, Version]:
+    """The project and version of an uploadable file: a wheel or an sdist.
+
+    :raises BadRequest: for anything else.
+    """
+    if not filename.endswith((".whl", ".tar.gz", ".zip")):
+        raise BadRequest(f"Only wheels and sdists (.whl, .tar.gz, .zip) can be uploaded, not {filename!r}")
+    project, version = parse_filename(filename)
+    if version is None:
+        raise BadRequest(f"No valid version in {filename!r}")
+    return project, version
+
+
+@attrs.frozen
+class ArchiveMetadata:
+    """What an archive says of itself."""
+
+    name: str
+    version: str
+    requires_python: str | None
+    core_metadata: bytes | None
+
+
+def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
+    """Open an archive and read its metadata with pkginfo (blocking: run it in a thread).
+
+    :raises BadRequest: if it does not open or has no readable metadata.
+    """
+    try:
+        if filename.endswith(".whl"):
+            raw = read_wheel_metadata(path)
+            if raw is None:
+                raise BadRequest(f"{filename} is not a wheel with a .dist-info/METADATA")
+            dist: Any = pkginfo.Distribution()
+            dist.parse(raw)
+        else:
+            dist = pkginfo.SDist(path)
+            raw = None
+    except BadRequest:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
+        raise BadRequest(f"{filename} is not a readable archive: {e.__class__.__name__}") from e
+    if not dist.name or not dist.version:
+        raise BadRequest(f"{filename} has no Name or Version in its metadata")
+    return ArchiveMetadata(dist.name, dist.version, dist.requires_python or None, raw)
+
+
+def _same_version(a: str, b: Version) -> bool:
+    try:
+        return Version(a) == b
+    except InvalidVersion:
+        return False
+
+
+@attrs.define
+class Uploads:
+    """Takes uploaded archives into the private store."""
+
+    _store: IStore
+    _run_blocking: RunBlocking
+    _clock: IReactorTime
+
+    async def receive(self, part: FilePart, filename: str, form: dict[str, str | None] | None = None) -> tuple[bool, StoredFile]:
+        """Validate an upload and store it; its temporary file is always used up.
+
+        :param form: the upload API's fields (``name``, ``version``, digests).
+        :returns: whether it was stored now (``False``: identical bytes were there).
+        :raises BadRequest: bad filename, digests, archive or metadata.
+        :raises Conflict: other bytes under this filename exist or existed.
+        """
+        try:
+            return await self._receive(part, filename, form or {})
+        finally:
+            part.temp.discard()
+
+    async def _receive(self, part: FilePart, filename: str, form: dict[str, str | None]) -> tuple[bool, StoredFile]:
+        project, version = parse_upload_filename(filename)
+        if part.size == 0:
+            raise BadRequest(f"{filename} is empty")
+        if form.get("name") and canonicalize_name(form["name"] or "") != project:
+            raise BadRequest(f"The form's name {form['name']!r} does not match {filename!r}")
+        if form.get("version") and not _same_version(form["version"] or "", version):
+            raise BadRequest(f"The form's version {form['version']!r} does not match {filename!r}")
+        for field, algorithm in DIGEST_FIELDS.items():
+            claimed = (form.get(field) or "").strip().lower()
+            if claimed and claimed != part.hashes[algorithm]:
+                raise BadRequest(f"{field} does not match the uploaded bytes of {filename}")
+        metadata = await self._run_blocking(inspect_archive, part.temp.path.path, filename)
+        if canonicalize_name(metadata.name) != project or not _same_version(metadata.version, version):
+            raise BadRequest(
+                f"The archive's metadata names {metadata.name} {metadata.version}, not what {filename!r} says"
+            )
+        # From here to the commit nothing waits, so no other upload can interleave.
+        digest = part.hashes["sha256"]
+        existing = self._store.find(project, filename)
+        if existing is not None and existing.private:
+            if existing.info.hashes.get("sha256") == digest:
+                return False, existing
+            raise Conflict(f"File already exists: {filename} was uploaded with other contents")
+        tombstone = self._store.tombstone(project, filename)
+        if tombstone is not None and tombstone.get("sha256") != digest:
+            raise Conflict(f"File already exists: {filename} was deleted, and its name cannot be reused for other contents")
+        core = metadata.core_metadata
+        info = DistFile(
+            filename=filename,
+            hashes={"sha256": digest},
+            requires_python=metadata.requires_python,
+            core_metadata={"sha256": hashlib.sha256(core).hexdigest()} if core is not None else False,
+            size=part.size,
+            upload_time=iso_time(self._clock.seconds()),
+        )
+        area = PRERELEASES if version.is_prerelease else RELEASES
+        stored = self._store.commit(part.temp, info, core, project, area)
+        log.info("Uploaded {filename} ({size} bytes, sha256 {digest})", filename=filename, size=part.size, digest=digest)
+        return True, stored
+
+    def delete_file(self, project: str, filename: str) -> StoredFile:
+        """Delete one stored file (private, or a cached mirror copy).
+
+        :raises NotFound: no such file.
+        """
+        stored = self._store.find(project, filename)
+        if stored is None:
+            raise NotFound(f"No file {filename!r} in {project!r}")
+        self._store.remove(stored)
+        log.info("Deleted {filename}", filename=filename)
+        return stored
+
+    def delete_release(self, project: str, version: str) -> list[StoredFile]:
+        """Delete every private file of one release.
+
+        :raises NotFound: the release has no private files.
+        """
+        try:
+            wanted = Version(version)
+        except InvalidVersion as e:
+            raise BadRequest(f"Invalid version {version!r}") from e
+        doomed = [s for s in self._store.files(project) if s.private and parse_filename(s.info.filename)[1] == wanted]
+        if not doomed:
+            raise NotFound(f"No private files of {project} {version}")
+        for stored in doomed:
+            self._store.remove(stored)
+            log.info("Deleted {filename}", filename=stored.info.filename)
+        return doomed
+
+    def yank(self, project: str, filename: str, reason: str | bool) -> StoredFile:
+        """Set (a reason or ``True``) or clear (``False``) the yanked flag of a private file.
+
+        :raises NotFound: no such private file.
+        """
+        stored = self._store.find(project, filename)
+        if stored is None or stored.area == MIRROR:
+            raise NotFound(f"No private file {filename!r} in {project!r}")
+        return self._store.update(stored, attrs.evolve(stored.info, yanked=reason))

@@ -1,0 +1,106 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""What a project looks like from ``/simple/`` (combined) and ``/local/`` (disk only)."""
+
+from typing import Hashable
+
+import attrs
+
+from .cache import Mirror
+from .errors import NotFound, UpstreamError
+from .model import DistFile, ProjectPage
+from .store import IStore, StoredFile
+from twisted.logger import Logger
+
+log = Logger()
+
+
+def local_info(stored: StoredFile) -> DistFile:
+    """A stored file as pages show it: core metadata only if servable from disk."""
+    info = stored.info
+    servable = stored.metadata_path.exists() or info.filename.endswith(".whl")
+    if not servable:
+        return attrs.evolve(info, core_metadata=False)
+    if info.core_metadata is False:
+        return attrs.evolve(info, core_metadata=True)
+    return info
+
+
+def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
+    """The upstream page with what the disk knows added: sizes, metadata, extra files.
+
+    A private file replaces an upstream file of the same name (``--mirror-private``).
+    """
+    on_disk = {s.info.filename: s for s in stored}
+    files = []
+    for f in page.files:
+        s = on_disk.pop(f.filename, None)
+        if s is None:
+            files.append(f)
+        elif s.private:
+            files.append(local_info(s))
+        else:
+            files.append(
+                attrs.evolve(
+                    f,
+                    size=s.info.size if s.info.size is not None else f.size,
+                    core_metadata=f.core_metadata or local_info(s).core_metadata,
+                )
+            )
+    files.extend(local_info(s) for s in on_disk.values())
+    return attrs.evolve(page, files=tuple(files), versions=page.versions if not on_disk else None)
+
+
+@attrs.define
+class Views:
+    """Builds project pages and finds files, keeping private projects private.
+
+    A project with private files is never looked up upstream, unless it is
+    named in ``mirror_private``.
+    """
+
+    _store: IStore
+    _mirror: Mirror
+    mirror_private: frozenset[str] = frozenset()
+
+    def is_private(self, project: str) -> bool:
+        """Whether the upstream must never be asked about ``project``."""
+        return self._store.is_private(project) and project not in self.mirror_private
+
+    def local(self, project: str) -> tuple[Hashable, ProjectPage]:
+        """The page of what is on disk; raises :class:`NotFound` if nothing is."""
+        stored = self._store.files(project)
+        if not stored and not self._store.is_private(project):
+            raise NotFound(f"No files of {project!r} on this server")
+        page = ProjectPage(name=project, files=tuple(local_info(s) for s in stored))
+        return ("local", project, self._store.generation(project)), page
+
+    async def simple(self, project: str) -> tuple[Hashable, ProjectPage]:
+        """The combined page: private files, or the upstream's merged with the disk."""
+        if self.is_private(project):
+            stored = [s for s in self._store.files(project) if s.private]
+            page = ProjectPage(name=project, files=tuple(local_info(s) for s in stored))
+            return ("private", project, self._store.generation(project)), page
+        try:
+            cached = await self._mirror.pages.get(project)
+        except (UpstreamError, NotFound) as e:
+            if not self._store.files(project):
+                raise
+            log.warn("Serving {project} from disk only: {reason}", project=project, reason=e.message)
+            return self.local(project)
+        page = merge(cached.page, self._store.files(project))
+        return ("simple", project, cached.fetched_at, cached.etag, self._store.generation(project)), page
+
+    def find(self, project: str, filename: str) -> StoredFile | None:
+        """A stored file; raises :class:`NotFound` for a private project that lacks it."""
+        stored = self._store.find(project, filename)
+        if stored is None and self.is_private(project):
+            raise NotFound(f"No file {filename!r} in private project {project!r}")
+        return stored
+
+    async def fetch(self, project: str, filename: str) -> StoredFile:
+        """A stored file, downloaded first if need be (for bulk caching)."""
+        stored = self.find(project, filename)
+        if stored is not None:
+            return stored
+        download = await self._mirror.download(project, filename)
+        return await download.stored_file()
