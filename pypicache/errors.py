@@ -1,5 +1,7 @@
 """Exceptions that carry the HTTP status they answer with."""
 
+from typing import Any
+
 
 class PypicacheError(Exception):
     """An error with a one-line reason for the client and the status to send."""
@@ -9,6 +11,18 @@ class PypicacheError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def apply(self, request: Any) -> bytes:
+        """Set the status (with the message as its reason phrase) and return the body.
+
+        Clients such as twine show only the status line, so the reason is there too.
+        """
+        phrase = "".join(c if c.isprintable() else " " for c in self.message)[:200]
+        request.setResponseCode(self.code, phrase.encode("latin-1", "replace"))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        if self.code == 401:
+            request.setHeader(b"www-authenticate", b'Basic realm="pypicache"')
+        return self.message.encode("utf-8") + b"\n"
 
 
 class BadRequest(PypicacheError):

@@ -111,12 +111,9 @@ class _Tail:
         self._close()
         self.request.unregisterProducer()
         if not self.request.startedWriting:
-            self.request.setResponseCode(error.code)
-            self.request.responseHeaders.removeHeader(b"content-length")
-            self.request.responseHeaders.removeHeader(b"etag")
-            self.request.responseHeaders.removeHeader(b"cache-control")
-            self.request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            self.request.write(error.message.encode() + b"\n")
+            for name in (b"content-length", b"etag", b"cache-control"):
+                self.request.responseHeaders.removeHeader(name)
+            self.request.write(error.apply(self.request))
             self.request.finish()
         else:
             # The client holds part of the body: cut it off so that it can never
@@ -154,9 +151,7 @@ def _error(request: Any, failure: Any) -> None:
     error = failure.value
     if not isinstance(error, PypicacheError):
         failure.raiseException()
-    request.setResponseCode(error.code)
     for name in (b"etag", b"cache-control"):
         request.responseHeaders.removeHeader(name)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.write(error.message.encode() + b"\n")
+    request.write(error.apply(request))
     request.finish()

@@ -120,6 +120,7 @@ class Uploads:
             claimed = (form.get(field) or "").strip().lower()
             if claimed and claimed != part.hashes[algorithm]:
                 raise BadRequest(f"{field} does not match the uploaded bytes of {filename}")
+        part.temp.file.flush()
         metadata = await self._run_blocking(inspect_archive, part.temp.path.path, filename)
         if canonicalize_name(metadata.name) != project or not _same_version(metadata.version, version):
             raise BadRequest(

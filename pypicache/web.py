@@ -2,6 +2,7 @@
 """The Klein routes: HTTP in, calls on the store and the mirror, statuses out."""
 
 import gzip
+import re
 import json
 from collections import OrderedDict
 from html import escape
@@ -121,12 +122,7 @@ class PypicacheApp:
 
     @app.handle_errors(PypicacheError)
     def _known_error(self, request: IRequest, failure: Any) -> bytes:
-        error = failure.value
-        request.setResponseCode(error.code)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        if error.code == 401:
-            request.setHeader(b"www-authenticate", b'Basic realm="pypicache"')
-        return error.message.encode("utf-8") + b"\n"
+        return failure.value.apply(request)
 
     @app.handle_errors(HTTPException)
     def _routing_error(self, request: IRequest, failure: Any) -> bytes:
@@ -464,6 +460,10 @@ default = true</pre></li>
         return b""
 
 
+#: Percent-encoded separators, backslashes, NUL, and encoded dot segments in a path.
+_ENCODED_TRICK = re.compile(rb"%(2f|5c|00)|(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+
+
 class Guarded(Resource):
     """Checks the access policy for reads before handing the request on.
 
@@ -479,6 +479,10 @@ class Guarded(Resource):
 
     def render(self, request: Any) -> Any:
         write = request.method not in (b"GET", b"HEAD")
+        if _ENCODED_TRICK.search(request.path):
+            request.write(BadRequest("Invalid path: encoded separators, dots or NUL").apply(request))
+            request.finish()
+            return NOT_DONE_YET
         if request.path == b"/health" and not write:
             return self._inner.render(request)
         checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
@@ -494,11 +498,7 @@ class Guarded(Resource):
             if not isinstance(error, PypicacheError):
                 log.failure("Access check failed", failure)
                 error = PypicacheError("Internal error; the daemon's log has the details.")
-            request.setResponseCode(error.code)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            if error.code == 401:
-                request.setHeader(b"www-authenticate", b'Basic realm="pypicache"')
-            request.write(error.message.encode() + b"\n")
+            request.write(error.apply(request))
             request.finish()
 
         checked.addCallbacks(allowed, refused)
