@@ -24,7 +24,10 @@ setup(
         "pkginfo>=1.10",
         "multipart>=1.2",
         "pip>=23.0",
+        "bcrypt>=4.0",
+        "resolvelib>=1.0",
     ],
+    entry_points={"console_scripts": ["pypicache-import = pypicache.importer:run"]},
     extras_require={
         "test": [
             "pytest>=8",

@@ -26,7 +26,8 @@ from twisted.python.filepath import FilePath
 from zope.interface import Interface, implementer
 
 from .model import DistFile, ProjectPage
-from .names import METADATA_SUFFIX, check_filename, is_distribution
+from .errors import BadRequest
+from .names import METADATA_SUFFIX, check_filename, is_distribution, parse_filename
 
 SIDECAR_SUFFIX = ".json"
 TEMP_PREFIX = ".tmp-"
@@ -34,6 +35,7 @@ MIRROR = "mirror"
 RELEASES = "private/releases"
 PRERELEASES = "private/prereleases"
 #: Where uploads are spooled before their project and area are known.
+PRIVATE = "private"
 INCOMING = "private/.incoming"
 #: What was deleted from the private areas: ``<project>/<filename>.json``.
 DELETED = "private/.deleted"
@@ -47,14 +49,11 @@ class StoredFile:
     info: DistFile
     area: str
     stored_at: float | None = None
+    project: str = ""
 
     @property
     def private(self) -> bool:
         return self.area != MIRROR
-
-    @property
-    def project(self) -> str:
-        return self.path.parent().basename()
 
     @property
     def metadata_path(self) -> FilePath:
@@ -190,7 +189,8 @@ class FilesystemStore:
     def __init__(self, root: FilePath, clock: Any = time) -> None:
         self.root = root
         self._now = getattr(clock, "seconds", None) or clock.time
-        self._listings: dict[str, dict[str, StoredFile]] = {}
+        self._mirror: dict[str, dict[str, StoredFile]] = {}
+        self._private: dict[str, dict[str, StoredFile]] | None = None
         self._generations: dict[str, int] = {}
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self._area(area).makedirs(ignoreExistingDirectory=True)
@@ -215,42 +215,71 @@ class FilesystemStore:
     # -- listings ------------------------------------------------------------
 
     def projects(self) -> list[str]:
-        names = set()
-        for area in (RELEASES, PRERELEASES, MIRROR):
-            for child in self._area(area).children():
-                if child.isdir() and not child.basename().startswith(".") and self.files(child.basename()):
-                    names.add(child.basename())
+        names = set(self._private_index())
+        for child in self._area(MIRROR).children():
+            if child.isdir() and not child.basename().startswith(".") and self.files(child.basename()):
+                names.add(child.basename())
         return sorted(names)
 
-    def _read(self, area: str, project: str) -> Iterator[StoredFile]:
-        directory = self._project_dir(area, project)
-        if not directory.isdir():
-            return
-        for path in directory.children():
-            name = path.basename()
-            if not _is_archive_name(name) or not path.isfile():
-                continue
-            sidecar = path.siblingExtension(SIDECAR_SUFFIX)
-            stored_at = None
-            try:
-                data = json.loads(sidecar.getContent())
-                info = DistFile.from_json(data["file"])
-                stored_at = data.get("stored_at")
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                # An archive without a readable sidecar (dropped in by hand):
-                # listed with what the filesystem knows until it is rescanned.
-                info = DistFile(filename=name, size=path.getsize())
-            yield StoredFile(path=path, info=attrs.evolve(info, filename=name, url=None), area=area, stored_at=stored_at)
+    def stored_file(self, path: FilePath) -> StoredFile | None:
+        """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
 
-    def _listing(self, project: str) -> dict[str, StoredFile]:
-        listing = self._listings.get(project)
+        A sidecar is valid when it parses and records the archive's current size.
+        """
+        name = path.basename()
+        try:
+            data = json.loads(path.siblingExtension(SIDECAR_SUFFIX).getContent())
+            info = DistFile.from_json(data["file"])
+            stored_at = data.get("stored_at")
+            project, version = parse_filename(name)
+            if info.size != os.stat(path.path).st_size:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
+            return None
+        area = self._area_of(path, version)
+        return StoredFile(path=path, info=attrs.evolve(info, filename=name, url=None), area=area, stored_at=stored_at, project=project)
+
+    def _area_of(self, path: FilePath, version: Any) -> str:
+        """The area of an archive: its folder's, or for one dropped in elsewhere, its version's."""
+        top = path.parent().parent()
+        for area in (MIRROR, RELEASES, PRERELEASES):
+            if top == self._area(area):
+                return area
+        return PRERELEASES if version is not None and version.is_prerelease else RELEASES
+
+    def walk_private(self) -> Iterator[FilePath]:
+        """Every archive anywhere under ``private/`` (dot folders and files skipped)."""
+        top = self._area(PRIVATE).path
+        for folder, subfolders, names in os.walk(top):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for name in sorted(names):
+                if _is_archive_name(name):
+                    yield FilePath(os.path.join(folder, name))
+
+    def _private_index(self) -> dict[str, dict[str, StoredFile]]:
+        if self._private is None:
+            index: dict[str, dict[str, StoredFile]] = {}
+            for path in self.walk_private():
+                stored = self.stored_file(path)
+                if stored is not None:
+                    index.setdefault(stored.project, {}).setdefault(stored.info.filename, stored)
+            self._private = index
+        return self._private
+
+    def _mirror_listing(self, project: str) -> dict[str, StoredFile]:
+        listing = self._mirror.get(project)
         if listing is None:
             listing = {}
-            for area in (MIRROR, PRERELEASES, RELEASES):
-                for stored in self._read(area, project):
-                    listing[stored.info.filename] = stored
-            self._listings[project] = listing
+            directory = self._project_dir(MIRROR, project)
+            if directory.isdir():
+                for path in directory.children():
+                    if _is_archive_name(path.basename()) and (stored := self.stored_file(path)) is not None:
+                        listing[stored.info.filename] = stored
+            self._mirror[project] = listing
         return listing
+
+    def _listing(self, project: str) -> dict[str, StoredFile]:
+        return {**self._mirror_listing(project), **self._private_index().get(project, {})}
 
     def files(self, project: str) -> list[StoredFile]:
         listing = self._listing(project)
@@ -260,6 +289,8 @@ class FilesystemStore:
         stored = self._listing(project).get(filename)
         if stored is not None and not os.path.isfile(stored.path.path):
             self.forget(project)
+            if stored.private:
+                self._private_index().get(project, {}).pop(filename, None)
             return None
         return stored
 
@@ -267,14 +298,30 @@ class FilesystemStore:
         return self._generations.get(project, 0)
 
     def forget(self, project: str) -> None:
-        """Drop the in-memory listing of ``project`` so it is read again."""
-        self._listings.pop(project, None)
+        """Drop the in-memory mirror listing of ``project`` so it is read again."""
+        self._mirror.pop(project, None)
         self._generations[project] = self.generation(project) + 1
+
+    def forget_all(self) -> None:
+        """Read every listing from the disk again (after a rescan)."""
+        for project in {*self._mirror, *(self._private or {})}:
+            self._generations[project] = self.generation(project) + 1
+        self._mirror.clear()
+        self._private = None
+
+    def _indexed(self, stored: StoredFile) -> StoredFile:
+        """Record a change to a stored file in the in-memory listings."""
+        if stored.private and self._private is not None:
+            self._private.setdefault(stored.project, {})[stored.info.filename] = stored
+        self.forget(stored.project)
+        return stored
 
     # -- writing -------------------------------------------------------------
 
     def is_private(self, project: str) -> bool:
-        return any(self._project_dir(area, project).isdir() for area in (RELEASES, PRERELEASES))
+        return bool(self._private_index().get(project)) or any(
+            self._project_dir(area, project).isdir() for area in (RELEASES, PRERELEASES, DELETED)
+        )
 
     def open_temp(self, project: str | None, area: str) -> TempFile:
         directory = self._area(area) if project is None else self._project_dir(area, project)
@@ -306,8 +353,8 @@ class FilesystemStore:
         sidecar = {"file": info.to_json(), "stored_at": stored_at}
         write_atomically(target.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
         os.replace(temp.path.path, target.path)
-        self.forget(temp.project)
-        return StoredFile(path=target, info=info, area=temp.area, stored_at=stored_at)
+        assert temp.project is not None
+        return self._indexed(StoredFile(path=target, info=info, area=temp.area, stored_at=stored_at, project=temp.project))
 
     def add_metadata(self, project: str, filename: str, metadata: bytes, digest: str) -> StoredFile:
         stored = self.find(project, filename)
@@ -319,8 +366,7 @@ class FilesystemStore:
     def update(self, stored: StoredFile, info: DistFile) -> StoredFile:
         sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}
         write_atomically(stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
-        self.forget(stored.project)
-        return attrs.evolve(stored, info=info)
+        return self._indexed(attrs.evolve(stored, info=info))
 
     def _tombstone_path(self, project: str, filename: str) -> FilePath:
         return self._project_dir(DELETED, project).child(check_filename(filename) + SIDECAR_SUFFIX)
@@ -336,6 +382,8 @@ class FilesystemStore:
                 os.unlink(path.path)
             except FileNotFoundError:
                 pass
+        if self._private is not None:
+            self._private.get(stored.project, {}).pop(stored.info.filename, None)
         self.forget(stored.project)
 
     def tombstone(self, project: str, filename: str) -> dict[str, Any] | None:
@@ -347,6 +395,9 @@ class FilesystemStore:
 
     def metadata_file(self, project: str, filename: str) -> FilePath | None:
         check_filename(filename)
+        stored = self.find(project, filename)
+        if stored is not None and stored.metadata_path.isfile():
+            return stored.metadata_path
         for area in (RELEASES, PRERELEASES, MIRROR):
             path = self._project_dir(area, project).child(filename + METADATA_SUFFIX)
             if path.isfile():

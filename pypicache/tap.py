@@ -6,7 +6,9 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from twisted.application import service, strports
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
@@ -25,6 +27,8 @@ from .upstream import Upstream, make_clients
 from .web import PypicacheApp
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+log = Logger()
 
 
 def pip_index_url() -> str:
@@ -221,4 +225,21 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     site.displayTracebacks = False
     for endpoint in options["listen"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    _StartupScan(app, reactor).setServiceParent(top)
     return top
+
+
+class _StartupScan(service.Service):
+    """Once listening, index archives dropped into ``private/`` (in a thread)."""
+
+    def __init__(self, app: PypicacheApp, reactor: Any) -> None:
+        self.app = app
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._scan)
+
+    def _scan(self) -> None:
+        d = Deferred.fromCoroutine(self.app.rescan())
+        d.addErrback(lambda f: log.failure("Start-up scan failed", f))

@@ -3,6 +3,7 @@
 
 import gzip
 import re
+import time
 import json
 from collections import OrderedDict
 from html import escape
@@ -26,7 +27,9 @@ from .files import DownloadStream, serve_stored, set_file_headers
 from .forms import Form, boundary_of, copy_body, parse_form
 from .model import DistFile, ProjectPage
 from .names import METADATA_SUFFIX, check_filename, normalize, parse_filename
+from . import jsonapi
 from .bulk import parse_bulk_params
+from .scan import ScanReport, scan_private
 from .uploads import DIGEST_FIELDS, Uploads
 from .views import Views
 from .simple import (
@@ -423,6 +426,56 @@ default = true</pre></li>
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise BadRequest("The requirements file is not UTF-8 text") from e
+
+    # -- archives dropped in by hand --------------------------------------------
+
+    async def rescan(self) -> ScanReport:
+        """Index archives dropped into ``private/`` (in a thread), then list them."""
+        report = await self._run_blocking(scan_private, self._store, time.time())
+        self._store.forget_all()
+        return report
+
+    @app.route("/+rescan", methods=["POST"])
+    async def rescan_route(self, request: IRequest) -> bytes:
+        await self._policy.check(request, write=True)
+        report = await self.rescan()
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(report.to_json(), indent=1).encode()
+
+    # -- JSON read API -----------------------------------------------------------
+
+    def _base_url(self, request: IRequest) -> str:
+        host = (_header(request, b"host") or "localhost").split(",")[0].strip()
+        return f"{'https' if request.isSecure() else 'http'}://{host}/"
+
+    @app.route("/pypi/<project>/json", methods=["GET", "HEAD"])
+    @app.route("/pypi/<project>/<version>/json", methods=["GET", "HEAD"])
+    async def project_json(self, request: IRequest, project: str, version: str | None = None) -> bytes:
+        """What this server has of a project, in the public index's JSON API shape."""
+        name = normalize(project)
+        if name != project:
+            suffix = f"{quote(version)}/json" if version else "json"
+            depth = "../../" if version else "../"
+            return redirect(request, f"{depth}{quote(name)}/{suffix}")
+        releases = jsonapi.versions_of(self._store.files(name))
+        if not releases:
+            raise NotFound(f"No files of {name!r} on this server")
+        try:
+            chosen = jsonapi.pick_version(releases, version)
+        except KeyError:
+            raise NotFound(f"No files of {name} {version} on this server") from None
+        best = sorted(releases[chosen], key=lambda s: not s.info.filename.endswith(".whl"))[0]
+        metadata = await self._run_blocking(jsonapi.read_core_metadata, best)
+        document = jsonapi.project_json(name, releases, chosen, metadata, self._base_url(request), version is None)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(document).encode()
+
+    @app.route("/index.json", methods=["GET", "HEAD"])
+    def index_json(self, request: IRequest) -> bytes:
+        """Every archive on disk, with sha256, size and when it was added."""
+        entries = [jsonapi.index_entry(s) for p in self._store.projects() for s in self._store.files(p)]
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(entries).encode()
 
     # -- deleting and yanking --------------------------------------------------
 

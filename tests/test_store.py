@@ -128,6 +128,7 @@ def test_commit_result(store, root, clock):
         info=info_for(url=None),
         area=MIRROR,
         stored_at=clock.seconds(),
+        project="foo",
     )
     assert stored.project == "foo"
     assert not stored.private
@@ -356,40 +357,27 @@ def test_non_archives_not_listed(store, root, filename):
 @pytest.mark.parametrize(
     "filename", [WHEEL, SDIST, "foo-1.0.zip", "foo-1.0-py2.7.egg", "foo-1.0.tar.bz2"]
 )
-def test_archive_without_sidecar(store, root, filename):
-    """An archive dropped in by hand, without sidecar, is listed with its size."""
+def test_archive_without_sidecar_is_not_listed(store, root, filename):
+    """An archive dropped in by hand is not listed until a rescan has checked it."""
     directory = root.preauthChild("private/releases/foo")
     directory.makedirs()
     directory.child(filename).setContent(b"x" * 123)
-    [stored] = store.files("foo")
-    assert stored.info == DistFile(filename=filename, size=123)
-    assert (stored.area, stored.stored_at, stored.private) == (RELEASES, None, True)
-    assert store.projects() == ["foo"]
+    assert store.files("foo") == []
+    assert store.projects() == []
 
 
 @pytest.mark.parametrize(
     "sidecar",
-    [b"", b"not json", b"[]", b'{"nofile": 1}', b'{"file": {"size": 1}}', b"\xff"],
+    [b"", b"not json", b"[]", b'{"nofile": 1}', b'{"file": {"size": 1}}', b"\xff",
+     b'{"file": null}', b'{"file": []}', b'{"file": "x"}'],
 )
-def test_archive_with_corrupt_sidecar(store, root, sidecar):
-    """An archive whose sidecar cannot be read is listed as if dropped in."""
+def test_archive_with_unusable_sidecar_is_not_listed(store, root, sidecar):
+    """An archive whose sidecar cannot be read, or records another size, is not listed."""
     directory = root.preauthChild("mirror/foo")
     directory.makedirs()
     directory.child(SDIST).setContent(b"abcd")
     directory.child(SDIST + ".json").setContent(sidecar)
-    assert store.files("foo")[0].info == DistFile(filename=SDIST, size=4)
-
-
-@pytest.mark.parametrize(
-    "sidecar", [b'{"file": null}', b'{"file": []}', b'{"file": "x"}']
-)
-def test_archive_with_non_object_sidecar(store, root, sidecar):
-    """A sidecar whose ``file`` is not an object is treated as unreadable, not an error."""
-    directory = root.preauthChild("mirror/foo")
-    directory.makedirs()
-    directory.child(SDIST).setContent(b"abcd")
-    directory.child(SDIST + ".json").setContent(sidecar)
-    assert store.files("foo")[0].info == DistFile(filename=SDIST, size=4)
+    assert store.files("foo") == []
 
 
 def test_sidecar_filename_is_the_archives(store, root):
@@ -397,7 +385,7 @@ def test_sidecar_filename_is_the_archives(store, root):
     directory = root.preauthChild("mirror/foo")
     directory.makedirs()
     directory.child(SDIST).setContent(b"abcd")
-    sidecar = {"file": DistFile(filename="other-9.tar.gz", url="https://x/").to_json()}
+    sidecar = {"file": DistFile(filename="other-9.tar.gz", url="https://x/", size=4).to_json()}
     directory.child(SDIST + ".json").setContent(json.dumps(sidecar).encode())
     [stored] = store.files("foo")
     assert (stored.info.filename, stored.info.url) == (SDIST, None)
@@ -464,18 +452,6 @@ def test_add_metadata(store, root, clock):
         "sha256": "cd" * 32
     }
     assert store.metadata_file("foo", WHEEL) == stored.metadata_path
-
-
-def test_add_metadata_to_dropped_in_archive(store, root):
-    """``add_metadata`` on an archive without sidecar writes one, keeping the size."""
-    directory = root.preauthChild("mirror/foo")
-    directory.makedirs()
-    directory.child(SDIST).setContent(b"abcd")
-    store.add_metadata("foo", SDIST, METADATA, "ef" * 32)
-    assert store.find("foo", SDIST).info == DistFile(
-        filename=SDIST, size=4, core_metadata={"sha256": "ef" * 32}
-    )
-    assert directory.child(SDIST + ".json").exists()
 
 
 def test_add_metadata_unknown_file(store):

@@ -1,0 +1,188 @@
+# -*- test-case-name: tests.test_jsonapi -*-
+"""The JSON read API in the public index's shape: ``/pypi/<project>/json`` and ``/index.json``."""
+
+import datetime
+from typing import Any
+
+import pkginfo
+from packaging.version import Version
+
+from .cache import read_wheel_metadata
+from .errors import BadRequest
+from .names import parse_filename
+from .store import StoredFile
+
+#: Core metadata fields and the ``info`` keys they fill.
+_INFO_FIELDS = {
+    "author": "author",
+    "author_email": "author_email",
+    "classifiers": "classifiers",
+    "description": "description",
+    "description_content_type": "description_content_type",
+    "download_url": "download_url",
+    "home_page": "home_page",
+    "keywords": "keywords",
+    "license": "license",
+    "license_expression": "license_expression",
+    "maintainer": "maintainer",
+    "maintainer_email": "maintainer_email",
+    "name": "name",
+    "platforms": "platform",
+    "provides_extras": "provides_extra",
+    "requires_dist": "requires_dist",
+    "requires_python": "requires_python",
+    "summary": "summary",
+    "version": "version",
+}
+
+
+def read_core_metadata(stored: StoredFile) -> bytes | None:
+    """The core metadata of a stored archive (blocking: run it in a thread)."""
+    if stored.metadata_path.exists():
+        return stored.metadata_path.getContent()
+    filename = stored.info.filename
+    if filename.endswith(".whl"):
+        return read_wheel_metadata(stored.path.path)
+    try:
+        return pkginfo.SDist(stored.path.path).read()
+    except Exception:
+        return None
+
+
+def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
+    info: dict[str, Any] = {key: None for key in _INFO_FIELDS.values()}
+    info.update(name=project, version=version, classifiers=[], requires_dist=None, project_urls=None)
+    if raw:
+        dist: Any = pkginfo.Distribution()
+        dist.parse(raw)
+        for attribute, key in _INFO_FIELDS.items():
+            value = getattr(dist, attribute, None)
+            if isinstance(value, tuple):
+                value = list(value)
+            if value not in (None, "", []) or key not in info:
+                info[key] = value
+        urls = getattr(dist, "project_urls", None) or ()
+        if urls:
+            info["project_urls"] = dict(u.split(",", 1) if "," in u else (u, u) for u in urls)
+            info["project_urls"] = {k.strip(): v.strip() for k, v in info["project_urls"].items()}
+    return info
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def file_entry(stored: StoredFile, base_url: str) -> dict[str, Any]:
+    """One file as the public JSON API lists it."""
+    info = stored.info
+    filename = info.filename
+    if filename.endswith(".whl"):
+        packagetype = "bdist_wheel"
+        python_version = filename[: -len(".whl")].split("-")[-3]
+    elif filename.endswith(".egg"):
+        packagetype, python_version = "bdist_egg", "source"
+    else:
+        packagetype, python_version = "sdist", "source"
+    upload_iso = info.upload_time or _iso(stored.stored_at)
+    yanked = info.yanked is not False
+    return {
+        "comment_text": "",
+        "digests": dict(info.hashes),
+        "downloads": -1,
+        "filename": filename,
+        "has_sig": False,
+        "md5_digest": info.hashes.get("md5"),
+        "packagetype": packagetype,
+        "python_version": python_version,
+        "requires_python": info.requires_python,
+        "size": info.size,
+        "upload_time": upload_iso.rstrip("Z").split(".")[0] if upload_iso else None,
+        "upload_time_iso_8601": upload_iso,
+        "url": f"{base_url}packages/{stored.project}/{filename}",
+        "yanked": yanked,
+        "yanked_reason": info.yanked if isinstance(info.yanked, str) else None,
+    }
+
+
+def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
+    """The stored files grouped by version (files without a version are left out)."""
+    releases: dict[Version, list[StoredFile]] = {}
+    for stored in files:
+        _, version = parse_filename(stored.info.filename)
+        if version is not None:
+            releases.setdefault(version, []).append(stored)
+    return releases
+
+
+def latest(releases: dict[Version, list[StoredFile]]) -> Version:
+    """The version the API describes by default: the newest final, unyanked one."""
+    def usable(v: Version) -> bool:
+        return not v.is_prerelease and any(s.info.yanked is False for s in releases[v])
+
+    candidates = [v for v in releases if usable(v)] or list(releases)
+    return max(candidates)
+
+
+def pick_version(releases: dict[Version, list[StoredFile]], text: str | None) -> Version:
+    """The version asked for (``None``: :func:`latest`); raises ``KeyError`` if absent."""
+    if text is None:
+        return latest(releases)
+    try:
+        wanted = Version(text)
+    except ValueError as e:
+        raise BadRequest(f"Invalid version {text!r}") from e
+    if wanted not in releases:
+        raise KeyError(text)
+    return wanted
+
+
+def project_json(
+    project: str,
+    releases: dict[Version, list[StoredFile]],
+    version: Version,
+    metadata: bytes | None,
+    base_url: str,
+    with_releases: bool,
+) -> dict[str, Any]:
+    """The ``/pypi/<project>/json`` (or ``/<version>/json``) document."""
+    info = _info(metadata, project, str(version))
+    chosen = releases[version]
+    info.update(
+        package_url=f"{base_url}pypi/{project}/",
+        project_url=f"{base_url}pypi/{project}/",
+        release_url=f"{base_url}pypi/{project}/{version}/",
+        yanked=all(s.info.yanked is not False for s in chosen),
+        yanked_reason=next((s.info.yanked for s in chosen if isinstance(s.info.yanked, str)), None),
+        bugtrack_url=None,
+        docs_url=None,
+        downloads={"last_day": -1, "last_month": -1, "last_week": -1},
+    )
+    document: dict[str, Any] = {
+        "info": info,
+        "last_serial": 0,
+        "urls": [file_entry(s, base_url) for s in sorted(chosen, key=lambda s: s.info.filename)],
+        "vulnerabilities": [],
+    }
+    if with_releases:
+        document["releases"] = {
+            str(v): [file_entry(s, base_url) for s in sorted(files, key=lambda s: s.info.filename)]
+            for v, files in sorted(releases.items())
+        }
+    return document
+
+
+def index_entry(stored: StoredFile) -> dict[str, Any]:
+    """One archive in ``/index.json``."""
+    _, version = parse_filename(stored.info.filename)
+    return {
+        "name": stored.project,
+        "version": str(version) if version is not None else None,
+        "filename": stored.info.filename,
+        "sha256": stored.info.hashes.get("sha256"),
+        "size": stored.info.size,
+        "added": _iso(stored.stored_at),
+        "private": stored.private,
+    }
