@@ -12,6 +12,8 @@ import base64
 import email.parser
 import hashlib
 import json
+import shutil
+import tempfile
 import sys
 import tarfile
 import zipfile
@@ -607,7 +609,9 @@ class InMemoryTests(SynchronousTestCase):
     """FakeIndex under treq.testing.StubTreq: no reactor, no sockets, a fake clock."""
 
     def setUp(self) -> None:
-        self.dists = Path(self.mktemp())
+        # Not self.mktemp(): under pytest that is relative to the working directory.
+        self.dists = Path(tempfile.mkdtemp(prefix="fakeindex-"))
+        self.addCleanup(shutil.rmtree, self.dists, True)
         build_wheel(self.dists, "baz", "2.0")
         build_sdist(self.dists, "bar", "1.5", requires=["baz"])
         self.clock = Clock()
