@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .errors import HashMismatch, NotFound, PypicacheError, UpstreamError
-from .model import DistFile, ProjectPage
+from .model import DistFile
 from .shared import SingleFlight
 from .store import MIRROR, CachedPage, IStore, StoredFile, TempFile
 from .upstream import Upstream, mask_url

@@ -11,8 +11,9 @@ from html.parser import HTMLParser
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
-from .errors import NotAcceptable
+from .errors import BadRequest, NotAcceptable
 from .model import DistFile, ProjectPage
+from .names import parse_filename
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -230,9 +231,6 @@ def render_json_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> b
 
 def versions_of(page: ProjectPage) -> list[str]:
     """Return the versions of a page's files, oldest first (PEP 700)."""
-    from .names import parse_filename  # local: names imports errors only
-    from .errors import BadRequest
-
     found = {}
     for f in page.files:
         try:

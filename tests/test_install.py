@@ -1,6 +1,5 @@
 """Real pip and uv installing through the daemon, and a twistd smoke test."""
 
-import os
 import re
 import sys
 from pathlib import Path

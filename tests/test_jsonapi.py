@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import pytest_twisted
 
 from tests.daemon import start_daemon

@@ -1,9 +1,7 @@
 """The proxy against a fake upstream on loopback, driven with treq (real sockets)."""
 
-import asyncio
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 import pytest_twisted

@@ -88,7 +88,7 @@ async def test_startup_scan_runs_after_listening(tmp_path, archives):
         env=clean_env(tmp_path), path=str(tmp_path),
     )
     try:
-        port = await twistd.port
+        await twistd.port
         for _ in range(100):
             if b"Indexed private/helper-2.0.tar.gz" in twistd.output:
                 break

@@ -1,7 +1,6 @@
 """The twistd plugin: options, the default upstream, and the service it builds."""
 
 import os
-import sys
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
