@@ -3,6 +3,7 @@
 
 import hashlib
 import zipfile
+from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
 import attrs
@@ -38,7 +39,8 @@ def preferred_hash(hashes: dict[str, str]) -> tuple[str, str] | None:
 class ProjectPages:
     """Upstream project pages: fresh for ``ttl``, then revalidated; stale on errors.
 
-    Pages are kept by the store, so they survive restarts. An upstream ``404``
+    Pages are kept by the store, so they survive restarts; the ``memory_size``
+    most recently used are also kept in memory. An upstream ``404``
     is remembered for ``negative_ttl``; after an upstream failure the stale page
     is served without retrying for ``retry_after`` seconds.
     """
@@ -49,7 +51,8 @@ class ProjectPages:
     ttl: float = 600.0
     negative_ttl: float = 60.0
     retry_after: float = 30.0
-    _memory: dict[str, CachedPage] = attrs.field(factory=dict)
+    memory_size: int = 1000
+    _memory: "OrderedDict[str, CachedPage]" = attrs.field(factory=OrderedDict)
     _missing: dict[str, float] = attrs.field(factory=dict)
     _failing: dict[str, float] = attrs.field(factory=dict)
     _flights: SingleFlight[CachedPage] = attrs.field(factory=SingleFlight)
@@ -60,8 +63,17 @@ class ProjectPages:
         if cached is None:
             cached = self._store.read_page(project)
             if cached is not None:
-                self._memory[project] = cached
+                self._remember(project, cached)
+        else:
+            self._memory.move_to_end(project)
         return cached
+
+    def _remember(self, project: str, cached: CachedPage) -> None:
+        """Keep a page in memory, forgetting the least recently used past ``memory_size``."""
+        self._memory[project] = cached
+        self._memory.move_to_end(project)
+        while len(self._memory) > self.memory_size:
+            self._memory.popitem(last=False)
 
     async def get(self, project: str) -> CachedPage:
         """Return the project page, asking upstream only when the cached one is not fresh.
@@ -100,7 +112,7 @@ class ProjectPages:
         page = response.page if response.page is not None else cached.page  # type: ignore[union-attr]
         fresh = CachedPage(page, self._clock.seconds(), response.etag, response.last_modified)
         self._store.write_page(project, fresh)
-        self._memory[project] = fresh
+        self._remember(project, fresh)
         return fresh
 
 
