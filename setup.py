@@ -26,6 +26,8 @@ setup(
         "pip>=23.0",
         "bcrypt>=4.0",
         "resolvelib>=1.0",
+        "pip-requirements-parser>=32",
+        "tomli>=1.1; python_version < '3.11'",
     ],
     entry_points={"console_scripts": ["pypicache-import = pypicache.importer:run"]},
     extras_require={

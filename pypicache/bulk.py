@@ -26,9 +26,9 @@ import re
 import sys
 import tarfile
 import threading
-import tomllib
 import zipfile
 from collections import defaultdict
+from functools import partial
 from typing import Any, Callable, Coroutine, Hashable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import attrs
@@ -46,10 +46,8 @@ from packaging.tags import (
     sys_tags,
 )
 from packaging.utils import (
-    InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
-    parse_sdist_filename,
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
@@ -67,6 +65,11 @@ from .names import parse_filename
 from .requirements import ParsedFile, RequirementLine, parse_requirements
 from .shared import SingleFlight
 from .store import StoredFile
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 log = Logger()
 
@@ -346,8 +349,10 @@ def parse_bulk_params(args: Mapping[bytes, list[bytes]]) -> BulkParams:
             raise BadRequest(f"Unknown parameter {key!r}; known: {', '.join(_PARAMS)}")
         for raw in raw_values:
             text = raw.decode("utf-8", "replace").strip()
-            # pip accepts comma-separated lists for --platform and --abi.
-            values[key].extend(t.strip() for t in text.split(",")) if key in ("platform", "abi") else values[key].append(text)
+            if key in ("platform", "abi"):  # pip takes comma-separated lists of these too
+                values[key].extend(t.strip() for t in text.split(","))
+            else:
+                values[key].append(text)
     deps = _boolean("deps", values["deps"], True)
     all_files = _boolean("all-files", values["all-files"], False)
     versions = [parse_python_version(v) for v in values["python-version"] if v] or [None]
@@ -441,7 +446,7 @@ def exact_pins(specifier: SpecifierSet) -> set[str]:
 def choose_versions(
     releases: Mapping[Version, Sequence[DistFile]],
     target: Target,
-    specifier: SpecifierSet = SpecifierSet(),
+    specifier: SpecifierSet | None = None,
     *,
     pre: bool = False,
     hashes: Mapping[str, frozenset[str]] | None = None,
@@ -453,6 +458,7 @@ def choose_versions(
     ``pre``, when the specifier names one, or when nothing else satisfies it.
     With ``hashes``, files whose index hashes match are preferred.
     """
+    specifier = specifier if specifier is not None else SpecifierSet()
     pinned = exact_pins(specifier)
     usable: dict[Version, tuple[tuple[DistFile, ...], bool]] = {}
     for version, files in releases.items():
@@ -678,6 +684,13 @@ class PythonCandidate:
     key = PYTHON
 
 
+def _reason(error: Exception) -> str:
+    if isinstance(error, PypicacheError):
+        return error.message
+    log.error("Unexpected error during a resolution: {error!r}", error=error)
+    return f"internal error: {error}"
+
+
 def _is_pinned(requirement: Any) -> bool:
     return isinstance(requirement, Wanted) and bool(exact_pins(requirement.specifier))
 
@@ -700,12 +713,18 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
         self.notes: dict[str, str] = {}
         self.roots: dict[str, set[int]] = defaultdict(set)
 
+    @property
+    def target(self) -> Target:
+        return self._target
+
     def releases(self, project: str) -> dict[Version, tuple[DistFile, ...]]:
         if project not in self._releases:
             try:
                 page = self._source.page(project)
-            except PypicacheError as e:
-                self.problems[project] = e.message
+            except Abandoned:
+                raise
+            except Exception as e:
+                self.problems[project] = _reason(e)
                 self._releases[project] = {}
             else:
                 self._releases[project] = split_page(page, project)
@@ -766,8 +785,10 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
         if self._deps:
             try:
                 metadata = self._source.metadata(candidate.name, candidate.files[0])
-            except PypicacheError as e:
-                metadata = DistMetadata(unknown=f"dependencies unknown: {e.message}")
+            except Abandoned:
+                raise
+            except Exception as e:
+                metadata = DistMetadata(unknown=f"dependencies unknown: {_reason(e)}")
             if metadata.requires_python:
                 try:
                     dependencies.append(NeedsPython(SpecifierSet(metadata.requires_python)))
@@ -815,7 +836,7 @@ def describe_conflict(causes: Iterable[Any], provider: Provider) -> str:
         elif isinstance(requirement, Wanted) and requirement.origin is not None:
             text += " (requested)"
         if isinstance(requirement, NeedsPython):
-            text += f", but the target is Python {provider._target.python_version}"
+            text += f", but the target is Python {provider.target.python_version}"
         elif isinstance(requirement, Wanted) and requirement.name in provider.problems:
             text += f": {provider.problems[requirement.name]}"
         if text not in parts:
@@ -929,13 +950,23 @@ class _ThreadSource:
         if self._job.abandoned:
             raise Abandoned()
 
-    def page(self, project: str) -> ProjectPage:
+    def _ask(self, key: Hashable, f: Callable[..., "Deferred[T]"], *args: Any) -> T:
         self.check()
-        return blockingCallFromThread(self._reactor, self._job.page, project)  # type: ignore[no-any-return]
+        # Answers already in (most are, thanks to prefetching) are immutable
+        # and read without a round trip: a dict lookup is atomic.
+        known = self._job.known(key)
+        if known is not None:
+            ok, value = known
+            if ok:
+                return value  # type: ignore[no-any-return]
+            raise value
+        return blockingCallFromThread(self._reactor, f, *args)  # type: ignore[no-any-return]
+
+    def page(self, project: str) -> ProjectPage:
+        return self._ask(("page", project), self._job.page, project)
 
     def metadata(self, project: str, file: DistFile) -> DistMetadata:
-        self.check()
-        return blockingCallFromThread(self._reactor, self._job.metadata, project, file)  # type: ignore[no-any-return]
+        return self._ask(("metadata", file.filename), self._job.metadata, project, file)
 
     def prefetch(self, projects: Sequence[str], target: Target) -> None:
         self._reactor.callFromThread(self._job.prefetch, list(projects), target)
@@ -953,14 +984,7 @@ class _FileTask:
     notes: list[str]
     done: "Deferred[dict[str, Any] | None]" = attrs.field(default=None)
     entry: dict[str, Any] | None = None
-
-
-def _version_of(filename: str) -> str:
-    try:
-        _, version = parse_filename(filename)
-    except BadRequest:
-        return ""
-    return str(version) if version is not None else ""
+    finished: bool = False
 
 
 class _Job:
@@ -1002,6 +1026,10 @@ class _Job:
 
         return self._flights.run(key, remembered)
 
+    def known(self, key: Hashable) -> tuple[bool, Any] | None:
+        """A result already computed (safe from any thread), or ``None``."""
+        return self._results.get(key)
+
     def page(self, project: str) -> "Deferred[ProjectPage]":
         async def work() -> ProjectPage:
             _, page = await self._cacher.views.simple(project)
@@ -1042,17 +1070,15 @@ class _Job:
             return
         page = await self.page(project)
         for _, files, _ in choose_versions(split_page(page, project), target)[:1]:
-            if files[0].filename.endswith(".whl"):
+            # Only metadata that needs no download of the archive itself.
+            if files[0].filename.endswith(".whl") and files[0].core_metadata:
                 await self.metadata(project, files[0])
 
     # -- downloads ----------------------------------------------------------------
 
     def _remember_before(self, project: str, filename: str) -> None:
         if filename not in self._before:
-            try:
-                self._before[filename] = self._cacher.views.find(project, filename) is not None
-            except PypicacheError:
-                self._before[filename] = False
+            self._before[filename] = self._cacher.store.find(project, filename) is not None
 
     async def _fetch(self, project: str, filename: str) -> StoredFile:
         self._remember_before(project, filename)
@@ -1072,24 +1098,30 @@ class _Job:
         return task
 
     async def _cache_file(self, task: _FileTask) -> dict[str, Any] | None:
+        try:
+            return await self._cache_one(task)
+        finally:
+            task.finished = True
+
+    async def _cache_one(self, task: _FileTask) -> dict[str, Any] | None:
         if self.abandoned:
             return None
         filename = task.info.filename
         entry: dict[str, Any] = {"project": task.project, "version": task.version, "filename": filename}
         try:
             stored = await self._fetch(task.project, filename)
-        except PypicacheError as e:
-            entry.update(sha256=task.info.hashes.get("sha256"), status="failed", reason=e.message)
-        except Exception as e:
-            log.failure("Bulk caching of {filename} failed", filename=filename)
-            entry.update(sha256=task.info.hashes.get("sha256"), status="failed", reason=f"internal error: {e}")
-        else:
             entry.update(sha256=stored.info.hashes.get("sha256"), size=stored.info.size,
                          status="cached" if self._before.get(filename) else "fetched")
-            if task.hashes:
-                mismatch = await self._check_hashes(stored, task.hashes)
-                if mismatch is not None:
-                    entry.update(status="failed", reason=mismatch)
+            mismatch = await self._check_hashes(stored, task.hashes) if task.hashes else None
+            if mismatch is not None:
+                entry.update(status="failed", reason=mismatch)
+        except PypicacheError as e:
+            entry.setdefault("sha256", task.info.hashes.get("sha256"))
+            entry.update(status="failed", reason=e.message)
+        except Exception as e:
+            log.failure("Bulk caching of {filename} failed", filename=filename)
+            entry.setdefault("sha256", task.info.hashes.get("sha256"))
+            entry.update(status="failed", reason=f"internal error: {e}")
         entry["targets"] = task.targets
         if task.notes:
             entry["notes"] = task.notes
@@ -1119,7 +1151,7 @@ class _Job:
     async def _resolve(self, target: Target, wanted: Sequence[Wanted], pre: bool, deps: bool) -> Resolution:
         source = _ThreadSource(self._cacher.reactor, self)
         return await self._cacher.resolutions.run(  # type: ignore[no-any-return]
-            self._cacher.run_resolver, resolve, source, target, list(wanted), pre, deps,
+            self._cacher.run_resolver, partial(resolve, source, target, list(wanted), pre=pre, deps=deps),
         )
 
     async def run(self) -> dict[str, Any]:
@@ -1159,10 +1191,10 @@ class _Job:
         for origin, entry in entries.items():
             if "status" in entry:
                 continue
-            if origin in resolution.unresolved:
-                entry.update(status="unresolved", reason=resolution.unresolved[origin])
+            pin = resolution.pins.get(entry["name"])
+            if origin in resolution.unresolved or pin is None:
+                entry.update(status="unresolved", reason=resolution.unresolved.get(origin, "not resolved"))
             else:
-                pin = resolution.pins[entry["name"]]
                 entry.update(status="resolved", version=str(pin.version))
                 note = resolution.notes.get(f"{pin.name} {pin.version}")
                 if note:
@@ -1180,22 +1212,22 @@ class _Job:
     def _want_pins(self, target: Target, resolution: Resolution,
                    hashed: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
                    note: str | None = None) -> list[_FileTask]:
+        """Start caching the files of each pinned version: the target's best, or all of them."""
         tasks = []
         for name, candidate in sorted(resolution.pins.items()):
             version = str(candidate.version)
+            files: Sequence[DistFile] = candidate.files[:1]
             if self._params.all_files:
-                page = self._results.get(("page", name))
-                releases = split_page(page[1], name) if page and page[0] else {}
-                files: Sequence[DistFile] = releases.get(candidate.version, candidate.files[:1])
-            else:
-                files = candidate.files[:1]
-            meta_note = resolution.notes.get(f"{name} {version}")
+                ok, page = self._results.get(("page", name), (False, None))
+                if ok:
+                    files = split_page(page, name).get(candidate.version, files)
+            unknown = resolution.notes.get(f"{name} {version}")
             for f in files:
-                notes = [n for n in (note, meta_note if is_sdist(f.filename) or f is candidate.files[0] else None) if n]
+                notes = [note] if note else []
+                if unknown and f.filename == candidate.files[0].filename:
+                    notes.append(unknown)
                 task = self._want(name, version, f, target, (hashed or {}).get(name))
-                for n in notes:
-                    if n not in task.notes:
-                        task.notes.append(n)
+                task.notes.extend(n for n in notes if n not in task.notes)
                 tasks.append(task)
         return tasks
 
@@ -1214,7 +1246,11 @@ class _Job:
                 entry = await _shield(task.done)
                 if entry is None or entry["status"] == "failed":
                     continue
-                metadata = await _shield(self.metadata(task.project, task.info))
+                try:
+                    metadata = await _shield(self.metadata(task.project, task.info))
+                except PypicacheError as e:
+                    log.warn("No build requirements for {filename}: {reason}", filename=task.info.filename, reason=e.message)
+                    metadata = DistMetadata()
                 requires = metadata.build_requires if metadata.build_requires is not None else DEFAULT_BUILD_REQUIRES
                 groups[tuple(sorted(set(requires)))].append(task.info.filename)
             pending = []
@@ -1245,7 +1281,7 @@ class _Job:
 
     async def _all_done(self) -> None:
         while True:
-            waiting = [t for t in self._files.values() if t.entry is None and not t.done.called]
+            waiting = [t for t in self._files.values() if not t.finished]
             if not waiting:
                 return
             for task in waiting:

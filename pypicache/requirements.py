@@ -23,7 +23,6 @@ from pip_requirements_parser import (
     EditableRequirement,
     IncorrectRequirementLine,
     InstallRequirement,
-    InvalidRequirementLine,
     RequirementsFile,
 )
 
@@ -181,6 +180,9 @@ def parse_requirements(text: str) -> ParsedFile:
             continue
         try:
             requirement = Requirement(str(req.req))
+            if requirement.marker is None and req.marker is not None:
+                # The parser keeps the marker apart from the requirement.
+                requirement = Requirement(f"{req.req}; {req.marker}")
         except InvalidRequirement as e:  # pragma: no cover - the parser already checked
             raise BadRequest(f"Cannot read the requirements file: {_where(req)}: {e}") from e
         hashes = parse_hashes(list(req.hash_options), _where(req))

@@ -16,6 +16,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from .auth import AccessPolicy, Htpasswd, parse_cidr
+from .bulk import BulkCacher
 from .cache import Mirror, ProjectPages
 from .errors import BadRequest
 from .limits import DEFAULT_MAX_BODY, limited_request_factory
@@ -95,6 +96,7 @@ class Options(usage.Options):
         ["page-ttl", None, 600.0, "Seconds a cached project page is fresh.", _positive],
         ["timeout", None, 30.0, "Seconds to wait for the upstream to answer or to send more bytes.", _positive],
         ["max-upload-size", None, DEFAULT_MAX_BODY, "Largest request body in bytes (suffixes K, M, G allowed).", _size],
+        ["bulk-concurrency", None, 8, "Downloads at once per POST /requirements.txt.", int],
         ["auth-file", None, None, "htpasswd file (bcrypt entries, htpasswd -B) of the users who may upload, delete and yank."],
     ]
 
@@ -136,6 +138,8 @@ class Options(usage.Options):
             raise usage.UsageError("--timeout must be positive")
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
             raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
+        if self["bulk-concurrency"] < 1:
+            raise usage.UsageError("--bulk-concurrency must be at least 1")
         if self["read-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--read-auth needs --auth-file")
 
@@ -176,6 +180,7 @@ def build_app(
     allow_from: Sequence[Any] = (),
     trust_proxy: bool = False,
     mirror_private: Sequence[str] = (),
+    bulk_concurrency: int = 8,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
@@ -190,7 +195,11 @@ def build_app(
     uploads = Uploads(store, run_blocking, reactor)
     checker = Htpasswd(auth_file, run_blocking, reactor) if auth_file else None
     policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy)
-    return PypicacheApp(store, mirror, views, uploads, policy, run_blocking, index_url)
+    bulk = BulkCacher(
+        views=views, mirror=mirror, store=store, run_blocking=run_blocking,
+        reactor=reactor, concurrency=bulk_concurrency,
+    )
+    return PypicacheApp(store, mirror, views, uploads, policy, run_blocking, index_url, bulk=bulk)
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
@@ -220,6 +229,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         allow_from=options["allow-from"],
         trust_proxy=bool(options["trust-proxy"]),
         mirror_private=options["mirror-private"],
+        bulk_concurrency=options["bulk-concurrency"],
     )
     site = Site(app.resource(), requestFactory=limited_request_factory(options["max-upload-size"]))
     site.displayTracebacks = False
