@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, quote
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -28,7 +28,7 @@ from .forms import Form, boundary_of, copy_body, parse_form
 from .model import DistFile, ProjectPage
 from .names import METADATA_SUFFIX, check_filename, normalize, parse_filename
 from . import jsonapi
-from .bulk import parse_bulk_params
+from .targets import parse_bulk_params
 from .scan import ScanReport, scan_private
 from .uploads import DIGEST_FIELDS, Uploads
 from .views import Views
@@ -538,8 +538,10 @@ class Guarded(Resource):
             request.finish()
             return NOT_DONE_YET
         if request.path == b"/health" and not write:
-            return self._inner.render(request)
-        checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
+            # Open without credentials, but only to the networks allowed at all.
+            checked = maybeDeferred(self._policy.check_address, request)
+        else:
+            checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
 
         def allowed(_: object) -> None:
             result = self._inner.render(request)

@@ -7,22 +7,24 @@ from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
 from packaging.version import Version
 
-from pypicache.bulk import (
+from pypicache.resolve import (
     DEFAULT_BUILD_REQUIRES,
     Abandoned,
     Wanted,
     build_requirements,
     choose_versions,
-    expand_platform,
-    make_target,
-    native_target,
-    parse_bulk_params,
     parse_core_metadata,
-    parse_python_version,
     resolve,
     sdist_metadata,
     split_page,
     usable_files,
+)
+from pypicache.targets import (
+    expand_platform,
+    make_target,
+    native_target,
+    parse_bulk_params,
+    parse_python_version,
 )
 from pypicache.errors import BadRequest, NotFound
 from pypicache.model import DistFile, ProjectPage
