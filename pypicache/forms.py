@@ -7,10 +7,10 @@ bodies are parsed here, from the spooled ``request.content``, in a thread.
 """
 
 import hashlib
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 import attrs
-from multipart import MultipartError, PushMultipartParser, parse_options_header
+from multipart import MultipartError, PushMultipartParser, content_disposition_unquote, parse_options_header
 
 from .errors import BadRequest
 from .store import TempFile
@@ -87,6 +87,24 @@ def copy_body(content: IO[bytes], temp: TempFile) -> FilePart:
     return FilePart("body", None, temp, size, hasher.digests())
 
 
+def _unquote_as_sent(value: str, filename: bool = False) -> str:
+    """Unquote a Content-Disposition parameter, without multipart's old-IE fix-up."""
+    return str(content_disposition_unquote(value))
+
+
+def filename_as_sent(segment: Any) -> str | None:
+    """A part's filename exactly as the client sent it (unquoted).
+
+    ``multipart`` turns a Windows path (``C:\\dir\\name``, ``\\\\server\\name``)
+    into its last component, which would let a filename full of backslashes
+    through: uploads must refuse those, so the header is read again here.
+    """
+    for name, value in segment.headerlist:
+        if name.lower() == "content-disposition":
+            return parse_options_header(value, unquote=_unquote_as_sent)[1].get("filename")
+    return segment.filename
+
+
 def boundary_of(content_type: str | None) -> str | None:
     """The boundary of a ``multipart/form-data`` content type, else ``None``."""
     if not content_type:
@@ -145,7 +163,8 @@ def parse_form(content: IO[bytes], content_type: str, open_temp: Callable[[], Te
                         field = []
                         if event.filename is not None:
                             hasher = _Hasher()
-                            part = FilePart(event.name or "", event.filename, open_temp(), 0, {})
+                            filename = filename_as_sent(event)
+                            part = FilePart(event.name or "", filename, open_temp(), 0, {})
                 if not chunk:
                     break
     except MultipartError as e:

@@ -50,6 +50,9 @@ class LimitedRequest(server.Request):
 
     def _refuse(self, size: int) -> None:
         self._refused = True
+        # HTTPChannel answers "Expect: 100-continue" right after gotLength: that
+        # would follow the 413 with a "100 Continue" asking for the body.
+        self.requestHeaders.removeHeader(b"expect")
         message = (
             f"Request body of {size} bytes is over the limit of {self.max_body_size} bytes "
             "(--max-upload-size)\n"

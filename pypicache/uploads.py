@@ -18,7 +18,7 @@ from .cache import RunBlocking, read_wheel_metadata
 from .errors import BadRequest, Conflict, NotFound
 from .forms import FilePart
 from .model import DistFile
-from .names import parse_filename
+from .names import check_filename, parse_filename
 from .store import MIRROR, PRERELEASES, RELEASES, IStore, StoredFile
 
 log = Logger()
@@ -38,6 +38,7 @@ def parse_upload_filename(filename: str) -> tuple[str, Version]:
 
     :raises BadRequest: for anything else.
     """
+    check_filename(filename)
     if not filename.endswith((".whl", ".tar.gz", ".zip")):
         raise BadRequest(f"Only wheels and sdists (.whl, .tar.gz, .zip) can be uploaded, not {filename!r}")
     project, version = parse_filename(filename)

@@ -340,7 +340,10 @@ default = true</pre></li>
     async def put_package(self, request: IRequest, project: str, filename: str) -> bytes:
         """Upload the body as this file: 201, or 200 when identical bytes are there."""
         await self._policy.check(request, write=True)
-        project_of(project, filename)
+        try:
+            project_of(project, filename)
+        except NotFound as e:
+            raise BadRequest(e.message) from e
         part = await self._run_blocking(copy_body, request.content, self._incoming())
         created, stored = await self._uploads.receive(part, filename, {})
         return self._stored_answer(request, created, stored)
