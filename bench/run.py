@@ -18,7 +18,8 @@ and ``twistd -n pypicache`` as another process on a fresh cache, then measures:
   (fresh cache each time) against the same install straight from the upstream
   (median of 3 each).
 
-It prints a table and writes ``bench/work/results.json``.  Every process it
+It prints a table and writes ``bench/work/results.json`` (``results-quick.json``
+for ``--quick``).  Every process it
 starts is stopped on exit, Ctrl-C and errors included.  See docs/benchmark.rst.
 """
 
@@ -42,15 +43,16 @@ import threading
 import time
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.clients import clean_env  # noqa: E402
-from tests.packages import build_wheel, build_sdist  # noqa: E402
+from tests.clients import clean_env
+from tests.packages import build_sdist, build_wheel, wheel_filename
 
 #: Bump when what build_upstream() writes changes, so old work dirs are rebuilt.
 BUILD_VERSION = 1
@@ -124,7 +126,9 @@ def build_big_wheel(directory: Path, name: str, version: str, size: int) -> Path
             info = zipfile.ZipInfo(arcname, date_time=when)
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
-            record.append(f"{arcname},sha256={b64(hashlib.sha256(data).digest())},{len(data)}")
+            record.append(
+                f"{arcname},sha256={b64(hashlib.sha256(data).digest())},{len(data)}"
+            )
 
         small(f"{mod}/__init__.py", f'__version__ = "{version}"\n'.encode())
         info = zipfile.ZipInfo(f"{mod}/payload.bin", date_time=when)
@@ -139,8 +143,14 @@ def build_big_wheel(directory: Path, name: str, version: str, size: int) -> Path
                 digest.update(chunk)
                 left -= len(chunk)
         record.append(f"{mod}/payload.bin,sha256={b64(digest.digest())},{size}")
-        small(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: big\n\n".encode())
-        small(f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: pypicache-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        small(
+            f"{dist_info}/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: big\n\n".encode(),
+        )
+        small(
+            f"{dist_info}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: pypicache-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         record.append(f"{dist_info}/RECORD,,")
         info = zipfile.ZipInfo(f"{dist_info}/RECORD", date_time=when)
         info.external_attr = 0o644 << 16
@@ -152,7 +162,16 @@ def build_big_wheel(directory: Path, name: str, version: str, size: int) -> Path
 def build_upstream(directory: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Write the upstream's files into ``directory`` (reused if already built alike)."""
     manifest_path = directory / "manifest.json"
-    wanted = {k: cfg[k] for k in ("tree_projects", "tree_versions", "many_files", "big_bytes", "medium_bytes")}
+    wanted = {
+        k: cfg[k]
+        for k in (
+            "tree_projects",
+            "tree_versions",
+            "many_files",
+            "big_bytes",
+            "medium_bytes",
+        )
+    }
     wanted["build_version"] = BUILD_VERSION
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
@@ -167,9 +186,19 @@ def build_upstream(directory: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     print(f"Building the upstream in {directory} ...", flush=True)
     for i in range(n):
         for version in cfg["tree_versions"]:
-            build_wheel(directory, tree_name(i), version, requires=tree_requires(i, n),
-                        module_body=f"# {tree_name(i)} {version}\n" + "X = 1\n" * 50)
-        build_sdist(directory, tree_name(i), cfg["tree_versions"][-1], requires=tree_requires(i, n))
+            build_wheel(
+                directory,
+                tree_name(i),
+                version,
+                requires=tree_requires(i, n),
+                module_body=f"# {tree_name(i)} {version}\n" + "X = 1\n" * 50,
+            )
+        build_sdist(
+            directory,
+            tree_name(i),
+            cfg["tree_versions"][-1],
+            requires=tree_requires(i, n),
+        )
     t_tree = time.perf_counter() - started
     t0 = time.perf_counter()
     for k in range(cfg["many_files"]):
@@ -184,13 +213,20 @@ def build_upstream(directory: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         "big": big.name,
         "medium": medium.name,
         "many_first": Path(build_wheel(directory, "bench-many", "0.0")).name,
-        "build_seconds": {"tree": round(t_tree, 2), "many": round(t_many, 2), "big": round(t_big, 2),
-                          "total": round(time.perf_counter() - started, 2)},
+        "build_seconds": {
+            "tree": round(t_tree, 2),
+            "many": round(t_many, 2),
+            "big": round(t_big, 2),
+            "total": round(time.perf_counter() - started, 2),
+        },
     }
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    print(f"  built in {manifest['build_seconds']['total']:.1f} s "
-          f"(tree {t_tree:.1f} s, {cfg['many_files']} files {t_many:.1f} s, "
-          f"{cfg['big_bytes'] // MB} MB wheel {t_big:.1f} s)", flush=True)
+    print(
+        f"  built in {manifest['build_seconds']['total']:.1f} s "
+        f"(tree {t_tree:.1f} s, {cfg['many_files']} files {t_many:.1f} s, "
+        f"{cfg['big_bytes'] // MB} MB wheel {t_big:.1f} s)",
+        flush=True,
+    )
     return manifest
 
 
@@ -219,8 +255,8 @@ def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 def stop_all() -> None:
-    for process in list(_PROCESSES):
-        _stop(process)
+    while _PROCESSES:
+        _stop(_PROCESSES[-1])
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -240,12 +276,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_upstream(files: Path, log: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, int]:
+def start_upstream(
+    files: Path, log: Path, timeout: float = 120.0
+) -> tuple[subprocess.Popen, int]:
     """Start bench/upstream.py and wait for its ``READY <port>`` line."""
     import select
 
-    process = _spawn([sys.executable, str(BENCH / "upstream.py"), str(files), "0"], log,
-                     stdout=subprocess.PIPE, cwd=ROOT)
+    process = _spawn(
+        [sys.executable, str(BENCH / "upstream.py"), str(files), "0"],
+        log,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     line = b""
@@ -263,14 +305,28 @@ def start_upstream(files: Path, log: Path, timeout: float = 120.0) -> tuple[subp
     return process, int(line.split()[1])
 
 
-def start_daemon(cache: Path, index_url: str, log: Path, timeout: float = 30.0) -> tuple[subprocess.Popen, int]:
+def start_daemon(
+    cache: Path, index_url: str, log: Path, timeout: float = 30.0
+) -> tuple[subprocess.Popen, int]:
     """Start ``twistd -n pypicache`` on a free port and wait for /health."""
     port = free_port()
     twistd = shutil.which("twistd") or "twistd"
-    args = [twistd, "-n", "--pidfile=", f"--logfile={log}", "pypicache",
-            "--cache", str(cache), "--index-url", index_url,
-            "--listen", f"tcp:{port}:interface={HOST}"]
-    process = _spawn(args, log.with_suffix(".stderr"), cwd=log.parent, stdout=subprocess.DEVNULL)
+    args = [
+        twistd,
+        "-n",
+        "--pidfile=",
+        f"--logfile={log}",
+        "pypicache",
+        "--cache",
+        str(cache),
+        "--index-url",
+        index_url,
+        "--listen",
+        f"tcp:{port}:interface={HOST}",
+    ]
+    process = _spawn(
+        args, log.with_suffix(".stderr"), cwd=log.parent, stdout=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -281,7 +337,9 @@ def start_daemon(cache: Path, index_url: str, log: Path, timeout: float = 30.0) 
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             _stop(process)
-            raise RuntimeError(f"daemon did not start; see {log}:\n{tail(log)}\n{tail(log.with_suffix('.stderr'))}")
+            raise RuntimeError(
+                f"daemon did not start; see {log}:\n{tail(log)}\n{tail(log.with_suffix('.stderr'))}"
+            )
         time.sleep(0.05)
 
 
@@ -346,8 +404,14 @@ class RssSampler(threading.Thread):
 # -- HTTP clients ------------------------------------------------------------------
 
 
-def download(port: int, path: str, *, hash_it: bool = False, connection: http.client.HTTPConnection | None = None,
-             ready: Callable[[], None] | None = None) -> dict[str, Any]:
+def download(
+    port: int,
+    path: str,
+    *,
+    hash_it: bool = False,
+    connection: http.client.HTTPConnection | None = None,
+    ready: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """GET a file as fast as the client can read it; return status, size, time (and sha256)."""
     conn = connection or http.client.HTTPConnection(HOST, port, timeout=120)
     if ready is not None:
@@ -369,8 +433,12 @@ def download(port: int, path: str, *, hash_it: bool = False, connection: http.cl
             digest.update(view[:n])
     elapsed = time.perf_counter() - started
     conn.close()
-    return {"status": response.status, "bytes": size, "seconds": elapsed,
-            "sha256": digest.hexdigest() if digest else None}
+    return {
+        "status": response.status,
+        "bytes": size,
+        "seconds": elapsed,
+        "sha256": digest.hexdigest() if digest else None,
+    }
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
@@ -401,10 +469,19 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
     return status, len(body), False
 
 
-async def _load(port: int, path: str, headers: dict[str, str], connections: int, seconds: float,
-                warmup: float) -> dict[str, Any]:
-    request = (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUser-Agent: pypicache-bench\r\n"
-               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+async def _load(
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    warmup: float,
+) -> dict[str, Any]:
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUser-Agent: pypicache-bench\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode()
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0, "bytes": 0, "reconnects": 0}
     loop = asyncio.get_running_loop()
@@ -438,7 +515,11 @@ async def _load(port: int, path: str, headers: dict[str, str], connections: int,
     latencies.sort()
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        return (
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+            if latencies
+            else float("nan")
+        )
 
     return {
         "requests_per_s": round(counts["ok"] / measured, 1),
@@ -453,11 +534,17 @@ async def _load(port: int, path: str, headers: dict[str, str], connections: int,
     }
 
 
-def load(port: int, path: str, headers: dict[str, str], connections: int, seconds: float) -> dict[str, Any]:
-    return asyncio.run(_load(port, path, headers, connections, seconds, warmup=min(1.0, seconds / 5)))
+def load(
+    port: int, path: str, headers: dict[str, str], connections: int, seconds: float
+) -> dict[str, Any]:
+    return asyncio.run(
+        _load(port, path, headers, connections, seconds, warmup=min(1.0, seconds / 5))
+    )
 
 
-def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def get(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
         conn.request("GET", path, headers=headers or {})
@@ -465,6 +552,39 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[in
         return r.status, r.read()
     finally:
         conn.close()
+
+
+def replay_install(
+    port: int, names: list[str], version: str, direct: bool
+) -> dict[str, float]:
+    """The requests a cold pip install of the tree makes, one after another on one
+    connection (each page and its wheel's PEP 658 metadata, then the wheels);
+    returns the mean milliseconds per request of each kind."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    spent = {"page": 0.0, "metadata": 0.0, "file": 0.0}
+
+    def fetch(kind: str, path: str, headers: dict[str, str]) -> None:
+        started = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        spent[kind] += time.perf_counter() - started
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+
+    def file_path(name: str) -> str:
+        filename = wheel_filename(name, version)
+        return f"/files/{filename}" if direct else f"/packages/{name}/{filename}"
+
+    try:
+        for name in names:
+            fetch("page", f"/simple/{name}/", {"Accept": ACCEPT_JSON})
+            fetch("metadata", file_path(name) + ".metadata", {})
+        for name in names:
+            fetch("file", file_path(name), {})
+    finally:
+        conn.close()
+    return {kind: seconds * 1000 / len(names) for kind, seconds in spent.items()}
 
 
 # -- pip ---------------------------------------------------------------------------
@@ -477,15 +597,43 @@ def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float,
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
     target = scratch / "target"
-    env = clean_env(scratch)  # no PIP_*/UV_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
-    args = [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
-            "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-            "--root-user-action", "ignore", "--index-url", index_url, "--target", str(target), requirement]
+    env = clean_env(
+        scratch
+    )  # no PIP_*/UV_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
+    args = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--isolated",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--root-user-action",
+        "ignore",
+        "--index-url",
+        index_url,
+        "--target",
+        str(target),
+        requirement,
+    ]
     started = time.perf_counter()
-    result = subprocess.run(args, env=env, cwd=scratch, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        args,
+        check=False,
+        env=env,
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"pip failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"pip failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     installed = len(list(target.glob("*.dist-info")))
     return elapsed, installed
 
@@ -496,17 +644,29 @@ def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float,
 def machine() -> dict[str, Any]:
     model = ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     import twisted
 
-    pip_version = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True).stdout.split()[1]
-    return {"cpus": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-            "python": platform.python_version(), "twisted": twisted.__version__, "pip": pip_version}
+    pip_version = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[1]
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "twisted": twisted.__version__,
+        "pip": pip_version,
+    }
 
 
 def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
@@ -524,21 +684,35 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(runs)
     runs.mkdir()
 
-    results.update({"mode": cfg["mode"], "machine": machine(), "config": cfg,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    results.update(
+        {
+            "mode": cfg["mode"],
+            "machine": machine(),
+            "config": cfg,
+            "load_average_start": os.getloadavg(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
     manifest = build_upstream(files, cfg)
-    results["build_seconds"] = manifest["build_seconds"]  # of the build that made the files
+    results["build_seconds"] = manifest[
+        "build_seconds"
+    ]  # of the build that made the files
     big, medium, tiny = manifest["big"], manifest["medium"], manifest["many_first"]
 
     t0 = time.perf_counter()
     upstream, up_port = start_upstream(files, runs / "upstream.log")
     index_url = f"http://{HOST}:{up_port}/simple/"
-    print(f"Upstream on {index_url} (pid {upstream.pid}, ready in {time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"Upstream on {index_url} (pid {upstream.pid}, ready in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
 
     # A reference: the 300 MB file straight from the upstream process.
     ref = download(up_port, f"/files/{big}")
     assert ref["status"] == 200, ref
-    results["upstream_direct_file_mb_per_s"] = round(ref["bytes"] / MB / ref["seconds"], 1)
+    results["upstream_direct_file_mb_per_s"] = round(
+        ref["bytes"] / MB / ref["seconds"], 1
+    )
 
     # -- 1. one daemon: memory, concurrency, file and page throughput ------------
     daemon, port = start_daemon(runs / "cache", index_url, runs / "daemon.log")
@@ -564,9 +738,13 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         for chunk in iter(lambda: f.read(MB), b""):
             expected_big.update(chunk)
     assert cold["status"] == 200 and cold["bytes"] == (files / big).stat().st_size, cold
-    assert cold["sha256"] == expected_big.hexdigest(), "the daemon served different bytes"
+    assert cold["sha256"] == expected_big.hexdigest(), (
+        "the daemon served different bytes"
+    )
     # VmHWM catches a spike between two samples (if it rose during the download).
-    peak_kb = max(sampler.peak_kb, after["VmHWM"] if after["VmHWM"] > before["VmHWM"] else 0)
+    peak_kb = max(
+        sampler.peak_kb, after["VmHWM"] if after["VmHWM"] > before["VmHWM"] else 0
+    )
     results["memory"] = {
         "idle_rss_mb_fresh": round(idle_fresh / 1024, 1),
         "idle_rss_mb": round(before["VmRSS"] / 1024, 1),
@@ -582,54 +760,101 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "cold_daemon_cpu_s": round(cold_cpu, 2),
         "target_mb": TARGET_RSS_MB,
     }
-    print(f"  cold {big}: {cold['seconds']:.2f} s (daemon CPU {cold_cpu:.2f} s), RSS idle {before['VmRSS'] / 1024:.1f} MB, "
-          f"peak {peak_kb / 1024:.1f} MB", flush=True)
+    print(
+        f"  cold {big}: {cold['seconds']:.2f} s (daemon CPU {cold_cpu:.2f} s), RSS idle {before['VmRSS'] / 1024:.1f} MB, "
+        f"peak {peak_kb / 1024:.1f} MB",
+        flush=True,
+    )
 
     # The same file, warm (from the cache).
-    warm_runs = [download(port, f"/packages/bench-big/{big}") for _ in range(cfg["warm_file_runs"])]
+    warm_runs = [
+        download(port, f"/packages/bench-big/{big}")
+        for _ in range(cfg["warm_file_runs"])
+    ]
     for w in warm_runs:
         assert w["status"] == 200 and w["bytes"] == (files / big).stat().st_size, w
     rates = [w["bytes"] / MB / w["seconds"] for w in warm_runs]
-    results["warm_file"] = {"mb_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
-                            "file_mb": round((files / big).stat().st_size / MB, 1)}
+    results["warm_file"] = {
+        "mb_per_s": round(statistics.median(rates), 1),
+        "runs": [round(r, 1) for r in rates],
+        "file_mb": round((files / big).stat().st_size / MB, 1),
+    }
     print(f"  warm {big}: {results['warm_file']['mb_per_s']} MB/s", flush=True)
 
     # 8 concurrent cold requests for one file (its page cold too): upstream fetches.
     results["concurrent"] = {}
-    for label, project, filename in (("medium", "bench-medium", medium), ("tiny", "bench-many", tiny)):
+    for label, project, filename in (
+        ("medium", "bench-medium", medium),
+        ("tiny", "bench-many", tiny),
+    ):
         n = cfg["concurrent_clients"]
         stats_before = upstream_stats(up_port)
         barrier = threading.Barrier(n)
         outcomes: list[dict[str, Any]] = [{} for _ in range(n)]
 
-        def client(i: int) -> None:
+        def client(
+            i: int,
+            path: str,
+            barrier: threading.Barrier,
+            outcomes: list[dict[str, Any]],
+        ) -> None:
             try:
-                outcomes[i] = download(port, f"/packages/{project}/{filename}", hash_it=True,
-                                       ready=lambda: barrier.wait(30))
+                outcomes[i] = download(
+                    port, path, hash_it=True, ready=lambda: barrier.wait(30)
+                )
             except Exception as e:  # noqa: BLE001
                 outcomes[i] = {"error": repr(e)}
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+        path = f"/packages/{project}/{filename}"
+        threads = [
+            threading.Thread(target=client, args=(i, path, barrier, outcomes))
+            for i in range(n)
+        ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         stats_after = upstream_stats(up_port)
         expected = hashlib.sha256((files / filename).read_bytes()).hexdigest()
-        good = sum(1 for o in outcomes if o.get("status") == 200 and o.get("sha256") == expected)
-        fetches = stats_after["file_gets"].get(filename, 0) - stats_before["file_gets"].get(filename, 0)
-        pages = stats_after["page_gets"].get(project, 0) - stats_before["page_gets"].get(project, 0)
+        good = sum(
+            1
+            for o in outcomes
+            if o.get("status") == 200 and o.get("sha256") == expected
+        )
+        fetches = stats_after["file_gets"].get(filename, 0) - stats_before[
+            "file_gets"
+        ].get(filename, 0)
+        pages = stats_after["page_gets"].get(project, 0) - stats_before[
+            "page_gets"
+        ].get(project, 0)
         results["concurrent"][label] = {
-            "file": filename, "file_mb": round((files / filename).stat().st_size / MB, 2),
-            "clients": n, "complete_and_verified": good, "upstream_file_fetches": fetches,
-            "upstream_page_fetches": pages, "target": TARGET_FETCHES,
-            "errors": [o.get("error") or o.get("status") for o in outcomes if o.get("status") != 200 or o.get("sha256") != expected],
+            "file": filename,
+            "file_mb": round((files / filename).stat().st_size / MB, 2),
+            "clients": n,
+            "complete_and_verified": good,
+            "upstream_file_fetches": fetches,
+            "upstream_page_fetches": pages,
+            "target": TARGET_FETCHES,
+            "errors": [
+                o.get("error") or o.get("status")
+                for o in outcomes
+                if o.get("status") != 200 or o.get("sha256") != expected
+            ],
         }
-        print(f"  {n} concurrent cold GETs of {filename}: {fetches} upstream fetch(es), {good}/{n} verified", flush=True)
+        print(
+            f"  {n} concurrent cold GETs of {filename}: {fetches} upstream fetch(es), {good}/{n} verified",
+            flush=True,
+        )
 
     # Warm pages: requests/s with N keep-alive connections.
     results["pages"] = {}
-    pages = [("small", "/simple/bench-root/"), ("3000-file" if not args.quick else f"{cfg['many_files']}-file", "/simple/bench-many/")]
+    pages = [
+        ("small", "/simple/bench-root/"),
+        (
+            "3000-file" if not args.quick else f"{cfg['many_files']}-file",
+            "/simple/bench-many/",
+        ),
+    ]
     for label, path in pages:
         for kind, accept in (("HTML", ACCEPT_HTML), ("JSON", ACCEPT_JSON)):
             headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
@@ -637,37 +862,81 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
             assert status == 200, (path, status)
             cpu0, wall0 = cpu_seconds(daemon.pid), time.perf_counter()
             r = load(port, path, headers, cfg["load_connections"], cfg["load_seconds"])
-            r["daemon_cpu_percent"] = round(100 * (cpu_seconds(daemon.pid) - cpu0) / (time.perf_counter() - wall0))
+            r["daemon_cpu_percent"] = round(
+                100 * (cpu_seconds(daemon.pid) - cpu0) / (time.perf_counter() - wall0)
+            )
             results["pages"][f"{label} {kind}"] = {"path": path, **r}
-            print(f"  {label} page {kind}: {r['requests_per_s']} req/s ({r['body_bytes']} B gzipped, "
-                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} errors, daemon CPU {r['daemon_cpu_percent']}%)", flush=True)
-    results["memory"]["rss_after_pages_mb"] = round(proc_status(daemon.pid)["VmRSS"] / 1024, 1)
+            print(
+                f"  {label} page {kind}: {r['requests_per_s']} req/s ({r['body_bytes']} B gzipped, "
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} errors, daemon CPU {r['daemon_cpu_percent']}%)",
+                flush=True,
+            )
+    results["memory"]["rss_after_pages_mb"] = round(
+        proc_status(daemon.pid)["VmRSS"] / 1024, 1
+    )
     _stop(daemon)
 
     # -- 2. cold pip installs: direct vs through a fresh proxy ----------------------
     print("pip installs of the 30-package tree (bench-root) ...", flush=True)
-    pip_install(index_url, "bench-root", runs / "pip-warmup")  # warm the OS caches of pip itself
+    pip_install(
+        index_url, "bench-root", runs / "pip-warmup"
+    )  # warm the OS caches of pip itself
     direct, proxied, warm = [], [], []
-    fetches_per_proxy_run = []
+    upstream_requests: dict[str, list[int]] = {"direct": [], "proxy_cold": []}
+    replays: dict[str, list[dict[str, float]]] = {
+        "direct": [],
+        "proxy_cold": [],
+        "proxy_warm": [],
+    }
+    names = [tree_name(i) for i in range(cfg["tree_projects"])]
+    latest = cfg["tree_versions"][-1]
     for i in range(cfg["install_runs"]):
+        before_stats = upstream_stats(up_port)
         seconds, count = pip_install(index_url, "bench-root", runs / f"pip-direct-{i}")
         assert count == cfg["tree_projects"], count
         direct.append(seconds)
-        d_proc, d_port = start_daemon(runs / f"cache-install-{i}", index_url, runs / f"daemon-install-{i}.log")
+        upstream_requests["direct"].append(
+            upstream_stats(up_port)["requests"] - before_stats["requests"]
+        )
+        replays["direct"].append(replay_install(up_port, names, latest, direct=True))
+        d_proc, d_port = start_daemon(
+            runs / f"cache-install-{i}", index_url, runs / f"daemon-install-{i}.log"
+        )
         try:
             before_stats = upstream_stats(up_port)
-            seconds, count = pip_install(f"http://{HOST}:{d_port}/simple/", "bench-root", runs / f"pip-proxy-{i}")
+            seconds, count = pip_install(
+                f"http://{HOST}:{d_port}/simple/", "bench-root", runs / f"pip-proxy-{i}"
+            )
             assert count == cfg["tree_projects"], count
             proxied.append(seconds)
-            after_stats = upstream_stats(up_port)
-            fetches_per_proxy_run.append(after_stats["requests"] - before_stats["requests"])
-            seconds, count = pip_install(f"http://{HOST}:{d_port}/simple/", "bench-root", runs / f"pip-warm-{i}")
+            upstream_requests["proxy_cold"].append(
+                upstream_stats(up_port)["requests"] - before_stats["requests"]
+            )
+            seconds, count = pip_install(
+                f"http://{HOST}:{d_port}/simple/", "bench-root", runs / f"pip-warm-{i}"
+            )
             assert count == cfg["tree_projects"], count
             warm.append(seconds)
+            replays["proxy_warm"].append(
+                replay_install(d_port, names, latest, direct=False)
+            )
         finally:
             _stop(d_proc)
-        print(f"  run {i + 1}: direct {direct[-1]:.2f} s, proxy cold {proxied[-1]:.2f} s, "
-              f"proxy warm {warm[-1]:.2f} s", flush=True)
+        # The same requests without pip, on another fresh cache: the proxy's own latency.
+        d_proc, d_port = start_daemon(
+            runs / f"cache-replay-{i}", index_url, runs / f"daemon-replay-{i}.log"
+        )
+        try:
+            replays["proxy_cold"].append(
+                replay_install(d_port, names, latest, direct=False)
+            )
+        finally:
+            _stop(d_proc)
+        print(
+            f"  run {i + 1}: direct {direct[-1]:.2f} s, proxy cold {proxied[-1]:.2f} s, "
+            f"proxy warm {warm[-1]:.2f} s",
+            flush=True,
+        )
     results["install"] = {
         "packages": cfg["tree_projects"],
         "direct_s": round(statistics.median(direct), 2),
@@ -677,9 +946,17 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "direct_runs": [round(x, 2) for x in direct],
         "proxy_cold_runs": [round(x, 2) for x in proxied],
         "proxy_warm_runs": [round(x, 2) for x in warm],
-        "upstream_requests_per_cold_proxy_run": fetches_per_proxy_run,
+        "upstream_requests": upstream_requests,
         "target_ratio": TARGET_RATIO,
+        "request_ms": {
+            how: {
+                kind: round(statistics.median(r[kind] for r in runs_), 2)
+                for kind in ("page", "metadata", "file")
+            }
+            for how, runs_ in replays.items()
+        },
     }
+    results["load_average_end"] = os.getloadavg()
     _stop(upstream)
     results["seconds"] = round(time.perf_counter() - START, 1)
     return results
@@ -693,33 +970,143 @@ def report(results: dict[str, Any]) -> str:
         return "ok" if ok else "MISSED"
 
     for label, r in results["pages"].items():
-        rows.append((f"warm page {label} ({r['body_bytes']:,} B gz), req/s", f"{r['requests_per_s']:,.0f}",
-                     "", f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} err, daemon CPU {r['daemon_cpu_percent']}%"))
+        rows.append(
+            (
+                f"warm page {label} ({r['body_bytes']:,} B gz), req/s",
+                f"{r['requests_per_s']:,.0f}",
+                "",
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} err, daemon CPU {r['daemon_cpu_percent']}%",
+            )
+        )
     w = results["warm_file"]
-    rows.append((f"warm file ({w['file_mb']:.0f} MB), MB/s", f"{w['mb_per_s']:,.0f}", "", f"runs {w['runs']}"))
+    rows.append(
+        (
+            f"warm file ({w['file_mb']:.0f} MB), MB/s",
+            f"{w['mb_per_s']:,.0f}",
+            "",
+            f"runs {w['runs']}",
+        )
+    )
     mem = results["memory"]
-    rows.append(("cold file via proxy, MB/s", f"{mem['cold_mb_per_s']:,.1f}", "",
-                 f"{mem['cold_seconds']} s, daemon CPU {mem['cold_daemon_cpu_s']} s"))
-    rows.append(("same file straight from upstream, MB/s", f"{results['upstream_direct_file_mb_per_s']:,.0f}", "", "reference"))
-    rows.append(("daemon idle RSS, MB", f"{mem['idle_rss_mb']:.1f}", "", f"fresh start {mem['idle_rss_mb_fresh']:.1f}"))
-    rows.append((f"daemon peak RSS, cold {mem['file_mb']:.0f} MB file, MB", f"{mem['peak_rss_mb']:.1f}", "",
-                 f"{mem['samples']} samples @20 ms"))
-    rows.append(("  peak - idle, MB", f"{mem['peak_minus_idle_mb']:+.1f}", f"<= {TARGET_RSS_MB:.0f}",
-                 verdict(mem["peak_minus_idle_mb"] <= TARGET_RSS_MB)))
+    rows.append(
+        (
+            "cold file via proxy, MB/s",
+            f"{mem['cold_mb_per_s']:,.1f}",
+            "",
+            f"{mem['cold_seconds']} s, daemon CPU {mem['cold_daemon_cpu_s']} s",
+        )
+    )
+    rows.append(
+        (
+            "same file straight from upstream, MB/s",
+            f"{results['upstream_direct_file_mb_per_s']:,.0f}",
+            "",
+            "reference",
+        )
+    )
+    rows.append(
+        (
+            "daemon idle RSS, MB",
+            f"{mem['idle_rss_mb']:.1f}",
+            "",
+            f"fresh start {mem['idle_rss_mb_fresh']:.1f}",
+        )
+    )
+    rows.append(
+        (
+            f"daemon peak RSS, cold {mem['file_mb']:.0f} MB file, MB",
+            f"{mem['peak_rss_mb']:.1f}",
+            "",
+            f"{mem['samples']} samples @20 ms",
+        )
+    )
+    rows.append(
+        (
+            "  peak - idle, MB",
+            f"{mem['peak_minus_idle_mb']:+.1f}",
+            f"<= {TARGET_RSS_MB:.0f}",
+            verdict(mem["peak_minus_idle_mb"] <= TARGET_RSS_MB),
+        )
+    )
     for label, c in results["concurrent"].items():
-        rows.append((f"upstream fetches, {c['clients']} cold GETs ({c['file_mb']} MB)", str(c["upstream_file_fetches"]),
-                     f"== {TARGET_FETCHES}",
-                     f"{verdict(c['upstream_file_fetches'] == TARGET_FETCHES)}; {c['complete_and_verified']}/{c['clients']} verified"))
+        rows.append(
+            (
+                f"upstream fetches, {c['clients']} cold GETs ({c['file_mb']} MB)",
+                str(c["upstream_file_fetches"]),
+                f"== {TARGET_FETCHES}",
+                f"{verdict(c['upstream_file_fetches'] == TARGET_FETCHES)}; {c['complete_and_verified']}/{c['clients']} verified",
+            )
+        )
     i = results["install"]
-    rows.append((f"pip install {i['packages']} pkgs direct, s", f"{i['direct_s']:.2f}", "", f"runs {i['direct_runs']}"))
-    rows.append((f"pip install {i['packages']} pkgs via proxy cold, s", f"{i['proxy_cold_s']:.2f}", "", f"runs {i['proxy_cold_runs']}"))
-    rows.append(("  ratio proxy cold / direct", f"{i['ratio']:.3f}", f"<= {TARGET_RATIO}", verdict(i["ratio"] <= TARGET_RATIO)))
-    rows.append((f"pip install {i['packages']} pkgs via proxy warm, s", f"{i['proxy_warm_s']:.2f}", "", f"runs {i['proxy_warm_runs']}"))
-    widths = [max(len(r[k]) for r in rows + [("figure", "value", "target", "notes")]) for k in range(4)]
-    lines = [f"pypicache benchmark ({results['mode']}): {m['cpus']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
-             f"Python {m['python']}, Twisted {m['twisted']}, pip {m['pip']}; {results['seconds']} s"]
+    rows.append(
+        (
+            f"pip install {i['packages']} pkgs direct, s",
+            f"{i['direct_s']:.2f}",
+            "",
+            f"runs {i['direct_runs']}",
+        )
+    )
+    rows.append(
+        (
+            f"pip install {i['packages']} pkgs via proxy cold, s",
+            f"{i['proxy_cold_s']:.2f}",
+            "",
+            f"runs {i['proxy_cold_runs']}",
+        )
+    )
+    rows.append(
+        (
+            "  ratio proxy cold / direct",
+            f"{i['ratio']:.3f}",
+            f"<= {TARGET_RATIO}",
+            verdict(i["ratio"] <= TARGET_RATIO),
+        )
+    )
+    rows.append(
+        (
+            f"pip install {i['packages']} pkgs via proxy warm, s",
+            f"{i['proxy_warm_s']:.2f}",
+            "",
+            f"runs {i['proxy_warm_runs']}",
+        )
+    )
+    for how, label in (
+        ("direct", "direct"),
+        ("proxy_cold", "proxy cold"),
+        ("proxy_warm", "proxy warm"),
+    ):
+        ms = i["request_ms"][how]
+        rows.append(
+            (
+                f"pip's requests replayed, {label}, ms/req",
+                f"{sum(ms.values()) / 3:.2f}",
+                "",
+                f"page {ms['page']}, metadata {ms['metadata']}, file {ms['file']}",
+            )
+        )
+    rows.append(
+        (
+            "upstream requests per install",
+            "",
+            "",
+            f"direct {i['upstream_requests']['direct']}, proxy cold {i['upstream_requests']['proxy_cold']}",
+        )
+    )
+    widths = [
+        max(len(r[k]) for r in rows + [("figure", "value", "target", "notes")])
+        for k in range(4)
+    ]
+    title = (
+        f"pypicache benchmark ({results['mode']}): {m['cpus']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
+        f"Python {m['python']}, Twisted {m['twisted']}, pip {m['pip']}; {results['seconds']} s; "
+        f"load average {results['load_average_start'][0]:.2f} at start, {results['load_average_end'][0]:.2f} at end"
+    )
+    lines = [title]
     header = ("figure", "value", "target", "notes")
-    fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}"  # noqa: E731
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}"
+
     lines.append(fmt(header))
     lines.append(fmt(tuple("-" * w for w in widths)))  # type: ignore[arg-type]
     lines.extend(fmt(r) for r in rows)
@@ -731,25 +1118,45 @@ START = time.perf_counter()
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and short loads (a smoke run)")
-    parser.add_argument("--work", default=str(BENCH / "work"), help="work folder (default bench/work)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and short loads (a smoke run)"
+    )
+    parser.add_argument(
+        "--work", default=str(BENCH / "work"), help="work folder (default bench/work)"
+    )
     parser.add_argument("--seconds", type=float, help="seconds of load per page figure")
-    parser.add_argument("--runs", type=int, help="pip installs of each kind (median taken)")
+    parser.add_argument(
+        "--runs", type=int, help="pip installs of each kind (median taken)"
+    )
     args = parser.parse_args()
     atexit.register(stop_all)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_signal)
-    out = Path(args.work).resolve() / "results.json"
+    # A --quick run keeps its own file, so it never overwrites the full figures.
+    out = Path(args.work).resolve() / (
+        "results-quick.json" if args.quick else "results.json"
+    )
     results: dict[str, Any] = {}
     try:
         run(args, results)
     except BaseException as e:
+        stop_all()
         results["error"] = f"{e.__class__.__name__}: {e}"
         results["seconds"] = round(time.perf_counter() - START, 1)
-        if results:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2) + "\n")
-            print(f"\nFAILED; partial results written to {out}", file=sys.stderr)
+        partial = out.with_name(out.stem + "-partial.json")
+        if len(results) > 2:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(results, indent=2) + "\n")
+        if isinstance(e, KeyboardInterrupt):
+            print(
+                f"\nInterrupted; processes stopped; partial results in {partial}",
+                file=sys.stderr,
+            )
+            sys.exit(130)
+        print(
+            f"\nFAILED; processes stopped; partial results in {partial}",
+            file=sys.stderr,
+        )
         raise
     finally:
         stop_all()

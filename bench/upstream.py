@@ -24,11 +24,11 @@ from urllib.parse import unquote
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import reactor  # noqa: E402
-from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.web.server import Request  # noqa: E402
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.web.server import Request
 
-from tests.fakeindex import FakeIndex, start_fake_index  # noqa: E402
+from tests.fakeindex import FakeIndex, start_fake_index
 
 
 class StatsIndex(FakeIndex):
@@ -50,13 +50,13 @@ class StatsIndex(FakeIndex):
                 continue
             path = unquote(r.path.split("?", 1)[0])
             if path.startswith("/files/"):
-                name = path[len("/files/"):]
+                name = path[len("/files/") :]
                 if name.endswith(".metadata"):
                     metadata[name[: -len(".metadata")]] += 1
                 else:
                     files[name] += 1
             elif path.startswith("/simple/") and path != "/simple/":
-                pages[path[len("/simple/"):].strip("/")] += 1
+                pages[path[len("/simple/") :].strip("/")] += 1
         return {
             "requests": len(self.requests),
             "file_gets": dict(files),
