@@ -2,12 +2,13 @@
 """The proxy logic: project pages with a TTL, and single-flight file downloads."""
 
 import hashlib
+import os
 import zipfile
 from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -25,6 +26,15 @@ MAX_METADATA_SIZE = 16 * 1024 * 1024
 
 class RunBlocking(Protocol):
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]: ...
+
+
+def in_background(run_blocking: RunBlocking | None, f: Callable[..., Any], *args: Any) -> None:
+    """Write to disk in a thread without making the client wait (synchronously without one).
+
+    For what is also kept in memory: cached pages. A failure is logged.
+    """
+    d = run_blocking(f, *args) if run_blocking is not None else maybeDeferred(f, *args)
+    d.addErrback(lambda failure: log.failure("Could not write {what} to disk", failure, what=f.__name__))
 
 
 def preferred_hash(hashes: dict[str, str]) -> tuple[str, str] | None:
@@ -52,6 +62,7 @@ class ProjectPages:
     negative_ttl: float = 60.0
     retry_after: float = 30.0
     memory_size: int = 1000
+    _run_blocking: "RunBlocking | None" = None
     _memory: "OrderedDict[str, CachedPage]" = attrs.field(factory=OrderedDict)
     _missing: dict[str, float] = attrs.field(factory=dict)
     _failing: dict[str, float] = attrs.field(factory=dict)
@@ -111,8 +122,8 @@ class ProjectPages:
         self._missing.pop(project, None)
         page = response.page if response.page is not None else cached.page  # type: ignore[union-attr]
         fresh = CachedPage(page, self._clock.seconds(), response.etag, response.last_modified)
-        self._store.write_page(project, fresh)
         self._remember(project, fresh)
+        in_background(self._run_blocking, self._store.write_page, project, fresh)
         return fresh
 
 
@@ -121,9 +132,12 @@ class Download:
     """One upstream file being written to a temporary file, watched by clients.
 
     Clients read the temporary file as it grows (:attr:`written` bytes are on
-    disk) and are told of progress through :meth:`watch`. The last byte is held
-    back from them until the hash has verified (:attr:`stored` is set); on any
-    failure :attr:`error` is set and they must abort.
+    disk) with :meth:`read`, and are told of progress through :meth:`watch`. The
+    last byte is held back from them until the hash has verified and the file is
+    in place (:attr:`stored`); on any failure :attr:`error` is set and they must
+    abort. One read-only descriptor, opened with the
+    temporary file, serves every client (``pread``), so the rename into place
+    never pulls the file from under a reader.
     """
 
     project: str
@@ -136,6 +150,20 @@ class Download:
     _watchers: list[Callable[[], None]] = attrs.field(factory=list)
     started: bool = False
     _waiting: list[tuple[Callable[[], bool], "Deferred[Download]"]] = attrs.field(factory=list)
+    _fd: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self._fd = os.open(self.temp.path.path, os.O_RDONLY)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset`` (callers keep below :attr:`readable`)."""
+        assert self._fd is not None
+        return os.pread(self._fd, size, offset)
+
+    def _close_if_done(self) -> None:
+        if self.finished and not self._watchers and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     @property
     def finished(self) -> bool:
@@ -151,7 +179,13 @@ class Download:
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on every change; returns a function that stops it."""
         self._watchers.append(callback)
-        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
+
+        def unwatch() -> None:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
+            self._close_if_done()
+
+        return unwatch
 
     def wait_until(self, ready: Callable[[], bool]) -> "Deferred[Download]":
         """A Deferred that fires with this download once ``ready()`` is true.
@@ -249,6 +283,7 @@ class Mirror:
 
         def received(chunk: bytes) -> None:
             download.temp.write(chunk)
+            download.temp.file.flush()  # readers use their own descriptor
             hasher.update(chunk)
             if sha256 is not hasher:
                 sha256.update(chunk)
@@ -279,7 +314,9 @@ class Mirror:
                 log.warn("No hash to verify {filename} against", filename=info.filename)
             hashes = {**info.hashes, "sha256": sha256.hexdigest()}
             stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
-            download.stored = self._store.commit(download.temp, stored_info)
+            # fsync and rename in a thread; the listing is updated back here.
+            persisted = await self._run_blocking(self._store.persist, download.temp, stored_info)
+            download.stored = self._store.register(persisted)
             log.info("Stored {filename} ({size} bytes, sha256 {digest})",
                      filename=info.filename, size=download.written, digest=hashes["sha256"])
         except Exception as e:
@@ -292,6 +329,7 @@ class Mirror:
         finally:
             del self._downloads[info.filename]
             download._notify()
+            download._close_if_done()
         if download.stored is not None and info.filename.endswith(".whl"):
             await self._extract_metadata(download.stored)
 
@@ -331,5 +369,5 @@ class Mirror:
             if expected and hashlib.new(expected[0], content).hexdigest() != expected[1]:
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
-        self._store.write_metadata(project, filename, content)
+        await self._run_blocking(self._store.write_metadata, project, filename, content)
         return content

@@ -4,7 +4,7 @@
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http, pages, resource, static
 from twisted.web.iweb import IRequest
@@ -56,58 +56,59 @@ def serve_stored(request: IRequest, stored: StoredFile) -> Any:
     return ArchiveFile(stored.path.path)
 
 
-@implementer(IPullProducer)
+@implementer(IPushProducer)
 class _Tail:
-    """Sends one client the bytes of a download as they reach the temporary file."""
+    """Sends one client the bytes of a download as they reach the temporary file.
+
+    A push producer: it writes whatever is readable until the transport pauses
+    it, then waits to be resumed, or for the download to make progress.
+    """
 
     def __init__(self, request: Any, download: Download) -> None:
         self.request = request
         self.download = download
-        self.file: Any = open(download.temp.path.path, "rb")
         self.offset = 0
-        self.waiting = False
-        self.unwatch = download.watch(self._changed)
+        self.paused = False
+        self.open = True
+        self.unwatch = download.watch(self._pump)
         request.notifyFinish().addErrback(lambda _: self._close())
-        request.registerProducer(self, False)
+        request.registerProducer(self, True)
+        self._pump()
 
-    def _changed(self) -> None:
-        if self.download.error is not None:
-            self._fail(self.download.error)
-        elif self.waiting:
-            self.waiting = False
-            self.resumeProducing()
+    def pauseProducing(self) -> None:
+        self.paused = True
 
     def resumeProducing(self) -> None:
-        if self.file is None:
-            return
-        download = self.download
-        if download.error is not None:
-            self._fail(download.error)
-            return
-        readable = download.readable
-        if self.offset < readable:
-            data = self.file.read(min(CHUNK_SIZE, readable - self.offset))
-            self.offset += len(data)
-            self.request.write(data)
-        elif download.stored is not None:
-            self._close()
-            self.request.unregisterProducer()
-            self.request.finish()
-        else:
-            self.waiting = True
+        self.paused = False
+        self._pump()
 
     def stopProducing(self) -> None:
         self._close()
 
+    def _pump(self) -> None:
+        download = self.download
+        if not self.open:
+            return
+        if download.error is not None:
+            self._fail(download.error)
+            return
+        while self.open and not self.paused and self.offset < download.readable:
+            data = download.read(self.offset, min(CHUNK_SIZE, download.readable - self.offset))
+            if not data:
+                break
+            self.offset += len(data)
+            self.request.write(data)
+        if self.open and download.stored is not None and self.offset >= download.written:
+            self._close()
+            self.request.unregisterProducer()
+            self.request.finish()
+
     def _close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        if self.open:
+            self.open = False
             self.unwatch()
 
     def _fail(self, error: PypicacheError) -> None:
-        if self.file is None:
-            return
         self._close()
         self.request.unregisterProducer()
         if not self.request.startedWriting:

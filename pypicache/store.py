@@ -111,6 +111,12 @@ class IStore(Interface):
     def commit(temp: "TempFile", info: DistFile, metadata: bytes | None, project: str | None, area: str | None) -> StoredFile:
         """Make ``temp`` the archive ``info.filename``, with its sidecar."""
 
+    def persist(temp: "TempFile", info: DistFile, metadata: bytes | None, project: str | None, area: str | None) -> StoredFile:
+        """The disk half of ``commit`` (blocking, safe in a thread)."""
+
+    def register(stored: StoredFile) -> StoredFile:
+        """The memory half of ``commit``: list what ``persist`` wrote."""
+
     def update(stored: StoredFile, info: DistFile) -> StoredFile:
         """Rewrite what is known of a stored archive (its sidecar)."""
 
@@ -335,6 +341,17 @@ class FilesystemStore:
         project: str | None = None,
         area: str | None = None,
     ) -> StoredFile:
+        return self.register(self.persist(temp, info, metadata, project, area))
+
+    def persist(
+        self,
+        temp: TempFile,
+        info: DistFile,
+        metadata: bytes | None = None,
+        project: str | None = None,
+        area: str | None = None,
+    ) -> StoredFile:
+        """The disk half of :meth:`commit`: sync, sidecar, rename (blocking, thread-safe)."""
         check_filename(info.filename)
         temp.flush_and_sync()
         temp.file.close()
@@ -354,7 +371,11 @@ class FilesystemStore:
         write_atomically(target.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
         os.replace(temp.path.path, target.path)
         assert temp.project is not None
-        return self._indexed(StoredFile(path=target, info=info, area=temp.area, stored_at=stored_at, project=temp.project))
+        return StoredFile(path=target, info=info, area=temp.area, stored_at=stored_at, project=temp.project)
+
+    def register(self, stored: StoredFile) -> StoredFile:
+        """The memory half of :meth:`commit`: list a persisted file (reactor thread)."""
+        return self._indexed(stored)
 
     def add_metadata(self, project: str, filename: str, metadata: bytes, digest: str) -> StoredFile:
         stored = self.find(project, filename)

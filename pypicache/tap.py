@@ -189,7 +189,7 @@ def build_app(
     page_client, file_client = make_clients(reactor, pool)
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
     upstream = Upstream(index_url, page_client, file_client, reactor, timeout=timeout)
-    pages = ProjectPages(upstream, store, page_clock or reactor, ttl=page_ttl)
+    pages = ProjectPages(upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking)
     mirror = Mirror(upstream, store, pages, run_blocking)
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor)

@@ -407,6 +407,10 @@ async def test_restart_keeps_page_cache(clocked, tmp_path):
     """A new daemon on the same cache serves the page stored by the old one, upstream down."""
     w = clocked
     await (await w.daemon.get("simple/app/")).content()
+    for _ in range(100):  # the page is written to disk in a thread, after the answer
+        if (w.daemon.cache / "pages" / "app.json").exists():
+            break
+        await sleep(0.02)
     await w.daemon.stop()
     await w.upstream.stop()
     w.daemon = await start_daemon("http://127.0.0.1:1/simple/", w.daemon.cache, page_clock=w.clock, timeout=5)
