@@ -3,7 +3,7 @@
 
 import base64
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
 from treq.client import HTTPClient
@@ -49,7 +49,7 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc)), (parts.username, parts.password or "")
+    return urlunsplit(parts._replace(netloc=netloc)), (unquote(parts.username), unquote(parts.password or ""))
 
 
 @attrs.frozen
