@@ -80,3 +80,42 @@ async def start_daemon(index_url: str, cache: Path, max_upload_size: int = DEFAU
         client=client(client_pool),
         client_pool=client_pool,
     )
+
+
+class World:
+    """A fake upstream index and a daemon in front of it, for one test."""
+
+    def __init__(self, index: Any, upstream: Any, daemon: RunningDaemon, tmp_path: Path) -> None:
+        self.index, self.upstream, self.daemon, self.tmp_path = index, upstream, daemon, tmp_path
+        self.cache = daemon.cache
+
+    async def stop(self) -> None:
+        await self.daemon.stop()
+        await self.upstream.stop()
+
+    def mirror_files(self, project: str) -> list[str]:
+        """Every name in the daemon's mirror folder of ``project``."""
+        folder = self.cache / "mirror" / project
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def asked_about(self, name: str) -> list[str]:
+        """The paths of every upstream request that mentions ``name``."""
+        return [r.path for r in self.index.requests if name in r.path]
+
+    def file_requests(self) -> list[str]:
+        """The paths of every upstream request for a file."""
+        return [r.path for r in self.index.requests if r.path.startswith("/files/")]
+
+
+async def start_world(tmp_path: Path, files: Any = (), mode: str = "json", **options: Any) -> World:
+    """Serve ``files`` (paths, or ``(path, add-options)`` pairs) from a fake upstream
+    and start a daemon in front of it with ``options`` for :func:`start_daemon`."""
+    from tests.fakeindex import FakeIndex, start_fake_index
+
+    index = FakeIndex(tmp_path, mode)
+    for entry in files:
+        path, add_options = entry if isinstance(entry, tuple) else (entry, {})
+        index.add(path, **add_options)
+    upstream = await start_fake_index(index)
+    daemon = await start_daemon(upstream.url, tmp_path / "cache", **options)
+    return World(index, upstream, daemon, tmp_path)

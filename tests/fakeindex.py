@@ -833,8 +833,10 @@ class RunningIndex:
     async def stop(self) -> None:
         """
         Stop listening and drop every open connection, so later requests fail
-        with connection refused.
+        with connection refused. Stopping twice is harmless.
         """
+        if not self._listening.connected:
+            return
         await self._listening.stopListening()
         while self._site.open_channels:
             d: Deferred[None] = Deferred()

@@ -13,12 +13,10 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.web.client import ResponseNeverReceived
-from twisted.internet.threads import deferToThread
 
-from pypicache.bulk import BulkCacher
 from tests.clients import pip_install
-from tests.daemon import start_daemon
-from tests.fakeindex import FakeIndex, start_fake_index
+from tests.daemon import World as BaseWorld
+from tests.daemon import start_world
 from tests.packages import build_sdist, build_wheel, metadata_text
 
 NATIVE = next(iter(sys_tags()))
@@ -113,19 +111,8 @@ def dists(tmp_path_factory):
     return files
 
 
-class World:
+class World(BaseWorld):
     """A fake upstream, a daemon with bulk caching in front of it, and helpers."""
-
-    def __init__(self, index, upstream, daemon, tmp_path):
-        self.index, self.upstream, self.daemon, self.tmp_path = index, upstream, daemon, tmp_path
-
-    async def stop(self):
-        await self.daemon.stop()
-        if self.upstream._listening.connected:
-            await self.upstream.stop()
-
-    def file_requests(self) -> list[str]:
-        return [r.path for r in self.index.requests if r.path.startswith("/files/")]
 
     def post(self, text: str, query: str = "", multipart: bool = False, headers: dict | None = None):
         """POST a requirements file as curl does: ``-F requirements=@file`` or ``--data-binary @file``."""
@@ -156,18 +143,8 @@ class World:
 
 
 async def make_world(tmp_path, dists, mode="json", concurrency=4) -> World:
-    index = FakeIndex(tmp_path, mode)
-    for path, options in dists.values():
-        index.add(path, **options)
-    upstream = await start_fake_index(index)
-    daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=10)
-    app = daemon.app
-    # What tap.build_app will do once wired (see docs/bulk.rst).
-    app._bulk = BulkCacher(
-        views=app._views, mirror=app._mirror, store=app._store,
-        run_blocking=deferToThread, reactor=reactor, concurrency=concurrency,
-    )
-    return World(index, upstream, daemon, tmp_path)
+    base = await start_world(tmp_path, dists.values(), mode, timeout=10, bulk_concurrency=concurrency)
+    return World(base.index, base.upstream, base.daemon, tmp_path)
 
 
 @pytest_twisted.async_yield_fixture()

@@ -9,8 +9,7 @@ import treq
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList
 
-from tests.daemon import start_daemon
-from tests.fakeindex import FakeIndex, start_fake_index
+from tests.daemon import start_daemon, start_world
 from tests.packages import build_sdist, build_wheel
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -35,29 +34,12 @@ def dists(tmp_path_factory):
     }
 
 
-class World:
-    """A fake upstream and a daemon in front of it."""
-
-    def __init__(self, index, upstream, daemon, tmp_path):
-        self.index, self.upstream, self.daemon, self.tmp_path = index, upstream, daemon, tmp_path
-
-    async def stop(self):
-        await self.daemon.stop()
-        if self.upstream._listening.connected:
-            await self.upstream.stop()
-
-    def mirror_files(self, project):
-        folder = self.daemon.cache / "mirror" / project
-        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
 async def make_world(tmp_path, dists, mode, **options):
-    index = FakeIndex(tmp_path, mode)
-    for key, path in dists.items():
-        index.add(path, requires_python=">=3.8" if key == "lib" else None, yanked="broken" if key == "lib_old" else None)
-    upstream = await start_fake_index(index)
-    daemon = await start_daemon(upstream.url, tmp_path / "cache", **options)
-    return World(index, upstream, daemon, tmp_path)
+    files = [
+        (path, {"requires_python": ">=3.8" if key == "lib" else None, "yanked": "broken" if key == "lib_old" else None})
+        for key, path in dists.items()
+    ]
+    return await start_world(tmp_path, files, mode, **options)
 
 
 @pytest_twisted.async_yield_fixture(params=["html", "json"])

@@ -30,8 +30,8 @@ from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
 from tests.clients import clean_env, pip_install, run, twine_upload, uv_publish
-from tests.daemon import RunningDaemon, start_daemon
-from tests.fakeindex import JSON_TYPE, FakeIndex, start_fake_index
+from tests.daemon import RunningDaemon, World, start_daemon, start_world
+from tests.fakeindex import JSON_TYPE
 from tests.packages import build_sdist, build_wheel
 
 WHEEL = "alpha-1.0-py3-none-any.whl"
@@ -64,29 +64,8 @@ def dists(tmp_path_factory):
     }
 
 
-class World:
-    """A fake upstream (``shadow 9.0``, ``public 1.0``) and a daemon in front of it."""
-
-    def __init__(self, index: FakeIndex, upstream, daemon: RunningDaemon, tmp_path: Path):
-        self.index, self.upstream, self.daemon, self.tmp_path = index, upstream, daemon, tmp_path
-        self.cache = daemon.cache
-
-    async def stop(self) -> None:
-        await self.daemon.stop()
-        await self.upstream.stop()
-
-    def asked_about(self, name: str) -> list[str]:
-        """The paths of every upstream request that mentions ``name``."""
-        return [r.path for r in self.index.requests if name in r.path]
-
-
 async def make_world(tmp_path: Path, dists, **options) -> World:
-    index = FakeIndex(tmp_path, "json")
-    index.add(dists["shadow_9"])
-    index.add(dists["public"])
-    upstream = await start_fake_index(index)
-    daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=5, **options)
-    return World(index, upstream, daemon, tmp_path)
+    return await start_world(tmp_path, [dists["shadow_9"], dists["public"]], timeout=5, **options)
 
 
 @pytest_twisted.async_yield_fixture()

@@ -19,8 +19,8 @@ from twisted.web.http_headers import Headers
 
 from pypicache.auth import parse_cidr
 from tests.clients import pip_install, twine_upload, uv_pip_install, uv_publish
-from tests.daemon import RunningDaemon, start_daemon
-from tests.fakeindex import FakeIndex, start_fake_index
+from tests.daemon import RunningDaemon, start_world
+from tests.daemon import World as BaseWorld
 from tests.packages import build_sdist, build_wheel
 
 PASSWORDS = {"alice": "correct-horse", "bob": "battery:staple"}
@@ -89,24 +89,14 @@ def upload_form(archive: Path) -> tuple[str, bytes]:
     return f"multipart/form-data; boundary={boundary}", body + b"--" + boundary.encode() + b"--\r\n"
 
 
-class World:
-    def __init__(self, index, upstream, daemon, tmp_path):
-        self.index, self.upstream, self.daemon, self.tmp_path = index, upstream, daemon, tmp_path
-        self.cache = daemon.cache
-
-    async def stop(self) -> None:
-        await self.daemon.stop()
-        await self.upstream.stop()
-
+class World(BaseWorld):
     def stored(self) -> list[str]:
         return sorted(p.name for p in (self.cache / "private").glob("*releases/*/*") if p.is_file())
 
 
 async def make_world(tmp_path: Path, **options) -> World:
-    index = FakeIndex(tmp_path, "json")
-    upstream = await start_fake_index(index)
-    daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=5, **options)
-    return World(index, upstream, daemon, tmp_path)
+    base = await start_world(tmp_path, (), timeout=5, **options)
+    return World(base.index, base.upstream, base.daemon, tmp_path)
 
 
 @pytest_twisted.async_yield_fixture()
