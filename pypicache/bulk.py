@@ -18,7 +18,13 @@ from typing import Any, Callable, Coroutine, Hashable, Mapping, Sequence, TypeVa
 
 import attrs
 from packaging.requirements import Requirement
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    fail,
+    succeed,
+)
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure

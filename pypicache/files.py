@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_files -*-
+# -*- test-case-name: tests.test_proxy -*-
 """Serving archives: from disk with ``static.File``, or while they download."""
 
 from typing import Any

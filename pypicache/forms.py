@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_forms -*-
+# -*- test-case-name: tests.test_uploads -*-
 """Request bodies: multipart forms parsed incrementally, files spooled to disk.
 
 Twisted's own form parsing reads a whole multipart body into memory and drops
@@ -10,7 +10,12 @@ import hashlib
 from typing import IO, Any, Callable
 
 import attrs
-from multipart import MultipartError, PushMultipartParser, content_disposition_unquote, parse_options_header
+from multipart import (
+    MultipartError,
+    PushMultipartParser,
+    content_disposition_unquote,
+    parse_options_header,
+)
 
 from .errors import BadRequest
 from .store import TempFile

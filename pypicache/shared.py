@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_shared -*-
+# -*- test-case-name: tests.test_proxy -*-
 """Work done once for many waiters, each of which may give up on its own."""
 
 from typing import Any, Callable, Coroutine, Generic, Hashable, TypeVar

@@ -25,8 +25,8 @@ import attrs
 from twisted.python.filepath import FilePath
 from zope.interface import Interface, implementer
 
-from .model import DistFile, ProjectPage
 from .errors import BadRequest
+from .model import DistFile, ProjectPage
 from .names import METADATA_SUFFIX, check_filename, is_distribution, parse_filename
 
 SIDECAR_SUFFIX = ".json"

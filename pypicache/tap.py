@@ -21,10 +21,10 @@ from .cache import Mirror, ProjectPages
 from .errors import BadRequest
 from .limits import DEFAULT_MAX_BODY, limited_request_factory
 from .names import normalize
-from .uploads import Uploads
-from .views import Views
 from .store import FilesystemStore
+from .uploads import Uploads
 from .upstream import Upstream, make_clients
+from .views import Views
 from .web import PypicacheApp
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"

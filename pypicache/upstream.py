@@ -8,15 +8,13 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import attrs
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, RedirectAgent, ResponseFailed
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, RedirectAgent, ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 

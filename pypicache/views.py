@@ -4,12 +4,12 @@
 from typing import Hashable
 
 import attrs
+from twisted.logger import Logger
 
 from .cache import Mirror
 from .errors import NotFound, UpstreamError
 from .model import DistFile, ProjectPage
 from .store import IStore, StoredFile
-from twisted.logger import Logger
 
 log = Logger()
 

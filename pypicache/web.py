@@ -1,10 +1,10 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.test_proxy -*-
 """The Klein routes: HTTP in, calls on the store and the mirror, statuses out."""
 
 import gzip
+import json
 import re
 import time
-import json
 from collections import OrderedDict
 from html import escape
 from typing import Any, Callable, Hashable
@@ -19,19 +19,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
-from .cache import Mirror
-from .cache import RunBlocking
+from . import __version__, jsonapi
+from .cache import Mirror, RunBlocking
 from .errors import BadRequest, MethodNotAllowed, NotFound, PypicacheError
 from .files import DownloadStream, serve_stored, set_file_headers
 from .forms import Form, boundary_of, copy_body, parse_form
 from .model import DistFile, ProjectPage
 from .names import METADATA_SUFFIX, check_filename, normalize, parse_filename
-from . import jsonapi
-from .targets import parse_bulk_params
 from .scan import ScanReport, scan_private
-from .uploads import DIGEST_FIELDS, Uploads
-from .views import Views
 from .simple import (
     JSON_TYPE,
     negotiate,
@@ -41,7 +36,10 @@ from .simple import (
     render_json_page,
 )
 from .store import INCOMING, IStore, StoredFile, TempFile
+from .targets import parse_bulk_params
+from .uploads import DIGEST_FIELDS, Uploads
 from .upstream import mask_url
+from .views import Views
 
 log = Logger()
 
