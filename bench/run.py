@@ -738,9 +738,9 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         for chunk in iter(lambda: f.read(MB), b""):
             expected_big.update(chunk)
     assert cold["status"] == 200 and cold["bytes"] == (files / big).stat().st_size, cold
-    assert cold["sha256"] == expected_big.hexdigest(), (
-        "the daemon served different bytes"
-    )
+    assert (
+        cold["sha256"] == expected_big.hexdigest()
+    ), "the daemon served different bytes"
     # VmHWM catches a spike between two samples (if it rose during the download).
     peak_kb = max(
         sampler.peak_kb, after["VmHWM"] if after["VmHWM"] > before["VmHWM"] else 0

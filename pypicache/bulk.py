@@ -93,7 +93,11 @@ def _shield(d: "Deferred[T]") -> "Deferred[T]":
 
     def forward(result: Any) -> Any:
         if not out.called:
-            out.callback(result) if not isinstance(result, Failure) else out.errback(result)
+            (
+                out.callback(result)
+                if not isinstance(result, Failure)
+                else out.errback(result)
+            )
         return None if isinstance(result, Failure) else result
 
     d.addBoth(forward)
@@ -151,8 +155,13 @@ class _FileTask:
 class _Job:
     """One ``POST /requirements.txt``: resolutions, downloads and the report."""
 
-    def __init__(self, cacher: "BulkCacher", params: BulkParams, parsed: ParsedFile,
-                 emit: Callable[[dict[str, Any]], None] | None) -> None:
+    def __init__(
+        self,
+        cacher: "BulkCacher",
+        params: BulkParams,
+        parsed: ParsedFile,
+        emit: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
         self._cacher = cacher
         self._params = params
         self._parsed = parsed
@@ -170,7 +179,9 @@ class _Job:
 
     # -- what the resolver threads ask (on the reactor) ---------------------------
 
-    def _memo(self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]) -> "Deferred[T]":
+    def _memo(
+        self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]
+    ) -> "Deferred[T]":
         """The result of ``work()``, computed once per job; each caller gets its own Deferred."""
         if key in self._results:
             ok, value = self._results[key]
@@ -199,7 +210,9 @@ class _Job:
         return self._memo(("page", project), work)
 
     def metadata(self, project: str, file: DistFile) -> "Deferred[DistMetadata]":
-        return self._memo(("metadata", file.filename), lambda: self._read_metadata(project, file))
+        return self._memo(
+            ("metadata", file.filename), lambda: self._read_metadata(project, file)
+        )
 
     async def _read_metadata(self, project: str, file: DistFile) -> DistMetadata:
         cacher = self._cacher
@@ -211,7 +224,9 @@ class _Job:
                 stored = await self._fetch(project, file.filename)
                 raw = await cacher.run_blocking(read_wheel_metadata, stored.path.path)
                 if raw is None:
-                    return DistMetadata(unknown="dependencies unknown: the wheel has no METADATA")
+                    return DistMetadata(
+                        unknown="dependencies unknown: the wheel has no METADATA"
+                    )
             return parse_core_metadata(raw)
         stored = await self._fetch(project, file.filename)
         return await cacher.run_blocking(sdist_metadata, stored.path.path)  # type: ignore[no-any-return]
@@ -223,7 +238,9 @@ class _Job:
             if self.abandoned or key in self._prefetching:
                 continue
             self._prefetching.add(key)
-            d = self._prefetch_limit.run(lambda p=project: Deferred.fromCoroutine(self._prefetch_one(p, target)))
+            d = self._prefetch_limit.run(
+                lambda p=project: Deferred.fromCoroutine(self._prefetch_one(p, target))
+            )
             d.addErrback(lambda _: None)
 
     async def _prefetch_one(self, project: str, target: Target) -> None:
@@ -239,19 +256,30 @@ class _Job:
 
     def _remember_before(self, project: str, filename: str) -> None:
         if filename not in self._before:
-            self._before[filename] = self._cacher.store.find(project, filename) is not None
+            self._before[filename] = (
+                self._cacher.store.find(project, filename) is not None
+            )
 
     async def _fetch(self, project: str, filename: str) -> StoredFile:
         self._remember_before(project, filename)
         return await self._cacher.views.fetch(project, filename)
 
-    def _want(self, project: str, version: str, info: DistFile, target: Target,
-              hashes: Mapping[str, frozenset[str]] | None = None, note: str | None = None) -> _FileTask:
+    def _want(
+        self,
+        project: str,
+        version: str,
+        info: DistFile,
+        target: Target,
+        hashes: Mapping[str, frozenset[str]] | None = None,
+        note: str | None = None,
+    ) -> _FileTask:
         task = self._files.get(info.filename)
         if task is None:
             task = _FileTask(project, version, info, [], dict(hashes or {}), [])
             self._files[info.filename] = task
-            task.done = self._downloads.run(lambda: Deferred.fromCoroutine(self._cache_file(task)))
+            task.done = self._downloads.run(
+                lambda: Deferred.fromCoroutine(self._cache_file(task))
+            )
         if target.label not in task.targets:
             task.targets.append(target.label)
         if note and note not in task.notes:
@@ -268,12 +296,21 @@ class _Job:
         if self.abandoned:
             return None
         filename = task.info.filename
-        entry: dict[str, Any] = {"project": task.project, "version": task.version, "filename": filename}
+        entry: dict[str, Any] = {
+            "project": task.project,
+            "version": task.version,
+            "filename": filename,
+        }
         try:
             stored = await self._fetch(task.project, filename)
-            entry.update(sha256=stored.info.hashes.get("sha256"), size=stored.info.size,
-                         status="cached" if self._before.get(filename) else "fetched")
-            mismatch = await self._check_hashes(stored, task.hashes) if task.hashes else None
+            entry.update(
+                sha256=stored.info.hashes.get("sha256"),
+                size=stored.info.size,
+                status="cached" if self._before.get(filename) else "fetched",
+            )
+            mismatch = (
+                await self._check_hashes(stored, task.hashes) if task.hashes else None
+            )
             if mismatch is not None:
                 entry.update(status="failed", reason=mismatch)
         except PypicacheError as e:
@@ -294,13 +331,17 @@ class _Job:
                 log.failure("Could not send progress for {filename}", filename=filename)
         return entry
 
-    async def _check_hashes(self, stored: StoredFile, allowed: Mapping[str, frozenset[str]]) -> str | None:
+    async def _check_hashes(
+        self, stored: StoredFile, allowed: Mapping[str, frozenset[str]]
+    ) -> str | None:
         """Why ``stored`` fails its ``--hash`` values, or ``None`` if it matches one."""
         actual: dict[str, str] = {}
         for algorithm in allowed:
             digest = stored.info.hashes.get(algorithm)
             if digest is None:
-                digest = await self._cacher.run_blocking(file_digest, stored.path.path, algorithm)
+                digest = await self._cacher.run_blocking(
+                    file_digest, stored.path.path, algorithm
+                )
             actual[algorithm] = digest.lower()
             if actual[algorithm] in allowed[algorithm]:
                 return None
@@ -309,10 +350,13 @@ class _Job:
 
     # -- the run ------------------------------------------------------------------
 
-    async def _resolve(self, target: Target, wanted: Sequence[Wanted], pre: bool, deps: bool) -> Resolution:
+    async def _resolve(
+        self, target: Target, wanted: Sequence[Wanted], pre: bool, deps: bool
+    ) -> Resolution:
         source = _ThreadSource(self._cacher.reactor, self)
         return await self._cacher.resolutions.run(  # type: ignore[no-any-return]
-            self._cacher.run_resolver, partial(resolve, source, target, list(wanted), pre=pre, deps=deps),
+            self._cacher.run_resolver,
+            partial(resolve, source, target, list(wanted), pre=pre, deps=deps),
         )
 
     async def run(self) -> dict[str, Any]:
@@ -332,29 +376,52 @@ class _Job:
         await self._all_done()
         return self._report()
 
-    async def _run_target(self, target: Target, lines: Sequence[RequirementLine]) -> None:
+    async def _run_target(
+        self, target: Target, lines: Sequence[RequirementLine]
+    ) -> None:
         params = self._params
         wanted: list[Wanted] = []
         entries: dict[int, dict[str, Any]] = {}
         hashed: dict[str, dict[str, frozenset[str]]] = defaultdict(dict)
         for origin, line in enumerate(lines):
-            entry: dict[str, Any] = {"line": line.line, "line_number": line.line_number, "name": line.name,
-                                     "target": target.label, "version": None}
+            entry: dict[str, Any] = {
+                "line": line.line,
+                "line_number": line.line_number,
+                "name": line.name,
+                "target": target.label,
+                "version": None,
+            }
             entries[origin] = entry
             self._requirements.append(entry)
             if not target.evaluate(line.requirement.marker):
-                entry.update(status="skipped", reason=f"marker {line.requirement.marker} is false for this target")
+                entry.update(
+                    status="skipped",
+                    reason=f"marker {line.requirement.marker} is false for this target",
+                )
                 continue
-            wanted.append(Wanted.from_requirement(line.requirement, origin, line.hashes, extras=params.deps))
+            wanted.append(
+                Wanted.from_requirement(
+                    line.requirement, origin, line.hashes, extras=params.deps
+                )
+            )
             for algorithm, digests in line.hashes.items():
-                hashed[line.name][algorithm] = hashed[line.name].get(algorithm, frozenset()) | digests
-        resolution = await self._resolve(target, wanted, self._parsed.pre, params.deps) if wanted else Resolution({}, {}, {})
+                hashed[line.name][algorithm] = (
+                    hashed[line.name].get(algorithm, frozenset()) | digests
+                )
+        resolution = (
+            await self._resolve(target, wanted, self._parsed.pre, params.deps)
+            if wanted
+            else Resolution({}, {}, {})
+        )
         for origin, entry in entries.items():
             if "status" in entry:
                 continue
             pin = resolution.pins.get(entry["name"])
             if origin in resolution.unresolved or pin is None:
-                entry.update(status="unresolved", reason=resolution.unresolved.get(origin, "not resolved"))
+                entry.update(
+                    status="unresolved",
+                    reason=resolution.unresolved.get(origin, "not resolved"),
+                )
             else:
                 entry.update(status="resolved", version=str(pin.version))
                 note = resolution.notes.get(f"{pin.name} {pin.version}")
@@ -363,16 +430,24 @@ class _Job:
         tasks = self._want_pins(target, resolution, hashed)
         summary: dict[str, Any] = {
             "target": target.label,
-            "resolved": {name: str(c.version) for name, c in sorted(resolution.pins.items())},
+            "resolved": {
+                name: str(c.version) for name, c in sorted(resolution.pins.items())
+            },
         }
         if resolution.notes:
             summary["notes"] = dict(sorted(resolution.notes.items()))
         self._targets.append(summary)
-        summary["build"] = await self._build_requirements(target, [t for t in tasks if is_sdist(t.info.filename)])
+        summary["build"] = await self._build_requirements(
+            target, [t for t in tasks if is_sdist(t.info.filename)]
+        )
 
-    def _want_pins(self, target: Target, resolution: Resolution,
-                   hashed: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
-                   note: str | None = None) -> list[_FileTask]:
+    def _want_pins(
+        self,
+        target: Target,
+        resolution: Resolution,
+        hashed: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
+        note: str | None = None,
+    ) -> list[_FileTask]:
         """Start caching the files of each pinned version: the target's best, or all of them."""
         tasks = []
         for name, candidate in sorted(resolution.pins.items()):
@@ -392,7 +467,9 @@ class _Job:
                 tasks.append(task)
         return tasks
 
-    async def _build_requirements(self, target: Target, sdists: list[_FileTask]) -> list[dict[str, Any]]:
+    async def _build_requirements(
+        self, target: Target, sdists: list[_FileTask]
+    ) -> list[dict[str, Any]]:
         """Cache the build requirements of the sdists cached for ``target`` (and theirs)."""
         summaries: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -410,9 +487,17 @@ class _Job:
                 try:
                     metadata = await _shield(self.metadata(task.project, task.info))
                 except PypicacheError as e:
-                    log.warn("No build requirements for {filename}: {reason}", filename=task.info.filename, reason=e.message)
+                    log.warn(
+                        "No build requirements for {filename}: {reason}",
+                        filename=task.info.filename,
+                        reason=e.message,
+                    )
                     metadata = DistMetadata()
-                requires = metadata.build_requires if metadata.build_requires is not None else DEFAULT_BUILD_REQUIRES
+                requires = (
+                    metadata.build_requires
+                    if metadata.build_requires is not None
+                    else DEFAULT_BUILD_REQUIRES
+                )
                 groups[tuple(sorted(set(requires)))].append(task.info.filename)
             pending = []
             for requires, owners in groups.items():
@@ -424,16 +509,26 @@ class _Job:
                     requirement = Requirement(text)
                     if target.evaluate(requirement.marker):
                         wanted.append(Wanted.from_requirement(requirement, origin))
-                resolution = await self._resolve(target, wanted, False, self._params.deps) if wanted else Resolution({}, {}, {})
+                resolution = (
+                    await self._resolve(target, wanted, False, self._params.deps)
+                    if wanted
+                    else Resolution({}, {}, {})
+                )
                 note = "build requirement of " + ", ".join(owners)
                 tasks = self._want_pins(target, resolution, note=note)
                 summary: dict[str, Any] = {
                     "for": owners,
                     "requires": list(requires),
-                    "resolved": {name: str(c.version) for name, c in sorted(resolution.pins.items())},
+                    "resolved": {
+                        name: str(c.version)
+                        for name, c in sorted(resolution.pins.items())
+                    },
                 }
                 if resolution.unresolved:
-                    summary["unresolved"] = {requires[i]: reason for i, reason in sorted(resolution.unresolved.items())}
+                    summary["unresolved"] = {
+                        requires[i]: reason
+                        for i, reason in sorted(resolution.unresolved.items())
+                    }
                 summaries.append(summary)
                 pending.extend(t for t in tasks if is_sdist(t.info.filename))
             if not pending:
@@ -450,7 +545,9 @@ class _Job:
 
     def _report(self) -> dict[str, Any]:
         files = []
-        for task in sorted(self._files.values(), key=lambda t: (t.project, t.version, t.info.filename)):
+        for task in sorted(
+            self._files.values(), key=lambda t: (t.project, t.version, t.info.filename)
+        ):
             if task.entry is not None:
                 task.entry["targets"] = task.targets
                 files.append(task.entry)
@@ -458,7 +555,9 @@ class _Job:
         for entry in files:
             totals[entry["status"]] += 1
         for status in ("resolved", "unresolved", "skipped"):
-            totals[status] = sum(1 for r in self._requirements if r.get("status") == status)
+            totals[status] = sum(
+                1 for r in self._requirements if r.get("status") == status
+            )
         totals["unparsed"] = len(self._parsed.unparsed)
         return {
             "requirements": self._requirements,
@@ -499,8 +598,12 @@ class BulkCacher:
             reactor = self.reactor
             self.run_resolver = lambda f, *args: _in_thread(reactor, f, *args)
 
-    async def run(self, text: str, params: BulkParams,
-                  emit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    async def run(
+        self,
+        text: str,
+        params: BulkParams,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Cache everything ``text`` (a requirements file) needs; return the report.
 
         ``emit`` is called with each file's entry as it completes. Cancelling

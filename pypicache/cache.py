@@ -28,13 +28,19 @@ class RunBlocking(Protocol):
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]: ...
 
 
-def in_background(run_blocking: RunBlocking | None, f: Callable[..., Any], *args: Any) -> None:
+def in_background(
+    run_blocking: RunBlocking | None, f: Callable[..., Any], *args: Any
+) -> None:
     """Write to disk in a thread without making the client wait (synchronously without one).
 
     For what is also kept in memory: cached pages. A failure is logged.
     """
     d = run_blocking(f, *args) if run_blocking is not None else maybeDeferred(f, *args)
-    d.addErrback(lambda failure: log.failure("Could not write {what} to disk", failure, what=f.__name__))
+    d.addErrback(
+        lambda failure: log.failure(
+            "Could not write {what} to disk", failure, what=f.__name__
+        )
+    )
 
 
 def preferred_hash(hashes: dict[str, str]) -> tuple[str, str] | None:
@@ -116,12 +122,18 @@ class ProjectPages:
             if cached is None:
                 raise
             self._failing[project] = self._clock.seconds() + self.retry_after
-            log.warn("Serving stale page of {project}: {reason}", project=project, reason=e.message)
+            log.warn(
+                "Serving stale page of {project}: {reason}",
+                project=project,
+                reason=e.message,
+            )
             return cached
         self._failing.pop(project, None)
         self._missing.pop(project, None)
         page = response.page if response.page is not None else cached.page  # type: ignore[union-attr]
-        fresh = CachedPage(page, self._clock.seconds(), response.etag, response.last_modified)
+        fresh = CachedPage(
+            page, self._clock.seconds(), response.etag, response.last_modified
+        )
         self._remember(project, fresh)
         in_background(self._run_blocking, self._store.write_page, project, fresh)
         return fresh
@@ -149,7 +161,9 @@ class Download:
     error: PypicacheError | None = None
     _watchers: list[Callable[[], None]] = attrs.field(factory=list)
     started: bool = False
-    _waiting: list[tuple[Callable[[], bool], "Deferred[Download]"]] = attrs.field(factory=list)
+    _waiting: list[tuple[Callable[[], bool], "Deferred[Download]"]] = attrs.field(
+        factory=list
+    )
     _fd: int | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -192,7 +206,13 @@ class Download:
 
         Cancelling it affects only the caller, never the download.
         """
-        d: Deferred[Download] = Deferred(lambda d: self._waiting.remove((ready, d)) if (ready, d) in self._waiting else None)
+        d: Deferred[Download] = Deferred(
+            lambda d: (
+                self._waiting.remove((ready, d))
+                if (ready, d) in self._waiting
+                else None
+            )
+        )
         if ready():
             d.callback(self)
         else:
@@ -222,7 +242,11 @@ def read_wheel_metadata(path: str) -> bytes | None:
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
                 parts = name.split("/")
-                if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                if (
+                    len(parts) == 2
+                    and parts[0].endswith(".dist-info")
+                    and parts[1] == "METADATA"
+                ):
                     return archive.read(name)
     except (OSError, zipfile.BadZipFile, KeyError):
         return None
@@ -300,32 +324,55 @@ class Mirror:
             download._notify()
             await self._upstream.read_body(response, 0, received)
             if info.size is not None and download.written != info.size:
-                raise UpstreamError(f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}")
+                raise UpstreamError(
+                    f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
+                )
             if download.length is not None and download.written != download.length:
-                raise UpstreamError(f"Upstream sent {download.written} of {download.length} bytes of {info.filename}")
+                raise UpstreamError(
+                    f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
+                )
             if expected and hasher.hexdigest() != expected[1]:
                 log.warn(
                     "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
-                    filename=info.filename, url=mask_url(info.url), algorithm=expected[0],
-                    expected=expected[1], actual=hasher.hexdigest(),
+                    filename=info.filename,
+                    url=mask_url(info.url),
+                    algorithm=expected[0],
+                    expected=expected[1],
+                    actual=hasher.hexdigest(),
                 )
-                raise HashMismatch(f"Hash mismatch for {info.filename}: upstream bytes do not match the index")
+                raise HashMismatch(
+                    f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
+                )
             if expected is None:
                 log.warn("No hash to verify {filename} against", filename=info.filename)
             hashes = {**info.hashes, "sha256": sha256.hexdigest()}
             stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
             # fsync and rename in a thread; the listing is updated back here.
-            persisted = await self._run_blocking(self._store.persist, download.temp, stored_info)
+            persisted = await self._run_blocking(
+                self._store.persist, download.temp, stored_info
+            )
             download.stored = self._store.register(persisted)
-            log.info("Stored {filename} ({size} bytes, sha256 {digest})",
-                     filename=info.filename, size=download.written, digest=hashes["sha256"])
+            log.info(
+                "Stored {filename} ({size} bytes, sha256 {digest})",
+                filename=info.filename,
+                size=download.written,
+                digest=hashes["sha256"],
+            )
         except Exception as e:
             download.temp.discard()
-            download.error = e if isinstance(e, PypicacheError) else UpstreamError(f"Download of {info.filename} failed: {e}")
+            download.error = (
+                e
+                if isinstance(e, PypicacheError)
+                else UpstreamError(f"Download of {info.filename} failed: {e}")
+            )
             if not isinstance(e, PypicacheError):
                 log.failure("Download of {filename} failed", filename=info.filename)
             else:
-                log.warn("Download of {filename} failed: {reason}", filename=info.filename, reason=e.message)
+                log.warn(
+                    "Download of {filename} failed: {reason}",
+                    filename=info.filename,
+                    reason=e.message,
+                )
         finally:
             del self._downloads[info.filename]
             download._notify()
@@ -340,7 +387,9 @@ class Mirror:
         content = await self._run_blocking(read_wheel_metadata, stored.path.path)
         if content is not None:
             digest = hashlib.sha256(content).hexdigest()
-            self._store.add_metadata(stored.project, stored.info.filename, content, digest)
+            self._store.add_metadata(
+                stored.project, stored.info.filename, content, digest
+            )
         return content
 
     async def metadata(self, project: str, filename: str) -> bytes:
@@ -356,7 +405,9 @@ class Mirror:
             content = await self._extract_metadata(stored)
             if content is not None:
                 return content
-        return await self._metadata_flights.run(filename, lambda: self._fetch_metadata(project, filename))
+        return await self._metadata_flights.run(
+            filename, lambda: self._fetch_metadata(project, filename)
+        )
 
     async def _fetch_metadata(self, project: str, filename: str) -> bytes:
         info = await self.describe(project, filename)
@@ -366,7 +417,10 @@ class Mirror:
         content = await self._upstream.read_body(response, MAX_METADATA_SIZE)
         if isinstance(info.core_metadata, dict):
             expected = preferred_hash(info.core_metadata)
-            if expected and hashlib.new(expected[0], content).hexdigest() != expected[1]:
+            if (
+                expected
+                and hashlib.new(expected[0], content).hexdigest() != expected[1]
+            ):
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
         await self._run_blocking(self._store.write_metadata, project, filename, content)

@@ -42,7 +42,9 @@ class ArchiveFile(static.File):
     contentTypes: dict[str, str] = {}
     isLeaf = True
 
-    def __init__(self, path: str, content_type: str = "application/octet-stream") -> None:
+    def __init__(
+        self, path: str, content_type: str = "application/octet-stream"
+    ) -> None:
         super().__init__(path, defaultType=content_type)
 
     def directoryListing(self) -> resource.IResource:
@@ -93,12 +95,18 @@ class _Tail:
             self._fail(download.error)
             return
         while self.open and not self.paused and self.offset < download.readable:
-            data = download.read(self.offset, min(CHUNK_SIZE, download.readable - self.offset))
+            data = download.read(
+                self.offset, min(CHUNK_SIZE, download.readable - self.offset)
+            )
             if not data:
                 break
             self.offset += len(data)
             self.request.write(data)
-        if self.open and download.stored is not None and self.offset >= download.written:
+        if (
+            self.open
+            and download.stored is not None
+            and self.offset >= download.written
+        ):
             self._close()
             self.request.unregisterProducer()
             self.request.finish()
@@ -139,7 +147,10 @@ class DownloadStream(resource.Resource):
             # Ranges are answered from the stored file, once it is complete.
             done = Deferred.fromCoroutine(download.stored_file())
             request.notifyFinish().addErrback(lambda _: done.cancel())
-            done.addCallbacks(lambda stored: request.render(ArchiveFile(stored.path.path)), lambda f: _error(request, f))
+            done.addCallbacks(
+                lambda stored: request.render(ArchiveFile(stored.path.path)),
+                lambda f: _error(request, f),
+            )
             done.addErrback(lambda f: None)  # the client went away
             return NOT_DONE_YET
         if download.length is not None:

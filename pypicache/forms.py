@@ -106,7 +106,9 @@ def filename_as_sent(segment: Any) -> str | None:
     """
     for name, value in segment.headerlist:
         if name.lower() == "content-disposition":
-            return parse_options_header(value, unquote=_unquote_as_sent)[1].get("filename")
+            return parse_options_header(value, unquote=_unquote_as_sent)[1].get(
+                "filename"
+            )
     return segment.filename
 
 
@@ -120,7 +122,9 @@ def boundary_of(content_type: str | None) -> str | None:
     return options.get("boundary") or None
 
 
-def parse_form(content: IO[bytes], content_type: str, open_temp: Callable[[], TempFile]) -> Form:
+def parse_form(
+    content: IO[bytes], content_type: str, open_temp: Callable[[], TempFile]
+) -> Form:
     """Parse a multipart body (blocking: run it in a thread).
 
     File parts (those with a filename) go to temporary files from ``open_temp``,
@@ -151,7 +155,9 @@ def parse_form(content: IO[bytes], content_type: str, open_temp: Callable[[], Te
                                 part.temp.discard()
                             part = None
                         else:
-                            text = b"".join(field).decode(segment.charset or "utf-8", "replace")
+                            text = b"".join(field).decode(
+                                segment.charset or "utf-8", "replace"
+                            )
                             form.fields.setdefault(segment.name or "", []).append(text)
                         segment = None
                     elif isinstance(event, bytes):
@@ -162,14 +168,18 @@ def parse_form(content: IO[bytes], content_type: str, open_temp: Callable[[], Te
                         else:
                             field.append(event)
                             if sum(map(len, field)) > MAX_FIELD_SIZE:
-                                raise BadRequest(f"Form field {segment.name!r} is too large")
+                                raise BadRequest(
+                                    f"Form field {segment.name!r} is too large"
+                                )
                     else:
                         segment = event
                         field = []
                         if event.filename is not None:
                             hasher = _Hasher()
                             filename = filename_as_sent(event)
-                            part = FilePart(event.name or "", filename, open_temp(), 0, {})
+                            part = FilePart(
+                                event.name or "", filename, open_temp(), 0, {}
+                            )
                 if not chunk:
                     break
     except MultipartError as e:

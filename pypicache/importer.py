@@ -34,7 +34,9 @@ def archives(paths: list[str]) -> Iterator[str]:
             for folder, subfolders, names in os.walk(path):
                 subfolders.sort()
                 for name in sorted(names):
-                    if name.endswith((".whl", ".tar.gz", ".zip")) and is_distribution(name):
+                    if name.endswith((".whl", ".tar.gz", ".zip")) and is_distribution(
+                        name
+                    ):
                         yield os.path.join(folder, name)
         else:
             yield path
@@ -58,7 +60,9 @@ def import_file(store: FilesystemStore, uploads: Uploads, path: str) -> str:
     """
     with open(path, "rb") as source:
         part = copy_body(source, store.open_temp(None, INCOMING))
-    created, _ = _result(Deferred.fromCoroutine(uploads.receive(part, os.path.basename(path), {})))
+    created, _ = _result(
+        Deferred.fromCoroutine(uploads.receive(part, os.path.basename(path), {}))
+    )
     return "stored" if created else "identical"
 
 
@@ -66,15 +70,23 @@ def _progress(stream: TextIO, done: int, total: int, label: str) -> None:
     if stream.isatty():
         width = 30
         filled = width * done // max(total, 1)
-        stream.write(f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total} {label[:40]:<40}")
+        stream.write(
+            f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total} {label[:40]:<40}"
+        )
         stream.flush()
 
 
-def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(
+    argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     """Run the importer; returns the exit status (1 if any archive was refused)."""
-    parser = argparse.ArgumentParser(prog="pypicache-import", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="pypicache-import", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--cache", required=True, help="the daemon's --cache folder")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="archives, or folders of archives")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="archives, or folders of archives"
+    )
     args = parser.parse_args(argv)
     store = FilesystemStore(FilePath(os.path.abspath(args.cache)))
     run: Callable[..., Deferred[Any]] = lambda f, *a: maybeDeferred(f, *a)
@@ -101,7 +113,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         f"{counts['refused']} refused.\n"
     )
     if counts["stored"]:
-        out.write("A running daemon lists them after: curl -X POST http://HOST:PORT/+rescan\n")
+        out.write(
+            "A running daemon lists them after: curl -X POST http://HOST:PORT/+rescan\n"
+        )
     return 1 if counts["refused"] else 0
 
 

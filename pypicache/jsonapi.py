@@ -51,7 +51,13 @@ def read_core_metadata(stored: StoredFile) -> bytes | None:
 
 def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
     info: dict[str, Any] = {key: None for key in _INFO_FIELDS.values()}
-    info.update(name=project, version=version, classifiers=[], requires_dist=None, project_urls=None)
+    info.update(
+        name=project,
+        version=version,
+        classifiers=[],
+        requires_dist=None,
+        project_urls=None,
+    )
     if raw:
         dist: Any = pkginfo.Distribution()
         dist.parse(raw)
@@ -63,8 +69,12 @@ def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
                 info[key] = value
         urls = getattr(dist, "project_urls", None) or ()
         if urls:
-            info["project_urls"] = dict(u.split(",", 1) if "," in u else (u, u) for u in urls)
-            info["project_urls"] = {k.strip(): v.strip() for k, v in info["project_urls"].items()}
+            info["project_urls"] = dict(
+                u.split(",", 1) if "," in u else (u, u) for u in urls
+            )
+            info["project_urls"] = {
+                k.strip(): v.strip() for k, v in info["project_urls"].items()
+            }
     return info
 
 
@@ -119,6 +129,7 @@ def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
 
 def latest(releases: dict[Version, list[StoredFile]]) -> Version:
     """The version the API describes by default: the newest final, unyanked one."""
+
     def usable(v: Version) -> bool:
         return not v.is_prerelease and any(s.info.yanked is False for s in releases[v])
 
@@ -126,7 +137,9 @@ def latest(releases: dict[Version, list[StoredFile]]) -> Version:
     return max(candidates)
 
 
-def pick_version(releases: dict[Version, list[StoredFile]], text: str | None) -> Version:
+def pick_version(
+    releases: dict[Version, list[StoredFile]], text: str | None
+) -> Version:
     """The version asked for (``None``: :func:`latest`); raises ``KeyError`` if absent."""
     if text is None:
         return latest(releases)
@@ -155,7 +168,9 @@ def project_json(
         project_url=f"{base_url}pypi/{project}/",
         release_url=f"{base_url}pypi/{project}/{version}/",
         yanked=all(s.info.yanked is not False for s in chosen),
-        yanked_reason=next((s.info.yanked for s in chosen if isinstance(s.info.yanked, str)), None),
+        yanked_reason=next(
+            (s.info.yanked for s in chosen if isinstance(s.info.yanked, str)), None
+        ),
         bugtrack_url=None,
         docs_url=None,
         downloads={"last_day": -1, "last_month": -1, "last_week": -1},
@@ -163,12 +178,18 @@ def project_json(
     document: dict[str, Any] = {
         "info": info,
         "last_serial": 0,
-        "urls": [file_entry(s, base_url) for s in sorted(chosen, key=lambda s: s.info.filename)],
+        "urls": [
+            file_entry(s, base_url)
+            for s in sorted(chosen, key=lambda s: s.info.filename)
+        ],
         "vulnerabilities": [],
     }
     if with_releases:
         document["releases"] = {
-            str(v): [file_entry(s, base_url) for s in sorted(files, key=lambda s: s.info.filename)]
+            str(v): [
+                file_entry(s, base_url)
+                for s in sorted(files, key=lambda s: s.info.filename)
+            ]
             for v, files in sorted(releases.items())
         }
     return document

@@ -57,11 +57,18 @@ class LimitedRequest(server.Request):
             f"Request body of {size} bytes is over the limit of {self.max_body_size} bytes "
             "(--max-upload-size)\n"
         ).encode()
-        log.warn("Refused a body of {size} bytes (limit {limit})", size=size, limit=self.max_body_size)
+        log.warn(
+            "Refused a body of {size} bytes (limit {limit})",
+            size=size,
+            limit=self.max_body_size,
+        )
         transport = self.channel.transport
         transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+            b"Connection: close\r\nContent-Length: "
+            + str(len(message)).encode()
+            + b"\r\n\r\n"
+            + message
         )
         self.channel.loseConnection()
 

@@ -22,7 +22,18 @@ _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+!-]*$")
 
 #: Archive suffixes of sdists and of older formats the public index still lists.
-_LEGACY_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".egg", ".exe", ".msi", ".rpm", ".dmg")
+_LEGACY_SUFFIXES = (
+    ".tar.gz",
+    ".tar.bz2",
+    ".tar.xz",
+    ".tgz",
+    ".zip",
+    ".egg",
+    ".exe",
+    ".msi",
+    ".rpm",
+    ".dmg",
+)
 
 #: Suffixes of the files we keep beside an archive.
 METADATA_SUFFIX = ".metadata"
@@ -43,7 +54,11 @@ def check_filename(filename: str) -> str:
 
     :raises BadRequest: for separators, ``..``, NUL, percent signs, leading dots.
     """
-    if not _SAFE_FILENAME.fullmatch(filename) or ".." in filename or len(filename) > 255:
+    if (
+        not _SAFE_FILENAME.fullmatch(filename)
+        or ".." in filename
+        or len(filename) > 255
+    ):
         raise BadRequest(f"Invalid filename: {filename!r}")
     return filename
 

@@ -72,7 +72,11 @@ class UnparsedLine:
     reason: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "line_number": self.line_number, "reason": self.reason}
+        return {
+            "line": self.line,
+            "line_number": self.line_number,
+            "reason": self.reason,
+        }
 
 
 @attrs.frozen
@@ -97,7 +101,9 @@ def parse_hashes(values: list[str], where: str) -> dict[str, frozenset[str]]:
         if not sep or not digest:
             raise BadRequest(f"{where}: --hash must be ALGORITHM:DIGEST, not {value!r}")
         if algorithm not in HASH_ALGORITHMS:
-            raise BadRequest(f"{where}: unsupported --hash algorithm {algorithm!r} (use one of {', '.join(HASH_ALGORITHMS)})")
+            raise BadRequest(
+                f"{where}: unsupported --hash algorithm {algorithm!r} (use one of {', '.join(HASH_ALGORITHMS)})"
+            )
         if any(c not in "0123456789abcdef" for c in digest):
             raise BadRequest(f"{where}: --hash digest is not hexadecimal: {value!r}")
         hashes.setdefault(algorithm, set()).add(digest)
@@ -147,12 +153,20 @@ def parse_requirements(text: str) -> ParsedFile:
     unparsed: list[UnparsedLine] = []
     for invalid in parsed.invalid_lines:
         if isinstance(invalid, IncorrectRequirementLine):
-            unparsed.append(UnparsedLine(invalid.line or "", invalid.line_number or 0, invalid.error_message))
-    hard = [i for i in parsed.invalid_lines if not isinstance(i, IncorrectRequirementLine)]
+            unparsed.append(
+                UnparsedLine(
+                    invalid.line or "", invalid.line_number or 0, invalid.error_message
+                )
+            )
+    hard = [
+        i for i in parsed.invalid_lines if not isinstance(i, IncorrectRequirementLine)
+    ]
     if hard:
         first = min(hard, key=lambda i: i.line_number or 0)
         message = " ".join((first.error_message or "invalid line").split())
-        raise BadRequest(f"Cannot read the requirements file: {_where(first)}: {message}")
+        raise BadRequest(
+            f"Cannot read the requirements file: {_where(first)}: {message}"
+        )
 
     pre = False
     for option in parsed.options:
@@ -161,15 +175,23 @@ def parse_requirements(text: str) -> ParsedFile:
             if dest == "pre":
                 pre = True
             elif dest == "requirements":
-                names.append(f"-r {' '.join(value)}: included files are not read (send their lines too)")
+                names.append(
+                    f"-r {' '.join(value)}: included files are not read (send their lines too)"
+                )
             elif dest == "constraints":
                 names.append(f"-c {' '.join(value)}: constraints files are not read")
             elif dest in _INDEX_OPTIONS:
-                names.append(f"{_INDEX_OPTIONS[dest]} is ignored: files come from this server's upstream")
+                names.append(
+                    f"{_INDEX_OPTIONS[dest]} is ignored: files come from this server's upstream"
+                )
             else:
                 names.append(f"option {dest.replace('_', '-')} is ignored")
         if names:
-            unparsed.append(UnparsedLine(option.line or "", option.line_number or 0, "; ".join(names)))
+            unparsed.append(
+                UnparsedLine(
+                    option.line or "", option.line_number or 0, "; ".join(names)
+                )
+            )
 
     requirements: list[RequirementLine] = []
     for req in parsed.requirements:
@@ -184,7 +206,9 @@ def parse_requirements(text: str) -> ParsedFile:
                 # The parser keeps the marker apart from the requirement.
                 requirement = Requirement(f"{req.req}; {req.marker}")
         except InvalidRequirement as e:  # pragma: no cover - the parser already checked
-            raise BadRequest(f"Cannot read the requirements file: {_where(req)}: {e}") from e
+            raise BadRequest(
+                f"Cannot read the requirements file: {_where(req)}: {e}"
+            ) from e
         hashes = parse_hashes(list(req.hash_options), _where(req))
         requirements.append(RequirementLine(line, number, requirement, hashes))
 

@@ -88,19 +88,26 @@ def usable_files(files: Iterable[DistFile], target: Target) -> list[DistFile]:
                 wheels.append((rank, f.filename, f))
         elif is_sdist(f.filename):
             sdists.append((0 if f.filename.endswith(".tar.gz") else 1, f.filename, f))
-    return [f for *_, f in sorted(wheels, key=lambda t: t[:2])] + [f for *_, f in sorted(sdists, key=lambda t: t[:2])]
+    return [f for *_, f in sorted(wheels, key=lambda t: t[:2])] + [
+        f for *_, f in sorted(sdists, key=lambda t: t[:2])
+    ]
 
 
 def matches_hashes(f: DistFile, hashes: Mapping[str, frozenset[str]]) -> bool:
     """Whether the index's hashes of ``f`` are among ``hashes``."""
-    return any(f.hashes.get(algorithm, "").lower() in digests for algorithm, digests in hashes.items())
+    return any(
+        f.hashes.get(algorithm, "").lower() in digests
+        for algorithm, digests in hashes.items()
+    )
 
 
 def exact_pins(specifier: SpecifierSet) -> set[str]:
     """The versions ``specifier`` pins with ``==`` (no wildcard) or ``===``, as strings."""
     pins = set()
     for spec in specifier:
-        if spec.operator == "===" or (spec.operator == "==" and not spec.version.endswith(".*")):
+        if spec.operator == "===" or (
+            spec.operator == "==" and not spec.version.endswith(".*")
+        ):
             try:
                 pins.add(str(Version(spec.version)))
             except InvalidVersion:
@@ -168,11 +175,15 @@ def parse_core_metadata(raw: bytes, *, sdist: bool = False) -> DistMetadata:
             version = Version("1.0")
         dynamic = {d.strip().lower() for d in fields.get("dynamic", [])}
         if version < Version("2.2"):
-            return DistMetadata(requires_python=requires_python,
-                                unknown=f"dependencies unknown: PKG-INFO is Metadata-Version {version}, before 2.2")
+            return DistMetadata(
+                requires_python=requires_python,
+                unknown=f"dependencies unknown: PKG-INFO is Metadata-Version {version}, before 2.2",
+            )
         if "requires-dist" in dynamic:
-            return DistMetadata(requires_python=requires_python,
-                                unknown="dependencies unknown: PKG-INFO declares Requires-Dist dynamic")
+            return DistMetadata(
+                requires_python=requires_python,
+                unknown="dependencies unknown: PKG-INFO declares Requires-Dist dynamic",
+            )
     requires = []
     for text in fields.get("requires_dist", []):
         try:
@@ -194,13 +205,24 @@ def read_sdist(path: str) -> dict[str, bytes]:
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     parts = info.filename.strip("/").split("/")
-                    if len(parts) == 2 and parts[1] in wanted and parts[1] not in found and info.file_size <= MAX_MEMBER_SIZE:
+                    if (
+                        len(parts) == 2
+                        and parts[1] in wanted
+                        and parts[1] not in found
+                        and info.file_size <= MAX_MEMBER_SIZE
+                    ):
                         found[parts[1]] = archive.read(info)
         else:
             with tarfile.open(path, "r:*") as tar:
                 for member in tar:
                     parts = member.name.removeprefix("./").strip("/").split("/")
-                    if len(parts) == 2 and parts[1] in wanted and parts[1] not in found and member.isfile() and member.size <= MAX_MEMBER_SIZE:
+                    if (
+                        len(parts) == 2
+                        and parts[1] in wanted
+                        and parts[1] not in found
+                        and member.isfile()
+                        and member.size <= MAX_MEMBER_SIZE
+                    ):
                         content = tar.extractfile(member)
                         if content is not None:
                             found[parts[1]] = content.read()
@@ -238,11 +260,18 @@ def sdist_metadata(path: str) -> DistMetadata:
     try:
         members = read_sdist(path)
     except ValueError as e:
-        return DistMetadata(unknown=f"dependencies unknown: {e}", build_requires=DEFAULT_BUILD_REQUIRES)
+        return DistMetadata(
+            unknown=f"dependencies unknown: {e}", build_requires=DEFAULT_BUILD_REQUIRES
+        )
     build = build_requirements(members.get("pyproject.toml"))
     if "PKG-INFO" not in members:
-        return DistMetadata(unknown="dependencies unknown: no PKG-INFO in the sdist", build_requires=build)
-    return attrs.evolve(parse_core_metadata(members["PKG-INFO"], sdist=True), build_requires=build)
+        return DistMetadata(
+            unknown="dependencies unknown: no PKG-INFO in the sdist",
+            build_requires=build,
+        )
+    return attrs.evolve(
+        parse_core_metadata(members["PKG-INFO"], sdist=True), build_requires=build
+    )
 
 
 def file_digest(path: str, algorithm: str) -> str:
@@ -300,11 +329,20 @@ class Wanted:
         return _key(self.name, self.extras)
 
     @classmethod
-    def from_requirement(cls, requirement: Requirement, origin: int | None = None,
-                         hashes: Mapping[str, frozenset[str]] | None = None, extras: bool = True) -> "Wanted":
+    def from_requirement(
+        cls,
+        requirement: Requirement,
+        origin: int | None = None,
+        hashes: Mapping[str, frozenset[str]] | None = None,
+        extras: bool = True,
+    ) -> "Wanted":
         return cls(
             canonicalize_name(requirement.name),
-            frozenset(canonicalize_name(e) for e in requirement.extras) if extras else frozenset(),
+            (
+                frozenset(canonicalize_name(e) for e in requirement.extras)
+                if extras
+                else frozenset()
+            ),
             requirement.specifier,
             hashes or {},
             origin,
@@ -368,7 +406,9 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
     :ivar roots: identifier to the top-level requirements (origins) that led to it.
     """
 
-    def __init__(self, source: Source, target: Target, *, pre: bool = False, deps: bool = True) -> None:
+    def __init__(
+        self, source: Source, target: Target, *, pre: bool = False, deps: bool = True
+    ) -> None:
         self._source = source
         self._target = target
         self._pre = pre
@@ -400,8 +440,14 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
     def identify(self, requirement_or_candidate: Any) -> str:
         return requirement_or_candidate.key  # type: ignore[no-any-return]
 
-    def get_preference(self, identifier: str, resolutions: Any, candidates: Any, information: Any,
-                       backtrack_causes: Sequence[Any]) -> Any:
+    def get_preference(
+        self,
+        identifier: str,
+        resolutions: Any,
+        candidates: Any,
+        information: Any,
+        backtrack_causes: Sequence[Any],
+    ) -> Any:
         infos = list(information[identifier])
         causes = {self.identify(c.requirement) for c in backtrack_causes}
         causes.update(c.parent.key for c in backtrack_causes if c.parent is not None)
@@ -413,14 +459,21 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
             identifier,
         )
 
-    def find_matches(self, identifier: str, requirements: Mapping[str, Iterator[Any]],
-                     incompatibilities: Mapping[str, Iterator[Any]]) -> list[Any]:
+    def find_matches(
+        self,
+        identifier: str,
+        requirements: Mapping[str, Iterator[Any]],
+        incompatibilities: Mapping[str, Iterator[Any]],
+    ) -> list[Any]:
         self._source.check()
         wanted = list(requirements[identifier])
         excluded = set(incompatibilities[identifier])
         if identifier == PYTHON:
             candidate = PythonCandidate(self._target.python_version)
-            ok = all(w.specifier.contains(candidate.version, prereleases=True) for w in wanted)
+            ok = all(
+                w.specifier.contains(candidate.version, prereleases=True)
+                for w in wanted
+            )
             return [candidate] if ok and candidate not in excluded else []
         first = wanted[0]
         specifier = SpecifierSet()
@@ -431,7 +484,9 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
                 hashes[algorithm] = hashes.get(algorithm, frozenset()) | digests
         releases = self.releases(first.name)
         found = []
-        for version, files, yanked in choose_versions(releases, self._target, specifier, pre=self._pre, hashes=hashes):
+        for version, files, yanked in choose_versions(
+            releases, self._target, specifier, pre=self._pre, hashes=hashes
+        ):
             candidate = Candidate(first.name, version, first.extras, files, yanked)
             if candidate not in excluded:
                 found.append(candidate)
@@ -446,7 +501,9 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
         self._source.check()
         dependencies: list[Any] = []
         if candidate.extras:
-            dependencies.append(Wanted(candidate.name, specifier=SpecifierSet(f"=={candidate.version}")))
+            dependencies.append(
+                Wanted(candidate.name, specifier=SpecifierSet(f"=={candidate.version}"))
+            )
         if self._deps:
             try:
                 metadata = self._source.metadata(candidate.name, candidate.files[0])
@@ -456,7 +513,9 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
                 metadata = DistMetadata(unknown=f"dependencies unknown: {_reason(e)}")
             if metadata.requires_python:
                 try:
-                    dependencies.append(NeedsPython(SpecifierSet(metadata.requires_python)))
+                    dependencies.append(
+                        NeedsPython(SpecifierSet(metadata.requires_python))
+                    )
                 except InvalidSpecifier:
                     pass
             if metadata.unknown is not None:
@@ -464,14 +523,22 @@ class Provider(AbstractProvider):  # type: ignore[type-arg]
             extras = candidate.extras or {""}
             for requirement in metadata.requires_dist:
                 if requirement.url:
-                    self.notes[f"{candidate.name} {candidate.version}"] = f"URL dependency not followed: {requirement}"
+                    self.notes[f"{candidate.name} {candidate.version}"] = (
+                        f"URL dependency not followed: {requirement}"
+                    )
                     continue
                 if self._target.evaluate(requirement.marker, extras):
                     dependencies.append(Wanted.from_requirement(requirement))
         roots = self.roots[candidate.key]
         for dependency in dependencies:
             self.roots[dependency.key] |= roots
-        names = sorted({d.name for d in dependencies if isinstance(d, Wanted) and d.name not in self._releases})
+        names = sorted(
+            {
+                d.name
+                for d in dependencies
+                if isinstance(d, Wanted) and d.name not in self._releases
+            }
+        )
         if names:
             self._source.prefetch(names, self._target)
         return dependencies
@@ -533,14 +600,20 @@ def resolve(
             if w.origin is not None:
                 provider.roots[w.key].add(w.origin)
         try:
-            result = Resolver(provider, BaseReporter()).resolve(remaining, max_rounds=max_rounds)
+            result = Resolver(provider, BaseReporter()).resolve(
+                remaining, max_rounds=max_rounds
+            )
         except ResolutionImpossible as e:
             notes.update(provider.notes)
             reason = describe_conflict(e.causes, provider)
             culprits: set[int] = set()
             for cause in e.causes:
                 requirement = cause.requirement
-                if cause.parent is None and isinstance(requirement, Wanted) and requirement.origin is not None:
+                if (
+                    cause.parent is None
+                    and isinstance(requirement, Wanted)
+                    and requirement.origin is not None
+                ):
                     culprits.add(requirement.origin)
                 elif cause.parent is not None:
                     culprits |= provider.roots.get(cause.parent.key, set())
@@ -557,10 +630,16 @@ def resolve(
         except ResolutionTooDeep as e:
             for w in remaining:
                 if w.origin is not None:
-                    unresolved.setdefault(w.origin, f"resolution gave up after {e.round_count} rounds")
+                    unresolved.setdefault(
+                        w.origin, f"resolution gave up after {e.round_count} rounds"
+                    )
             break
         notes.update(provider.notes)
-        pins = {c.name: c for key, c in result.mapping.items() if isinstance(c, Candidate) and not c.extras}
+        pins = {
+            c.name: c
+            for key, c in result.mapping.items()
+            if isinstance(c, Candidate) and not c.extras
+        }
         return Resolution(pins, unresolved, notes)
     return Resolution({}, unresolved, notes)
 

@@ -33,7 +33,11 @@ class ScanReport:
     known: int = 0
 
     def to_json(self) -> dict[str, object]:
-        return {"indexed": self.indexed, "broken": self.broken, "already_indexed": self.known}
+        return {
+            "indexed": self.indexed,
+            "broken": self.broken,
+            "already_indexed": self.known,
+        }
 
 
 def sha256_file(path: str) -> str:
@@ -53,14 +57,21 @@ def index_archive(store: FilesystemStore, path: str, stored_at: float) -> None:
     filename = os.path.basename(path)
     project, version = parse_upload_filename(filename)
     metadata = inspect_archive(path, filename)
-    if canonicalize_name(metadata.name) != project or parse_filename(filename)[1] != version:
-        raise BadRequest(f"metadata names {metadata.name} {metadata.version}, not what the filename says")
+    if (
+        canonicalize_name(metadata.name) != project
+        or parse_filename(filename)[1] != version
+    ):
+        raise BadRequest(
+            f"metadata names {metadata.name} {metadata.version}, not what the filename says"
+        )
     core = metadata.core_metadata
     info = DistFile(
         filename=filename,
         hashes={"sha256": sha256_file(path)},
         requires_python=metadata.requires_python,
-        core_metadata={"sha256": hashlib.sha256(core).hexdigest()} if core is not None else False,
+        core_metadata=(
+            {"sha256": hashlib.sha256(core).hexdigest()} if core is not None else False
+        ),
         size=os.stat(path).st_size,
         upload_time=iso_time(os.stat(path).st_mtime),
     )
@@ -68,7 +79,9 @@ def index_archive(store: FilesystemStore, path: str, stored_at: float) -> None:
     if core is not None:
         write_atomically(archive.siblingExtension(METADATA_SUFFIX), core)
     sidecar = {"file": info.to_json(), "stored_at": stored_at}
-    write_atomically(archive.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
+    write_atomically(
+        archive.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
+    )
 
 
 def scan_private(store: FilesystemStore, now: float) -> ScanReport:
@@ -83,7 +96,12 @@ def scan_private(store: FilesystemStore, now: float) -> ScanReport:
             continue
         relative = os.path.relpath(path.path, store.root.path)
         if filename in seen:
-            report.broken.append({"path": relative, "reason": "another archive of that name is already indexed"})
+            report.broken.append(
+                {
+                    "path": relative,
+                    "reason": "another archive of that name is already indexed",
+                }
+            )
             continue
         try:
             index_archive(store, path.path, now)

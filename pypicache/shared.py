@@ -23,7 +23,9 @@ class SingleFlight(Generic[T]):
         """Return whether work for ``key`` is under way."""
         return key in self._waiters
 
-    def run(self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]) -> "Deferred[T]":
+    def run(
+        self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]
+    ) -> "Deferred[T]":
         """Return a Deferred for the result of ``work()``, started unless already running."""
         start = key not in self._waiters
         waiters = self._waiters.setdefault(key, [])
@@ -40,5 +42,9 @@ class SingleFlight(Generic[T]):
 
     def _finished(self, result: T | Failure, key: Hashable) -> None:
         for waiter in self._waiters.pop(key, []):
-            waiter.callback(result) if not isinstance(result, Failure) else waiter.errback(result)
+            (
+                waiter.callback(result)
+                if not isinstance(result, Failure)
+                else waiter.errback(result)
+            )
         return None

@@ -123,7 +123,9 @@ def parse_html_page(text: str, page_url: str, name: str) -> ProjectPage:
         algorithm, sep, digest = fragment.partition("=")
         if sep and algorithm and digest:
             hashes[algorithm.lower()] = digest
-        metadata = anchor.get("data-core-metadata", anchor.get("data-dist-info-metadata"))
+        metadata = anchor.get(
+            "data-core-metadata", anchor.get("data-dist-info-metadata")
+        )
         yanked: bool | str = False
         if "data-yanked" in anchor:
             yanked = anchor["data-yanked"] or True
@@ -224,7 +226,9 @@ def render_json_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> b
         "meta": {"api-version": api_version(page.files)},
         "name": page.name,
         "files": files,
-        "versions": list(page.versions if page.versions is not None else versions_of(page)),
+        "versions": list(
+            page.versions if page.versions is not None else versions_of(page)
+        ),
     }
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
@@ -293,7 +297,9 @@ def negotiate(accept: str | None, format_param: str | None = None) -> str:
         chosen = _LATEST.get(format_param.lower(), format_param.lower())
         if chosen in OFFERED:
             return chosen
-        raise NotAcceptable(f"Unsupported format {format_param!r}; offered: {', '.join(OFFERED)}")
+        raise NotAcceptable(
+            f"Unsupported format {format_param!r}; offered: {', '.join(OFFERED)}"
+        )
     if not accept or not accept.strip():
         return TEXT_HTML
     ranges = _parse_accept(accept)

@@ -108,10 +108,22 @@ class IStore(Interface):
     def open_temp(project: str | None, area: str) -> "TempFile":
         """A new temporary file in the folder the archive will be committed to."""
 
-    def commit(temp: "TempFile", info: DistFile, metadata: bytes | None, project: str | None, area: str | None) -> StoredFile:
+    def commit(
+        temp: "TempFile",
+        info: DistFile,
+        metadata: bytes | None,
+        project: str | None,
+        area: str | None,
+    ) -> StoredFile:
         """Make ``temp`` the archive ``info.filename``, with its sidecar."""
 
-    def persist(temp: "TempFile", info: DistFile, metadata: bytes | None, project: str | None, area: str | None) -> StoredFile:
+    def persist(
+        temp: "TempFile",
+        info: DistFile,
+        metadata: bytes | None,
+        project: str | None,
+        area: str | None,
+    ) -> StoredFile:
         """The disk half of ``commit`` (blocking, safe in a thread)."""
 
     def register(stored: StoredFile) -> StoredFile:
@@ -126,7 +138,9 @@ class IStore(Interface):
     def tombstone(project: str, filename: str) -> dict[str, Any] | None:
         """What is remembered of a deleted private file, or ``None``."""
 
-    def add_metadata(project: str, filename: str, metadata: bytes, digest: str) -> StoredFile:
+    def add_metadata(
+        project: str, filename: str, metadata: bytes, digest: str
+    ) -> StoredFile:
         """Store the core metadata of an archive already stored."""
 
     def metadata_file(project: str, filename: str) -> FilePath | None:
@@ -223,7 +237,11 @@ class FilesystemStore:
     def projects(self) -> list[str]:
         names = set(self._private_index())
         for child in self._area(MIRROR).children():
-            if child.isdir() and not child.basename().startswith(".") and self.files(child.basename()):
+            if (
+                child.isdir()
+                and not child.basename().startswith(".")
+                and self.files(child.basename())
+            ):
                 names.add(child.basename())
         return sorted(names)
 
@@ -243,7 +261,13 @@ class FilesystemStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
             return None
         area = self._area_of(path, version)
-        return StoredFile(path=path, info=attrs.evolve(info, filename=name, url=None), area=area, stored_at=stored_at, project=project)
+        return StoredFile(
+            path=path,
+            info=attrs.evolve(info, filename=name, url=None),
+            area=area,
+            stored_at=stored_at,
+            project=project,
+        )
 
     def _area_of(self, path: FilePath, version: Any) -> str:
         """The area of an archive: its folder's, or for one dropped in elsewhere, its version's."""
@@ -251,7 +275,9 @@ class FilesystemStore:
         for area in (MIRROR, RELEASES, PRERELEASES):
             if top == self._area(area):
                 return area
-        return PRERELEASES if version is not None and version.is_prerelease else RELEASES
+        return (
+            PRERELEASES if version is not None and version.is_prerelease else RELEASES
+        )
 
     def walk_private(self) -> Iterator[FilePath]:
         """Every archive anywhere under ``private/`` (dot folders and files skipped)."""
@@ -268,7 +294,9 @@ class FilesystemStore:
             for path in self.walk_private():
                 stored = self.stored_file(path)
                 if stored is not None:
-                    index.setdefault(stored.project, {}).setdefault(stored.info.filename, stored)
+                    index.setdefault(stored.project, {}).setdefault(
+                        stored.info.filename, stored
+                    )
             self._private = index
         return self._private
 
@@ -279,13 +307,19 @@ class FilesystemStore:
             directory = self._project_dir(MIRROR, project)
             if directory.isdir():
                 for path in directory.children():
-                    if _is_archive_name(path.basename()) and (stored := self.stored_file(path)) is not None:
+                    if (
+                        _is_archive_name(path.basename())
+                        and (stored := self.stored_file(path)) is not None
+                    ):
                         listing[stored.info.filename] = stored
             self._mirror[project] = listing
         return listing
 
     def _listing(self, project: str) -> dict[str, StoredFile]:
-        return {**self._mirror_listing(project), **self._private_index().get(project, {})}
+        return {
+            **self._mirror_listing(project),
+            **self._private_index().get(project, {}),
+        }
 
     def files(self, project: str) -> list[StoredFile]:
         listing = self._listing(project)
@@ -326,11 +360,14 @@ class FilesystemStore:
 
     def is_private(self, project: str) -> bool:
         return bool(self._private_index().get(project)) or any(
-            self._project_dir(area, project).isdir() for area in (RELEASES, PRERELEASES, DELETED)
+            self._project_dir(area, project).isdir()
+            for area in (RELEASES, PRERELEASES, DELETED)
         )
 
     def open_temp(self, project: str | None, area: str) -> TempFile:
-        directory = self._area(area) if project is None else self._project_dir(area, project)
+        directory = (
+            self._area(area) if project is None else self._project_dir(area, project)
+        )
         return TempFile(directory, project, area)
 
     def commit(
@@ -368,37 +405,60 @@ class FilesystemStore:
         if metadata is not None:
             write_atomically(target.siblingExtension(METADATA_SUFFIX), metadata)
         sidecar = {"file": info.to_json(), "stored_at": stored_at}
-        write_atomically(target.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
+        write_atomically(
+            target.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
+        )
         os.replace(temp.path.path, target.path)
         assert temp.project is not None
-        return StoredFile(path=target, info=info, area=temp.area, stored_at=stored_at, project=temp.project)
+        return StoredFile(
+            path=target,
+            info=info,
+            area=temp.area,
+            stored_at=stored_at,
+            project=temp.project,
+        )
 
     def register(self, stored: StoredFile) -> StoredFile:
         """The memory half of :meth:`commit`: list a persisted file (reactor thread)."""
         return self._indexed(stored)
 
-    def add_metadata(self, project: str, filename: str, metadata: bytes, digest: str) -> StoredFile:
+    def add_metadata(
+        self, project: str, filename: str, metadata: bytes, digest: str
+    ) -> StoredFile:
         stored = self.find(project, filename)
         if stored is None:
             raise KeyError(filename)
         write_atomically(stored.metadata_path, metadata)
-        return self.update(stored, attrs.evolve(stored.info, core_metadata={"sha256": digest}))
+        return self.update(
+            stored, attrs.evolve(stored.info, core_metadata={"sha256": digest})
+        )
 
     def update(self, stored: StoredFile, info: DistFile) -> StoredFile:
         sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}
-        write_atomically(stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode())
+        write_atomically(
+            stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
+        )
         return self._indexed(attrs.evolve(stored, info=info))
 
     def _tombstone_path(self, project: str, filename: str) -> FilePath:
-        return self._project_dir(DELETED, project).child(check_filename(filename) + SIDECAR_SUFFIX)
+        return self._project_dir(DELETED, project).child(
+            check_filename(filename) + SIDECAR_SUFFIX
+        )
 
     def remove(self, stored: StoredFile) -> None:
         if stored.private:
             path = self._tombstone_path(stored.project, stored.info.filename)
             path.parent().makedirs(ignoreExistingDirectory=True)
-            record = {"sha256": stored.info.hashes.get("sha256"), "deleted_at": self._now()}
+            record = {
+                "sha256": stored.info.hashes.get("sha256"),
+                "deleted_at": self._now(),
+            }
             write_atomically(path, json.dumps(record).encode())
-        for path in (stored.path, stored.path.siblingExtension(SIDECAR_SUFFIX), stored.metadata_path):
+        for path in (
+            stored.path,
+            stored.path.siblingExtension(SIDECAR_SUFFIX),
+            stored.metadata_path,
+        ):
             try:
                 os.unlink(path.path)
             except FileNotFoundError:
@@ -438,9 +498,13 @@ class FilesystemStore:
 
     def read_page(self, project: str) -> CachedPage | None:
         try:
-            return CachedPage.from_json(json.loads(self._page_path(project).getContent()))
+            return CachedPage.from_json(
+                json.loads(self._page_path(project).getContent())
+            )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def write_page(self, project: str, cached: CachedPage) -> None:
-        write_atomically(self._page_path(project), json.dumps(cached.to_json()).encode())
+        write_atomically(
+            self._page_path(project), json.dumps(cached.to_json()).encode()
+        )

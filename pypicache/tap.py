@@ -46,7 +46,9 @@ def pip_index_url() -> str:
         from pip._internal.configuration import Configuration
         from pip._internal.models.index import PyPI
     except ImportError as e:
-        raise usage.UsageError("pip is not importable here to read its index URL: give --index-url") from e
+        raise usage.UsageError(
+            "pip is not importable here to read its index URL: give --index-url"
+        ) from e
     try:
         configuration = Configuration(isolated=False)
         configuration.load()
@@ -58,7 +60,9 @@ def pip_index_url() -> str:
             if value:
                 return str(value).split()[0]
     except Exception as e:
-        raise usage.UsageError(f"Cannot read pip's configuration ({e}): give --index-url") from e
+        raise usage.UsageError(
+            f"Cannot read pip's configuration ({e}): give --index-url"
+        ) from e
     return str(PyPI.simple_url)
 
 
@@ -82,22 +86,65 @@ def _positive(value: str) -> float:
 class Options(usage.Options):
     """``twistd pypicache`` options."""
 
-    synopsis = "--cache DIR [--index-url URL] [--listen ENDPOINT]... [--page-ttl SECONDS]"
+    synopsis = (
+        "--cache DIR [--index-url URL] [--listen ENDPOINT]... [--page-ttl SECONDS]"
+    )
     longdesc = "A caching proxy and private index for Python packages."
 
     optFlags = [
-        ["read-auth", None, "Reads need credentials from --auth-file too (/health stays open)."],
-        ["trust-proxy", None, "Believe X-Forwarded-For / Forwarded for the client's address (behind a reverse proxy)."],
+        [
+            "read-auth",
+            None,
+            "Reads need credentials from --auth-file too (/health stays open).",
+        ],
+        [
+            "trust-proxy",
+            None,
+            "Believe X-Forwarded-For / Forwarded for the client's address (behind a reverse proxy).",
+        ],
     ]
 
     optParameters = [
-        ["cache", "c", None, "Folder of the cache and the private packages (created if missing). Required."],
-        ["index-url", "i", None, "Upstream simple index (default: the index pip uses)."],
+        [
+            "cache",
+            "c",
+            None,
+            "Folder of the cache and the private packages (created if missing). Required.",
+        ],
+        [
+            "index-url",
+            "i",
+            None,
+            "Upstream simple index (default: the index pip uses).",
+        ],
         ["page-ttl", None, 600.0, "Seconds a cached project page is fresh.", _positive],
-        ["timeout", None, 30.0, "Seconds to wait for the upstream to answer or to send more bytes.", _positive],
-        ["max-upload-size", None, DEFAULT_MAX_BODY, "Largest request body in bytes (suffixes K, M, G allowed).", _size],
-        ["bulk-concurrency", None, 8, "Downloads at once per POST /requirements.txt.", int],
-        ["auth-file", None, None, "htpasswd file (bcrypt entries, htpasswd -B) of the users who may upload, delete and yank."],
+        [
+            "timeout",
+            None,
+            30.0,
+            "Seconds to wait for the upstream to answer or to send more bytes.",
+            _positive,
+        ],
+        [
+            "max-upload-size",
+            None,
+            DEFAULT_MAX_BODY,
+            "Largest request body in bytes (suffixes K, M, G allowed).",
+            _size,
+        ],
+        [
+            "bulk-concurrency",
+            None,
+            8,
+            "Downloads at once per POST /requirements.txt.",
+            int,
+        ],
+        [
+            "auth-file",
+            None,
+            None,
+            "htpasswd file (bcrypt entries, htpasswd -B) of the users who may upload, delete and yank.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -133,7 +180,9 @@ class Options(usage.Options):
             self["index-url"] = pip_index_url()
         parts = urlsplit(self["index-url"])
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise usage.UsageError(f"--index-url must be an http(s) URL, not {self['index-url']!r}")
+            raise usage.UsageError(
+                f"--index-url must be an http(s) URL, not {self['index-url']!r}"
+            )
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be positive")
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
@@ -189,17 +238,25 @@ def build_app(
     page_client, file_client = make_clients(reactor, pool)
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
     upstream = Upstream(index_url, page_client, file_client, reactor, timeout=timeout)
-    pages = ProjectPages(upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking)
+    pages = ProjectPages(
+        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking
+    )
     mirror = Mirror(upstream, store, pages, run_blocking)
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor)
     checker = Htpasswd(auth_file, run_blocking, reactor) if auth_file else None
     policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy)
     bulk = BulkCacher(
-        views=views, mirror=mirror, store=store, run_blocking=run_blocking,
-        reactor=reactor, concurrency=bulk_concurrency,
+        views=views,
+        mirror=mirror,
+        store=store,
+        run_blocking=run_blocking,
+        reactor=reactor,
+        concurrency=bulk_concurrency,
     )
-    return PypicacheApp(store, mirror, views, uploads, policy, run_blocking, index_url, bulk=bulk)
+    return PypicacheApp(
+        store, mirror, views, uploads, policy, run_blocking, index_url, bulk=bulk
+    )
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
@@ -231,7 +288,10 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         mirror_private=options["mirror-private"],
         bulk_concurrency=options["bulk-concurrency"],
     )
-    site = Site(app.resource(), requestFactory=limited_request_factory(options["max-upload-size"]))
+    site = Site(
+        app.resource(),
+        requestFactory=limited_request_factory(options["max-upload-size"]),
+    )
     site.displayTracebacks = False
     for endpoint in options["listen"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)

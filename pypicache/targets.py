@@ -71,7 +71,9 @@ class Target:
         if not requires_python:
             return True
         try:
-            return SpecifierSet(requires_python).contains(self.python_version, prereleases=True)
+            return SpecifierSet(requires_python).contains(
+                self.python_version, prereleases=True
+            )
         except InvalidSpecifier:
             return True
 
@@ -104,14 +106,31 @@ _IMPLEMENTATIONS = {
     "jy": ("jython", "Jython"),
     "gp": ("graalpy", "GraalVM"),
 }
-_LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
+_LEGACY_MANYLINUX = {
+    "manylinux2014": (2, 17),
+    "manylinux2010": (2, 12),
+    "manylinux1": (2, 5),
+}
 _LEGACY_MANYLINUX_NAMES = {v: k for k, v in _LEGACY_MANYLINUX.items()}
 _LEGACY_MANYLINUX_ARCHES = {
-    "manylinux2014": {"x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "s390x"},
+    "manylinux2014": {
+        "x86_64",
+        "i686",
+        "aarch64",
+        "armv7l",
+        "ppc64",
+        "ppc64le",
+        "s390x",
+    },
     "manylinux2010": {"x86_64", "i686"},
     "manylinux1": {"x86_64", "i686"},
 }
-_WINDOWS_MACHINES = {"win32": "x86", "win_amd64": "AMD64", "win_arm64": "ARM64", "win_ia64": "ia64"}
+_WINDOWS_MACHINES = {
+    "win32": "x86",
+    "win_amd64": "AMD64",
+    "win_arm64": "ARM64",
+    "win_ia64": "ia64",
+}
 _PLATFORM = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
 
 
@@ -149,7 +168,9 @@ def expand_platform(platform: str) -> list[str]:
     musl = re.fullmatch(r"musllinux_(\d+)_(\d+)_(\w+)", platform)
     if musl:
         major, minor, arch = int(musl[1]), int(musl[2]), musl[3]
-        return [f"musllinux_{major}_{m}_{arch}" for m in range(minor, -1, -1)] + [f"linux_{arch}"]
+        return [f"musllinux_{major}_{m}_{arch}" for m in range(minor, -1, -1)] + [
+            f"linux_{arch}"
+        ]
     mac = re.fullmatch(r"macosx_(\d+)_(\d+)_(\w+)", platform)
     if mac:
         return list(mac_platforms((int(mac[1]), int(mac[2])), mac[3]))
@@ -162,20 +183,38 @@ def platform_environment(platform: str) -> dict[str, str]:
     :raises BadRequest: for a platform family whose markers are unknown.
     """
     if platform in _WINDOWS_MACHINES:
-        return {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt",
-                "platform_machine": _WINDOWS_MACHINES[platform]}
+        return {
+            "sys_platform": "win32",
+            "platform_system": "Windows",
+            "os_name": "nt",
+            "platform_machine": _WINDOWS_MACHINES[platform],
+        }
     mac = re.fullmatch(r"macosx_\d+_\d+_(\w+)", platform)
     if mac:
         arch = mac[1]
-        machine = "arm64" if arch in ("arm64", "universal2") else "x86_64" if arch in ("intel", "fat64", "fat3", "universal") else arch
-        return {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix", "platform_machine": machine}
+        machine = (
+            "arm64"
+            if arch in ("arm64", "universal2")
+            else "x86_64" if arch in ("intel", "fat64", "fat3", "universal") else arch
+        )
+        return {
+            "sys_platform": "darwin",
+            "platform_system": "Darwin",
+            "os_name": "posix",
+            "platform_machine": machine,
+        }
     linux = _manylinux_parts(platform)
     arch = linux[2] if linux else None
     if arch is None:
         match = re.fullmatch(r"(?:musllinux_\d+_\d+|linux)_(\w+)", platform)
         arch = match[1] if match else None
     if arch is not None:
-        return {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "platform_machine": arch}
+        return {
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "os_name": "posix",
+            "platform_machine": arch,
+        }
     raise BadRequest(
         f"Unknown platform {platform!r}: use a wheel platform tag such as manylinux_2_17_x86_64, "
         "musllinux_1_2_aarch64, macosx_11_0_arm64, win_amd64 or win32"
@@ -209,7 +248,12 @@ def make_target(
 
     What is not given is the daemon's own; the marker environment follows what is.
     """
-    if python_version is None and platform is None and implementation is None and not abis:
+    if (
+        python_version is None
+        and platform is None
+        and implementation is None
+        and not abis
+    ):
         return native_target()
     running = sys.version_info[:2]
     version = python_version[:2] if python_version is not None else running
@@ -232,7 +276,10 @@ def make_target(
         environment["python_full_version"] = ".".join(map(str, full))
         environment["implementation_version"] = environment["python_full_version"]
     if implementation is not None and implementation in _IMPLEMENTATIONS:
-        environment["implementation_name"], environment["platform_python_implementation"] = _IMPLEMENTATIONS[implementation]
+        (
+            environment["implementation_name"],
+            environment["platform_python_implementation"],
+        ) = _IMPLEMENTATIONS[implementation]
     if platform is not None:
         environment.update(platform_environment(platform))
         environment["platform_release"] = ""
@@ -285,13 +332,18 @@ def parse_bulk_params(args: Mapping[bytes, list[bytes]]) -> BulkParams:
             raise BadRequest(f"Unknown parameter {key!r}; known: {', '.join(_PARAMS)}")
         for raw in raw_values:
             text = raw.decode("utf-8", "replace").strip()
-            if key in ("platform", "abi"):  # pip takes comma-separated lists of these too
+            if key in (
+                "platform",
+                "abi",
+            ):  # pip takes comma-separated lists of these too
                 values[key].extend(t.strip() for t in text.split(","))
             else:
                 values[key].append(text)
     deps = _boolean("deps", values["deps"], True)
     all_files = _boolean("all-files", values["all-files"], False)
-    versions = [parse_python_version(v) for v in values["python-version"] if v] or [None]
+    versions = [parse_python_version(v) for v in values["python-version"] if v] or [
+        None
+    ]
     platforms: list[str | None] = []
     for platform in values["platform"]:
         platform = platform.lower().replace("-", "_").replace(".", "_")
@@ -313,7 +365,9 @@ def parse_bulk_params(args: Mapping[bytes, list[bytes]]) -> BulkParams:
             raise BadRequest(f"Invalid abi {abi!r}")
     combinations = [(v, p) for v in versions for p in (platforms or [None])]
     if len(combinations) > MAX_TARGETS:
-        raise BadRequest(f"Too many targets ({len(combinations)}); at most {MAX_TARGETS}")
+        raise BadRequest(
+            f"Too many targets ({len(combinations)}); at most {MAX_TARGETS}"
+        )
     targets: dict[str, Target] = {}
     for version, platform in combinations:
         target = make_target(version, platform, implementation, abis or None)

@@ -24,7 +24,11 @@ from .store import MIRROR, PRERELEASES, RELEASES, IStore, StoredFile
 log = Logger()
 
 #: The digest fields of the upload API, and the hash each one checks.
-DIGEST_FIELDS = {"sha256_digest": "sha256", "md5_digest": "md5", "blake2_256_digest": "blake2_256"}
+DIGEST_FIELDS = {
+    "sha256_digest": "sha256",
+    "md5_digest": "md5",
+    "blake2_256_digest": "blake2_256",
+}
 
 
 def iso_time(seconds: float) -> str:
@@ -40,7 +44,9 @@ def parse_upload_filename(filename: str) -> tuple[str, Version]:
     """
     check_filename(filename)
     if not filename.endswith((".whl", ".tar.gz", ".zip")):
-        raise BadRequest(f"Only wheels and sdists (.whl, .tar.gz, .zip) can be uploaded, not {filename!r}")
+        raise BadRequest(
+            f"Only wheels and sdists (.whl, .tar.gz, .zip) can be uploaded, not {filename!r}"
+        )
     project, version = parse_filename(filename)
     if version is None:
         raise BadRequest(f"No valid version in {filename!r}")
@@ -66,7 +72,9 @@ def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
         if filename.endswith(".whl"):
             raw = read_wheel_metadata(path)
             if raw is None:
-                raise BadRequest(f"{filename} is not a wheel with a .dist-info/METADATA")
+                raise BadRequest(
+                    f"{filename} is not a wheel with a .dist-info/METADATA"
+                )
             dist: Any = pkginfo.Distribution()
             dist.parse(raw)
         else:
@@ -75,7 +83,9 @@ def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
     except BadRequest:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
-        raise BadRequest(f"{filename} is not a readable archive: {e.__class__.__name__}") from e
+        raise BadRequest(
+            f"{filename} is not a readable archive: {e.__class__.__name__}"
+        ) from e
     if not dist.name or not dist.version:
         raise BadRequest(f"{filename} has no Name or Version in its metadata")
     return ArchiveMetadata(dist.name, dist.version, dist.requires_python or None, raw)
@@ -96,7 +106,9 @@ class Uploads:
     _run_blocking: RunBlocking
     _clock: IReactorTime
 
-    async def receive(self, part: FilePart, filename: str, form: dict[str, str | None] | None = None) -> tuple[bool, StoredFile]:
+    async def receive(
+        self, part: FilePart, filename: str, form: dict[str, str | None] | None = None
+    ) -> tuple[bool, StoredFile]:
         """Validate an upload and store it; its temporary file is always used up.
 
         :param form: the upload API's fields (``name``, ``version``, digests).
@@ -109,21 +121,33 @@ class Uploads:
         finally:
             part.temp.discard()
 
-    async def _receive(self, part: FilePart, filename: str, form: dict[str, str | None]) -> tuple[bool, StoredFile]:
+    async def _receive(
+        self, part: FilePart, filename: str, form: dict[str, str | None]
+    ) -> tuple[bool, StoredFile]:
         project, version = parse_upload_filename(filename)
         if part.size == 0:
             raise BadRequest(f"{filename} is empty")
         if form.get("name") and canonicalize_name(form["name"] or "") != project:
-            raise BadRequest(f"The form's name {form['name']!r} does not match {filename!r}")
+            raise BadRequest(
+                f"The form's name {form['name']!r} does not match {filename!r}"
+            )
         if form.get("version") and not _same_version(form["version"] or "", version):
-            raise BadRequest(f"The form's version {form['version']!r} does not match {filename!r}")
+            raise BadRequest(
+                f"The form's version {form['version']!r} does not match {filename!r}"
+            )
         for field, algorithm in DIGEST_FIELDS.items():
             claimed = (form.get(field) or "").strip().lower()
             if claimed and claimed != part.hashes[algorithm]:
-                raise BadRequest(f"{field} does not match the uploaded bytes of {filename}")
+                raise BadRequest(
+                    f"{field} does not match the uploaded bytes of {filename}"
+                )
         part.temp.file.flush()
-        metadata = await self._run_blocking(inspect_archive, part.temp.path.path, filename)
-        if canonicalize_name(metadata.name) != project or not _same_version(metadata.version, version):
+        metadata = await self._run_blocking(
+            inspect_archive, part.temp.path.path, filename
+        )
+        if canonicalize_name(metadata.name) != project or not _same_version(
+            metadata.version, version
+        ):
             raise BadRequest(
                 f"The archive's metadata names {metadata.name} {metadata.version}, not what {filename!r} says"
             )
@@ -133,22 +157,35 @@ class Uploads:
         if existing is not None and existing.private:
             if existing.info.hashes.get("sha256") == digest:
                 return False, existing
-            raise Conflict(f"File already exists: {filename} was uploaded with other contents")
+            raise Conflict(
+                f"File already exists: {filename} was uploaded with other contents"
+            )
         tombstone = self._store.tombstone(project, filename)
         if tombstone is not None and tombstone.get("sha256") != digest:
-            raise Conflict(f"File already exists: {filename} was deleted, and its name cannot be reused for other contents")
+            raise Conflict(
+                f"File already exists: {filename} was deleted, and its name cannot be reused for other contents"
+            )
         core = metadata.core_metadata
         info = DistFile(
             filename=filename,
             hashes={"sha256": digest},
             requires_python=metadata.requires_python,
-            core_metadata={"sha256": hashlib.sha256(core).hexdigest()} if core is not None else False,
+            core_metadata=(
+                {"sha256": hashlib.sha256(core).hexdigest()}
+                if core is not None
+                else False
+            ),
             size=part.size,
             upload_time=iso_time(self._clock.seconds()),
         )
         area = PRERELEASES if version.is_prerelease else RELEASES
         stored = self._store.commit(part.temp, info, core, project, area)
-        log.info("Uploaded {filename} ({size} bytes, sha256 {digest})", filename=filename, size=part.size, digest=digest)
+        log.info(
+            "Uploaded {filename} ({size} bytes, sha256 {digest})",
+            filename=filename,
+            size=part.size,
+            digest=digest,
+        )
         return True, stored
 
     def delete_file(self, project: str, filename: str) -> StoredFile:
@@ -172,7 +209,11 @@ class Uploads:
             wanted = Version(version)
         except InvalidVersion as e:
             raise BadRequest(f"Invalid version {version!r}") from e
-        doomed = [s for s in self._store.files(project) if s.private and parse_filename(s.info.filename)[1] == wanted]
+        doomed = [
+            s
+            for s in self._store.files(project)
+            if s.private and parse_filename(s.info.filename)[1] == wanted
+        ]
         if not doomed:
             raise NotFound(f"No private files of {project} {version}")
         for stored in doomed:

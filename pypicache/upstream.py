@@ -47,7 +47,10 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc)), (unquote(parts.username), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=netloc)), (
+        unquote(parts.username),
+        unquote(parts.password or ""),
+    )
 
 
 @attrs.frozen
@@ -93,12 +96,17 @@ class Upstream:
 
     def _headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
         headers = {"User-Agent": "pypicache", **extra}
-        if self._credentials and urlsplit(url).netloc == urlsplit(self.index_url).netloc:
+        if (
+            self._credentials
+            and urlsplit(url).netloc == urlsplit(self.index_url).netloc
+        ):
             token = base64.b64encode(":".join(self._credentials).encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         return headers
 
-    async def _request(self, client: HTTPClient | IAgent, url: str, headers: dict[str, str]) -> IResponse:
+    async def _request(
+        self, client: HTTPClient | IAgent, url: str, headers: dict[str, str]
+    ) -> IResponse:
         """GET ``url`` and wait for its headers, mapping failures to our errors."""
         all_headers = self._headers(url, headers)
         if isinstance(client, HTTPClient):
@@ -117,15 +125,27 @@ class Upstream:
             return await d
         except Exception as e:
             if timed_out:
-                raise UpstreamTimeout(f"Upstream did not answer within {self.timeout:g}s: {mask_url(url)}") from e
-            if isinstance(e, (ConnectError, DNSLookupError, ResponseFailed, OSError, CancelledError)):
-                raise UpstreamError(f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}") from e
+                raise UpstreamTimeout(
+                    f"Upstream did not answer within {self.timeout:g}s: {mask_url(url)}"
+                ) from e
+            if isinstance(
+                e,
+                (ConnectError, DNSLookupError, ResponseFailed, OSError, CancelledError),
+            ):
+                raise UpstreamError(
+                    f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}"
+                ) from e
             raise
         finally:
             if timer.active():
                 timer.cancel()
 
-    async def read_body(self, response: IResponse, limit: int, on_chunk: Callable[[bytes], Any] | None = None) -> bytes:
+    async def read_body(
+        self,
+        response: IResponse,
+        limit: int,
+        on_chunk: Callable[[bytes], Any] | None = None,
+    ) -> bytes:
         """Read a response body, with an idle timeout reset on every chunk.
 
         With ``on_chunk`` the chunks go there and ``b""`` is returned; otherwise
@@ -136,6 +156,7 @@ class Upstream:
         """
         chunks: list[bytes] = []
         if on_chunk is None:
+
             def on_chunk(chunk: bytes) -> None:
                 chunks.append(chunk)
                 if reader.size > limit:
@@ -146,7 +167,9 @@ class Upstream:
         await reader.done
         return b"".join(chunks)
 
-    async def fetch_page(self, project: str, etag: str | None = None, last_modified: str | None = None) -> PageResponse:
+    async def fetch_page(
+        self, project: str, etag: str | None = None, last_modified: str | None = None
+    ) -> PageResponse:
         """Fetch a project page, conditionally if validators are given.
 
         :raises NotFound: the upstream has no such project.
@@ -169,14 +192,27 @@ class Upstream:
             raise NotFound(f"No project {project!r} upstream")
         if response.code != 200:
             response.deliverBody(_Discard())
-            raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
+            raise UpstreamError(
+                f"Upstream answered {response.code} for {mask_url(url)}"
+            )
         body = await self.read_body(response, MAX_PAGE_SIZE)
-        final_url = response.request.absoluteURI.decode("utf-8") if response.request else url
+        final_url = (
+            response.request.absoluteURI.decode("utf-8") if response.request else url
+        )
         try:
-            page = parse_page(body, _header(response, b"content-type") or "text/html", final_url, project)
+            page = parse_page(
+                body,
+                _header(response, b"content-type") or "text/html",
+                final_url,
+                project,
+            )
         except (ValueError, KeyError, TypeError) as e:
-            raise UpstreamError(f"Unreadable page from upstream for {project!r}: {e}") from e
-        return PageResponse(page, _header(response, b"etag"), _header(response, b"last-modified"))
+            raise UpstreamError(
+                f"Unreadable page from upstream for {project!r}: {e}"
+            ) from e
+        return PageResponse(
+            page, _header(response, b"etag"), _header(response, b"last-modified")
+        )
 
     async def open_file(self, url: str) -> IResponse:
         """Start fetching a file; the caller reads the body with :meth:`read_body`.
@@ -185,7 +221,9 @@ class Upstream:
         :raises UpstreamError: connection failure or another status.
         """
         log.info("Fetching file {url}", url=mask_url(url))
-        response = await self._request(self._files, url, {"Accept-Encoding": "identity"})
+        response = await self._request(
+            self._files, url, {"Accept-Encoding": "identity"}
+        )
         if response.code == 200:
             return response
         response.deliverBody(_Discard())
@@ -197,7 +235,9 @@ class Upstream:
 class _BodyReader(Protocol):
     """Hands each chunk of a body to a callback; aborts after ``timeout`` idle seconds."""
 
-    def __init__(self, on_chunk: Callable[[bytes], Any], clock: IReactorTime, timeout: float) -> None:
+    def __init__(
+        self, on_chunk: Callable[[bytes], Any], clock: IReactorTime, timeout: float
+    ) -> None:
         self.on_chunk = on_chunk
         self.size = 0
         self.error: Exception | None = None
@@ -233,7 +273,11 @@ class _BodyReader(Protocol):
             # PotentialDataLoss: no Content-Length; hashes and sizes tell.
             self.done.callback(None)
         else:
-            self.done.errback(UpstreamError(f"Upstream connection broke mid-body ({self.size} bytes read)"))
+            self.done.errback(
+                UpstreamError(
+                    f"Upstream connection broke mid-body ({self.size} bytes read)"
+                )
+            )
 
 
 def _Discard() -> Protocol:

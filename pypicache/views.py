@@ -47,7 +47,9 @@ def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
                 )
             )
     files.extend(local_info(s) for s in on_disk.values())
-    return attrs.evolve(page, files=tuple(files), versions=page.versions if not on_disk else None)
+    return attrs.evolve(
+        page, files=tuple(files), versions=page.versions if not on_disk else None
+    )
 
 
 @attrs.define
@@ -85,10 +87,20 @@ class Views:
         except (UpstreamError, NotFound) as e:
             if not self._store.files(project):
                 raise
-            log.warn("Serving {project} from disk only: {reason}", project=project, reason=e.message)
+            log.warn(
+                "Serving {project} from disk only: {reason}",
+                project=project,
+                reason=e.message,
+            )
             return self.local(project)
         page = merge(cached.page, self._store.files(project))
-        return ("simple", project, cached.fetched_at, cached.etag, self._store.generation(project)), page
+        return (
+            "simple",
+            project,
+            cached.fetched_at,
+            cached.etag,
+            self._store.generation(project),
+        ), page
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored file; raises :class:`NotFound` for a private project that lacks it."""

@@ -136,7 +136,11 @@ class PypicacheApp:
 
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
-        log.failure("Unexpected error answering {uri}", failure, uri=request.uri.decode("latin-1"))
+        log.failure(
+            "Unexpected error answering {uri}",
+            failure,
+            uri=request.uri.decode("latin-1"),
+        )
         request.setResponseCode(500)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"Internal error; the daemon's log has the details.\n"
@@ -152,11 +156,11 @@ class PypicacheApp:
     @app.route("/", methods=["GET", "HEAD"])
     def home(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        host = (_header(request, b"host") or "localhost:8080").split(",")[0]
-        base = f"http://{host}"
+        base = self._base_url(request).rstrip("/")
         projects = self._store.projects()
         listed = "".join(
-            f'<li><a href="local/{quote(p)}/">{escape(p)}</a></li>' for p in projects[:500]
+            f'<li><a href="local/{quote(p)}/">{escape(p)}</a></li>'
+            for p in projects[:500]
         )
         more = f"<p>…and {len(projects) - 500} more.</p>" if len(projects) > 500 else ""
         return f"""<!DOCTYPE html>
@@ -187,15 +191,26 @@ default = true</pre></li>
 
     # -- simple API ----------------------------------------------------------
 
-    def _send_page(self, request: IRequest, key: Hashable, render_html: Callable[[], bytes], render_json: Callable[[], bytes]) -> bytes:
+    def _send_page(
+        self,
+        request: IRequest,
+        key: Hashable,
+        render_html: Callable[[], bytes],
+        render_json: Callable[[], bytes],
+    ) -> bytes:
         media = negotiate(_header(request, b"accept"), _arg(request, b"format"))
         request.setHeader(b"vary", b"Accept, Accept-Encoding")
-        request.setHeader(b"content-type", media.encode() + (b"" if media == JSON_TYPE else b"; charset=utf-8"))
+        request.setHeader(
+            b"content-type",
+            media.encode() + (b"" if media == JSON_TYPE else b"; charset=utf-8"),
+        )
         render = render_json if media == JSON_TYPE else render_html
         body = self._rendered.get((key, media), render)
         if b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower():
             request.setHeader(b"content-encoding", b"gzip")
-            body = self._rendered.get((key, media, "gzip"), lambda: gzip.compress(body, 6))
+            body = self._rendered.get(
+                (key, media, "gzip"), lambda: gzip.compress(body, 6)
+            )
         return body
 
     @app.route("/simple/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -205,19 +220,30 @@ default = true</pre></li>
             return redirect(request, request.path.rsplit(b"/", 1)[-1].decode() + "/")
         names = self._store.projects()
         key = ("index", tuple(names))
-        return self._send_page(request, key, lambda: render_html_index(names), lambda: render_json_index(names))
+        return self._send_page(
+            request,
+            key,
+            lambda: render_html_index(names),
+            lambda: render_json_index(names),
+        )
 
     def _canonical(self, request: IRequest, project: str) -> tuple[str, bytes | None]:
         """Return the normalized name, and a redirect to send if the URL is not canonical."""
         name = normalize(project)
         if name != project:
-            location = f"../{quote(name)}/" if request.path.endswith(b"/") else f"{quote(name)}/"
+            location = (
+                f"../{quote(name)}/"
+                if request.path.endswith(b"/")
+                else f"{quote(name)}/"
+            )
             return name, redirect(request, location)
         if not request.path.endswith(b"/"):
             return name, redirect(request, f"{quote(name)}/")
         return name, None
 
-    def _send_project(self, request: IRequest, key: Hashable, page: ProjectPage) -> bytes:
+    def _send_project(
+        self, request: IRequest, key: Hashable, page: ProjectPage
+    ) -> bytes:
         name = page.name
         return self._send_page(
             request,
@@ -246,11 +272,17 @@ default = true</pre></li>
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
         check_filename(filename)
         if filename.endswith(METADATA_SUFFIX):
-            return await self._metadata(request, project, filename[: -len(METADATA_SUFFIX)])
+            return await self._metadata(
+                request, project, filename[: -len(METADATA_SUFFIX)]
+            )
         return await self._archive(request, project_of(project, filename), filename)
 
-    @app.route("/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"])
-    async def legacy_package(self, request: IRequest, letter: str, project: str, filename: str) -> Any:
+    @app.route(
+        "/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"]
+    )
+    async def legacy_package(
+        self, request: IRequest, letter: str, project: str, filename: str
+    ) -> Any:
         """The original pypicache's path for source archives."""
         return await self.package(request, project, filename)
 
@@ -285,15 +317,15 @@ default = true</pre></li>
         request.setHeader(b"cache-control", b"public, max-age=31536000, immutable")
         return content
 
-
-
     # -- uploads -------------------------------------------------------------
 
     async def _form(self, request: IRequest) -> Form:
         content_type = _header(request, b"content-type")
         if boundary_of(content_type) is None:
             raise BadRequest("Expected a multipart/form-data body")
-        return await self._run_blocking(parse_form, request.content, content_type, self._incoming)
+        return await self._run_blocking(
+            parse_form, request.content, content_type, self._incoming
+        )
 
     def _incoming(self) -> TempFile:
         return self._store.open_temp(None, INCOMING)
@@ -307,12 +339,16 @@ default = true</pre></li>
         try:
             action = form.get(":action")
             if action != "file_upload":
-                raise BadRequest(f"Unsupported :action {action!r}; only file_upload is supported")
+                raise BadRequest(
+                    f"Unsupported :action {action!r}; only file_upload is supported"
+                )
             content = form.files.pop("content", None)
             if content is None or not content.filename:
                 raise BadRequest("No 'content' file part with a filename in the upload")
             fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
-            created, stored = await self._uploads.receive(content, content.filename, fields)
+            created, stored = await self._uploads.receive(
+                content, content.filename, fields
+            )
         finally:
             form.discard()
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -328,14 +364,18 @@ default = true</pre></li>
             name = "sdist" if "sdist" in form.files else next(iter(form.files), None)
             part = form.files.pop(name) if name is not None else None
             if part is None or not part.filename:
-                raise BadRequest("No file part (field 'sdist') with a filename in the upload")
+                raise BadRequest(
+                    "No file part (field 'sdist') with a filename in the upload"
+                )
             created, stored = await self._uploads.receive(part, part.filename, {})
         finally:
             form.discard()
         return self._stored_answer(request, created, stored)
 
     @app.route("/packages/<project>/<filename>", methods=["PUT"])
-    async def put_package(self, request: IRequest, project: str, filename: str) -> bytes:
+    async def put_package(
+        self, request: IRequest, project: str, filename: str
+    ) -> bytes:
         """Upload the body as this file: 201, or 200 when identical bytes are there."""
         await self._policy.check(request, write=True)
         try:
@@ -347,23 +387,29 @@ default = true</pre></li>
         return self._stored_answer(request, created, stored)
 
     @app.route("/packages/source/<letter>/<project>/<filename>", methods=["PUT"])
-    async def put_legacy_package(self, request: IRequest, letter: str, project: str, filename: str) -> bytes:
+    async def put_legacy_package(
+        self, request: IRequest, letter: str, project: str, filename: str
+    ) -> bytes:
         return await self.put_package(request, project, filename)
 
-    def _stored_answer(self, request: IRequest, created: bool, stored: StoredFile) -> bytes:
+    def _stored_answer(
+        self, request: IRequest, created: bool, stored: StoredFile
+    ) -> bytes:
         request.setResponseCode(201 if created else 200)
         request.setHeader(b"content-type", b"application/json")
         info = stored.info
         _, version = parse_filename(info.filename)
-        return json.dumps({
-            "stored": created,
-            "project": stored.project,
-            "version": str(version),
-            "filename": info.filename,
-            "sha256": info.hashes.get("sha256"),
-            "size": info.size,
-            "url": f"/packages/{stored.project}/{info.filename}",
-        }).encode()
+        return json.dumps(
+            {
+                "stored": created,
+                "project": stored.project,
+                "version": str(version),
+                "filename": info.filename,
+                "sha256": info.hashes.get("sha256"),
+                "size": info.size,
+                "url": f"/packages/{stored.project}/{info.filename}",
+            }
+        ).encode()
 
     @app.route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @app.route("/simple/<path:rest>", methods=["POST", "PUT"])
@@ -391,11 +437,19 @@ default = true</pre></li>
             request.setHeader(b"content-type", b"application/x-ndjson")
 
             def emit(entry: dict[str, Any]) -> None:
-                if not request.finished and not getattr(request, "_disconnected", False):
+                if not request.finished and not getattr(
+                    request, "_disconnected", False
+                ):
                     request.write(json.dumps(entry).encode() + b"\n")
 
             report = await Deferred.fromCoroutine(self._bulk.run(text, params, emit))
-            emit({"totals": report["totals"], "requirements": report["requirements"], "unparsed": report["unparsed"]})
+            emit(
+                {
+                    "totals": report["totals"],
+                    "requirements": report["requirements"],
+                    "unparsed": report["unparsed"],
+                }
+            )
             return b""
         request.setHeader(b"content-type", b"application/json")
         report = await Deferred.fromCoroutine(self._bulk.run(text, params, None))
@@ -452,7 +506,9 @@ default = true</pre></li>
 
     @app.route("/pypi/<project>/json", methods=["GET", "HEAD"])
     @app.route("/pypi/<project>/<version>/json", methods=["GET", "HEAD"])
-    async def project_json(self, request: IRequest, project: str, version: str | None = None) -> bytes:
+    async def project_json(
+        self, request: IRequest, project: str, version: str | None = None
+    ) -> bytes:
         """What this server has of a project, in the public index's JSON API shape."""
         name = normalize(project)
         if name != project:
@@ -466,30 +522,42 @@ default = true</pre></li>
             chosen = jsonapi.pick_version(releases, version)
         except KeyError:
             raise NotFound(f"No files of {name} {version} on this server") from None
-        best = sorted(releases[chosen], key=lambda s: not s.info.filename.endswith(".whl"))[0]
+        best = sorted(
+            releases[chosen], key=lambda s: not s.info.filename.endswith(".whl")
+        )[0]
         metadata = await self._run_blocking(jsonapi.read_core_metadata, best)
-        document = jsonapi.project_json(name, releases, chosen, metadata, self._base_url(request), version is None)
+        document = jsonapi.project_json(
+            name, releases, chosen, metadata, self._base_url(request), version is None
+        )
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(document).encode()
 
     @app.route("/index.json", methods=["GET", "HEAD"])
     def index_json(self, request: IRequest) -> bytes:
         """Every archive on disk, with sha256, size and when it was added."""
-        entries = [jsonapi.index_entry(s) for p in self._store.projects() for s in self._store.files(p)]
+        entries = [
+            jsonapi.index_entry(s)
+            for p in self._store.projects()
+            for s in self._store.files(p)
+        ]
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(entries).encode()
 
     # -- deleting and yanking --------------------------------------------------
 
     @app.route("/packages/<project>/<filename>", methods=["DELETE"])
-    async def delete_package(self, request: IRequest, project: str, filename: str) -> bytes:
+    async def delete_package(
+        self, request: IRequest, project: str, filename: str
+    ) -> bytes:
         await self._policy.check(request, write=True)
         self._uploads.delete_file(project_of(project, filename), filename)
         request.setResponseCode(204)
         return b""
 
     @app.route("/simple/<project>/<version>/", methods=["DELETE"], strict_slashes=False)
-    async def delete_release(self, request: IRequest, project: str, version: str) -> bytes:
+    async def delete_release(
+        self, request: IRequest, project: str, version: str
+    ) -> bytes:
         await self._policy.check(request, write=True)
         self._uploads.delete_release(normalize(project), version)
         request.setResponseCode(204)
@@ -506,9 +574,13 @@ default = true</pre></li>
                 form = await self._form(request)
                 form.discard()
                 reason = (form.get("reason") or "").strip() or True
-            elif (_header(request, b"content-type") or "").startswith("application/x-www-form-urlencoded"):
+            elif (_header(request, b"content-type") or "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
                 request.content.seek(0)
-                fields = parse_qs(request.content.read(64 * 1024).decode("utf-8", "replace"))
+                fields = parse_qs(
+                    request.content.read(64 * 1024).decode("utf-8", "replace")
+                )
                 reason = (fields.get("reason") or [""])[0].strip() or True
         self._uploads.yank(name, filename, reason)
         request.setResponseCode(204)
@@ -535,7 +607,11 @@ class Guarded(Resource):
     def render(self, request: Any) -> Any:
         write = request.method not in (b"GET", b"HEAD")
         if _ENCODED_TRICK.search(request.path):
-            request.write(BadRequest("Invalid path: encoded separators, dots or NUL").apply(request))
+            request.write(
+                BadRequest("Invalid path: encoded separators, dots or NUL").apply(
+                    request
+                )
+            )
             request.finish()
             return NOT_DONE_YET
         if request.path == b"/health" and not write:
@@ -554,7 +630,9 @@ class Guarded(Resource):
             error = failure.value
             if not isinstance(error, PypicacheError):
                 log.failure("Access check failed", failure)
-                error = PypicacheError("Internal error; the daemon's log has the details.")
+                error = PypicacheError(
+                    "Internal error; the daemon's log has the details."
+                )
             request.write(error.apply(request))
             request.finish()
 

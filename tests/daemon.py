@@ -41,7 +41,9 @@ class RunningDaemon:
     async def raw_get(self, path: str, headers: dict[str, str]) -> Any:
         """GET with a bare Agent: no gzip decoding, no redirects (to see the wire)."""
         raw = Headers({k.encode(): [v.encode()] for k, v in headers.items()})
-        return await Agent(reactor, pool=self.client_pool).request(b"GET", (self.url + path.lstrip("/")).encode(), raw)
+        return await Agent(reactor, pool=self.client_pool).request(
+            b"GET", (self.url + path.lstrip("/")).encode(), raw
+        )
 
     def head(self, path: str, **kwargs: Any) -> Any:
         return self.client.head(self.url + path.lstrip("/"), **kwargs)
@@ -52,7 +54,9 @@ def client(pool: HTTPConnectionPool) -> HTTPClient:
     return HTTPClient(Agent(reactor, pool=pool))
 
 
-async def start_daemon(index_url: str, cache: Path, max_upload_size: int = DEFAULT_MAX_BODY, **options: Any) -> RunningDaemon:
+async def start_daemon(
+    index_url: str, cache: Path, max_upload_size: int = DEFAULT_MAX_BODY, **options: Any
+) -> RunningDaemon:
     """Build the app as ``twistd pypicache`` does and listen on a free loopback port.
 
     ``options`` go to :func:`pypicache.tap.build_app` (``page_ttl``, ``timeout``,
@@ -85,8 +89,15 @@ async def start_daemon(index_url: str, cache: Path, max_upload_size: int = DEFAU
 class World:
     """A fake upstream index and a daemon in front of it, for one test."""
 
-    def __init__(self, index: Any, upstream: Any, daemon: RunningDaemon, tmp_path: Path) -> None:
-        self.index, self.upstream, self.daemon, self.tmp_path = index, upstream, daemon, tmp_path
+    def __init__(
+        self, index: Any, upstream: Any, daemon: RunningDaemon, tmp_path: Path
+    ) -> None:
+        self.index, self.upstream, self.daemon, self.tmp_path = (
+            index,
+            upstream,
+            daemon,
+            tmp_path,
+        )
         self.cache = daemon.cache
 
     async def stop(self) -> None:
@@ -107,7 +118,9 @@ class World:
         return [r.path for r in self.index.requests if r.path.startswith("/files/")]
 
 
-async def start_world(tmp_path: Path, files: Any = (), mode: str = "json", **options: Any) -> World:
+async def start_world(
+    tmp_path: Path, files: Any = (), mode: str = "json", **options: Any
+) -> World:
     """Serve ``files`` (paths, or ``(path, add-options)`` pairs) from a fake upstream
     and start a daemon in front of it with ``options`` for :func:`start_daemon`."""
     from tests.fakeindex import FakeIndex, start_fake_index

@@ -46,13 +46,18 @@ https://example.invalid/pkg-1.0.tar.gz
 """
 
 #: What pip is given afterwards: the lines it can act on (the others would send it elsewhere).
-PIP_REQUIREMENTS = "\n".join(REQUIREMENTS.replace("\\\n   ", "").splitlines()[1:8]) + "\n"
+PIP_REQUIREMENTS = (
+    "\n".join(REQUIREMENTS.replace("\\\n   ", "").splitlines()[1:8]) + "\n"
+)
 
 
 def rewrite_sdist(path: Path, members: dict[str, bytes]) -> Path:
     """Replace members (by name under the top folder) of a ``.tar.gz`` sdist, in place."""
     with tarfile.open(path, "r:gz") as tar:
-        entries = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+        entries = [
+            (m, tar.extractfile(m).read() if m.isfile() else None)
+            for m in tar.getmembers()
+        ]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for member, data in entries:
@@ -79,8 +84,26 @@ def dists(tmp_path_factory):
     d = tmp_path_factory.mktemp("bulk-dists")
     win = 'sys_platform == "win32"'
     files = {
-        "app1": (build_wheel(d, "app", "1.0", requires=["lib>=1", "tool<2", f"winhelper; {win}"], extras={"fast": ["speedup"]}), {}),
-        "app2": (build_wheel(d, "app", "2.0", requires=["lib>=2", "tool<2"], extras={"fast": ["speedup"]}), {}),
+        "app1": (
+            build_wheel(
+                d,
+                "app",
+                "1.0",
+                requires=["lib>=1", "tool<2", f"winhelper; {win}"],
+                extras={"fast": ["speedup"]},
+            ),
+            {},
+        ),
+        "app2": (
+            build_wheel(
+                d,
+                "app",
+                "2.0",
+                requires=["lib>=2", "tool<2"],
+                extras={"fast": ["speedup"]},
+            ),
+            {},
+        ),
         "lib1": (build_wheel(d, "lib", "1.0", requires=["yanky"]), {}),
         "lib2": (build_wheel(d, "lib", "2.0", requires=["tool>=2"]), {}),
         "tool1": (build_wheel(d, "tool", "1.0"), {"metadata": False}),
@@ -93,9 +116,15 @@ def dists(tmp_path_factory):
         "plat_linux": (build_wheel(d, "plat", "1.0", tag=LINUX_TAG), {}),
         "plat_win": (build_wheel(d, "plat", "1.0", tag=WIN_TAG), {}),
         "plat_any": (build_wheel(d, "plat", "1.0"), {}),
-        "srconly": (rewrite_sdist(build_sdist(d, "srconly", "0.5", requires=["leaf"]), {
-            "pyproject.toml": b'[build-system]\nrequires = ["buildhelper"]\nbuild-backend = "tinybackend"\nbackend-path = ["."]\n',
-        }), {}),
+        "srconly": (
+            rewrite_sdist(
+                build_sdist(d, "srconly", "0.5", requires=["leaf"]),
+                {
+                    "pyproject.toml": b'[build-system]\nrequires = ["buildhelper"]\nbuild-backend = "tinybackend"\nbackend-path = ["."]\n',
+                },
+            ),
+            {},
+        ),
         "leaf3": (build_wheel(d, "leaf", "3.0"), {}),
         "leaf4": (build_wheel(d, "leaf", "4.0"), {"requires_python": "<3"}),
         "buildhelper": (build_wheel(d, "buildhelper", "1.0"), {}),
@@ -103,9 +132,17 @@ def dists(tmp_path_factory):
         "betty2": (build_wheel(d, "betty", "2.0rc1"), {}),
         "oldpin1": (build_wheel(d, "oldpin", "1.0"), {}),
         "oldpin2": (build_wheel(d, "oldpin", "2.0"), {"yanked": True}),
-        "oldsdist": (rewrite_sdist(build_sdist(d, "oldsdist", "1.0"), {
-            "PKG-INFO": metadata_text("oldsdist", "1.0", metadata_version="2.1").encode(),
-        }), {}),
+        "oldsdist": (
+            rewrite_sdist(
+                build_sdist(d, "oldsdist", "1.0"),
+                {
+                    "PKG-INFO": metadata_text(
+                        "oldsdist", "1.0", metadata_version="2.1"
+                    ).encode(),
+                },
+            ),
+            {},
+        ),
         "winonly": (build_wheel(d, "winonly", "1.0"), {}),
     }
     return files
@@ -114,17 +151,27 @@ def dists(tmp_path_factory):
 class World(BaseWorld):
     """A fake upstream, a daemon with bulk caching in front of it, and helpers."""
 
-    def post(self, text: str, query: str = "", multipart: bool = False, headers: dict | None = None):
+    def post(
+        self,
+        text: str,
+        query: str = "",
+        multipart: bool = False,
+        headers: dict | None = None,
+    ):
         """POST a requirements file as curl does: ``-F requirements=@file`` or ``--data-binary @file``."""
         headers = dict(headers or {})
         body = text.encode()
         if multipart:
             boundary = "------------------------bulktest0123456789"
             body = (
-                f"--{boundary}\r\n"
-                'Content-Disposition: form-data; name="requirements"; filename="requirements.txt"\r\n'
-                "Content-Type: text/plain\r\n\r\n"
-            ).encode() + body + f"\r\n--{boundary}--\r\n".encode()
+                (
+                    f"--{boundary}\r\n"
+                    'Content-Disposition: form-data; name="requirements"; filename="requirements.txt"\r\n'
+                    "Content-Type: text/plain\r\n\r\n"
+                ).encode()
+                + body
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
             headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
         else:
             headers.setdefault("Content-Type", "text/plain")
@@ -143,7 +190,9 @@ class World(BaseWorld):
 
 
 async def make_world(tmp_path, dists, mode="json", concurrency=4) -> World:
-    base = await start_world(tmp_path, dists.values(), mode, timeout=10, bulk_concurrency=concurrency)
+    base = await start_world(
+        tmp_path, dists.values(), mode, timeout=10, bulk_concurrency=concurrency
+    )
     return World(base.index, base.upstream, base.daemon, tmp_path)
 
 
@@ -166,8 +215,20 @@ def name_of(dists, key):
 async def test_bulk_then_cached_then_pip_offline(world, dists):
     """The report lists every file fetched; a second POST fetches nothing; pip then installs with the upstream stopped."""
     report = await world.report(REQUIREMENTS)
-    expected = ["app1", "lib1", "tool1", "speedup1", "yanky1", "plat_linux", "srconly", "leaf3",
-                "buildhelper", "betty2", "oldpin2", "oldsdist"]
+    expected = [
+        "app1",
+        "lib1",
+        "tool1",
+        "speedup1",
+        "yanky1",
+        "plat_linux",
+        "srconly",
+        "leaf3",
+        "buildhelper",
+        "betty2",
+        "oldpin2",
+        "oldsdist",
+    ]
     files = by_name(report["files"])
     assert sorted(files) == sorted(name_of(dists, k) for k in expected)
     for key in expected:
@@ -175,57 +236,105 @@ async def test_bulk_then_cached_then_pip_offline(world, dists):
         assert entry["status"] == "fetched", entry
         assert entry["sha256"] == world.index.sha256(name_of(dists, key))
         assert entry["size"] == dists[key][0].stat().st_size
-        assert (world.daemon.cache / "mirror" / entry["project"] / entry["filename"]).exists()
-    assert files[name_of(dists, "app1")]["project"] == "app" and files[name_of(dists, "app1")]["version"] == "1.0"
-    assert files[name_of(dists, "buildhelper")]["notes"] == ["build requirement of srconly-0.5.tar.gz"]
+        assert (
+            world.daemon.cache / "mirror" / entry["project"] / entry["filename"]
+        ).exists()
+    assert (
+        files[name_of(dists, "app1")]["project"] == "app"
+        and files[name_of(dists, "app1")]["version"] == "1.0"
+    )
+    assert files[name_of(dists, "buildhelper")]["notes"] == [
+        "build requirement of srconly-0.5.tar.gz"
+    ]
     assert "dependencies unknown" in files[name_of(dists, "oldsdist")]["notes"][0]
     assert not (world.daemon.cache / "mirror" / "app" / name_of(dists, "app2")).exists()
 
     requirements = {r["name"]: r for r in report["requirements"]}
     assert {n: (r["status"], r["version"]) for n, r in requirements.items()} == {
-        "app": ("resolved", "1.0"), "plat": ("resolved", "1.0"), "srconly": ("resolved", "0.5"),
-        "betty": ("resolved", "2.0rc1"), "oldpin": ("resolved", "2.0"), "oldsdist": ("resolved", "1.0"),
+        "app": ("resolved", "1.0"),
+        "plat": ("resolved", "1.0"),
+        "srconly": ("resolved", "0.5"),
+        "betty": ("resolved", "2.0rc1"),
+        "oldpin": ("resolved", "2.0"),
+        "oldsdist": ("resolved", "1.0"),
         "winonly": ("skipped", None),
     }
-    assert requirements["app"]["line_number"] == 2 and requirements["app"]["line"].startswith("app[fast] >= 1")
+    assert requirements["app"]["line_number"] == 2 and requirements["app"][
+        "line"
+    ].startswith("app[fast] >= 1")
     assert "dependencies unknown" in requirements["oldsdist"]["note"]
     assert [(u["line_number"], u["line"]) for u in report["unparsed"]] == [
-        (10, "-r other-requirements.txt"), (11, "-e git+https://example.invalid/x.git#egg=x"),
-        (12, "https://example.invalid/pkg-1.0.tar.gz"), (13, "--index-url http://elsewhere.invalid/simple")]
-    assert report["totals"] == {"fetched": 12, "cached": 0, "failed": 0, "resolved": 6, "unresolved": 0,
-                                "skipped": 1, "unparsed": 4}
+        (10, "-r other-requirements.txt"),
+        (11, "-e git+https://example.invalid/x.git#egg=x"),
+        (12, "https://example.invalid/pkg-1.0.tar.gz"),
+        (13, "--index-url http://elsewhere.invalid/simple"),
+    ]
+    assert report["totals"] == {
+        "fetched": 12,
+        "cached": 0,
+        "failed": 0,
+        "resolved": 6,
+        "unresolved": 0,
+        "skipped": 1,
+        "unparsed": 4,
+    }
     assert report["targets"][0]["resolved"]["tool"] == "1.0"
 
     # Again, as curl --data-binary sends it: everything is there already.
     before = world.file_requests()
-    again = await world.report(REQUIREMENTS, headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert {e["filename"]: e["status"] for e in again["files"]} == {name: "cached" for name in files}
+    again = await world.report(
+        REQUIREMENTS, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert {e["filename"]: e["status"] for e in again["files"]} == {
+        name: "cached" for name in files
+    }
     assert again["totals"]["cached"] == 12 and again["totals"]["fetched"] == 0
     assert world.file_requests() == before
 
     await world.upstream.stop()
     requirements_file = world.tmp_path / "requirements.txt"
     requirements_file.write_text(PIP_REQUIREMENTS)
-    result = await pip_install(world.daemon.url + "local/", ["-r", str(requirements_file)],
-                               world.tmp_path / "target", world.tmp_path)
+    result = await pip_install(
+        world.daemon.url + "local/",
+        ["-r", str(requirements_file)],
+        world.tmp_path / "target",
+        world.tmp_path,
+    )
     result.check()
-    installed = {p.name.split("-")[0] for p in (world.tmp_path / "target").glob("*.dist-info")}
-    assert installed == {"app", "lib", "tool", "speedup", "yanky", "plat", "srconly", "leaf", "betty",
-                         "oldpin", "oldsdist"}
+    installed = {
+        p.name.split("-")[0] for p in (world.tmp_path / "target").glob("*.dist-info")
+    }
+    assert installed == {
+        "app",
+        "lib",
+        "tool",
+        "speedup",
+        "yanky",
+        "plat",
+        "srconly",
+        "leaf",
+        "betty",
+        "oldpin",
+        "oldsdist",
+    }
 
 
 @pytest_twisted.ensureDeferred
 async def test_hash_mismatch(world, dists):
     """A cached file that matches none of its --hash values is failed with the reason; matching ones pass."""
     leaf = name_of(dists, "leaf3")
-    text = (f"tool==1.0 --hash=sha256:{'0' * 64}\n"
-            f"leaf==3.0 --hash=sha256:{world.index.sha256(leaf)} --hash=sha256:{'1' * 64}\n")
+    text = (
+        f"tool==1.0 --hash=sha256:{'0' * 64}\n"
+        f"leaf==3.0 --hash=sha256:{world.index.sha256(leaf)} --hash=sha256:{'1' * 64}\n"
+    )
     report = await world.report(text)
     files = by_name(report["files"])
     tool = files[name_of(dists, "tool1")]
     assert tool["status"] == "failed"
-    assert tool["reason"] == (f"hash mismatch: the file has sha256:{world.index.sha256(name_of(dists, 'tool1'))}, "
-                              "not one of the --hash values")
+    assert tool["reason"] == (
+        f"hash mismatch: the file has sha256:{world.index.sha256(name_of(dists, 'tool1'))}, "
+        "not one of the --hash values"
+    )
     assert files[leaf]["status"] == "fetched"
     assert report["totals"]["failed"] == 1 and report["totals"]["fetched"] == 1
 
@@ -256,13 +365,17 @@ async def test_bad_lines_and_parameters(world):
 @pytest_twisted.ensureDeferred
 async def test_ndjson_progress(world, dists):
     """With Accept: application/x-ndjson each file is a JSON line as it completes, and the totals come last."""
-    response = await world.post("app\nplat\n", headers={"Accept": "application/x-ndjson"})
+    response = await world.post(
+        "app\nplat\n", headers={"Accept": "application/x-ndjson"}
+    )
     assert response.code == 200
     assert response.headers.getRawHeaders("content-type") == ["application/x-ndjson"]
     lines = (await response.content()).decode().splitlines()
     entries = [json.loads(line) for line in lines]
     *files, last = entries
-    assert {e["filename"] for e in files} == {name_of(dists, k) for k in ("app1", "lib1", "tool1", "yanky1", "plat_linux")}
+    assert {e["filename"] for e in files} == {
+        name_of(dists, k) for k in ("app1", "lib1", "tool1", "yanky1", "plat_linux")
+    }
     assert all(e["status"] == "fetched" and len(e["sha256"]) == 64 for e in files)
     assert last["totals"]["fetched"] == 5
     assert [r["name"] for r in last["requirements"]] == ["app", "plat"]
@@ -278,16 +391,35 @@ async def test_other_targets(tmp_path, dists):
         win_label = f"{PY}-{PY}-win_amd64"
         assert {e["filename"]: e["targets"] for e in report["files"]} == {
             name_of(dists, k): [win_label]
-            for k in ("app1", "lib1", "tool1", "yanky1", "winhelper", "plat_win", "winonly")}
-        assert {r["name"]: r["status"] for r in report["requirements"]} == {"app": "resolved", "plat": "resolved", "winonly": "resolved"}
+            for k in (
+                "app1",
+                "lib1",
+                "tool1",
+                "yanky1",
+                "winhelper",
+                "plat_win",
+                "winonly",
+            )
+        }
+        assert {r["name"]: r["status"] for r in report["requirements"]} == {
+            "app": "resolved",
+            "plat": "resolved",
+            "winonly": "resolved",
+        }
 
-        report = await world.report("plat\n", "platform=win_amd64&platform=macosx_11_0_arm64&python-version=3.11")
+        report = await world.report(
+            "plat\n",
+            "platform=win_amd64&platform=macosx_11_0_arm64&python-version=3.11",
+        )
         assert {e["filename"]: e["targets"] for e in report["files"]} == {
             name_of(dists, "plat_win"): [win_label],
             name_of(dists, "plat_any"): [f"{PY}-{PY}-macosx_11_0_arm64"],
         }
         assert report["files"][0]["status"] == "cached"  # fetched by the first request
-        assert [r["target"] for r in report["requirements"]] == [win_label, f"{PY}-{PY}-macosx_11_0_arm64"]
+        assert [r["target"] for r in report["requirements"]] == [
+            win_label,
+            f"{PY}-{PY}-macosx_11_0_arm64",
+        ]
     finally:
         await world.stop()
 
@@ -297,7 +429,8 @@ async def test_all_files_and_no_deps(world, dists):
     """all-files=true caches every file of the chosen version; deps=false leaves dependencies alone."""
     report = await world.report("plat\n", "all-files=true")
     assert sorted(e["filename"] for e in report["files"]) == sorted(
-        name_of(dists, k) for k in ("plat_linux", "plat_win", "plat_any"))
+        name_of(dists, k) for k in ("plat_linux", "plat_win", "plat_any")
+    )
     report = await world.report("app[fast]\n", "deps=false")
     assert [e["filename"] for e in report["files"]] == [name_of(dists, "app2")]
     assert report["requirements"][0]["version"] == "2.0"
@@ -344,8 +477,15 @@ async def test_multipart_upload(world, dists):
 async def test_hundreds_of_lines_do_not_block_other_clients(tmp_path):
     """A 300-line file is cached while the reactor keeps answering other clients promptly."""
     folder = tmp_path / "many"
-    paths = [build_wheel(folder, f"many{i}", "1.0", requires=[f"many{i + 1}"] if i % 3 == 0 and i < 299 else [])
-             for i in range(300)]
+    paths = [
+        build_wheel(
+            folder,
+            f"many{i}",
+            "1.0",
+            requires=[f"many{i + 1}"] if i % 3 == 0 and i < 299 else [],
+        )
+        for i in range(300)
+    ]
     world = await make_world(tmp_path, {p.name: (p, {}) for p in paths}, concurrency=8)
     stalls = [0.0]
     last = [reactor.seconds()]
@@ -358,7 +498,9 @@ async def test_hundreds_of_lines_do_not_block_other_clients(tmp_path):
     loop = task.LoopingCall(tick)
     loop.start(0.01)
     try:
-        posting = Deferred.fromCoroutine(world.report("".join(f"many{i}\n" for i in range(300))))
+        posting = Deferred.fromCoroutine(
+            world.report("".join(f"many{i}\n" for i in range(300)))
+        )
         answered = []
         while not posting.called:
             start = reactor.seconds()
@@ -380,12 +522,15 @@ async def test_private_projects_stay_private(world, dists, tmp_path):
     """A private project's uploaded files are used (cached) and the upstream is never asked about it."""
     wheel = build_wheel(tmp_path / "private", "inhouse", "1.0", requires=["leaf"])
     response = await world.daemon.client.put(
-        world.daemon.url + f"packages/inhouse/{wheel.name}", data=wheel.read_bytes())
+        world.daemon.url + f"packages/inhouse/{wheel.name}", data=wheel.read_bytes()
+    )
     assert response.code == 201, await response.content()
     await response.content()
     report = await world.report("inhouse\n")
     assert {e["filename"]: e["status"] for e in report["files"]} == {
-        wheel.name: "cached", name_of(dists, "leaf3"): "fetched"}
+        wheel.name: "cached",
+        name_of(dists, "leaf3"): "fetched",
+    }
     assert not any("inhouse" in r.path for r in world.index.requests)
 
 

@@ -34,11 +34,18 @@ def installed(target: Path) -> set[str]:
 
 def assert_served_by_daemon(index: FakeIndex, cache: Path, files) -> None:
     """Every upstream request came from the daemon, once per file; the files are in its cache."""
-    assert {r.headers.get("user-agent", r.headers.get("User-Agent")) for r in index.requests} <= {"pypicache"}
+    assert {
+        r.headers.get("user-agent", r.headers.get("User-Agent")) for r in index.requests
+    } <= {"pypicache"}
     for path in files:
         assert sum(1 for r in index.requests if r.path == f"/files/{path.name}") <= 1
     stored = {p.name for p in cache.glob("mirror/*/*")}
-    assert {"lib-2.0-py3-none-any.whl", "srconly-0.5.tar.gz", "leaf-3.0-py3-none-any.whl", "app-1.0-py3-none-any.whl"} <= stored
+    assert {
+        "lib-2.0-py3-none-any.whl",
+        "srconly-0.5.tar.gz",
+        "leaf-3.0-py3-none-any.whl",
+        "app-1.0-py3-none-any.whl",
+    } <= stored
 
 
 @pytest.mark.parametrize("mode", ["html", "json"])
@@ -51,13 +58,19 @@ async def test_pip_through_simple_then_offline_through_local(tmp_path, tree, mod
     upstream = await start_fake_index(index)
     daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=10)
     try:
-        result = await pip_install(daemon.url + "simple/", ["app"], tmp_path / "t1", tmp_path)
+        result = await pip_install(
+            daemon.url + "simple/", ["app"], tmp_path / "t1", tmp_path
+        )
         result.check()
         assert installed(tmp_path / "t1") == {"app", "lib", "srconly", "leaf"}
-        assert "lib-2.0" in " ".join(p.name for p in (tmp_path / "t1").glob("*.dist-info"))
+        assert "lib-2.0" in " ".join(
+            p.name for p in (tmp_path / "t1").glob("*.dist-info")
+        )
         assert_served_by_daemon(index, daemon.cache, tree)
         await upstream.stop()
-        result = await pip_install(daemon.url + "local/", ["app"], tmp_path / "t2", tmp_path)
+        result = await pip_install(
+            daemon.url + "local/", ["app"], tmp_path / "t2", tmp_path
+        )
         result.check()
         assert installed(tmp_path / "t2") == {"app", "lib", "srconly", "leaf"}
     finally:
@@ -75,7 +88,9 @@ async def test_uv_through_simple(tmp_path, tree):
     upstream = await start_fake_index(index)
     daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=10)
     try:
-        result = await uv_pip_install(daemon.url + "simple/", ["app"], tmp_path / "t", tmp_path)
+        result = await uv_pip_install(
+            daemon.url + "simple/", ["app"], tmp_path / "t", tmp_path
+        )
         result.check()
         assert installed(tmp_path / "t") == {"app", "lib", "srconly", "leaf"}
         assert_served_by_daemon(index, daemon.cache, tree)
@@ -127,17 +142,31 @@ async def test_twistd_smoke(tmp_path, tree):
     process = reactor.spawnProcess(
         twistd,
         command[0],
-        [*command, "-n", "--pidfile=", "pypicache", "--cache", str(tmp_path / "cache"),
-         "--index-url", upstream.url, "--listen", "tcp:0:interface=127.0.0.1"],
+        [
+            *command,
+            "-n",
+            "--pidfile=",
+            "pypicache",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--index-url",
+            upstream.url,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
         env=env,
         path=str(tmp_path),
     )
     try:
         port = await twistd.port
-        result = await pip_install(f"http://127.0.0.1:{port}/simple/", ["app"], tmp_path / "t", tmp_path)
+        result = await pip_install(
+            f"http://127.0.0.1:{port}/simple/", ["app"], tmp_path / "t", tmp_path
+        )
         result.check()
         assert installed(tmp_path / "t") == {"app", "lib", "srconly", "leaf"}
-        assert (tmp_path / "cache" / "mirror" / "app" / "app-1.0-py3-none-any.whl").exists()
+        assert (
+            tmp_path / "cache" / "mirror" / "app" / "app-1.0-py3-none-any.whl"
+        ).exists()
     finally:
         if process.pid is not None:
             process.signalProcess("TERM")

@@ -12,12 +12,20 @@ from tests.packages import build_sdist, build_wheel
 async def daemon(tmp_path):
     d = await start_daemon("http://127.0.0.1:1/simple/", tmp_path / "cache")
     files = [
-        build_wheel(tmp_path / "a", "Json.Pkg", "1.0", requires=["dep>=1"], requires_python=">=3.8"),
+        build_wheel(
+            tmp_path / "a",
+            "Json.Pkg",
+            "1.0",
+            requires=["dep>=1"],
+            requires_python=">=3.8",
+        ),
         build_sdist(tmp_path / "a", "Json.Pkg", "1.0"),
         build_wheel(tmp_path / "a", "Json.Pkg", "2.0b1"),
     ]
     for path in files:
-        response = await d.client.put(f"{d.url}packages/json-pkg/{path.name}", data=path.read_bytes())
+        response = await d.client.put(
+            f"{d.url}packages/json-pkg/{path.name}", data=path.read_bytes()
+        )
         assert response.code == 201, await response.content()
     yield d, files
     await d.stop()
@@ -39,9 +47,11 @@ async def test_project_json(daemon):
     assert wheel["packagetype"] == "bdist_wheel" and wheel["python_version"] == "py3"
     assert wheel["digests"]["sha256"] and wheel["size"] == files[0].stat().st_size
     assert wheel["upload_time_iso_8601"].endswith("Z")
-    assert wheel["url"] == f"{daemon.url}packages/json-pkg/json_pkg-1.0-py3-none-any.whl"
+    assert (
+        wheel["url"] == f"{daemon.url}packages/json-pkg/json_pkg-1.0-py3-none-any.whl"
+    )
     assert urls["json_pkg-1.0.tar.gz"]["packagetype"] == "sdist"
-    response = await daemon.get(wheel["url"][len(daemon.url):])
+    response = await daemon.get(wheel["url"][len(daemon.url) :])
     assert await response.content() == files[0].read_bytes()
 
 
@@ -57,7 +67,9 @@ async def test_version_json_and_errors(daemon):
         assert response.code == 404
         await response.content()
     response = await daemon.get("pypi/Json.Pkg/json", allow_redirects=False)
-    assert response.code == 301 and response.headers.getRawHeaders("location") == ["../json-pkg/json"]
+    assert response.code == 301 and response.headers.getRawHeaders("location") == [
+        "../json-pkg/json"
+    ]
     await response.content()
 
 
@@ -68,4 +80,9 @@ async def test_index_json(daemon):
     entries = json.loads(await (await daemon.get("index.json")).content())
     assert sorted(e["filename"] for e in entries) == sorted(p.name for p in files)
     for entry in entries:
-        assert entry["name"] == "json-pkg" and entry["sha256"] and entry["size"] and entry["added"].endswith("Z")
+        assert (
+            entry["name"] == "json-pkg"
+            and entry["sha256"]
+            and entry["size"]
+            and entry["added"].endswith("Z")
+        )

@@ -30,13 +30,21 @@ def dists(tmp_path_factory):
         "lib": build_wheel(d, "lib", "1.2", requires_python=">=3.8"),
         "lib_old": build_wheel(d, "lib", "1.0"),
         "srconly": build_sdist(d, "srconly", "0.5"),
-        "big": build_wheel(d, "big", "1.0", module_body="DATA = " + repr("x" * 3_000_000)),
+        "big": build_wheel(
+            d, "big", "1.0", module_body="DATA = " + repr("x" * 3_000_000)
+        ),
     }
 
 
 async def make_world(tmp_path, dists, mode, **options):
     files = [
-        (path, {"requires_python": ">=3.8" if key == "lib" else None, "yanked": "broken" if key == "lib_old" else None})
+        (
+            path,
+            {
+                "requires_python": ">=3.8" if key == "lib" else None,
+                "yanked": "broken" if key == "lib_old" else None,
+            },
+        )
         for key, path in dists.items()
     ]
     return await start_world(tmp_path, files, mode, **options)
@@ -80,16 +88,31 @@ async def test_html_page_escapes_and_marks(world, dists):
     assert response.headers.getRawHeaders("vary") == ["Accept, Accept-Encoding"]
     text = (await response.content()).decode()
     assert '<meta name="pypi:repository-version"' in text
-    assert f'href="../../packages/lib/{dists["lib"].name}#sha256={world.index.sha256(dists["lib"].name)}"' in text
+    assert (
+        f'href="../../packages/lib/{dists["lib"].name}#sha256={world.index.sha256(dists["lib"].name)}"'
+        in text
+    )
     assert 'data-requires-python="&gt;=3.8"' in text
     assert 'data-yanked="broken"' in text
-    assert "data-core-metadata=\"sha256=" in text and "data-dist-info-metadata=\"sha256=" in text
+    assert (
+        'data-core-metadata="sha256=' in text
+        and 'data-dist-info-metadata="sha256=' in text
+    )
 
 
-@pytest.mark.parametrize("accept, expected", [
-    (PIP_ACCEPT, JSON), (UV_ACCEPT, JSON), (None, "text/html; charset=utf-8"),
-    ("*/*", "text/html; charset=utf-8"), ("application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.v1+html; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        (PIP_ACCEPT, JSON),
+        (UV_ACCEPT, JSON),
+        (None, "text/html; charset=utf-8"),
+        ("*/*", "text/html; charset=utf-8"),
+        (
+            "application/vnd.pypi.simple.v1+html",
+            "application/vnd.pypi.simple.v1+html; charset=utf-8",
+        ),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_content_negotiation(world, accept, expected):
     """pip's and uv's exact Accept headers get JSON; no header or */* gets HTML."""
@@ -106,7 +129,9 @@ async def test_not_acceptable_and_format_parameter(world):
     response = await world.daemon.get("simple/app/", headers={"Accept": "image/png"})
     assert response.code == 406
     await response.content()
-    response = await world.daemon.get(f"simple/app/?format={JSON}", headers={"Accept": "text/html"})
+    response = await world.daemon.get(
+        f"simple/app/?format={JSON}", headers={"Accept": "text/html"}
+    )
     assert response.headers.getRawHeaders("content-type") == [JSON]
     assert json.loads(await response.content())["name"] == "app"
 
@@ -114,15 +139,23 @@ async def test_not_acceptable_and_format_parameter(world):
 @pytest_twisted.ensureDeferred
 async def test_gzip_pages(world):
     """Pages are gzipped when the client accepts it."""
-    response = await world.daemon.raw_get("simple/app/", {"Accept-Encoding": "gzip", "Accept": JSON})
+    response = await world.daemon.raw_get(
+        "simple/app/", {"Accept-Encoding": "gzip", "Accept": JSON}
+    )
     assert response.headers.getRawHeaders("content-encoding") == ["gzip"]
     assert json.loads(gzip.decompress(await treq.content(response)))["name"] == "app"
 
 
-@pytest.mark.parametrize("path, location", [
-    ("simple/App/", "../app/"), ("simple/app", "app/"), ("simple/APP", "app/"),
-    ("local/App/", "../app/"), ("simple", "simple/"),
-])
+@pytest.mark.parametrize(
+    "path, location",
+    [
+        ("simple/App/", "../app/"),
+        ("simple/app", "app/"),
+        ("simple/APP", "app/"),
+        ("local/App/", "../app/"),
+        ("simple", "simple/"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_redirects_are_relative(world, path, location):
     """Non-normalized names and missing slashes answer 301 with a relative Location."""
@@ -141,7 +174,9 @@ async def test_file_fetched_once_then_served_from_disk(world, dists):
         assert response.code == 200
         assert await response.content() == dists["lib"].read_bytes()
     assert world.index.count(f"/files/{name}") == 1
-    assert name in world.mirror_files("lib") and f"{name}.json" in world.mirror_files("lib")
+    assert name in world.mirror_files("lib") and f"{name}.json" in world.mirror_files(
+        "lib"
+    )
     # The local view now lists it, with its size.
     response = await world.daemon.get("local/lib/", headers={"Accept": JSON})
     page = json.loads(await response.content())
@@ -155,20 +190,28 @@ async def test_cached_file_headers_range_and_etag(world, dists):
     name = dists["srconly"].name
     body = dists["srconly"].read_bytes()
     await (await world.daemon.get(f"packages/srconly/{name}")).content()
-    response = await world.daemon.raw_get(f"packages/srconly/{name}", {"Accept-Encoding": "gzip"})
+    response = await world.daemon.raw_get(
+        f"packages/srconly/{name}", {"Accept-Encoding": "gzip"}
+    )
     assert response.headers.getRawHeaders("content-encoding") is None
-    assert response.headers.getRawHeaders("content-type") == ["application/octet-stream"]
+    assert response.headers.getRawHeaders("content-type") == [
+        "application/octet-stream"
+    ]
     assert "immutable" in response.headers.getRawHeaders("cache-control")[0]
     etag = response.headers.getRawHeaders("etag")[0]
     assert etag == f'"{world.index.sha256(name)}"'
     assert await treq.content(response) == body
-    response = await world.daemon.get(f"packages/srconly/{name}", headers={"Range": "bytes=10-19"})
+    response = await world.daemon.get(
+        f"packages/srconly/{name}", headers={"Range": "bytes=10-19"}
+    )
     assert response.code == 206
     assert await response.content() == body[10:20]
     response = await world.daemon.head(f"packages/srconly/{name}")
     assert response.code == 200
     assert response.headers.getRawHeaders("content-length") == [str(len(body))]
-    response = await world.daemon.get(f"packages/srconly/{name}", headers={"If-None-Match": etag})
+    response = await world.daemon.get(
+        f"packages/srconly/{name}", headers={"If-None-Match": etag}
+    )
     assert response.code == 304
     await response.content()
 
@@ -180,7 +223,9 @@ async def test_head_of_uncached_file_needs_no_download(world, dists):
     response = await world.daemon.head(f"packages/lib/{name}")
     assert response.code == 200
     if world.index.mode == "json":
-        assert response.headers.getRawHeaders("content-length") == [str(dists["lib"].stat().st_size)]
+        assert response.headers.getRawHeaders("content-length") == [
+            str(dists["lib"].stat().st_size)
+        ]
     assert world.index.count(f"/files/{name}") == 0
     assert world.mirror_files("lib") == []
 
@@ -189,7 +234,9 @@ async def test_head_of_uncached_file_needs_no_download(world, dists):
 async def test_range_on_uncached_file(world, dists):
     """A Range request for a file not yet cached is answered once it is."""
     name = dists["big"].name
-    response = await world.daemon.get(f"packages/big/{name}", headers={"Range": "bytes=100-199"})
+    response = await world.daemon.get(
+        f"packages/big/{name}", headers={"Range": "bytes=100-199"}
+    )
     assert response.code == 206
     assert await response.content() == dists["big"].read_bytes()[100:200]
     assert name in world.mirror_files("big")
@@ -274,7 +321,12 @@ async def test_bad_upstream_bytes_leave_nothing(world, dists, fault):
     """Hash mismatch, truncated body or a dying upstream: nothing stored, no client gets a complete body."""
     name = dists["big"].name
     getattr(world.index, fault)(name)
-    outcomes = await DeferredList([Deferred.fromCoroutine(_outcome(world.daemon, f"packages/big/{name}")) for _ in range(3)])
+    outcomes = await DeferredList(
+        [
+            Deferred.fromCoroutine(_outcome(world.daemon, f"packages/big/{name}"))
+            for _ in range(3)
+        ]
+    )
     for _, (code, body) in outcomes:
         assert body != dists["big"].read_bytes()
         assert code != 200 or body is None
@@ -330,8 +382,14 @@ async def test_upstream_down_answers_502_and_serves_what_is_cached(world, dists)
 @pytest_twisted.ensureDeferred
 async def test_bad_paths_are_rejected(world):
     """Path tricks and malformed names get a 4xx, never a 500."""
-    for path in ["packages/app/..%2F..%2Fetc%2Fpasswd", "packages/app/%2E%2E", "simple/-bad-/",
-                 "packages/app/app-1.0.whl%00.whl", "packages/app/notadist.txt", "packages/lib/app-1.0-py3-none-any.whl"]:
+    for path in [
+        "packages/app/..%2F..%2Fetc%2Fpasswd",
+        "packages/app/%2E%2E",
+        "simple/-bad-/",
+        "packages/app/app-1.0.whl%00.whl",
+        "packages/app/notadist.txt",
+        "packages/lib/app-1.0-py3-none-any.whl",
+    ]:
         response = await world.daemon.get(path)
         assert 400 <= response.code < 500, path
         await response.content()
@@ -357,7 +415,9 @@ async def test_health_and_home(world):
 async def clocked(request, tmp_path, dists):
     clock = task.Clock()
     clock.advance(1_000_000)
-    w = await make_world(tmp_path, dists, request.param, page_clock=clock, page_ttl=600, timeout=5)
+    w = await make_world(
+        tmp_path, dists, request.param, page_clock=clock, page_ttl=600, timeout=5
+    )
     w.clock = clock
     yield w
     await w.stop()
@@ -395,7 +455,9 @@ async def test_restart_keeps_page_cache(clocked, tmp_path):
         await sleep(0.02)
     await w.daemon.stop()
     await w.upstream.stop()
-    w.daemon = await start_daemon("http://127.0.0.1:1/simple/", w.daemon.cache, page_clock=w.clock, timeout=5)
+    w.daemon = await start_daemon(
+        "http://127.0.0.1:1/simple/", w.daemon.cache, page_clock=w.clock, timeout=5
+    )
     w.clock.advance(10_000)
     response = await w.daemon.get("simple/app/")
     assert response.code == 200

@@ -48,10 +48,17 @@ async def test_rescan_picks_up_dropped_archives(tmp_path, archives):
         response = await daemon.client.post(daemon.url + "+rescan")
         assert response.code == 200
         report = json.loads(await response.content())
-        assert sorted(report["indexed"]) == ["private/from-ci/deep/dropped-1.0-py3-none-any.whl", "private/helper-2.0.tar.gz"]
+        assert sorted(report["indexed"]) == [
+            "private/from-ci/deep/dropped-1.0-py3-none-any.whl",
+            "private/helper-2.0.tar.gz",
+        ]
         assert {b["path"] for b in report["broken"]} == {
-            "private/from-ci/deep/broken-1.0.tar.gz", "private/from-ci/deep/liar-1.0-py3-none-any.whl"}
-        response = await daemon.get("local/dropped/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+            "private/from-ci/deep/broken-1.0.tar.gz",
+            "private/from-ci/deep/liar-1.0-py3-none-any.whl",
+        }
+        response = await daemon.get(
+            "local/dropped/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
         page = json.loads(await response.content())
         [entry] = page["files"]
         assert entry["filename"] == archives["wheel"].name and entry["core-metadata"]
@@ -64,7 +71,9 @@ async def test_rescan_picks_up_dropped_archives(tmp_path, archives):
         response = await daemon.client.post(daemon.url + "+rescan")
         report = json.loads(await response.content())
         assert report["indexed"] == [] and report["already_indexed"] == 2
-        result = await pip_install(daemon.url + "local/", ["dropped"], tmp_path / "t", tmp_path)
+        result = await pip_install(
+            daemon.url + "local/", ["dropped"], tmp_path / "t", tmp_path
+        )
         result.check()
     finally:
         await daemon.stop()
@@ -82,10 +91,22 @@ async def test_startup_scan_runs_after_listening(tmp_path, archives):
     twistd = _Twistd()
     command = twistd_command()
     process = reactor.spawnProcess(
-        twistd, command[0],
-        [*command, "-n", "--pidfile=", "pypicache", "--cache", str(tmp_path / "cache"),
-         "--index-url", DEAD_UPSTREAM, "--listen", "tcp:0:interface=127.0.0.1"],
-        env=clean_env(tmp_path), path=str(tmp_path),
+        twistd,
+        command[0],
+        [
+            *command,
+            "-n",
+            "--pidfile=",
+            "pypicache",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--index-url",
+            DEAD_UPSTREAM,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        env=clean_env(tmp_path),
+        path=str(tmp_path),
     )
     try:
         await twistd.port
@@ -94,7 +115,9 @@ async def test_startup_scan_runs_after_listening(tmp_path, archives):
                 break
             await task.deferLater(reactor, 0.05, lambda: None)
         assert b"Indexed private/helper-2.0.tar.gz" in twistd.output
-        assert twistd.output.index(b"Site starting on") < twistd.output.index(b"Indexed private/")
+        assert twistd.output.index(b"Site starting on") < twistd.output.index(
+            b"Indexed private/"
+        )
     finally:
         process.signalProcess("TERM")
         await twistd.ended
@@ -107,28 +130,51 @@ def test_import_command(tmp_path, archives):
     bad.mkdir()
     (bad / "broken-1.0-py3-none-any.whl").write_bytes(b"zip? no")
     out, err = io.StringIO(), io.StringIO()
-    status = import_main(["--cache", str(cache), str(tmp_path / "archives"), str(bad)], out, err)
+    status = import_main(
+        ["--cache", str(cache), str(tmp_path / "archives"), str(bad)], out, err
+    )
     assert status == 1
     assert "3 stored, 0 already there, 1 refused" in out.getvalue()
-    assert "refused" in err.getvalue() and "broken-1.0-py3-none-any.whl" in err.getvalue()
+    assert (
+        "refused" in err.getvalue() and "broken-1.0-py3-none-any.whl" in err.getvalue()
+    )
     stored = files_under(cache / "private")
     assert "releases/dropped/dropped-1.0-py3-none-any.whl" in stored
     assert "prereleases/dropped/dropped-2.0rc1-py3-none-any.whl" in stored
     assert "releases/helper/helper-2.0.tar.gz" in stored
     assert not [p for p in stored if "tmp" in p]
     out = io.StringIO()
-    assert import_main(["--cache", str(cache), str(tmp_path / "archives")], out, io.StringIO()) == 0
+    assert (
+        import_main(
+            ["--cache", str(cache), str(tmp_path / "archives")], out, io.StringIO()
+        )
+        == 0
+    )
     assert "0 stored, 3 already there, 0 refused" in out.getvalue()
 
 
 def test_import_refuses_conflicts(tmp_path, archives):
     """An archive with the same name but other bytes than a stored one is refused."""
     cache = tmp_path / "cache"
-    assert import_main(["--cache", str(cache), str(archives["helper"])], io.StringIO(), io.StringIO()) == 0
+    assert (
+        import_main(
+            ["--cache", str(cache), str(archives["helper"])],
+            io.StringIO(),
+            io.StringIO(),
+        )
+        == 0
+    )
     other = tmp_path / "other"
     build_sdist(other, "helper", "2.0", requires=["something-else"])
     err = io.StringIO()
-    assert import_main(["--cache", str(cache), str(other / archives["helper"].name)], io.StringIO(), err) == 1
+    assert (
+        import_main(
+            ["--cache", str(cache), str(other / archives["helper"].name)],
+            io.StringIO(),
+            err,
+        )
+        == 1
+    )
     assert "File already exists" in err.getvalue()
 
 
@@ -136,7 +182,14 @@ def test_import_refuses_conflicts(tmp_path, archives):
 async def test_import_console_script(tmp_path, archives):
     """The installed console script runs."""
     script = shutil.which("pypicache-import") or sys.executable
-    args = [script] if script != sys.executable else [sys.executable, "-m", "pypicache.importer"]
-    result = await run([*args, "--cache", str(tmp_path / "cache"), str(archives["helper"])], clean_env(tmp_path))
+    args = (
+        [script]
+        if script != sys.executable
+        else [sys.executable, "-m", "pypicache.importer"]
+    )
+    result = await run(
+        [*args, "--cache", str(tmp_path / "cache"), str(archives["helper"])],
+        clean_env(tmp_path),
+    )
     result.check()
     assert "1 stored" in result.out

@@ -368,8 +368,17 @@ def test_archive_without_sidecar_is_not_listed(store, root, filename):
 
 @pytest.mark.parametrize(
     "sidecar",
-    [b"", b"not json", b"[]", b'{"nofile": 1}', b'{"file": {"size": 1}}', b"\xff",
-     b'{"file": null}', b'{"file": []}', b'{"file": "x"}'],
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"nofile": 1}',
+        b'{"file": {"size": 1}}',
+        b"\xff",
+        b'{"file": null}',
+        b'{"file": []}',
+        b'{"file": "x"}',
+    ],
 )
 def test_archive_with_unusable_sidecar_is_not_listed(store, root, sidecar):
     """An archive whose sidecar cannot be read, or records another size, is not listed."""
@@ -385,7 +394,9 @@ def test_sidecar_filename_is_the_archives(store, root):
     directory = root.preauthChild("mirror/foo")
     directory.makedirs()
     directory.child(SDIST).setContent(b"abcd")
-    sidecar = {"file": DistFile(filename="other-9.tar.gz", url="https://x/", size=4).to_json()}
+    sidecar = {
+        "file": DistFile(filename="other-9.tar.gz", url="https://x/", size=4).to_json()
+    }
     directory.child(SDIST + ".json").setContent(json.dumps(sidecar).encode())
     [stored] = store.files("foo")
     assert (stored.info.filename, stored.info.url) == (SDIST, None)

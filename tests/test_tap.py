@@ -31,11 +31,22 @@ def test_defaults():
 
 def test_listen_is_repeatable():
     """--listen may be given several times."""
-    options = parse("--cache", "/tmp/x", "--index-url", "http://h.invalid/simple/", "--listen", "tcp:1", "--listen", "tcp:2")
+    options = parse(
+        "--cache",
+        "/tmp/x",
+        "--index-url",
+        "http://h.invalid/simple/",
+        "--listen",
+        "tcp:1",
+        "--listen",
+        "tcp:2",
+    )
     assert options["listen"] == ["tcp:1", "tcp:2"]
 
 
-@pytest.mark.parametrize("url", ["file:///opt/simple", "ftp://h.invalid/simple", "not a url"])
+@pytest.mark.parametrize(
+    "url", ["file:///opt/simple", "ftp://h.invalid/simple", "not a url"]
+)
 def test_index_url_must_be_http(url):
     """Only http(s) upstreams are accepted."""
     with pytest.raises(usage.UsageError, match="http"):
@@ -46,7 +57,9 @@ def test_index_url_must_be_http(url):
 def test_page_ttl_must_be_a_non_negative_number(value):
     """A negative or non-numeric --page-ttl is a usage error."""
     with pytest.raises(usage.UsageError):
-        parse("--cache", "/tmp/x", "--index-url", "http://h.invalid/", "--page-ttl", value)
+        parse(
+            "--cache", "/tmp/x", "--index-url", "http://h.invalid/", "--page-ttl", value
+        )
 
 
 def test_default_upstream_from_environment(monkeypatch):
@@ -65,7 +78,9 @@ def test_default_upstream_from_pip_config(monkeypatch, tmp_path):
     )
     monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
     assert pip_index_url() == "http://install.invalid/simple/"
-    config.write_text("[global]\nindex-url = http://global.invalid/simple/\nextra-index-url = http://extra.invalid/\n")
+    config.write_text(
+        "[global]\nindex-url = http://global.invalid/simple/\nextra-index-url = http://extra.invalid/\n"
+    )
     assert pip_index_url() == "http://global.invalid/simple/"
 
 
@@ -81,11 +96,20 @@ def test_default_upstream_is_pips_builtin(monkeypatch):
 def test_make_service_listens_on_loopback(tmp_path):
     """makeService listens where --listen says, on the reactor it is given."""
     reactor = MemoryReactorClock()
-    options = parse("--cache", str(tmp_path / "c"), "--index-url", "http://127.0.0.1:1/simple/", "--listen", "tcp:8123:interface=127.0.0.1")
+    options = parse(
+        "--cache",
+        str(tmp_path / "c"),
+        "--index-url",
+        "http://127.0.0.1:1/simple/",
+        "--listen",
+        "tcp:8123:interface=127.0.0.1",
+    )
     service = makeService(options, reactor=reactor)
     service.startService()
     try:
-        assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [(8123, "127.0.0.1")]
+        assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+            (8123, "127.0.0.1")
+        ]
         assert (tmp_path / "c" / "mirror").is_dir()
     finally:
         service.stopService()

@@ -51,7 +51,9 @@ def dists(tmp_path_factory):
         "alpha_whl": build_wheel(d, "alpha", "1.0", requires_python=">=3.8"),
         "alpha_sdist": build_sdist(d, "alpha", "1.0"),
         # Same filename as alpha_whl, other bytes.
-        "alpha_whl_other": build_wheel(other, "alpha", "1.0", module_body="CHANGED = True"),
+        "alpha_whl_other": build_wheel(
+            other, "alpha", "1.0", module_body="CHANGED = True"
+        ),
         "beta_whl": build_wheel(d, "beta", "0.1"),
         "beta_sdist": build_sdist(d, "beta", "0.1"),
         "gamma_rc": build_wheel(d, "gamma", "2.0rc1"),
@@ -65,7 +67,9 @@ def dists(tmp_path_factory):
 
 
 async def make_world(tmp_path: Path, dists, **options) -> World:
-    return await start_world(tmp_path, [dists["shadow_9"], dists["public"]], timeout=5, **options)
+    return await start_world(
+        tmp_path, [dists["shadow_9"], dists["public"]], timeout=5, **options
+    )
 
 
 @pytest_twisted.async_yield_fixture()
@@ -91,7 +95,8 @@ def private_files(cache: Path) -> list[str]:
     return sorted(
         str(p.relative_to(cache))
         for p in (cache / "private").rglob("*")
-        if p.is_file() and not p.parent.name.startswith(".")
+        if p.is_file()
+        and not p.parent.name.startswith(".")
         and p.parent.parent.name in ("releases", "prereleases")
     )
 
@@ -104,7 +109,9 @@ def installed(target: Path) -> set[str]:
 # -- HTTP helpers -------------------------------------------------------------
 
 
-def multipart(fields: list[tuple[str, str]], files: list[tuple[str, bytes, bytes]]) -> tuple[str, bytes]:
+def multipart(
+    fields: list[tuple[str, str]], files: list[tuple[str, bytes, bytes]]
+) -> tuple[str, bytes]:
     """A ``multipart/form-data`` body built by hand (so filenames go out byte for byte).
 
     :param fields: ``(name, value)`` text fields.
@@ -114,19 +121,27 @@ def multipart(fields: list[tuple[str, str]], files: list[tuple[str, bytes, bytes
     boundary = uuid.uuid4().hex
     body = io.BytesIO()
     for name, value in fields:
-        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        )
         body.write(value.encode() + b"\r\n")
     for name, filename, content in files:
-        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="'.encode())
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="'.encode()
+        )
         body.write(filename + b'"\r\nContent-Type: application/octet-stream\r\n\r\n')
         body.write(content + b"\r\n")
     body.write(f"--{boundary}--\r\n".encode())
     return f"multipart/form-data; boundary={boundary}", body.getvalue()
 
 
-def legacy_fields(filename: str, content: bytes, **overrides: str | None) -> list[tuple[str, str]]:
+def legacy_fields(
+    filename: str, content: bytes, **overrides: str | None
+) -> list[tuple[str, str]]:
     """The fields twine sends with an upload; an override of ``None`` leaves a field out."""
-    name, version = re.match(r"([^-]+)-([^-]+?)(?:-.*\.whl|\.tar\.gz)$", filename).groups()
+    name, version = re.match(
+        r"([^-]+)-([^-]+?)(?:-.*\.whl|\.tar\.gz)$", filename
+    ).groups()
     fields = {
         ":action": "file_upload",
         "protocol_version": "1",
@@ -160,38 +175,65 @@ class Answer:
         return f"<{self.code} {self.phrase!r} {self.body[:200]!r}>"
 
 
-async def send(daemon: RunningDaemon, method: str, path: bytes | str, body: bytes | None = None,
-               headers: dict[str, str] | None = None) -> Answer:
+async def send(
+    daemon: RunningDaemon,
+    method: str,
+    path: bytes | str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
     """One request with a bare Agent: the path goes out exactly as given, no redirects."""
     if isinstance(path, str):
         path = path.encode()
     producer = FileBodyProducer(io.BytesIO(body)) if body is not None else None
     raw = Headers({k.encode(): [v.encode()] for k, v in (headers or {}).items()})
     url = daemon.url.rstrip("/").encode() + path
-    response = await Agent(reactor, pool=daemon.client_pool).request(method.encode(), url, raw, producer)
-    return Answer(response.code, response.phrase, response.headers, await treq.content(response))
+    response = await Agent(reactor, pool=daemon.client_pool).request(
+        method.encode(), url, raw, producer
+    )
+    return Answer(
+        response.code, response.phrase, response.headers, await treq.content(response)
+    )
 
 
-async def post_form(daemon: RunningDaemon, path: str, fields, files, headers=None) -> Answer:
+async def post_form(
+    daemon: RunningDaemon, path: str, fields, files, headers=None
+) -> Answer:
     content_type, body = multipart(fields, files)
-    return await send(daemon, "POST", path, body, {"Content-Type": content_type, **(headers or {})})
+    return await send(
+        daemon, "POST", path, body, {"Content-Type": content_type, **(headers or {})}
+    )
 
 
-async def legacy_upload(daemon: RunningDaemon, archive: Path, filename: str | None = None, path: str = "/",
-                        **overrides: str | None) -> Answer:
+async def legacy_upload(
+    daemon: RunningDaemon,
+    archive: Path,
+    filename: str | None = None,
+    path: str = "/",
+    **overrides: str | None,
+) -> Answer:
     """Upload ``archive`` as twine does (fields and digests), by hand."""
     content = archive.read_bytes()
     filename = filename or archive.name
     fields = legacy_fields(filename, content, **overrides)
-    return await post_form(daemon, path, fields, [("content", filename.encode(), content)])
+    return await post_form(
+        daemon, path, fields, [("content", filename.encode(), content)]
+    )
 
 
-async def put(daemon: RunningDaemon, archive: Path, project: str | None = None, filename: str | None = None,
-              headers=None) -> Answer:
+async def put(
+    daemon: RunningDaemon,
+    archive: Path,
+    project: str | None = None,
+    filename: str | None = None,
+    headers=None,
+) -> Answer:
     """``PUT /packages/<project>/<filename>`` with the archive as the body."""
     filename = filename or archive.name
     project = project or filename.split("-")[0]
-    return await send(daemon, "PUT", f"/packages/{project}/{filename}", archive.read_bytes(), headers)
+    return await send(
+        daemon, "PUT", f"/packages/{project}/{filename}", archive.read_bytes(), headers
+    )
 
 
 async def page(daemon: RunningDaemon, path: str) -> dict:
@@ -215,28 +257,43 @@ async def test_twine_and_uv_publish_then_pip_install(world, dists):
     The projects are private from their first upload: the upstream never hears of them.
     """
     daemon = world.daemon
-    result = await twine_upload(daemon.url, [dists["alpha_whl"], dists["alpha_sdist"]], world.tmp_path)
+    result = await twine_upload(
+        daemon.url, [dists["alpha_whl"], dists["alpha_sdist"]], world.tmp_path
+    )
     result.check()
-    result = await uv_publish(daemon.url, [dists["beta_whl"], dists["beta_sdist"]], world.tmp_path)
+    result = await uv_publish(
+        daemon.url, [dists["beta_whl"], dists["beta_sdist"]], world.tmp_path
+    )
     result.check()
     assert set(private_files(world.cache)) == {
-        f"private/releases/alpha/{SDIST}", f"private/releases/alpha/{SDIST}.json",
-        f"private/releases/alpha/{WHEEL}", f"private/releases/alpha/{WHEEL}.json",
+        f"private/releases/alpha/{SDIST}",
+        f"private/releases/alpha/{SDIST}.json",
+        f"private/releases/alpha/{WHEEL}",
+        f"private/releases/alpha/{WHEEL}.json",
         f"private/releases/alpha/{WHEEL}.metadata",
-        "private/releases/beta/beta-0.1-py3-none-any.whl", "private/releases/beta/beta-0.1-py3-none-any.whl.json",
+        "private/releases/beta/beta-0.1-py3-none-any.whl",
+        "private/releases/beta/beta-0.1-py3-none-any.whl.json",
         "private/releases/beta/beta-0.1-py3-none-any.whl.metadata",
-        "private/releases/beta/beta-0.1.tar.gz", "private/releases/beta/beta-0.1.tar.gz.json",
+        "private/releases/beta/beta-0.1.tar.gz",
+        "private/releases/beta/beta-0.1.tar.gz.json",
     }
     for key in ("alpha_whl", "alpha_sdist", "beta_whl", "beta_sdist"):
-        stored = world.cache / "private" / "releases" / key.split("_")[0] / dists[key].name
+        stored = (
+            world.cache / "private" / "releases" / key.split("_")[0] / dists[key].name
+        )
         assert stored.read_bytes() == dists[key].read_bytes()
 
-    result = await pip_install(daemon.url + "local/", ["alpha", "beta"], world.tmp_path / "t1", world.tmp_path)
+    result = await pip_install(
+        daemon.url + "local/", ["alpha", "beta"], world.tmp_path / "t1", world.tmp_path
+    )
     result.check()
     assert installed(world.tmp_path / "t1") == {"alpha-1.0", "beta-0.1"}
     # Through /simple/, with the sdists: pip builds them offline.
     result = await pip_install(
-        daemon.url + "simple/", ["alpha", "beta"], world.tmp_path / "t2", world.tmp_path,
+        daemon.url + "simple/",
+        ["alpha", "beta"],
+        world.tmp_path / "t2",
+        world.tmp_path,
         ["--no-binary", "alpha,beta"],
     )
     result.check()
@@ -252,11 +309,15 @@ async def test_twine_reupload_identical_then_conflicting(world, dists):
     assert (await put(daemon, dists["alpha_whl"])).code == 201
     before = snapshot(world.cache)
     env = {**clean_env(world.tmp_path), "COLUMNS": "300"}
-    result = await twine_upload(daemon.url, [dists["alpha_whl"]], world.tmp_path, env=env)
+    result = await twine_upload(
+        daemon.url, [dists["alpha_whl"]], world.tmp_path, env=env
+    )
     result.check()  # twine exits 0: a CI re-run needs no --skip-existing
     assert snapshot(world.cache) == before
 
-    result = await twine_upload(daemon.url, [dists["alpha_whl_other"]], world.tmp_path, env=env)
+    result = await twine_upload(
+        daemon.url, [dists["alpha_whl_other"]], world.tmp_path, env=env
+    )
     assert result.code == 1, result
     output = " ".join((result.out + result.err).split())
     assert "409" in output and "File already exists" in output, result
@@ -289,7 +350,9 @@ async def test_deleted_filename_is_remembered(world, dists):
     assert (await send(daemon, "DELETE", f"/packages/alpha/{WHEEL}")).code == 204
     conflict = await put(daemon, dists["alpha_whl_other"], filename=WHEEL)
     assert conflict.code == 409
-    assert conflict.phrase.startswith(b"File already exists") and conflict.body.startswith(b"File already exists")
+    assert conflict.phrase.startswith(
+        b"File already exists"
+    ) and conflict.body.startswith(b"File already exists")
     conflict = await legacy_upload(daemon, dists["alpha_whl_other"])
     assert conflict.code == 409, conflict
     assert not (world.cache / "private" / "releases" / "alpha" / WHEEL).exists()
@@ -305,7 +368,9 @@ async def test_uv_publish_check_url_skips_identical_files(world, dists):
         assert (await put(daemon, dists[key])).code == 201
     before = snapshot(world.cache)
     result = await uv_publish(
-        daemon.url, [dists["beta_whl"], dists["beta_sdist"]], world.tmp_path,
+        daemon.url,
+        [dists["beta_whl"], dists["beta_sdist"]],
+        world.tmp_path,
         extra_args=["--check-url", daemon.url + "simple/"],
     )
     result.check()
@@ -333,20 +398,31 @@ async def test_digests_are_optional_and_case_insensitive(world, dists):
     """An upload without digests, or with upper-case ones, is taken."""
     content = dists["alpha_whl"].read_bytes()
     answer = await legacy_upload(
-        world.daemon, dists["alpha_whl"], sha256_digest=hashlib.sha256(content).hexdigest().upper(),
-        md5_digest=None, blake2_256_digest=None,
+        world.daemon,
+        dists["alpha_whl"],
+        sha256_digest=hashlib.sha256(content).hexdigest().upper(),
+        md5_digest=None,
+        blake2_256_digest=None,
     )
     assert answer.code == 200, answer
-    answer = await legacy_upload(world.daemon, dists["alpha_sdist"], sha256_digest=None, md5_digest=None,
-                                 blake2_256_digest=None)
+    answer = await legacy_upload(
+        world.daemon,
+        dists["alpha_sdist"],
+        sha256_digest=None,
+        md5_digest=None,
+        blake2_256_digest=None,
+    )
     assert answer.code == 200, answer
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    ({"name": "beta"}, b"name"),
-    ({"version": "1.1"}, b"version"),
-    ({"version": "not a version"}, b"version"),
-])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"name": "beta"}, b"name"),
+        ({"version": "1.1"}, b"version"),
+        ({"version": "not a version"}, b"version"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_form_disagrees_with_filename(world, dists, overrides, reason):
     """A form name or version that disagrees with the filename is a 400; nothing is stored."""
@@ -359,11 +435,15 @@ async def test_form_disagrees_with_filename(world, dists, overrides, reason):
 @pytest_twisted.ensureDeferred
 async def test_equivalent_names_and_versions_accepted(world, dists):
     """The form may spell the name and version differently, as long as they normalize alike."""
-    answer = await legacy_upload(world.daemon, dists["alpha_whl"], name="Alpha", version="1.0.0")
+    answer = await legacy_upload(
+        world.daemon, dists["alpha_whl"], name="Alpha", version="1.0.0"
+    )
     assert answer.code == 200, answer
 
 
-@pytest.mark.parametrize("filename", ["alpha-1.1-py3-none-any.whl", "beta-1.0-py3-none-any.whl"])
+@pytest.mark.parametrize(
+    "filename", ["alpha-1.1-py3-none-any.whl", "beta-1.0-py3-none-any.whl"]
+)
 @pytest_twisted.ensureDeferred
 async def test_archive_metadata_disagrees_with_filename(world, dists, filename):
     """An archive whose own metadata names another version or project is a 400, by PUT and by form."""
@@ -380,7 +460,9 @@ async def test_archive_metadata_disagrees_with_filename(world, dists, filename):
 async def test_other_actions_refused(world, dists, action):
     """Any :action but file_upload (or none) is a clear 400."""
     before = snapshot(world.cache)
-    answer = await legacy_upload(world.daemon, dists["alpha_whl"], **{":action": action})
+    answer = await legacy_upload(
+        world.daemon, dists["alpha_whl"], **{":action": action}
+    )
     assert answer.code == 400
     assert b":action" in answer.body and b"file_upload" in answer.body
     assert snapshot(world.cache) == before
@@ -391,10 +473,20 @@ async def test_upload_without_content_or_form(world, dists):
     """A form without a 'content' file part, or a body that is not a form, is a 400."""
     answer = await post_form(world.daemon, "/", legacy_fields(WHEEL, b""), [])
     assert answer.code == 400 and b"content" in answer.body, answer
-    answer = await send(world.daemon, "POST", "/", b"name=alpha", {"Content-Type": "application/x-www-form-urlencoded"})
+    answer = await send(
+        world.daemon,
+        "POST",
+        "/",
+        b"name=alpha",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert answer.code == 400 and b"multipart" in answer.body, answer
-    truncated = multipart(legacy_fields(WHEEL, b"x"), [("content", WHEEL.encode(), b"x" * 1000)])
-    answer = await send(world.daemon, "POST", "/", truncated[1][:-200], {"Content-Type": truncated[0]})
+    truncated = multipart(
+        legacy_fields(WHEEL, b"x"), [("content", WHEEL.encode(), b"x" * 1000)]
+    )
+    answer = await send(
+        world.daemon, "POST", "/", truncated[1][:-200], {"Content-Type": truncated[0]}
+    )
     assert answer.code == 400, answer
     assert [p for p in snapshot(world.cache) if not p.startswith("pages/")] == []
 
@@ -406,30 +498,47 @@ def _zip_without_metadata() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("filename, content", [
-    (WHEEL, b"this is not a zip file" * 10),
-    (WHEEL, _zip_without_metadata()),
-    (SDIST, b"\x1f\x8b\x08\x00 not really gzip" * 10),
-    (SDIST, b""),
-    ("alpha-1.0.zip", b"PK\x03\x04 broken"),
-])
+@pytest.mark.parametrize(
+    "filename, content",
+    [
+        (WHEEL, b"this is not a zip file" * 10),
+        (WHEEL, _zip_without_metadata()),
+        (SDIST, b"\x1f\x8b\x08\x00 not really gzip" * 10),
+        (SDIST, b""),
+        ("alpha-1.0.zip", b"PK\x03\x04 broken"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_broken_archive(world, filename, content, dists):
     """An archive that does not open, has no metadata, or is empty is a 400; nothing is stored."""
     before = snapshot(world.cache)
     answer = await send(world.daemon, "PUT", f"/packages/alpha/{filename}", content)
     assert answer.code == 400, answer
-    answer = await post_form(world.daemon, "/", legacy_fields(filename.replace(".zip", ".tar.gz"), content),
-                             [("content", filename.encode(), content)])
+    answer = await post_form(
+        world.daemon,
+        "/",
+        legacy_fields(filename.replace(".zip", ".tar.gz"), content),
+        [("content", filename.encode(), content)],
+    )
     assert answer.code == 400, answer
     assert snapshot(world.cache) == before
 
 
-@pytest.mark.parametrize("filename", ["alpha-1.0.txt", "alpha-1.0.egg", "alpha.whl", "alpha-1.0-py3-none-any.whl.metadata"])
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "alpha-1.0.txt",
+        "alpha-1.0.egg",
+        "alpha.whl",
+        "alpha-1.0-py3-none-any.whl.metadata",
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_not_a_distribution_filename(world, dists, filename):
     """Only wheels and sdists are taken."""
-    answer = await put(world.daemon, dists["alpha_whl"], project="alpha", filename=filename)
+    answer = await put(
+        world.daemon, dists["alpha_whl"], project="alpha", filename=filename
+    )
     assert answer.code == 400, answer
 
 
@@ -466,9 +575,14 @@ async def test_path_tricks_by_put(world, dists, trick):
     assert snapshot(world.cache) == before
 
 
-@pytest.mark.parametrize("path", [
-    b"/packages/alpha//tmp/alpha-1.0.tar.gz", b"/packages/alpha/x/../alpha-1.0.tar.gz", b"/packages/alpha/a/alpha-1.0.tar.gz",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/packages/alpha//tmp/alpha-1.0.tar.gz",
+        b"/packages/alpha/x/../alpha-1.0.tar.gz",
+        b"/packages/alpha/a/alpha-1.0.tar.gz",
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_literal_separators_in_put_url(world, dists, path):
     """A PUT URL with more segments than the route (literal '/', './..') is refused and writes nothing."""
@@ -497,7 +611,11 @@ FORM_TRICKS = [
 ]
 
 
-@pytest.mark.parametrize("trick", FORM_TRICKS, ids=lambda t: t.decode(errors="replace").replace("\x00", "NUL"))
+@pytest.mark.parametrize(
+    "trick",
+    FORM_TRICKS,
+    ids=lambda t: t.decode(errors="replace").replace("\x00", "NUL"),
+)
 @pytest_twisted.ensureDeferred
 async def test_path_tricks_in_form_filename(world, dists, trick):
     """A multipart filename with separators, dots, NUL, backslashes (plain or encoded) is a 400; nothing is written."""
@@ -506,7 +624,9 @@ async def test_path_tricks_in_form_filename(world, dists, trick):
     fields = legacy_fields(SDIST, content)
     answer = await post_form(world.daemon, "/", fields, [("content", trick, content)])
     assert answer.code == 400, answer
-    answer = await post_form(world.daemon, "/uploadpackage/", [], [("sdist", trick, content)])
+    answer = await post_form(
+        world.daemon, "/uploadpackage/", [], [("sdist", trick, content)]
+    )
     assert answer.code == 400, answer
     assert snapshot(world.cache) == before
 
@@ -516,8 +636,15 @@ async def test_no_temporary_files_left(world, dists):
     """Refused and accepted uploads alike leave no temporary file behind, and none named after the client's input."""
     daemon = world.daemon
     await legacy_upload(daemon, dists["alpha_whl"], sha256_digest="0" * 64)
-    await post_form(daemon, "/", legacy_fields(SDIST, b"junk"), [("content", SDIST.encode(), b"junk")])
-    await post_form(daemon, "/uploadpackage/", [], [("sdist", b"../evil-1.0.tar.gz", b"junk")])
+    await post_form(
+        daemon,
+        "/",
+        legacy_fields(SDIST, b"junk"),
+        [("content", SDIST.encode(), b"junk")],
+    )
+    await post_form(
+        daemon, "/uploadpackage/", [], [("sdist", b"../evil-1.0.tar.gz", b"junk")]
+    )
     await put(daemon, dists["alpha_whl"])
     await put(daemon, dists["alpha_whl_other"], filename=WHEEL)
     leftovers = [p for p in snapshot(world.cache) if "/.tmp-" in "/" + p or "evil" in p]
@@ -528,7 +655,9 @@ async def test_no_temporary_files_left(world, dists):
 # -- size limit ----------------------------------------------------------------
 
 
-def _exchange(port: int, head: bytes, body: bytes = b"", wait: float = 5.0) -> tuple[bytes, float, bool]:
+def _exchange(
+    port: int, head: bytes, body: bytes = b"", wait: float = 5.0
+) -> tuple[bytes, float, bool]:
     """Send request headers (and maybe some body) on a raw socket, then read until the server closes.
 
     Runs in a thread (blocking socket) while the daemon runs on the reactor.
@@ -575,7 +704,8 @@ async def test_oversized_refused_before_body(small, expect):
     head = (
         b"PUT /packages/alpha/alpha-1.0.tar.gz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Length: 1000000000\r\nContent-Type: application/octet-stream\r\n"
-        + (b"Expect: 100-continue\r\n" if expect else b"") + b"\r\n"
+        + (b"Expect: 100-continue\r\n" if expect else b"")
+        + b"\r\n"
     )
     received, took, closed = await deferToThread(_exchange, port, head)
     assert received.startswith(b"HTTP/1.1 413 "), received
@@ -608,7 +738,9 @@ async def test_upload_within_limit_works(small, dists):
     """Bodies under the limit are taken as usual."""
     answer = await put(small.daemon, dists["alpha_whl"])
     assert answer.code == 201, answer
-    big = await send(small.daemon, "PUT", "/packages/alpha/alpha-1.0.tar.gz", b"\0" * 5000)
+    big = await send(
+        small.daemon, "PUT", "/packages/alpha/alpha-1.0.tar.gz", b"\0" * 5000
+    )
     assert big.code == 413 and b"--max-upload-size" in big.body
 
 
@@ -624,17 +756,29 @@ async def test_put_201_json_then_identical_200(world, dists):
     assert answer.code == 201
     assert answer.header("content-type") == "application/json"
     assert answer.json() == {
-        "stored": True, "project": "alpha", "version": "1.0", "filename": WHEEL,
-        "sha256": hashlib.sha256(content).hexdigest(), "size": len(content), "url": f"/packages/alpha/{WHEEL}",
+        "stored": True,
+        "project": "alpha",
+        "version": "1.0",
+        "filename": WHEEL,
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "size": len(content),
+        "url": f"/packages/alpha/{WHEEL}",
     }
     before = snapshot(world.cache)
     again = await put(daemon, dists["alpha_whl"])
     assert again.code == 200 and again.json()["stored"] is False
     assert snapshot(world.cache) == before
     # The original pypicache's path for sdists works too.
-    answer = await send(daemon, "PUT", f"/packages/source/a/alpha/{SDIST}", dists["alpha_sdist"].read_bytes())
+    answer = await send(
+        daemon,
+        "PUT",
+        f"/packages/source/a/alpha/{SDIST}",
+        dists["alpha_sdist"].read_bytes(),
+    )
     assert answer.code == 201 and answer.json()["filename"] == SDIST
-    assert (world.cache / "private" / "releases" / "alpha" / SDIST).read_bytes() == dists["alpha_sdist"].read_bytes()
+    assert (
+        world.cache / "private" / "releases" / "alpha" / SDIST
+    ).read_bytes() == dists["alpha_sdist"].read_bytes()
 
 
 @pytest_twisted.ensureDeferred
@@ -652,12 +796,21 @@ async def test_uploadpackage_multipart(world, dists, path):
     """POST /uploadpackage/ with a curl-shaped `-F sdist=@file` answers 201 and JSON; a wheel goes the same way."""
     daemon = world.daemon
     with open(dists["alpha_sdist"], "rb") as f:
-        response = await daemon.client.post(daemon.url + path.lstrip("/"), files={"sdist": (SDIST, f)})
+        response = await daemon.client.post(
+            daemon.url + path.lstrip("/"), files={"sdist": (SDIST, f)}
+        )
     assert response.code == 201
     body = json.loads(await response.content())
-    assert (body["filename"], body["project"], body["version"], body["stored"]) == (SDIST, "alpha", "1.0", True)
+    assert (body["filename"], body["project"], body["version"], body["stored"]) == (
+        SDIST,
+        "alpha",
+        "1.0",
+        True,
+    )
     with open(dists["alpha_whl"], "rb") as f:
-        response = await daemon.client.post(daemon.url + path.lstrip("/"), files={"package": (WHEEL, f)})
+        response = await daemon.client.post(
+            daemon.url + path.lstrip("/"), files={"package": (WHEEL, f)}
+        )
     assert response.code == 201
     assert json.loads(await response.content())["filename"] == WHEEL
     assert (world.cache / "private" / "releases" / "alpha" / WHEEL).exists()
@@ -668,25 +821,47 @@ async def test_uploadpackage_multipart(world, dists, path):
 async def test_uploadpackage_with_real_curl(world, dists):
     """`curl -X POST -F sdist=@dist/x.tar.gz http://host/uploadpackage/`, as the original pypicache documented."""
     result = await run(
-        ["curl", "-sS", "-X", "POST", "-F", f"sdist=@{dists['alpha_sdist']}", world.daemon.url + "uploadpackage/"],
+        [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            "-F",
+            f"sdist=@{dists['alpha_sdist']}",
+            world.daemon.url + "uploadpackage/",
+        ],
         clean_env(world.tmp_path),
     )
     result.check()
     assert json.loads(result.out)["filename"] == SDIST
 
 
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/simple/alpha/"), ("POST", "/simple/"), ("PUT", "/simple/alpha/"), ("POST", "/local/alpha/"),
-    ("POST", "/local/"), ("POST", "/simple"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/simple/alpha/"),
+        ("POST", "/simple/"),
+        ("PUT", "/simple/alpha/"),
+        ("POST", "/local/alpha/"),
+        ("POST", "/local/"),
+        ("POST", "/simple"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_upload_to_index_pages_is_405(world, dists, method, path):
     """An upload sent to /simple/... or /local/... is a 405 that says where to upload."""
     content = dists["alpha_whl"].read_bytes()
-    content_type, body = multipart(legacy_fields(WHEEL, content), [("content", WHEEL.encode(), content)])
-    answer = await send(world.daemon, method, path, body, {"Content-Type": content_type})
+    content_type, body = multipart(
+        legacy_fields(WHEEL, content), [("content", WHEEL.encode(), content)]
+    )
+    answer = await send(
+        world.daemon, method, path, body, {"Content-Type": content_type}
+    )
     assert answer.code == 405, answer
-    assert b"twine upload --repository-url" in answer.body and b"PUT /packages/" in answer.body
+    assert (
+        b"twine upload --repository-url" in answer.body
+        and b"PUT /packages/" in answer.body
+    )
     assert answer.header("allow") == "GET, HEAD"
     assert private_files(world.cache) == []
 
@@ -703,7 +878,9 @@ async def test_storage_areas_pages_and_metadata(world, dists):
     assert (await legacy_upload(daemon, dists["alpha_whl"])).code == 200
     assert (await put(daemon, dists["gamma_rc"])).code == 201
     assert (world.cache / "private" / "releases" / "alpha" / WHEEL).is_file()
-    assert (world.cache / "private" / "prereleases" / "gamma" / dists["gamma_rc"].name).is_file()
+    assert (
+        world.cache / "private" / "prereleases" / "gamma" / dists["gamma_rc"].name
+    ).is_file()
     assert not (world.cache / "private" / "releases" / "gamma").exists()
     assert not (world.cache / "mirror" / "alpha").exists()
 
@@ -716,9 +893,13 @@ async def test_storage_areas_pages_and_metadata(world, dists):
         assert entry["size"] == len(content)
         assert entry["requires-python"] == ">=3.8"
         assert entry["yanked"] is False
-        assert entry["core-metadata"] == {"sha256": hashlib.sha256(metadata).hexdigest()}
+        assert entry["core-metadata"] == {
+            "sha256": hashlib.sha256(metadata).hexdigest()
+        }
         assert entry["upload-time"].endswith("Z")
-        moment = calendar.timegm(time.strptime(entry["upload-time"][:19], "%Y-%m-%dT%H:%M:%S"))
+        moment = calendar.timegm(
+            time.strptime(entry["upload-time"][:19], "%Y-%m-%dT%H:%M:%S")
+        )
         assert started - 2 <= moment <= time.time() + 2
     answer = await send(daemon, "GET", entry["url"].replace("../..", "") + ".metadata")
     assert answer.code == 200 and answer.body == metadata
@@ -745,14 +926,25 @@ async def test_yank_seen_by_pip_then_delete(world, dists):
         assert (await put(daemon, dists[key])).code == 201
     two = dists["yankme_2"].name
     form = multipart([("reason", "broken build")], [])
-    answer = await send(daemon, "POST", f"/packages/yankme/{two}/yank", form[1], {"Content-Type": form[0]})
+    answer = await send(
+        daemon,
+        "POST",
+        f"/packages/yankme/{two}/yank",
+        form[1],
+        {"Content-Type": form[0]},
+    )
     assert answer.code == 204, answer
     answer = await send(daemon, "POST", "/packages/yankme/yankme-2.0.tar.gz/yank")
     assert answer.code == 204, answer
     files = by_filename(await page(daemon, "/simple/yankme/"))
     assert files["yankme-2.0.tar.gz"]["yanked"] is True  # no reason given
-    answer = await send(daemon, "POST", "/packages/yankme/yankme-2.0.tar.gz/yank", b"reason=no+sdist",
-                        {"Content-Type": "application/x-www-form-urlencoded"})  # curl -d reason=...
+    answer = await send(
+        daemon,
+        "POST",
+        "/packages/yankme/yankme-2.0.tar.gz/yank",
+        b"reason=no+sdist",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )  # curl -d reason=...
     assert answer.code == 204, answer
 
     files = by_filename(await page(daemon, "/simple/yankme/"))
@@ -760,16 +952,28 @@ async def test_yank_seen_by_pip_then_delete(world, dists):
     assert files["yankme-2.0.tar.gz"]["yanked"] == "no sdist"
     assert files[dists["yankme_1"].name]["yanked"] is False
     html = (await send(daemon, "GET", "/simple/yankme/")).body.decode()
-    assert re.search(f'{re.escape(two)}#sha256=[0-9a-f]+" data-yanked="broken build"', html)
-    assert re.search(r'yankme-2\.0\.tar\.gz#sha256=[0-9a-f]+" data-yanked="no sdist"', html)
-    assert "yankme-1.0-py3-none-any.whl#sha256=" in html and html.count("data-yanked") == 2
-    sidecar = json.loads((world.cache / "private" / "releases" / "yankme" / f"{two}.json").read_bytes())
+    assert re.search(
+        f'{re.escape(two)}#sha256=[0-9a-f]+" data-yanked="broken build"', html
+    )
+    assert re.search(
+        r'yankme-2\.0\.tar\.gz#sha256=[0-9a-f]+" data-yanked="no sdist"', html
+    )
+    assert (
+        "yankme-1.0-py3-none-any.whl#sha256=" in html and html.count("data-yanked") == 2
+    )
+    sidecar = json.loads(
+        (world.cache / "private" / "releases" / "yankme" / f"{two}.json").read_bytes()
+    )
     assert sidecar["file"]["yanked"] == "broken build"
 
-    result = await pip_install(daemon.url + "simple/", ["yankme"], world.tmp_path / "t1", world.tmp_path)
+    result = await pip_install(
+        daemon.url + "simple/", ["yankme"], world.tmp_path / "t1", world.tmp_path
+    )
     result.check()
     assert installed(world.tmp_path / "t1") == {"yankme-1.0"}
-    result = await pip_install(daemon.url + "simple/", ["yankme==2.0"], world.tmp_path / "t2", world.tmp_path)
+    result = await pip_install(
+        daemon.url + "simple/", ["yankme==2.0"], world.tmp_path / "t2", world.tmp_path
+    )
     result.check()
     assert installed(world.tmp_path / "t2") == {"yankme-2.0"}
     assert "broken build" in result.out + result.err  # pip's warning names the reason
@@ -777,15 +981,22 @@ async def test_yank_seen_by_pip_then_delete(world, dists):
     # DELETE on the yank URL unyanks.
     assert (await send(daemon, "DELETE", f"/packages/yankme/{two}/yank")).code == 204
     assert by_filename(await page(daemon, "/simple/yankme/"))[two]["yanked"] is False
-    assert 'data-yanked="broken build"' not in (await send(daemon, "GET", "/simple/yankme/")).body.decode()
+    assert (
+        'data-yanked="broken build"'
+        not in (await send(daemon, "GET", "/simple/yankme/")).body.decode()
+    )
 
     # Delete a release (every file of it), then the last file.
     assert (await send(daemon, "DELETE", "/simple/yankme/2.0/")).code == 204
-    assert list(by_filename(await page(daemon, "/simple/yankme/"))) == [dists["yankme_1"].name]
+    assert list(by_filename(await page(daemon, "/simple/yankme/"))) == [
+        dists["yankme_1"].name
+    ]
     assert not (world.cache / "private" / "releases" / "yankme" / two).exists()
     assert (await send(daemon, "GET", f"/packages/yankme/{two}")).code == 404
     assert (await send(daemon, "DELETE", "/simple/yankme/2.0")).code == 404
-    assert (await send(daemon, "DELETE", f"/packages/yankme/{dists['yankme_1'].name}")).code == 204
+    assert (
+        await send(daemon, "DELETE", f"/packages/yankme/{dists['yankme_1'].name}")
+    ).code == 204
     assert by_filename(await page(daemon, "/simple/yankme/")) == {}
     assert world.asked_about("yankme") == []
 
@@ -828,25 +1039,37 @@ async def test_private_project_shadows_upstream(world, dists):
     and the upstream never hears the name, not even for a file only it has."""
     daemon = world.daemon
     assert (await put(daemon, dists["shadow_1"])).code == 201
-    result = await pip_install(daemon.url + "simple/", ["shadow"], world.tmp_path / "t", world.tmp_path)
+    result = await pip_install(
+        daemon.url + "simple/", ["shadow"], world.tmp_path / "t", world.tmp_path
+    )
     result.check()
     assert installed(world.tmp_path / "t") == {"shadow-1.0"}
-    assert list(by_filename(await page(daemon, "/simple/shadow/"))) == [dists["shadow_1"].name]
+    assert list(by_filename(await page(daemon, "/simple/shadow/"))) == [
+        dists["shadow_1"].name
+    ]
     answer = await send(daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}")
     assert answer.code == 404
-    answer = await send(daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}.metadata")
+    answer = await send(
+        daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}.metadata"
+    )
     assert answer.code == 404
     assert world.asked_about("shadow") == []
     # Other projects still come from the upstream.
-    assert list(by_filename(await page(daemon, "/simple/public/"))) == [dists["public"].name]
+    assert list(by_filename(await page(daemon, "/simple/public/"))) == [
+        dists["public"].name
+    ]
 
 
 @pytest_twisted.ensureDeferred
 async def test_refused_upload_does_not_make_a_project_private(world, dists):
     """An upload that is refused writes nothing, so the name still comes from the upstream."""
-    answer = await legacy_upload(world.daemon, dists["shadow_1"], sha256_digest="0" * 64)
+    answer = await legacy_upload(
+        world.daemon, dists["shadow_1"], sha256_digest="0" * 64
+    )
     assert answer.code == 400
-    assert list(by_filename(await page(world.daemon, "/simple/shadow/"))) == [dists["shadow_9"].name]
+    assert list(by_filename(await page(world.daemon, "/simple/shadow/"))) == [
+        dists["shadow_9"].name
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -854,9 +1077,13 @@ async def test_project_stays_private_after_its_last_file_is_deleted(world, dists
     """Deleting a private project's only file does not hand its name back to the upstream."""
     daemon = world.daemon
     assert (await put(daemon, dists["shadow_1"])).code == 201
-    assert (await send(daemon, "DELETE", f"/packages/shadow/{dists['shadow_1'].name}")).code == 204
+    assert (
+        await send(daemon, "DELETE", f"/packages/shadow/{dists['shadow_1'].name}")
+    ).code == 204
     assert by_filename(await page(daemon, "/simple/shadow/")) == {}
-    assert (await send(daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}")).code == 404
+    assert (
+        await send(daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}")
+    ).code == 404
     assert world.asked_about("shadow") == []
     # A daemon started afresh on the same folder remembers it too.
     again = await start_daemon(world.upstream.url, world.cache, timeout=5)
@@ -876,9 +1103,13 @@ async def test_mirror_private_merges_upstream(tmp_path, dists):
         files = by_filename(await page(w.daemon, "/simple/shadow/"))
         assert set(files) == {dists["shadow_1"].name, dists["shadow_9"].name}
         assert w.asked_about("shadow") != []
-        answer = await send(w.daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}")
+        answer = await send(
+            w.daemon, "GET", f"/packages/shadow/{dists['shadow_9'].name}"
+        )
         assert answer.code == 200 and answer.body == dists["shadow_9"].read_bytes()
         # /local/ shows what is on disk.
-        assert dists["shadow_1"].name in by_filename(await page(w.daemon, "/local/shadow/"))
+        assert dists["shadow_1"].name in by_filename(
+            await page(w.daemon, "/local/shadow/")
+        )
     finally:
         await w.stop()

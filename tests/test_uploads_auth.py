@@ -64,13 +64,25 @@ class Answer:
         return f"<{self.code} {self.phrase!r} {self.body[:200]!r}>"
 
 
-async def send(daemon: RunningDaemon, method: str, path: str, body: bytes | None = None, **headers: str) -> Answer:
+async def send(
+    daemon: RunningDaemon,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    **headers: str,
+) -> Answer:
     """One request, headers given as keyword arguments (``X_Forwarded_For=...``)."""
-    raw = Headers({k.replace("_", "-").encode(): [v.encode()] for k, v in headers.items()})
+    raw = Headers(
+        {k.replace("_", "-").encode(): [v.encode()] for k, v in headers.items()}
+    )
     producer = FileBodyProducer(io.BytesIO(body)) if body is not None else None
     url = (daemon.url.rstrip("/") + path).encode()
-    response = await Agent(reactor, pool=daemon.client_pool).request(method.encode(), url, raw, producer)
-    return Answer(response.code, response.phrase, response.headers, await treq.content(response))
+    response = await Agent(reactor, pool=daemon.client_pool).request(
+        method.encode(), url, raw, producer
+    )
+    return Answer(
+        response.code, response.phrase, response.headers, await treq.content(response)
+    )
 
 
 def upload_form(archive: Path) -> tuple[str, bytes]:
@@ -78,20 +90,38 @@ def upload_form(archive: Path) -> tuple[str, bytes]:
     boundary = "b0undary"
     name, version = archive.name.split("-")[:2]
     parts = [
-        (b'name=":action"', b"file_upload"), (b'name="protocol_version"', b"1"),
-        (b'name="name"', name.encode()), (b'name="version"', version.encode()),
-        (b'name="content"; filename="' + archive.name.encode() + b'"', archive.read_bytes()),
+        (b'name=":action"', b"file_upload"),
+        (b'name="protocol_version"', b"1"),
+        (b'name="name"', name.encode()),
+        (b'name="version"', version.encode()),
+        (
+            b'name="content"; filename="' + archive.name.encode() + b'"',
+            archive.read_bytes(),
+        ),
     ]
     body = b"".join(
-        b"--" + boundary.encode() + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" + value + b"\r\n"
+        b"--"
+        + boundary.encode()
+        + b"\r\nContent-Disposition: form-data; "
+        + disposition
+        + b"\r\n\r\n"
+        + value
+        + b"\r\n"
         for disposition, value in parts
     )
-    return f"multipart/form-data; boundary={boundary}", body + b"--" + boundary.encode() + b"--\r\n"
+    return (
+        f"multipart/form-data; boundary={boundary}",
+        body + b"--" + boundary.encode() + b"--\r\n",
+    )
 
 
 class World(BaseWorld):
     def stored(self) -> list[str]:
-        return sorted(p.name for p in (self.cache / "private").glob("*releases/*/*") if p.is_file())
+        return sorted(
+            p.name
+            for p in (self.cache / "private").glob("*releases/*/*")
+            if p.is_file()
+        )
 
 
 async def make_world(tmp_path: Path, **options) -> World:
@@ -110,7 +140,9 @@ async def users(tmp_path):
 @pytest_twisted.async_yield_fixture()
 async def readers(tmp_path):
     """A daemon with --auth-file and --read-auth."""
-    w = await make_world(tmp_path, auth_file=str(write_htpasswd(tmp_path / "htpasswd")), read_auth=True)
+    w = await make_world(
+        tmp_path, auth_file=str(write_htpasswd(tmp_path / "htpasswd")), read_auth=True
+    )
     yield w
     await w.stop()
 
@@ -130,9 +162,19 @@ def writes(dists) -> list[tuple[str, str, bytes | None, dict[str, str]]]:
     return [
         ("POST", "/", form, {"Content_Type": content_type}),
         ("POST", "/legacy/", form, {"Content_Type": content_type}),
-        ("POST", "/uploadpackage/", form.replace(b'name="content"', b'name="sdist"'), {"Content_Type": content_type}),
+        (
+            "POST",
+            "/uploadpackage/",
+            form.replace(b'name="content"', b'name="sdist"'),
+            {"Content_Type": content_type},
+        ),
         ("PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(), {}),
-        ("PUT", f"/packages/source/s/secret-thing/{wheel.name}", wheel.read_bytes(), {}),
+        (
+            "PUT",
+            f"/packages/source/s/secret-thing/{wheel.name}",
+            wheel.read_bytes(),
+            {},
+        ),
         ("DELETE", f"/packages/secret-thing/{wheel.name}", None, {}),
         ("DELETE", "/simple/secret-thing/1.0/", None, {}),
         ("POST", f"/packages/secret-thing/{wheel.name}/yank", None, {}),
@@ -143,25 +185,52 @@ def writes(dists) -> list[tuple[str, str, bytes | None, dict[str, str]]]:
 # -- --auth-file ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("credentials", [
-    None, ("alice", "wrong"), ("mallory", "correct-horse"), ("alice", ""), ("bob", "correct-horse"),
-], ids=["none", "wrong-password", "unknown-user", "empty-password", "other-users-password"])
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        None,
+        ("alice", "wrong"),
+        ("mallory", "correct-horse"),
+        ("alice", ""),
+        ("bob", "correct-horse"),
+    ],
+    ids=[
+        "none",
+        "wrong-password",
+        "unknown-user",
+        "empty-password",
+        "other-users-password",
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_writes_need_good_credentials(users, dists, credentials):
     """Every write without good credentials is a 401 asking for Basic auth, and changes nothing."""
     wheel = dists["wheel"]
-    assert (await send(users.daemon, "PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(),
-                       Authorization=basic("alice", PASSWORDS["alice"]))).code == 201
+    assert (
+        await send(
+            users.daemon,
+            "PUT",
+            f"/packages/secret-thing/{wheel.name}",
+            wheel.read_bytes(),
+            Authorization=basic("alice", PASSWORDS["alice"]),
+        )
+    ).code == 201
     extra = {"Authorization": basic(*credentials)} if credentials else {}
     for method, path, body, headers in writes(dists):
         answer = await send(users.daemon, method, path, body, **headers, **extra)
         assert answer.code == 401, (method, path, answer)
         assert answer.header("www-authenticate").startswith("Basic ")
         assert b"password" in answer.body
-    assert users.stored() == [wheel.name, wheel.name + ".json", wheel.name + ".metadata"]
+    assert users.stored() == [
+        wheel.name,
+        wheel.name + ".json",
+        wheel.name + ".metadata",
+    ]
     # Reads stay open without --read-auth.
     assert (await send(users.daemon, "GET", "/simple/secret-thing/")).code == 200
-    assert (await send(users.daemon, "GET", f"/packages/secret-thing/{wheel.name}")).code == 200
+    assert (
+        await send(users.daemon, "GET", f"/packages/secret-thing/{wheel.name}")
+    ).code == 200
 
 
 @pytest_twisted.ensureDeferred
@@ -170,15 +239,33 @@ async def test_every_write_works_with_good_credentials(users, dists):
     # Stored, then identical (200), deleted, then nothing left to delete or yank (404).
     expected = [200, 200, 200, 200, 200, 204, 404, 404, 404]
     for (method, path, body, headers), code in zip(writes(dists), expected):
-        answer = await send(users.daemon, method, path, body, **headers, Authorization=basic("bob", PASSWORDS["bob"]))
+        answer = await send(
+            users.daemon,
+            method,
+            path,
+            body,
+            **headers,
+            Authorization=basic("bob", PASSWORDS["bob"]),
+        )
         assert answer.code == code, (method, path, answer)
     wheel = dists["wheel"]
-    assert (await send(users.daemon, "PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(),
-                       Authorization=basic("alice", PASSWORDS["alice"]))).code == 201
-    for method, path in [("POST", f"/packages/secret-thing/{wheel.name}/yank"),
-                         ("DELETE", f"/packages/secret-thing/{wheel.name}/yank"),
-                         ("DELETE", "/simple/secret-thing/1.0/")]:
-        answer = await send(users.daemon, method, path, Authorization=basic("alice", PASSWORDS["alice"]))
+    assert (
+        await send(
+            users.daemon,
+            "PUT",
+            f"/packages/secret-thing/{wheel.name}",
+            wheel.read_bytes(),
+            Authorization=basic("alice", PASSWORDS["alice"]),
+        )
+    ).code == 201
+    for method, path in [
+        ("POST", f"/packages/secret-thing/{wheel.name}/yank"),
+        ("DELETE", f"/packages/secret-thing/{wheel.name}/yank"),
+        ("DELETE", "/simple/secret-thing/1.0/"),
+    ]:
+        answer = await send(
+            users.daemon, method, path, Authorization=basic("alice", PASSWORDS["alice"])
+        )
         assert answer.code == 204, (method, path, answer)
 
 
@@ -186,12 +273,18 @@ async def test_every_write_works_with_good_credentials(users, dists):
 async def test_twine_and_uv_with_users(users, dists):
     """twine with a wrong password fails with 401; twine and uv publish with a user from the file succeed."""
     daemon, tmp = users.daemon, users.tmp_path
-    result = await twine_upload(daemon.url, [dists["wheel"]], tmp, username="alice", password="wrong")
+    result = await twine_upload(
+        daemon.url, [dists["wheel"]], tmp, username="alice", password="wrong"
+    )
     assert result.code != 0 and "401" in result.out + result.err, result
     assert users.stored() == []
-    result = await twine_upload(daemon.url, [dists["wheel"]], tmp, username="alice", password=PASSWORDS["alice"])
+    result = await twine_upload(
+        daemon.url, [dists["wheel"]], tmp, username="alice", password=PASSWORDS["alice"]
+    )
     result.check()
-    result = await uv_publish(daemon.url, [dists["sdist"]], tmp, username="bob", password=PASSWORDS["bob"])
+    result = await uv_publish(
+        daemon.url, [dists["sdist"]], tmp, username="bob", password=PASSWORDS["bob"]
+    )
     result.check()
     assert set(users.stored()) >= {dists["wheel"].name, dists["sdist"].name}
 
@@ -205,19 +298,39 @@ async def test_read_auth(readers, dists):
     daemon, tmp = readers.daemon, readers.tmp_path
     wheel = dists["wheel"]
     alice = basic("alice", PASSWORDS["alice"])
-    assert (await send(daemon, "PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(),
-                       Authorization=alice)).code == 201
-    for path in ("/", "/simple/", "/simple/secret-thing/", "/local/secret-thing/",
-                 f"/packages/secret-thing/{wheel.name}", f"/packages/secret-thing/{wheel.name}.metadata"):
+    assert (
+        await send(
+            daemon,
+            "PUT",
+            f"/packages/secret-thing/{wheel.name}",
+            wheel.read_bytes(),
+            Authorization=alice,
+        )
+    ).code == 201
+    for path in (
+        "/",
+        "/simple/",
+        "/simple/secret-thing/",
+        "/local/secret-thing/",
+        f"/packages/secret-thing/{wheel.name}",
+        f"/packages/secret-thing/{wheel.name}.metadata",
+    ):
         answer = await send(daemon, "GET", path)
-        assert answer.code == 401 and answer.header("www-authenticate").startswith("Basic "), (path, answer)
+        assert answer.code == 401 and answer.header("www-authenticate").startswith(
+            "Basic "
+        ), (
+            path,
+            answer,
+        )
         answer = await send(daemon, "GET", path, Authorization=basic("alice", "wrong"))
         assert answer.code == 401, (path, answer)
         assert (await send(daemon, "GET", path, Authorization=alice)).code == 200, path
     health = await send(daemon, "GET", "/health")
     assert health.code == 200 and b'"ok"' in health.body
 
-    result = await pip_install(daemon.url + "simple/", ["secret-thing"], tmp / "t0", tmp)
+    result = await pip_install(
+        daemon.url + "simple/", ["secret-thing"], tmp / "t0", tmp
+    )
     assert result.code != 0 and "No matching distribution" in result.err, result
     port = daemon.port.getHost().port
     with_user = f"http://alice:{PASSWORDS['alice']}@127.0.0.1:{port}/simple/"
@@ -228,7 +341,9 @@ async def test_read_auth(readers, dists):
     netrc = tmp / "home" / ".netrc"
     netrc.write_text(f"machine 127.0.0.1\nlogin bob\npassword {PASSWORDS['bob']}\n")
     netrc.chmod(0o600)
-    result = await uv_pip_install(daemon.url + "simple/", ["secret-thing"], tmp / "t3", tmp)
+    result = await uv_pip_install(
+        daemon.url + "simple/", ["secret-thing"], tmp / "t3", tmp
+    )
     result.check()
     assert (tmp / "t3" / "secret_thing-1.0.dist-info").is_dir()
 
@@ -236,23 +351,37 @@ async def test_read_auth(readers, dists):
 # -- no --auth-file: loopback only, no proxies ---------------------------------------
 
 
-@pytest.mark.parametrize("header, value", [
-    ("X_Forwarded_For", "203.0.113.9"), ("X_Forwarded_For", "127.0.0.1"),
-    ("Forwarded", "for=203.0.113.9"), ("X_Real_IP", "203.0.113.9"),
-])
+@pytest.mark.parametrize(
+    "header, value",
+    [
+        ("X_Forwarded_For", "203.0.113.9"),
+        ("X_Forwarded_For", "127.0.0.1"),
+        ("Forwarded", "for=203.0.113.9"),
+        ("X_Real_IP", "203.0.113.9"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_proxied_write_without_users_is_403(open_daemon, dists, header, value):
     """Without --auth-file, a write that came through a proxy is a 403 that says to configure --auth-file."""
     for method, path, body, headers in writes(dists):
-        answer = await send(open_daemon.daemon, method, path, body, **headers, **{header: value})
+        answer = await send(
+            open_daemon.daemon, method, path, body, **headers, **{header: value}
+        )
         assert answer.code == 403, (method, path, answer)
         assert b"--auth-file" in answer.body and b"htpasswd -B" in answer.body
     assert open_daemon.stored() == []
     # Reads through a proxy are fine; writes straight from loopback too (credentials ignored).
-    assert (await send(open_daemon.daemon, "GET", "/simple/", **{header: value})).code == 200
+    assert (
+        await send(open_daemon.daemon, "GET", "/simple/", **{header: value})
+    ).code == 200
     wheel = dists["wheel"]
-    answer = await send(open_daemon.daemon, "PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(),
-                        Authorization=basic("anyone", "anything"))
+    answer = await send(
+        open_daemon.daemon,
+        "PUT",
+        f"/packages/secret-thing/{wheel.name}",
+        wheel.read_bytes(),
+        Authorization=basic("anyone", "anything"),
+    )
     assert answer.code == 201, answer
 
 
@@ -265,8 +394,11 @@ async def test_allow_from_refuses_other_networks(tmp_path, dists):
     and a forged X-Forwarded-For is not believed without --trust-proxy."""
     w = await make_world(tmp_path, allow_from=[parse_cidr("10.0.0.0/8")])
     try:
-        for method, path, body, headers in [("GET", "/simple/", None, {}), ("GET", "/", None, {}),
-                                            *writes(dists)]:
+        for method, path, body, headers in [
+            ("GET", "/simple/", None, {}),
+            ("GET", "/", None, {}),
+            *writes(dists),
+        ]:
             answer = await send(w.daemon, method, path, body, **headers)
             assert answer.code == 403, (method, path, answer)
             assert b"127.0.0.1 is not allowed" in answer.body
@@ -283,7 +415,9 @@ async def test_allow_from_covers_health(tmp_path):
     w = await make_world(tmp_path, allow_from=[parse_cidr("10.0.0.0/8")])
     try:
         assert (await send(w.daemon, "GET", "/health")).code == 403
-        assert (await send(w.daemon, "GET", "/health", X_Forwarded_For="10.1.2.3")).code == 403
+        assert (
+            await send(w.daemon, "GET", "/health", X_Forwarded_For="10.1.2.3")
+        ).code == 403
     finally:
         await w.stop()
 
@@ -293,24 +427,49 @@ async def test_trust_proxy(tmp_path, dists):
     """With --trust-proxy, --allow-from judges the address the proxy reports (its right-most entry);
     without users, writes through the proxy are still refused."""
     htpasswd = write_htpasswd(tmp_path / "htpasswd")
-    w = await make_world(tmp_path, allow_from=[parse_cidr("10.0.0.0/8")], trust_proxy=True)
+    w = await make_world(
+        tmp_path, allow_from=[parse_cidr("10.0.0.0/8")], trust_proxy=True
+    )
     try:
-        assert (await send(w.daemon, "GET", "/simple/", X_Forwarded_For="10.1.2.3")).code == 200
-        assert (await send(w.daemon, "GET", "/simple/", Forwarded='for="10.1.2.3:5000"')).code == 200
-        assert (await send(w.daemon, "GET", "/simple/", X_Forwarded_For="10.1.2.3, 192.0.2.1")).code == 403
+        assert (
+            await send(w.daemon, "GET", "/simple/", X_Forwarded_For="10.1.2.3")
+        ).code == 200
+        assert (
+            await send(w.daemon, "GET", "/simple/", Forwarded='for="10.1.2.3:5000"')
+        ).code == 200
+        assert (
+            await send(
+                w.daemon, "GET", "/simple/", X_Forwarded_For="10.1.2.3, 192.0.2.1"
+            )
+        ).code == 403
         assert (await send(w.daemon, "GET", "/simple/")).code == 403
         wheel = dists["wheel"]
-        answer = await send(w.daemon, "PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(),
-                            X_Forwarded_For="10.1.2.3")
+        answer = await send(
+            w.daemon,
+            "PUT",
+            f"/packages/secret-thing/{wheel.name}",
+            wheel.read_bytes(),
+            X_Forwarded_For="10.1.2.3",
+        )
         assert answer.code == 403 and b"--auth-file" in answer.body
     finally:
         await w.stop()
-    w = await make_world(tmp_path / "2", allow_from=[parse_cidr("10.0.0.0/8")], trust_proxy=True,
-                         auth_file=str(htpasswd))
+    w = await make_world(
+        tmp_path / "2",
+        allow_from=[parse_cidr("10.0.0.0/8")],
+        trust_proxy=True,
+        auth_file=str(htpasswd),
+    )
     try:
         wheel = dists["wheel"]
-        answer = await send(w.daemon, "PUT", f"/packages/secret-thing/{wheel.name}", wheel.read_bytes(),
-                            X_Forwarded_For="10.1.2.3", Authorization=basic("alice", PASSWORDS["alice"]))
+        answer = await send(
+            w.daemon,
+            "PUT",
+            f"/packages/secret-thing/{wheel.name}",
+            wheel.read_bytes(),
+            X_Forwarded_For="10.1.2.3",
+            Authorization=basic("alice", PASSWORDS["alice"]),
+        )
         assert answer.code == 201, answer
     finally:
         await w.stop()

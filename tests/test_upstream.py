@@ -12,12 +12,24 @@ from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
 
 
-@pytest.mark.parametrize("url, masked", [
-    ("https://user:secret@mirror.invalid/simple/", "https://user:***@mirror.invalid/simple/"),
-    ("https://user:secret@mirror.invalid:8443/simple/", "https://user:***@mirror.invalid:8443/simple/"),
-    ("https://mirror.invalid/simple/", "https://mirror.invalid/simple/"),
-    ("https://token@mirror.invalid/simple/", "https://token@mirror.invalid/simple/"),
-])
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        (
+            "https://user:secret@mirror.invalid/simple/",
+            "https://user:***@mirror.invalid/simple/",
+        ),
+        (
+            "https://user:secret@mirror.invalid:8443/simple/",
+            "https://user:***@mirror.invalid:8443/simple/",
+        ),
+        ("https://mirror.invalid/simple/", "https://mirror.invalid/simple/"),
+        (
+            "https://token@mirror.invalid/simple/",
+            "https://token@mirror.invalid/simple/",
+        ),
+    ],
+)
 def test_mask_url(url, masked):
     """Passwords in URLs are replaced by *** for logs."""
     assert mask_url(url) == masked
@@ -26,8 +38,13 @@ def test_mask_url(url, masked):
 def test_split_credentials():
     """Credentials are taken out of the index URL, to be sent as a header."""
     assert split_credentials("https://u:p%40ss@mirror.invalid:8443/simple/") == (
-        "https://mirror.invalid:8443/simple/", ("u", "p@ss"))
-    assert split_credentials("https://mirror.invalid/simple/") == ("https://mirror.invalid/simple/", None)
+        "https://mirror.invalid:8443/simple/",
+        ("u", "p@ss"),
+    )
+    assert split_credentials("https://mirror.invalid/simple/") == (
+        "https://mirror.invalid/simple/",
+        None,
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -51,6 +68,8 @@ async def test_credentials_sent_to_upstream_and_masked_in_logs(tmp_path):
         await upstream.stop()
     expected = "Basic " + base64.b64encode(b"alice:s@cret").decode()
     for request in index.requests:
-        assert {k.lower(): v for k, v in request.headers.items()}.get("authorization") == expected
+        assert {k.lower(): v for k, v in request.headers.items()}.get(
+            "authorization"
+        ) == expected
     assert any("Fetching page" in line for line in lines)
     assert not any("cret" in line for line in lines)
