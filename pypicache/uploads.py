@@ -11,6 +11,7 @@ import attrs
 import pkginfo
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
+from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -105,6 +106,8 @@ class Uploads:
     _store: IStore
     _run_blocking: RunBlocking
     _clock: IReactorTime
+    #: Filenames being stored now: a second upload of one waits for the first.
+    _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
 
     async def receive(
         self, part: FilePart, filename: str, form: dict[str, str | None] | None = None
@@ -151,7 +154,24 @@ class Uploads:
             raise BadRequest(
                 f"The archive's metadata names {metadata.name} {metadata.version}, not what {filename!r} says"
             )
-        # From here to the commit nothing waits, so no other upload can interleave.
+        lock = self._storing.setdefault(filename, DeferredLock())
+        await lock.acquire()
+        try:
+            return await self._store_checked(part, filename, project, version, metadata)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._storing.pop(filename, None)
+
+    async def _store_checked(
+        self,
+        part: FilePart,
+        filename: str,
+        project: str,
+        version: Version,
+        metadata: ArchiveMetadata,
+    ) -> tuple[bool, StoredFile]:
+        """Refuse conflicts, then store (one upload per filename at a time)."""
         digest = part.hashes["sha256"]
         existing = self._store.find(project, filename)
         if existing is not None and existing.private:
@@ -179,7 +199,11 @@ class Uploads:
             upload_time=iso_time(self._clock.seconds()),
         )
         area = PRERELEASES if version.is_prerelease else RELEASES
-        stored = self._store.commit(part.temp, info, core, project, area)
+        # fsync and rename in a thread; the listing is updated back here.
+        persisted = await self._run_blocking(
+            self._store.persist, part.temp, info, core, project, area
+        )
+        stored = self._store.register(persisted)
         log.info(
             "Uploaded {filename} ({size} bytes, sha256 {digest})",
             filename=filename,

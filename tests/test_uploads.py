@@ -25,6 +25,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
@@ -779,6 +780,20 @@ async def test_put_201_json_then_identical_200(world, dists):
     assert (
         world.cache / "private" / "releases" / "alpha" / SDIST
     ).read_bytes() == dists["alpha_sdist"].read_bytes()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_conflicting_uploads(world, dists):
+    """Two uploads of one filename with different bytes at once: one is stored, the other is a 409."""
+    first = Deferred.fromCoroutine(put(world.daemon, dists["alpha_whl"]))
+    second = Deferred.fromCoroutine(put(world.daemon, dists["alpha_whl_other"]))
+    answers = [await first, await second]
+    assert sorted(a.code for a in answers) == [201, 409]
+    stored = (
+        world.cache / "private/releases/alpha" / dists["alpha_whl"].name
+    ).read_bytes()
+    winner = dists["alpha_whl"] if answers[0].code == 201 else dists["alpha_whl_other"]
+    assert stored == winner.read_bytes()
 
 
 @pytest_twisted.ensureDeferred
