@@ -16,7 +16,7 @@ from twisted.python.filepath import FilePath
 from .errors import BadRequest
 from .model import DistFile
 from .names import METADATA_SUFFIX, parse_filename
-from .store import SIDECAR_SUFFIX, FilesystemStore, write_atomically
+from .store import SIDECAR_SUFFIX, FilesystemStore, StoredFile, write_atomically
 from .uploads import inspect_archive, iso_time, parse_upload_filename
 
 log = Logger()
@@ -115,3 +115,11 @@ def scan_private(store: FilesystemStore, now: float) -> ScanReport:
             report.indexed.append(relative)
             log.info("Indexed {path}", path=relative)
     return report
+
+
+def scan_and_index(
+    store: FilesystemStore, now: float
+) -> tuple[ScanReport, dict[str, dict[str, StoredFile]]]:
+    """:func:`scan_private`, then the private index read afresh (blocking)."""
+    report = scan_private(store, now)
+    return report, store.read_private_index()

@@ -211,6 +211,7 @@ class FilesystemStore:
         self._now = getattr(clock, "seconds", None) or clock.time
         self._mirror: dict[str, dict[str, StoredFile]] = {}
         self._private: dict[str, dict[str, StoredFile]] | None = None
+        self._private_changes = 0
         self._generations: dict[str, int] = {}
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self._area(area).makedirs(ignoreExistingDirectory=True)
@@ -288,17 +289,38 @@ class FilesystemStore:
                 if _is_archive_name(name):
                     yield FilePath(os.path.join(folder, name))
 
+    def read_private_index(self) -> dict[str, dict[str, StoredFile]]:
+        """Every indexed private archive by project and filename (blocking, thread-safe)."""
+        index: dict[str, dict[str, StoredFile]] = {}
+        for path in self.walk_private():
+            stored = self.stored_file(path)
+            if stored is not None:
+                index.setdefault(stored.project, {}).setdefault(
+                    stored.info.filename, stored
+                )
+        return index
+
     def _private_index(self) -> dict[str, dict[str, StoredFile]]:
         if self._private is None:
-            index: dict[str, dict[str, StoredFile]] = {}
-            for path in self.walk_private():
-                stored = self.stored_file(path)
-                if stored is not None:
-                    index.setdefault(stored.project, {}).setdefault(
-                        stored.info.filename, stored
-                    )
-            self._private = index
+            self._private = self.read_private_index()
         return self._private
+
+    @property
+    def private_changes(self) -> int:
+        """Counts changes to private files made through this store."""
+        return self._private_changes
+
+    def install_private_index(
+        self, index: dict[str, dict[str, StoredFile]], since: int
+    ) -> None:
+        """Use a private index read in a thread, unless private files changed since
+        :attr:`private_changes` was ``since`` (then it is read again when needed)."""
+        if since != self._private_changes:
+            self.forget_all()
+            return
+        for project in {*(self._private or {}), *index}:
+            self._generations[project] = self.generation(project) + 1
+        self._private = index
 
     def _mirror_listing(self, project: str) -> dict[str, StoredFile]:
         listing = self._mirror.get(project)
@@ -351,8 +373,12 @@ class FilesystemStore:
 
     def _indexed(self, stored: StoredFile) -> StoredFile:
         """Record a change to a stored file in the in-memory listings."""
-        if stored.private and self._private is not None:
-            self._private.setdefault(stored.project, {})[stored.info.filename] = stored
+        if stored.private:
+            self._private_changes += 1
+            if self._private is not None:
+                self._private.setdefault(stored.project, {})[
+                    stored.info.filename
+                ] = stored
         self.forget(stored.project)
         return stored
 
@@ -463,6 +489,8 @@ class FilesystemStore:
                 os.unlink(path.path)
             except FileNotFoundError:
                 pass
+        if stored.private:
+            self._private_changes += 1
         if self._private is not None:
             self._private.get(stored.project, {}).pop(stored.info.filename, None)
         self.forget(stored.project)

@@ -26,7 +26,7 @@ from .files import DownloadStream, serve_stored, set_file_headers
 from .forms import Form, boundary_of, copy_body, parse_form
 from .model import DistFile, ProjectPage
 from .names import METADATA_SUFFIX, check_filename, normalize, parse_filename
-from .scan import ScanReport, scan_private
+from .scan import ScanReport, scan_and_index
 from .simple import (
     JSON_TYPE,
     negotiate,
@@ -487,8 +487,11 @@ default = true</pre></li>
 
     async def rescan(self) -> ScanReport:
         """Index archives dropped into ``private/`` (in a thread), then list them."""
-        report = await self._run_blocking(scan_private, self._store, time.time())
-        self._store.forget_all()
+        since = self._store.private_changes
+        report, index = await self._run_blocking(
+            scan_and_index, self._store, time.time()
+        )
+        self._store.install_private_index(index, since)
         return report
 
     @app.route("/+rescan", methods=["POST"])

@@ -620,3 +620,24 @@ def test_page_corrupt_file_entry(store, root, content):
     """A page file whose page or file entries are not objects reads as None instead of raising."""
     root.child("pages").child("foo.json").setContent(content)
     assert store.read_page("foo") is None
+
+
+def test_private_index_read_in_a_thread_is_installed(store):
+    """A private index read elsewhere replaces the listing when nothing changed meanwhile."""
+    put(store, area=RELEASES)
+    since = store.private_changes
+    index = store.read_private_index()
+    before = store.generation("foo")
+    store.install_private_index(index, since)
+    assert [s.info.filename for s in store.files("foo")] == [WHEEL]
+    assert store.generation("foo") != before
+
+
+def test_private_index_outdated_by_an_upload_is_not_installed(store):
+    """A private index read before an upload does not hide that upload."""
+    put(store, area=RELEASES)
+    since = store.private_changes
+    index = store.read_private_index()
+    put(store, filename=SDIST, area=RELEASES)
+    store.install_private_index(index, since)
+    assert sorted(s.info.filename for s in store.files("foo")) == sorted([WHEEL, SDIST])
