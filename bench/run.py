@@ -51,7 +51,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.clients import clean_env
+from tests.clients import clean_env, pip_install_args
 from tests.packages import build_sdist, build_wheel, wheel_filename
 
 #: Bump when what build_upstream() writes changes, so old work dirs are rebuilt.
@@ -600,25 +600,7 @@ def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float,
     env = clean_env(
         scratch
     )  # no PIP_*/UV_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
-    args = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--isolated",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--progress-bar",
-        "off",
-        "--root-user-action",
-        "ignore",
-        "--index-url",
-        index_url,
-        "--target",
-        str(target),
-        requirement,
-    ]
+    args = pip_install_args(index_url, [requirement], target)
     started = time.perf_counter()
     result = subprocess.run(
         args,

@@ -222,24 +222,15 @@ def _index_args(index_url: str | None) -> list[str]:
     return ["--no-index"] if index_url is None else ["--index-url", index_url]
 
 
-async def pip_install(
+def pip_install_args(
     index_url: str | None,
     requirements: Iterable[str],
     target: Path | str,
-    tmp: Path | str,
     extra_args: Sequence[str] = (),
-    *,
-    env: dict[str, str] | None = None,
-    timeout: float = 120.0,
-) -> Result:
-    """
-    C{python -m pip install --isolated --no-cache-dir ... --index-url URL --target
-    TARGET REQS} with this interpreter, in L{clean_env}C{(tmp)}.
-
-    :param index_url: the index, or None for C{--no-index} (give C{--find-links}
-        in C{extra_args}).
-    """
-    args = [
+) -> list[str]:
+    """The command line of a hermetic ``pip install --target`` with this interpreter
+    (run it in :func:`clean_env`)."""
+    return [
         sys.executable,
         "-m",
         "pip",
@@ -260,6 +251,26 @@ async def pip_install(
         *extra_args,
         *requirements,
     ]
+
+
+async def pip_install(
+    index_url: str | None,
+    requirements: Iterable[str],
+    target: Path | str,
+    tmp: Path | str,
+    extra_args: Sequence[str] = (),
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Result:
+    """
+    C{python -m pip install --isolated --no-cache-dir ... --index-url URL --target
+    TARGET REQS} with this interpreter, in L{clean_env}C{(tmp)}.
+
+    :param index_url: the index, or None for C{--no-index} (give C{--find-links}
+        in C{extra_args}).
+    """
+    args = pip_install_args(index_url, requirements, target, extra_args)
     return await run(args, env or clean_env(tmp), cwd=tmp, timeout=timeout)
 
 
