@@ -1,11 +1,14 @@
 """Start the pypicache web app on 127.0.0.1 for a test, with a real reactor."""
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import attrs
 from treq.client import HTTPClient
-from twisted.internet import reactor
+from twisted.internet import protocol, reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -132,3 +135,59 @@ async def start_world(
     upstream = await start_fake_index(index)
     daemon = await start_daemon(upstream.url, tmp_path / "cache", **options)
     return World(index, upstream, daemon, tmp_path)
+
+
+def twistd_command() -> list[str]:
+    """The ``twistd`` of this interpreter."""
+    script = Path(sys.executable).parent / "twistd"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class Twistd(protocol.ProcessProtocol):
+    """A ``twistd -n pypicache`` subprocess; :attr:`port` fires once it listens."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.port: Deferred[int] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.process: Any = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = re.search(rb"Site starting on (\d+)", self.output)
+        if match and not self.port.called:
+            self.port.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.port.called:
+            self.port.errback(RuntimeError(self.output.decode(errors="replace")))
+        self.ended.callback(None)
+
+    async def stop(self) -> None:
+        """Stop it with SIGTERM and wait for it to end."""
+        if self.process is not None and self.process.pid is not None:
+            self.process.signalProcess("TERM")
+        await self.ended
+
+
+def spawn_twistd(tmp_path: Path, index_url: str, env: dict[str, str]) -> Twistd:
+    """Run ``twistd -n pypicache`` on ``tmp_path/cache``, on a free loopback port."""
+    twistd = Twistd()
+    command = twistd_command()
+    args = [
+        *command,
+        "-n",
+        "--pidfile=",
+        "pypicache",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    args += ["--index-url", index_url, "--listen", "tcp:0:interface=127.0.0.1"]
+    twistd.process = reactor.spawnProcess(
+        twistd, command[0], args, env=env, path=str(tmp_path)
+    )
+    return twistd

@@ -1,16 +1,12 @@
 """Real pip and uv installing through the daemon, and a twistd smoke test."""
 
-import re
-import sys
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import protocol, reactor
-from twisted.internet.defer import Deferred
 
 from tests.clients import clean_env, pip_install, uv_pip_install
-from tests.daemon import start_daemon
+from tests.daemon import spawn_twistd, start_world, twistd_command
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_sdist, build_wheel
 
@@ -52,11 +48,8 @@ def assert_served_by_daemon(index: FakeIndex, cache: Path, files) -> None:
 @pytest_twisted.ensureDeferred
 async def test_pip_through_simple_then_offline_through_local(tmp_path, tree, mode):
     """pip installs a tree through /simple/; with the upstream stopped, the same install works through /local/."""
-    index = FakeIndex(tmp_path, mode)
-    for path in tree:
-        index.add(path)
-    upstream = await start_fake_index(index)
-    daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=10)
+    world = await start_world(tmp_path, tree, mode, timeout=10)
+    index, upstream, daemon = world.index, world.upstream, world.daemon
     try:
         result = await pip_install(
             daemon.url + "simple/", ["app"], tmp_path / "t1", tmp_path
@@ -74,19 +67,14 @@ async def test_pip_through_simple_then_offline_through_local(tmp_path, tree, mod
         result.check()
         assert installed(tmp_path / "t2") == {"app", "lib", "srconly", "leaf"}
     finally:
-        await daemon.stop()
-        if upstream._listening.connected:
-            await upstream.stop()
+        await world.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_uv_through_simple(tmp_path, tree):
     """uv pip install works through /simple/, every file coming from the daemon."""
-    index = FakeIndex(tmp_path, "json")
-    for path in tree:
-        index.add(path)
-    upstream = await start_fake_index(index)
-    daemon = await start_daemon(upstream.url, tmp_path / "cache", timeout=10)
+    world = await start_world(tmp_path, tree, timeout=10)
+    index, daemon = world.index, world.daemon
     try:
         result = await uv_pip_install(
             daemon.url + "simple/", ["app"], tmp_path / "t", tmp_path
@@ -95,38 +83,7 @@ async def test_uv_through_simple(tmp_path, tree):
         assert installed(tmp_path / "t") == {"app", "lib", "srconly", "leaf"}
         assert_served_by_daemon(index, daemon.cache, tree)
     finally:
-        await daemon.stop()
-        await upstream.stop()
-
-
-def twistd_command() -> list[str]:
-    """The ``twistd`` of this interpreter."""
-    script = Path(sys.executable).parent / "twistd"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-class _Twistd(protocol.ProcessProtocol):
-    """Watches a twistd's output for the line that names its port."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.port: Deferred[int] = Deferred()
-        self.ended: Deferred[None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        match = re.search(rb"Site starting on (\d+)", self.output)
-        if match and not self.port.called:
-            self.port.callback(int(match.group(1)))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        if not self.port.called:
-            self.port.errback(RuntimeError(self.output.decode(errors="replace")))
-        self.ended.callback(None)
+        await world.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -136,27 +93,7 @@ async def test_twistd_smoke(tmp_path, tree):
     for path in tree:
         index.add(path)
     upstream = await start_fake_index(index)
-    twistd = _Twistd()
-    env = clean_env(tmp_path)
-    command = twistd_command()
-    process = reactor.spawnProcess(
-        twistd,
-        command[0],
-        [
-            *command,
-            "-n",
-            "--pidfile=",
-            "pypicache",
-            "--cache",
-            str(tmp_path / "cache"),
-            "--index-url",
-            upstream.url,
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-        env=env,
-        path=str(tmp_path),
-    )
+    twistd = spawn_twistd(tmp_path, upstream.url, clean_env(tmp_path))
     try:
         port = await twistd.port
         result = await pip_install(
@@ -168,9 +105,7 @@ async def test_twistd_smoke(tmp_path, tree):
             tmp_path / "cache" / "mirror" / "app" / "app-1.0-py3-none-any.whl"
         ).exists()
     finally:
-        if process.pid is not None:
-            process.signalProcess("TERM")
-        await twistd.ended
+        await twistd.stop()
         await upstream.stop()
 
 

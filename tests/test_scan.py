@@ -10,7 +10,7 @@ import pytest_twisted
 
 from pypicache.importer import main as import_main
 from tests.clients import clean_env, pip_install, run
-from tests.daemon import start_daemon
+from tests.daemon import spawn_twistd, start_daemon
 from tests.packages import build_sdist, build_wheel
 
 DEAD_UPSTREAM = "http://127.0.0.1:1/simple/"
@@ -82,32 +82,12 @@ async def test_rescan_picks_up_dropped_archives(tmp_path, archives):
 @pytest_twisted.ensureDeferred
 async def test_startup_scan_runs_after_listening(tmp_path, archives):
     """twistd indexes dropped-in archives at start-up, after it listens."""
-    from tests.test_install import _Twistd, twistd_command
     from twisted.internet import reactor, task
 
     drop = tmp_path / "cache" / "private"
     drop.mkdir(parents=True)
     shutil.copy(archives["helper"], drop)
-    twistd = _Twistd()
-    command = twistd_command()
-    process = reactor.spawnProcess(
-        twistd,
-        command[0],
-        [
-            *command,
-            "-n",
-            "--pidfile=",
-            "pypicache",
-            "--cache",
-            str(tmp_path / "cache"),
-            "--index-url",
-            DEAD_UPSTREAM,
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-        env=clean_env(tmp_path),
-        path=str(tmp_path),
-    )
+    twistd = spawn_twistd(tmp_path, DEAD_UPSTREAM, clean_env(tmp_path))
     try:
         await twistd.port
         for _ in range(100):
@@ -119,8 +99,7 @@ async def test_startup_scan_runs_after_listening(tmp_path, archives):
             b"Indexed private/"
         )
     finally:
-        process.signalProcess("TERM")
-        await twistd.ended
+        await twistd.stop()
 
 
 def test_import_command(tmp_path, archives):
