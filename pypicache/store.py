@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator
 
 import attrs
 from twisted.python.filepath import FilePath
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from .errors import BadRequest
 from .model import DistFile, ProjectPage
@@ -137,6 +137,18 @@ class IStore(Interface):
 
     def tombstone(project: str, filename: str) -> dict[str, Any] | None:
         """What is remembered of a deleted private file, or ``None``."""
+
+    private_changes = Attribute(
+        "Counts changes to private files made through this store."
+    )
+
+    def read_private_index() -> dict[str, dict[str, StoredFile]]:
+        """Every private archive by project and filename (blocking, thread-safe)."""
+
+    def install_private_index(
+        index: dict[str, dict[str, StoredFile]], since: int
+    ) -> None:
+        """Use an index from :meth:`read_private_index` unless private files changed since."""
 
     def add_metadata(
         project: str, filename: str, metadata: bytes, digest: str
