@@ -19,10 +19,6 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._waiters: dict[Hashable, list[Deferred[T]]] = {}
 
-    def running(self, key: Hashable) -> bool:
-        """Return whether work for ``key`` is under way."""
-        return key in self._waiters
-
     def run(
         self, key: Hashable, work: Callable[[], Coroutine[Any, Any, T]]
     ) -> "Deferred[T]":

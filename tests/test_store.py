@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from zope.interface.verify import verifyObject
 
@@ -32,13 +31,6 @@ def info_for(filename: str = WHEEL, **kwargs) -> DistFile:
     kwargs.setdefault("hashes", {"sha256": "ab" * 32})
     kwargs.setdefault("size", len(CONTENT))
     return DistFile(filename=filename, **kwargs)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
 
 
 @pytest.fixture
