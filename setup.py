@@ -1,6 +1,6 @@
 """Packaging for pypicache, a caching proxy and private index for Python packages."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="pypicache",
@@ -13,7 +13,7 @@ setup(
     # A flat layout: package_dir keeps twisted/plugins/ visible to twistd after an
     # editable install as well as after a regular one.
     package_dir={"": "."},
-    packages=["pypicache", "twisted.plugins"],
+    packages=find_packages(include=["pypicache", "pypicache.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["pypicache_plugin.py"]},
     install_requires=[
         "Twisted[tls]>=24.7",
@@ -29,7 +29,7 @@ setup(
         "pip-requirements-parser>=32",
         "tomli>=1.1; python_version < '3.11'",
     ],
-    entry_points={"console_scripts": ["pypicache-import = pypicache.importer:run"]},
+    entry_points={"console_scripts": ["pypicache-import = pypicache.private.importer:run"]},
     extras_require={
         "test": [
             "pytest>=8",

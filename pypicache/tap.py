@@ -15,17 +15,19 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
-from .auth import AccessPolicy, Htpasswd, parse_cidr
-from .bulk import BulkCacher
-from .cache import Mirror, ProjectPages
-from .errors import BadRequest
-from .limits import DEFAULT_MAX_BODY, limited_request_factory
-from .names import normalize
-from .store import FilesystemStore
-from .uploads import Uploads
-from .upstream import Upstream, make_clients
-from .views import Views
-from .web import PypicacheApp
+from pypicache.bulk.job import BulkCacher
+from pypicache.errors import BadRequest
+from pypicache.index.names import normalize
+from pypicache.private.uploads import Uploads
+from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.upstream import Upstream, make_clients
+from pypicache.proxy.views import Views
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.web.access import AccessPolicy, parse_cidr
+from pypicache.web.app import PypicacheApp
+from pypicache.web.htpasswd import Htpasswd
+from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 

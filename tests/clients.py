@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import attrs
-
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure

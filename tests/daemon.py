@@ -15,9 +15,9 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
-from pypicache.limits import DEFAULT_MAX_BODY, limited_request_factory
 from pypicache.tap import build_app
-from pypicache.web import PypicacheApp
+from pypicache.web.app import PypicacheApp
+from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
 
 
 @attrs.define

@@ -58,13 +58,12 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import Version
-from zope.interface import implementer
-
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 __all__ = [
     "FakeIndex",

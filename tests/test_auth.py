@@ -1,4 +1,4 @@
-"""Tests for :mod:`pypicache.auth`: htpasswd users, the login cache, and who may read and write.
+"""Tests for :mod:`pypicache.web.htpasswd` and :mod:`pypicache.web.access`: htpasswd users, the login cache, and who may read and write.
 
 Everything is synchronous: bcrypt runs through a counting ``run_blocking`` that
 calls it inline, time is a ``task.Clock``, requests are ``DummyRequest`` objects
@@ -23,18 +23,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
-from pypicache.auth import (
-    CACHE_SECONDS,
+from pypicache.errors import Forbidden, Unauthorized
+from pypicache.web.access import (
     AccessPolicy,
-    Htpasswd,
-    checkpw,
     forwarded_for,
     parse_basic,
     parse_cidr,
     parse_forwarded,
-    read_htpasswd_lines,
 )
-from pypicache.errors import Forbidden, Unauthorized
+from pypicache.web.htpasswd import CACHE_SECONDS, Htpasswd, checkpw, read_htpasswd_lines
 
 _sync = SynchronousTestCase()
 success = _sync.successResultOf

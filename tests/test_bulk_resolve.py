@@ -7,19 +7,16 @@ from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
 from packaging.version import Version
 
-from pypicache.resolve import (
+from pypicache.bulk.candidates import choose_versions, split_page, usable_files
+from pypicache.bulk.metadata import (
     DEFAULT_BUILD_REQUIRES,
-    Abandoned,
-    Wanted,
     build_requirements,
-    choose_versions,
     parse_core_metadata,
-    resolve,
     sdist_metadata,
-    split_page,
-    usable_files,
 )
-from pypicache.targets import (
+from pypicache.bulk.requirements import parse_requirements
+from pypicache.bulk.resolve import Abandoned, Wanted, resolve
+from pypicache.bulk.targets import (
     expand_platform,
     make_target,
     native_target,
@@ -27,8 +24,7 @@ from pypicache.targets import (
     parse_python_version,
 )
 from pypicache.errors import BadRequest, NotFound
-from pypicache.model import DistFile, ProjectPage
-from pypicache.requirements import parse_requirements
+from pypicache.index.model import DistFile, ProjectPage
 from tests.packages import build_sdist, metadata_text, sdist_filename, wheel_filename
 
 LINUX = make_target((3, 11), "manylinux_2_28_x86_64", "cp")

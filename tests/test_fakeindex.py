@@ -13,9 +13,9 @@ import email.parser
 import hashlib
 import json
 import shutil
-import tempfile
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import pytest_twisted
 import treq
 from treq.client import HTTPClient
 from treq.testing import StubTreq
-
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint

@@ -1,10 +1,15 @@
-"""Tests for :mod:`pypicache.names`: project names and distribution filenames."""
+"""Tests for :mod:`pypicache.index.names`: project names and distribution filenames."""
 
 import pytest
 from packaging.version import Version
 
 from pypicache.errors import BadRequest
-from pypicache.names import check_filename, is_distribution, normalize, parse_filename
+from pypicache.index.names import (
+    check_filename,
+    is_distribution,
+    normalize,
+    parse_filename,
+)
 
 # -- normalize -----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import pytest_twisted
 
-from pypicache.importer import main as import_main
+from pypicache.private.importer import main as import_main
 from tests.clients import clean_env, pip_install, run
 from tests.daemon import spawn_twistd, start_daemon
 from tests.packages import build_sdist, build_wheel
@@ -164,7 +164,7 @@ async def test_import_console_script(tmp_path, archives):
     args = (
         [script]
         if script != sys.executable
-        else [sys.executable, "-m", "pypicache.importer"]
+        else [sys.executable, "-m", "pypicache.private.importer"]
     )
     result = await run(
         [*args, "--cache", str(tmp_path / "cache"), str(archives["helper"])],

@@ -1,4 +1,4 @@
-"""Tests for :mod:`pypicache.simple`: parsing, rendering and negotiating simple API pages."""
+"""Tests for :mod:`pypicache.index.simple`: parsing, rendering and negotiating simple API pages."""
 
 import html
 import json
@@ -7,8 +7,8 @@ import attrs
 import pytest
 
 from pypicache.errors import NotAcceptable
-from pypicache.model import DistFile, ProjectPage
-from pypicache.simple import (
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.index.simple import (
     HTML_TYPE,
     JSON_TYPE,
     TEXT_HTML,

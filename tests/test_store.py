@@ -1,4 +1,4 @@
-"""Tests for :mod:`pypicache.store`: the on-disk layout of archives, sidecars and pages."""
+"""Tests for :mod:`pypicache.storage`: the on-disk layout of archives, sidecars and pages."""
 
 import json
 import os
@@ -8,15 +8,15 @@ from twisted.python.filepath import FilePath
 from zope.interface.verify import verifyObject
 
 from pypicache.errors import BadRequest
-from pypicache.model import DistFile, ProjectPage
-from pypicache.store import (
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import (
     MIRROR,
     PRERELEASES,
     RELEASES,
     TEMP_PREFIX,
     CachedPage,
-    FilesystemStore,
-    IStore,
     StoredFile,
 )
 

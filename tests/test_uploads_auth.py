@@ -17,10 +17,11 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
-from pypicache.auth import parse_cidr
+from pypicache.web.access import parse_cidr
 from tests.clients import pip_install, twine_upload, uv_pip_install, uv_publish
-from tests.daemon import RunningDaemon, start_world
+from tests.daemon import RunningDaemon
 from tests.daemon import World as BaseWorld
+from tests.daemon import start_world
 from tests.packages import build_sdist, build_wheel
 
 PASSWORDS = {"alice": "correct-horse", "bob": "battery:staple"}

@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
-from pypicache.upstream import mask_url, split_credentials
+from pypicache.proxy.upstream import mask_url, split_credentials
 from tests.daemon import start_daemon
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel

@@ -13,11 +13,14 @@ from packaging.utils import canonicalize_name
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from .errors import BadRequest
-from .model import DistFile
-from .names import METADATA_SUFFIX, parse_filename
-from .store import SIDECAR_SUFFIX, FilesystemStore, StoredFile, write_atomically
-from .uploads import inspect_archive, iso_time, parse_upload_filename
+from pypicache.errors import BadRequest
+from pypicache.index.archives import inspect_archive
+from pypicache.index.model import DistFile
+from pypicache.index.names import METADATA_SUFFIX, parse_filename
+from pypicache.private.uploads import iso_time, parse_upload_filename
+from pypicache.storage.atomic import write_atomically
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.records import SIDECAR_SUFFIX, StoredFile
 
 log = Logger()
 

@@ -1,289 +1,36 @@
 # -*- test-case-name: tests.test_bulk_resolve -*-
-"""Choosing versions and files for a target, and resolving requirements with resolvelib.
+"""Resolving requirements for one target with resolvelib (synchronous, run in a thread).
 
-- Selection (pure): :func:`split_page` groups a project page by version,
-  :func:`usable_files` keeps the files a target can install (best first),
-  :func:`choose_versions` applies specifiers, pre-release and yanked rules.
-- Core metadata: :func:`parse_core_metadata` for wheels, :func:`sdist_metadata`
-  (static dependencies and build requirements) for sdists.
-- Resolution (synchronous, run in a thread): :class:`Provider` is a resolvelib
-  provider over a :class:`Source` (pages and core metadata); :func:`resolve`
-  runs resolvelib and, when some requirements cannot be satisfied, drops the
-  requirements that led to the conflict and resolves the rest again.
+:class:`Provider` is a resolvelib provider over a :class:`Source` (pages and
+core metadata); :func:`resolve` runs resolvelib and, when some requirements
+cannot be satisfied, drops the requirements that led to the conflict and
+resolves the rest again. Choosing versions and files is in
+:mod:`pypicache.bulk.candidates`, reading core metadata in
+:mod:`pypicache.bulk.metadata`.
 """
 
-import hashlib
-import tarfile
-import zipfile
 from collections import defaultdict
 from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import attrs
-from packaging.metadata import parse_email
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 from twisted.logger import Logger
 
-from .errors import BadRequest, PypicacheError
-from .model import DistFile, ProjectPage
-from .names import parse_filename
-from .targets import Target
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from pypicache.bulk.candidates import choose_versions, exact_pins, split_page
+from pypicache.bulk.metadata import DistMetadata
+from pypicache.bulk.targets import Target
+from pypicache.errors import PypicacheError
+from pypicache.index.model import DistFile, ProjectPage
 
 log = Logger()
 
 #: Identifier of the target interpreter in resolutions (for Requires-Python).
 PYTHON = "<python>"
-
-#: pip's build requirements for an sdist without ``[build-system]``.
-DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
-
-#: Largest PKG-INFO or pyproject.toml read from an sdist.
-MAX_MEMBER_SIZE = 1024 * 1024
-
-
-# -- selection (pure) ------------------------------------------------------------
-
-
-def is_sdist(filename: str) -> bool:
-    return filename.endswith((".tar.gz", ".zip"))
-
-
-def split_page(page: ProjectPage, project: str) -> dict[Version, tuple[DistFile, ...]]:
-    """The wheels and sdists of ``project`` on ``page`` by version (other files are left out)."""
-    releases: dict[Version, list[DistFile]] = defaultdict(list)
-    for f in page.files:
-        if not (f.filename.endswith(".whl") or is_sdist(f.filename)):
-            continue
-        try:
-            name, version = parse_filename(f.filename)
-        except BadRequest:
-            continue
-        if version is not None and name == project:
-            releases[version].append(f)
-    return {v: tuple(files) for v, files in releases.items()}
-
-
-def usable_files(files: Iterable[DistFile], target: Target) -> list[DistFile]:
-    """The files ``target`` can install, best first: wheels by tag preference, then sdists.
-
-    Files whose Requires-Python excludes the target's interpreter are left out.
-    """
-    wheels: list[tuple[int, str, DistFile]] = []
-    sdists: list[tuple[int, str, DistFile]] = []
-    for f in files:
-        if not target.allows_python(f.requires_python):
-            continue
-        if f.filename.endswith(".whl"):
-            rank = target.wheel_rank(f.filename)
-            if rank is not None:
-                wheels.append((rank, f.filename, f))
-        elif is_sdist(f.filename):
-            sdists.append((0 if f.filename.endswith(".tar.gz") else 1, f.filename, f))
-    return [f for *_, f in sorted(wheels, key=lambda t: t[:2])] + [
-        f for *_, f in sorted(sdists, key=lambda t: t[:2])
-    ]
-
-
-def matches_hashes(f: DistFile, hashes: Mapping[str, frozenset[str]]) -> bool:
-    """Whether the index's hashes of ``f`` are among ``hashes``."""
-    return any(
-        f.hashes.get(algorithm, "").lower() in digests
-        for algorithm, digests in hashes.items()
-    )
-
-
-def exact_pins(specifier: SpecifierSet) -> set[str]:
-    """The versions ``specifier`` pins with ``==`` (no wildcard) or ``===``, as strings."""
-    pins = set()
-    for spec in specifier:
-        if spec.operator == "===" or (
-            spec.operator == "==" and not spec.version.endswith(".*")
-        ):
-            try:
-                pins.add(str(Version(spec.version)))
-            except InvalidVersion:
-                pins.add(spec.version)
-    return pins
-
-
-def choose_versions(
-    releases: Mapping[Version, Sequence[DistFile]],
-    target: Target,
-    specifier: SpecifierSet | None = None,
-    *,
-    pre: bool = False,
-    hashes: Mapping[str, frozenset[str]] | None = None,
-) -> list[tuple[Version, tuple[DistFile, ...], bool]]:
-    """The versions pip would consider, newest first, with their usable files and whether yanked.
-
-    A version needs a file the target can install. Yanked files count only
-    for a version pinned with ``==``/``===``. Pre-releases are considered with
-    ``pre``, when the specifier names one, or when nothing else satisfies it.
-    With ``hashes``, files whose index hashes match are preferred.
-    """
-    specifier = specifier if specifier is not None else SpecifierSet()
-    pinned = exact_pins(specifier)
-    usable: dict[Version, tuple[tuple[DistFile, ...], bool]] = {}
-    for version, files in releases.items():
-        found = usable_files(files, target)
-        if hashes:
-            matching = [f for f in found if matches_hashes(f, hashes)]
-            found = matching or found
-        live = [f for f in found if not f.yanked]
-        if live:
-            usable[version] = (tuple(live), False)
-        elif found and str(version) in pinned:
-            usable[version] = (tuple(found), True)
-    allowed = specifier.filter(list(usable), prereleases=True if pre else None)
-    return [(v, *usable[v]) for v in sorted(allowed, reverse=True)]
-
-
-# -- core metadata -------------------------------------------------------------------
-
-
-@attrs.frozen
-class DistMetadata:
-    """What the resolver needs from a file's core metadata.
-
-    :ivar unknown: why the dependencies are not known (``None`` if they are).
-    :ivar build_requires: for sdists, the build requirements.
-    """
-
-    requires_dist: tuple[Requirement, ...] = ()
-    requires_python: str | None = None
-    unknown: str | None = None
-    build_requires: tuple[str, ...] | None = None
-
-
-def parse_core_metadata(raw: bytes, *, sdist: bool = False) -> DistMetadata:
-    """Read ``METADATA``/``PKG-INFO``; an sdist's dependencies count only if static (2.2+)."""
-    fields, _ = parse_email(raw)
-    requires_python = fields.get("requires_python")
-    if sdist:
-        try:
-            version = Version(fields.get("metadata_version", "1.0"))
-        except InvalidVersion:
-            version = Version("1.0")
-        dynamic = {d.strip().lower() for d in fields.get("dynamic", [])}
-        if version < Version("2.2"):
-            return DistMetadata(
-                requires_python=requires_python,
-                unknown=f"dependencies unknown: PKG-INFO is Metadata-Version {version}, before 2.2",
-            )
-        if "requires-dist" in dynamic:
-            return DistMetadata(
-                requires_python=requires_python,
-                unknown="dependencies unknown: PKG-INFO declares Requires-Dist dynamic",
-            )
-    requires = []
-    for text in fields.get("requires_dist", []):
-        try:
-            requires.append(Requirement(text))
-        except InvalidRequirement:
-            log.warn("Ignoring invalid Requires-Dist {text!r}", text=text)
-    return DistMetadata(tuple(requires), requires_python)
-
-
-def read_sdist(path: str) -> dict[str, bytes]:
-    """``PKG-INFO`` and ``pyproject.toml`` from the top folder of an sdist (blocking).
-
-    :raises ValueError: if the archive cannot be read.
-    """
-    wanted = {"PKG-INFO", "pyproject.toml"}
-    found: dict[str, bytes] = {}
-    try:
-        if path.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    parts = info.filename.strip("/").split("/")
-                    if (
-                        len(parts) == 2
-                        and parts[1] in wanted
-                        and parts[1] not in found
-                        and info.file_size <= MAX_MEMBER_SIZE
-                    ):
-                        found[parts[1]] = archive.read(info)
-        else:
-            with tarfile.open(path, "r:*") as tar:
-                for member in tar:
-                    parts = member.name.removeprefix("./").strip("/").split("/")
-                    if (
-                        len(parts) == 2
-                        and parts[1] in wanted
-                        and parts[1] not in found
-                        and member.isfile()
-                        and member.size <= MAX_MEMBER_SIZE
-                    ):
-                        content = tar.extractfile(member)
-                        if content is not None:
-                            found[parts[1]] = content.read()
-                    if len(found) == len(wanted):
-                        break
-    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {path.rsplit('/', 1)[-1]}: {e}") from e
-    return found
-
-
-def build_requirements(pyproject: bytes | None) -> tuple[str, ...]:
-    """``[build-system].requires`` of a pyproject.toml; pip's default without one."""
-    if pyproject is None:
-        return DEFAULT_BUILD_REQUIRES
-    try:
-        data = tomllib.loads(pyproject.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return DEFAULT_BUILD_REQUIRES
-    system = data.get("build-system")
-    if not isinstance(system, dict) or not isinstance(system.get("requires"), list):
-        return DEFAULT_BUILD_REQUIRES
-    requires = []
-    for text in system["requires"]:
-        if isinstance(text, str):
-            try:
-                Requirement(text)
-            except InvalidRequirement:
-                continue
-            requires.append(text)
-    return tuple(requires)
-
-
-def sdist_metadata(path: str) -> DistMetadata:
-    """Dependencies (if static) and build requirements of an sdist on disk (blocking)."""
-    try:
-        members = read_sdist(path)
-    except ValueError as e:
-        return DistMetadata(
-            unknown=f"dependencies unknown: {e}", build_requires=DEFAULT_BUILD_REQUIRES
-        )
-    build = build_requirements(members.get("pyproject.toml"))
-    if "PKG-INFO" not in members:
-        return DistMetadata(
-            unknown="dependencies unknown: no PKG-INFO in the sdist",
-            build_requires=build,
-        )
-    return attrs.evolve(
-        parse_core_metadata(members["PKG-INFO"], sdist=True), build_requires=build
-    )
-
-
-def file_digest(path: str, algorithm: str) -> str:
-    """The hex digest of a file (blocking)."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# -- resolution (synchronous) ---------------------------------------------------------------
 
 
 class Abandoned(Exception):
@@ -642,28 +389,3 @@ def resolve(
         }
         return Resolution(pins, unresolved, notes)
     return Resolution({}, unresolved, notes)
-
-
-__all__ = [
-    "Abandoned",
-    "Candidate",
-    "DistMetadata",
-    "NeedsPython",
-    "Provider",
-    "PythonCandidate",
-    "Resolution",
-    "Source",
-    "Wanted",
-    "build_requirements",
-    "choose_versions",
-    "describe_conflict",
-    "exact_pins",
-    "file_digest",
-    "matches_hashes",
-    "parse_core_metadata",
-    "read_sdist",
-    "resolve",
-    "sdist_metadata",
-    "split_page",
-    "usable_files",
-]

@@ -12,7 +12,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import BadRequest
+from pypicache.errors import BadRequest
 
 #: PEP 508 project names (before normalization).
 _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)

@@ -26,7 +26,7 @@ from pip_requirements_parser import (
     RequirementsFile,
 )
 
-from .errors import BadRequest
+from pypicache.errors import BadRequest
 
 #: The hash algorithms pip accepts in ``--hash`` (``pip._internal.utils.hashes``).
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")

@@ -26,7 +26,7 @@ from packaging.tags import (
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
-from .errors import BadRequest
+from pypicache.errors import BadRequest
 
 #: The most targets one request may ask for.
 MAX_TARGETS = 16

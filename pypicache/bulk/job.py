@@ -29,27 +29,22 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .cache import RunBlocking, read_wheel_metadata
-from .errors import PypicacheError
-from .model import DistFile, ProjectPage
-from .requirements import ParsedFile, RequirementLine, parse_requirements
-from .resolve import (
+from pypicache.bulk.candidates import choose_versions, is_sdist, split_page
+from pypicache.bulk.metadata import (
     DEFAULT_BUILD_REQUIRES,
-    Abandoned,
     DistMetadata,
-    Resolution,
-    Wanted,
-    choose_versions,
     file_digest,
-    is_sdist,
     parse_core_metadata,
-    resolve,
     sdist_metadata,
-    split_page,
 )
-from .shared import SingleFlight
-from .store import StoredFile
-from .targets import BulkParams, Target
+from pypicache.bulk.requirements import ParsedFile, RequirementLine, parse_requirements
+from pypicache.bulk.resolve import Abandoned, Resolution, Wanted, resolve
+from pypicache.bulk.targets import BulkParams, Target
+from pypicache.concurrency import RunBlocking, SingleFlight
+from pypicache.errors import PypicacheError
+from pypicache.index.archives import read_wheel_metadata
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.storage.records import StoredFile
 
 log = Logger()
 

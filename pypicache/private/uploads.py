@@ -3,24 +3,22 @@
 
 import datetime
 import hashlib
-import tarfile
-import zipfile
-from typing import Any
 
 import attrs
-import pkginfo
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .cache import RunBlocking, read_wheel_metadata
-from .errors import BadRequest, Conflict, NotFound
-from .forms import FilePart
-from .model import DistFile
-from .names import check_filename, parse_filename
-from .store import MIRROR, PRERELEASES, RELEASES, IStore, StoredFile
+from pypicache.concurrency import RunBlocking
+from pypicache.errors import BadRequest, Conflict, NotFound
+from pypicache.index.archives import ArchiveMetadata, inspect_archive
+from pypicache.index.model import DistFile
+from pypicache.index.names import check_filename, parse_filename
+from pypicache.private.received import FilePart
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES, StoredFile
 
 log = Logger()
 
@@ -52,44 +50,6 @@ def parse_upload_filename(filename: str) -> tuple[str, Version]:
     if version is None:
         raise BadRequest(f"No valid version in {filename!r}")
     return project, version
-
-
-@attrs.frozen
-class ArchiveMetadata:
-    """What an archive says of itself."""
-
-    name: str
-    version: str
-    requires_python: str | None
-    core_metadata: bytes | None
-
-
-def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
-    """Open an archive and read its metadata with pkginfo (blocking: run it in a thread).
-
-    :raises BadRequest: if it does not open or has no readable metadata.
-    """
-    try:
-        if filename.endswith(".whl"):
-            raw = read_wheel_metadata(path)
-            if raw is None:
-                raise BadRequest(
-                    f"{filename} is not a wheel with a .dist-info/METADATA"
-                )
-            dist: Any = pkginfo.Distribution()
-            dist.parse(raw)
-        else:
-            dist = pkginfo.SDist(path)
-            raw = None
-    except BadRequest:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
-        raise BadRequest(
-            f"{filename} is not a readable archive: {e.__class__.__name__}"
-        ) from e
-    if not dist.name or not dist.version:
-        raise BadRequest(f"{filename} has no Name or Version in its metadata")
-    return ArchiveMetadata(dist.name, dist.version, dist.requires_python or None, raw)
 
 
 def _same_version(a: str, b: Version) -> bool:

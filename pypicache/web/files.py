@@ -11,9 +11,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from .cache import Download
-from .errors import PypicacheError
-from .store import StoredFile
+from pypicache.errors import PypicacheError
+from pypicache.proxy.download import Download
+from pypicache.storage.records import StoredFile
 
 log = Logger()
 

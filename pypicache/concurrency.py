@@ -1,10 +1,13 @@
 # -*- test-case-name: tests.test_proxy -*-
-"""Work done once for many waiters, each of which may give up on its own."""
+"""The bottom layer's concurrency helpers: single-flight work shared by many waiters, and blocking work in threads."""
 
-from typing import Any, Callable, Coroutine, Generic, Hashable, TypeVar
+from typing import Any, Callable, Coroutine, Generic, Hashable, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+log = Logger()
 
 T = TypeVar("T")
 
@@ -44,3 +47,22 @@ class SingleFlight(Generic[T]):
                 else waiter.errback(result)
             )
         return None
+
+
+class RunBlocking(Protocol):
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]: ...
+
+
+def in_background(
+    run_blocking: RunBlocking | None, f: Callable[..., Any], *args: Any
+) -> None:
+    """Write to disk in a thread without making the client wait (synchronously without one).
+
+    For what is also kept in memory: cached pages. A failure is logged.
+    """
+    d = run_blocking(f, *args) if run_blocking is not None else maybeDeferred(f, *args)
+    d.addErrback(
+        lambda failure: log.failure(
+            "Could not write {what} to disk", failure, what=f.__name__
+        )
+    )

@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from .errors import PypicacheError
-from .forms import copy_body
-from .names import is_distribution
-from .store import INCOMING, FilesystemStore
-from .uploads import Uploads
+from pypicache.errors import PypicacheError
+from pypicache.index.names import is_distribution
+from pypicache.private.received import copy_body
+from pypicache.private.uploads import Uploads
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.records import INCOMING
 
 
 class _WallClock:

@@ -7,10 +7,10 @@ from typing import Any
 import pkginfo
 from packaging.version import Version
 
-from .cache import read_wheel_metadata
-from .errors import BadRequest
-from .names import parse_filename
-from .store import StoredFile
+from pypicache.errors import BadRequest
+from pypicache.index.archives import read_wheel_metadata
+from pypicache.index.names import parse_filename
+from pypicache.storage.records import StoredFile
 
 #: Core metadata fields and the ``info`` keys they fill.
 _INFO_FIELDS = {

@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
-from .errors import BadRequest, NotAcceptable
-from .model import DistFile, ProjectPage
-from .names import parse_filename
+from pypicache.errors import BadRequest, NotAcceptable
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.index.names import parse_filename
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"

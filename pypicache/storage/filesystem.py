@@ -17,193 +17,35 @@ renamed into place, so a listed archive always has its sidecar.
 
 import json
 import os
-import secrets
 import time
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 import attrs
 from twisted.python.filepath import FilePath
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
-from .errors import BadRequest
-from .model import DistFile, ProjectPage
-from .names import METADATA_SUFFIX, check_filename, is_distribution, parse_filename
-
-SIDECAR_SUFFIX = ".json"
-TEMP_PREFIX = ".tmp-"
-MIRROR = "mirror"
-RELEASES = "private/releases"
-PRERELEASES = "private/prereleases"
-#: Where uploads are spooled before their project and area are known.
-PRIVATE = "private"
-INCOMING = "private/.incoming"
-#: What was deleted from the private areas: ``<project>/<filename>.json``.
-DELETED = "private/.deleted"
-
-
-@attrs.frozen
-class StoredFile:
-    """An archive on disk and what we know about it."""
-
-    path: FilePath
-    info: DistFile
-    area: str
-    stored_at: float | None = None
-    project: str = ""
-
-    @property
-    def private(self) -> bool:
-        return self.area != MIRROR
-
-    @property
-    def metadata_path(self) -> FilePath:
-        return self.path.siblingExtension(METADATA_SUFFIX)
-
-
-@attrs.frozen
-class CachedPage:
-    """An upstream project page with what is needed to revalidate it."""
-
-    page: ProjectPage
-    fetched_at: float
-    etag: str | None = None
-    last_modified: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "page": self.page.to_json(),
-            "fetched_at": self.fetched_at,
-            "etag": self.etag,
-            "last_modified": self.last_modified,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "CachedPage":
-        return cls(
-            page=ProjectPage.from_json(data["page"]),
-            fetched_at=float(data["fetched_at"]),
-            etag=data.get("etag"),
-            last_modified=data.get("last_modified"),
-        )
-
-
-class IStore(Interface):
-    """Where archives, their sidecars and cached pages live."""
-
-    def projects() -> list[str]:
-        """Normalized names of every project with a stored file, sorted."""
-
-    def files(project: str) -> list[StoredFile]:
-        """The stored archives of a project (private first), sorted by filename."""
-
-    def find(project: str, filename: str) -> StoredFile | None:
-        """The stored archive ``filename`` of ``project``, or ``None``."""
-
-    def generation(project: str) -> int:
-        """A number that changes whenever the project's stored files change."""
-
-    def is_private(project: str) -> bool:
-        """Whether the project has (or ever had) private files."""
-
-    def open_temp(project: str | None, area: str) -> "TempFile":
-        """A new temporary file in the folder the archive will be committed to."""
-
-    def commit(
-        temp: "TempFile",
-        info: DistFile,
-        metadata: bytes | None,
-        project: str | None,
-        area: str | None,
-    ) -> StoredFile:
-        """Make ``temp`` the archive ``info.filename``, with its sidecar."""
-
-    def persist(
-        temp: "TempFile",
-        info: DistFile,
-        metadata: bytes | None,
-        project: str | None,
-        area: str | None,
-    ) -> StoredFile:
-        """The disk half of ``commit`` (blocking, safe in a thread)."""
-
-    def register(stored: StoredFile) -> StoredFile:
-        """The memory half of ``commit``: list what ``persist`` wrote."""
-
-    def update(stored: StoredFile, info: DistFile) -> StoredFile:
-        """Rewrite what is known of a stored archive (its sidecar)."""
-
-    def remove(stored: StoredFile) -> None:
-        """Delete an archive; a private one leaves a tombstone with its sha256."""
-
-    def tombstone(project: str, filename: str) -> dict[str, Any] | None:
-        """What is remembered of a deleted private file, or ``None``."""
-
-    private_changes = Attribute(
-        "Counts changes to private files made through this store."
-    )
-
-    def read_private_index() -> dict[str, dict[str, StoredFile]]:
-        """Every private archive by project and filename (blocking, thread-safe)."""
-
-    def install_private_index(
-        index: dict[str, dict[str, StoredFile]], since: int
-    ) -> None:
-        """Use an index from :meth:`read_private_index` unless private files changed since."""
-
-    def add_metadata(
-        project: str, filename: str, metadata: bytes, digest: str
-    ) -> StoredFile:
-        """Store the core metadata of an archive already stored."""
-
-    def metadata_file(project: str, filename: str) -> FilePath | None:
-        """The stored core metadata of a file (stored or not), or ``None``."""
-
-    def write_metadata(project: str, filename: str, metadata: bytes) -> None:
-        """Keep core metadata fetched from upstream, ahead of its archive."""
-
-    def read_page(project: str) -> CachedPage | None:
-        """The cached upstream page of ``project``, or ``None``."""
-
-    def write_page(project: str, cached: CachedPage) -> None:
-        """Store the upstream page of ``project``."""
-
-
-class TempFile:
-    """A temporary file opened for writing beside its final place."""
-
-    def __init__(self, directory: FilePath, project: str | None, area: str) -> None:
-        directory.makedirs(ignoreExistingDirectory=True)
-        self.project = project
-        self.area = area
-        self.path = directory.child(TEMP_PREFIX + secrets.token_hex(8))
-        self.file: IO[bytes] = open(self.path.path, "xb")
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-
-    def flush_and_sync(self) -> None:
-        """Flush Python's buffer and the kernel's to the disk."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def discard(self) -> None:
-        """Close and delete the temporary file."""
-        if not self.file.closed:
-            self.file.close()
-        try:
-            os.unlink(self.path.path)
-        except FileNotFoundError:
-            pass
-
-
-def write_atomically(path: FilePath, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a synced temporary file and a rename."""
-    temp = path.sibling(TEMP_PREFIX + secrets.token_hex(8))
-    with open(temp.path, "xb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp.path, path.path)
+from pypicache.errors import BadRequest
+from pypicache.index.model import DistFile
+from pypicache.index.names import (
+    METADATA_SUFFIX,
+    check_filename,
+    is_distribution,
+    parse_filename,
+)
+from pypicache.storage.atomic import TempFile, write_atomically
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import (
+    DELETED,
+    INCOMING,
+    MIRROR,
+    PRERELEASES,
+    PRIVATE,
+    RELEASES,
+    SIDECAR_SUFFIX,
+    TEMP_PREFIX,
+    CachedPage,
+    StoredFile,
+)
 
 
 def _is_archive_name(name: str) -> bool:

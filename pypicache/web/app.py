@@ -19,15 +19,18 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, jsonapi
-from .cache import Mirror, RunBlocking
-from .errors import BadRequest, MethodNotAllowed, NotFound, PypicacheError
-from .files import DownloadStream, serve_stored, set_file_headers
-from .forms import Form, boundary_of, copy_body, parse_form
-from .model import DistFile, ProjectPage
-from .names import METADATA_SUFFIX, check_filename, normalize, parse_filename
-from .scan import ScanReport, scan_and_index
-from .simple import (
+from pypicache import __version__
+from pypicache.bulk.targets import parse_bulk_params
+from pypicache.concurrency import RunBlocking
+from pypicache.errors import BadRequest, MethodNotAllowed, NotFound, PypicacheError
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.index.names import (
+    METADATA_SUFFIX,
+    check_filename,
+    normalize,
+    parse_filename,
+)
+from pypicache.index.simple import (
     JSON_TYPE,
     negotiate,
     render_html_index,
@@ -35,11 +38,18 @@ from .simple import (
     render_json_index,
     render_json_page,
 )
-from .store import INCOMING, IStore, StoredFile, TempFile
-from .targets import parse_bulk_params
-from .uploads import DIGEST_FIELDS, Uploads
-from .upstream import mask_url
-from .views import Views
+from pypicache.private.received import copy_body
+from pypicache.private.scan import ScanReport, scan_and_index
+from pypicache.private.uploads import DIGEST_FIELDS, Uploads
+from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.upstream import mask_url
+from pypicache.proxy.views import Views
+from pypicache.storage.atomic import TempFile
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import INCOMING, StoredFile
+from pypicache.web import jsonapi
+from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
+from pypicache.web.forms import Form, boundary_of, parse_form
 
 log = Logger()
 

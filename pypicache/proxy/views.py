@@ -6,10 +6,11 @@ from typing import Hashable
 import attrs
 from twisted.logger import Logger
 
-from .cache import Mirror
-from .errors import NotFound, UpstreamError
-from .model import DistFile, ProjectPage
-from .store import IStore, StoredFile
+from pypicache.errors import NotFound, UpstreamError
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.proxy.mirror import Mirror
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import StoredFile
 
 log = Logger()
 

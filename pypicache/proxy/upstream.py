@@ -18,9 +18,9 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
-from .errors import NotFound, UpstreamError, UpstreamTimeout
-from .model import ProjectPage
-from .simple import UPSTREAM_ACCEPT, parse_page
+from pypicache.errors import NotFound, UpstreamError, UpstreamTimeout
+from pypicache.index.model import ProjectPage
+from pypicache.index.simple import UPSTREAM_ACCEPT, parse_page
 
 log = Logger()
 

@@ -6,7 +6,6 @@ part filenames, so the site is built with ``parsePOSTFormSubmission=False`` and
 bodies are parsed here, from the spooled ``request.content``, in a thread.
 """
 
-import hashlib
 from typing import IO, Any, Callable
 
 import attrs
@@ -17,24 +16,13 @@ from multipart import (
     parse_options_header,
 )
 
-from .errors import BadRequest
-from .store import TempFile
+from pypicache.errors import BadRequest
+from pypicache.private.received import CHUNK_SIZE, FilePart, UploadHasher
+from pypicache.storage.atomic import TempFile
 
-CHUNK_SIZE = 64 * 1024
 #: Largest non-file field we keep in memory.
 MAX_FIELD_SIZE = 1024 * 1024
 MAX_FIELDS = 1000
-
-
-@attrs.define
-class FilePart:
-    """A file part of a form, written to a temporary file while it was hashed."""
-
-    name: str
-    filename: str | None
-    temp: TempFile
-    size: int
-    hashes: dict[str, str]
 
 
 @attrs.define
@@ -53,43 +41,6 @@ class Form:
         """Delete the temporary files of every file part."""
         for part in self.files.values():
             part.temp.discard()
-
-
-class _Hasher:
-    """The digests a client may send with an upload, computed in one pass."""
-
-    def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5()
-        self.blake2_256 = hashlib.blake2b(digest_size=32)
-
-    def update(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.md5.update(data)
-        self.blake2_256.update(data)
-
-    def digests(self) -> dict[str, str]:
-        return {
-            "sha256": self.sha256.hexdigest(),
-            "md5": self.md5.hexdigest(),
-            "blake2_256": self.blake2_256.hexdigest(),
-        }
-
-
-def copy_body(content: IO[bytes], temp: TempFile) -> FilePart:
-    """Copy a whole raw request body into ``temp``, hashing it (blocking)."""
-    content.seek(0)
-    hasher = _Hasher()
-    size = 0
-    try:
-        while chunk := content.read(CHUNK_SIZE):
-            temp.write(chunk)
-            hasher.update(chunk)
-            size += len(chunk)
-    except BaseException:
-        temp.discard()
-        raise
-    return FilePart("body", None, temp, size, hasher.digests())
 
 
 def _unquote_as_sent(value: str, filename: bool = False) -> str:
@@ -140,7 +91,7 @@ def parse_form(
     segment = None
     field: list[bytes] = []
     part: FilePart | None = None
-    hasher = _Hasher()
+    hasher = UploadHasher()
     try:
         with PushMultipartParser(boundary, max_segment_count=MAX_FIELDS) as parser:
             while not parser.closed:
@@ -175,7 +126,7 @@ def parse_form(
                         segment = event
                         field = []
                         if event.filename is not None:
-                            hasher = _Hasher()
+                            hasher = UploadHasher()
                             filename = filename_as_sent(event)
                             part = FilePart(
                                 event.name or "", filename, open_temp(), 0, {}

@@ -1,0 +1,1 @@
+"""Bulk caching: requirements parsing, targets, resolution, jobs and reports."""

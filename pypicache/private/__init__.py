@@ -1,0 +1,1 @@
+"""Private packages: uploads and their checks, the folder scan and the importer."""

@@ -1,0 +1,110 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""One upstream file being downloaded, read by its clients while it grows."""
+
+import os
+from typing import Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from pypicache.errors import PypicacheError
+from pypicache.index.model import DistFile
+from pypicache.storage.atomic import TempFile
+from pypicache.storage.records import StoredFile
+
+
+@attrs.define(eq=False)
+class Download:
+    """One upstream file being written to a temporary file, watched by clients.
+
+    Clients read the temporary file as it grows (:attr:`written` bytes are on
+    disk) with :meth:`read`, and are told of progress through :meth:`watch`. The
+    last byte is held back from them until the hash has verified and the file is
+    in place (:attr:`stored`); on any failure :attr:`error` is set and they must
+    abort. One read-only descriptor, opened with the
+    temporary file, serves every client (``pread``), so the rename into place
+    never pulls the file from under a reader.
+    """
+
+    project: str
+    info: DistFile
+    temp: TempFile
+    length: int | None = None
+    written: int = 0
+    stored: StoredFile | None = None
+    error: PypicacheError | None = None
+    _watchers: list[Callable[[], None]] = attrs.field(factory=list)
+    started: bool = False
+    _waiting: list[tuple[Callable[[], bool], "Deferred[Download]"]] = attrs.field(
+        factory=list
+    )
+    _fd: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self._fd = os.open(self.temp.path.path, os.O_RDONLY)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset`` (callers keep below :attr:`readable`)."""
+        assert self._fd is not None
+        return os.pread(self._fd, size, offset)
+
+    def _close_if_done(self) -> None:
+        if self.finished and not self._watchers and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stored is not None or self.error is not None
+
+    @property
+    def readable(self) -> int:
+        """How many bytes clients may have now."""
+        if self.stored is not None:
+            return self.written
+        return max(0, self.written - 1)
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on every change; returns a function that stops it."""
+        self._watchers.append(callback)
+
+        def unwatch() -> None:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
+            self._close_if_done()
+
+        return unwatch
+
+    def wait_until(self, ready: Callable[[], bool]) -> "Deferred[Download]":
+        """A Deferred that fires with this download once ``ready()`` is true.
+
+        Cancelling it affects only the caller, never the download.
+        """
+        d: Deferred[Download] = Deferred(
+            lambda d: (
+                self._waiting.remove((ready, d))
+                if (ready, d) in self._waiting
+                else None
+            )
+        )
+        if ready():
+            d.callback(self)
+        else:
+            self._waiting.append((ready, d))
+        return d
+
+    async def stored_file(self) -> StoredFile:
+        """Wait for the download to be stored; raise its error if it fails."""
+        await self.wait_until(lambda: self.finished)
+        if self.error is not None:
+            raise self.error
+        assert self.stored is not None
+        return self.stored
+
+    def _notify(self) -> None:
+        for callback in list(self._watchers):
+            callback()
+        for ready, d in list(self._waiting):
+            if ready():
+                self._waiting.remove((ready, d))
+                d.callback(self)

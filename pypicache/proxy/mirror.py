@@ -1,0 +1,198 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""Files from upstream: fetched at most once, verified, stored; core metadata extracted or fetched."""
+
+import hashlib
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from pypicache.concurrency import RunBlocking, SingleFlight
+from pypicache.errors import HashMismatch, NotFound, PypicacheError, UpstreamError
+from pypicache.index.archives import read_wheel_metadata
+from pypicache.index.hashes import preferred_hash
+from pypicache.index.model import DistFile
+from pypicache.proxy.download import Download
+from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.upstream import Upstream, mask_url
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import MIRROR, StoredFile
+
+log = Logger()
+
+#: Largest ``.metadata`` file we accept from upstream.
+MAX_METADATA_SIZE = 16 * 1024 * 1024
+
+
+@attrs.define
+class Mirror:
+    """Files from upstream: fetched at most once, verified, stored, shared while in flight."""
+
+    _upstream: Upstream
+    _store: IStore
+    _pages: ProjectPages
+    _run_blocking: RunBlocking
+    _downloads: dict[str, Download] = attrs.field(factory=dict)
+    _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
+
+    @property
+    def pages(self) -> ProjectPages:
+        return self._pages
+
+    async def describe(self, project: str, filename: str) -> DistFile:
+        """Return what the upstream page says of a file.
+
+        :raises NotFound: no such file on the project's page.
+        """
+        page = (await self._pages.get(project)).page
+        info = page.file(filename)
+        if info is None or info.url is None:
+            raise NotFound(f"No file {filename!r} in project {project!r}")
+        return info
+
+    def in_flight(self, filename: str) -> Download | None:
+        """The download of ``filename`` under way, if any."""
+        return self._downloads.get(filename)
+
+    async def download(self, project: str, filename: str) -> Download:
+        """Return the download of a file, starting it unless it is under way."""
+        existing = self._downloads.get(filename)
+        if existing is not None:
+            await existing.wait_until(lambda: existing.started or existing.finished)
+            return existing
+        info = await self.describe(project, filename)
+        if filename in self._downloads:  # another client started it meanwhile
+            return await self.download(project, filename)
+        download = Download(project, info, self._store.open_temp(project, MIRROR))
+        self._downloads[filename] = download
+        Deferred.fromCoroutine(self._fetch(download))
+        await download.wait_until(lambda: download.started or download.finished)
+        return download
+
+    async def _fetch(self, download: Download) -> None:
+        info = download.info
+        assert info.url is not None
+        expected = preferred_hash(info.hashes)
+        hasher = hashlib.new(expected[0]) if expected else hashlib.sha256()
+        sha256 = hashlib.sha256() if expected and expected[0] != "sha256" else hasher
+
+        def received(chunk: bytes) -> None:
+            download.temp.write(chunk)
+            download.temp.file.flush()  # readers use their own descriptor
+            hasher.update(chunk)
+            if sha256 is not hasher:
+                sha256.update(chunk)
+            download.written += len(chunk)
+            download._notify()
+
+        try:
+            response = await self._upstream.open_file(info.url)
+            if response.length is not None and isinstance(response.length, int):
+                download.length = response.length
+            elif info.size is not None:
+                download.length = info.size
+            download.started = True
+            download._notify()
+            await self._upstream.read_body(response, 0, received)
+            if info.size is not None and download.written != info.size:
+                raise UpstreamError(
+                    f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
+                )
+            if download.length is not None and download.written != download.length:
+                raise UpstreamError(
+                    f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
+                )
+            if expected and hasher.hexdigest() != expected[1]:
+                log.warn(
+                    "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
+                    filename=info.filename,
+                    url=mask_url(info.url),
+                    algorithm=expected[0],
+                    expected=expected[1],
+                    actual=hasher.hexdigest(),
+                )
+                raise HashMismatch(
+                    f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
+                )
+            if expected is None:
+                log.warn("No hash to verify {filename} against", filename=info.filename)
+            hashes = {**info.hashes, "sha256": sha256.hexdigest()}
+            stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
+            # fsync and rename in a thread; the listing is updated back here.
+            persisted = await self._run_blocking(
+                self._store.persist, download.temp, stored_info
+            )
+            download.stored = self._store.register(persisted)
+            log.info(
+                "Stored {filename} ({size} bytes, sha256 {digest})",
+                filename=info.filename,
+                size=download.written,
+                digest=hashes["sha256"],
+            )
+        except Exception as e:
+            download.temp.discard()
+            download.error = (
+                e
+                if isinstance(e, PypicacheError)
+                else UpstreamError(f"Download of {info.filename} failed: {e}")
+            )
+            if not isinstance(e, PypicacheError):
+                log.failure("Download of {filename} failed", filename=info.filename)
+            else:
+                log.warn(
+                    "Download of {filename} failed: {reason}",
+                    filename=info.filename,
+                    reason=e.message,
+                )
+        finally:
+            del self._downloads[info.filename]
+            download._notify()
+            download._close_if_done()
+        if download.stored is not None and info.filename.endswith(".whl"):
+            await self._extract_metadata(download.stored)
+
+    async def _extract_metadata(self, stored: StoredFile) -> bytes | None:
+        """Read a stored wheel's core metadata (in a thread) and keep it beside it."""
+        if stored.metadata_path.exists():
+            return stored.metadata_path.getContent()
+        content = await self._run_blocking(read_wheel_metadata, stored.path.path)
+        if content is not None:
+            digest = hashlib.sha256(content).hexdigest()
+            self._store.add_metadata(
+                stored.project, stored.info.filename, content, digest
+            )
+        return content
+
+    async def metadata(self, project: str, filename: str) -> bytes:
+        """Return the core metadata of a file: stored, extracted, or fetched from upstream.
+
+        :raises NotFound: neither the archive nor the upstream can give it.
+        """
+        path = self._store.metadata_file(project, filename)
+        if path is not None:
+            return path.getContent()
+        stored = self._store.find(project, filename)
+        if stored is not None and filename.endswith(".whl"):
+            content = await self._extract_metadata(stored)
+            if content is not None:
+                return content
+        return await self._metadata_flights.run(
+            filename, lambda: self._fetch_metadata(project, filename)
+        )
+
+    async def _fetch_metadata(self, project: str, filename: str) -> bytes:
+        info = await self.describe(project, filename)
+        if info.core_metadata is False or info.url is None:
+            raise NotFound(f"No core metadata for {filename!r}")
+        response = await self._upstream.open_file(info.url + ".metadata")
+        content = await self._upstream.read_body(response, MAX_METADATA_SIZE)
+        if isinstance(info.core_metadata, dict):
+            expected = preferred_hash(info.core_metadata)
+            if (
+                expected
+                and hashlib.new(expected[0], content).hexdigest() != expected[1]
+            ):
+                log.warn("Hash mismatch for {filename}.metadata", filename=filename)
+                raise HashMismatch(f"Hash mismatch for {filename}.metadata")
+        await self._run_blocking(self._store.write_metadata, project, filename, content)
+        return content

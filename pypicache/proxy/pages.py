@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""Upstream project pages: a time-to-live, revalidation, stale-if-error and a negative cache."""
+
+from collections import OrderedDict
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from pypicache.concurrency import RunBlocking, SingleFlight, in_background
+from pypicache.errors import NotFound, UpstreamError
+from pypicache.proxy.upstream import Upstream
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import CachedPage
+
+log = Logger()
+
+
+@attrs.define
+class ProjectPages:
+    """Upstream project pages: fresh for ``ttl``, then revalidated; stale on errors.
+
+    Pages are kept by the store, so they survive restarts; the ``memory_size``
+    most recently used are also kept in memory. An upstream ``404``
+    is remembered for ``negative_ttl``; after an upstream failure the stale page
+    is served without retrying for ``retry_after`` seconds.
+    """
+
+    _upstream: Upstream
+    _store: IStore
+    _clock: IReactorTime
+    ttl: float = 600.0
+    negative_ttl: float = 60.0
+    retry_after: float = 30.0
+    memory_size: int = 1000
+    _run_blocking: "RunBlocking | None" = None
+    _memory: "OrderedDict[str, CachedPage]" = attrs.field(factory=OrderedDict)
+    _missing: dict[str, float] = attrs.field(factory=dict)
+    _failing: dict[str, float] = attrs.field(factory=dict)
+    _flights: SingleFlight[CachedPage] = attrs.field(factory=SingleFlight)
+
+    def cached(self, project: str) -> CachedPage | None:
+        """The cached page of ``project`` however old, without asking upstream."""
+        cached = self._memory.get(project)
+        if cached is None:
+            cached = self._store.read_page(project)
+            if cached is not None:
+                self._remember(project, cached)
+        else:
+            self._memory.move_to_end(project)
+        return cached
+
+    def _remember(self, project: str, cached: CachedPage) -> None:
+        """Keep a page in memory, forgetting the least recently used past ``memory_size``."""
+        self._memory[project] = cached
+        self._memory.move_to_end(project)
+        while len(self._memory) > self.memory_size:
+            self._memory.popitem(last=False)
+
+    async def get(self, project: str) -> CachedPage:
+        """Return the project page, asking upstream only when the cached one is not fresh.
+
+        :raises NotFound: the upstream has no such project.
+        :raises UpstreamError: upstream failed and nothing is cached.
+        """
+        now = self._clock.seconds()
+        cached = self.cached(project)
+        if cached is not None and now - cached.fetched_at < self.ttl:
+            return cached
+        if self._missing.get(project, 0) > now:
+            raise NotFound(f"No project {project!r} upstream")
+        if cached is not None and self._failing.get(project, 0) > now:
+            return cached
+        return await self._flights.run(project, lambda: self._refresh(project, cached))
+
+    async def _refresh(self, project: str, cached: CachedPage | None) -> CachedPage:
+        try:
+            response = await self._upstream.fetch_page(
+                project,
+                cached.etag if cached else None,
+                cached.last_modified if cached else None,
+            )
+        except NotFound:
+            self._missing[project] = self._clock.seconds() + self.negative_ttl
+            raise
+        except UpstreamError as e:
+            if cached is None:
+                raise
+            self._failing[project] = self._clock.seconds() + self.retry_after
+            log.warn(
+                "Serving stale page of {project}: {reason}",
+                project=project,
+                reason=e.message,
+            )
+            return cached
+        self._failing.pop(project, None)
+        self._missing.pop(project, None)
+        page = response.page if response.page is not None else cached.page  # type: ignore[union-attr]
+        fresh = CachedPage(
+            page, self._clock.seconds(), response.etag, response.last_modified
+        )
+        self._remember(project, fresh)
+        in_background(self._run_blocking, self._store.write_page, project, fresh)
+        return fresh

@@ -1,0 +1,1 @@
+"""Storage: the interface every store provides, and the filesystem store."""

@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.test_store -*-
+"""The storage interface: what the proxy, uploads and the web layer ask of a store."""
+
+from typing import Any
+
+from twisted.python.filepath import FilePath
+from zope.interface import Attribute, Interface
+
+from pypicache.index.model import DistFile
+from pypicache.storage.atomic import TempFile
+from pypicache.storage.records import CachedPage, StoredFile
+
+
+class IStore(Interface):
+    """Where archives, their sidecars and cached pages live."""
+
+    def projects() -> list[str]:
+        """Normalized names of every project with a stored file, sorted."""
+
+    def files(project: str) -> list[StoredFile]:
+        """The stored archives of a project (private first), sorted by filename."""
+
+    def find(project: str, filename: str) -> StoredFile | None:
+        """The stored archive ``filename`` of ``project``, or ``None``."""
+
+    def generation(project: str) -> int:
+        """A number that changes whenever the project's stored files change."""
+
+    def is_private(project: str) -> bool:
+        """Whether the project has (or ever had) private files."""
+
+    def open_temp(project: str | None, area: str) -> "TempFile":
+        """A new temporary file in the folder the archive will be committed to."""
+
+    def commit(
+        temp: "TempFile",
+        info: DistFile,
+        metadata: bytes | None,
+        project: str | None,
+        area: str | None,
+    ) -> StoredFile:
+        """Make ``temp`` the archive ``info.filename``, with its sidecar."""
+
+    def persist(
+        temp: "TempFile",
+        info: DistFile,
+        metadata: bytes | None,
+        project: str | None,
+        area: str | None,
+    ) -> StoredFile:
+        """The disk half of ``commit`` (blocking, safe in a thread)."""
+
+    def register(stored: StoredFile) -> StoredFile:
+        """The memory half of ``commit``: list what ``persist`` wrote."""
+
+    def update(stored: StoredFile, info: DistFile) -> StoredFile:
+        """Rewrite what is known of a stored archive (its sidecar)."""
+
+    def remove(stored: StoredFile) -> None:
+        """Delete an archive; a private one leaves a tombstone with its sha256."""
+
+    def tombstone(project: str, filename: str) -> dict[str, Any] | None:
+        """What is remembered of a deleted private file, or ``None``."""
+
+    private_changes = Attribute(
+        "Counts changes to private files made through this store."
+    )
+
+    def read_private_index() -> dict[str, dict[str, StoredFile]]:
+        """Every private archive by project and filename (blocking, thread-safe)."""
+
+    def install_private_index(
+        index: dict[str, dict[str, StoredFile]], since: int
+    ) -> None:
+        """Use an index from :meth:`read_private_index` unless private files changed since."""
+
+    def add_metadata(
+        project: str, filename: str, metadata: bytes, digest: str
+    ) -> StoredFile:
+        """Store the core metadata of an archive already stored."""
+
+    def metadata_file(project: str, filename: str) -> FilePath | None:
+        """The stored core metadata of a file (stored or not), or ``None``."""
+
+    def write_metadata(project: str, filename: str, metadata: bytes) -> None:
+        """Keep core metadata fetched from upstream, ahead of its archive."""
+
+    def read_page(project: str) -> CachedPage | None:
+        """The cached upstream page of ``project``, or ``None``."""
+
+    def write_page(project: str, cached: CachedPage) -> None:
+        """Store the upstream page of ``project``."""
