@@ -15,7 +15,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
-from pypicache.bulk.job import BulkCacher
+from pypicache.bulk.cacher import BulkCacher
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
 from pypicache.private.uploads import Uploads
@@ -257,7 +257,7 @@ def build_app(
         concurrency=bulk_concurrency,
     )
     return PypicacheApp(
-        store, mirror, views, uploads, policy, run_blocking, index_url, bulk=bulk
+        store, mirror, views, uploads, policy, run_blocking, index_url, bulk
     )
 
 

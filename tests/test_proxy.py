@@ -275,7 +275,7 @@ async def test_concurrent_requests_share_one_download(world, dists):
     await hold.wait_for(1)
     # Wait until every client's request has reached the daemon and joined the download.
     for _ in range(200):
-        download = world.daemon.app._mirror.in_flight(name)
+        download = world.daemon.app.mirror.in_flight(name)
         if download is not None and len(download._waiting) >= n - 1:
             break
         await sleep(0.01)

@@ -1,18 +1,21 @@
 # -*- test-case-name: tests.test_scan -*-
 """Archives dropped into ``private/`` by hand: checked, hashed and indexed.
 
-Everything here blocks (it reads whole archives): run it in a thread.
+Everything here but :func:`rescan` blocks (it reads whole archives): run it in
+a thread, as :func:`rescan` does.
 """
 
 import hashlib
 import json
 import os
+import time
 
 import attrs
 from packaging.utils import canonicalize_name
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
+from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest
 from pypicache.index.archives import inspect_archive
 from pypicache.index.model import DistFile
@@ -126,3 +129,15 @@ def scan_and_index(
     """:func:`scan_private`, then the private index read afresh (blocking)."""
     report = scan_private(store, now)
     return report, store.read_private_index()
+
+
+async def rescan(store: FilesystemStore, run_blocking: RunBlocking) -> ScanReport:
+    """Index archives dropped into ``private/`` (in a thread), then list them.
+
+    The index read in the thread is installed unless an upload changed the
+    private files meanwhile (then the store's own listing is newer).
+    """
+    since = store.private_changes
+    report, index = await run_blocking(scan_and_index, store, time.time())
+    store.install_private_index(index, since)
+    return report  # type: ignore[no-any-return]

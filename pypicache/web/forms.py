@@ -15,10 +15,13 @@ from multipart import (
     content_disposition_unquote,
     parse_options_header,
 )
+from twisted.web.iweb import IRequest
 
+from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest
 from pypicache.private.received import CHUNK_SIZE, FilePart, UploadHasher
 from pypicache.storage.atomic import TempFile
+from pypicache.web.routing import header
 
 #: Largest non-file field we keep in memory.
 MAX_FIELD_SIZE = 1024 * 1024
@@ -143,4 +146,21 @@ def parse_form(
             part.temp.discard()
         form.discard()
         raise
+    return form
+
+
+async def read_form(
+    request: IRequest, run_blocking: RunBlocking, open_temp: Callable[[], TempFile]
+) -> Form:
+    """The multipart form of a request, parsed in a thread.
+
+    :raises BadRequest: if the body is not ``multipart/form-data`` or is malformed.
+    """
+    content_type = header(request, b"content-type")
+    if boundary_of(content_type) is None:
+        raise BadRequest("Expected a multipart/form-data body")
+    assert content_type is not None
+    form: Form = await run_blocking(
+        parse_form, request.content, content_type, open_temp
+    )
     return form

@@ -1,0 +1,75 @@
+# -*- test-case-name: tests.test_bulk -*-
+"""Bulk caching: ``POST /requirements.txt`` fills the cache with all a project needs.
+
+The targets and query parameters are in :mod:`pypicache.bulk.targets`; choosing
+versions and files in :mod:`pypicache.bulk.candidates`; the resolvelib
+resolution in :mod:`pypicache.bulk.resolve`. :class:`BulkCacher` parses the
+file in a thread and runs a :class:`~pypicache.bulk.job.Job`: one resolution
+per target in its own thread (which asks the reactor for pages and metadata
+through ``blockingCallFromThread``, prefetched concurrently), then downloads
+of the chosen files through the proxy with a bound on concurrency, ``--hash``
+checks, the build requirements of every sdist, and a report.
+"""
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredSemaphore
+
+from pypicache.bulk.job import Job
+from pypicache.bulk.requirements import parse_requirements
+from pypicache.bulk.source import in_thread
+from pypicache.bulk.targets import BulkParams
+from pypicache.concurrency import RunBlocking
+from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.views import Views
+from pypicache.storage.interface import IStore
+
+
+@attrs.define
+class BulkCacher:
+    """``POST /requirements.txt``: resolve a requirements file and cache all it needs.
+
+    :ivar views: the combined pages and the proxy's downloads.
+    :ivar mirror: core metadata (PEP 658, or from the archive).
+    :ivar run_blocking: the daemon's thread pool, for parsing and archive reads.
+    :ivar concurrency: downloads (and page prefetches) under way at once, per request.
+    :ivar run_resolver: how a resolution is run in a thread (default: a thread of its own).
+    :ivar max_resolutions: resolutions running at once across requests.
+    """
+
+    views: Views
+    mirror: Mirror
+    store: IStore
+    run_blocking: RunBlocking
+    reactor: Any
+    concurrency: int = 8
+    run_resolver: Callable[..., "Deferred[Any]"] | None = None
+    max_resolutions: int = 4
+    resolutions: DeferredSemaphore = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.resolutions = DeferredSemaphore(self.max_resolutions)
+        if self.run_resolver is None:
+            reactor = self.reactor
+            self.run_resolver = lambda f, *args: in_thread(reactor, f, *args)
+
+    async def run(
+        self,
+        text: str,
+        params: BulkParams,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Cache everything ``text`` (a requirements file) needs; return the report.
+
+        ``emit`` is called with each file's entry as it completes. Cancelling
+        (the client went away) stops the resolutions; downloads under way
+        finish and are kept.
+
+        :raises BadRequest: if the file cannot be read, naming the line.
+        """
+        parsed = await self.run_blocking(parse_requirements, text)
+        job = Job(self, params, parsed, emit)
+        return await job.run()

@@ -1,0 +1,38 @@
+# -*- test-case-name: tests.test_scan -*-
+"""Operating the daemon: liveness for monitors, and the rescan of ``private/``."""
+
+import json
+
+import attrs
+from twisted.web.iweb import IRequest
+
+from pypicache import __version__
+from pypicache.concurrency import RunBlocking
+from pypicache.private.scan import rescan
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.web.access import AccessPolicy
+from pypicache.web.routing import route
+
+
+@attrs.define
+class AdminRoutes:
+    """``/health`` and ``POST /+rescan``."""
+
+    _store: FilesystemStore
+    _policy: AccessPolicy
+    _run_blocking: RunBlocking
+
+    @route("/health", methods=["GET", "HEAD"])
+    def health(self, request: IRequest) -> bytes:
+        """Liveness: no upstream call; open without credentials (see the guard)."""
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps({"status": "ok", "version": __version__}).encode()
+
+    @route("/+rescan", methods=["POST"])
+    async def rescan(self, request: IRequest) -> bytes:
+        """Index archives dropped into ``private/`` by hand; a JSON report."""
+        await self._policy.check(request, write=True)
+        report = await rescan(self._store, self._run_blocking)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(report.to_json(), indent=1).encode()

@@ -1,0 +1,62 @@
+# -*- test-case-name: tests.test_jsonapi -*-
+"""The JSON read API: ``/pypi/<project>/json``, ``/pypi/<project>/<version>/json``, ``/index.json``."""
+
+import json
+from urllib.parse import quote
+
+import attrs
+from twisted.web.iweb import IRequest
+
+from pypicache.concurrency import RunBlocking
+from pypicache.errors import NotFound
+from pypicache.index.names import normalize
+from pypicache.storage.interface import IStore
+from pypicache.web import jsonapi
+from pypicache.web.routing import base_url, redirect, route
+
+
+@attrs.define
+class JsonApiRoutes:
+    """What this server has, in the public index's JSON API shape."""
+
+    _store: IStore
+    _run_blocking: RunBlocking
+
+    @route("/pypi/<project>/json", methods=["GET", "HEAD"])
+    @route("/pypi/<project>/<version>/json", methods=["GET", "HEAD"])
+    async def project_json(
+        self, request: IRequest, project: str, version: str | None = None
+    ) -> bytes:
+        """A project (its latest version, or ``version``) with every release's files."""
+        name = normalize(project)
+        if name != project:
+            suffix = f"{quote(version)}/json" if version else "json"
+            depth = "../../" if version else "../"
+            return redirect(request, f"{depth}{quote(name)}/{suffix}")
+        releases = jsonapi.versions_of(self._store.files(name))
+        if not releases:
+            raise NotFound(f"No files of {name!r} on this server")
+        try:
+            chosen = jsonapi.pick_version(releases, version)
+        except KeyError:
+            raise NotFound(f"No files of {name} {version} on this server") from None
+        best = sorted(
+            releases[chosen], key=lambda s: not s.info.filename.endswith(".whl")
+        )[0]
+        metadata = await self._run_blocking(jsonapi.read_core_metadata, best)
+        document = jsonapi.project_json(
+            name, releases, chosen, metadata, base_url(request), version is None
+        )
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(document).encode()
+
+    @route("/index.json", methods=["GET", "HEAD"])
+    def index_json(self, request: IRequest) -> bytes:
+        """Every archive on disk, with sha256, size and when it was added."""
+        entries = [
+            jsonapi.index_entry(s)
+            for p in self._store.projects()
+            for s in self._store.files(p)
+        ]
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(entries).encode()
