@@ -319,7 +319,7 @@ async def twine_upload(
     """
     C{python -m twine upload --repository-url URL -u U -p P --non-interactive FILES}.
     """
-    args = [
+    command = [
         sys.executable,
         "-m",
         "twine",
@@ -332,10 +332,8 @@ async def twine_upload(
         password,
         "--non-interactive",
         "--disable-progress-bar",
-        *extra_args,
-        *(str(f) for f in files),
     ]
-    return await run(args, env or clean_env(tmp), cwd=tmp, timeout=timeout)
+    return await _publish(command, files, tmp, extra_args, env, timeout)
 
 
 async def uv_publish(
@@ -353,7 +351,7 @@ async def uv_publish(
     C{uv publish --publish-url URL --username U --password P FILES}, with
     trusted publishing off.
     """
-    args = [
+    command = [
         uv_binary(),
         "publish",
         "--no-config",
@@ -365,7 +363,21 @@ async def uv_publish(
         password,
         "--trusted-publishing",
         "never",
-        *extra_args,
-        *(str(f) for f in files),
     ]
+    return await _publish(command, files, tmp, extra_args, env, timeout)
+
+
+async def _publish(
+    command: Sequence[str],
+    files: Iterable[Path | str],
+    tmp: Path | str,
+    extra_args: Sequence[str],
+    env: dict[str, str] | None,
+    timeout: float,
+) -> Result:
+    """
+    Run an upload C{command}, then C{extra_args}, then the C{files}, in
+    L{clean_env}C{(tmp)} unless C{env} is given.
+    """
+    args = [*command, *extra_args, *(str(f) for f in files)]
     return await run(args, env or clean_env(tmp), cwd=tmp, timeout=timeout)

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.web.client import ResponseNeverReceived
 
+from tests import webclient
 from tests.clients import pip_install
 from tests.daemon import World as BaseWorld
 from tests.daemon import start_world
@@ -162,17 +163,12 @@ class World(BaseWorld):
         headers = dict(headers or {})
         body = text.encode()
         if multipart:
-            boundary = "------------------------bulktest0123456789"
-            body = (
-                (
-                    f"--{boundary}\r\n"
-                    'Content-Disposition: form-data; name="requirements"; filename="requirements.txt"\r\n'
-                    "Content-Type: text/plain\r\n\r\n"
-                ).encode()
-                + body
-                + f"\r\n--{boundary}--\r\n".encode()
+            headers["Content-Type"], body = webclient.multipart(
+                [],
+                [("requirements", b"requirements.txt", body)],
+                boundary="------------------------bulktest0123456789",  # curl's shape
+                file_type="text/plain",
             )
-            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
         else:
             headers.setdefault("Content-Type", "text/plain")
         return self.daemon.client.post(
@@ -182,6 +178,7 @@ class World(BaseWorld):
         )
 
     async def report(self, text: str, query: str = "", **kwargs) -> dict:
+        """POST as :meth:`post` does; return the JSON report of a 200 answer."""
         response = await self.post(text, query, **kwargs)
         body = await response.content()
         assert response.code == 200, body
@@ -204,10 +201,12 @@ async def world(tmp_path, dists):
 
 
 def by_name(entries):
+    """Report entries by filename."""
     return {e["filename"]: e for e in entries}
 
 
 def name_of(dists, key):
+    """The filename of the archive ``dists[key]``."""
     return dists[key][0].name
 
 

@@ -17,23 +17,19 @@ import re
 import shutil
 import socket
 import time
-import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-import treq
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
-from twisted.web.client import Agent, FileBodyProducer
-from twisted.web.http_headers import Headers
 
 from tests.clients import clean_env, pip_install, run, twine_upload, uv_publish
 from tests.daemon import RunningDaemon, World, start_daemon, start_world
 from tests.fakeindex import JSON_TYPE
 from tests.packages import build_sdist, build_wheel
+from tests.webclient import Answer, multipart, put, send
 
 WHEEL = "alpha-1.0-py3-none-any.whl"
 SDIST = "alpha-1.0.tar.gz"
@@ -110,32 +106,6 @@ def installed(target: Path) -> set[str]:
 # -- HTTP helpers -------------------------------------------------------------
 
 
-def multipart(
-    fields: list[tuple[str, str]], files: list[tuple[str, bytes, bytes]]
-) -> tuple[str, bytes]:
-    """A ``multipart/form-data`` body built by hand (so filenames go out byte for byte).
-
-    :param fields: ``(name, value)`` text fields.
-    :param files: ``(field name, raw filename, content)`` file parts.
-    :returns: the content type and the body.
-    """
-    boundary = uuid.uuid4().hex
-    body = io.BytesIO()
-    for name, value in fields:
-        body.write(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        )
-        body.write(value.encode() + b"\r\n")
-    for name, filename, content in files:
-        body.write(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="'.encode()
-        )
-        body.write(filename + b'"\r\nContent-Type: application/octet-stream\r\n\r\n')
-        body.write(content + b"\r\n")
-    body.write(f"--{boundary}--\r\n".encode())
-    return f"multipart/form-data; boundary={boundary}", body.getvalue()
-
-
 def legacy_fields(
     filename: str, content: bytes, **overrides: str | None
 ) -> list[tuple[str, str]]:
@@ -159,47 +129,10 @@ def legacy_fields(
     return [(k, v) for k, v in fields.items() if v is not None]
 
 
-class Answer:
-    """What the daemon answered: code, reason phrase, headers, body."""
-
-    def __init__(self, code: int, phrase: bytes, headers: Headers, body: bytes):
-        self.code, self.phrase, self.headers, self.body = code, phrase, headers, body
-
-    def header(self, name: str) -> str | None:
-        values = self.headers.getRawHeaders(name)
-        return values[0] if values else None
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"<{self.code} {self.phrase!r} {self.body[:200]!r}>"
-
-
-async def send(
-    daemon: RunningDaemon,
-    method: str,
-    path: bytes | str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> Answer:
-    """One request with a bare Agent: the path goes out exactly as given, no redirects."""
-    if isinstance(path, str):
-        path = path.encode()
-    producer = FileBodyProducer(io.BytesIO(body)) if body is not None else None
-    raw = Headers({k.encode(): [v.encode()] for k, v in (headers or {}).items()})
-    url = daemon.url.rstrip("/").encode() + path
-    response = await Agent(reactor, pool=daemon.client_pool).request(
-        method.encode(), url, raw, producer
-    )
-    return Answer(
-        response.code, response.phrase, response.headers, await treq.content(response)
-    )
-
-
 async def post_form(
     daemon: RunningDaemon, path: str, fields, files, headers=None
 ) -> Answer:
+    """POST a hand-built ``multipart/form-data`` body of ``fields`` and ``files``."""
     content_type, body = multipart(fields, files)
     return await send(
         daemon, "POST", path, body, {"Content-Type": content_type, **(headers or {})}
@@ -222,21 +155,6 @@ async def legacy_upload(
     )
 
 
-async def put(
-    daemon: RunningDaemon,
-    archive: Path,
-    project: str | None = None,
-    filename: str | None = None,
-    headers=None,
-) -> Answer:
-    """``PUT /packages/<project>/<filename>`` with the archive as the body."""
-    filename = filename or archive.name
-    project = project or filename.split("-")[0]
-    return await send(
-        daemon, "PUT", f"/packages/{project}/{filename}", archive.read_bytes(), headers
-    )
-
-
 async def page(daemon: RunningDaemon, path: str) -> dict:
     """A project page as PEP 691 JSON."""
     answer = await send(daemon, "GET", path, headers={"Accept": JSON_TYPE})
@@ -245,6 +163,7 @@ async def page(daemon: RunningDaemon, path: str) -> dict:
 
 
 def by_filename(page_json: dict) -> dict[str, dict]:
+    """The file entries of a PEP 691 page, by filename."""
     return {f["filename"]: f for f in page_json["files"]}
 
 
