@@ -21,6 +21,8 @@ from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest
 from pypicache.private.received import CHUNK_SIZE, FilePart, UploadHasher
 from pypicache.storage.atomic import TempFile
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import INCOMING
 from pypicache.web.routing import header
 
 #: Largest non-file field we keep in memory.
@@ -150,9 +152,9 @@ def parse_form(
 
 
 async def read_form(
-    request: IRequest, run_blocking: RunBlocking, open_temp: Callable[[], TempFile]
+    request: IRequest, run_blocking: RunBlocking, store: IStore
 ) -> Form:
-    """The multipart form of a request, parsed in a thread.
+    """The multipart form of a request, parsed in a thread; files spooled to ``private/.incoming``.
 
     :raises BadRequest: if the body is not ``multipart/form-data`` or is malformed.
     """
@@ -161,6 +163,9 @@ async def read_form(
         raise BadRequest("Expected a multipart/form-data body")
     assert content_type is not None
     form: Form = await run_blocking(
-        parse_form, request.content, content_type, open_temp
+        parse_form,
+        request.content,
+        content_type,
+        lambda: store.open_temp(None, INCOMING),
     )
     return form

@@ -12,9 +12,7 @@ from pypicache.bulk.cacher import BulkCacher
 from pypicache.bulk.targets import parse_bulk_params
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest
-from pypicache.storage.atomic import TempFile
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import INCOMING
 from pypicache.web.access import AccessPolicy
 from pypicache.web.forms import boundary_of, read_form
 from pypicache.web.routing import header, route
@@ -31,9 +29,6 @@ class BulkRoutes:
     _bulk: BulkCacher
     _policy: AccessPolicy
     _run_blocking: RunBlocking
-
-    def _incoming(self) -> TempFile:
-        return self._store.open_temp(None, INCOMING)
 
     @route("/requirements.txt", methods=["POST"])
     async def requirements(self, request: IRequest) -> Any:
@@ -66,7 +61,7 @@ class BulkRoutes:
     async def _requirements_text(self, request: IRequest) -> str:
         """The requirements file: multipart field ``requirements``, or the raw body."""
         if boundary_of(header(request, b"content-type")) is not None:
-            form = await read_form(request, self._run_blocking, self._incoming)
+            form = await read_form(request, self._run_blocking, self._store)
             try:
                 text = form.get("requirements")
                 part = form.files.get("requirements")

@@ -36,7 +36,7 @@ class UploadRoutes:
         return self._store.open_temp(None, INCOMING)
 
     async def _form(self, request: IRequest) -> Form:
-        return await read_form(request, self._run_blocking, self._incoming)
+        return await read_form(request, self._run_blocking, self._store)
 
     @route("/", methods=["POST"])
     @route("/legacy/", methods=["POST"], strict_slashes=False)
