@@ -3,6 +3,10 @@
 from typing import Any
 
 
+#: Longest message sent back: error bodies may quote what a client sent.
+MAX_MESSAGE = 1000
+
+
 class PypicacheError(Exception):
     """An error with a one-line reason for the client and the status to send."""
 
@@ -22,7 +26,16 @@ class PypicacheError(Exception):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         if self.code == 401:
             request.setHeader(b"www-authenticate", b'Basic realm="pypicache"')
-        return self.message.encode("utf-8") + b"\n"
+        for name, value in self.headers().items():
+            request.setHeader(name, value)
+        body = self.message
+        if len(body) > MAX_MESSAGE:
+            body = body[:MAX_MESSAGE] + "…"
+        return body.encode("utf-8", "replace") + b"\n"
+
+    def headers(self) -> dict[bytes, bytes]:
+        """Headers this error adds to its answer."""
+        return {}
 
 
 class BadRequest(PypicacheError):
@@ -55,6 +68,29 @@ class Conflict(PypicacheError):
 
 class PayloadTooLarge(PypicacheError):
     code = 413
+
+
+class UnprocessableEntity(PypicacheError):
+    code = 422
+
+
+class TooManyRequests(PypicacheError):
+    """Too many requests (or failed attempts) from one client; retry later."""
+
+    code = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[bytes, bytes]:
+        return {b"retry-after": str(max(1, int(self.retry_after + 0.999))).encode()}
+
+
+class InsufficientStorage(PypicacheError):
+    """The disk (or the store behind it) is full."""
+
+    code = 507
 
 
 class UpstreamError(PypicacheError):

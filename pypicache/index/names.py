@@ -38,6 +38,10 @@ _LEGACY_SUFFIXES = (
 #: Suffixes of the files we keep beside an archive.
 METADATA_SUFFIX = ".metadata"
 
+#: Longest filename we store: with ``.metadata`` after it, it must still fit
+#: the 255 bytes filesystems allow a name.
+MAX_FILENAME = 240
+
 
 def normalize(name: str) -> str:
     """Return the PEP 503 normalized form of a project name.
@@ -52,13 +56,14 @@ def normalize(name: str) -> str:
 def check_filename(filename: str) -> str:
     """Return ``filename`` if it is safe to use as a single path segment.
 
-    :raises BadRequest: for separators, ``..``, NUL, percent signs, leading dots.
+    :raises BadRequest: for separators, ``..``, NUL, percent signs, leading
+        dots, and names longer than :data:`MAX_FILENAME`.
     """
-    if (
-        not _SAFE_FILENAME.fullmatch(filename)
-        or ".." in filename
-        or len(filename) > 255
-    ):
+    if len(filename) > MAX_FILENAME:
+        raise BadRequest(
+            f"Filename too long: {len(filename)} characters, at most {MAX_FILENAME}"
+        )
+    if not _SAFE_FILENAME.fullmatch(filename) or ".." in filename:
         raise BadRequest(f"Invalid filename: {filename!r}")
     return filename
 

@@ -9,7 +9,7 @@ Layout under the cache root::
     pages/<project>.json                       cached upstream pages
 
 Beside each archive ``<filename>.json`` holds what was learned about it (a
-:class:`~pypicache.model.DistFile` plus when it was stored) and, when known,
+:class:`~pypicache.index.model.DistFile` plus when it was stored) and, when known,
 ``<filename>.metadata`` its core metadata. Temporary files start with ``.tmp-``
 and are never listed or served. The sidecar is written before the archive is
 renamed into place, so a listed archive always has its sidecar.
@@ -18,80 +18,58 @@ renamed into place, so a listed archive always has its sidecar.
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from pypicache.errors import BadRequest
 from pypicache.index.model import DistFile
 from pypicache.index.names import (
     METADATA_SUFFIX,
     check_filename,
-    is_distribution,
-    parse_filename,
 )
-from pypicache.storage.atomic import TempFile, write_atomically
+from pypicache.storage.atomic import (
+    TempFile,
+    fsync_directory,
+    full_disk_is_507,
+    remove_quietly,
+    write_atomically,
+)
 from pypicache.storage.interface import IStore
+from pypicache.storage.layout import Layout, is_archive_name, is_tombstone_name
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
     MIRROR,
     PRERELEASES,
-    PRIVATE,
     RELEASES,
     SIDECAR_SUFFIX,
-    TEMP_PREFIX,
     CachedPage,
     StoredFile,
 )
 
 
-def _is_archive_name(name: str) -> bool:
-    return (
-        not name.startswith(".")
-        and not name.endswith((SIDECAR_SUFFIX, METADATA_SUFFIX))
-        and is_distribution(name)
-    )
-
-
 @implementer(IStore)
-class FilesystemStore:
+class FilesystemStore(Layout):
     """The store on a local filesystem; listings are kept in memory once read."""
 
     def __init__(self, root: FilePath, clock: Any = time) -> None:
-        self.root = root
+        super().__init__(root)
         self._now = getattr(clock, "seconds", None) or clock.time
         self._mirror: dict[str, dict[str, StoredFile]] = {}
         self._private: dict[str, dict[str, StoredFile]] | None = None
         self._private_changes = 0
         self._generations: dict[str, int] = {}
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
-            self._area(area).makedirs(ignoreExistingDirectory=True)
+            self.area(area).makedirs(ignoreExistingDirectory=True)
         self.remove_temporaries()
-
-    def _area(self, area: str) -> FilePath:
-        return self.root.preauthChild(area)
-
-    def _project_dir(self, area: str, project: str) -> FilePath:
-        return self._area(area).child(project)
-
-    def remove_temporaries(self) -> None:
-        """Delete temporary files a crash may have left behind."""
-        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, "pages"):
-            directory = self._area(area)
-            for path in [directory, *directory.children()]:
-                if path.isdir():
-                    for child in path.children():
-                        if child.basename().startswith(TEMP_PREFIX):
-                            child.remove()
 
     # -- listings ------------------------------------------------------------
 
     def projects(self) -> list[str]:
         names = set(self._private_index())
-        for child in self._area(MIRROR).children():
+        for child in self.area(MIRROR).children():
             if (
                 child.isdir()
                 and not child.basename().startswith(".")
@@ -99,60 +77,6 @@ class FilesystemStore:
             ):
                 names.add(child.basename())
         return sorted(names)
-
-    def stored_file(self, path: FilePath) -> StoredFile | None:
-        """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
-
-        A sidecar is valid when it parses and records the archive's current size.
-        """
-        name = path.basename()
-        try:
-            data = json.loads(path.siblingExtension(SIDECAR_SUFFIX).getContent())
-            info = DistFile.from_json(data["file"])
-            stored_at = data.get("stored_at")
-            project, version = parse_filename(name)
-            if info.size != os.stat(path.path).st_size:
-                return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
-            return None
-        area = self._area_of(path, version)
-        return StoredFile(
-            path=path,
-            info=attrs.evolve(info, filename=name, url=None),
-            area=area,
-            stored_at=stored_at,
-            project=project,
-        )
-
-    def _area_of(self, path: FilePath, version: Any) -> str:
-        """The area of an archive: its folder's, or for one dropped in elsewhere, its version's."""
-        top = path.parent().parent()
-        for area in (MIRROR, RELEASES, PRERELEASES):
-            if top == self._area(area):
-                return area
-        return (
-            PRERELEASES if version is not None and version.is_prerelease else RELEASES
-        )
-
-    def walk_private(self) -> Iterator[FilePath]:
-        """Every archive anywhere under ``private/`` (dot folders and files skipped)."""
-        top = self._area(PRIVATE).path
-        for folder, subfolders, names in os.walk(top):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            for name in sorted(names):
-                if _is_archive_name(name):
-                    yield FilePath(os.path.join(folder, name))
-
-    def read_private_index(self) -> dict[str, dict[str, StoredFile]]:
-        """Every indexed private archive by project and filename (blocking, thread-safe)."""
-        index: dict[str, dict[str, StoredFile]] = {}
-        for path in self.walk_private():
-            stored = self.stored_file(path)
-            if stored is not None:
-                index.setdefault(stored.project, {}).setdefault(
-                    stored.info.filename, stored
-                )
-        return index
 
     def _private_index(self) -> dict[str, dict[str, StoredFile]]:
         if self._private is None:
@@ -180,11 +104,11 @@ class FilesystemStore:
         listing = self._mirror.get(project)
         if listing is None:
             listing = {}
-            directory = self._project_dir(MIRROR, project)
+            directory = self.project_dir(MIRROR, project)
             if directory.isdir():
                 for path in directory.children():
                     if (
-                        _is_archive_name(path.basename())
+                        is_archive_name(path.basename())
                         and (stored := self.stored_file(path)) is not None
                     ):
                         listing[stored.info.filename] = stored
@@ -239,14 +163,29 @@ class FilesystemStore:
     # -- writing -------------------------------------------------------------
 
     def is_private(self, project: str) -> bool:
-        return bool(self._private_index().get(project)) or any(
-            self._project_dir(area, project).isdir()
-            for area in (RELEASES, PRERELEASES, DELETED)
-        )
+        """A project with private files: listed, dropped in its folder and not
+        yet scanned, or deleted (a tombstone).
+
+        A folder alone never counts: a failed upload may leave an empty one.
+        """
+        if self._private_index().get(project):
+            return True
+        for area, wanted in (
+            (RELEASES, is_archive_name),
+            (PRERELEASES, is_archive_name),
+            (DELETED, is_tombstone_name),
+        ):
+            try:
+                names = os.listdir(self.project_dir(area, project).path)
+            except OSError:
+                continue
+            if any(wanted(name) for name in names):
+                return True
+        return False
 
     def open_temp(self, project: str | None, area: str) -> TempFile:
         directory = (
-            self._area(area) if project is None else self._project_dir(area, project)
+            self.area(area) if project is None else self.project_dir(area, project)
         )
         return TempFile(directory, project, area)
 
@@ -268,13 +207,19 @@ class FilesystemStore:
         project: str | None = None,
         area: str | None = None,
     ) -> StoredFile:
-        """The disk half of :meth:`commit`: sync, sidecar, rename (blocking, thread-safe)."""
+        """The disk half of :meth:`commit`: sync, sidecar, rename (blocking, thread-safe).
+
+        On failure nothing it wrote is left (the caller discards ``temp``), so
+        what is served does not change.
+
+        :raises InsufficientStorage: the disk is full.
+        """
         check_filename(info.filename)
         temp.flush_and_sync()
         temp.file.close()
         if project is not None and area is not None:
             # An upload spooled to INCOMING: move it (same filesystem) beside its target first.
-            directory = self._project_dir(area, project)
+            directory = self.project_dir(area, project)
             directory.makedirs(ignoreExistingDirectory=True)
             moved = directory.child(temp.path.basename())
             os.replace(temp.path.path, moved.path)
@@ -282,13 +227,22 @@ class FilesystemStore:
         target = temp.path.sibling(info.filename)
         stored_at = self._now()
         info = attrs.evolve(info, url=None)
-        if metadata is not None:
-            write_atomically(target.siblingExtension(METADATA_SUFFIX), metadata)
         sidecar = {"file": info.to_json(), "stored_at": stored_at}
-        write_atomically(
-            target.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
-        )
-        os.replace(temp.path.path, target.path)
+        written = []
+        try:
+            if metadata is not None:
+                written.append(target.siblingExtension(METADATA_SUFFIX))
+                write_atomically(written[-1], metadata)
+            written.append(target.siblingExtension(SIDECAR_SUFFIX))
+            write_atomically(written[-1], json.dumps(sidecar).encode())
+            with full_disk_is_507(info.filename):
+                os.replace(temp.path.path, target.path)
+                fsync_directory(target.parent())
+        except BaseException:
+            if not os.path.exists(target.path) or os.path.exists(temp.path.path):
+                for path in written:
+                    remove_quietly(path)
+            raise
         assert temp.project is not None
         return StoredFile(
             path=target,
@@ -321,7 +275,7 @@ class FilesystemStore:
         return self._indexed(attrs.evolve(stored, info=info))
 
     def _tombstone_path(self, project: str, filename: str) -> FilePath:
-        return self._project_dir(DELETED, project).child(
+        return self.project_dir(DELETED, project).child(
             check_filename(filename) + SIDECAR_SUFFIX
         )
 
@@ -362,31 +316,26 @@ class FilesystemStore:
         if stored is not None and stored.metadata_path.isfile():
             return stored.metadata_path
         for area in (RELEASES, PRERELEASES, MIRROR):
-            path = self._project_dir(area, project).child(filename + METADATA_SUFFIX)
+            path = self.project_dir(area, project).child(filename + METADATA_SUFFIX)
             if path.isfile():
                 return path
         return None
 
     def write_metadata(self, project: str, filename: str, metadata: bytes) -> None:
         check_filename(filename)
-        directory = self._project_dir(MIRROR, project)
+        directory = self.project_dir(MIRROR, project)
         directory.makedirs(ignoreExistingDirectory=True)
         write_atomically(directory.child(filename + METADATA_SUFFIX), metadata)
 
     # -- pages ---------------------------------------------------------------
 
-    def _page_path(self, project: str) -> FilePath:
-        return self._area("pages").child(project + ".json")
-
     def read_page(self, project: str) -> CachedPage | None:
         try:
             return CachedPage.from_json(
-                json.loads(self._page_path(project).getContent())
+                json.loads(self.page_path(project).getContent())
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def write_page(self, project: str, cached: CachedPage) -> None:
-        write_atomically(
-            self._page_path(project), json.dumps(cached.to_json()).encode()
-        )
+        write_atomically(self.page_path(project), json.dumps(cached.to_json()).encode())

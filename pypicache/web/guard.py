@@ -6,8 +6,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from werkzeug.exceptions import HTTPException
 
 from pypicache.errors import BadRequest, PypicacheError
 
@@ -53,15 +55,39 @@ class Guarded(Resource):
                 request.write(result)
                 request.finish()
 
-        def refused(failure: Any) -> None:
-            error = failure.value
-            if not isinstance(error, PypicacheError):
-                log.failure("Access check failed", failure)
-                error = PypicacheError(
-                    "Internal error; the daemon's log has the details."
-                )
-            request.write(error.apply(request))
-            request.finish()
-
-        checked.addCallbacks(allowed, refused)
+        checked.addCallback(allowed)
+        checked.addErrback(lambda failure: answer_failure(request, failure))
         return NOT_DONE_YET
+
+
+def answer_failure(request: Any, failure: Failure) -> None:
+    """End a request that failed outside the routes' own error handlers.
+
+    Our errors answer with their status, werkzeug's (a ``Host`` it cannot
+    encode, say) with theirs, anything else with a 500 that is logged. A
+    request whose answer had begun is aborted, so that the client never takes
+    a cut-short body for a whole one.
+    """
+    error = failure.value
+    if isinstance(error, HTTPException):
+        error = _HTTPError(error.code or 400, error.description or error.name)
+    elif not isinstance(error, PypicacheError):
+        log.failure("Unexpected error answering {uri}", failure, uri=_uri(request))
+        error = PypicacheError("Internal error; the daemon's log has the details.")
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    if request.startedWriting:
+        request.transport.abortConnection()
+        return
+    request.write(error.apply(request))
+    request.finish()
+
+
+class _HTTPError(PypicacheError):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _uri(request: Any) -> str:
+    return bytes(request.uri or b"")[:200].decode("latin-1")

@@ -1,0 +1,119 @@
+# -*- test-case-name: tests.test_store -*-
+"""Where things are on disk, and reading them back: the filesystem store's base.
+
+Nothing here keeps state or writes anything but the removal of leftover
+temporary files, so all of it is safe in a thread.
+"""
+
+import json
+import os
+from typing import Any, Iterator
+
+import attrs
+from twisted.python.filepath import FilePath
+
+from pypicache.errors import BadRequest
+from pypicache.index.model import DistFile
+from pypicache.index.names import METADATA_SUFFIX, is_distribution, parse_filename
+from pypicache.storage.records import (
+    INCOMING,
+    MIRROR,
+    PRERELEASES,
+    PRIVATE,
+    RELEASES,
+    SIDECAR_SUFFIX,
+    TEMP_PREFIX,
+    StoredFile,
+)
+
+
+def is_archive_name(name: str) -> bool:
+    return (
+        not name.startswith(".")
+        and not name.endswith((SIDECAR_SUFFIX, METADATA_SUFFIX))
+        and is_distribution(name)
+    )
+
+
+def is_tombstone_name(name: str) -> bool:
+    return not name.startswith(".") and name.endswith(SIDECAR_SUFFIX)
+
+
+class Layout:
+    """The folders of a cache root, and the archives and sidecars in them."""
+
+    def __init__(self, root: FilePath) -> None:
+        self.root = root
+
+    def area(self, area: str) -> FilePath:
+        return self.root.preauthChild(area)
+
+    def project_dir(self, area: str, project: str) -> FilePath:
+        return self.area(area).child(project)
+
+    def remove_temporaries(self) -> None:
+        """Delete temporary files a crash may have left behind."""
+        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, "pages"):
+            directory = self.area(area)
+            for path in [directory, *directory.children()]:
+                if path.isdir():
+                    for child in path.children():
+                        if child.basename().startswith(TEMP_PREFIX):
+                            child.remove()
+
+    def stored_file(self, path: FilePath) -> StoredFile | None:
+        """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
+
+        A sidecar is valid when it parses and records the archive's current size.
+        """
+        name = path.basename()
+        try:
+            data = json.loads(path.siblingExtension(SIDECAR_SUFFIX).getContent())
+            info = DistFile.from_json(data["file"])
+            stored_at = data.get("stored_at")
+            project, version = parse_filename(name)
+            if info.size != os.stat(path.path).st_size:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
+            return None
+        area = self._area_of(path, version)
+        return StoredFile(
+            path=path,
+            info=attrs.evolve(info, filename=name, url=None),
+            area=area,
+            stored_at=stored_at,
+            project=project,
+        )
+
+    def _area_of(self, path: FilePath, version: Any) -> str:
+        """The area of an archive: its folder's, or for one dropped in elsewhere, its version's."""
+        top = path.parent().parent()
+        for area in (MIRROR, RELEASES, PRERELEASES):
+            if top == self.area(area):
+                return area
+        return (
+            PRERELEASES if version is not None and version.is_prerelease else RELEASES
+        )
+
+    def walk_private(self) -> Iterator[FilePath]:
+        """Every archive anywhere under ``private/`` (dot folders and files skipped)."""
+        top = self.area(PRIVATE).path
+        for folder, subfolders, names in os.walk(top):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for name in sorted(names):
+                if is_archive_name(name):
+                    yield FilePath(os.path.join(folder, name))
+
+    def read_private_index(self) -> dict[str, dict[str, StoredFile]]:
+        """Every indexed private archive by project and filename (blocking, thread-safe)."""
+        index: dict[str, dict[str, StoredFile]] = {}
+        for path in self.walk_private():
+            stored = self.stored_file(path)
+            if stored is not None:
+                index.setdefault(stored.project, {}).setdefault(
+                    stored.info.filename, stored
+                )
+        return index
+
+    def page_path(self, project: str) -> FilePath:
+        return self.area("pages").child(project + ".json")
