@@ -99,7 +99,7 @@ class UpstreamError(PypicacheError):
     code = 502
 
 
-class UpstreamTimeout(PypicacheError):
+class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time."""
 
     code = 504

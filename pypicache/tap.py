@@ -2,6 +2,7 @@
 """``twistd pypicache``: command-line options and the service they build."""
 
 import os
+from functools import partial
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
@@ -21,11 +22,12 @@ from pypicache.index.names import normalize
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.upstream import Upstream, make_clients
+from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.web.access import AccessPolicy, parse_cidr
 from pypicache.web.app import PypicacheApp
+from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
 
@@ -78,6 +80,11 @@ def _size(value: str) -> int:
     return number
 
 
+def _rate(value: str) -> int:
+    """A rate in bytes per second: 0, or a size."""
+    return 0 if value.strip() in ("0", "0B") else _size(value)
+
+
 def _positive(value: str) -> float:
     number = float(value)
     if number < 0:
@@ -128,6 +135,28 @@ class Options(usage.Options):
             _positive,
         ],
         [
+            "page-deadline",
+            None,
+            120.0,
+            "Seconds an upstream project page may take in all (then the stale page, or 504).",
+            _positive,
+        ],
+        [
+            "min-rate",
+            None,
+            8 * 1024,
+            "Bytes per second an upstream body must average over each --timeout "
+            "(suffixes K, M allowed; 0 turns the check off).",
+            _rate,
+        ],
+        [
+            "max-page-size",
+            None,
+            MAX_PAGE_SIZE,
+            "Largest upstream project page, decompressed (suffixes K, M, G allowed).",
+            _size,
+        ],
+        [
             "max-upload-size",
             None,
             DEFAULT_MAX_BODY,
@@ -146,6 +175,20 @@ class Options(usage.Options):
             None,
             None,
             "htpasswd file (bcrypt entries, htpasswd -B) of the users who may upload, delete and yank.",
+        ],
+        [
+            "auth-failures",
+            None,
+            DEFAULT_FAILURES,
+            "Failed logins per client address within --auth-failure-window before 429.",
+            int,
+        ],
+        [
+            "auth-failure-window",
+            None,
+            DEFAULT_WINDOW,
+            "Seconds over which --auth-failures are counted.",
+            _positive,
         ],
     ]
 
@@ -193,6 +236,10 @@ class Options(usage.Options):
             raise usage.UsageError("--bulk-concurrency must be at least 1")
         if self["read-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--read-auth needs --auth-file")
+        if self["auth-failures"] < 1:
+            raise usage.UsageError("--auth-failures must be at least 1")
+        if self["auth-failure-window"] <= 0:
+            raise usage.UsageError("--auth-failure-window must be positive")
 
 
 class _ThreadPoolService(service.Service):
@@ -206,6 +253,13 @@ class _ThreadPoolService(service.Service):
     def stopService(self) -> None:
         super().stopService()
         self.pool.stop()
+
+
+def _thread_pool(parent: Any, reactor: Any, name: str, size: int) -> Any:
+    """A thread pool started and stopped with ``parent``, as a ``run_blocking``."""
+    threads = ThreadPool(minthreads=0, maxthreads=size, name=name)
+    _ThreadPoolService(threads).setServiceParent(parent)
+    return partial(deferToThreadPool, reactor, threads)
 
 
 class _ConnectionPoolService(service.Service):
@@ -225,6 +279,9 @@ def build_app(
     run_blocking: Any,
     page_ttl: float = 600.0,
     timeout: float = 30.0,
+    page_deadline: float = 120.0,
+    min_rate: float = 8 * 1024,
+    max_page_size: int = MAX_PAGE_SIZE,
     page_clock: Any = None,
     auth_file: str | None = None,
     read_auth: bool = False,
@@ -232,22 +289,37 @@ def build_app(
     trust_proxy: bool = False,
     mirror_private: Sequence[str] = (),
     bulk_concurrency: int = 8,
+    run_password_check: Any = None,
+    auth_failures: int = DEFAULT_FAILURES,
+    auth_failure_window: float = DEFAULT_WINDOW,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
     :param page_clock: the clock of the page TTL (default: ``reactor``).
+    :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     """
-    page_client, file_client = make_clients(reactor, pool)
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
-    upstream = Upstream(index_url, page_client, file_client, reactor, timeout=timeout)
+    upstream = Upstream(
+        index_url,
+        make_agent(reactor, pool),
+        reactor,
+        timeout=timeout,
+        page_deadline=page_deadline,
+        min_rate=min_rate,
+        max_page_size=max_page_size,
+        run_blocking=run_blocking,
+    )
     pages = ProjectPages(
         upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking
     )
     mirror = Mirror(upstream, store, pages, run_blocking)
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor)
-    checker = Htpasswd(auth_file, run_blocking, reactor) if auth_file else None
-    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy)
+    checker = None
+    if auth_file:
+        checker = Htpasswd(auth_file, run_password_check or run_blocking, reactor)
+    failed = FailedLogins(reactor, auth_failures, auth_failure_window)
+    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
     bulk = BulkCacher(
         views=views,
         mirror=mirror,
@@ -266,11 +338,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     top = service.MultiService()
-    threads = ThreadPool(minthreads=0, maxthreads=4, name="pypicache")
-    _ThreadPoolService(threads).setServiceParent(top)
-
-    def run_blocking(f: Any, *args: Any) -> Any:
-        return deferToThreadPool(reactor, threads, f, *args)
+    run_blocking = _thread_pool(top, reactor, "pypicache", 4)
+    # bcrypt gets threads of its own: password guessing must not starve uploads.
+    run_password_check = _thread_pool(top, reactor, "pypicache-bcrypt", 2)
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 10
@@ -283,7 +353,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         run_blocking=run_blocking,
         page_ttl=options["page-ttl"],
         timeout=options["timeout"],
+        page_deadline=options["page-deadline"],
+        min_rate=options["min-rate"],
+        max_page_size=options["max-page-size"],
         auth_file=options["auth-file"],
+        run_password_check=run_password_check,
+        auth_failures=options["auth-failures"],
+        auth_failure_window=options["auth-failure-window"],
         read_auth=bool(options["read-auth"]),
         allow_from=options["allow-from"],
         trust_proxy=bool(options["trust-proxy"]),

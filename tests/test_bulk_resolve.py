@@ -16,8 +16,8 @@ from pypicache.bulk.metadata import (
 )
 from pypicache.bulk.requirements import parse_requirements
 from pypicache.bulk.resolve import Abandoned, Wanted, resolve
+from pypicache.bulk.platforms import expand_platform
 from pypicache.bulk.targets import (
-    expand_platform,
     make_target,
     native_target,
     parse_bulk_params,

@@ -20,12 +20,18 @@ from packaging.tags import (
     cpython_tags,
     generic_tags,
     interpreter_name,
-    mac_platforms,
     sys_tags,
 )
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
+from pypicache.bulk.platforms import (
+    MAX_VERSION_NUMBER,
+    PLATFORM_TAG,
+    check_version_numbers,
+    expand_platform,
+    platform_environment,
+)
 from pypicache.errors import BadRequest
 
 #: The most targets one request may ask for.
@@ -106,119 +112,6 @@ _IMPLEMENTATIONS = {
     "jy": ("jython", "Jython"),
     "gp": ("graalpy", "GraalVM"),
 }
-_LEGACY_MANYLINUX = {
-    "manylinux2014": (2, 17),
-    "manylinux2010": (2, 12),
-    "manylinux1": (2, 5),
-}
-_LEGACY_MANYLINUX_NAMES = {v: k for k, v in _LEGACY_MANYLINUX.items()}
-_LEGACY_MANYLINUX_ARCHES = {
-    "manylinux2014": {
-        "x86_64",
-        "i686",
-        "aarch64",
-        "armv7l",
-        "ppc64",
-        "ppc64le",
-        "s390x",
-    },
-    "manylinux2010": {"x86_64", "i686"},
-    "manylinux1": {"x86_64", "i686"},
-}
-_WINDOWS_MACHINES = {
-    "win32": "x86",
-    "win_amd64": "AMD64",
-    "win_arm64": "ARM64",
-    "win_ia64": "ia64",
-}
-_PLATFORM = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
-
-
-def _manylinux_parts(platform: str) -> tuple[int, int, str] | None:
-    match = re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", platform)
-    if match:
-        return int(match[1]), int(match[2]), match[3]
-    for legacy, (major, minor) in _LEGACY_MANYLINUX.items():
-        if platform.startswith(legacy + "_"):
-            return major, minor, platform[len(legacy) + 1 :]
-    return None
-
-
-def expand_platform(platform: str) -> list[str]:
-    """The platform tags a machine of ``platform`` installs, most specific first.
-
-    ``manylinux_2_28_x86_64`` also installs older manylinux wheels (and their
-    legacy aliases, and ``linux_x86_64``); ``macosx_11_0_arm64`` older macOS
-    and universal2 wheels (as :func:`packaging.tags.mac_platforms` lists them).
-    """
-    manylinux = _manylinux_parts(platform)
-    if manylinux is not None:
-        major, minor, arch = manylinux
-        lowest = 5 if arch in ("x86_64", "i686") else 17
-        platforms = []
-        for m in range(minor, lowest - 1, -1):
-            platforms.append(f"manylinux_{major}_{m}_{arch}")
-            legacy = _LEGACY_MANYLINUX_NAMES.get((major, m))
-            if legacy is not None and arch in _LEGACY_MANYLINUX_ARCHES[legacy]:
-                platforms.append(f"{legacy}_{arch}")
-        if platform not in platforms:
-            platforms.insert(0, platform)
-        platforms.append(f"linux_{arch}")
-        return platforms
-    musl = re.fullmatch(r"musllinux_(\d+)_(\d+)_(\w+)", platform)
-    if musl:
-        major, minor, arch = int(musl[1]), int(musl[2]), musl[3]
-        return [f"musllinux_{major}_{m}_{arch}" for m in range(minor, -1, -1)] + [
-            f"linux_{arch}"
-        ]
-    mac = re.fullmatch(r"macosx_(\d+)_(\d+)_(\w+)", platform)
-    if mac:
-        return list(mac_platforms((int(mac[1]), int(mac[2])), mac[3]))
-    return [platform]
-
-
-def platform_environment(platform: str) -> dict[str, str]:
-    """The marker variables a platform tag decides.
-
-    :raises BadRequest: for a platform family whose markers are unknown.
-    """
-    if platform in _WINDOWS_MACHINES:
-        return {
-            "sys_platform": "win32",
-            "platform_system": "Windows",
-            "os_name": "nt",
-            "platform_machine": _WINDOWS_MACHINES[platform],
-        }
-    mac = re.fullmatch(r"macosx_\d+_\d+_(\w+)", platform)
-    if mac:
-        arch = mac[1]
-        machine = (
-            "arm64"
-            if arch in ("arm64", "universal2")
-            else "x86_64" if arch in ("intel", "fat64", "fat3", "universal") else arch
-        )
-        return {
-            "sys_platform": "darwin",
-            "platform_system": "Darwin",
-            "os_name": "posix",
-            "platform_machine": machine,
-        }
-    linux = _manylinux_parts(platform)
-    arch = linux[2] if linux else None
-    if arch is None:
-        match = re.fullmatch(r"(?:musllinux_\d+_\d+|linux)_(\w+)", platform)
-        arch = match[1] if match else None
-    if arch is not None:
-        return {
-            "sys_platform": "linux",
-            "platform_system": "Linux",
-            "os_name": "posix",
-            "platform_machine": arch,
-        }
-    raise BadRequest(
-        f"Unknown platform {platform!r}: use a wheel platform tag such as manylinux_2_17_x86_64, "
-        "musllinux_1_2_aarch64, macosx_11_0_arm64, win_amd64 or win32"
-    )
 
 
 def parse_python_version(value: str) -> tuple[int, ...]:
@@ -226,13 +119,17 @@ def parse_python_version(value: str) -> tuple[int, ...]:
 
     :raises BadRequest: otherwise.
     """
-    text = value.strip()
+    text = value.strip()[:100]
     if re.fullmatch(r"\d+(\.\d+){1,2}", text):
         parts = tuple(int(p) for p in text.split("."))
     elif re.fullmatch(r"\d{2,3}", text):
         parts = (int(text[0]), int(text[1:]))
     else:
         raise BadRequest(f"Invalid python-version {value!r}: use e.g. 3.9 or 39")
+    if any(part > MAX_VERSION_NUMBER for part in parts):
+        raise BadRequest(
+            f"Invalid python-version {text!r}: version numbers go up to {MAX_VERSION_NUMBER}"
+        )
     if parts[0] not in (2, 3):
         raise BadRequest(f"Invalid python-version {value!r}: only Python 2 and 3 exist")
     return parts
@@ -349,8 +246,9 @@ def parse_bulk_params(args: Mapping[bytes, list[bytes]]) -> BulkParams:
         platform = platform.lower().replace("-", "_").replace(".", "_")
         if not platform:
             continue
-        if not _PLATFORM.fullmatch(platform):
-            raise BadRequest(f"Invalid platform {platform!r}")
+        if not PLATFORM_TAG.fullmatch(platform):
+            raise BadRequest(f"Invalid platform {platform[:100]!r}")
+        check_version_numbers(platform, "platform")
         platform_environment(platform)
         platforms.append(platform)
     implementations = [v.lower() for v in values["implementation"] if v]
@@ -360,6 +258,8 @@ def parse_bulk_params(args: Mapping[bytes, list[bytes]]) -> BulkParams:
     if implementation is not None and not re.fullmatch(r"[a-z]{2}", implementation):
         raise BadRequest(f"Invalid implementation {implementation!r}: use cp, pp, py…")
     abis = [a.lower() for a in values["abi"] if a]
+    if len(abis) > MAX_TARGETS:
+        raise BadRequest(f"Too many abi values ({len(abis)}); at most {MAX_TARGETS}")
     for abi in abis:
         if not re.fullmatch(r"[a-z0-9_]+", abi):
             raise BadRequest(f"Invalid abi {abi!r}")
@@ -373,15 +273,3 @@ def parse_bulk_params(args: Mapping[bytes, list[bytes]]) -> BulkParams:
         target = make_target(version, platform, implementation, abis or None)
         targets.setdefault(target.label, target)
     return BulkParams(deps=deps, all_files=all_files, targets=tuple(targets.values()))
-
-
-__all__ = [
-    "BulkParams",
-    "Target",
-    "expand_platform",
-    "make_target",
-    "native_target",
-    "parse_bulk_params",
-    "parse_python_version",
-    "platform_environment",
-]

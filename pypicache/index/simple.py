@@ -2,7 +2,8 @@
 """The simple repository API both ways: parse upstream pages, render ours.
 
 HTML is PEP 503 (with PEP 592, 629, 658/714 attributes); JSON is PEP 691 with
-the PEP 700 additions. Everything here is pure: no I/O, no Twisted.
+the PEP 700 additions. Everything here is pure (no I/O, no reactor); it only
+logs the malformed file entries it leaves out of an upstream page.
 """
 
 import json
@@ -11,9 +12,13 @@ from html.parser import HTMLParser
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
+from twisted.logger import Logger
+
 from pypicache.errors import BadRequest, NotAcceptable
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.index.names import parse_filename
+
+log = Logger()
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -47,38 +52,88 @@ def parse_page(body: bytes, content_type: str, page_url: str, name: str) -> Proj
 
 def _metadata_value(value: Any) -> bool | dict[str, str]:
     if isinstance(value, dict):
-        return {str(k).lower(): str(v) for k, v in value.items()} or True
-    return bool(value)
+        return _hashes(value) or True
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise ValueError(f"core-metadata is {type(value).__name__}")
+
+
+def _hashes(value: Any) -> dict[str, str]:
+    """A PEP 691 ``hashes`` dict: hash names to hex digests, both strings."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("hashes is not a dict of strings")
+    return {k.lower(): v for k, v in value.items()}
+
+
+def _optional(entry: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = entry.get(key)
+    if value is not None and (
+        not isinstance(value, kind) or isinstance(value, bool) and kind is int
+    ):
+        raise ValueError(f"{key} is {type(value).__name__}")
+    return value
+
+
+def _json_file(entry: Any, page_url: str) -> DistFile:
+    """One PEP 691 file entry; :raises ValueError: if any field has the wrong type."""
+    if not isinstance(entry, dict):
+        raise ValueError("a file entry is not an object")
+    filename, url = entry.get("filename"), entry.get("url")
+    if not isinstance(filename, str) or not isinstance(url, str):
+        raise ValueError("filename and url must be strings")
+    metadata = entry.get("core-metadata", entry.get("dist-info-metadata", False))
+    yanked = entry.get("yanked", False)
+    if not isinstance(yanked, (bool, str, type(None))):
+        raise ValueError(f"yanked is {type(yanked).__name__}")
+    return DistFile(
+        filename=filename,
+        url=urldefrag(urljoin(page_url, url))[0],
+        hashes=_hashes(entry.get("hashes") or {}),
+        requires_python=_optional(entry, "requires-python", str) or None,
+        yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
+        core_metadata=_metadata_value(metadata),
+        size=_optional(entry, "size", int),
+        upload_time=_optional(entry, "upload-time", str),
+        provenance=_optional(entry, "provenance", str),
+    )
 
 
 def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
-    """Parse a PEP 691 JSON project page."""
-    data = json.loads(body)
+    """Parse a PEP 691 JSON project page; malformed file entries are left out.
+
+    :raises ValueError: if the page itself is not a PEP 691 project page.
+    """
+    try:
+        data = json.loads(body)
+    except RecursionError as e:
+        raise ValueError("JSON nested too deeply") from e
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise ValueError("not a PEP 691 project page")
     files = []
     for entry in data["files"]:
-        url = urljoin(page_url, entry["url"])
-        metadata = entry.get("core-metadata", entry.get("dist-info-metadata", False))
-        yanked = entry.get("yanked", False)
-        files.append(
-            DistFile(
-                filename=entry["filename"],
-                url=urldefrag(url)[0],
-                hashes={k.lower(): v for k, v in (entry.get("hashes") or {}).items()},
-                requires_python=entry.get("requires-python") or None,
-                yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
-                core_metadata=_metadata_value(metadata),
-                size=entry.get("size"),
-                upload_time=entry.get("upload-time"),
-                provenance=entry.get("provenance"),
-            )
-        )
+        try:
+            files.append(_json_file(entry, page_url))
+        except ValueError as e:
+            _skipped(name, entry, e)
     versions = data.get("versions")
+    if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+        versions = None
     return ProjectPage(
         name=name,
         files=tuple(files),
-        versions=tuple(versions) if isinstance(versions, list) else None,
+        versions=tuple(versions) if versions is not None else None,
+    )
+
+
+def _skipped(project: str, entry: Any, error: Exception) -> None:
+    shown = entry.get("filename") if isinstance(entry, dict) else None
+    log.warn(
+        "Skipped a malformed file entry ({filename!r}) on the upstream page of {project}: {reason}",
+        filename=str(shown)[:100],
+        project=project,
+        reason=str(error),
     )
 
 
@@ -107,6 +162,34 @@ class _AnchorParser(HTMLParser):
                 self.anchors.append(attributes)
 
 
+def _html_file(anchor: dict[str, str | None], base: str) -> DistFile | None:
+    """One PEP 503 anchor (``None`` for one that names no file).
+
+    :raises ValueError: for an unparseable URL.
+    """
+    url, fragment = urldefrag(urljoin(base, anchor["href"] or ""))
+    filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    if not filename:
+        return None
+    hashes = {}
+    algorithm, sep, digest = fragment.partition("=")
+    if sep and algorithm and digest:
+        hashes[algorithm.lower()] = digest
+    metadata = anchor.get("data-core-metadata", anchor.get("data-dist-info-metadata"))
+    yanked: bool | str = False
+    if "data-yanked" in anchor:
+        yanked = anchor["data-yanked"] or True
+    return DistFile(
+        filename=filename,
+        url=url,
+        hashes=hashes,
+        requires_python=anchor.get("data-requires-python") or None,
+        yanked=yanked,
+        core_metadata=_hash_attribute(metadata),
+        provenance=anchor.get("data-provenance") or None,
+    )
+
+
 def parse_html_page(text: str, page_url: str, name: str) -> ProjectPage:
     """Parse a PEP 503 HTML project page."""
     parser = _AnchorParser()
@@ -115,31 +198,13 @@ def parse_html_page(text: str, page_url: str, name: str) -> ProjectPage:
     base = urljoin(page_url, parser.base) if parser.base else page_url
     files = []
     for anchor in parser.anchors:
-        url, fragment = urldefrag(urljoin(base, anchor["href"] or ""))
-        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-        if not filename:
+        try:
+            f = _html_file(anchor, base)
+        except ValueError as e:
+            _skipped(name, {"filename": anchor.get("href")}, e)
             continue
-        hashes = {}
-        algorithm, sep, digest = fragment.partition("=")
-        if sep and algorithm and digest:
-            hashes[algorithm.lower()] = digest
-        metadata = anchor.get(
-            "data-core-metadata", anchor.get("data-dist-info-metadata")
-        )
-        yanked: bool | str = False
-        if "data-yanked" in anchor:
-            yanked = anchor["data-yanked"] or True
-        files.append(
-            DistFile(
-                filename=filename,
-                url=url,
-                hashes=hashes,
-                requires_python=anchor.get("data-requires-python") or None,
-                yanked=yanked,
-                core_metadata=_hash_attribute(metadata),
-                provenance=anchor.get("data-provenance") or None,
-            )
-        )
+        if f is not None:
+            files.append(f)
     return ProjectPage(name=name, files=tuple(files))
 
 

@@ -15,6 +15,7 @@ from pypicache.index.model import DistFile
 from pypicache.proxy.download import Download
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
+from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import MIRROR, StoredFile
 
@@ -63,15 +64,50 @@ class Mirror:
         info = await self.describe(project, filename)
         if filename in self._downloads:  # another client started it meanwhile
             return await self.download(project, filename)
-        download = Download(project, info, self._store.open_temp(project, MIRROR))
+        with full_disk_is_507(filename):
+            temp = self._store.open_temp(project, MIRROR)
+        download = Download(project, info, temp)
         self._downloads[filename] = download
         Deferred.fromCoroutine(self._fetch(download))
         await download.wait_until(lambda: download.started or download.finished)
         return download
 
     async def _fetch(self, download: Download) -> None:
+        """Download, verify and store; every way out releases the slot and the waiters."""
         info = download.info
-        assert info.url is not None
+        try:
+            await self._fetch_and_store(download)
+        except Exception as e:
+            download.error = (
+                e
+                if isinstance(e, PypicacheError)
+                else UpstreamError(f"Download of {info.filename} failed: {e}")
+            )
+            download.temp.discard()
+            if not isinstance(e, PypicacheError):
+                log.failure("Download of {filename} failed", filename=info.filename)
+            else:
+                log.warn(
+                    "Download of {filename} failed: {reason}",
+                    filename=info.filename,
+                    reason=e.message,
+                )
+        finally:
+            self._downloads.pop(info.filename, None)
+            download._notify()
+            download._close_if_done()
+        if download.stored is not None and info.filename.endswith(".whl"):
+            try:
+                await self._extract_metadata(download.stored)
+            except Exception:
+                log.failure(
+                    "Keeping the metadata of {filename} failed", filename=info.filename
+                )
+
+    async def _fetch_and_store(self, download: Download) -> None:
+        info = download.info
+        if info.url is None:
+            raise NotFound(f"No URL for {info.filename!r} upstream")
         expected = preferred_hash(info.hashes)
         hasher = hashlib.new(expected[0]) if expected else hashlib.sha256()
         sha256 = hashlib.sha256() if expected and expected[0] != "sha256" else hasher
@@ -85,71 +121,49 @@ class Mirror:
             download.written += len(chunk)
             download._notify()
 
-        try:
-            response = await self._upstream.open_file(info.url)
-            if response.length is not None and isinstance(response.length, int):
-                download.length = response.length
-            elif info.size is not None:
-                download.length = info.size
-            download.started = True
-            download._notify()
-            await self._upstream.read_body(response, 0, received)
-            if info.size is not None and download.written != info.size:
-                raise UpstreamError(
-                    f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
-                )
-            if download.length is not None and download.written != download.length:
-                raise UpstreamError(
-                    f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
-                )
-            if expected and hasher.hexdigest() != expected[1]:
-                log.warn(
-                    "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
-                    filename=info.filename,
-                    url=mask_url(info.url),
-                    algorithm=expected[0],
-                    expected=expected[1],
-                    actual=hasher.hexdigest(),
-                )
-                raise HashMismatch(
-                    f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
-                )
-            if expected is None:
-                log.warn("No hash to verify {filename} against", filename=info.filename)
-            hashes = {**info.hashes, "sha256": sha256.hexdigest()}
-            stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
-            # fsync and rename in a thread; the listing is updated back here.
-            persisted = await self._run_blocking(
-                self._store.persist, download.temp, stored_info
+        response = await self._upstream.open_file(info.url)
+        if response.length is not None and isinstance(response.length, int):
+            download.length = response.length
+        elif info.size is not None:
+            download.length = info.size
+        download.started = True
+        download._notify()
+        await self._upstream.read_body(response, 0, received)
+        if info.size is not None and download.written != info.size:
+            raise UpstreamError(
+                f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
             )
-            download.stored = self._store.register(persisted)
-            log.info(
-                "Stored {filename} ({size} bytes, sha256 {digest})",
+        if download.length is not None and download.written != download.length:
+            raise UpstreamError(
+                f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
+            )
+        if expected and hasher.hexdigest() != expected[1]:
+            log.warn(
+                "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
                 filename=info.filename,
-                size=download.written,
-                digest=hashes["sha256"],
+                url=mask_url(info.url),
+                algorithm=expected[0],
+                expected=expected[1],
+                actual=hasher.hexdigest(),
             )
-        except Exception as e:
-            download.temp.discard()
-            download.error = (
-                e
-                if isinstance(e, PypicacheError)
-                else UpstreamError(f"Download of {info.filename} failed: {e}")
+            raise HashMismatch(
+                f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
             )
-            if not isinstance(e, PypicacheError):
-                log.failure("Download of {filename} failed", filename=info.filename)
-            else:
-                log.warn(
-                    "Download of {filename} failed: {reason}",
-                    filename=info.filename,
-                    reason=e.message,
-                )
-        finally:
-            del self._downloads[info.filename]
-            download._notify()
-            download._close_if_done()
-        if download.stored is not None and info.filename.endswith(".whl"):
-            await self._extract_metadata(download.stored)
+        if expected is None:
+            log.warn("No hash to verify {filename} against", filename=info.filename)
+        hashes = {**info.hashes, "sha256": sha256.hexdigest()}
+        stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
+        # fsync and rename in a thread; the listing is updated back here.
+        persisted = await self._run_blocking(
+            self._store.persist, download.temp, stored_info
+        )
+        download.stored = self._store.register(persisted)
+        log.info(
+            "Stored {filename} ({size} bytes, sha256 {digest})",
+            filename=info.filename,
+            size=download.written,
+            digest=hashes["sha256"],
+        )
 
     async def _extract_metadata(self, stored: StoredFile) -> bytes | None:
         """Read a stored wheel's core metadata (in a thread) and keep it beside it."""

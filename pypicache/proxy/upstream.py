@@ -1,31 +1,30 @@
 # -*- test-case-name: tests.test_upstream -*-
-"""The treq client for the upstream index: pages with conditional GETs, streamed files."""
+"""The client of the upstream index: pages with conditional GETs, streamed files."""
 
 import base64
 from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
-from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, RedirectAgent, ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, RedirectAgent, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
+from pypicache.concurrency import RunBlocking
 from pypicache.errors import NotFound, UpstreamError, UpstreamTimeout
 from pypicache.index.model import ProjectPage
-from pypicache.index.simple import UPSTREAM_ACCEPT, parse_page
+from pypicache.index.simple import UPSTREAM_ACCEPT
+from pypicache.proxy.bodies import BodyReader, discard, read_page
 
 log = Logger()
 
-#: Largest project page we accept from upstream (the biggest real ones are a few MB).
-MAX_PAGE_SIZE = 64 * 1024 * 1024
+#: Largest project page we accept from upstream, decompressed (the biggest
+#: real ones are a few MB).
+MAX_PAGE_SIZE = 32 * 1024 * 1024
 
 
 def mask_url(url: str) -> str:
@@ -74,16 +73,23 @@ def _header(response: IResponse, name: bytes) -> str | None:
 class Upstream:
     """The upstream simple index.
 
-    :ivar _pages: treq client for pages (treq asks for and decodes gzip).
-    :ivar _files: agent for files, which does no content decoding: the bytes
-        must arrive exactly as the index hashed them.
+    :ivar _agent: agent for pages and files, which does no content decoding:
+        file bytes must arrive exactly as the index hashed them.
+    :ivar timeout: seconds to wait for headers, or for the next bytes of a body.
+    :ivar page_deadline: seconds a page may take in all.
+    :ivar min_rate: bytes per second a body must average over each ``timeout``.
+    :ivar max_page_size: largest page accepted, decompressed.
+    :ivar _run_blocking: where pages are decoded and parsed (a thread).
     """
 
     index_url: str
-    _pages: HTTPClient
-    _files: IAgent
+    _agent: IAgent
     _clock: IReactorTime
     timeout: float = 30.0
+    page_deadline: float = 120.0
+    min_rate: float = 8 * 1024
+    max_page_size: int = MAX_PAGE_SIZE
+    _run_blocking: RunBlocking | None = None
     _credentials: tuple[str, str] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -104,16 +110,11 @@ class Upstream:
             headers["Authorization"] = f"Basic {token}"
         return headers
 
-    async def _request(
-        self, client: HTTPClient | IAgent, url: str, headers: dict[str, str]
-    ) -> IResponse:
+    async def _request(self, url: str, headers: dict[str, str]) -> IResponse:
         """GET ``url`` and wait for its headers, mapping failures to our errors."""
         all_headers = self._headers(url, headers)
-        if isinstance(client, HTTPClient):
-            d = client.get(url, headers=all_headers, unbuffered=True)
-        else:
-            raw = Headers({k.encode(): [v.encode()] for k, v in all_headers.items()})
-            d = client.request(b"GET", url.encode("utf-8"), raw)
+        raw = Headers({k.encode(): [v.encode()] for k, v in all_headers.items()})
+        d = self._agent.request(b"GET", url.encode("utf-8"), raw)
         timed_out = []
 
         def expire() -> None:
@@ -145,13 +146,18 @@ class Upstream:
         response: IResponse,
         limit: int,
         on_chunk: Callable[[bytes], Any] | None = None,
+        deadline: float | None = None,
     ) -> bytes:
-        """Read a response body, with an idle timeout reset on every chunk.
+        """Read a response body within the time limits of :class:`BodyReader`.
 
         With ``on_chunk`` the chunks go there and ``b""`` is returned; otherwise
         they are joined (up to ``limit`` bytes: pages, never package files).
 
-        :raises UpstreamTimeout: no bytes for ``timeout`` seconds.
+        :param deadline: seconds the whole body may take; by default
+            ``timeout`` plus the time ``min_rate`` allows for the announced
+            length.
+        :raises UpstreamTimeout: no bytes for ``timeout`` seconds, too slow, or
+            past the deadline.
         :raises UpstreamError: the connection broke, or the body is too large.
         """
         chunks: list[bytes] = []
@@ -162,7 +168,12 @@ class Upstream:
                 if reader.size > limit:
                     raise UpstreamError(f"Upstream body larger than {limit} bytes")
 
-        reader = _BodyReader(on_chunk, self._clock, self.timeout)
+        length = response.length if isinstance(response.length, int) else None
+        if deadline is None and length is not None and self.min_rate > 0:
+            deadline = self.timeout + length / self.min_rate
+        reader = BodyReader(
+            on_chunk, self._clock, self.timeout, deadline, self.min_rate
+        )
         response.deliverBody(reader)
         await reader.done
         return b"".join(chunks)
@@ -177,39 +188,42 @@ class Upstream:
         :raises UpstreamTimeout: no answer in time.
         """
         url = self.page_url(project)
-        headers = {"Accept": UPSTREAM_ACCEPT}
+        headers = {"Accept": UPSTREAM_ACCEPT, "Accept-Encoding": "gzip"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         log.info("Fetching page {url}", url=mask_url(url))
-        response = await self._request(self._pages, url, headers)
+        started = self._clock.seconds()
+        response = await self._request(url, headers)
         if response.code == 304:
-            response.deliverBody(_Discard())
+            response.deliverBody(discard())
             return PageResponse(None, etag, last_modified)
         if response.code == 404:
-            response.deliverBody(_Discard())
+            response.deliverBody(discard())
             raise NotFound(f"No project {project!r} upstream")
         if response.code != 200:
-            response.deliverBody(_Discard())
+            response.deliverBody(discard())
             raise UpstreamError(
                 f"Upstream answered {response.code} for {mask_url(url)}"
             )
-        body = await self.read_body(response, MAX_PAGE_SIZE)
+        left = self.page_deadline - (self._clock.seconds() - started)
+        body = await self.read_body(response, self.max_page_size, deadline=left)
         final_url = (
             response.request.absoluteURI.decode("utf-8") if response.request else url
         )
-        try:
-            page = parse_page(
-                body,
-                _header(response, b"content-type") or "text/html",
-                final_url,
-                project,
-            )
-        except (ValueError, KeyError, TypeError) as e:
-            raise UpstreamError(
-                f"Unreadable page from upstream for {project!r}: {e}"
-            ) from e
+        arguments = (
+            body,
+            _header(response, b"content-encoding"),
+            _header(response, b"content-type") or "text/html",
+            final_url,
+            project,
+            self.max_page_size,
+        )
+        if self._run_blocking is None:
+            page = read_page(*arguments)
+        else:
+            page = await self._run_blocking(read_page, *arguments)
         return PageResponse(
             page, _header(response, b"etag"), _header(response, b"last-modified")
         )
@@ -221,71 +235,19 @@ class Upstream:
         :raises UpstreamError: connection failure or another status.
         """
         log.info("Fetching file {url}", url=mask_url(url))
-        response = await self._request(
-            self._files, url, {"Accept-Encoding": "identity"}
-        )
+        response = await self._request(url, {"Accept-Encoding": "identity"})
         if response.code == 200:
             return response
-        response.deliverBody(_Discard())
+        response.deliverBody(discard())
         if response.code in (404, 410):
             raise NotFound(f"Upstream has no file at {mask_url(url)}")
         raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
 
 
-class _BodyReader(Protocol):
-    """Hands each chunk of a body to a callback; aborts after ``timeout`` idle seconds."""
+def make_agent(reactor: Any, pool: Any) -> IAgent:
+    """The agent for pages and files: redirects followed, no content decoding.
 
-    def __init__(
-        self, on_chunk: Callable[[bytes], Any], clock: IReactorTime, timeout: float
-    ) -> None:
-        self.on_chunk = on_chunk
-        self.size = 0
-        self.error: Exception | None = None
-        self.done: Deferred[None] = Deferred()
-        self.timeout = timeout
-        self.timer = clock.callLater(timeout, self._expire)
-
-    def _abort(self, error: Exception) -> None:
-        if self.error is None:
-            self.error = error
-            if self.transport is not None:
-                self.transport.stopProducing()
-
-    def _expire(self) -> None:
-        self._abort(UpstreamTimeout(f"Upstream stalled for {self.timeout:g}s mid-body"))
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.error is not None:
-            return
-        self.timer.reset(self.timeout)
-        self.size += len(data)
-        try:
-            self.on_chunk(data)
-        except Exception as e:
-            self._abort(e)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.timer.active():
-            self.timer.cancel()
-        if self.error is not None:
-            self.done.errback(self.error)
-        elif reason.check(ResponseDone, PotentialDataLoss):
-            # PotentialDataLoss: no Content-Length; hashes and sizes tell.
-            self.done.callback(None)
-        else:
-            self.done.errback(
-                UpstreamError(
-                    f"Upstream connection broke mid-body ({self.size} bytes read)"
-                )
-            )
-
-
-def _Discard() -> Protocol:
-    """A body protocol that drops everything (to release unused responses)."""
-    return Protocol()
-
-
-def make_clients(reactor: Any, pool: Any) -> tuple[HTTPClient, IAgent]:
-    """Return the page client and the file agent (redirects followed, no decoding)."""
-    agent = Agent(reactor, pool=pool)
-    return HTTPClient(agent), RedirectAgent(agent)
+    File bytes must arrive exactly as the index hashed them; pages are
+    gunzipped by :func:`~pypicache.proxy.bodies.read_page`, with a size limit.
+    """
+    return RedirectAgent(Agent(reactor, pool=pool))

@@ -14,6 +14,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.web.iweb import IRequest
 
 from pypicache.errors import Forbidden, Unauthorized
+from pypicache.web.attempts import FailedLogins
 from pypicache.web.htpasswd import as_bytes, printable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -23,7 +24,7 @@ _PROXY_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
 
 NO_USERS_HELP = (
     "configure users with --auth-file FILE, an htpasswd file made with "
-    "'htpasswd -B' (for example: htpasswd -B -c FILE alice)"
+    "'htpasswd -B' (for example: htpasswd -B -C 12 -c FILE alice)"
 )
 
 
@@ -178,13 +179,16 @@ class AccessPolicy:
     :ivar read_auth: whether reads need a user too (only with a checker).
     :ivar allow_from: the networks clients must come from; empty: anywhere.
     :ivar trust_proxy: whether to believe ``X-Forwarded-For``/``Forwarded`` for
-        ``allow_from`` (never for the loopback rule).
+        ``allow_from`` and ``failed_logins`` (never for the loopback rule).
+    :ivar failed_logins: the failed logins per client address, or ``None`` for
+        no limit; an address past its limit gets ``429`` before any password check.
     """
 
     checker: ICredentialsChecker | None = None
     read_auth: bool = False
     allow_from: Sequence[IPNetwork] = attrs.field(default=(), converter=tuple)
     trust_proxy: bool = False
+    failed_logins: FailedLogins | None = None
 
     def client_address(self, request: IRequest) -> str:
         """The client's IP address: the peer's, or with ``trust_proxy`` the proxy's report.
@@ -218,6 +222,8 @@ class AccessPolicy:
         :raises Forbidden: for a client outside ``allow_from``, or a write without
             configured users that is not from loopback or comes through a proxy.
         :raises Unauthorized: for missing or wrong credentials where they are needed.
+        :raises TooManyRequests: for credentials from an address that has failed
+            too often lately (no password is checked then).
         """
         self.check_address(request)
         if self.checker is None:
@@ -232,9 +238,14 @@ class AccessPolicy:
             raise Unauthorized(
                 f"{action} needs a user name and password (HTTP Basic authentication)"
             )
+        address = self.client_address(request)
+        if self.failed_logins is not None:
+            self.failed_logins.check(address)
         try:
             avatar = await self.checker.requestAvatarId(UsernamePassword(*credentials))
         except UnauthorizedLogin:
+            if self.failed_logins is not None:
+                self.failed_logins.failed(address)
             raise Unauthorized("Unknown user or wrong password") from None
         return printable(as_bytes(avatar))
 

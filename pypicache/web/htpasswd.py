@@ -4,7 +4,7 @@
 import os
 import re
 from hashlib import sha256
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 import bcrypt
@@ -27,6 +27,13 @@ RELOAD_SECONDS = 1.0
 #: bcrypt only looks at this many bytes of a password (bcrypt 5 raises past it;
 #: Apache's ``htpasswd -B`` and its verifier truncate, so we truncate too).
 BCRYPT_MAX_PASSWORD = 72
+#: Every failed check costs as much as one against a hash of this cost (or of
+#: the file's highest cost, if higher): bcrypt.gensalt's default.
+STANDARD_COST = 12
+#: Hashes cheaper than this are named in a warning when the file is loaded.
+WEAK_COST = 10
+#: The cost bounds bcrypt accepts.
+_MIN_COST, _MAX_COST = 4, 31
 
 _BCRYPT_HASH = re.compile(rb"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
 
@@ -92,6 +99,33 @@ def checkpw(password: bytes, hashed: bytes) -> bool:
         return False
 
 
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost (log2 of the rounds) of a ``$2?$NN$...`` hash, clamped to bcrypt's range."""
+    return min(max(int(hashed[4:6]), _MIN_COST), _MAX_COST)
+
+
+def dummy_hash(cost: int) -> bytes:
+    """A well-formed bcrypt hash of ``cost`` that no password matches.
+
+    Made without running bcrypt (a fresh salt and a digest of dots): checking a
+    password against it costs what a real hash of that cost does.
+    """
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
+
+
+def check_padded(password: bytes, hashed: bytes, padding: Sequence[bytes]) -> bool:
+    """:func:`checkpw`, then, if it failed, a check against each hash of ``padding``.
+
+    The padding's answers are ignored: they only make a failure against a cheap
+    hash take as long as one against a costly hash.
+    """
+    if checkpw(password, hashed):
+        return True
+    for dummy in padding:
+        checkpw(password, dummy)
+    return False
+
+
 def as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
@@ -111,6 +145,15 @@ class Htpasswd:
     trusted for ``cache_seconds`` so that clients sending credentials on every
     request don't each cost a bcrypt run; re-reading the file forgets them all.
 
+    Every refusal costs the same bcrypt work, that of one check against a hash
+    of ``standard_cost`` or of the file's highest cost if that is higher (the
+    uniform cost), so that timing tells neither which users exist nor which
+    have cheap hashes: an unknown user is checked against a dummy hash of the
+    uniform cost, and a wrong password for a cheaper hash of cost ``c`` is
+    followed by dummy checks of costs ``c`` to uniform - 1, whose times add up
+    to the uniform cost's. Right passwords for cheap hashes stay fast. Users
+    whose cost is below ``WEAK_COST`` are named in a warning at each load.
+
     :ivar credentialInterfaces: ``IUsernamePassword`` only.
     """
 
@@ -120,12 +163,16 @@ class Htpasswd:
     _run_blocking: Callable[..., "Deferred[Any]"]
     _clock: IReactorTime
     _cache_seconds: float = CACHE_SECONDS
+    _standard_cost: int = STANDARD_COST
 
     _users: dict[bytes, bytes] = attrs.field(init=False, factory=dict)
     _stamp: tuple[int, int, int] | None = attrs.field(init=False, default=None)
     _checked_at: float = attrs.field(init=False, default=0.0)
     _generation: int = attrs.field(init=False, default=0)
     _verified: dict[tuple[bytes, bytes], float] = attrs.field(init=False, factory=dict)
+    #: Dummy hashes by cost, from the lowest cost in the file to the uniform cost.
+    _dummies: dict[int, bytes] = attrs.field(init=False, factory=dict)
+    _uniform_cost: int = attrs.field(init=False, default=STANDARD_COST)
     _pending: dict[tuple[int, bytes, bytes], list["Deferred[bool]"]] = attrs.field(
         init=False, factory=dict
     )
@@ -155,6 +202,7 @@ class Htpasswd:
         self._checked_at = self._clock.seconds()
         self._generation += 1
         self._verified.clear()
+        self._prepare_dummies()
         if users:
             log.info(
                 "Loaded {count} users from {path}",
@@ -166,6 +214,32 @@ class Htpasswd:
                 "No usable bcrypt users in {path}: every login will be refused",
                 path=self._path.path,
             )
+
+    def _prepare_dummies(self) -> None:
+        """Choose the uniform cost, make its dummy hashes, and warn about weak costs."""
+        costs = {user: bcrypt_cost(hashed) for user, hashed in self._users.items()}
+        self._uniform_cost = max([self._standard_cost, *costs.values()])
+        lowest = min([self._uniform_cost, *costs.values()])
+        self._dummies = {
+            cost: dummy_hash(cost) for cost in range(lowest, self._uniform_cost + 1)
+        }
+        weak = sorted((printable(u), c) for u, c in costs.items() if c < WEAK_COST)
+        if weak:
+            log.warn(
+                "Weak bcrypt cost (below {weak_cost}) in {path} for: {users}. "
+                "Failed logins for them are slowed to cost {cost}, but their "
+                "hashes are cheap to crack: set their passwords again with "
+                "htpasswd -B -C {cost}",
+                weak_cost=WEAK_COST,
+                path=self._path.path,
+                users=", ".join(f"{user} (cost {cost})" for user, cost in weak),
+                cost=self._uniform_cost,
+            )
+
+    def _padding(self, hashed: bytes) -> tuple[bytes, ...]:
+        """Dummy hashes whose checks bring a failure against ``hashed`` to the uniform cost."""
+        cost = bcrypt_cost(hashed)
+        return tuple(self._dummies[c] for c in range(cost, self._uniform_cost))
 
     def _maybe_reload(self) -> None:
         now = self._clock.seconds()
@@ -207,10 +281,10 @@ class Htpasswd:
             return username
         hashed = self._users.get(username)
         if hashed is None:
-            # Spend the same time as for a known user, so that timing does not
-            # tell which user names exist. The answer is ignored.
-            decoy = next(iter(self._users.values()), None)
-            if decoy is not None:
+            # Spend the same time as a refusal for a known user, so that timing
+            # does not tell which user names exist. The answer is ignored.
+            if self._users:
+                decoy = self._dummies[self._uniform_cost]
                 await maybeDeferred(self._run_blocking, checkpw, password, decoy)
             log.debug("Refused a login: unknown user name (not logged)")
             raise UnauthorizedLogin("Unknown user or wrong password")
@@ -250,5 +324,11 @@ class Htpasswd:
                 else:
                     each.callback(bool(result))
 
-        maybeDeferred(self._run_blocking, checkpw, password, hashed).addBoth(done)
+        maybeDeferred(
+            self._run_blocking,
+            check_padded,
+            password,
+            hashed,
+            self._padding(hashed),
+        ).addBoth(done)
         return waiter
