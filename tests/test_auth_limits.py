@@ -17,11 +17,13 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from pypicache import tap
 from pypicache.errors import TooManyRequests, Unauthorized
+from pypicache.tap.service import _ThreadPoolService
 from pypicache.web import htpasswd as htpasswd_module
 from pypicache.web.access import AccessPolicy
 from pypicache.web.attempts import FailedLogins, client_key
@@ -344,7 +346,7 @@ def test_failure_options():
     options = parse("--auth-failures", "3", "--auth-failure-window", "300")
     assert (options["auth-failures"], options["auth-failure-window"]) == (3, 300.0)
     for bad in (["--auth-failures", "0"], ["--auth-failure-window", "0"]):
-        with pytest.raises(tap.usage.UsageError):
+        with pytest.raises(usage.UsageError):
             parse(*bad)
 
 
@@ -360,7 +362,7 @@ def test_make_service_runs_bcrypt_in_its_own_pool(tmp_path, htpasswd_path):
         "4",
     )
     top = tap.makeService(options, reactor=MemoryReactorClock())
-    pools = {s.pool.name: s.pool for s in top if isinstance(s, tap._ThreadPoolService)}
+    pools = {s.pool.name: s.pool for s in top if isinstance(s, _ThreadPoolService)}
     assert set(pools) == {"pypicache", "pypicache-bcrypt"}
     assert pools["pypicache-bcrypt"].max == 2
     top.startService()

@@ -14,9 +14,10 @@ from pypicache.bulk.metadata import (
     parse_core_metadata,
     sdist_metadata,
 )
-from pypicache.bulk.requirements import parse_requirements
-from pypicache.bulk.resolve import Abandoned, Wanted, resolve
+from pypicache.bulk.nodes import Abandoned, Wanted
 from pypicache.bulk.platforms import expand_platform
+from pypicache.bulk.requirements import parse_requirements
+from pypicache.bulk.resolve import resolve
 from pypicache.bulk.targets import (
     make_target,
     native_target,

@@ -21,9 +21,17 @@ from pypicache.bulk.requirements import parse_requirements
 from pypicache.bulk.source import in_thread
 from pypicache.bulk.targets import BulkParams
 from pypicache.concurrency import RunBlocking
+from pypicache.errors import PayloadTooLarge, UnprocessableEntity
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.interface import IStore
+
+#: Lines a requirements file may have (hash continuation lines count).
+DEFAULT_MAX_LINES = 20000
+#: Distinct projects a requirements file may name.
+DEFAULT_MAX_PROJECTS = 1000
+#: Rounds one resolution may take (resolvelib's measure of backtracking).
+DEFAULT_MAX_ROUNDS = 5000
 
 
 @attrs.define
@@ -36,6 +44,9 @@ class BulkCacher:
     :ivar concurrency: downloads (and page prefetches) under way at once, per request.
     :ivar run_resolver: how a resolution is run in a thread (default: a thread of its own).
     :ivar max_resolutions: resolutions running at once across requests.
+    :ivar max_lines: lines a requirements file may have.
+    :ivar max_projects: distinct projects it may name.
+    :ivar max_rounds: rounds one resolution may take before it gives up.
     """
 
     views: Views
@@ -46,6 +57,9 @@ class BulkCacher:
     concurrency: int = 8
     run_resolver: Callable[..., "Deferred[Any]"] | None = None
     max_resolutions: int = 4
+    max_lines: int = DEFAULT_MAX_LINES
+    max_projects: int = DEFAULT_MAX_PROJECTS
+    max_rounds: int = DEFAULT_MAX_ROUNDS
     resolutions: DeferredSemaphore = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -69,7 +83,21 @@ class BulkCacher:
         finish and are kept.
 
         :raises BadRequest: if the file cannot be read, naming the line.
+        :raises PayloadTooLarge: more than :attr:`max_lines` lines.
+        :raises UnprocessableEntity: more than :attr:`max_projects` projects.
         """
+        lines = text.count("\n") + 1
+        if lines > self.max_lines:
+            raise PayloadTooLarge(
+                f"The requirements file has {lines} lines; at most {self.max_lines} "
+                "are accepted (--bulk-max-lines)"
+            )
         parsed = await self.run_blocking(parse_requirements, text)
+        projects = len({r.name for r in parsed.requirements})
+        if projects > self.max_projects:
+            raise UnprocessableEntity(
+                f"The requirements file names {projects} projects; at most "
+                f"{self.max_projects} are accepted (--bulk-max-projects)"
+            )
         job = Job(self, params, parsed, emit)
         return await job.run()

@@ -18,8 +18,9 @@ from twisted.logger import Logger
 from pypicache.bulk.candidates import is_sdist, split_page
 from pypicache.bulk.downloads import FileTask, JobFiles
 from pypicache.bulk.metadata import DEFAULT_BUILD_REQUIRES, DistMetadata
+from pypicache.bulk.nodes import Wanted
 from pypicache.bulk.requirements import ParsedFile, RequirementLine
-from pypicache.bulk.resolve import Resolution, Wanted, resolve
+from pypicache.bulk.resolve import Resolution, resolve
 from pypicache.bulk.source import Lookups, ThreadSource, shield
 from pypicache.bulk.targets import BulkParams, Target
 from pypicache.errors import PypicacheError
@@ -72,7 +73,15 @@ class Job:
         source = ThreadSource(self._cacher.reactor, self._lookups)
         return await self._cacher.resolutions.run(  # type: ignore[no-any-return]
             self._cacher.run_resolver,
-            partial(resolve, source, target, list(wanted), pre=pre, deps=deps),
+            partial(
+                resolve,
+                source,
+                target,
+                list(wanted),
+                pre=pre,
+                deps=deps,
+                max_rounds=self._cacher.max_rounds,
+            ),
         )
 
     async def run(self) -> dict[str, Any]:
@@ -101,6 +110,9 @@ class Job:
         wanted: list[Wanted] = []
         entries: dict[int, dict[str, Any]] = {}
         hashed: dict[str, dict[str, frozenset[str]]] = defaultdict(dict)
+        # Identical lines are resolved once, as the first of them.
+        first_of: dict[str, int] = {}
+        same_as: dict[int, int] = {}
         for origin, line in enumerate(lines):
             entry: dict[str, Any] = {
                 "line": line.line,
@@ -116,6 +128,10 @@ class Job:
                     status="skipped",
                     reason=f"marker {line.requirement.marker} is false for this target",
                 )
+                continue
+            key = f"{line.requirement} {sorted(line.hashes.items())}"
+            same_as[origin] = first_of.setdefault(key, origin)
+            if same_as[origin] != origin:
                 continue
             wanted.append(
                 Wanted.from_requirement(
@@ -135,10 +151,11 @@ class Job:
             if "status" in entry:
                 continue
             pin = resolution.pins.get(entry["name"])
-            if origin in resolution.unresolved or pin is None:
+            first = same_as[origin]
+            if first in resolution.unresolved or pin is None:
                 entry.update(
                     status="unresolved",
-                    reason=resolution.unresolved.get(origin, "not resolved"),
+                    reason=resolution.unresolved.get(first, "not resolved"),
                 )
             else:
                 entry.update(status="resolved", version=str(pin.version))

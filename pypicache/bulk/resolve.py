@@ -9,286 +9,19 @@ resolves the rest again. Choosing versions and files is in
 :mod:`pypicache.bulk.metadata`.
 """
 
-from collections import defaultdict
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
-from packaging.requirements import Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import canonicalize_name
-from packaging.version import Version
-from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib import BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 from twisted.logger import Logger
 
-from pypicache.bulk.candidates import choose_versions, exact_pins, split_page
-from pypicache.bulk.metadata import DistMetadata
+from pypicache.bulk.candidates import choose_versions
+from pypicache.bulk.nodes import Candidate, NeedsPython, Source, Wanted
+from pypicache.bulk.provider import Provider
 from pypicache.bulk.targets import Target
-from pypicache.errors import PypicacheError
-from pypicache.index.model import DistFile, ProjectPage
 
 log = Logger()
-
-#: Identifier of the target interpreter in resolutions (for Requires-Python).
-PYTHON = "<python>"
-
-
-class Abandoned(Exception):
-    """The request that started a resolution has gone away."""
-
-
-class Source(Protocol):
-    """Where a resolution gets pages and metadata (synchronously, from its thread)."""
-
-    def page(self, project: str) -> ProjectPage:
-        """The project's page; raises :class:`PypicacheError` if there is none."""
-
-    def metadata(self, project: str, file: DistFile) -> DistMetadata:
-        """Core metadata of a file; raises :class:`PypicacheError` if unavailable."""
-
-    def prefetch(self, projects: Sequence[str], target: Target) -> None:
-        """A hint: these pages (and their newest files' metadata) will be needed."""
-
-    def check(self) -> None:
-        """Raise :class:`Abandoned` if the resolution should stop."""
-
-
-def _key(name: str, extras: frozenset[str]) -> str:
-    return f"{name}[{','.join(sorted(extras))}]" if extras else name
-
-
-@attrs.frozen(eq=False)
-class Wanted:
-    """A requirement in a resolution.
-
-    :ivar origin: index of the top-level requirement it is (``None`` for dependencies).
-    :ivar parent: who asked for it, for messages.
-    """
-
-    name: str
-    extras: frozenset[str] = frozenset()
-    specifier: SpecifierSet = SpecifierSet()
-    hashes: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
-    origin: int | None = None
-
-    @property
-    def key(self) -> str:
-        return _key(self.name, self.extras)
-
-    @classmethod
-    def from_requirement(
-        cls,
-        requirement: Requirement,
-        origin: int | None = None,
-        hashes: Mapping[str, frozenset[str]] | None = None,
-        extras: bool = True,
-    ) -> "Wanted":
-        return cls(
-            canonicalize_name(requirement.name),
-            (
-                frozenset(canonicalize_name(e) for e in requirement.extras)
-                if extras
-                else frozenset()
-            ),
-            requirement.specifier,
-            hashes or {},
-            origin,
-        )
-
-    def __str__(self) -> str:
-        return f"{self.key}{self.specifier}"
-
-
-@attrs.frozen(eq=False)
-class NeedsPython:
-    """A Requires-Python from core metadata, as a requirement on the target interpreter."""
-
-    specifier: SpecifierSet
-    key = PYTHON
-
-    def __str__(self) -> str:
-        return f"Requires-Python {self.specifier}"
-
-
-@attrs.frozen
-class Candidate:
-    """A version of a project (with extras) and the files a target would use, best first."""
-
-    name: str
-    version: Version
-    extras: frozenset[str] = frozenset()
-    files: tuple[DistFile, ...] = attrs.field(default=(), eq=False)
-    yanked: bool = attrs.field(default=False, eq=False)
-
-    @property
-    def key(self) -> str:
-        return _key(self.name, self.extras)
-
-    def __str__(self) -> str:
-        return f"{self.key} {self.version}"
-
-
-@attrs.frozen
-class PythonCandidate:
-    version: Version
-    key = PYTHON
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, PypicacheError):
-        return error.message
-    log.error("Unexpected error during a resolution: {error!r}", error=error)
-    return f"internal error: {error}"
-
-
-def _is_pinned(requirement: Any) -> bool:
-    return isinstance(requirement, Wanted) and bool(exact_pins(requirement.specifier))
-
-
-class Provider(AbstractProvider):  # type: ignore[type-arg]
-    """resolvelib's view of an index for one target.
-
-    :ivar problems: project to why it has no candidates (no page, upstream down).
-    :ivar notes: ``"name version"`` to something worth reporting (unknown dependencies).
-    :ivar roots: identifier to the top-level requirements (origins) that led to it.
-    """
-
-    def __init__(
-        self, source: Source, target: Target, *, pre: bool = False, deps: bool = True
-    ) -> None:
-        self._source = source
-        self._target = target
-        self._pre = pre
-        self._deps = deps
-        self._releases: dict[str, dict[Version, tuple[DistFile, ...]]] = {}
-        self.problems: dict[str, str] = {}
-        self.notes: dict[str, str] = {}
-        self.roots: dict[str, set[int]] = defaultdict(set)
-
-    @property
-    def target(self) -> Target:
-        return self._target
-
-    def releases(self, project: str) -> dict[Version, tuple[DistFile, ...]]:
-        if project not in self._releases:
-            try:
-                page = self._source.page(project)
-            except Abandoned:
-                raise
-            except Exception as e:
-                self.problems[project] = _reason(e)
-                self._releases[project] = {}
-            else:
-                self._releases[project] = split_page(page, project)
-                if not self._releases[project]:
-                    self.problems[project] = f"no wheels or sdists of {project}"
-        return self._releases[project]
-
-    def identify(self, requirement_or_candidate: Any) -> str:
-        return requirement_or_candidate.key  # type: ignore[no-any-return]
-
-    def get_preference(
-        self,
-        identifier: str,
-        resolutions: Any,
-        candidates: Any,
-        information: Any,
-        backtrack_causes: Sequence[Any],
-    ) -> Any:
-        infos = list(information[identifier])
-        causes = {self.identify(c.requirement) for c in backtrack_causes}
-        causes.update(c.parent.key for c in backtrack_causes if c.parent is not None)
-        return (
-            identifier != PYTHON,
-            not any(_is_pinned(i.requirement) for i in infos),
-            identifier not in causes,
-            not any(i.parent is None for i in infos),
-            identifier,
-        )
-
-    def find_matches(
-        self,
-        identifier: str,
-        requirements: Mapping[str, Iterator[Any]],
-        incompatibilities: Mapping[str, Iterator[Any]],
-    ) -> list[Any]:
-        self._source.check()
-        wanted = list(requirements[identifier])
-        excluded = set(incompatibilities[identifier])
-        if identifier == PYTHON:
-            candidate = PythonCandidate(self._target.python_version)
-            ok = all(
-                w.specifier.contains(candidate.version, prereleases=True)
-                for w in wanted
-            )
-            return [candidate] if ok and candidate not in excluded else []
-        first = wanted[0]
-        specifier = SpecifierSet()
-        hashes: dict[str, frozenset[str]] = {}
-        for w in wanted:
-            specifier &= w.specifier
-            for algorithm, digests in w.hashes.items():
-                hashes[algorithm] = hashes.get(algorithm, frozenset()) | digests
-        releases = self.releases(first.name)
-        found = []
-        for version, files, yanked in choose_versions(
-            releases, self._target, specifier, pre=self._pre, hashes=hashes
-        ):
-            candidate = Candidate(first.name, version, first.extras, files, yanked)
-            if candidate not in excluded:
-                found.append(candidate)
-        return found
-
-    def is_satisfied_by(self, requirement: Any, candidate: Any) -> bool:
-        return requirement.specifier.contains(candidate.version, prereleases=True)  # type: ignore[no-any-return]
-
-    def get_dependencies(self, candidate: Any) -> list[Any]:
-        if isinstance(candidate, PythonCandidate):
-            return []
-        self._source.check()
-        dependencies: list[Any] = []
-        if candidate.extras:
-            dependencies.append(
-                Wanted(candidate.name, specifier=SpecifierSet(f"=={candidate.version}"))
-            )
-        if self._deps:
-            try:
-                metadata = self._source.metadata(candidate.name, candidate.files[0])
-            except Abandoned:
-                raise
-            except Exception as e:
-                metadata = DistMetadata(unknown=f"dependencies unknown: {_reason(e)}")
-            if metadata.requires_python:
-                try:
-                    dependencies.append(
-                        NeedsPython(SpecifierSet(metadata.requires_python))
-                    )
-                except InvalidSpecifier:
-                    pass
-            if metadata.unknown is not None:
-                self.notes[f"{candidate.name} {candidate.version}"] = metadata.unknown
-            extras = candidate.extras or {""}
-            for requirement in metadata.requires_dist:
-                if requirement.url:
-                    self.notes[f"{candidate.name} {candidate.version}"] = (
-                        f"URL dependency not followed: {requirement}"
-                    )
-                    continue
-                if self._target.evaluate(requirement.marker, extras):
-                    dependencies.append(Wanted.from_requirement(requirement))
-        roots = self.roots[candidate.key]
-        for dependency in dependencies:
-            self.roots[dependency.key] |= roots
-        names = sorted(
-            {
-                d.name
-                for d in dependencies
-                if isinstance(d, Wanted) and d.name not in self._releases
-            }
-        )
-        if names:
-            self._source.prefetch(names, self._target)
-        return dependencies
 
 
 @attrs.frozen
@@ -323,6 +56,31 @@ def describe_conflict(causes: Iterable[Any], provider: Provider) -> str:
     return "no version satisfies " + "; ".join(parts)
 
 
+def unsatisfiable(provider: Provider, wanted: Sequence[Wanted]) -> dict[int, str]:
+    """The top-level requirements that no version satisfies even on their own.
+
+    They are set aside before resolving, each with the reason resolvelib
+    would give, so that N unknown names cost N look-ups, not N resolutions.
+    """
+    found: dict[int, str] = {}
+    for w in wanted:
+        if w.origin is None or w.origin in found:
+            continue
+        matches = choose_versions(
+            provider.releases(w.name),
+            provider.target,
+            w.specifier,
+            pre=provider.pre,
+            hashes=w.hashes,
+        )
+        if not matches:
+            reason = f"no version satisfies {w} (requested)"
+            if w.name in provider.problems:
+                reason += f": {provider.problems[w.name]}"
+            found[w.origin] = reason
+    return found
+
+
 def resolve(
     source: Source,
     target: Target,
@@ -338,9 +96,9 @@ def resolve(
     conflict are set aside with the reason and the rest is resolved again, so
     one bad line does not keep the others from being cached.
     """
-    remaining = list(wanted)
-    unresolved: dict[int, str] = {}
     notes: dict[str, str] = {}
+    unresolved = unsatisfiable(Provider(source, target, pre=pre, deps=deps), wanted)
+    remaining = [w for w in wanted if w.origin not in unresolved]
     while remaining:
         provider = Provider(source, target, pre=pre, deps=deps)
         for w in remaining:

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from pypicache.bulk.candidates import choose_versions, split_page
 from pypicache.bulk.metadata import DistMetadata, parse_core_metadata, sdist_metadata
-from pypicache.bulk.resolve import Abandoned
+from pypicache.bulk.nodes import Abandoned
 from pypicache.bulk.targets import Target
 from pypicache.concurrency import RunBlocking, SingleFlight
 from pypicache.errors import PypicacheError

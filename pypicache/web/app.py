@@ -78,6 +78,8 @@ class PypicacheApp:
     run_blocking: RunBlocking
     index_url: str
     bulk: BulkCacher
+    bulk_auth: bool = False
+    bulk_jobs_per_client: int = 2
 
     def route_groups(self) -> list[object]:
         """One object per group of routes, each with the collaborators it needs."""
@@ -85,7 +87,14 @@ class PypicacheApp:
         return [
             InstallerRoutes(store, self.mirror, self.views),
             UploadRoutes(store, self.uploads, policy, run_blocking),
-            BulkRoutes(store, self.bulk, policy, run_blocking),
+            BulkRoutes(
+                store,
+                self.bulk,
+                policy,
+                run_blocking,
+                self.bulk_auth,
+                self.bulk_jobs_per_client,
+            ),
             JsonApiRoutes(store, run_blocking),
             AdminRoutes(store, policy, run_blocking),
             PageRoutes(store, self.index_url),

@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 from pypicache.bulk.cacher import BulkCacher
 from pypicache.bulk.targets import parse_bulk_params
 from pypicache.concurrency import RunBlocking
-from pypicache.errors import BadRequest
+from pypicache.errors import BadRequest, TooManyRequests
 from pypicache.storage.interface import IStore
 from pypicache.web.access import AccessPolicy
 from pypicache.web.forms import boundary_of, read_form
@@ -21,19 +21,46 @@ from pypicache.web.routing import header, route
 MAX_REQUIREMENTS_SIZE = 1024 * 1024
 
 
+#: Retry-After for a client already running its share of bulk jobs.
+BUSY_RETRY_SECONDS = 10
+
+
 @attrs.define
 class BulkRoutes:
-    """Cache everything a requirements file needs."""
+    """Cache everything a requirements file needs.
+
+    :ivar _bulk_auth: whether bulk caching needs a user (as uploads do).
+    :ivar _jobs_per_client: bulk jobs one client address may run at once.
+    """
 
     _store: IStore
     _bulk: BulkCacher
     _policy: AccessPolicy
     _run_blocking: RunBlocking
+    _bulk_auth: bool = False
+    _jobs_per_client: int = 2
+    _running: dict[str, int] = attrs.field(factory=dict)
 
     @route("/requirements.txt", methods=["POST"])
     async def requirements(self, request: IRequest) -> Any:
         """Cache everything a requirements file needs; a JSON report, or NDJSON progress."""
-        await self._policy.check(request, write=False)
+        await self._policy.check(request, write=self._bulk_auth)
+        client = self._policy.client_address(request)
+        if self._running.get(client, 0) >= self._jobs_per_client:
+            raise TooManyRequests(
+                f"{client} already runs {self._jobs_per_client} bulk caching "
+                "jobs; wait for one to finish",
+                BUSY_RETRY_SECONDS,
+            )
+        self._running[client] = self._running.get(client, 0) + 1
+        try:
+            return await self._cache(request)
+        finally:
+            self._running[client] -= 1
+            if not self._running[client]:
+                del self._running[client]
+
+    async def _cache(self, request: IRequest) -> Any:
         params = parse_bulk_params(request.args)
         text = await self._requirements_text(request)
         if "application/x-ndjson" in (header(request, b"accept") or ""):

@@ -1,39 +1,24 @@
 # -*- test-case-name: tests.test_tap -*-
-"""``twistd pypicache``: command-line options and the service they build."""
+"""The command line of ``twistd pypicache``: options, their defaults and checks."""
 
 import os
-from functools import partial
-from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from twisted.application import service, strports
-from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.filepath import FilePath
-from twisted.python.threadpool import ThreadPool
-from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
-from pypicache.bulk.cacher import BulkCacher
+from pypicache.bulk.cacher import (
+    DEFAULT_MAX_LINES,
+    DEFAULT_MAX_PROJECTS,
+    DEFAULT_MAX_ROUNDS,
+)
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
-from pypicache.private.uploads import Uploads
-from pypicache.proxy.mirror import Mirror
-from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
-from pypicache.proxy.views import Views
-from pypicache.storage.filesystem import FilesystemStore
-from pypicache.web.access import AccessPolicy, parse_cidr
-from pypicache.web.app import PypicacheApp
-from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
-from pypicache.web.htpasswd import Htpasswd
-from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
+from pypicache.proxy.upstream import MAX_PAGE_SIZE
+from pypicache.web.access import parse_cidr
+from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW
+from pypicache.web.limits import DEFAULT_MAX_BODY
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
-
-log = Logger()
 
 
 def pip_index_url() -> str:
@@ -83,6 +68,15 @@ def _size(value: str) -> int:
 def _rate(value: str) -> int:
     """A rate in bytes per second: 0, or a size."""
     return 0 if value.strip() in ("0", "0B") else _size(value)
+
+
+def _yes_no(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("yes", "true", "on", "1"):
+        return True
+    if text in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("must be yes or no")
 
 
 def _positive(value: str) -> float:
@@ -171,6 +165,42 @@ class Options(usage.Options):
             int,
         ],
         [
+            "bulk-auth",
+            None,
+            None,
+            "yes: POST /requirements.txt needs a user from --auth-file, as uploads "
+            "do; no: it is a read (default: yes with --auth-file, else no).",
+            _yes_no,
+        ],
+        [
+            "bulk-jobs-per-client",
+            None,
+            2,
+            "POST /requirements.txt jobs one client address may run at once (then 429).",
+            int,
+        ],
+        [
+            "bulk-max-lines",
+            None,
+            DEFAULT_MAX_LINES,
+            "Lines a requirements file may have (then 413).",
+            int,
+        ],
+        [
+            "bulk-max-projects",
+            None,
+            DEFAULT_MAX_PROJECTS,
+            "Distinct projects a requirements file may name (then 422).",
+            int,
+        ],
+        [
+            "bulk-max-rounds",
+            None,
+            DEFAULT_MAX_ROUNDS,
+            "Rounds one resolution may take before its requirements are reported unresolved.",
+            int,
+        ],
+        [
             "auth-file",
             None,
             None,
@@ -232,162 +262,20 @@ class Options(usage.Options):
             raise usage.UsageError("--timeout must be positive")
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
             raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
-        if self["bulk-concurrency"] < 1:
-            raise usage.UsageError("--bulk-concurrency must be at least 1")
+        for name in (
+            "bulk-concurrency",
+            "bulk-jobs-per-client",
+            "bulk-max-lines",
+            "bulk-max-projects",
+            "bulk-max-rounds",
+        ):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
+        if self["bulk-auth"] and self["auth-file"] is None:
+            raise usage.UsageError("--bulk-auth yes needs --auth-file")
         if self["read-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--read-auth needs --auth-file")
         if self["auth-failures"] < 1:
             raise usage.UsageError("--auth-failures must be at least 1")
         if self["auth-failure-window"] <= 0:
             raise usage.UsageError("--auth-failure-window must be positive")
-
-
-class _ThreadPoolService(service.Service):
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
-
-
-def _thread_pool(parent: Any, reactor: Any, name: str, size: int) -> Any:
-    """A thread pool started and stopped with ``parent``, as a ``run_blocking``."""
-    threads = ThreadPool(minthreads=0, maxthreads=size, name=name)
-    _ThreadPoolService(threads).setServiceParent(parent)
-    return partial(deferToThreadPool, reactor, threads)
-
-
-class _ConnectionPoolService(service.Service):
-    def __init__(self, pool: HTTPConnectionPool) -> None:
-        self.pool = pool
-
-    def stopService(self) -> Any:
-        super().stopService()
-        return self.pool.closeCachedConnections()
-
-
-def build_app(
-    cache: str,
-    index_url: str,
-    reactor: Any,
-    pool: HTTPConnectionPool,
-    run_blocking: Any,
-    page_ttl: float = 600.0,
-    timeout: float = 30.0,
-    page_deadline: float = 120.0,
-    min_rate: float = 8 * 1024,
-    max_page_size: int = MAX_PAGE_SIZE,
-    page_clock: Any = None,
-    auth_file: str | None = None,
-    read_auth: bool = False,
-    allow_from: Sequence[Any] = (),
-    trust_proxy: bool = False,
-    mirror_private: Sequence[str] = (),
-    bulk_concurrency: int = 8,
-    run_password_check: Any = None,
-    auth_failures: int = DEFAULT_FAILURES,
-    auth_failure_window: float = DEFAULT_WINDOW,
-) -> PypicacheApp:
-    """Build the objects behind the web site (the tests build theirs here too).
-
-    :param page_clock: the clock of the page TTL (default: ``reactor``).
-    :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
-    """
-    store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
-    upstream = Upstream(
-        index_url,
-        make_agent(reactor, pool),
-        reactor,
-        timeout=timeout,
-        page_deadline=page_deadline,
-        min_rate=min_rate,
-        max_page_size=max_page_size,
-        run_blocking=run_blocking,
-    )
-    pages = ProjectPages(
-        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking
-    )
-    mirror = Mirror(upstream, store, pages, run_blocking)
-    views = Views(store, mirror, frozenset(mirror_private))
-    uploads = Uploads(store, run_blocking, reactor)
-    checker = None
-    if auth_file:
-        checker = Htpasswd(auth_file, run_password_check or run_blocking, reactor)
-    failed = FailedLogins(reactor, auth_failures, auth_failure_window)
-    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
-    bulk = BulkCacher(
-        views=views,
-        mirror=mirror,
-        store=store,
-        run_blocking=run_blocking,
-        reactor=reactor,
-        concurrency=bulk_concurrency,
-    )
-    return PypicacheApp(
-        store, mirror, views, uploads, policy, run_blocking, index_url, bulk
-    )
-
-
-def makeService(options: Options, reactor: Any = None) -> service.MultiService:
-    """Build the daemon: store, upstream client, proxy, web site and listeners."""
-    if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
-    top = service.MultiService()
-    run_blocking = _thread_pool(top, reactor, "pypicache", 4)
-    # bcrypt gets threads of its own: password guessing must not starve uploads.
-    run_password_check = _thread_pool(top, reactor, "pypicache-bcrypt", 2)
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 10
-    _ConnectionPoolService(pool).setServiceParent(top)
-    app = build_app(
-        cache=options["cache"],
-        index_url=options["index-url"],
-        reactor=reactor,
-        pool=pool,
-        run_blocking=run_blocking,
-        page_ttl=options["page-ttl"],
-        timeout=options["timeout"],
-        page_deadline=options["page-deadline"],
-        min_rate=options["min-rate"],
-        max_page_size=options["max-page-size"],
-        auth_file=options["auth-file"],
-        run_password_check=run_password_check,
-        auth_failures=options["auth-failures"],
-        auth_failure_window=options["auth-failure-window"],
-        read_auth=bool(options["read-auth"]),
-        allow_from=options["allow-from"],
-        trust_proxy=bool(options["trust-proxy"]),
-        mirror_private=options["mirror-private"],
-        bulk_concurrency=options["bulk-concurrency"],
-    )
-    site = Site(
-        app.resource(),
-        requestFactory=limited_request_factory(options["max-upload-size"]),
-    )
-    site.displayTracebacks = False
-    for endpoint in options["listen"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
-    _StartupScan(app, reactor).setServiceParent(top)
-    return top
-
-
-class _StartupScan(service.Service):
-    """Once listening, index archives dropped into ``private/`` (in a thread)."""
-
-    def __init__(self, app: PypicacheApp, reactor: Any) -> None:
-        self.app = app
-        self.reactor = reactor
-
-    def startService(self) -> None:
-        super().startService()
-        self.reactor.callWhenRunning(self._scan)
-
-    def _scan(self) -> None:
-        d = Deferred.fromCoroutine(self.app.rescan())
-        d.addErrback(lambda f: log.failure("Start-up scan failed", f))

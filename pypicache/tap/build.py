@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_tap -*-
+"""Building the objects behind the web site from the options (the tests build theirs here too)."""
+
+import os
+from typing import Any, Sequence
+
+from twisted.python.filepath import FilePath
+from twisted.web.client import HTTPConnectionPool
+
+from pypicache.bulk.cacher import (
+    DEFAULT_MAX_LINES,
+    DEFAULT_MAX_PROJECTS,
+    DEFAULT_MAX_ROUNDS,
+    BulkCacher,
+)
+from pypicache.private.uploads import Uploads
+from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
+from pypicache.proxy.views import Views
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.web.access import AccessPolicy
+from pypicache.web.app import PypicacheApp
+from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
+from pypicache.web.htpasswd import Htpasswd
+
+
+def build_app(
+    cache: str,
+    index_url: str,
+    reactor: Any,
+    pool: HTTPConnectionPool,
+    run_blocking: Any,
+    page_ttl: float = 600.0,
+    timeout: float = 30.0,
+    page_deadline: float = 120.0,
+    min_rate: float = 8 * 1024,
+    max_page_size: int = MAX_PAGE_SIZE,
+    page_clock: Any = None,
+    auth_file: str | None = None,
+    read_auth: bool = False,
+    allow_from: Sequence[Any] = (),
+    trust_proxy: bool = False,
+    mirror_private: Sequence[str] = (),
+    bulk_concurrency: int = 8,
+    bulk_auth: bool | None = None,
+    bulk_jobs_per_client: int = 2,
+    bulk_max_lines: int = DEFAULT_MAX_LINES,
+    bulk_max_projects: int = DEFAULT_MAX_PROJECTS,
+    bulk_max_rounds: int = DEFAULT_MAX_ROUNDS,
+    run_password_check: Any = None,
+    auth_failures: int = DEFAULT_FAILURES,
+    auth_failure_window: float = DEFAULT_WINDOW,
+) -> PypicacheApp:
+    """Build the objects behind the web site (the tests build theirs here too).
+
+    :param page_clock: the clock of the page TTL (default: ``reactor``).
+    :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
+    """
+    store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
+    upstream = Upstream(
+        index_url,
+        make_agent(reactor, pool),
+        reactor,
+        timeout=timeout,
+        page_deadline=page_deadline,
+        min_rate=min_rate,
+        max_page_size=max_page_size,
+        run_blocking=run_blocking,
+    )
+    pages = ProjectPages(
+        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking
+    )
+    mirror = Mirror(upstream, store, pages, run_blocking)
+    views = Views(store, mirror, frozenset(mirror_private))
+    uploads = Uploads(store, run_blocking, reactor)
+    checker = None
+    if auth_file:
+        checker = Htpasswd(auth_file, run_password_check or run_blocking, reactor)
+    failed = FailedLogins(reactor, auth_failures, auth_failure_window)
+    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
+    bulk = BulkCacher(
+        views=views,
+        mirror=mirror,
+        store=store,
+        run_blocking=run_blocking,
+        reactor=reactor,
+        concurrency=bulk_concurrency,
+        max_lines=bulk_max_lines,
+        max_projects=bulk_max_projects,
+        max_rounds=bulk_max_rounds,
+    )
+    return PypicacheApp(
+        store,
+        mirror,
+        views,
+        uploads,
+        policy,
+        run_blocking,
+        index_url,
+        bulk,
+        bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
+        bulk_jobs_per_client=bulk_jobs_per_client,
+    )

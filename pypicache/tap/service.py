@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_tap -*-
+"""The services twistd runs: thread pools, the connection pool, listeners, the start-up scan."""
+
+from functools import partial
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.server import Site
+
+from pypicache.tap.build import build_app
+from pypicache.tap.options import Options
+from pypicache.web.app import PypicacheApp
+from pypicache.web.limits import limited_request_factory
+
+log = Logger()
+
+
+class _ThreadPoolService(service.Service):
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+def _thread_pool(parent: Any, reactor: Any, name: str, size: int) -> Any:
+    """A thread pool started and stopped with ``parent``, as a ``run_blocking``."""
+    threads = ThreadPool(minthreads=0, maxthreads=size, name=name)
+    _ThreadPoolService(threads).setServiceParent(parent)
+    return partial(deferToThreadPool, reactor, threads)
+
+
+class _ConnectionPoolService(service.Service):
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        self.pool = pool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+def makeService(options: Options, reactor: Any = None) -> service.MultiService:
+    """Build the daemon: store, upstream client, proxy, web site and listeners."""
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    top = service.MultiService()
+    run_blocking = _thread_pool(top, reactor, "pypicache", 4)
+    # bcrypt gets threads of its own: password guessing must not starve uploads.
+    run_password_check = _thread_pool(top, reactor, "pypicache-bcrypt", 2)
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 10
+    _ConnectionPoolService(pool).setServiceParent(top)
+    app = build_app(
+        cache=options["cache"],
+        index_url=options["index-url"],
+        reactor=reactor,
+        pool=pool,
+        run_blocking=run_blocking,
+        page_ttl=options["page-ttl"],
+        timeout=options["timeout"],
+        page_deadline=options["page-deadline"],
+        min_rate=options["min-rate"],
+        max_page_size=options["max-page-size"],
+        auth_file=options["auth-file"],
+        run_password_check=run_password_check,
+        auth_failures=options["auth-failures"],
+        auth_failure_window=options["auth-failure-window"],
+        read_auth=bool(options["read-auth"]),
+        allow_from=options["allow-from"],
+        trust_proxy=bool(options["trust-proxy"]),
+        mirror_private=options["mirror-private"],
+        bulk_concurrency=options["bulk-concurrency"],
+        bulk_auth=options["bulk-auth"],
+        bulk_jobs_per_client=options["bulk-jobs-per-client"],
+        bulk_max_lines=options["bulk-max-lines"],
+        bulk_max_projects=options["bulk-max-projects"],
+        bulk_max_rounds=options["bulk-max-rounds"],
+    )
+    site = Site(
+        app.resource(),
+        requestFactory=limited_request_factory(options["max-upload-size"]),
+    )
+    site.displayTracebacks = False
+    for endpoint in options["listen"]:
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    _StartupScan(app, reactor).setServiceParent(top)
+    return top
+
+
+class _StartupScan(service.Service):
+    """Once listening, index archives dropped into ``private/`` (in a thread)."""
+
+    def __init__(self, app: PypicacheApp, reactor: Any) -> None:
+        self.app = app
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._scan)
+
+    def _scan(self) -> None:
+        d = Deferred.fromCoroutine(self.app.rescan())
+        d.addErrback(lambda f: log.failure("Start-up scan failed", f))
