@@ -642,6 +642,8 @@ def test_no_users_remote_writes_refused(peer):
         {b"X-Forwarded-For": b"127.0.0.1"},
         {b"Forwarded": b"for=127.0.0.1"},
         {b"X-Real-IP": b"127.0.0.1"},
+        {b"True-Client-IP": b"127.0.0.1"},
+        {b"X-Client-IP": b"127.0.0.1"},
     ],
 )
 @pytest.mark.parametrize("trust_proxy", [False, True])

@@ -92,6 +92,18 @@ def test_lines_not_acted_on_are_reported():
     assert parsed.unparsed[0].line == "-r other.txt"
 
 
+@pytest.mark.parametrize(
+    "line",
+    ["--hash=md5:0123456789abcdef0123456789abcdef", "--hash=sha256:" + "0" * 64],
+)
+def test_hash_without_requirement_is_reported(line):
+    """A line with only --hash (no requirement to apply it to) comes back with a reason."""
+    parsed = parse_requirements(f"{line}\nok\n")
+    assert [r.name for r in parsed.requirements] == ["ok"]
+    assert [(u.line_number, u.line) for u in parsed.unparsed] == [(1, line)]
+    assert "no requirement" in parsed.unparsed[0].reason
+
+
 def test_nested_files_are_never_opened(tmp_path):
     """-r names a file on the server: it is reported, not read."""
     secret = tmp_path / "secret.txt"

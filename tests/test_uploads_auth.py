@@ -277,6 +277,8 @@ async def test_read_auth(readers, dists):
         ("X_Forwarded_For", "127.0.0.1"),
         ("Forwarded", "for=203.0.113.9"),
         ("X_Real_IP", "203.0.113.9"),
+        ("True_Client_IP", "127.0.0.1"),
+        ("X_Client_IP", "127.0.0.1"),
     ],
 )
 @pytest_twisted.ensureDeferred

@@ -186,6 +186,11 @@ def parse_requirements(text: str) -> ParsedFile:
                 )
             else:
                 names.append(f"option {dest.replace('_', '-')} is ignored")
+        if not option.options:
+            names.append(
+                "options of a requirement (such as --hash) with no requirement "
+                "on their line are ignored"
+            )
         if names:
             unparsed.append(
                 UnparsedLine(

@@ -20,7 +20,19 @@ from pypicache.web.htpasswd import as_bytes, printable
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_PROXY_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+#: Headers by which a proxy says whom it forwards for: a request carrying any
+#: of them came through a proxy, whatever its peer address.
+_PROXY_HEADERS = (
+    b"x-forwarded-for",
+    b"forwarded",
+    b"x-real-ip",
+    b"true-client-ip",
+    b"x-client-ip",
+    b"client-ip",
+    b"x-cluster-client-ip",
+    b"cf-connecting-ip",
+    b"fastly-client-ip",
+)
 
 NO_USERS_HELP = (
     "configure users with --auth-file FILE, an htpasswd file made with "
