@@ -2,14 +2,16 @@
 """What the resolver needs from core metadata: dependencies of wheels, static dependencies and build requirements of sdists."""
 
 import hashlib
-import tarfile
-import zipfile
+import os
 
 import attrs
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 from twisted.logger import Logger
+
+from pypicache.errors import BadRequest
+from pypicache.index.archives import MAX_METADATA, sdist_members
 
 try:
     import tomllib
@@ -22,7 +24,7 @@ log = Logger()
 DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
 
 
-#: Largest PKG-INFO or pyproject.toml read from an sdist.
+#: Largest pyproject.toml read from an sdist (PKG-INFO: ``MAX_METADATA``).
 MAX_MEMBER_SIZE = 1024 * 1024
 
 
@@ -72,41 +74,16 @@ def parse_core_metadata(raw: bytes, *, sdist: bool = False) -> DistMetadata:
 def read_sdist(path: str) -> dict[str, bytes]:
     """``PKG-INFO`` and ``pyproject.toml`` from the top folder of an sdist (blocking).
 
+    Read through :class:`pypicache.index.archives.Archive`: bounded, regular
+    files only, and refused if any member lies outside the archive.
+
     :raises ValueError: if the archive cannot be read.
     """
-    wanted = {"PKG-INFO", "pyproject.toml"}
-    found: dict[str, bytes] = {}
+    limits = {"PKG-INFO": MAX_METADATA, "pyproject.toml": MAX_MEMBER_SIZE}
     try:
-        if path.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    parts = info.filename.strip("/").split("/")
-                    if (
-                        len(parts) == 2
-                        and parts[1] in wanted
-                        and parts[1] not in found
-                        and info.file_size <= MAX_MEMBER_SIZE
-                    ):
-                        found[parts[1]] = archive.read(info)
-        else:
-            with tarfile.open(path, "r:*") as tar:
-                for member in tar:
-                    parts = member.name.removeprefix("./").strip("/").split("/")
-                    if (
-                        len(parts) == 2
-                        and parts[1] in wanted
-                        and parts[1] not in found
-                        and member.isfile()
-                        and member.size <= MAX_MEMBER_SIZE
-                    ):
-                        content = tar.extractfile(member)
-                        if content is not None:
-                            found[parts[1]] = content.read()
-                    if len(found) == len(wanted):
-                        break
-    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {path.rsplit('/', 1)[-1]}: {e}") from e
-    return found
+        return sdist_members(path, os.path.basename(path), limits)
+    except BadRequest as e:
+        raise ValueError(f"cannot read the sdist: {e.message}") from e
 
 
 def build_requirements(pyproject: bytes | None) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_proxy -*-
 """Serving archives: from disk with ``static.File``, or while they download."""
 
+import re
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http, pages, resource, static
@@ -35,8 +36,67 @@ def set_file_headers(request: IRequest, hashes: dict[str, str]) -> bool:
     return tag is not None and request.setETag(tag) is http.CACHED
 
 
+#: Most ranges answered in one request; with more, the whole file is sent
+#: (RFC 9110 lets a server ignore a Range header), so a request of a few KB
+#: cannot make the daemon send a file thousands of times.
+MAX_RANGES = 16
+
+_RANGE = re.compile(rb"^(\d*)-(\d*)$")
+
+
+def byte_spans(value: bytes, size: int) -> list[tuple[int, int]] | None:
+    """The ``(offset, length)`` spans to send for a ``Range`` header on ``size`` bytes.
+
+    Overlapping and adjacent ranges are merged (in ascending order), so no byte
+    is sent twice; a suffix range longer than the file is the whole file.
+
+    :returns: ``None`` to ignore the header and send the whole file (it is
+        malformed, not in bytes, or has more than :data:`MAX_RANGES` ranges);
+        ``[]`` if no range overlaps the file (a ``416``).
+    """
+    unit, equals, ranges = value.partition(b"=")
+    if not equals or unit.strip().lower() != b"bytes":
+        return None
+    count = 0
+    spans: list[tuple[int, int]] = []
+    for text in ranges.split(b","):
+        text = text.strip()
+        if not text:
+            continue
+        count += 1
+        match = _RANGE.match(text)
+        if match is None or match.group(1) == match.group(2) == b"":
+            return None
+        first, last = match.group(1), match.group(2)
+        if first:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+            if last and int(last) < start:
+                return None
+        else:
+            start, end = max(0, size - int(last)), size - 1
+            if int(last) == 0:
+                continue
+        if start < size:
+            spans.append((start, end))
+    if count > MAX_RANGES:
+        return [] if not spans else None
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end - start + 1) for start, end in merged]
+
+
 class ArchiveFile(static.File):
-    """A stored file: Range and HEAD from ``static.File``, never a Content-Encoding."""
+    """A stored file: HEAD from ``static.File``, never a Content-Encoding.
+
+    Ranges are planned by :func:`byte_spans` rather than by ``static.File``,
+    which honours any number of ranges (each sent in full) and turns a suffix
+    range longer than the file into a negative offset.
+    """
 
     contentEncodings: dict[str, str] = {}
     contentTypes: dict[str, str] = {}
@@ -49,6 +109,35 @@ class ArchiveFile(static.File):
 
     def directoryListing(self) -> resource.IResource:
         return pages.notFound()
+
+    def makeProducer(self, request: Any, fileForReading: Any) -> Any:
+        """The producer of the body for this request's ``Range``; sets status and headers."""
+        value = request.getHeader(b"range")
+        if value is None:
+            return super().makeProducer(request, fileForReading)
+        size = self.getFileSize()
+        spans = byte_spans(value, size)
+        if spans is None:
+            self._setContentHeaders(request)
+            request.setResponseCode(http.OK)
+            return static.NoRangeStaticProducer(request, fileForReading)
+        if not spans:
+            request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))
+            self._setContentHeaders(request, 0)
+            return static.SingleRangeStaticProducer(request, fileForReading, 0, 0)
+        if len(spans) == 1:
+            offset, length = spans[0]
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(b"content-range", self._contentRange(offset, length))
+            self._setContentHeaders(request, length)
+            return static.SingleRangeStaticProducer(
+                request, fileForReading, offset, length
+            )
+        parts = self._doMultipleRangeRequest(
+            request, [(offset, offset + length - 1) for offset, length in spans]
+        )
+        return static.MultipleRangeStaticProducer(request, fileForReading, parts)
 
 
 def serve_stored(request: IRequest, stored: StoredFile) -> Any:
@@ -139,19 +228,27 @@ class DownloadStream(resource.Resource):
         super().__init__()
         self.download = download
 
+    def render_HEAD(self, request: Any) -> bytes:
+        """The headers of the file: its length if known; no body, no waiting."""
+        if set_file_headers(request, self.download.info.hashes):
+            return b""
+        request.setHeader(b"accept-ranges", b"bytes")
+        if self.download.length is not None:
+            request.setHeader(b"content-length", b"%d" % (self.download.length,))
+        return b""
+
     def render_GET(self, request: Any) -> Any:
         download = self.download
         if set_file_headers(request, download.info.hashes):
             return b""
+        request.setHeader(b"accept-ranges", b"bytes")
         if request.getHeader(b"range"):
-            # Ranges are answered from the stored file, once it is complete.
+            # Ranges are answered from the stored file once it is complete and
+            # verified (a part of unverified bytes could look complete).
             done = Deferred.fromCoroutine(download.stored_file())
             request.notifyFinish().addErrback(lambda _: done.cancel())
-            done.addCallbacks(
-                lambda stored: request.render(ArchiveFile(stored.path.path)),
-                lambda f: _error(request, f),
-            )
-            done.addErrback(lambda f: None)  # the client went away
+            done.addCallback(lambda stored: _render_stored(request, stored))
+            done.addErrback(lambda f: _error(request, f))
             return NOT_DONE_YET
         if download.length is not None:
             request.setHeader(b"content-length", str(download.length).encode())
@@ -159,11 +256,24 @@ class DownloadStream(resource.Resource):
         return NOT_DONE_YET
 
 
+def _render_stored(request: Any, stored: StoredFile) -> None:
+    """Answer from the stored file, now that the download is complete."""
+    if not request.finished and not getattr(request, "_disconnected", False):
+        request.render(ArchiveFile(stored.path.path))
+
+
 def _error(request: Any, failure: Any) -> None:
+    """Answer a failed wait for the stored file; never leave the request hanging."""
     error = failure.value
+    if isinstance(error, CancelledError) or request.finished:
+        return  # the client went away
     if not isinstance(error, PypicacheError):
-        failure.raiseException()
-    for name in (b"etag", b"cache-control"):
+        log.failure("Answering a range of a download failed", failure)
+        error = PypicacheError("Internal error; the daemon's log has the details.")
+    if request.startedWriting:
+        request.transport.abortConnection()
+        return
+    for name in (b"etag", b"cache-control", b"accept-ranges"):
         request.responseHeaders.removeHeader(name)
     request.write(error.apply(request))
     request.finish()

@@ -15,6 +15,7 @@ from multipart import (
     content_disposition_unquote,
     parse_options_header,
 )
+from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import RunBlocking
@@ -68,6 +69,25 @@ def filename_as_sent(segment: Any) -> str | None:
     return segment.filename
 
 
+def field_text(segment: Any, raw: bytes) -> str:
+    """A text field decoded with its part's charset (UTF-8 by default).
+
+    :raises BadRequest: naming the field, for a charset that is unknown or not
+        a text encoding, or bytes that do not decode in it.
+    """
+    charset = segment.charset or "utf-8"
+    try:
+        return raw.decode(charset)
+    except LookupError as e:
+        raise BadRequest(
+            f"Form field {segment.name!r} has an unknown charset {charset[:40]!r}"
+        ) from e
+    except ValueError as e:  # UnicodeDecodeError, and codecs' own errors
+        raise BadRequest(
+            f"Form field {segment.name!r} is not valid {charset[:40]} text"
+        ) from e
+
+
 def boundary_of(content_type: str | None) -> str | None:
     """The boundary of a ``multipart/form-data`` content type, else ``None``."""
     if not content_type:
@@ -111,9 +131,7 @@ def parse_form(
                                 part.temp.discard()
                             part = None
                         else:
-                            text = b"".join(field).decode(
-                                segment.charset or "utf-8", "replace"
-                            )
+                            text = field_text(segment, b"".join(field))
                             form.fields.setdefault(segment.name or "", []).append(text)
                         segment = None
                     elif isinstance(event, bytes):
@@ -162,10 +180,30 @@ async def read_form(
     if boundary_of(content_type) is None:
         raise BadRequest("Expected a multipart/form-data body")
     assert content_type is not None
-    form: Form = await run_blocking(
+    parsing = run_blocking(
         parse_form,
         request.content,
         content_type,
         lambda: store.open_temp(None, INCOMING),
     )
+    form: Form = await _unless_cancelled(parsing)
     return form
+
+
+def _unless_cancelled(parsing: "Deferred[Form]") -> "Deferred[Form]":
+    """The form being parsed; if the client goes away first, its files are discarded.
+
+    Cancelling (Klein does, on a disconnect) must not drop the thread's result:
+    its temporary files would stay in ``private/.incoming`` for ever.
+    """
+    cancelled: list[bool] = []
+    result: Deferred[Form] = Deferred(lambda _: cancelled.append(True))
+
+    def arrived(outcome: Any) -> None:
+        if not cancelled:
+            result.callback(outcome)
+        elif isinstance(outcome, Form):
+            outcome.discard()
+
+    parsing.addBoth(arrived)
+    return result

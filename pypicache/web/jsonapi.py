@@ -8,7 +8,11 @@ import pkginfo
 from packaging.version import Version
 
 from pypicache.errors import BadRequest
-from pypicache.index.archives import read_wheel_metadata
+from pypicache.index.archives import (
+    MAX_METADATA,
+    read_sdist_metadata,
+    read_wheel_metadata,
+)
 from pypicache.index.names import parse_filename
 from pypicache.storage.records import StoredFile
 
@@ -37,16 +41,22 @@ _INFO_FIELDS = {
 
 
 def read_core_metadata(stored: StoredFile) -> bytes | None:
-    """The core metadata of a stored archive (blocking: run it in a thread)."""
-    if stored.metadata_path.exists():
-        return stored.metadata_path.getContent()
-    filename = stored.info.filename
-    if filename.endswith(".whl"):
-        return read_wheel_metadata(stored.path.path)
+    """The core metadata of a stored archive, or ``None`` (blocking: run it in a thread).
+
+    Never more than ``MAX_METADATA`` bytes: a larger ``.metadata`` file beside
+    the archive counts as none, and the archive is read through the bounded
+    reader of :mod:`pypicache.index.archives`.
+    """
     try:
-        return pkginfo.SDist(stored.path.path).read()
-    except Exception:
-        return None
+        with open(stored.metadata_path.path, "rb") as f:
+            content = f.read(MAX_METADATA + 1)
+        if len(content) <= MAX_METADATA:
+            return content
+    except FileNotFoundError:
+        pass
+    if stored.info.filename.endswith(".whl"):
+        return read_wheel_metadata(stored.path.path)
+    return read_sdist_metadata(stored.path.path)
 
 
 def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:

@@ -173,6 +173,9 @@ class InstallerRoutes:
             info = await self._mirror.describe(project, filename)
             if set_file_headers(request, info.hashes):
                 return b""
+            # A GET of it will answer ranges (once it is cached): uv asks here
+            # and, without this, streams whole wheels for the rest of its run.
+            request.setHeader(b"accept-ranges", b"bytes")
             if info.size is not None:
                 request.setHeader(b"content-length", str(info.size).encode())
             return b""

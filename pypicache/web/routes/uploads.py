@@ -50,7 +50,8 @@ class UploadRoutes:
                 raise BadRequest(
                     f"Unsupported :action {action!r}; only file_upload is supported"
                 )
-            content = form.files.pop("content", None)
+            # Left in the form, so that form.discard() below always deletes it.
+            content = form.files.get("content")
             if content is None or not content.filename:
                 raise BadRequest("No 'content' file part with a filename in the upload")
             fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
@@ -70,7 +71,7 @@ class UploadRoutes:
         form = await self._form(request)
         try:
             name = "sdist" if "sdist" in form.files else next(iter(form.files), None)
-            part = form.files.pop(name) if name is not None else None
+            part = form.files.get(name) if name is not None else None
             if part is None or not part.filename:
                 raise BadRequest(
                     "No file part (field 'sdist') with a filename in the upload"
