@@ -12,6 +12,7 @@ not followed (they would name files on the server).
 """
 
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Mapping
@@ -110,6 +111,26 @@ def parse_hashes(values: list[str], where: str) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in hashes.items()}
 
 
+#: Digits a number in a version may have (real ones have at most 8, for dates).
+MAX_VERSION_DIGITS = 50
+
+
+def _check_versions(requirement: Requirement, where: str) -> None:
+    """Refuse specifiers whose versions no index could hold.
+
+    A version number of a million digits parses, but comparing it costs
+    quadratic time or fails (Python limits integer conversions).
+
+    :raises BadRequest: naming the line.
+    """
+    for spec in requirement.specifier:
+        if any(len(n) > MAX_VERSION_DIGITS for n in re.findall(r"\d+", spec.version)):
+            raise BadRequest(
+                f"{where}: a version number in {requirement.name!r} has more than "
+                f"{MAX_VERSION_DIGITS} digits"
+            )
+
+
 def _read(text: str) -> RequirementsFile:
     """Run the parser on ``text`` (it reads files only: a temporary one, here).
 
@@ -127,7 +148,9 @@ def _read(text: str) -> RequirementsFile:
 
 
 def _where(item: Any) -> str:
-    return f"line {item.line_number} ({item.line!r})"
+    line = item.line or ""
+    shown = repr(line[:100]) + ("…" if len(line) > 100 else "")
+    return f"line {item.line_number} ({shown})"
 
 
 def _classify(req: InstallRequirement) -> str | None:
@@ -214,6 +237,7 @@ def parse_requirements(text: str) -> ParsedFile:
             raise BadRequest(
                 f"Cannot read the requirements file: {_where(req)}: {e}"
             ) from e
+        _check_versions(requirement, _where(req))
         hashes = parse_hashes(list(req.hash_options), _where(req))
         requirements.append(RequirementLine(line, number, requirement, hashes))
 
