@@ -37,6 +37,8 @@ setup(
             "uv>=0.4",
             "twine>=6",
             "build>=1.0",
+            # Property-based fuzzing of the parsers (tests/test_fuzz.py).
+            "hypothesis>=6.100",
         ],
     },
     classifiers=[
