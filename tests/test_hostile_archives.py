@@ -643,3 +643,24 @@ async def test_head_of_uncached_file_advertises_ranges(range_world, small_wheel)
         assert answer.header("accept-ranges") == "bytes"
         assert answer.header("content-length") == str(small_wheel.stat().st_size)
         await deadline(send(range_world.daemon, "GET", url))
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_too_many_members_refused(tmp_path, monkeypatch, kind):
+    """An archive with more members than MAX_MEMBERS is refused before its headers pile up in memory."""
+    from pypicache.index import archives
+
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 10)
+    if kind == "tar":
+        path = tmp_path / "many-1.0.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            for i in range(11):
+                info = tarfile.TarInfo(f"many-1.0/f{i}")
+                tar.addfile(info, io.BytesIO(b""))
+    else:
+        path = tmp_path / "many-1.0.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            for i in range(11):
+                archive.writestr(f"many-1.0/f{i}", b"")
+    with pytest.raises(BadRequest, match="more than 10 members"):
+        inspect_archive(str(path), path.name)

@@ -35,6 +35,9 @@ log = Logger()
 #: Largest ``METADATA`` or ``PKG-INFO`` read from an archive (or taken in an upload).
 MAX_METADATA = 4 * 1024 * 1024
 
+#: Members an archive may have (a tar keeps each header in memory as it is read).
+MAX_MEMBERS = 100_000
+
 #: The zip compression methods zipfile can read (deflate64, 9, is not one of them).
 ZIP_METHODS = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
@@ -198,6 +201,7 @@ class Archive:
         """
         with self._errors():
             if self._zip is not None:
+                self._check_count(len(self._zip.infolist()))
                 for info in self._zip.infolist():
                     path = _segments(info.filename, self.filename)
                     yield Member(
@@ -205,7 +209,8 @@ class Archive:
                     )
             else:
                 assert self._tar is not None
-                for entry in self._tar:
+                for count, entry in enumerate(self._tar, 1):
+                    self._check_count(count)
                     path = _segments(entry.name, self.filename)
                     kind = _tar_kind(entry)
                     if kind == "hardlink":
@@ -214,6 +219,10 @@ class Archive:
                         target = posixpath.join(*path[:-1], entry.linkname)
                         _segments(posixpath.normpath(target), self.filename)
                     yield Member(entry.name, path, kind, entry.size, entry)
+
+    def _check_count(self, count: int) -> None:
+        if count > MAX_MEMBERS:
+            raise BadRequest(f"{self.filename} has more than {MAX_MEMBERS} members")
 
     def read(self, member: Member, limit: int = MAX_METADATA) -> bytes:
         """The content of a regular file member, at most ``limit`` bytes.
