@@ -106,7 +106,8 @@ class Lookups:
             try:
                 value = await work()
             except Exception as e:
-                self._results[key] = (False, e)
+                # Kept for the job's life: without the frames its traceback holds.
+                self._results[key] = (False, e.with_traceback(None))
                 raise
             self._results[key] = (True, value)
             return value

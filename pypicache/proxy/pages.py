@@ -57,6 +57,23 @@ class ProjectPages:
         while len(self._memory) > self.memory_size:
             self._memory.popitem(last=False)
 
+    def _remember_until(
+        self, table: dict[str, float], project: str, until: float
+    ) -> None:
+        """Note ``project`` in ``table`` until ``until``, keeping it bounded.
+
+        Each table has one lifetime, so insertion order is expiry order: expired
+        entries, and past ``memory_size`` the oldest, leave from the front.
+        """
+        table.pop(project, None)
+        table[project] = until
+        now = self._clock.seconds()
+        while table:
+            oldest = next(iter(table))
+            if table[oldest] > now and len(table) <= self.memory_size:
+                break
+            del table[oldest]
+
     async def get(self, project: str) -> CachedPage:
         """Return the project page, asking upstream only when the cached one is not fresh.
 
@@ -81,18 +98,27 @@ class ProjectPages:
                 cached.last_modified if cached else None,
             )
         except NotFound:
-            self._missing[project] = self._clock.seconds() + self.negative_ttl
+            self._remember_until(
+                self._missing, project, self._clock.seconds() + self.negative_ttl
+            )
             raise
         except UpstreamError as e:
             if cached is None:
                 raise
-            self._failing[project] = self._clock.seconds() + self.retry_after
+            self._remember_until(
+                self._failing, project, self._clock.seconds() + self.retry_after
+            )
             log.warn(
                 "Serving stale page of {project}: {reason}",
                 project=project,
                 reason=e.message,
             )
             return cached
+        if response.page is None and cached is None:
+            # Not Modified, to a request that named no version: a broken upstream.
+            raise UpstreamError(
+                f"Upstream answered 304 to an unconditional request for {project!r}"
+            )
         self._failing.pop(project, None)
         self._missing.pop(project, None)
         page = response.page if response.page is not None else cached.page  # type: ignore[union-attr]

@@ -105,13 +105,15 @@ class FilesystemStore(Layout):
         if listing is None:
             listing = {}
             directory = self.project_dir(MIRROR, project)
-            if directory.isdir():
-                for path in directory.children():
-                    if (
-                        is_archive_name(path.basename())
-                        and (stored := self.stored_file(path)) is not None
-                    ):
-                        listing[stored.info.filename] = stored
+            if not directory.isdir():
+                # Not kept: names looked up and never stored must not fill memory.
+                return listing
+            for path in directory.children():
+                if (
+                    is_archive_name(path.basename())
+                    and (stored := self.stored_file(path)) is not None
+                ):
+                    listing[stored.info.filename] = stored
             self._mirror[project] = listing
         return listing
 
@@ -237,11 +239,14 @@ class FilesystemStore(Layout):
             write_atomically(written[-1], json.dumps(sidecar).encode())
             with full_disk_is_507(info.filename):
                 os.replace(temp.path.path, target.path)
+                # Renamed: from here a failure must also take the archive back
+                # out, or it would be listed after a restart (and make its
+                # project private) although its client was told it failed.
+                written.append(target)
                 fsync_directory(target.parent())
         except BaseException:
-            if not os.path.exists(target.path) or os.path.exists(temp.path.path):
-                for path in written:
-                    remove_quietly(path)
+            for path in written:
+                remove_quietly(path)
             raise
         assert temp.project is not None
         return StoredFile(
