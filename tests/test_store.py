@@ -633,3 +633,37 @@ def test_private_index_outdated_by_an_upload_is_not_installed(store):
     put(store, filename=SDIST, area=RELEASES)
     store.install_private_index(index, since)
     assert sorted(s.info.filename for s in store.files("foo")) == sorted([WHEEL, SDIST])
+
+
+def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
+    """A crash between writing sidecars and renaming the archive leaves sidecars alone:
+    start-up removes them (and temporaries in every area), but keeps tombstones,
+    cached pages and core metadata fetched from upstream ahead of its archive."""
+    root = FilePath(str(tmp_path))
+    FilesystemStore(root)
+    releases = tmp_path / "private" / "releases" / "p"
+    mirror = tmp_path / "mirror" / "m"
+    deleted = tmp_path / "private" / ".deleted" / "p"
+    pages = tmp_path / "pages"
+    for folder in (releases, mirror, deleted):
+        folder.mkdir(parents=True, exist_ok=True)
+    leftovers = [
+        releases / "p-1.0-py3-none-any.whl.json",
+        releases / "p-1.0-py3-none-any.whl.metadata",
+        mirror / "m-1.0-py3-none-any.whl.json",
+        deleted / ".tmp-0123456789abcdef",
+    ]
+    kept = [
+        mirror / "m-2.0-py3-none-any.whl.metadata",
+        deleted / "p-0.9-py3-none-any.whl.json",
+        pages / "m.json",
+        releases / "p-2.0-py3-none-any.whl",
+        releases / "p-2.0-py3-none-any.whl.json",
+    ]
+    for path in leftovers + kept:
+        path.write_bytes(b"{}")
+    store = FilesystemStore(root)
+    assert [p for p in leftovers if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
+    assert store.metadata_file("p", "p-1.0-py3-none-any.whl") is None
+    assert store.metadata_file("m", "m-2.0-py3-none-any.whl") is not None

@@ -320,8 +320,10 @@ class FilesystemStore(Layout):
         stored = self.find(project, filename)
         if stored is not None and stored.metadata_path.isfile():
             return stored.metadata_path
-        for area in (RELEASES, PRERELEASES, MIRROR):
-            path = self.project_dir(area, project).child(filename + METADATA_SUFFIX)
+        if stored is None:
+            # Fetched from upstream ahead of its archive; a private one counts
+            # only beside its listed archive (a crash may have left one behind).
+            path = self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
             if path.isfile():
                 return path
         return None

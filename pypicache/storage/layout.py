@@ -16,6 +16,7 @@ from pypicache.errors import BadRequest
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX, is_distribution, parse_filename
 from pypicache.storage.records import (
+    DELETED,
     INCOMING,
     MIRROR,
     PRERELEASES,
@@ -52,14 +53,25 @@ class Layout:
         return self.area(area).child(project)
 
     def remove_temporaries(self) -> None:
-        """Delete temporary files a crash may have left behind."""
-        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, "pages"):
+        """Delete what a crash may have left behind: temporary files, and the
+        sidecars and core metadata of an archive that never got renamed into
+        place (a bare ``.metadata`` in ``mirror/`` is kept: it is fetched ahead
+        of its archive on purpose)."""
+        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             directory = self.area(area)
             for path in [directory, *directory.children()]:
-                if path.isdir():
-                    for child in path.children():
-                        if child.basename().startswith(TEMP_PREFIX):
-                            child.remove()
+                if not path.isdir():
+                    continue
+                names = set(os.listdir(path.path))
+                for name in names:
+                    orphan = area in (MIRROR, RELEASES, PRERELEASES) and (
+                        name.endswith(SIDECAR_SUFFIX)
+                        or (name.endswith(METADATA_SUFFIX) and area != MIRROR)
+                    )
+                    if name.startswith(TEMP_PREFIX) or (
+                        orphan and name.rsplit(".", 1)[0] not in names
+                    ):
+                        path.child(name).remove()
 
     def stored_file(self, path: FilePath) -> StoredFile | None:
         """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
