@@ -28,13 +28,19 @@ C{Content-Length} and C{application/octet-stream}, no C{Content-Encoding}, no Ra
 support (always 200 with the whole file, no C{Accept-Ranges}).
 
 Every request is recorded in L{FakeIndex.requests}.  Faults (L{FakeIndex.corrupt},
-L{FakeIndex.truncate}, L{FakeIndex.die_midway}, L{FakeIndex.hold}) are keyed by the
-served file name, so C{"x.whl.metadata"} works as well as C{"x.whl"}.
+L{FakeIndex.truncate}, L{FakeIndex.die_midway}, L{FakeIndex.reset_midway},
+L{FakeIndex.stall}, L{FakeIndex.drip}, L{FakeIndex.hold}) are keyed by the
+served file name, so C{"x.whl.metadata"} works as well as C{"x.whl"}.  Pages have
+their own, keyed by project: L{FakeIndex.hold_page} (hang before the headers),
+L{FakeIndex.stall_page} (hang after them), L{FakeIndex.drip_page},
+L{FakeIndex.reset_page}, L{FakeIndex.slow_page}, L{FakeIndex.page_status} and
+L{FakeIndex.page_body} (any status, headers and raw body bytes); L{FakeIndex.heal}
+and L{FakeIndex.heal_page} undo them.
 
-Time (L{FakeIndex.slow_page}, L{FakeIndex.die_midway}) goes through C{clock}; only
-L{start_fake_index} touches the global reactor, and it fills C{clock} in.  In memory,
-wrap a L{FakeIndex} in C{treq.testing.StubTreq} or C{RequestTraversalAgent} and pass
-a C{task.Clock()}.
+Time (L{FakeIndex.slow_page}, L{FakeIndex.die_midway}, the drips) goes through
+C{clock}; only L{start_fake_index} touches the global reactor, and it fills C{clock}
+in.  In memory, wrap a L{FakeIndex} in C{treq.testing.StubTreq} or
+C{RequestTraversalAgent} and pass a C{task.Clock()}.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ import hashlib
 import html
 import io
 import json
+import socket
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -160,7 +168,20 @@ class Hold:
             d.callback(None)
 
 
-_Ending = Literal["finish", "truncate", "die"]
+_Ending = Literal["finish", "truncate", "die", "reset", "stall"]
+
+
+@attrs.define
+class _Delivery:
+    """How a body is sent: its ending, after how many bytes, and how fast.
+
+    :ivar after: bytes sent before an ending other than C{"finish"} (None: half).
+    :ivar drip: seconds between single bytes (None: as fast as the transport takes them).
+    """
+
+    ending: _Ending = "finish"
+    after: int | None = None
+    drip: float | None = None
 
 
 @implementer(IPushProducer)
@@ -168,7 +189,13 @@ class _Sender:
     """
     Streams a file into a request as a push producer: it writes until the
     transport pauses it and resumes when the transport has drained, so at most
-    about one buffer is ever in memory (no cooperator, no clock).
+    about one buffer is ever in memory (no cooperator; the clock only for
+    drips and for the endings that wait).
+
+    Endings: C{"finish"} sends everything; the others stop after
+    C{delivery.after} bytes (half by default) and then close cleanly
+    (C{"truncate"}), abort (C{"die"}), send a TCP reset (C{"reset"}), or keep the
+    connection open and silent for ever (C{"stall"}).
     """
 
     def __init__(
@@ -177,21 +204,25 @@ class _Sender:
         source: BinaryIO,
         size: int,
         *,
-        ending: _Ending,
+        delivery: _Delivery,
         corrupt: bool,
         clock: IReactorTime | None,
     ) -> None:
         self._request = request
         self._source = source
         self._size = size
-        self._limit = size if ending == "finish" else size // 2
+        ending = delivery.ending
+        after = size // 2 if delivery.after is None else min(delivery.after, size)
+        self._limit = size if ending == "finish" else after
         self._ending = ending
+        self._drip = delivery.drip
         self._corrupt = corrupt
         self._clock = clock
         self._sent = 0
         self._paused = False
         self._done = False
         self._pumping = False
+        self._timer: IDelayedCall | None = None
 
     def start(self) -> None:
         self._request.notifyFinish().addBoth(lambda _: self._close())
@@ -211,15 +242,18 @@ class _Sender:
     def _close(self) -> None:
         self._done = True
         self._source.close()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
 
     def _pump(self) -> None:
-        if self._pumping:
-            return
+        if self._pumping or (self._timer is not None and self._timer.active()):
+            return  # already running, or waiting for the next drip
         self._pumping = True
         try:
             exhausted = False
             while not self._paused and not self._done and self._sent < self._limit:
-                data = self._source.read(min(_CHUNK, self._limit - self._sent))
+                size = 1 if self._drip else _CHUNK
+                data = self._source.read(min(size, self._limit - self._sent))
                 if not data:  # the file shrank under us: stop short
                     exhausted = True
                     break
@@ -227,6 +261,10 @@ class _Sender:
                 if self._corrupt and self._sent == self._size:
                     data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 self._request.write(data)
+                if self._drip and self._sent < self._limit:
+                    assert self._clock is not None, "drips need FakeIndex.clock"
+                    self._timer = self._clock.callLater(self._drip, self._pump)
+                    return
             if not self._done and (exhausted or self._sent >= self._limit):
                 self._end()
         finally:
@@ -242,12 +280,28 @@ class _Sender:
         elif self._ending == "truncate":
             # Flushes what was written, then a clean FIN: short of Content-Length.
             request.loseConnection()
+        elif self._ending == "stall":
+            # Headers (written now if no byte was) and some bytes out, then
+            # silence on an open connection, until the client gives up.
+            request.write(b"")
         else:
             # Give the written half a moment to reach the client, then drop the
-            # connection without flushing anything still buffered.
+            # connection without flushing anything still buffered ("die"), or
+            # with a TCP reset ("reset": no lingering on close).
             transport = request.transport
             assert self._clock is not None, "die_midway needs FakeIndex.clock"
-            self._clock.callLater(0.1, transport.abortConnection)
+            self._clock.callLater(0.1, _abort, transport, self._ending == "reset")
+
+
+def _abort(transport: Any, reset: bool) -> None:
+    """Drop a connection; with C{reset}, the peer gets an RST instead of a FIN."""
+    if reset:
+        handle = transport.getHandle()
+        if handle is not None and handle.fileno() != -1:
+            handle.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+    transport.abortConnection()
 
 
 def _read_wheel_metadata(path: Path) -> bytes | None:
@@ -352,7 +406,9 @@ class FakeIndex(Resource):
         self._tick = 0
         self._forbidden = False
         self._corrupt: set[str] = set()
-        self._endings: dict[str, _Ending] = {}
+        self._deliveries: dict[str, _Delivery] = {}  # served name -> delivery
+        self._page_deliveries: dict[str, _Delivery] = {}  # project -> delivery
+        self._page_bodies: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self._file_holds: dict[str, Hold] = {}
         self._page_holds: dict[str, Hold] = {}
         self._page_status: dict[str, int] = {}
@@ -468,16 +524,32 @@ class FakeIndex(Resource):
 
     def truncate(self, filename: str) -> None:
         """Send the full C{Content-Length} but half the body, then close cleanly."""
-        self._endings[filename] = "truncate"
+        self._deliveries[filename] = _Delivery("truncate")
 
     def die_midway(self, filename: str) -> None:
         """Send half the body, then C{abortConnection()} (0.1 s later, on C{clock})."""
-        self._endings[filename] = "die"
+        self._deliveries[filename] = _Delivery("die")
+
+    def reset_midway(self, filename: str) -> None:
+        """Send half the body, then a TCP reset (0.1 s later, on C{clock})."""
+        self._deliveries[filename] = _Delivery("reset")
+
+    def stall(self, filename: str, after: int | None = None) -> None:
+        """
+        Send the headers (with the full C{Content-Length}) and C{after} bytes of
+        the body (None: half; 0: none), then nothing more on an open connection.
+        """
+        self._deliveries[filename] = _Delivery("stall", after)
+
+    def drip(self, filename: str, interval: float) -> None:
+        """Send the whole body one byte every C{interval} seconds (on C{clock})."""
+        self._deliveries[filename] = _Delivery("finish", drip=interval)
 
     def heal(self, filename: str) -> None:
-        """Undo L{corrupt}, L{truncate} and L{die_midway} for C{filename}."""
+        """Undo L{corrupt}, L{truncate}, L{die_midway}, L{reset_midway}, L{stall}
+        and L{drip} for C{filename}."""
         self._corrupt.discard(filename)
-        self._endings.pop(filename, None)
+        self._deliveries.pop(filename, None)
 
     def hold(self, filename: str) -> Hold:
         """Park every request for C{filename} until the returned hold is released."""
@@ -512,6 +584,47 @@ class FakeIndex(Resource):
             self._slow[project] = seconds
         else:
             self._slow.pop(project, None)
+
+    def page_body(
+        self,
+        project: str,
+        body: bytes,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """
+        Answer the project's page with exactly this status, these headers (a
+        C{Content-Type} of C{text/html} unless given; C{Content-Encoding} and
+        the like are sent as given, the body is not encoded to match) and these
+        raw body bytes.
+        """
+        self._page_bodies[canonicalize_name(project)] = (status, headers or {}, body)
+
+    def stall_page(self, project: str, after: int = 0) -> None:
+        """Send the page's headers and C{after} bytes of it, then nothing more."""
+        self._page_deliveries[canonicalize_name(project)] = _Delivery("stall", after)
+
+    def drip_page(self, project: str, interval: float) -> None:
+        """Send the page one byte every C{interval} seconds (on C{clock})."""
+        self._page_deliveries[canonicalize_name(project)] = _Delivery(
+            "finish", drip=interval
+        )
+
+    def reset_page(self, project: str) -> None:
+        """Send half of the page, then a TCP reset."""
+        self._page_deliveries[canonicalize_name(project)] = _Delivery("reset")
+
+    def heal_page(self, project: str) -> None:
+        """Undo every page fault of a project but its holds: L{page_body},
+        L{page_status}, L{slow_page}, L{stall_page}, L{drip_page}, L{reset_page}."""
+        project = canonicalize_name(project)
+        for faults in (
+            self._page_bodies,
+            self._page_status,
+            self._slow,
+            self._page_deliveries,
+        ):
+            faults.pop(project, None)
 
     # -- serving ------------------------------------------------------------
 
@@ -633,16 +746,42 @@ class FakeIndex(Resource):
                 lambda _: call.cancel() if call.active() else None
             )
             return NOT_DONE_YET
-        return self._page(request, project)
+        return self._deliver_page(request, project)
 
     def _finish_page(self, request: Request, project: str) -> None:
         if request._disconnected:
             return
+        body = self._deliver_page(request, project)
+        if body is not NOT_DONE_YET:
+            assert isinstance(body, bytes)
+            request.write(body)
+            request.finish()
+
+    def _deliver_page(self, request: Request, project: str) -> bytes | int:
+        """The page, returned whole or sent by a L{_Sender} for a delivery fault."""
         body = self._page(request, project)
-        request.write(body)
-        request.finish()
+        delivery = self._page_deliveries.get(project)
+        if delivery is None or request.method == b"HEAD" or not body:
+            return body
+        request.setHeader(b"content-length", str(len(body)).encode())
+        _Sender(
+            request,
+            io.BytesIO(body),
+            len(body),
+            delivery=delivery,
+            corrupt=False,
+            clock=self.clock,
+        ).start()
+        return NOT_DONE_YET
 
     def _page(self, request: Request, project: str) -> bytes:
+        raw = self._page_bodies.get(project)
+        if raw is not None:
+            status, headers, body = raw
+            request.setResponseCode(status)
+            for name, value in headers.items():
+                request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+            return body
         forced = self._page_status.get(project)
         if forced is not None:
             return self._plain(request, forced, f"{forced} forced by the test")
@@ -775,7 +914,7 @@ class FakeIndex(Resource):
             request,
             source,
             size,
-            ending=self._endings.get(served_name, "finish"),
+            delivery=self._deliveries.get(served_name, _Delivery()),
             corrupt=served_name in self._corrupt,
             clock=self.clock,
         ).start()

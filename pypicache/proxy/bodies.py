@@ -50,7 +50,10 @@ class BodyReader(Protocol):
         self._window_start = 0
         self._timers: list[IDelayedCall] = [clock.callLater(idle, self._stalled)]
         if deadline is not None:
-            self._timers.append(clock.callLater(deadline, self._too_long, deadline))
+            # Already past it (the headers took it all): give up at once.
+            self._timers.append(
+                clock.callLater(max(0.0, deadline), self._too_long, deadline)
+            )
         if min_rate > 0:
             self._timers.append(clock.callLater(idle, self._check_rate))
 
@@ -66,7 +69,8 @@ class BodyReader(Protocol):
     def _too_long(self, deadline: float) -> None:
         self._abort(
             UpstreamTimeout(
-                f"Upstream took longer than {deadline:g}s ({self.size} bytes read)"
+                f"Upstream took longer than {max(0.0, deadline):g}s "
+                f"({self.size} bytes read)"
             )
         )
 
@@ -153,7 +157,10 @@ def read_page(
         if not body.strip():
             raise ValueError("empty body")
         return parse_page(body, content_type, page_url, project)
-    except (ValueError, KeyError, TypeError, RecursionError) as e:
+    except Exception as e:
+        # Whatever the parsers make of hostile bytes (html.parser raises
+        # AssertionError on "<![ x ]>") is the upstream's fault, never a 500.
         raise UpstreamError(
-            f"Unreadable page from upstream for {project!r}: {str(e)[:200]}"
+            f"Unreadable page from upstream for {project!r}: "
+            f"{type(e).__name__}: {str(e)[:200]}"
         ) from e

@@ -66,7 +66,11 @@ class Mirror:
             return await self.download(project, filename)
         with full_disk_is_507(filename):
             temp = self._store.open_temp(project, MIRROR)
-        download = Download(project, info, temp)
+        try:
+            download = Download(project, info, temp)
+        except BaseException:
+            temp.discard()  # its reading descriptor could not be opened (EMFILE)
+            raise
         self._downloads[filename] = download
         Deferred.fromCoroutine(self._fetch(download))
         await download.wait_until(lambda: download.started or download.finished)
@@ -113,8 +117,9 @@ class Mirror:
         sha256 = hashlib.sha256() if expected and expected[0] != "sha256" else hasher
 
         def received(chunk: bytes) -> None:
+            # Unbuffered: readers (their own descriptor) see it at once, and a
+            # full disk shows here, as a 507.
             download.temp.write(chunk)
-            download.temp.file.flush()  # readers use their own descriptor
             hasher.update(chunk)
             if sha256 is not hasher:
                 sha256.update(chunk)
@@ -166,15 +171,21 @@ class Mirror:
         )
 
     async def _extract_metadata(self, stored: StoredFile) -> bytes | None:
-        """Read a stored wheel's core metadata (in a thread) and keep it beside it."""
+        """Read a stored wheel's core metadata (in a thread) and keep it beside it.
+
+        What could not be kept (a full disk) is still returned.
+        """
         if stored.metadata_path.exists():
             return stored.metadata_path.getContent()
         content = await self._run_blocking(read_wheel_metadata, stored.path.path)
         if content is not None:
             digest = hashlib.sha256(content).hexdigest()
-            self._store.add_metadata(
-                stored.project, stored.info.filename, content, digest
-            )
+            try:
+                self._store.add_metadata(
+                    stored.project, stored.info.filename, content, digest
+                )
+            except Exception as e:
+                _not_kept(stored.info.filename, e)
         return content
 
     async def metadata(self, project: str, filename: str) -> bytes:
@@ -208,5 +219,20 @@ class Mirror:
             ):
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
-        await self._run_blocking(self._store.write_metadata, project, filename, content)
+        try:
+            await self._run_blocking(
+                self._store.write_metadata, project, filename, content
+            )
+        except Exception as e:
+            # Verified bytes are served all the same; fetched again next time.
+            _not_kept(filename, e)
         return content
+
+
+def _not_kept(filename: str, error: Exception) -> None:
+    """Log core metadata that could not be written to disk (a full disk, say)."""
+    log.warn(
+        "Could not keep the metadata of {filename}: {reason}",
+        filename=filename,
+        reason=getattr(error, "message", None) or repr(error),
+    )

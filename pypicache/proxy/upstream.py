@@ -110,24 +110,38 @@ class Upstream:
             headers["Authorization"] = f"Basic {token}"
         return headers
 
-    async def _request(self, url: str, headers: dict[str, str]) -> IResponse:
-        """GET ``url`` and wait for its headers, mapping failures to our errors."""
+    async def _request(
+        self, url: str, headers: dict[str, str], timeout: float | None = None
+    ) -> IResponse:
+        """GET ``url`` and wait for its headers (``timeout``, by default
+        :attr:`timeout`), mapping every failure to our errors.
+
+        File URLs come from upstream pages and the agent follows the upstream's
+        redirects, so a malformed URL, a scheme the agent does not speak, or a
+        redirect without a ``Location`` or in a loop are upstream errors too.
+        """
         all_headers = self._headers(url, headers)
         raw = Headers({k.encode(): [v.encode()] for k, v in all_headers.items()})
-        d = self._agent.request(b"GET", url.encode("utf-8"), raw)
+        try:
+            d = self._agent.request(b"GET", url.encode("utf-8"), raw)
+        except Exception as e:
+            raise UpstreamError(
+                f"Cannot ask upstream for {mask_url(url)}: {e.__class__.__name__}"
+            ) from e
         timed_out = []
 
         def expire() -> None:
             timed_out.append(True)
             d.cancel()
 
-        timer = self._clock.callLater(self.timeout, expire)
+        wait = self.timeout if timeout is None else timeout
+        timer = self._clock.callLater(wait, expire)
         try:
             return await d
         except Exception as e:
             if timed_out:
                 raise UpstreamTimeout(
-                    f"Upstream did not answer within {self.timeout:g}s: {mask_url(url)}"
+                    f"Upstream did not answer within {wait:g}s: {mask_url(url)}"
                 ) from e
             if isinstance(
                 e,
@@ -136,7 +150,10 @@ class Upstream:
                 raise UpstreamError(
                     f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}"
                 ) from e
-            raise
+            raise UpstreamError(
+                f"Upstream request failed: {mask_url(url)}: {e.__class__.__name__}: "
+                f"{str(e)[:200]}"
+            ) from e
         finally:
             if timer.active():
                 timer.cancel()
@@ -195,7 +212,10 @@ class Upstream:
             headers["If-Modified-Since"] = last_modified
         log.info("Fetching page {url}", url=mask_url(url))
         started = self._clock.seconds()
-        response = await self._request(url, headers)
+        # The page's deadline covers the wait for its headers too.
+        response = await self._request(
+            url, headers, min(self.timeout, self.page_deadline)
+        )
         if response.code == 304:
             response.deliverBody(discard())
             return PageResponse(None, etag, last_modified)
@@ -207,7 +227,7 @@ class Upstream:
             raise UpstreamError(
                 f"Upstream answered {response.code} for {mask_url(url)}"
             )
-        left = self.page_deadline - (self._clock.seconds() - started)
+        left = max(0.0, self.page_deadline - (self._clock.seconds() - started))
         body = await self.read_body(response, self.max_page_size, deadline=left)
         final_url = (
             response.request.absoluteURI.decode("utf-8") if response.request else url

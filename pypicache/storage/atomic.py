@@ -18,12 +18,14 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 @contextmanager
 def full_disk_is_507(what: str) -> Iterator[None]:
-    """Turn "no space left" while doing ``what`` into :class:`InsufficientStorage`."""
+    """Turn "no space left" while storing ``what`` into :class:`InsufficientStorage`."""
     try:
         yield
     except OSError as e:
         if e.errno in _FULL:
-            raise InsufficientStorage(f"No space left to store {what}") from e
+            raise InsufficientStorage(
+                f"Insufficient storage: no space left on the server's disk to store {what}"
+            ) from e
         raise
 
 
@@ -45,29 +47,45 @@ def remove_quietly(path: FilePath) -> None:
 
 
 class TempFile:
-    """A temporary file opened for writing beside its final place."""
+    """A temporary file opened for writing beside its final place.
+
+    It is unbuffered: what :meth:`write` accepted is in the kernel's hands, so
+    another descriptor reads it at once, and a full disk shows in
+    :meth:`write` (a 507) rather than in a later flush or close that callers
+    would not expect to fail.
+    """
 
     def __init__(self, directory: FilePath, project: str | None, area: str) -> None:
         directory.makedirs(ignoreExistingDirectory=True)
         self.project = project
         self.area = area
         self.path = directory.child(TEMP_PREFIX + secrets.token_hex(8))
-        self.file: IO[bytes] = open(self.path.path, "xb")
+        self.file: IO[bytes] = open(self.path.path, "xb", buffering=0)
+
+    @property
+    def what(self) -> str:
+        """What this file will be, for messages."""
+        return f"a file of {self.project}" if self.project else "an upload"
 
     def write(self, data: bytes) -> None:
-        """Append ``data``.
+        """Append ``data`` (all of it: an unbuffered write may take only part).
 
         :raises InsufficientStorage: the disk is full.
         """
-        with full_disk_is_507(self.path.basename()):
-            self.file.write(data)
+        with full_disk_is_507(self.what):
+            view = memoryview(data)
+            while view:
+                written = self.file.write(view)
+                if not written:  # never for a regular file: do not spin
+                    raise OSError(errno.EIO, "write took no bytes")
+                view = view[written:]
 
     def flush_and_sync(self) -> None:
         """Flush Python's buffer and the kernel's to the disk.
 
         :raises InsufficientStorage: the disk is full.
         """
-        with full_disk_is_507(self.path.basename()):
+        with full_disk_is_507(self.what):
             self.file.flush()
             os.fsync(self.file.fileno())
 

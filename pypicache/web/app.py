@@ -7,12 +7,14 @@ exceptions into statuses, and wraps the result in :class:`Guarded`.
 """
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from pypicache.bulk.cacher import BulkCacher
 from pypicache.concurrency import RunBlocking
@@ -23,7 +25,7 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.web.access import AccessPolicy
-from pypicache.web.guard import Guarded
+from pypicache.web.guard import Guarded, relative_location
 from pypicache.web.routes.admin import AdminRoutes
 from pypicache.web.routes.bulk import BulkRoutes
 from pypicache.web.routes.installer import InstallerRoutes
@@ -45,6 +47,15 @@ def _routing_error(request: IRequest, failure: Any) -> bytes:
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     if error.code == 405 and error.valid_methods:
         request.setHeader(b"allow", ", ".join(error.valid_methods).encode())
+    if isinstance(error, RequestRedirect):
+        # werkzeug's redirects are absolute, with the port we listen on: ours
+        # are relative (behind a reverse proxy they must be).
+        target = urlsplit(error.new_url)
+        location = relative_location(
+            request.path, target.path.encode(), target.query.encode()
+        )
+        request.setHeader(b"location", location)
+        return b"Moved to " + location + b"\n"
     return f"{error.code} {error.name}\n".encode()
 
 

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_uploads_auth -*-
-"""The guard in front of every route: path tricks refused, the access policy for reads."""
+"""The guard in front of every route: path tricks refused, ``//`` merged, the access policy for reads."""
 
 import re
 from typing import Any
@@ -9,9 +9,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
 
-from pypicache.errors import BadRequest, PypicacheError
+from pypicache.errors import BadRequest, NotFound, PypicacheError
 
 log = Logger()
 
@@ -50,6 +50,9 @@ class Guarded(Resource):
             checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
 
         def allowed(_: object) -> None:
+            if request.path.startswith(b"/") and b"//" in request.path:
+                _merge_slashes(request, write)
+                return
             result = self._inner.render(request)
             if result is not NOT_DONE_YET:
                 request.write(result)
@@ -58,6 +61,41 @@ class Guarded(Resource):
         checked.addCallback(allowed)
         checked.addErrback(lambda failure: answer_failure(request, failure))
         return NOT_DONE_YET
+
+
+def relative_location(path: bytes, target: bytes, query: bytes = b"") -> bytes:
+    """A relative ``Location`` that takes a client from ``path`` to ``target``.
+
+    Both are absolute paths on this server. The answer climbs to the root
+    with ``../`` (never a ``//`` that would name another host) and works
+    behind a reverse proxy that serves us under a prefix.
+    """
+    depth = path.count(b"/") - 1
+    location = b"../" * depth + target.lstrip(b"/")
+    if not location or b":" in location.split(b"/", 1)[0]:
+        location = b"./" + location
+    return location + (b"?" + query if query else b"")
+
+
+def _merge_slashes(request: Any, write: bool) -> None:
+    """Answer a path with an empty segment (``//simple/``).
+
+    Reads are redirected (``301``, as for other non-canonical URLs) to the
+    path with the slashes merged; writes get a ``404``, as upload URLs never
+    redirect (twine takes a redirect for a failure).
+    """
+    if write:
+        refusal = NotFound("No such URL: the path has an empty segment (//)")
+        request.write(refusal.apply(request))
+    else:
+        target = re.sub(rb"/{2,}", b"/", request.path)
+        query = request.uri.partition(b"?")[2]
+        location = relative_location(request.path, target, query)
+        request.setResponseCode(301)
+        request.setHeader(b"location", location)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.write(b"Moved to " + location + b"\n")
+    request.finish()
 
 
 def answer_failure(request: Any, failure: Failure) -> None:
@@ -69,7 +107,9 @@ def answer_failure(request: Any, failure: Failure) -> None:
     a cut-short body for a whole one.
     """
     error = failure.value
-    if isinstance(error, HTTPException):
+    if isinstance(error, BadHost):
+        error = BadRequest("Invalid Host header: not a host name that can be encoded")
+    elif isinstance(error, HTTPException):
         error = _HTTPError(error.code or 400, error.description or error.name)
     elif not isinstance(error, PypicacheError):
         log.failure("Unexpected error answering {uri}", failure, uri=_uri(request))

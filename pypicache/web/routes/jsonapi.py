@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_jsonapi -*-
-"""The JSON read API: ``/pypi/<project>/json``, ``/pypi/<project>/<version>/json``, ``/index.json``."""
+"""The JSON read API: ``/pypi/<project>/json``, ``/pypi/<project>/<version>/json``
+(either with a trailing slash too), ``/index.json``."""
 
 import json
 from urllib.parse import quote
@@ -23,16 +24,24 @@ class JsonApiRoutes:
     _run_blocking: RunBlocking
 
     @route("/pypi/<project>/json", methods=["GET", "HEAD"])
+    @route("/pypi/<project>/json/", methods=["GET", "HEAD"])
     @route("/pypi/<project>/<version>/json", methods=["GET", "HEAD"])
+    @route("/pypi/<project>/<version>/json/", methods=["GET", "HEAD"])
     async def project_json(
         self, request: IRequest, project: str, version: str | None = None
     ) -> bytes:
-        """A project (its latest version, or ``version``) with every release's files."""
+        """A project (its latest version, or ``version``) with every release's files.
+
+        With or without a trailing slash, as the public index serves both.
+        """
         name = normalize(project)
         if name != project:
+            slash = request.path.endswith(b"/")
             suffix = f"{quote(version)}/json" if version else "json"
-            depth = "../../" if version else "../"
-            return redirect(request, f"{depth}{quote(name)}/{suffix}")
+            depth = ("../../" if version else "../") + ("../" if slash else "")
+            return redirect(
+                request, f"{depth}{quote(name)}/{suffix}{'/' if slash else ''}"
+            )
         releases = jsonapi.versions_of(self._store.files(name))
         if not releases:
             raise NotFound(f"No files of {name!r} on this server")
