@@ -759,3 +759,29 @@ def test_body_reader_broken_connection_and_failing_callback(clock):
     reader.connectionLost(Failure(ConnectionLost()))
     assert isinstance(_error_of(reader), InsufficientStorage)
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize(
+    "body, headers",
+    [
+        (b"<html><body>Please log in</body></html>", {"Content-Type": "text/html"}),
+        (page_json(), _JSON),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_empty_page_does_not_replace_a_page_with_files(
+    worlds, dists, body, headers
+):
+    """A 200 page with no files (a captive portal, a broken mirror) where the cached
+    page had files is an upstream failure: the stale page is served and kept."""
+    world = await worlds()
+    name = dists["lib"].name
+    answer = await ask(world.daemon, "simple/lib/")
+    assert answer.code == 200 and name.encode() in answer.body
+    world.index.page_body("lib", body, 200, headers)
+    world.clock.advance(TTL + 1)
+    answer = await ask(world.daemon, "simple/lib/")
+    assert answer.code == 200 and name.encode() in answer.body
+    await sleep(0.1)
+    assert name in (world.cache / "pages" / "lib.json").read_text()
+    await assert_settled(world)

@@ -104,7 +104,6 @@ class Uploads:
                 raise BadRequest(
                     f"{field} does not match the uploaded bytes of {filename}"
                 )
-        part.temp.file.flush()
         metadata = await self._run_blocking(
             inspect_archive, part.temp.path.path, filename
         )

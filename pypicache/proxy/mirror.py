@@ -181,9 +181,11 @@ class Mirror:
         if content is not None:
             digest = hashlib.sha256(content).hexdigest()
             try:
-                self._store.add_metadata(
-                    stored.project, stored.info.filename, content, digest
+                # Written and synced in a thread; listed back here.
+                updated = await self._run_blocking(
+                    self._store.persist_metadata, stored, content, digest
                 )
+                self._store.register(updated)
             except Exception as e:
                 _not_kept(stored.info.filename, e)
         return content

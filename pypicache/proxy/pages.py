@@ -97,6 +97,17 @@ class ProjectPages:
                 cached.etag if cached else None,
                 cached.last_modified if cached else None,
             )
+            if (
+                response.page is not None
+                and not response.page.files
+                and cached is not None
+                and cached.page.files
+            ):
+                # A captive portal or a broken mirror answers 200 with no
+                # links; a project that really lost every file answers 404.
+                raise UpstreamError(
+                    f"Upstream sent an empty page for {project!r}, which had files"
+                )
         except NotFound:
             self._remember_until(
                 self._missing, project, self._clock.seconds() + self.negative_ttl

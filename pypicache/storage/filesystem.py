@@ -267,10 +267,21 @@ class FilesystemStore(Layout):
         stored = self.find(project, filename)
         if stored is None:
             raise KeyError(filename)
+        return self.register(self.persist_metadata(stored, metadata, digest))
+
+    def persist_metadata(
+        self, stored: StoredFile, metadata: bytes, digest: str
+    ) -> StoredFile:
+        """The disk half of :meth:`add_metadata` (blocking, thread-safe): the
+        ``.metadata`` file and the sidecar that records its hash; list the
+        result with :meth:`register`."""
         write_atomically(stored.metadata_path, metadata)
-        return self.update(
-            stored, attrs.evolve(stored.info, core_metadata={"sha256": digest})
+        info = attrs.evolve(stored.info, core_metadata={"sha256": digest})
+        sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}
+        write_atomically(
+            stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
         )
+        return attrs.evolve(stored, info=info)
 
     def update(self, stored: StoredFile, info: DistFile) -> StoredFile:
         sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}

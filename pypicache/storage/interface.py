@@ -79,6 +79,11 @@ class IStore(Interface):
     ) -> StoredFile:
         """Store the core metadata of an archive already stored."""
 
+    def persist_metadata(
+        stored: StoredFile, metadata: bytes, digest: str
+    ) -> StoredFile:
+        """The disk half of ``add_metadata`` (blocking, safe in a thread)."""
+
     def metadata_file(project: str, filename: str) -> FilePath | None:
         """The stored core metadata of a file (stored or not), or ``None``."""
 

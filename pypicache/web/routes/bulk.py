@@ -93,7 +93,6 @@ class BulkRoutes:
                 text = form.get("requirements")
                 part = form.files.get("requirements")
                 if part is not None:
-                    part.temp.file.flush()
                     with open(part.temp.path.path, "rb") as f:
                         raw = f.read(MAX_REQUIREMENTS_SIZE + 1)
                 elif text is not None:
