@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking, SingleFlight
 from pypicache.errors import HashMismatch, NotFound, PypicacheError, UpstreamError
-from pypicache.index.archives import read_wheel_metadata
+from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
 from pypicache.proxy.download import Download
@@ -20,9 +20,6 @@ from pypicache.storage.interface import IStore
 from pypicache.storage.records import MIRROR, StoredFile
 
 log = Logger()
-
-#: Largest ``.metadata`` file we accept from upstream.
-MAX_METADATA_SIZE = 16 * 1024 * 1024
 
 
 @attrs.define
@@ -212,7 +209,7 @@ class Mirror:
         if info.core_metadata is False or info.url is None:
             raise NotFound(f"No core metadata for {filename!r}")
         response = await self._upstream.open_file(info.url + ".metadata")
-        content = await self._upstream.read_body(response, MAX_METADATA_SIZE)
+        content = await self._upstream.read_body(response, MAX_METADATA)
         if isinstance(info.core_metadata, dict):
             expected = preferred_hash(info.core_metadata)
             if (
