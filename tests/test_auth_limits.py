@@ -29,6 +29,7 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.attempts import FailedLogins, client_key
 from pypicache.web.htpasswd import STANDARD_COST, Htpasswd, bcrypt_cost
 from tests.daemon import start_world
+from tests.test_auth import Blocking
 from tests.webclient import multipart, send
 
 _sync = SynchronousTestCase()
@@ -42,17 +43,6 @@ def entry(user: str, password: str, cost: int) -> bytes:
     """An htpasswd line for ``user`` with a bcrypt hash of ``cost``."""
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost))
     return user.encode() + b":" + hashed + b"\n"
-
-
-class Blocking:
-    """A synchronous ``run_blocking`` that counts its calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, f, *args):
-        self.calls += 1
-        return defer.maybeDeferred(f, *args)
 
 
 class CheckpwSpy:

@@ -22,7 +22,7 @@ import tarfile
 import zipfile
 import zlib
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import attrs
 import pkginfo
@@ -309,35 +309,33 @@ def sdist_members(path: str, filename: str, limits: dict[str, int]) -> dict[str,
     return found
 
 
+def _best_effort(path: str, read: Callable[[str, str], bytes | None]) -> bytes | None:
+    filename = os.path.basename(path)
+    try:
+        return read(path, filename)
+    except BadRequest as e:
+        log.warn(
+            "No core metadata from {filename}: {reason}",
+            filename=filename,
+            reason=e.message,
+        )
+        return None
+
+
 def read_wheel_metadata(path: str) -> bytes | None:
     """The ``METADATA`` of a stored wheel, or ``None`` (logged) if it cannot be read safely.
 
     Best effort, for caching and the JSON API (blocking: run it in a thread).
     """
-    filename = os.path.basename(path)
-    try:
-        return wheel_metadata(path, filename)
-    except BadRequest as e:
-        log.warn(
-            "No core metadata from {filename}: {reason}",
-            filename=filename,
-            reason=e.message,
-        )
-        return None
+    return _best_effort(path, wheel_metadata)
 
 
 def read_sdist_metadata(path: str) -> bytes | None:
     """The ``PKG-INFO`` of a stored sdist, or ``None`` (logged): best effort (blocking)."""
-    filename = os.path.basename(path)
-    try:
-        return sdist_members(path, filename, {"PKG-INFO": MAX_METADATA}).get("PKG-INFO")
-    except BadRequest as e:
-        log.warn(
-            "No core metadata from {filename}: {reason}",
-            filename=filename,
-            reason=e.message,
-        )
-        return None
+    return _best_effort(
+        path,
+        lambda p, f: sdist_members(p, f, {"PKG-INFO": MAX_METADATA}).get("PKG-INFO"),
+    )
 
 
 @attrs.frozen
