@@ -15,6 +15,7 @@ from zope.interface import implementer
 from pypicache.errors import PypicacheError
 from pypicache.proxy.download import Download
 from pypicache.storage.records import StoredFile
+from pypicache.web.sendfile import FileSender
 
 log = Logger()
 
@@ -111,29 +112,29 @@ class ArchiveFile(static.File):
         return pages.notFound()
 
     def makeProducer(self, request: Any, fileForReading: Any) -> Any:
-        """The producer of the body for this request's ``Range``; sets status and headers."""
-        value = request.getHeader(b"range")
-        if value is None:
-            return super().makeProducer(request, fileForReading)
+        """The producer of the body for this request's ``Range``; sets status and headers.
+
+        One range or none: a :class:`FileSender` (``sendfile`` where the
+        connection allows it). Several: ``static.File``'s multipart producer.
+        """
         size = self.getFileSize()
-        spans = byte_spans(value, size)
+        value = request.getHeader(b"range")
+        spans = None if value is None else byte_spans(value, size)
         if spans is None:
-            self._setContentHeaders(request)
+            self._setContentHeaders(request, size)
             request.setResponseCode(http.OK)
-            return static.NoRangeStaticProducer(request, fileForReading)
+            return FileSender(request, fileForReading, 0, size)
         if not spans:
             request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
             request.setHeader(b"content-range", b"bytes */%d" % (size,))
             self._setContentHeaders(request, 0)
-            return static.SingleRangeStaticProducer(request, fileForReading, 0, 0)
+            return FileSender(request, fileForReading, 0, 0)
         if len(spans) == 1:
             offset, length = spans[0]
             request.setResponseCode(http.PARTIAL_CONTENT)
             request.setHeader(b"content-range", self._contentRange(offset, length))
             self._setContentHeaders(request, length)
-            return static.SingleRangeStaticProducer(
-                request, fileForReading, offset, length
-            )
+            return FileSender(request, fileForReading, offset, length)
         parts = self._doMultipleRangeRequest(
             request, [(offset, offset + length - 1) for offset, length in spans]
         )
