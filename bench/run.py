@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,13 +277,18 @@ def free_port() -> int:
 
 
 def start_upstream(
-    files: Path, log: Path, timeout: float = 120.0
+    files: Path,
+    log: Path,
+    timeout: float = 120.0,
+    script: Path = BENCH / "upstream.py",
+    extra_args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen, int]:
-    """Start bench/upstream.py and wait for its ``READY <port>`` line."""
+    """Start bench/upstream.py (or ``script``, same protocol) and wait for its
+    ``READY <port>`` line."""
     import select
 
     process = _spawn(
-        [sys.executable, str(BENCH / "upstream.py"), str(files), "0"],
+        [sys.executable, str(script), str(files), "0", *extra_args],
         log,
         stdout=subprocess.PIPE,
         cwd=ROOT,
@@ -306,9 +311,14 @@ def start_upstream(
 
 
 def start_daemon(
-    cache: Path, index_url: str, log: Path, timeout: float = 30.0
+    cache: Path,
+    index_url: str,
+    log: Path,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen, int]:
-    """Start ``twistd -n pypicache`` on a free port and wait for /health."""
+    """Start ``twistd -n pypicache`` (with ``extra_args`` after its own options)
+    on a free port and wait for /health."""
     port = free_port()
     twistd = shutil.which("twistd") or "twistd"
     args = [
@@ -323,6 +333,7 @@ def start_daemon(
         index_url,
         "--listen",
         f"tcp:{port}:interface={HOST}",
+        *extra_args,
     ]
     process = _spawn(
         args, log.with_suffix(".stderr"), cwd=log.parent, stdout=subprocess.DEVNULL
