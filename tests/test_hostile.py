@@ -40,7 +40,7 @@ async def world(tmp_path_factory):
     # The wheel's METADATA is extracted just after it is stored.
     metadata = w.cache / "mirror" / "real" / (wheel.name + ".metadata")
     for _ in range(100):
-        if metadata.exists():
+        if metadata.exists() and not list(metadata.parent.glob(".tmp-*")):
             break
         await deferLater(reactor, 0.05, lambda: None)
     yield w
