@@ -6,13 +6,27 @@ A route group is an object whose methods are marked with :func:`route`;
 that group. So each group holds only the collaborators it needs, and every
 route still lives in one URL map (one group may answer ``GET`` and another
 ``PUT`` for the same path).
+
+:class:`Body` is a response built once and sent many times (the installer's
+pages): :func:`send_body` answers with its ``Content-Length`` and ``ETag``
+(``304`` to a matching ``If-None-Match``), never chunked, and writes a large
+body in pieces as the connection drains, so that the transport never copies
+the whole body into one buffer again.
 """
 
-from typing import Any, Callable, TypeVar
+import functools
+import hashlib
+from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
+import attrs
 from klein import Klein
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from pypicache.errors import NotFound
 from pypicache.index.names import normalize, parse_filename
@@ -89,3 +103,161 @@ def project_of(project: str, filename: str) -> str:
 def file_url(project: str, filename: str) -> str:
     """The URL of a file relative to a project page (``/simple/<p>/``, ``/local/<p>/``)."""
     return f"../../packages/{quote(project)}/{quote(filename)}"
+
+
+# -- pre-built bodies ----------------------------------------------------------
+
+#: What a TCP transport sends at once. It joins whatever was written since its
+#: buffer last drained into one buffer: so a body is written in pieces, one per
+#: drained buffer, each sent as it is, not copied (see :meth:`Body.of`).
+PIECE = FileDescriptor.SEND_LIMIT
+
+
+def _pieces(data: bytes) -> tuple[bytes, ...]:
+    """Cut a body for sending: its first :data:`PIECE` bytes (the transport joins
+    them with the headers), then the most whole multiples of ``PIECE`` that fit
+    (sent straight from the piece), then the rest (which, left at the end of a
+    larger piece, the transport would copy)."""
+    if len(data) <= PIECE:
+        return (data,)
+    whole = PIECE + (len(data) - PIECE) // PIECE * PIECE
+    return tuple(p for p in (data[:PIECE], data[PIECE:whole], data[whole:]) if p)
+
+
+@attrs.frozen
+class Body:
+    """A response body built once and sent as is, with its representation's headers.
+
+    :ivar pieces: the body, cut by :func:`_pieces`.
+    :ivar length: the ``Content-Length`` value.
+    :ivar etag: a strong ``ETag`` (quoted), of these bytes.
+    :ivar headers: ``Content-Type``, ``Content-Encoding``...: sent with a ``200``.
+    :ivar vary: the ``Vary`` value, sent with ``200`` and ``304`` alike.
+    """
+
+    pieces: tuple[bytes, ...]
+    length: bytes
+    etag: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    vary: bytes | None = None
+
+    @classmethod
+    def of(
+        cls,
+        data: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        vary: bytes | None = None,
+        etag: bytes | None = None,
+    ) -> "Body":
+        """Split ``data`` into pieces; the ETag defaults to a digest of ``data``."""
+        if etag is None:
+            etag = (
+                b'"' + hashlib.blake2b(data, digest_size=16).hexdigest().encode() + b'"'
+            )
+        return cls(_pieces(data), b"%d" % len(data), etag, tuple(headers), vary)
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.pieces))
+
+    def data(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
+    """Whether an ``If-None-Match`` value names ``etag`` (weak comparison) or is ``*``."""
+    if not if_none_match:
+        return False
+    for tag in if_none_match.split(b","):
+        tag = tag.strip()
+        if tag == b"*" or tag.removeprefix(b"W/") == etag:
+            return True
+    return False
+
+
+def send_body(request: IRequest, body: Body) -> Any:
+    """Answer with ``body``: ``Content-Length``, never chunked; ``HEAD`` gets no bytes.
+
+    :returns: what a Klein route returns: bytes, or a resource that writes
+        the pieces of a large body as the connection drains.
+    """
+    set_header = request.responseHeaders.setRawHeaders
+    if body.vary is not None:
+        set_header(b"vary", [body.vary])
+    set_header(b"etag", [body.etag])
+    if etag_matches(request.getHeader(b"if-none-match"), body.etag):
+        request.setResponseCode(304)
+        return b""
+    for name, value in body.headers:
+        set_header(name, [value])
+    set_header(b"content-length", [body.length])
+    if len(body.pieces) == 1 or request.method == b"HEAD":
+        return body.pieces[0]
+    return _PieceSender(body.pieces)
+
+
+@implementer(IPushProducer)
+class _PieceSender(Resource):
+    """Writes a body's pieces, one more each time the transport has sent the last."""
+
+    isLeaf = True
+
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
+        super().__init__()
+        self._pieces = pieces
+        self._next = 0
+        self._paused = False
+        self._stopped = False
+        self._request: Any = None
+
+    def render(self, request: Any) -> Any:
+        self._request = request
+        request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        request.registerProducer(self, True)
+        self.resumeProducing()
+        return NOT_DONE_YET
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        request, pieces = self._request, self._pieces
+        # Writing a piece fills the transport's buffer, which pauses us at once.
+        while not (self._paused or self._stopped) and self._next < len(pieces):
+            self._next += 1
+            request.write(pieces[self._next - 1])
+        if self._next == len(pieces) and not self._stopped:
+            self._stopped = True
+            request.unregisterProducer()
+            request.finish()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+
+@functools.lru_cache(maxsize=256)
+def accepts_gzip(accept_encoding: bytes | None) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (``gzip;q=0`` refuses it).
+
+    Remembered per value: clients send a handful of distinct ones.
+    """
+    if not accept_encoding:
+        return False
+    star = False
+    for item in accept_encoding.lower().split(b","):
+        coding, *params = item.split(b";")
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition(b"=")
+            if name.strip() == b"q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip()
+        if coding in (b"gzip", b"x-gzip"):
+            return q > 0
+        if coding == b"*":
+            star = q > 0
+    return star

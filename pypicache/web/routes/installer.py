@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_proxy -*-
 """The installer API: project lists and pages under ``/simple/`` and ``/local/``, and files."""
 
+import functools
 import gzip
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
@@ -25,31 +26,74 @@ from pypicache.proxy.views import Views
 from pypicache.storage.interface import IStore
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.routing import (
+    Body,
+    accepts_gzip,
     file_url,
-    header,
     project_of,
-    query_arg,
     redirect,
     route,
+    send_body,
 )
+
+#: Pages differ by ``Accept`` (HTML or JSON) and ``Accept-Encoding`` (gzip).
+VARY = b"Accept, Accept-Encoding"
 
 
 class RenderCache:
-    """A bounded LRU of rendered pages (plain and gzipped bodies)."""
+    """Pages ready to send: one version of each page in each format and encoding.
 
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+    A page's newer version replaces its older one; past ``max_bytes`` or
+    ``max_entries`` the least recently used entries go (the newest always stays).
+    """
 
-    def get(self, key: Hashable, render: Callable[[], bytes]) -> bytes:
-        body = self._entries.get(key)
-        if body is None:
-            body = self._entries[key] = render()
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        else:
-            self._entries.move_to_end(key)
+    def __init__(self, max_bytes: int = 64 * 1024**2, max_entries: int = 1024) -> None:
+        self._max_bytes = max_bytes
+        self._max_entries = max_entries
+        self._bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[Hashable, Body]] = OrderedDict()
+
+    def get(self, slot: Hashable, version: Hashable, build: Callable[[], Body]) -> Body:
+        """The body of ``slot`` at ``version``, built by ``build`` unless kept."""
+        entry = self._entries.get(slot)
+        if entry is not None and entry[0] == version:
+            self._entries.move_to_end(slot)
+            return entry[1]
+        body = build()
+        if entry is not None:
+            self._bytes -= entry[1].size
+        self._entries[slot] = (version, body)
+        self._entries.move_to_end(slot)
+        self._bytes += body.size
+        while len(self._entries) > 1 and (
+            self._bytes > self._max_bytes or len(self._entries) > self._max_entries
+        ):
+            _, (_, old) = self._entries.popitem(last=False)
+            self._bytes -= old.size
         return body
+
+
+@functools.lru_cache(maxsize=256)
+def _media(accept: bytes | None, format_param: bytes | None) -> str:
+    """:func:`negotiate` on the raw values, remembered (clients send few distinct ones)."""
+    return negotiate(
+        accept.decode("latin-1") if accept is not None else None,
+        format_param.decode("utf-8", "replace") if format_param is not None else None,
+    )
+
+
+def _plain(data: bytes, media: str) -> Body:
+    content_type = media.encode() + (b"" if media == JSON_TYPE else b"; charset=utf-8")
+    return Body.of(data, [(b"content-type", content_type)], VARY)
+
+
+def _gzipped(plain: Body) -> Body:
+    """The gzip form of a page (``mtime=0``: the same page compresses to the same bytes)."""
+    return Body.of(
+        gzip.compress(plain.data(), 6, mtime=0),
+        plain.headers + ((b"content-encoding", b"gzip"),),
+        VARY,
+        etag=plain.etag[:-1] + b'-gzip"',
+    )
 
 
 @attrs.define
@@ -64,35 +108,39 @@ class InstallerRoutes:
     def _send_page(
         self,
         request: IRequest,
-        key: Hashable,
+        slot: Hashable,
+        version: Hashable,
         render_html: Callable[[], bytes],
         render_json: Callable[[], bytes],
-    ) -> bytes:
-        media = negotiate(header(request, b"accept"), query_arg(request, b"format"))
-        request.setHeader(b"vary", b"Accept, Accept-Encoding")
-        request.setHeader(
-            b"content-type",
-            media.encode() + (b"" if media == JSON_TYPE else b"; charset=utf-8"),
-        )
+    ) -> Any:
+        """Send a page rendered once per version, format and encoding.
+
+        :param slot: which page (``("simple", name)``...); :param version: its
+            version (the key :class:`Views` gives): a new one renders again.
+        """
+        formats = request.args.get(b"format")
+        media = _media(request.getHeader(b"accept"), formats[0] if formats else None)
         render = render_json if media == JSON_TYPE else render_html
-        body = self._rendered.get((key, media), render)
-        if b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower():
-            request.setHeader(b"content-encoding", b"gzip")
+        body = self._rendered.get(
+            (slot, media, False), version, lambda: _plain(render(), media)
+        )
+        if accepts_gzip(request.getHeader(b"accept-encoding")):
+            plain = body
             body = self._rendered.get(
-                (key, media, "gzip"), lambda: gzip.compress(body, 6)
+                (slot, media, True), version, lambda: _gzipped(plain)
             )
-        return body
+        return send_body(request, body)
 
     @route("/simple/", methods=["GET", "HEAD"], strict_slashes=False)
     @route("/local/", methods=["GET", "HEAD"], strict_slashes=False)
-    def project_list(self, request: IRequest) -> bytes:
+    def project_list(self, request: IRequest) -> Any:
         if not request.path.endswith(b"/"):
             return redirect(request, request.path.rsplit(b"/", 1)[-1].decode() + "/")
         names = self._store.projects()
-        key = ("index", tuple(names))
         return self._send_page(
             request,
-            key,
+            ("index",),
+            tuple(names),
             lambda: render_html_index(names),
             lambda: render_json_index(names),
         )
@@ -112,29 +160,30 @@ class InstallerRoutes:
         return name, None
 
     def _send_project(
-        self, request: IRequest, key: Hashable, page: ProjectPage
-    ) -> bytes:
+        self, request: IRequest, route: str, key: Hashable, page: ProjectPage
+    ) -> Any:
         name = page.name
         return self._send_page(
             request,
+            (route, name),
             key,
             lambda: render_html_page(page, lambda f: file_url(name, f.filename)),
             lambda: render_json_page(page, lambda f: file_url(name, f.filename)),
         )
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
-    def local_page(self, request: IRequest, project: str) -> bytes:
+    def local_page(self, request: IRequest, project: str) -> Any:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        return self._send_project(request, *self._views.local(name))
+        return self._send_project(request, "local", *self._views.local(name))
 
     @route("/simple/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
-    async def simple_page(self, request: IRequest, project: str) -> bytes:
+    async def simple_page(self, request: IRequest, project: str) -> Any:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        return self._send_project(request, *await self._views.simple(name))
+        return self._send_project(request, "simple", *await self._views.simple(name))
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])
