@@ -56,6 +56,10 @@ class FilesystemStore(Layout):
 
     def __init__(self, root: FilePath, clock: Any = time) -> None:
         super().__init__(root)
+        self._area_paths = {
+            a: self.area(a).path for a in (RELEASES, PRERELEASES, DELETED)
+        }
+        self._folder_cache: dict[str, tuple[int, frozenset[str]]] = {}
         self._now = getattr(clock, "seconds", None) or clock.time
         self._mirror: dict[str, dict[str, StoredFile]] = {}
         self._private: dict[str, dict[str, StoredFile]] | None = None
@@ -153,6 +157,7 @@ class FilesystemStore(Layout):
 
     def _indexed(self, stored: StoredFile) -> StoredFile:
         """Record a change to a stored file in the in-memory listings."""
+        self._folder_cache.clear()
         if stored.private:
             self._private_changes += 1
             if self._private is not None:
@@ -177,13 +182,33 @@ class FilesystemStore(Layout):
             (PRERELEASES, is_archive_name),
             (DELETED, is_tombstone_name),
         ):
+            if project not in self._folders(area):
+                continue
             try:
-                names = os.listdir(self.project_dir(area, project).path)
+                names = os.listdir(os.path.join(self._area_paths[area], project))
             except OSError:
                 continue
             if any(wanted(name) for name in names):
                 return True
         return False
+
+    def _folders(self, area: str) -> frozenset[str]:
+        """The project folders of a private area, read again when it changes.
+
+        One ``stat`` per call instead of a failing ``listdir`` per project:
+        ``is_private`` runs on every request. Our own writes clear the cache
+        (a folder made within the timestamp granularity keeps the mtime).
+        """
+        path = self._area_paths[area]
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except OSError:
+            return frozenset()
+        cached = self._folder_cache.get(area)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, frozenset(os.listdir(path)))
+            self._folder_cache[area] = cached
+        return cached[1]
 
     def open_temp(self, project: str | None, area: str) -> TempFile:
         directory = (
@@ -296,6 +321,7 @@ class FilesystemStore(Layout):
         )
 
     def remove(self, stored: StoredFile) -> None:
+        self._folder_cache.clear()
         if stored.private:
             path = self._tombstone_path(stored.project, stored.info.filename)
             path.parent().makedirs(ignoreExistingDirectory=True)

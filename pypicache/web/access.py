@@ -226,6 +226,11 @@ class AccessPolicy:
             shown = address[:60] or "this client"
             raise Forbidden(f"{shown} is not allowed to use this server")
 
+    @property
+    def reads_need_credentials(self) -> bool:
+        """Whether reads need a user (``--read-auth`` with users configured)."""
+        return self.checker is not None and self.read_auth
+
     async def check(self, request: IRequest, write: bool) -> str | None:
         """Decide whether a request may go on.
 

@@ -4,7 +4,7 @@
 import re
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -43,11 +43,6 @@ class Guarded(Resource):
             )
             request.finish()
             return NOT_DONE_YET
-        if request.path == b"/health" and not write:
-            # Open without credentials, but only to the networks allowed at all.
-            checked = maybeDeferred(self._policy.check_address, request)
-        else:
-            checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
 
         def allowed(_: object) -> None:
             if request.path.startswith(b"/") and b"//" in request.path:
@@ -58,6 +53,18 @@ class Guarded(Resource):
                 request.write(result)
                 request.finish()
 
+        if (request.path == b"/health" and not write) or not (
+            self._policy.reads_need_credentials
+        ):
+            # No credentials to check (and /health is open without them, but
+            # only to the networks allowed at all): no Deferred on the hot path.
+            try:
+                self._policy.check_address(request)
+                allowed(None)
+            except Exception:
+                answer_failure(request, Failure())
+            return NOT_DONE_YET
+        checked = Deferred.fromCoroutine(self._policy.check(request, write=False))
         checked.addCallback(allowed)
         checked.addErrback(lambda failure: answer_failure(request, failure))
         return NOT_DONE_YET
