@@ -50,6 +50,7 @@ from twisted.web.server import Request, Site
 
 from tests.fakeindex import FakeIndex
 from tests.packages import build_wheel
+from upstream import serve  # bench/upstream.py, beside this script
 
 SHARDS = 64
 
@@ -174,24 +175,11 @@ def main() -> None:
         if path.name.endswith((".whl", ".tar.gz")):
             index.add(path)
 
-    async def start() -> None:
+    async def start() -> int:
         endpoint = TCP4ServerEndpoint(reactor, args.port, interface="127.0.0.1")
-        port = await endpoint.listen(QuietSite(index))
-        print(f"READY {port.getHost().port}", flush=True)
+        return (await endpoint.listen(QuietSite(index))).getHost().port
 
-    def go() -> None:
-        from twisted.internet.defer import Deferred
-
-        d = Deferred.fromCoroutine(start())
-
-        def failed(f):  # type: ignore[no-untyped-def]
-            print(f"FAILED {f.getErrorMessage()}", flush=True)
-            reactor.stop()
-
-        d.addErrback(failed)
-
-    reactor.callWhenRunning(go)
-    reactor.run()
+    serve(start)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, Coroutine
 from urllib.parse import unquote
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,12 +75,20 @@ def main() -> None:
         if path.name.endswith((".whl", ".tar.gz")):
             index.add(path.name)
 
-    async def start() -> None:
-        running = await start_fake_index(index, port)
-        print(f"READY {running.port}", flush=True)
+    async def start() -> int:
+        return (await start_fake_index(index, port)).port
+
+    serve(start)
+
+
+def serve(start: Callable[[], Coroutine[Any, Any, int]]) -> None:
+    """Run the reactor; once ``start()`` gives the port, print ``READY <port>``."""
+
+    async def announce() -> None:
+        print(f"READY {await start()}", flush=True)
 
     def go() -> None:
-        d = Deferred.fromCoroutine(start())
+        d = Deferred.fromCoroutine(announce())
 
         def failed(f):  # type: ignore[no-untyped-def]
             print(f"FAILED {f.getErrorMessage()}", flush=True)
