@@ -2,6 +2,7 @@
 
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ from treq.client import HTTPClient
 from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
@@ -31,11 +33,16 @@ class RunningDaemon:
     pool: HTTPConnectionPool
     client: HTTPClient
     client_pool: HTTPConnectionPool
+    threads: ThreadPool | None = None
 
     async def stop(self) -> None:
+        """Stop listening, close the connections, and let the daemon's threads finish
+        what it gave them (writes that go on after an answer), as twistd does."""
         await self.port.stopListening()
         await self.pool.closeCachedConnections()
         await self.client_pool.closeCachedConnections()
+        if self.threads is not None:
+            self.threads.stop()
 
     def get(self, path: str, **kwargs: Any) -> Any:
         """GET ``path`` (relative to the daemon's root) with the test client."""
@@ -66,12 +73,16 @@ async def start_daemon(
     ``page_clock``).
     """
     pool = HTTPConnectionPool(reactor, persistent=False)
+    # Its own threads, as in twistd: work left behind by a test must not
+    # queue behind another test's, and stop() waits for it.
+    threads = ThreadPool(minthreads=0, maxthreads=4, name="pypicache-test")
+    threads.start()
     app = build_app(
         cache=str(cache),
         index_url=index_url,
         reactor=reactor,
         pool=pool,
-        run_blocking=deferToThread,
+        run_blocking=partial(deferToThreadPool, reactor, threads),
         **options,
     )
     site = Site(app.resource(), requestFactory=limited_request_factory(max_upload_size))
@@ -86,6 +97,7 @@ async def start_daemon(
         pool=pool,
         client=client(client_pool),
         client_pool=client_pool,
+        threads=threads,
     )
 
 
