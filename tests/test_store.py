@@ -662,7 +662,11 @@ def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
     ]
     for path in leftovers + kept:
         path.write_bytes(b"{}")
+    dropped = releases / "by-hand.json"
+    dropped.mkdir()
+    (dropped / "p-3.0-py3-none-any.whl").write_bytes(b"PK")
     store = FilesystemStore(root)
+    assert (dropped / "p-3.0-py3-none-any.whl").exists()
     assert [p for p in leftovers if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
     assert store.metadata_file("p", "p-1.0-py3-none-any.whl") is None

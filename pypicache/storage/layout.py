@@ -68,10 +68,13 @@ class Layout:
                         name.endswith(SIDECAR_SUFFIX)
                         or (name.endswith(METADATA_SUFFIX) and area != MIRROR)
                     )
-                    if name.startswith(TEMP_PREFIX) or (
-                        orphan and name.rsplit(".", 1)[0] not in names
-                    ):
-                        path.child(name).remove()
+                    leftover = path.child(name)
+                    if (
+                        name.startswith(TEMP_PREFIX)
+                        or (orphan and name.rsplit(".", 1)[0] not in names)
+                    ) and leftover.isfile():
+                        # Files only: a folder dropped in by hand is never removed.
+                        leftover.remove()
 
     def stored_file(self, path: FilePath) -> StoredFile | None:
         """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
