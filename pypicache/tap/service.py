@@ -99,7 +99,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
 
 
 class _StartupScan(service.Service):
-    """Once listening, index archives dropped into ``private/`` (in a thread)."""
+    """Once listening, clean up after a crash and index archives dropped into
+    ``private/`` (in a thread): nothing walks the cache before the daemon answers."""
 
     def __init__(self, app: PypicacheApp, reactor: Any) -> None:
         self.app = app
@@ -110,5 +111,5 @@ class _StartupScan(service.Service):
         self.reactor.callWhenRunning(self._scan)
 
     def _scan(self) -> None:
-        d = Deferred.fromCoroutine(self.app.rescan())
+        d = Deferred.fromCoroutine(self.app.start_up())
         d.addErrback(lambda f: log.failure("Start-up scan failed", f))

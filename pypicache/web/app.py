@@ -19,7 +19,7 @@ from werkzeug.routing import RequestRedirect
 from pypicache.bulk.cacher import BulkCacher
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import PypicacheError
-from pypicache.private.scan import ScanReport, rescan
+from pypicache.private.scan import ScanReport, rescan, start_up
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
@@ -120,5 +120,9 @@ class PypicacheApp:
         return Guarded(app.resource(), self.policy)
 
     async def rescan(self) -> ScanReport:
-        """Index archives dropped into ``private/`` (the start-up scan)."""
+        """Index archives dropped into ``private/``."""
         return await rescan(self.store, self.run_blocking)
+
+    async def start_up(self) -> ScanReport:
+        """Clean up after a crash and index dropped archives, once listening."""
+        return await start_up(self.store, self.run_blocking)
