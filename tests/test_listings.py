@@ -3,6 +3,7 @@ cache, and brought up to date when another process changes a folder."""
 
 import json
 import os
+import time
 
 import attrs
 import pytest
@@ -51,12 +52,18 @@ def names(store, project):
     return [s.info.filename for s in store.files(project)]
 
 
+def later():
+    """Let the time pass within which a listing just checked is used unchecked."""
+    time.sleep(2 * listings.RECHECK_NS / 1e9)
+
+
 def test_file_stored_by_another_process_is_listed(ours, theirs):
     """A file another process stores shows in ``files`` and ``find`` at once,
     in a listing that was already in memory."""
     put(ours, "foo", wheel("foo", "1.0"))
     assert names(ours, "foo") == [wheel("foo", "1.0")]
     put(theirs, "foo", wheel("foo", "2.0"))
+    later()
     assert names(ours, "foo") == [wheel("foo", "1.0"), wheel("foo", "2.0")]
     assert ours.find("foo", wheel("foo", "2.0")) is not None
 
@@ -65,6 +72,7 @@ def test_upload_by_another_process_makes_the_project_private(ours, theirs):
     """An upload through another process lists the project's private file here."""
     assert names(ours, "bar") == []
     put(theirs, "bar", wheel("bar", "1.0"), area=RELEASES)
+    later()
     assert ours.is_private("bar")
     [stored] = ours.files("bar")
     assert stored.private
@@ -76,6 +84,7 @@ def test_removal_by_another_process_is_seen(ours, theirs):
     put(ours, "foo", wheel("foo", "2.0"))
     assert len(ours.files("foo")) == 2
     theirs.remove(theirs.find("foo", wheel("foo", "1.0")))
+    later()
     assert names(ours, "foo") == [wheel("foo", "2.0")]
 
 
@@ -85,6 +94,7 @@ def test_yank_by_another_process_is_seen(ours, theirs):
     assert ours.files("foo")[0].info.yanked is False
     stored = theirs.find("foo", wheel("foo", "1.0"))
     theirs.update(stored, attrs.evolve(stored.info, yanked="broken"))
+    later()
     assert ours.files("foo")[0].info.yanked == "broken"
 
 
@@ -96,6 +106,7 @@ def test_generation_follows_changes_made_elsewhere(ours, theirs):
     assert first != 0
     assert ours.generation("foo") == first
     put(theirs, "foo", wheel("foo", "2.0"))
+    later()
     second = ours.generation("foo")
     assert second not in (0, first)
 
@@ -109,6 +120,7 @@ def test_change_within_one_timestamp_tick_is_seen(ours, theirs):
     stamp = os.stat(folder).st_mtime_ns
     put(theirs, "foo", wheel("foo", "2.0"))
     os.utime(folder, ns=(stamp, stamp))
+    later()
     assert len(ours.files("foo")) == 2
 
 
@@ -123,8 +135,23 @@ def test_only_changed_sidecars_are_read_again(ours, theirs, monkeypatch):
         ours._listings, "_read", lambda path: read.append(path) or real(path)
     )
     put(theirs, "foo", wheel("foo", "2.0"))
+    later()
     assert len(ours.files("foo")) == 21
     assert [p.basename() for p in read] == [wheel("foo", "2.0")]
+
+
+def test_a_listing_just_checked_is_not_checked_again(ours, monkeypatch):
+    """Within one request (and under load) a listing checked moments ago is
+    used without looking at its folders again."""
+    monkeypatch.setattr(listings, "RECHECK_NS", 60 * 10**9)  # however slow this machine
+    put(ours, "foo", wheel("foo", "1.0"))
+    ours.files("foo")
+    stats = []
+    monkeypatch.setattr(listings, "folder_stamps", lambda f: stats.append(f))
+    for _ in range(10):
+        assert len(ours.files("foo")) == 1
+        assert ours.generation("foo") != 0
+    assert stats == []
 
 
 def test_listings_in_memory_are_bounded(root):

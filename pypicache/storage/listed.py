@@ -21,7 +21,7 @@ from pypicache.storage.layout import (
     is_archive_name,
     is_tombstone_name,
 )
-from pypicache.storage.listings import DEFAULT_BUDGET, Listings
+from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
 from pypicache.storage.records import DELETED, MIRROR, PRERELEASES, RELEASES, StoredFile
 
 #: Longest time (s) the project names are kept without looking again.
@@ -37,7 +37,8 @@ class ListedLayout(Layout):
         self._area_paths = {
             a: self.area(a).path for a in (MIRROR, RELEASES, PRERELEASES, DELETED)
         }
-        self._folder_cache: dict[str, tuple[int, frozenset[str]]] = {}
+        #: Per area: when checked (monotonic ns), its mtime, its folder names.
+        self._folder_cache: dict[str, tuple[int, int, frozenset[str]]] = {}
         self._strays: dict[str, dict[str, StoredFile]] = {}
         self._private_changes = 0
         self._changes = 0
@@ -218,17 +219,23 @@ class ListedLayout(Layout):
     def _folders(self, area: str) -> frozenset[str]:
         """The project folders of a private area, read again when it changes.
 
-        One ``stat`` per call instead of a failing ``listdir`` per project:
-        ``is_private`` runs on every request. Our own writes clear the cache
-        (a folder made within the timestamp granularity keeps the mtime).
+        At most one ``stat`` per :data:`~.listings.RECHECK_NS` instead of a
+        failing ``listdir`` per project: ``is_private`` runs on every request.
+        Our own writes clear the cache (a folder made within the timestamp
+        granularity keeps the mtime).
         """
+        now = time.monotonic_ns()
+        cached = self._folder_cache.get(area)
+        if cached is not None and now - cached[0] < RECHECK_NS:
+            return cached[2]
         path = self._area_paths[area]
         try:
             stamp = os.stat(path).st_mtime_ns
         except OSError:
             return frozenset()
-        cached = self._folder_cache.get(area)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, frozenset(os.listdir(path)))
-            self._folder_cache[area] = cached
-        return cached[1]
+        if cached is None or cached[1] != stamp:
+            cached = (now, stamp, frozenset(os.listdir(path)))
+        else:
+            cached = (now, stamp, cached[2])
+        self._folder_cache[area] = cached
+        return cached[2]

@@ -26,6 +26,12 @@ from pypicache.storage.records import SIDECAR_SUFFIX, StoredFile
 #: checked again on every use until the folder is older than that.
 RACY_NS = 100_000_000
 
+#: A listing checked against its folders this recently (ns) is used without
+#: checking again: one request asks several times, and a busy project is
+#: asked hundreds of times a second. So another process's change shows
+#: within this long.
+RECHECK_NS = 5_000_000
+
 #: Files kept in memory by default, over all cached listings.
 DEFAULT_BUDGET = 4096
 
@@ -73,6 +79,12 @@ class Listing:
     #: Each file read from a folder, by path, with the key it was read at.
     read: dict[str, tuple[FileKey, StoredFile | None]]
     version: int
+    #: When (monotonic ns) the folders were last found as read.
+    checked_at: int = 0
+
+    def fresh(self, now: int) -> bool:
+        """Whether it was checked so recently that it is used as it is."""
+        return self.stamps is not None and now - self.checked_at < RECHECK_NS
 
     def trusted(self, stamps: tuple[int | None, ...]) -> bool:
         """Whether the folders are as they were read, and were not changed so
@@ -105,27 +117,37 @@ class Listings:
         """The project's listing, read or brought up to date as needed;
         ``None`` when it has no folder and nothing elsewhere (not kept, so
         names looked up and never stored do not fill memory)."""
+        now = time.monotonic_ns()
+        listing = self._cache.get(project)
+        if listing is not None and listing.fresh(now):
+            self._cache.move_to_end(project)
+            return listing
         folders = self._folders(project)
         stamps = folder_stamps(folders)
-        listing = self._cache.get(project)
         if listing is not None:
             if listing.trusted(stamps):
+                listing.checked_at = now
                 self._cache.move_to_end(project)
                 return listing
             self._forget(project)
         elif all(s is None for s in stamps) and not self._extra(project):
             return None
         listing = self._reread(project, folders, stamps, listing)
+        listing.checked_at = now
         self._keep(project, listing)
         return listing
 
     def cached(self, project: str) -> Listing | None:
         """The project's listing if it is in memory and up to date, else ``None``."""
         listing = self._cache.get(project)
-        if listing is None or not listing.trusted(
-            folder_stamps(self._folders(project))
-        ):
+        if listing is None:
             return None
+        now = time.monotonic_ns()
+        if listing.fresh(now):
+            return listing
+        if not listing.trusted(folder_stamps(self._folders(project))):
+            return None
+        listing.checked_at = now
         return listing
 
     def changed(self, project: str, filename: str, stored: StoredFile | None) -> None:
