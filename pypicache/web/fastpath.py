@@ -55,20 +55,26 @@ class FastReads(Resource):
         self._on_error = on_error
 
     def render(self, request: Any) -> Any:
-        if request.method == b"GET" or request.method == b"HEAD":
-            call = self._route(request)
-            if call is not None:
-                try:
-                    answer = call()
-                except Exception:
-                    answer = self._on_error(request, Failure())
-                if answer is not NOT_READY:
-                    # As Klein does: the route's segments move to prepath.
-                    taken = 3 if request.postpath[0] == b"packages" else 2
-                    request.prepath = request.postpath[:taken]
-                    request.postpath = request.postpath[taken:]
-                    return _deliver(request, answer)
-        return self._klein.render(request)
+        method = request.method
+        call = self._route(request) if method == b"GET" or method == b"HEAD" else None
+        if call is None:
+            return self._klein.render(request)
+        try:
+            answer = call()
+        except Exception:
+            answer = self._on_error(request, Failure())
+        if answer is NOT_READY:
+            return self._klein.render(request)
+        # As Klein does: the route's segments move to prepath.
+        taken = 3 if request.postpath[0] == b"packages" else 2
+        request.prepath = request.postpath[:taken]
+        request.postpath = request.postpath[taken:]
+        try:
+            return _deliver(request, answer)
+        except Exception:
+            if request.startedWriting or request.finished:
+                raise  # the guard cuts the connection
+            return _deliver(request, self._on_error(request, Failure()))
 
     def _route(self, request: Any) -> Callable[[], Any] | None:
         """The route method for this path, bound to its arguments; ``None`` for
