@@ -217,14 +217,32 @@ async def test_errors_answer_alike(twins, dists):
 
 
 async def test_waiting_reads_go_to_klein(twins, dists):
-    """A file not cached yet, core metadata, the project list and /health are
-    Klein's; they answer alike."""
+    """A file not cached yet, core metadata not on disk yet, the project list
+    and /health are Klein's; they answer alike."""
     twins.klein_calls.clear()
     await twins.same("HEAD", f"/packages/fast-thing/{dists['wheel2'].name}")
-    await twins.same("GET", f"/packages/fast-thing/{dists['wheel'].name}.metadata")
+    await twins.same("GET", f"/packages/fast-thing/{dists['wheel2'].name}.metadata")
     await twins.same("GET", "/simple/")
     await twins.same("GET", "/health")
     assert len(twins.klein_calls) == 4
+
+
+async def test_core_metadata_answers_alike(twins, dists):
+    """Core metadata on disk (of a cached wheel, of a private one) answers
+    alike and without Klein; a private file without it is a 404 from both."""
+    cached = f"/packages/fast-thing/{dists['wheel'].name}.metadata"
+    first = await twins.world.daemon.get(cached.lstrip("/"))
+    assert first.code == 200
+    await first.content()
+    twins.klein_calls.clear()
+    private = f"/packages/secret-thing/{dists['secret'].name}.metadata"
+    for target in (cached, private):
+        for method in ("GET", "HEAD"):
+            answer = await twins.same(method, target)
+            assert answer.status == 200
+    missing = "/packages/secret-thing/secret_thing-9.0-py3-none-any.whl.metadata"
+    assert (await twins.same("GET", missing)).status == 404
+    assert twins.klein_calls == []
 
 
 @pytest_twisted.async_yield_fixture()

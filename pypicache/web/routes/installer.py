@@ -216,10 +216,13 @@ class InstallerRoutes:
         )
 
     def package_now(self, request: IRequest, project: str, filename: str) -> Any:
-        """:meth:`package`'s answer for a stored archive, else :data:`NOT_READY`."""
+        """:meth:`package`'s answer for a stored archive or stored core metadata,
+        else :data:`NOT_READY`."""
         check_filename(filename)
         if filename.endswith(METADATA_SUFFIX):
-            return NOT_READY
+            return self._metadata_now(
+                request, project, filename[: -len(METADATA_SUFFIX)]
+            )
         stored = self._views.find(project_of(project, filename), filename)
         return NOT_READY if stored is None else serve_stored(request, stored)
 
@@ -229,9 +232,9 @@ class InstallerRoutes:
         if now is not NOT_READY:
             return now
         if filename.endswith(METADATA_SUFFIX):
-            return await self._metadata(
-                request, project, filename[: -len(METADATA_SUFFIX)]
-            )
+            archive = filename[: -len(METADATA_SUFFIX)]
+            name = project_of(project, archive)
+            return _metadata_answer(request, await self._mirror.metadata(name, archive))
         return await self._archive(request, project_of(project, filename), filename)
 
     @route("/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"])
@@ -262,15 +265,19 @@ class InstallerRoutes:
             raise download.error
         return DownloadStream(download)
 
-    async def _metadata(self, request: IRequest, project: str, filename: str) -> bytes:
+    def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:
+        """The core metadata of ``filename`` if it is on disk, else :data:`NOT_READY`
+        (or :class:`NotFound` for a private project)."""
         name = project_of(project, filename)
-        if self._views.is_private(name):
-            path = self._store.metadata_file(name, filename)
-            if path is None:
+        path = self._store.metadata_file(name, filename)
+        if path is None:
+            if self._views.is_private(name):
                 raise NotFound(f"No core metadata for {filename!r}")
-            content = path.getContent()
-        else:
-            content = await self._mirror.metadata(name, filename)
-        request.setHeader(b"content-type", b"application/octet-stream")
-        request.setHeader(b"cache-control", b"public, max-age=31536000, immutable")
-        return content
+            return NOT_READY
+        return _metadata_answer(request, path.getContent())
+
+
+def _metadata_answer(request: IRequest, content: bytes) -> bytes:
+    request.setHeader(b"content-type", b"application/octet-stream")
+    request.setHeader(b"cache-control", b"public, max-age=31536000, immutable")
+    return content
