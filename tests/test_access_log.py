@@ -24,7 +24,7 @@ from tests.daemon import start_world
 from tests.packages import build_wheel
 
 LINE = re.compile(
-    r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+    r"^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
     r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-) '
     r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)"$'
 )
@@ -99,7 +99,9 @@ def test_combined_format_escapes_headers():
     request.sentLength = 1234
     request.requestHeaders.setRawHeaders(b"referer", [b"http://r/"])
     request.requestHeaders.setRawHeaders(b"user-agent", [b'pip "x"\\y\x01'])
-    line = combined_formatter(lambda r: "10.1.2.3")("[02/Dec/2026:13:00:00 +0000]", request)
+    line = combined_formatter(lambda r: "10.1.2.3")(
+        "[02/Dec/2026:13:00:00 +0000]", request
+    )
     assert line == (
         '10.1.2.3 - - [02/Dec/2026:13:00:00 +0000] "GET /simple/x/?q=1 HTTP/1.1" '
         '200 1234 "http://r/" "pip \\"x\\"\\\\y\\x01"'

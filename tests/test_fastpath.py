@@ -75,11 +75,15 @@ class Twin:
 
     async def both(self, method, target, headers=None, host="127.0.0.1"):
         """The answers of the fast daemon and of the Klein-only one."""
-        return await both(self.fast_port, self.port.getHost().port, method, target, headers, host)
+        return await both(
+            self.fast_port, self.port.getHost().port, method, target, headers, host
+        )
 
     async def same(self, method, target, headers=None, host="127.0.0.1"):
         """Ask both; assert equal answers; return the answer."""
-        return await same(self.fast_port, self.port.getHost().port, method, target, headers, host)
+        return await same(
+            self.fast_port, self.port.getHost().port, method, target, headers, host
+        )
 
     async def stop(self):
         await self.port.stopListening()
@@ -88,7 +92,10 @@ class Twin:
 
 async def twin(tmp_path: Path, dists, **options) -> Twin:
     world = await start_world(
-        tmp_path, [dists["wheel"], dists["wheel2"], dists["sdist"]], timeout=5, **options
+        tmp_path,
+        [dists["wheel"], dists["wheel2"], dists["sdist"]],
+        timeout=5,
+        **options,
     )
     guarded = world.daemon.app.resource(fast_reads=False)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
@@ -250,7 +257,9 @@ async def guarded_twins(tmp_path, dists):
     """Twin daemons whose reads need credentials (--auth-file, --read-auth)."""
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
     (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
-    t = await twin(tmp_path, dists, auth_file=str(tmp_path / "htpasswd"), read_auth=True)
+    t = await twin(
+        tmp_path, dists, auth_file=str(tmp_path / "htpasswd"), read_auth=True
+    )
     yield t
     await t.stop()
 

@@ -162,7 +162,9 @@ class InstallerRoutes:
             return name, redirect(request, f"{quote(name)}/")
         return name, None
 
-    def _send_project(self, request: IRequest, route: str, name: str, view: View) -> Any:
+    def _send_project(
+        self, request: IRequest, route: str, name: str, view: View
+    ) -> Any:
         """Send a project's page; the page is built only if this version is not rendered."""
 
         def render(renderer: Callable[..., bytes]) -> bytes:
