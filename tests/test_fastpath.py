@@ -276,3 +276,16 @@ async def test_reads_needing_credentials_answer_alike(guarded_twins, dists):
     assert fast.status == 200
     assert (await guarded_twins.same("GET", wheel, alice)).status == 200
     assert (await guarded_twins.same("HEAD", wheel, alice)).status == 200
+
+
+async def test_stale_pages_go_to_klein(tmp_path, dists):
+    """A page older than --page-ttl is Klein's (it revalidates upstream), and
+    answers as a fresh one would."""
+    t = await twin(tmp_path, dists, page_ttl=0)
+    try:
+        for headers in ({}, {"Accept": JSON}):
+            answer = await t.same("GET", "/simple/fast-thing/", headers)
+            assert answer.status == 200
+        assert t.klein_calls == [b"/simple/fast-thing/"] * 2
+    finally:
+        await t.stop()
