@@ -10,10 +10,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from pypicache.tap.build import build_app
 from pypicache.tap.options import Options
+from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
 
@@ -87,11 +87,13 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
     )
-    site = Site(
+    site = make_site(
         app.resource(),
-        requestFactory=limited_request_factory(options["max-upload-size"]),
+        limited_request_factory(options["max-upload-size"]),
+        reactor,
+        access_log=options["access-log"],
+        client_address=app.policy.client_address,
     )
-    site.displayTracebacks = False
     for endpoint in options["listen"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
     _StartupScan(app, reactor).setServiceParent(top)
