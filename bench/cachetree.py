@@ -6,7 +6,7 @@ at ``<area>/<project>/<filename>`` with its sidecar ``<filename>.json``
 (``{"file": DistFile.to_json(), "stored_at": ...}``).  Nine files in ten go to
 ``mirror/`` (fetched from an upstream) and one in ten to
 ``private/releases/`` (uploaded), ten files a project.  Every archive is a hard
-link to one small wheel (the sidecar records its size and sha256), so 100,000
+link to one small wheel (a new copy every 50,000 links) (the sidecar records its size and sha256), so 100,000
 files take seconds to make and little space.  Built once into the work folder
 and reused.
 """
@@ -24,6 +24,7 @@ from tests.packages import build_wheel, sha256_of
 
 FILES_PER_PROJECT = 10
 PRIVATE_EVERY = 10
+LINKS_PER_BLOB = 50_000
 
 
 def project_name(i: int) -> str:
@@ -46,7 +47,7 @@ def build(root: Path, count: int) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         sample = build_wheel(Path(tmp), "cachebench-sample", "1.0")
         size, digest = sample.stat().st_size, sha256_of(sample)
-        blob = root / ".bench-blob.whl"
+        blob = root / ".bench-blob-0.whl"
         shutil.copyfile(sample, blob)
     projects = (count + FILES_PER_PROJECT - 1) // FILES_PER_PROJECT
     made = 0
@@ -72,8 +73,18 @@ def build(root: Path, count: int) -> Path:
                 "stored_at": 1700000000.0,
             }
             (folder / (filename + ".json")).write_text(json.dumps(sidecar))
+            if made and made % LINKS_PER_BLOB == 0:
+                # ext4 allows 65,000 links to one file: start a new copy.
+                previous, blob = (
+                    blob,
+                    root / f".bench-blob-{made // LINKS_PER_BLOB}.whl",
+                )
+                shutil.copyfile(previous, blob)
             os.link(blob, folder / filename)
             made += 1
     done.write_text(f"{count} files in {time.perf_counter() - started:.1f} s\n")
-    print(f"  made a cache of {count:,} files in {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"  made a cache of {count:,} files in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
     return root

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
-import os
 import re
 import shutil
 import subprocess
@@ -20,15 +19,22 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from procs import HOST, MB
+
 from tests.clients import clean_env, pip_install_args, uv_binary
 
 
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def get(
+    url: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One GET (no redirect followed): status, lower-cased headers, body."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
     try:
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
+        conn.request(
+            "GET",
+            parts.path + (f"?{parts.query}" if parts.query else ""),
+            headers=headers or {},
+        )
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
@@ -83,32 +89,56 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def load(url: str, headers: dict[str, str], connections: int, seconds: float) -> dict[str, Any]:
+def load(
+    url: str, headers: dict[str, str], connections: int, seconds: float
+) -> dict[str, Any]:
     """Requests/s of ``url`` with ``connections`` keep-alive connections."""
     if have_wrk():
         return wrk(url, headers, connections, seconds)
     parts = urlsplit(url)
     return asyncio.run(
-        _load(parts.port or 80, parts.path, headers, connections, seconds, min(1.0, seconds / 5))
+        _load(
+            parts.port or 80,
+            parts.path,
+            headers,
+            connections,
+            seconds,
+            min(1.0, seconds / 5),
+        )
     )
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, headers: dict[str, str], connections: int, seconds: float) -> dict[str, Any]:
+def wrk(
+    url: str, headers: dict[str, str], connections: int, seconds: float
+) -> dict[str, Any]:
     """Run ``wrk --latency`` and read its summary."""
-    args = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency"]
+    args = [
+        "wrk",
+        "-t",
+        str(min(2, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    out = subprocess.run(args + [url], check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        args + [url], check=True, capture_output=True, text=True, timeout=seconds + 60
+    ).stdout
 
     def number(pattern: str) -> float:
         m = re.search(pattern, out)
         return float(m.group(1)) if m else 0.0
 
     def latency(pct: str) -> float:
-        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         return round(float(m.group(1)) * _UNITS[m.group(2)], 2) if m else float("nan")
 
     requests = int(number(r"(\d+) requests in"))
@@ -156,7 +186,12 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
 
 
 async def _load(
-    port: int, path: str, headers: dict[str, str], connections: int, seconds: float, warmup: float
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    warmup: float,
 ) -> dict[str, Any]:
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUser-Agent: pypicache-bench\r\n"
@@ -195,7 +230,9 @@ async def _load(
     def pct(p: float) -> float:
         if not latencies:
             return float("nan")
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
+        return round(
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2
+        )
 
     return {
         "client": "python",
@@ -222,10 +259,14 @@ def _fresh(folder: Path) -> Path:
 
 def _timed(args: list[str], env: dict[str, str], cwd: Path, what: str) -> float:
     started = time.perf_counter()
-    result = subprocess.run(args, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        args, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=900
+    )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return elapsed
 
 
@@ -234,8 +275,12 @@ def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float,
     return its wall-clock seconds and how many distributions it installed."""
     scratch = _fresh(scratch)
     target = scratch / "target"
-    env = clean_env(scratch)  # no PIP_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
-    elapsed = _timed(pip_install_args(index_url, [requirement], target), env, scratch, "pip")
+    env = clean_env(
+        scratch
+    )  # no PIP_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
+    elapsed = _timed(
+        pip_install_args(index_url, [requirement], target), env, scratch, "pip"
+    )
     return elapsed, len(list(target.glob("*.dist-info")))
 
 
@@ -246,11 +291,22 @@ def uv_install(index_url: str, requirement: str, scratch: Path) -> tuple[float, 
     target = scratch / "target"
     env = {k: v for k, v in clean_env(scratch).items() if not k.startswith("UV_")}
     args = [
-        uv_binary(), "pip", "install", "--no-config", "--no-progress",
-        "--cache-dir", str(scratch / "uv-cache"),
-        "--index-url", index_url,
-        "--target", str(target), "--python", sys.executable,
-        "--link-mode", "copy", requirement,
+        uv_binary(),
+        "pip",
+        "install",
+        "--no-config",
+        "--no-progress",
+        "--cache-dir",
+        str(scratch / "uv-cache"),
+        "--index-url",
+        index_url,
+        "--target",
+        str(target),
+        "--python",
+        sys.executable,
+        "--link-mode",
+        "copy",
+        requirement,
     ]
     elapsed = _timed(args, env, scratch, "uv")
     return elapsed, len(list(target.glob("*.dist-info")))
@@ -258,8 +314,8 @@ def uv_install(index_url: str, requirement: str, scratch: Path) -> tuple[float, 
 
 def uv_version() -> str:
     try:
-        return subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=False).stdout.split()[1]
+        return subprocess.run(
+            [uv_binary(), "--version"], capture_output=True, text=True, check=False
+        ).stdout.split()[1]
     except (RuntimeError, IndexError, OSError):
         return "?"
-
-

@@ -22,7 +22,9 @@ CHUNK = 256 * 1024
 IN_FLIGHT = 64
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+async def pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
+) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(IN_FLIGHT)
 
@@ -53,7 +55,9 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
 
 
 async def main(target: int, delay: float) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await asyncio.sleep(delay)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
@@ -61,7 +65,9 @@ async def main(target: int, delay: float) -> None:
             writer.close()
             return
         try:
-            await asyncio.gather(pipe(reader, up_writer, delay), pipe(up_reader, writer, delay))
+            await asyncio.gather(
+                pipe(reader, up_writer, delay), pipe(up_reader, writer, delay)
+            )
         finally:
             up_writer.close()
             writer.close()

@@ -49,15 +49,32 @@ def install(name: str, work: Path) -> tuple[Path | None, str]:
     with open(log, "w") as out:
         steps = [
             [sys.executable, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *PACKAGES[name]],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                *PACKAGES[name],
+            ],
         ]
         for step in steps:
-            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=600).returncode:
-                return None, f"could not be installed (pip install {' '.join(PACKAGES[name])}; see {log})"
+            if subprocess.run(
+                step, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=600
+            ).returncode:
+                return (
+                    None,
+                    f"could not be installed (pip install {' '.join(PACKAGES[name])}; see {log})",
+                )
     version = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         f"import importlib.metadata as m; print(m.version({PACKAGES[name][0]!r}))"],
-        capture_output=True, text=True, check=False,
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({PACKAGES[name][0]!r}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     marker.write_text(json.dumps({"version": version, "packages": PACKAGES[name]}))
     return venv, version
@@ -107,15 +124,27 @@ def start_proxpi(venv: Path, upstream: str, folder: Path) -> Running:
         "PROXPI_LOGGING_LEVEL": "WARNING",
     }
     args = [
-        venv / "bin" / "gunicorn", "--workers", "1", "--threads", "8",
-        "--bind", f"{HOST}:{port}", "proxpi.server:app",
+        venv / "bin" / "gunicorn",
+        "--workers",
+        "1",
+        "--threads",
+        "8",
+        "--bind",
+        f"{HOST}:{port}",
+        "proxpi.server:app",
     ]
     started = time.perf_counter()
-    process = procs.spawn(args, folder / "gunicorn.log", stdout=subprocess.DEVNULL, env=env, cwd=folder)
+    process = procs.spawn(
+        args, folder / "gunicorn.log", stdout=subprocess.DEVNULL, env=env, cwd=folder
+    )
     base = f"http://{HOST}:{port}"
     procs.wait_answer(process, base + "/health", 60, folder / "gunicorn.log")
     return Running(
-        "proxpi", base, base + "/index/", "/index/{project}/", [process],
+        "proxpi",
+        base,
+        base + "/index/",
+        "/index/{project}/",
+        [process],
         startup_s=time.perf_counter() - started,
     )
 
@@ -127,18 +156,31 @@ def _devpi_template(venv: Path) -> Path:
         if template.exists():
             shutil.rmtree(template)
         subprocess.run(
-            [venv / "bin" / "devpi-init", "--serverdir", template, "--no-root-pypi", "--root-passwd", ""],
-            check=True, capture_output=True, timeout=300,
+            [
+                venv / "bin" / "devpi-init",
+                "--serverdir",
+                template,
+                "--no-root-pypi",
+                "--root-passwd",
+                "",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
         (template / ".bench-complete").write_text("")
     return template
 
 
-def _devpi_call(base: str, method: str, path: str, body: dict, auth: str | None = None) -> dict:
+def _devpi_call(
+    base: str, method: str, path: str, body: dict, auth: str | None = None
+) -> dict:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if auth:
         headers["X-Devpi-Auth"] = auth
-    request = urllib.request.Request(base + path, json.dumps(body).encode(), headers, method=method)
+    request = urllib.request.Request(
+        base + path, json.dumps(body).encode(), headers, method=method
+    )
     with urllib.request.urlopen(request, timeout=60) as r:
         return json.loads(r.read() or b"{}")
 
@@ -150,11 +192,18 @@ def start_devpi(venv: Path, folder: Path) -> tuple[Running, str]:
     shutil.copytree(_devpi_template(venv), serverdir)
     port = procs.free_port()
     args = [
-        venv / "bin" / "devpi-server", "--serverdir", serverdir,
-        "--host", HOST, "--port", str(port),
+        venv / "bin" / "devpi-server",
+        "--serverdir",
+        serverdir,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
     ]
     started = time.perf_counter()
-    process = procs.spawn(args, folder / "devpi.log", stdout=subprocess.DEVNULL, cwd=folder)
+    process = procs.spawn(
+        args, folder / "devpi.log", stdout=subprocess.DEVNULL, cwd=folder
+    )
     base = f"http://{HOST}:{port}"
     procs.wait_answer(process, base + "/+api", 120, folder / "devpi.log")
     startup = time.perf_counter() - started
@@ -165,8 +214,19 @@ def start_devpi(venv: Path, folder: Path) -> tuple[Running, str]:
 
 def devpi_index(server: Running, token: str, upstream: str, tag: str) -> Running:
     """A new mirror index ``root/<tag>`` of ``upstream`` on a running devpi-server."""
-    _devpi_call(server.base, "PUT", f"/root/{tag}", {"type": "mirror", "mirror_url": upstream}, token)
+    _devpi_call(
+        server.base,
+        "PUT",
+        f"/root/{tag}",
+        {"type": "mirror", "mirror_url": upstream},
+        token,
+    )
     return Running(
-        "devpi", server.base, f"{server.base}/root/{tag}/+simple/", f"/root/{tag}/+simple/{{project}}/",
-        server.processes, startup_s=server.startup_s, owned=False,
+        "devpi",
+        server.base,
+        f"{server.base}/root/{tag}/+simple/",
+        f"/root/{tag}/+simple/{{project}}/",
+        server.processes,
+        startup_s=server.startup_s,
+        owned=False,
     )

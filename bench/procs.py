@@ -152,16 +152,9 @@ def start_announcing(
     return process, int(line.split()[1])
 
 
-def start_daemon(
-    cache: Path,
-    index_url: str,
-    log: Path,
-    timeout: float = 60.0,
-    extra_args: Sequence[str] = (),
-) -> tuple[subprocess.Popen, int]:
-    """Start ``twistd -n pypicache`` (with ``extra_args`` after its own options)
-    on a free port and wait for /health."""
-    process, port, _ = start_daemon_timed(cache, index_url, log, timeout, extra_args)
+def start_daemon(*args: Any, **kwargs: Any) -> tuple[subprocess.Popen, int]:
+    """Start ``twistd -n pypicache`` (see :func:`start_daemon_timed`) and wait for /health."""
+    process, port, _ = start_daemon_timed(*args, **kwargs)
     return process, port
 
 
@@ -173,8 +166,9 @@ def start_daemon_timed(
     extra_args: Sequence[str] = (),
     ready_path: str = "/health",
 ) -> tuple[subprocess.Popen, int, float]:
-    """:func:`start_daemon`, also returning the seconds from spawn to the first
-    200 answer to ``ready_path``."""
+    """Start ``twistd -n pypicache`` (with ``extra_args`` after its own options)
+    on a free port; return it, the port, and the seconds from spawn to the
+    first 200 answer to ``ready_path``."""
     port = free_port()
     twistd = shutil.which("twistd") or "twistd"
     args = [

@@ -21,7 +21,13 @@ def measures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         for kind in ("html", "json"):
             for gz in ("_gz", ""):
                 enc = "gzip" if gz else "identity"
-                rows.append((f"page_{size}_{kind}{gz}", f"{label} page {kind.upper()} {enc}, req/s", HIGHER))
+                rows.append(
+                    (
+                        f"page_{size}_{kind}{gz}",
+                        f"{label} page {kind.upper()} {enc}, req/s",
+                        HIGHER,
+                    )
+                )
     big = f"{cfg['big_bytes'] // (1024 * 1024)} MB"
     delay = cfg["delay_ms"]
     rows += [
@@ -37,18 +43,33 @@ def measures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("startup_empty", "start-up to first answer, empty cache, s", LOWER),
     ]
     for count in cfg["cache_files"]:
-        rows.append((f"startup_{count}_health", f"start-up, {count:,} cached files: /health, s", LOWER))
-        rows.append((f"startup_{count}_page", f"start-up, {count:,} cached files: first page, s", LOWER))
+        rows.append(
+            (
+                f"startup_{count}_health",
+                f"start-up, {count:,} cached files: /health, s",
+                LOWER,
+            )
+        )
+        rows.append(
+            (
+                f"startup_{count}_page",
+                f"start-up, {count:,} cached files: first page, s",
+                LOWER,
+            )
+        )
     rows += [
         ("cpu_small_json_gz", "CPU s per 1,000 req, small page JSON gzip", LOWER),
         ("cpu_many_json_gz", f"CPU s per 1,000 req, {many} page JSON gzip", LOWER),
+        ("single_flight", "upstream fetches of 1 file, 8 cold clients at once", LOWER),
     ]
     return rows
 
 
 def value(figures: dict[str, Any], key: str) -> float | None:
+    if key == "single_flight":
+        return figures.get("single_flight", {}).get("upstream_fetches")
     if key.startswith("startup_") and key != "startup_empty":
-        return figures.get("startup_cached", {}).get(key[len("startup_"):])
+        return figures.get("startup_cached", {}).get(key[len("startup_") :])
     v = figures.get(key)
     return v if isinstance(v, (int, float)) else None
 
@@ -56,6 +77,8 @@ def value(figures: dict[str, Any], key: str) -> float | None:
 def fmt(v: float | None) -> str:
     if v is None:
         return "–"
+    if isinstance(v, int):
+        return f"{v:,}"
     if abs(v) >= 100:
         return f"{v:,.0f}"
     if abs(v) >= 10:
@@ -73,7 +96,13 @@ def table(results: dict[str, Any]) -> str:
     subjects = results["subjects"]
     names = list(subjects)
     peers = [n for n in names if n not in ("nginx", "pypicache")]
-    header = ["measure", *(f"{n} {subjects[n].get('version', '')}".strip() for n in names), "x nginx", "x best peer", "remarks"]
+    header = [
+        "measure",
+        *(f"{n} {subjects[n].get('version', '')}".strip() for n in names),
+        "x nginx",
+        "x best peer",
+        "remarks",
+    ]
     rows = []
     for key, label, better in measures(results):
         values = {n: value(subjects[n], key) for n in names}
@@ -85,13 +114,30 @@ def table(results: dict[str, Any]) -> str:
         if peer_values:
             best = max(peer_values) if better == HIGHER else min(peer_values)
         remarks = "; ".join(
-            f"{n}: {subjects[n]['remarks'][key]}" for n in names if key in subjects[n].get("remarks", {})
+            f"{n}: {subjects[n]['remarks'][key]}"
+            for n in names
+            if key in subjects[n].get("remarks", {})
         )
-        rows.append([label, *(fmt(values[n]) for n in names), ratio(ours, values.get("nginx")), ratio(ours, best), remarks])
+        if key == "single_flight":
+            sf = subjects["pypicache"]["single_flight"]
+            remarks = f"pypicache: {sf['verified']}/{sf['clients']} verified; target 1"
+        rows.append(
+            [
+                label,
+                *(fmt(values[n]) for n in names),
+                ratio(ours, values.get("nginx")),
+                ratio(ours, best),
+                remarks,
+            ]
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(r: list[str]) -> str:
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:-1], widths[1:-1])] + [r[-1]]
+        cells = (
+            [r[0].ljust(widths[0])]
+            + [c.rjust(w) for c, w in zip(r[1:-1], widths[1:-1])]
+            + [r[-1]]
+        )
         return "  ".join(cells).rstrip()
 
     m = results["machine"]
@@ -104,7 +150,9 @@ def table(results: dict[str, Any]) -> str:
     )
     lines = [title, line(header), line(["-" * w for w in widths[:-1]] + ["-------"])]
     lines += [line(r) for r in rows]
-    lines.append("ratios: pypicache's figure / theirs (rates: higher is better; times and CPU: lower is better)")
+    lines.append(
+        "ratios: pypicache's figure / theirs (rates: higher is better; times and CPU: lower is better)"
+    )
     for note in results.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -29,10 +29,8 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,18 +38,17 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import cachetree  # noqa: E402
-import clients  # noqa: E402
-import peers  # noqa: E402
-import procs  # noqa: E402
-import report  # noqa: E402
-import servers  # noqa: E402
-import synthetic  # noqa: E402
-from procs import ACCEPT_HTML, ACCEPT_JSON, HOST, MB  # noqa: E402
-from servers import Running  # noqa: E402
+import clients
+import peers
+import procs
+import report
+import servers
+import synthetic
+from measures import Measures
+from procs import HOST, MB
+from servers import Running
 
 START = time.perf_counter()
-TREE = "bench-root"
 
 
 def sizes(quick: bool) -> dict[str, Any]:
@@ -72,7 +69,7 @@ def sizes(quick: bool) -> dict[str, Any]:
     }
 
 
-class Bench:
+class Bench(Measures):
     """One run: the upstream, its delaying proxy, and the results of each subject."""
 
     def __init__(self, args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -86,40 +83,63 @@ class Bench:
         self.results = results
         self.notes: list[str] = results.setdefault("notes", [])
 
-    def note(self, text: str) -> None:
-        print(f"  NOTE: {text}", flush=True)
-        self.notes.append(text)
-
-    # -- set-up ------------------------------------------------------------------
-
-    def setup(self, wanted_peers: list[str]) -> list[tuple[str, str, Callable[[str, str], Running]]]:
+    def setup(
+        self, wanted_peers: list[str]
+    ) -> list[tuple[str, str, Callable[[str, str], Running]]]:
         """Build and start the upstream; return the subjects: (name, version, start)."""
         self.work.mkdir(parents=True, exist_ok=True)
         if self.runs.exists():
             shutil.rmtree(self.runs)
         self.runs.mkdir()
-        self.manifest = synthetic.build(self.work / f"upstream-{self.cfg['mode']}", self.cfg)
+        self.manifest = synthetic.build(
+            self.work / f"upstream-{self.cfg['mode']}", self.cfg
+        )
         root = self.work / f"upstream-{self.cfg['mode']}"
         if not clients.have_wrk():
-            self.note("wrk is not installed (apt-get install -y wrk): request rates come from the bench's own Python client, which is slower than the servers it measures")
+            self.note(
+                "wrk is not installed (apt-get install -y wrk): request rates come from the bench's own Python client, which is slower than the servers it measures"
+            )
         subjects: list[tuple[str, str, Callable[[str, str], Running]]] = []
         missing = servers.nginx_note()
         if missing is None:
             self.upstream = servers.start_nginx(root, self.runs / "nginx")
             self.upstream.owned = False
-            subjects.append(("nginx", servers.versions().get("nginx", "?"), self.nginx_view))
+            subjects.append(
+                ("nginx", servers.versions().get("nginx", "?"), self.nginx_view)
+            )
         else:
-            self.note(missing + "; the upstream is bench/upstream.py (FakeIndex) instead")
-            process, port = procs.start_upstream(root / "files", self.runs / "upstream.log")
+            self.note(
+                missing
+                + "; the upstream is bench/upstream.py (FakeIndex) instead, whose"
+                " absolute file URLs go around the delaying proxy (only pages are delayed)"
+            )
+            process, port = procs.start_upstream(
+                root / "files", self.runs / "upstream.log"
+            )
             base = f"http://{HOST}:{port}"
-            self.upstream = Running("fakeindex", base, base + "/simple/", "/simple/{project}/", [process], owned=False)
+            self.upstream = Running(
+                "fakeindex",
+                base,
+                base + "/simple/",
+                "/simple/{project}/",
+                [process],
+                owned=False,
+            )
         self.up_port = int(self.upstream.base.rsplit(":", 1)[1])
         process, far_port = procs.start_announcing(
-            [sys.executable, str(BENCH / "delay.py"), str(self.up_port), str(self.cfg["delay_ms"])],
+            [
+                sys.executable,
+                str(BENCH / "delay.py"),
+                str(self.up_port),
+                str(self.cfg["delay_ms"]),
+            ],
             self.runs / "delay.log",
         )
         self.far_url = f"http://{HOST}:{far_port}/simple/"
-        print(f"Upstream {self.upstream.index_url}; {self.cfg['delay_ms']} ms away: {self.far_url}", flush=True)
+        print(
+            f"Upstream {self.upstream.index_url}; {self.cfg['delay_ms']} ms away: {self.far_url}",
+            flush=True,
+        )
         subjects.append(("pypicache", _pypicache_version(), self.pypicache_fresh))
         for name in wanted_peers:
             venv, version = peers.install(name, self.work)
@@ -132,154 +152,20 @@ class Bench:
     def nginx_view(self, upstream: str, tag: str) -> Running:
         """nginx "fresh": the upstream itself (or, far, through the delaying proxy)."""
         base = upstream.rsplit("/simple/", 1)[0]
-        return Running("nginx", base, upstream, "/simple/{project}/", self.upstream.processes, owned=False)
+        return Running(
+            "nginx",
+            base,
+            upstream,
+            "/simple/{project}/",
+            self.upstream.processes,
+            owned=False,
+        )
 
     def pypicache_fresh(self, upstream: str, tag: str) -> Running:
         folder = self.runs / f"pypicache-{tag}"
         return servers.start_pypicache(folder / "cache", upstream, folder)
 
     # -- measures ------------------------------------------------------------------
-
-    def measure(self, name: str, start: Callable[[str, str], Running]) -> dict[str, Any]:
-        """Every measure of one subject; a failing one is noted and skipped."""
-        out: dict[str, Any] = {}
-        tree_count = self.cfg["tree_projects"] + 1
-        scratch = self.runs / "clients" / name
-
-        def step(label: str, fn: Callable[[], None]) -> None:
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 (a peer may fail anywhere)
-                self.note(f"{name}: {label} failed: {e.__class__.__name__}: {str(e)[:300]}")
-                out.setdefault("errors", {})[label] = traceback.format_exc()[-3000:]
-
-        def installs(r: Running, prefix: str, runs: list[tuple[str, Callable[..., tuple[float, int]], str]]) -> None:
-            for key, install, kind in runs:
-                times = []
-                for i in range(self.cfg["install_runs"]):
-                    seconds, count = install(r.index_url, TREE, scratch / f"{prefix}{key}-{i}")
-                    if count != tree_count:
-                        raise RuntimeError(f"{key}: {count} distributions installed, not {tree_count}")
-                    times.append(seconds)
-                out[prefix + key] = round(statistics.median(times), 2)
-                out.setdefault("runs", {})[prefix + key] = [round(t, 2) for t in times]
-                print(f"  {name}: {prefix}{key} {out[prefix + key]:.2f} s ({kind})", flush=True)
-
-        # 1. pip cold and warm, uv warm (proxy warm, fresh uv cache); empty-cache start-up.
-        r = start(self.upstream.index_url, "pip")
-        try:
-            if name != "nginx":
-                out["startup_empty"] = round(r.startup_s or 0.0, 3)
-            step("pip", lambda: installs(r, "", [
-                ("pip_cold", clients.pip_install, "fresh proxy cache"),
-                ("pip_warm", clients.pip_install, "proxy warm"),
-                ("uv_warm", clients.uv_install, "proxy warm, fresh uv cache"),
-            ]))
-        finally:
-            r.stop()
-        # 2. uv cold, then files and pages on the same daemon.
-        r = start(self.upstream.index_url, "serve")
-        try:
-            step("uv", lambda: installs(r, "", [("uv_cold", clients.uv_install, "fresh proxy and uv caches")]))
-            step("files", lambda: self.files(name, r, out))
-            step("pages", lambda: self.pages(name, r, out))
-        finally:
-            r.stop()
-        # 3. the upstream 20 ms away: pip cold and warm.
-        r = start(self.far_url, "far")
-        try:
-            step("far", lambda: installs(r, "far_", [
-                ("pip_cold", clients.pip_install, f"upstream {self.cfg['delay_ms']} ms away"),
-                ("pip_warm", clients.pip_install, f"upstream {self.cfg['delay_ms']} ms away"),
-            ]))
-        finally:
-            r.stop()
-        return out
-
-    def files(self, name: str, r: Running, out: dict[str, Any]) -> None:
-        """The big file cold (through the proxy, sha256 checked) and warm."""
-        big = self.manifest["big"]
-        url = r.file_url("bench-big", big)
-        sampler = None
-        if name == "pypicache":
-            out["rss_idle_mb"] = round(procs.proc_status(r.pids[0])["VmRSS"] / 1024, 1)
-            sampler = procs.RssSampler(r.pids[0])
-            sampler.start()
-        cold = clients.download(url, hash_it=True)
-        if sampler is not None:
-            sampler.stop()
-            out["rss_peak_cold_big_mb"] = round(sampler.peak_kb / 1024, 1)
-        if cold["status"] != 200 or cold["sha256"] != self.manifest["big_sha256"]:
-            raise RuntimeError(f"cold {big}: status {cold['status']}, {cold['bytes']} bytes, sha256 {cold['sha256']}")
-        out["big_cold"] = round(cold["mb_per_s"], 1)
-        if cold["redirects"]:
-            out.setdefault("remarks", {})["big_cold"] = f"redirected to {cold['final_host']}"
-        warm = [clients.download(url) for _ in range(self.cfg["warm_file_runs"])]
-        for w in warm:
-            if w["status"] != 200 or w["bytes"] != cold["bytes"]:
-                raise RuntimeError(f"warm {big}: {w}")
-        out["big_warm"] = round(statistics.median(w["mb_per_s"] for w in warm), 1)
-        if warm[0]["redirects"]:
-            out.setdefault("remarks", {})["big_warm"] = f"redirected to {warm[0]['final_host']}"
-        out.setdefault("runs", {})["big_warm"] = [round(w["mb_per_s"], 1) for w in warm]
-        print(f"  {name}: {big} cold {out['big_cold']} MB/s, warm {out['big_warm']} MB/s", flush=True)
-
-    def pages(self, name: str, r: Running, out: dict[str, Any]) -> None:
-        """Warm pages (small and many-file; HTML and JSON; gzip or not) and a small wheel, with wrk."""
-        targets = []
-        for size, project in (("small", TREE), ("many", "bench-many")):
-            for kind, accept in (("html", ACCEPT_HTML), ("json", ACCEPT_JSON)):
-                for gz in (True, False):
-                    headers = {"Accept": accept, "Accept-Encoding": "gzip" if gz else "identity"}
-                    targets.append((f"page_{size}_{kind}{'_gz' if gz else ''}", r.page_url(project), headers, kind))
-        wheel = r.file_url("bench-many", self.manifest["many_first"])
-        targets.append(("wheel_small", wheel, {"Accept-Encoding": "identity"}, "file"))
-        details = out.setdefault("loads", {})
-        for key, url, headers, kind in targets:
-            status, got, body = clients.get(url, headers)  # makes it warm; what it answers
-            shape = {
-                "status": status,
-                "content_type": got.get("content-type", ""),
-                "content_encoding": got.get("content-encoding", ""),
-                "body_bytes": len(body),
-                "chunked": got.get("transfer-encoding", "") == "chunked",
-            }
-            if status != 200:
-                raise RuntimeError(f"GET {url} {headers}: {status}")
-            if kind == "json" and "json" not in shape["content_type"]:
-                out.setdefault("remarks", {})[key] = f"answered {shape['content_type']}, not JSON"
-            if headers.get("Accept-Encoding") == "gzip" and shape["content_encoding"] != "gzip":
-                out.setdefault("remarks", {})[key] = "not gzipped"
-            cpu0 = r.cpu()
-            result = clients.load(url, headers, self.cfg["connections"], self.cfg["load_seconds"])
-            cpu = r.cpu() - cpu0
-            if result["errors"] or result.get("socket_errors"):
-                out.setdefault("remarks", {})[key] = (
-                    f"{result['errors']} of {result['requests']} answers >= 400 {result.get('socket_errors', '')}".strip()
-                )
-            result["server_cpu_s"] = round(cpu, 2)
-            result["cpu_s_per_1000"] = round(1000 * cpu / result["requests"], 3) if result["requests"] else None
-            details[key] = {**shape, **result}
-            out[key] = result["requests_per_s"]
-            if key in ("page_small_json_gz", "page_many_json_gz"):
-                out["cpu_" + key[5:]] = result["cpu_s_per_1000"]
-            print(
-                f"  {name}: {key} {result['requests_per_s']:,.0f} req/s ({shape['body_bytes']:,} B, "
-                f"{result['errors']} errors, p99 {result['p99_ms']} ms, CPU {result['cpu_s_per_1000']} s/1000)",
-                flush=True,
-            )
-
-    def startup(self) -> dict[str, Any]:
-        """pypicache's start-up to its first answer, on caches of many files."""
-        out: dict[str, Any] = {}
-        for count in self.cfg["cache_files"]:
-            cache = cachetree.build(self.work / f"cache-{count}", count)
-            for what, path in (("health", "/health"), ("page", f"/simple/{cachetree.PRIVATE_PROJECT}/")):
-                r = servers.start_pypicache(cache, self.upstream.index_url, self.runs / f"startup-{count}-{what}", ready_path=path)
-                r.stop()
-                out[f"{count}_{what}"] = round(r.startup_s or 0.0, 3)
-            print(f"  pypicache start-up, {count:,} files in the cache: /health {out[f'{count}_health']} s, first page {out[f'{count}_page']} s", flush=True)
-        return out
 
 
 def _pypicache_version() -> str:
@@ -293,7 +179,11 @@ def _pypicache_version() -> str:
 
 def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Run every measurement, filling ``results`` as it goes (kept if a step fails)."""
-    wanted = [] if args.peers in ("", "none") else [p.strip() for p in args.peers.split(",") if p.strip()]
+    wanted = (
+        []
+        if args.peers in ("", "none")
+        else [p.strip() for p in args.peers.split(",") if p.strip()]
+    )
     unknown = [p for p in wanted if p not in peers.KNOWN]
     if unknown:
         sys.exit(f"unknown peer(s) {unknown}; known: {', '.join(peers.KNOWN)}")
@@ -328,23 +218,40 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     print("pypicache start-up with many files in the cache:", flush=True)
     if "pypicache" in results["subjects"]:
         results["subjects"]["pypicache"]["startup_cached"] = bench.startup()
+        results["subjects"]["pypicache"]["single_flight"] = bench.single_flight()
     results["load_average_end"] = os.getloadavg()
     results["seconds"] = round(time.perf_counter() - START, 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and short loads (a smoke run)")
-    parser.add_argument("--work", default=str(BENCH / "work"), help="work folder (default bench/work)")
-    parser.add_argument("--peers", default="proxpi,devpi", help="peers to compare with, comma-separated, or none (default proxpi,devpi)")
-    parser.add_argument("--seconds", type=float, help="seconds of load per request-rate figure (default 5, 1 with --quick)")
-    parser.add_argument("--runs", type=int, help="installs of each kind, median taken (default 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and short loads (a smoke run)"
+    )
+    parser.add_argument(
+        "--work", default=str(BENCH / "work"), help="work folder (default bench/work)"
+    )
+    parser.add_argument(
+        "--peers",
+        default="proxpi,devpi",
+        help="peers to compare with, comma-separated, or none (default proxpi,devpi)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="seconds of load per request-rate figure (default 5, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--runs", type=int, help="installs of each kind, median taken (default 1)"
+    )
     args = parser.parse_args()
     atexit.register(procs.stop_all)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, procs.on_signal)
     # A --quick run keeps its own file, so it never overwrites the full figures.
-    out = Path(args.work).resolve() / ("results-quick.json" if args.quick else "results.json")
+    out = Path(args.work).resolve() / (
+        "results-quick.json" if args.quick else "results.json"
+    )
     results: dict[str, Any] = {}
     try:
         run(args, results)
@@ -357,11 +264,17 @@ def main() -> None:
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps(results, indent=2) + "\n")
         if isinstance(e, KeyboardInterrupt):
-            print(f"\nInterrupted; processes stopped; partial results in {partial}", file=sys.stderr)
+            print(
+                f"\nInterrupted; processes stopped; partial results in {partial}",
+                file=sys.stderr,
+            )
             sys.exit(130)
         if isinstance(e, SystemExit):
             raise
-        print(f"\nFAILED; processes stopped; partial results in {partial}", file=sys.stderr)
+        print(
+            f"\nFAILED; processes stopped; partial results in {partial}",
+            file=sys.stderr,
+        )
         raise
     finally:
         procs.stop_all()

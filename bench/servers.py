@@ -57,14 +57,19 @@ class Running:
     def file_url(self, project: str, filename: str) -> str:
         """The URL of ``filename`` as this server's own page links it."""
         page = self.page_url(project)
-        status, headers, body = clients.get(page, {"Accept": ACCEPT_JSON, "Accept-Encoding": "identity"})
+        status, headers, body = clients.get(
+            page, {"Accept": ACCEPT_JSON, "Accept-Encoding": "identity"}
+        )
         if status != 200:
             raise RuntimeError(f"{self.name}: GET {page} -> {status}")
         if "json" in headers.get("content-type", ""):
-            urls = [f["url"] for f in json.loads(body)["files"] if f["filename"] == filename]
+            urls = [
+                f["url"] for f in json.loads(body)["files"] if f["filename"] == filename
+            ]
         else:
             urls = [
-                u for u in re.findall(r'href="([^"]+)"', body.decode())
+                u
+                for u in re.findall(r'href="([^"]+)"', body.decode())
                 if urldefrag(u)[0].rsplit("/", 1)[-1] == filename
             ]
         if not urls:
@@ -116,7 +121,9 @@ http {{
 def nginx_note() -> str | None:
     """Why nginx cannot run here, or None."""
     if shutil.which("nginx") is None:
-        return "nginx is not installed (apt-get install -y nginx): its column is skipped"
+        return (
+            "nginx is not installed (apt-get install -y nginx): its column is skipped"
+        )
     return None
 
 
@@ -140,7 +147,11 @@ def start_nginx(root: Path, folder: Path) -> Running:
     base = f"http://{HOST}:{port}"
     procs.wait_answer(process, base + "/simple/", 30, folder / "error.log")
     return Running(
-        "nginx", base, base + "/simple/", "/simple/{project}/", [process],
+        "nginx",
+        base,
+        base + "/simple/",
+        "/simple/{project}/",
+        [process],
         startup_s=time.perf_counter() - started,
     )
 
@@ -149,24 +160,47 @@ def start_nginx(root: Path, folder: Path) -> Running:
 
 
 def start_pypicache(
-    cache: Path, upstream: str, folder: Path, extra_args: list[str] | None = None, ready_path: str = "/health"
+    cache: Path,
+    upstream: str,
+    folder: Path,
+    extra_args: list[str] | None = None,
+    ready_path: str = "/health",
 ) -> Running:
     """``twistd -n pypicache`` on ``cache`` (kept as it is) with ``upstream``."""
     folder.mkdir(parents=True, exist_ok=True)
     process, port, seconds = procs.start_daemon_timed(
-        cache, upstream, folder / "daemon.log", extra_args=extra_args or [], ready_path=ready_path
+        cache,
+        upstream,
+        folder / "daemon.log",
+        extra_args=extra_args or [],
+        ready_path=ready_path,
     )
     base = f"http://{HOST}:{port}"
-    return Running("pypicache", base, base + "/simple/", "/simple/{project}/", [process], startup_s=seconds)
+    return Running(
+        "pypicache",
+        base,
+        base + "/simple/",
+        "/simple/{project}/",
+        [process],
+        startup_s=seconds,
+    )
 
 
 def versions() -> dict[str, Any]:
     out = {}
     if shutil.which("nginx"):
-        v = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr
+        v = subprocess.run(
+            ["nginx", "-v"], capture_output=True, text=True, check=False
+        ).stderr
         out["nginx"] = v.strip().rsplit("/", 1)[-1]
     if clients.have_wrk():
-        v = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-        out["wrk"] = (v.stdout + v.stderr).split()[1] if (v.stdout + v.stderr).split()[1:] else "?"
+        v = subprocess.run(
+            ["wrk", "--version"], capture_output=True, text=True, check=False
+        )
+        out["wrk"] = (
+            (v.stdout + v.stderr).split()[1]
+            if (v.stdout + v.stderr).split()[1:]
+            else "?"
+        )
     out["uv"] = clients.uv_version()
     return out

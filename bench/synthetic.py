@@ -35,10 +35,9 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-
 from packaging.version import Version
-
 from procs import MB
+
 from tests.packages import build_sdist, build_wheel, sha256_of
 
 #: Bump when what build() writes changes, so old work folders are rebuilt.
@@ -121,7 +120,13 @@ def build(directory: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     manifest_path = directory / "manifest.json"
     wanted = {
         k: cfg[k]
-        for k in ("tree_projects", "tree_versions", "many_files", "big_bytes", "medium_bytes")
+        for k in (
+            "tree_projects",
+            "tree_versions",
+            "many_files",
+            "big_bytes",
+            "medium_bytes",
+        )
     }
     wanted["build_version"] = BUILD_VERSION
     if manifest_path.exists():
@@ -145,10 +150,15 @@ def build(directory: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                 requires=tree_requires(i, n),
                 module_body=f"# {tree_name(i)} {version}\n" + "X = 1\n" * 50,
             )
-        build_sdist(files, tree_name(i), cfg["tree_versions"][-1], requires=tree_requires(i, n))
+        build_sdist(
+            files, tree_name(i), cfg["tree_versions"][-1], requires=tree_requires(i, n)
+        )
     t_tree = time.perf_counter() - started
     t0 = time.perf_counter()
-    many = [build_wheel(files, "bench-many", f"{k // 100}.{k % 100}") for k in range(cfg["many_files"])]
+    many = [
+        build_wheel(files, "bench-many", f"{k // 100}.{k % 100}")
+        for k in range(cfg["many_files"])
+    ]
     t_many = time.perf_counter() - t0
     t0 = time.perf_counter()
     big = build_big_wheel(files, "bench-big", "1.0", cfg["big_bytes"])
@@ -234,9 +244,13 @@ def render_pages(files: Path, simple: Path) -> dict[str, int]:
             attrs = ""
             if "core-metadata" in e:
                 value = f"sha256={e['core-metadata']['sha256']}"
-                attrs = f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
+                attrs = (
+                    f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
+                )
             href = html.escape(f"{e['url']}#sha256={e['hashes']['sha256']}")
-            links.append(f'    <a href="{href}"{attrs}>{html.escape(e["filename"])}</a><br />\n')
+            links.append(
+                f'    <a href="{href}"{attrs}>{html.escape(e["filename"])}</a><br />\n'
+            )
         body = (
             '<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" content="1.1">\n'
             f"    <title>Links for {project}</title>\n  </head>\n  <body>\n"
