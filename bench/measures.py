@@ -29,6 +29,9 @@ from tests.packages import sha256_of
 
 TREE = "bench-root"
 
+#: An install client: (index URL, requirement, scratch folder) -> (seconds, count).
+Installer = Callable[[str, str, Path], tuple[float, int]]
+
 
 class Measures:
     """The measuring steps, on a set-up bench."""
@@ -45,106 +48,82 @@ class Measures:
         print(f"  NOTE: {text}", flush=True)
         self.notes.append(text)
 
-    # -- set-up ------------------------------------------------------------------
+    # -- one subject -------------------------------------------------------------
 
     def measure(
         self, name: str, start: Callable[[str, str], Running]
     ) -> dict[str, Any]:
-        """Every measure of one subject; a failing one is noted and skipped."""
+        """Every measure of one subject; a failing one is noted and skipped.
+
+        With ``--runs N`` each stage runs N times, each time on a fresh server,
+        so that every "cold" install is cold; the medians are reported.
+        """
         out: dict[str, Any] = {}
+        times: dict[str, list[float]] = {}
         tree_count = self.cfg["tree_projects"] + 1
         scratch = self.runs / "clients" / name
+        far = f"upstream {self.cfg['delay_ms']} ms away"
 
-        def step(label: str, fn: Callable[[], None]) -> None:
+        def step(label: str, fn: Callable[..., None], *args: Any) -> None:
             try:
-                fn()
+                fn(*args)
             except Exception as e:  # noqa: BLE001 (a peer may fail anywhere)
                 self.note(
                     f"{name}: {label} failed: {e.__class__.__name__}: {str(e)[:300]}"
                 )
                 out.setdefault("errors", {})[label] = traceback.format_exc()[-3000:]
 
-        def installs(
-            r: Running,
-            prefix: str,
-            runs: list[tuple[str, Callable[..., tuple[float, int]], str]],
-        ) -> None:
-            for key, install, kind in runs:
-                times = []
-                for i in range(self.cfg["install_runs"]):
-                    seconds, count = install(
-                        r.index_url, TREE, scratch / f"{prefix}{key}-{i}"
+        def installs(r: Running, kinds: list[tuple[str, Installer, str]]) -> None:
+            for key, install, kind in kinds:
+                n = len(times.get(key, ()))
+                seconds, count = install(r.index_url, TREE, scratch / f"{key}-{n}")
+                if count != tree_count:
+                    raise RuntimeError(
+                        f"{key}: {count} distributions installed, not {tree_count}"
                     )
-                    if count != tree_count:
-                        raise RuntimeError(
-                            f"{key}: {count} distributions installed, not {tree_count}"
-                        )
-                    times.append(seconds)
-                out[prefix + key] = round(statistics.median(times), 2)
-                out.setdefault("runs", {})[prefix + key] = [round(t, 2) for t in times]
-                print(
-                    f"  {name}: {prefix}{key} {out[prefix + key]:.2f} s ({kind})",
-                    flush=True,
-                )
+                times.setdefault(key, []).append(seconds)
+                print(f"  {name}: {key} {seconds:.2f} s ({kind})", flush=True)
 
-        # 1. pip cold and warm, uv warm (proxy warm, fresh uv cache); empty-cache start-up.
-        r = start(self.upstream.index_url, "pip")
-        try:
-            if name != "nginx":
-                out["startup_empty"] = round(r.startup_s or 0.0, 3)
-            step(
-                "pip",
-                lambda: installs(
-                    r,
-                    "",
-                    [
-                        ("pip_cold", clients.pip_install, "fresh proxy cache"),
-                        ("pip_warm", clients.pip_install, "proxy warm"),
-                        ("uv_warm", clients.uv_install, "proxy warm, fresh uv cache"),
-                    ],
-                ),
-            )
-        finally:
-            r.stop()
-        # 2. uv cold, then files and pages on the same daemon.
-        r = start(self.upstream.index_url, "serve")
-        try:
-            step(
-                "uv",
-                lambda: installs(
-                    r,
-                    "",
-                    [("uv_cold", clients.uv_install, "fresh proxy and uv caches")],
-                ),
-            )
-            step("files", lambda: self.files(name, r, out))
-            step("pages", lambda: self.pages(name, r, out))
-        finally:
-            r.stop()
+        runs = self.cfg["install_runs"]
+        # 1. pip cold and warm, uv warm (proxy warm, fresh uv cache); start-up.
+        for i in range(runs):
+            r = start(self.upstream.index_url, f"pip{i}")
+            try:
+                if i == 0 and name != "nginx":
+                    out["startup_empty"] = round(r.startup_s or 0.0, 3)
+                pip = [
+                    ("pip_cold", clients.pip_install, "fresh proxy cache"),
+                    ("pip_warm", clients.pip_install, "proxy warm"),
+                    ("uv_warm", clients.uv_install, "proxy warm, fresh uv cache"),
+                ]
+                step("pip", installs, r, pip)
+            finally:
+                r.stop()
+        # 2. uv cold; after the last one, files and pages on the same server.
+        for i in range(runs):
+            r = start(self.upstream.index_url, f"serve{i}")
+            try:
+                uv = [("uv_cold", clients.uv_install, "fresh proxy and uv caches")]
+                step("uv", installs, r, uv)
+                if i == runs - 1:
+                    step("files", self.files, name, r, out)
+                    step("pages", self.pages, name, r, out)
+            finally:
+                r.stop()
         # 3. the upstream 20 ms away: pip cold and warm.
-        r = start(self.far_url, "far")
-        try:
-            step(
-                "far",
-                lambda: installs(
-                    r,
-                    "far_",
-                    [
-                        (
-                            "pip_cold",
-                            clients.pip_install,
-                            f"upstream {self.cfg['delay_ms']} ms away",
-                        ),
-                        (
-                            "pip_warm",
-                            clients.pip_install,
-                            f"upstream {self.cfg['delay_ms']} ms away",
-                        ),
-                    ],
-                ),
-            )
-        finally:
-            r.stop()
+        for i in range(runs):
+            r = start(self.far_url, f"far{i}")
+            try:
+                pip = [
+                    ("far_pip_cold", clients.pip_install, far),
+                    ("far_pip_warm", clients.pip_install, far),
+                ]
+                step("far", installs, r, pip)
+            finally:
+                r.stop()
+        for key, seconds in times.items():
+            out[key] = round(statistics.median(seconds), 2)
+            out.setdefault("runs", {})[key] = [round(t, 2) for t in seconds]
         return out
 
     def files(self, name: str, r: Running, out: dict[str, Any]) -> None:

@@ -140,6 +140,10 @@ class Bench(Measures):
             f"Upstream {self.upstream.index_url}; {self.cfg['delay_ms']} ms away: {self.far_url}",
             flush=True,
         )
+        # One untimed install of each kind warms the OS caches of pip and uv themselves.
+        warm = self.runs / "clients" / "warm-up"
+        clients.pip_install(self.upstream.index_url, "bench-root", warm)
+        clients.uv_install(self.upstream.index_url, "bench-root", warm)
         subjects.append(("pypicache", _pypicache_version(), self.pypicache_fresh))
         for name in wanted_peers:
             venv, version = peers.install(name, self.work)
