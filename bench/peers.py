@@ -22,13 +22,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import procs
 from procs import HOST
-from servers import Running
+from servers import Running, launch
 
 PACKAGES = {"proxpi": ["proxpi", "gunicorn"], "devpi": ["devpi-server"]}
 KNOWN = tuple(PACKAGES)
@@ -133,19 +132,16 @@ def start_proxpi(venv: Path, upstream: str, folder: Path) -> Running:
         f"{HOST}:{port}",
         "proxpi.server:app",
     ]
-    started = time.perf_counter()
-    process = procs.spawn(
-        args, folder / "gunicorn.log", stdout=subprocess.DEVNULL, env=env, cwd=folder
-    )
-    base = f"http://{HOST}:{port}"
-    procs.wait_answer(process, base + "/health", 60, folder / "gunicorn.log")
-    return Running(
+    return launch(
         "proxpi",
-        base,
-        base + "/index/",
+        args,
+        port,
+        folder / "gunicorn.log",
+        "/health",
+        "/index/",
         "/index/{project}/",
-        [process],
-        startup_s=time.perf_counter() - started,
+        env=env,
+        cwd=folder,
     )
 
 
@@ -200,16 +196,14 @@ def start_devpi(venv: Path, folder: Path) -> tuple[Running, str]:
         "--port",
         str(port),
     ]
-    started = time.perf_counter()
-    process = procs.spawn(
-        args, folder / "devpi.log", stdout=subprocess.DEVNULL, cwd=folder
+    server = launch(
+        "devpi", args, port, folder / "devpi.log", "/+api", "/", "", 120, cwd=folder
     )
-    base = f"http://{HOST}:{port}"
-    procs.wait_answer(process, base + "/+api", 120, folder / "devpi.log")
-    startup = time.perf_counter() - started
-    login = _devpi_call(base, "POST", "/+login", {"user": "root", "password": ""})
+    login = _devpi_call(
+        server.base, "POST", "/+login", {"user": "root", "password": ""}
+    )
     token = base64.b64encode(f"root:{login['result']['password']}".encode()).decode()
-    return Running("devpi", base, base + "/", "", [process], startup_s=startup), token
+    return server, token
 
 
 def devpi_index(server: Running, token: str, upstream: str, tag: str) -> Running:

@@ -77,6 +77,33 @@ class Running:
         return urldefrag(urljoin(page, urls[0].replace("&amp;", "&")))[0]
 
 
+def launch(
+    name: str,
+    args: list[Any],
+    port: int,
+    log: Path,
+    ready_path: str,
+    index_path: str,
+    page_template: str = "/simple/{project}/",
+    timeout: float = 60.0,
+    **kwargs: Any,
+) -> Running:
+    """Start a server process (stderr to ``log``) and wait for a 200 answer to
+    ``ready_path``; its start-up time is from spawn to that answer."""
+    started = time.perf_counter()
+    process = procs.spawn(args, log, stdout=subprocess.DEVNULL, **kwargs)
+    base = f"http://{HOST}:{port}"
+    procs.wait_answer(process, base + ready_path, timeout, log)
+    return Running(
+        name,
+        base,
+        base + index_path,
+        page_template,
+        [process],
+        startup_s=time.perf_counter() - started,
+    )
+
+
 # -- nginx ---------------------------------------------------------------------------
 
 NGINX_CONF = """\
@@ -142,18 +169,7 @@ def start_nginx(root: Path, folder: Path) -> Running:
         for path in [folder, *folder.rglob("*")]:
             os.chown(path, 65534, 65534)
         args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args]
-    started = time.perf_counter()
-    process = procs.spawn(args, folder / "stderr.log", stdout=subprocess.DEVNULL)
-    base = f"http://{HOST}:{port}"
-    procs.wait_answer(process, base + "/simple/", 30, folder / "error.log")
-    return Running(
-        "nginx",
-        base,
-        base + "/simple/",
-        "/simple/{project}/",
-        [process],
-        startup_s=time.perf_counter() - started,
-    )
+    return launch("nginx", args, port, folder / "stderr.log", "/simple/", "/simple/")
 
 
 # -- pypicache -----------------------------------------------------------------------
