@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_proxy -*-
 """What a project looks like from ``/simple/`` (combined) and ``/local/`` (disk only)."""
 
-from typing import Hashable
+from typing import Callable, Hashable
 
 import attrs
 from twisted.logger import Logger
@@ -26,25 +26,62 @@ def local_info(stored: StoredFile) -> DistFile:
     return info
 
 
-def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
+def advertised(
+    f: DistFile, digest_of: Callable[[str], str | None]
+) -> bool | dict[str, str]:
+    """What a page says of the core metadata of an upstream file not stored.
+
+    Every wheel has some (read by ranges, or from the whole wheel, when the
+    upstream offers no ``.metadata``): its sha256 where the upstream or a kept
+    ``.metadata`` gives it, else ``true`` (PEP 658/714: hash unknown).
+    """
+    if isinstance(f.core_metadata, dict) or not f.filename.endswith(".whl"):
+        return f.core_metadata
+    digest = digest_of(f.filename)
+    return {"sha256": digest} if digest is not None else True
+
+
+def _no_digests(filename: str) -> str | None:
+    return None
+
+
+def merge(
+    page: ProjectPage,
+    stored: list[StoredFile],
+    digest_of: Callable[[str], str | None] = _no_digests,
+) -> ProjectPage:
     """The upstream page with what the disk knows added: sizes, metadata, extra files.
 
     A private file replaces an upstream file of the same name (``--mirror-private``).
+    Every wheel offers core metadata (see :func:`advertised`); a stored one
+    with the hash of its own.
+
+    :param digest_of: the sha256 of a kept ``.metadata`` of a file not stored.
     """
     on_disk = {s.info.filename: s for s in stored}
     files = []
     for f in page.files:
         s = on_disk.pop(f.filename, None)
         if s is None:
-            files.append(f)
+            metadata = advertised(f, digest_of)
+            files.append(
+                f
+                if metadata is f.core_metadata
+                else attrs.evolve(f, core_metadata=metadata)
+            )
         elif s.private:
             files.append(local_info(s))
         else:
+            local = local_info(s).core_metadata
             files.append(
                 attrs.evolve(
                     f,
                     size=s.info.size if s.info.size is not None else f.size,
-                    core_metadata=f.core_metadata or local_info(s).core_metadata,
+                    core_metadata=(
+                        local
+                        if isinstance(local, dict)
+                        else advertised(f, digest_of) or local
+                    ),
                 )
             )
     files.extend(local_info(s) for s in on_disk.values())
@@ -79,10 +116,19 @@ class Views:
 
     async def simple(self, project: str) -> tuple[Hashable, ProjectPage]:
         """The combined page: private files, or the upstream's merged with the disk."""
+        key, build = await self.simple_lazily(project)
+        return key, build()
+
+    async def simple_lazily(
+        self, project: str
+    ) -> tuple[Hashable, Callable[[], ProjectPage]]:
+        """:meth:`simple` with the page built only when called: a page rendered
+        before at the same key (see ``RenderCache``) is sent without merging
+        again. Call it before the reactor runs anything else."""
         if self.is_private(project):
             stored = [s for s in self._store.files(project) if s.private]
             page = ProjectPage(name=project, files=tuple(local_info(s) for s in stored))
-            return ("private", project, self._store.generation(project)), page
+            return ("private", project, self._store.generation(project)), lambda: page
         try:
             cached = await self._mirror.pages.get(project)
         except (UpstreamError, NotFound) as e:
@@ -93,15 +139,18 @@ class Views:
                 project=project,
                 reason=e.message,
             )
-            return self.local(project)
-        page = merge(cached.page, self._store.files(project))
-        return (
+            key, local = self.local(project)
+            return key, lambda: local
+        key = (
             "simple",
             project,
             cached.fetched_at,
             cached.etag,
             self._store.generation(project),
-        ), page
+        )
+        return key, lambda: merge(
+            cached.page, self._store.files(project), self._mirror.metadata_digest
+        )
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored file; raises :class:`NotFound` for a private project that lacks it."""

@@ -160,15 +160,20 @@ class InstallerRoutes:
         return name, None
 
     def _send_project(
-        self, request: IRequest, route: str, key: Hashable, page: ProjectPage
+        self,
+        request: IRequest,
+        route: str,
+        name: str,
+        key: Hashable,
+        build: Callable[[], ProjectPage],
     ) -> Any:
-        name = page.name
+        """Send a project page; ``build`` makes it when it must be rendered."""
         return self._send_page(
             request,
             (route, name),
             key,
-            lambda: render_html_page(page, lambda f: file_url(name, f.filename)),
-            lambda: render_json_page(page, lambda f: file_url(name, f.filename)),
+            lambda: render_html_page(build(), lambda f: file_url(name, f.filename)),
+            lambda: render_json_page(build(), lambda f: file_url(name, f.filename)),
         )
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -176,14 +181,16 @@ class InstallerRoutes:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        return self._send_project(request, "local", *self._views.local(name))
+        key, page = self._views.local(name)
+        return self._send_project(request, "local", name, key, lambda: page)
 
     @route("/simple/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     async def simple_page(self, request: IRequest, project: str) -> Any:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        return self._send_project(request, "simple", *await self._views.simple(name))
+        key, build = await self._views.simple_lazily(name)
+        return self._send_project(request, "simple", name, key, build)
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])
