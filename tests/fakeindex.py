@@ -942,13 +942,10 @@ class FakeIndex(Resource):
         corrupt = served_name in self._corrupt
         wanted = request.getHeader("range")
         fault = self._range_faults.get(served_name)
-        if (
-            not is_metadata
-            and wanted is not None
-            and (self.ranges or fault)
-            and fault != "ignore"
-        ):
+        honoured = not is_metadata and (self.ranges or fault) and fault != "ignore"
+        if honoured:
             request.setHeader(b"accept-ranges", b"bytes")
+        if honoured and wanted is not None:
             chosen = _parse_range(wanted, size)
             if chosen is None:
                 source.close()

@@ -1,0 +1,214 @@
+"""
+Cold locks through pypicache against an upstream that offers no ``.metadata``::
+
+    git archive <base-commit> | tar -x -C /tmp/pypicache-base
+    python bench/lazymeta.py --base /tmp/pypicache-base [--rounds 3]
+
+Builds a small synthetic tree in ``bench/work/lazymeta/`` (16 projects, 4
+versions each, wheels of 0.5 to 3 MB of incompressible payload with their
+``METADATA`` near the end as real wheels have it; the four top projects
+conflict on a shared one, so resolvers backtrack), serves it with
+``bench/upstream.py --no-metadata`` (no ``.metadata``, ``Range`` answered), and
+for each client command runs, in alternation: ``direct`` (the client against
+the upstream), ``base`` (``twistd pypicache`` from ``--base``) and ``new``
+(this checkout). Each proxied run starts a daemon on an empty cache (cold),
+then runs the command again against the same daemon with a fresh client cache
+(warm). It prints, per command and variant, the median seconds and the bytes of
+file bodies the upstream sent (with its range and whole-file GETs).
+
+The commands: ``uv pip compile``, ``uv lock`` (a ``pyproject.toml`` project),
+and ``pip install --dry-run`` (pip 23 still downloads the chosen wheels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from run import (  # noqa: E402
+    ROOT,
+    _stop,
+    build_big_wheel,
+    start_daemon,
+    start_upstream,
+    stop_all,
+)
+
+from tests.clients import clean_env, pip_install_args, uv_binary  # noqa: E402
+
+TOPS = ["top-a", "top-b", "top-c", "top-d"]
+MIDS = [f"mid-{i}" for i in range(8)]
+LEAVES = ["shared", "leaf-x", "leaf-y", "leaf-z"]
+
+
+def requires(name: str, version: int) -> list[str]:
+    """Each top needs two mids; top-a 4 needs shared<3 while top-b 4 needs
+    shared>=4 (backtracking); mids need leaves."""
+    if name in TOPS:
+        i = TOPS.index(name)
+        deps = [MIDS[2 * i], MIDS[2 * i + 1]]
+        if name == "top-a" and version == 4:
+            deps.append("shared<3")
+        if name == "top-b" and version == 4:
+            deps.append("shared>=4")
+        return deps
+    if name in MIDS:
+        i = MIDS.index(name)
+        return [LEAVES[i % 4], LEAVES[(i + 1) % 4]]
+    return []
+
+
+def build(directory: Path) -> None:
+    done = directory / "built"
+    if done.exists():
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    for n, name in enumerate(TOPS + MIDS + LEAVES):
+        for version in range(1, 5):
+            size = (500 + (n * 397 + version * 211) % 2500) * 1024
+            build_big_wheel(
+                directory, name, f"{version}.0", size, requires(name, version)
+            )
+    done.write_text("1\n")
+
+
+def stats(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats") as r:
+        return json.loads(r.read())
+
+
+def command(kind: str, index: str, scratch: Path) -> list[str]:
+    if kind == "uv pip compile":
+        (scratch / "req.in").write_text("\n".join(TOPS) + "\n")
+        return [
+            uv_binary(),
+            "pip",
+            "compile",
+            "--no-config",
+            "--index-url",
+            index,
+            "--python",
+            sys.executable,
+            "req.in",
+        ]
+    if kind == "uv lock":
+        deps = ", ".join(f'"{t}"' for t in TOPS)
+        (scratch / "pyproject.toml").write_text(
+            f'[project]\nname = "app"\nversion = "0"\nrequires-python = ">=3.8"\n'
+            f"dependencies = [{deps}]\n"
+        )
+        return [
+            uv_binary(),
+            "lock",
+            "--no-config",
+            "--default-index",
+            index,
+            "--python",
+            sys.executable,
+        ]
+    return pip_install_args(index, TOPS, scratch / "target", ["--dry-run"])
+
+
+def client(kind: str, index: str, upstream: int) -> tuple[float, dict]:
+    """Run one command with a fresh client cache; seconds and the upstream's
+    counters it caused."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="lazymeta-") as tmp:
+        scratch = Path(tmp)
+        args = command(kind, index, scratch)
+        before = stats(upstream)
+        started = time.monotonic()
+        result = subprocess.run(
+            args,
+            env=clean_env(scratch),
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        seconds = time.monotonic() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+        after = stats(upstream)
+    delta = {
+        "bytes": after["file_bytes"] - before["file_bytes"],
+        "ranges": after["range_gets"] - before["range_gets"],
+        "gets": sum(after["file_gets"].values()) - sum(before["file_gets"].values()),
+    }
+    delta["whole"] = delta["gets"] - delta["ranges"]
+    return seconds, delta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, required=True, help="checkout of the base")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    work = BENCH / "work" / "lazymeta"
+    files = work / "files"
+    build(files)
+    upstream, port = start_upstream(
+        files, work / "upstream.log", extra_args=["--no-metadata"]
+    )
+    direct = f"http://127.0.0.1:{port}/simple/"
+    results: dict = {}
+    kinds = ["uv pip compile", "uv lock", "pip install --dry-run"]
+    try:
+        for round in range(args.rounds):
+            for kind in kinds:
+                for variant in ("direct", "base", "new"):
+                    entry = results.setdefault(kind, {}).setdefault(variant, [])
+                    if variant == "direct":
+                        entry.append({"cold": client(kind, direct, port)})
+                        continue
+                    code = args.base if variant == "base" else ROOT
+                    os.environ["PYTHONPATH"] = str(code)
+                    cache = work / f"cache-{variant}"
+                    shutil.rmtree(cache, ignore_errors=True)
+                    daemon, dport = start_daemon(cache, direct, work / f"{variant}.log")
+                    try:
+                        index = f"http://127.0.0.1:{dport}/simple/"
+                        cold = client(kind, index, port)
+                        warm = client(kind, index, port)
+                    finally:
+                        _stop(daemon)
+                    entry.append({"cold": cold, "warm": warm})
+                    print(kind, variant, round, cold, warm, flush=True)
+    finally:
+        stop_all()
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    print()
+    print(
+        f"{'command':24} {'variant':7} {'cold s':>7} {'warm s':>7} "
+        f"{'upstream MB':>11} {'ranges':>6} {'whole':>5}"
+    )
+    for kind, variants in results.items():
+        for variant, runs in variants.items():
+            cold = statistics.median(r["cold"][0] for r in runs)
+            warm = (
+                statistics.median(r["warm"][0] for r in runs)
+                if "warm" in runs[0]
+                else float("nan")
+            )
+            c = runs[-1]["cold"][1]
+            print(
+                f"{kind:24} {variant:7} {cold:7.2f} {warm:7.2f} "
+                f"{c['bytes'] / 1e6:11.2f} {c['ranges']:6d} {c['whole']:5d}"
+            )
+
+
+if __name__ == "__main__":
+    main()
