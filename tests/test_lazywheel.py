@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 import pytest_twisted
-import treq
-from twisted.internet.defer import DeferredList
+from twisted.internet import reactor, task
+from twisted.internet.defer import DeferredList, ensureDeferred
 
 from pypicache.proxy.lazywheel import metadata_from
 from pypicache.proxy.ranges import Missing, Pieces, SparseFile
@@ -49,6 +49,26 @@ def metadata_first_wheel(directory, name: str, size: int) -> "os.PathLike":
     return path
 
 
+def zip64_wheel(directory, name: str) -> "os.PathLike":
+    """A small wheel written with zip64 end records (as zipfile writes them past
+    65,535 members: the limit is lowered while it is written)."""
+    path = directory / f"{name}-1.0-py3-none-any.whl"
+    limit = zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP_FILECOUNT_LIMIT = 2
+    try:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{name}/__init__.py", os.urandom(300_000), zipfile.ZIP_STORED)
+            zf.writestr(
+                f"{name}-1.0.dist-info/METADATA",
+                f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+            )
+            zf.writestr(f"{name}-1.0.dist-info/RECORD", "")
+    finally:
+        zipfile.ZIP_FILECOUNT_LIMIT = limit
+    assert b"PK\x06\x06" in path.read_bytes()[-200:]
+    return path
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """app -> lib (1.0 and 2.0) -> leaf, all wheels; and a wheel with its METADATA up front."""
@@ -65,6 +85,7 @@ def tree(tmp_path_factory):
         ),
         "leaf": build_wheel(d, "leaf", "3.0"),
         "front": metadata_first_wheel(d, "front", 300_000),
+        "wide": zip64_wheel(d, "wide"),
     }
 
 
@@ -74,6 +95,10 @@ async def no_metadata_world(tmp_path, tree, mode="json", ranges=True, **options)
     world.index.offer_metadata = False
     world.index.ranges = ranges
     return world
+
+
+def sleep(seconds):
+    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def wheel_requests(world, filename):
@@ -182,12 +207,17 @@ async def test_every_wheel_offers_core_metadata(tmp_path, tree, mode):
 # -- reading METADATA by ranges --------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["lib2", "front"])
+@pytest.mark.parametrize(
+    "key, mode",
+    [("lib2", "json"), ("front", "json"), ("wide", "json"), ("front", "html")],
+)
 @pytest_twisted.ensureDeferred
-async def test_metadata_read_by_ranges_is_the_wheels_own(tmp_path, tree, key):
-    """The .metadata of an uncached wheel is read with Range requests only (a
-    fraction of the wheel), is byte-identical to its METADATA, and is kept."""
-    world = await no_metadata_world(tmp_path, tree)
+async def test_metadata_read_by_ranges_is_the_wheels_own(tmp_path, tree, key, mode):
+    """The .metadata of an uncached wheel (METADATA near the end, at the start,
+    zip64 records; its size on the page or not, in HTML) is read with Range
+    requests only (a fraction of the wheel), is byte-identical to its METADATA,
+    and is kept."""
+    world = await no_metadata_world(tmp_path, tree, mode)
     try:
         path = tree[key]
         code, content = await get_metadata(world, path)
@@ -243,6 +273,39 @@ async def test_wrong_range_answers_fall_back_to_the_whole_wheel(tmp_path, tree, 
 
 
 @pytest_twisted.ensureDeferred
+async def test_past_the_byte_limit_the_whole_wheel_is_read(tmp_path, tree, monkeypatch):
+    """A wheel that would need more range bytes than the limit is downloaded whole."""
+    import pypicache.proxy.lazywheel
+
+    monkeypatch.setattr(pypicache.proxy.lazywheel, "MAX_FETCHED", 100_000)
+    world = await no_metadata_world(tmp_path, tree)
+    try:
+        path = tree["front"]
+        code, content = await get_metadata(world, path)
+        assert (code, content) == (200, own_metadata(path))
+        assert ("GET", None) in wheel_requests(world, path.name)
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wheel_with_two_dist_info_folders_has_no_metadata(tmp_path, tree):
+    """A wheel the whole-file reader refuses is refused by ranges too: after the
+    whole download, 404, and nothing kept."""
+    path = tmp_path / "two-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for folder in ("two-1.0.dist-info", "other-1.0.dist-info"):
+            zf.writestr(f"{folder}/METADATA", "Metadata-Version: 2.1\nName: two\n")
+    world = await no_metadata_world(tmp_path, {"two": path})
+    try:
+        code, body = await get_metadata(world, path)
+        assert code == 404, body
+        assert not (world.cache / "mirror" / "two" / (path.name + ".metadata")).exists()
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_upstream_faults_answer_502_and_504(tmp_path, tree):
     """A range read that breaks (connection cut) is a 502, one that stalls a 504;
     nothing is kept."""
@@ -274,8 +337,6 @@ async def test_concurrent_clients_share_one_set_of_range_reads(tmp_path, tree):
         await world.daemon.get("simple/front/")
         hold = world.index.hold(path.name)
         requests = [get_metadata(world, path) for _ in range(5)]
-        from twisted.internet.defer import ensureDeferred
-
         answers = DeferredList(
             [ensureDeferred(r) for r in requests], consumeErrors=True
         )
@@ -326,12 +387,6 @@ async def test_the_wheel_arriving_later_is_checked_against_what_was_kept(
             assert await get_metadata(world, path) == (200, own)
     finally:
         await world.stop()
-
-
-def sleep(seconds):
-    from twisted.internet import reactor, task
-
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 # -- real clients ----------------------------------------------------------------
