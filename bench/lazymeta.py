@@ -17,7 +17,11 @@ then runs the command again against the same daemon with a fresh client cache
 file bodies the upstream sent (with its range and whole-file GETs).
 
 The commands: ``uv pip compile``, ``uv lock`` (a ``pyproject.toml`` project),
-and ``pip install --dry-run`` (pip 23 still downloads the chosen wheels).
+and ``pip install --dry-run`` (pip 23 still downloads the chosen wheels); with
+``--lockers BIN`` also ``BIN/poetry lock`` and ``BIN/pdm lock`` (install them
+in a virtual environment of their own: ``python -m venv /tmp/lockers &&
+/tmp/lockers/bin/pip install poetry pdm``). Every client runs with ``HOME``
+and its caches in a fresh temporary folder.
 """
 
 from __future__ import annotations
@@ -89,7 +93,27 @@ def stats(port: int) -> dict:
         return json.loads(r.read())
 
 
-def command(kind: str, index: str, scratch: Path) -> list[str]:
+def project(index: str) -> str:
+    """A ``pyproject.toml`` needing the four tops, with ``index`` as its only
+    source for poetry and pdm (a pdm source named ``pypi`` replaces the default)."""
+    deps = ", ".join(f'"{t}"' for t in TOPS)
+    return (
+        f'[project]\nname = "app"\nversion = "0"\nrequires-python = ">=3.8"\n'
+        f"dependencies = [{deps}]\n\n"
+        f'[[tool.poetry.source]]\nname = "bench"\nurl = "{index}"\n'
+        f'priority = "primary"\n\n'
+        f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{index}"\n'
+    )
+
+
+def command(kind: str, index: str, scratch: Path, lockers: Path | None) -> list[str]:
+    if kind in ("poetry lock", "pdm lock"):
+        assert lockers is not None
+        (scratch / "pyproject.toml").write_text(project(index))
+        tool = kind.split()[0]
+        if tool == "poetry":
+            return [str(lockers / "poetry"), "lock", "--no-interaction"]
+        return [str(lockers / "pdm"), "lock"]
     if kind == "uv pip compile":
         (scratch / "req.in").write_text("\n".join(TOPS) + "\n")
         return [
@@ -104,11 +128,7 @@ def command(kind: str, index: str, scratch: Path) -> list[str]:
             "req.in",
         ]
     if kind == "uv lock":
-        deps = ", ".join(f'"{t}"' for t in TOPS)
-        (scratch / "pyproject.toml").write_text(
-            f'[project]\nname = "app"\nversion = "0"\nrequires-python = ">=3.8"\n'
-            f"dependencies = [{deps}]\n"
-        )
+        (scratch / "pyproject.toml").write_text(project(index))
         return [
             uv_binary(),
             "lock",
@@ -121,14 +141,16 @@ def command(kind: str, index: str, scratch: Path) -> list[str]:
     return pip_install_args(index, TOPS, scratch / "target", ["--dry-run"])
 
 
-def client(kind: str, index: str, upstream: int) -> tuple[float, dict]:
+def client(
+    kind: str, index: str, upstream: int, lockers: Path | None = None
+) -> tuple[float, dict]:
     """Run one command with a fresh client cache; seconds and the upstream's
     counters it caused."""
     import subprocess
 
     with tempfile.TemporaryDirectory(prefix="lazymeta-") as tmp:
         scratch = Path(tmp)
-        args = command(kind, index, scratch)
+        args = command(kind, index, scratch, lockers)
         before = stats(upstream)
         started = time.monotonic()
         result = subprocess.run(
@@ -156,6 +178,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="checkout of the base")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--lockers", type=Path, help="folder with poetry and pdm executables"
+    )
     args = parser.parse_args()
     work = BENCH / "work" / "lazymeta"
     files = work / "files"
@@ -166,13 +191,15 @@ def main() -> None:
     direct = f"http://127.0.0.1:{port}/simple/"
     results: dict = {}
     kinds = ["uv pip compile", "uv lock", "pip install --dry-run"]
+    if args.lockers is not None:
+        kinds += ["poetry lock", "pdm lock"]
     try:
         for round in range(args.rounds):
             for kind in kinds:
                 for variant in ("direct", "base", "new"):
                     entry = results.setdefault(kind, {}).setdefault(variant, [])
                     if variant == "direct":
-                        entry.append({"cold": client(kind, direct, port)})
+                        entry.append({"cold": client(kind, direct, port, args.lockers)})
                         continue
                     code = args.base if variant == "base" else ROOT
                     os.environ["PYTHONPATH"] = str(code)
@@ -181,8 +208,8 @@ def main() -> None:
                     daemon, dport = start_daemon(cache, direct, work / f"{variant}.log")
                     try:
                         index = f"http://127.0.0.1:{dport}/simple/"
-                        cold = client(kind, index, port)
-                        warm = client(kind, index, port)
+                        cold = client(kind, index, port, args.lockers)
+                        warm = client(kind, index, port, args.lockers)
                     finally:
                         _stop(daemon)
                     entry.append({"cold": cold, "warm": warm})
