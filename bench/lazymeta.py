@@ -8,7 +8,8 @@ Builds a small synthetic tree in ``bench/work/lazymeta/`` (16 projects, 4
 versions each, wheels of 0.5 to 3 MB of incompressible payload with their
 ``METADATA`` near the end as real wheels have it; the four top projects
 conflict on a shared one, so resolvers backtrack), serves it with
-``bench/upstream.py --no-metadata`` (no ``.metadata``, ``Range`` answered), and
+``bench/upstream.py --no-metadata`` (no ``.metadata``, ``Range`` answered;
+``--rate MB/s`` sends each file body no faster, as over a real link), and
 for each client command runs, in alternation: ``direct`` (the client against
 the upstream), ``base`` (``twistd pypicache`` from ``--base``) and ``new``
 (this checkout). Each proxied run starts a daemon on an empty cache (cold),
@@ -33,7 +34,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from run import (  # noqa: E402
     ROOT,
     _stop,
     build_big_wheel,
+    run_timed,
     start_daemon,
     start_upstream,
     stop_all,
@@ -146,24 +147,11 @@ def client(
 ) -> tuple[float, dict]:
     """Run one command with a fresh client cache; seconds and the upstream's
     counters it caused."""
-    import subprocess
-
     with tempfile.TemporaryDirectory(prefix="lazymeta-") as tmp:
         scratch = Path(tmp)
         args = command(kind, index, scratch, lockers)
         before = stats(upstream)
-        started = time.monotonic()
-        result = subprocess.run(
-            args,
-            env=clean_env(scratch),
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        seconds = time.monotonic() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+        seconds = run_timed(args, clean_env(scratch), scratch)
         after = stats(upstream)
     delta = {
         "bytes": after["file_bytes"] - before["file_bytes"],
@@ -181,13 +169,15 @@ def main() -> None:
     parser.add_argument(
         "--lockers", type=Path, help="folder with poetry and pdm executables"
     )
+    parser.add_argument(
+        "--rate", type=float, help="MB/s the upstream sends each file body at"
+    )
     args = parser.parse_args()
     work = BENCH / "work" / "lazymeta"
     files = work / "files"
     build(files)
-    upstream, port = start_upstream(
-        files, work / "upstream.log", extra_args=["--no-metadata"]
-    )
+    extra = ["--no-metadata"] + (["--rate", str(args.rate)] if args.rate else [])
+    upstream, port = start_upstream(files, work / "upstream.log", extra_args=extra)
     direct = f"http://127.0.0.1:{port}/simple/"
     results: dict = {}
     kinds = ["uv pip compile", "uv lock", "pip install --dry-run"]

@@ -605,6 +605,29 @@ def replay_install(
 # -- pip ---------------------------------------------------------------------------
 
 
+def run_timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Run a client command to its end; its seconds.
+
+    :raises RuntimeError: it failed (with the end of its output).
+    """
+    started = time.perf_counter()
+    result = subprocess.run(
+        args,
+        check=False,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{args[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return elapsed
+
+
 def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float, int]:
     """A cold, hermetic ``pip install --target``; returns its wall-clock seconds
     and how many distributions it installed."""
@@ -616,21 +639,7 @@ def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float,
         scratch
     )  # no PIP_*/UV_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
     args = pip_install_args(index_url, [requirement], target)
-    started = time.perf_counter()
-    result = subprocess.run(
-        args,
-        check=False,
-        env=env,
-        cwd=scratch,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"pip failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
+    elapsed = run_timed(args, env, scratch)
     installed = len(list(target.glob("*.dist-info")))
     return elapsed, installed
 

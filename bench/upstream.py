@@ -1,13 +1,14 @@
 """
 The benchmark's upstream index, in its own process::
 
-    python bench/upstream.py DIR PORT [--no-metadata]
+    python bench/upstream.py DIR PORT [--no-metadata] [--rate MB/s]
 
 Serves every ``*.whl`` / ``*.tar.gz`` in ``DIR`` with ``tests.fakeindex.FakeIndex``
 in "json" mode (PEP 691 JSON or HTML by ``Accept``, absolute file URLs, PEP 658
 metadata, files streamed from disk) on ``127.0.0.1:PORT`` (``0``: any free port). With ``--no-metadata`` it
 offers no ``.metadata`` files (as many registries and mirrors) and answers
-``Range`` requests with ``206``.
+``Range`` requests with ``206``; with ``--rate`` each file body is sent at that
+many MB/s (a link slower than loopback).
 Once listening it prints one line, ``READY <port>``, on stdout.
 
 ``GET /_stats`` answers JSON counters read from the index's request record:
@@ -19,6 +20,7 @@ Once listening it prints one line, ``READY <port>``, on stdout.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import os
@@ -75,13 +77,19 @@ class StatsIndex(FakeIndex):
 
 
 def main() -> None:
-    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["--no-metadata"]):
-        sys.exit("usage: python bench/upstream.py DIR PORT [--no-metadata]")
-    directory, port = Path(sys.argv[1]), int(sys.argv[2])
+    parser = argparse.ArgumentParser(description="the benchmark's upstream index")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("port", type=int)
+    parser.add_argument("--no-metadata", action="store_true")
+    parser.add_argument("--rate", type=float, help="MB/s per file body")
+    args = parser.parse_args()
+    directory, port = args.directory, args.port
     index = StatsIndex(directory, "json")
-    if sys.argv[3:]:
+    if args.no_metadata:
         index.offer_metadata = False
         index.ranges = True
+    if args.rate:
+        index.rate = args.rate * 1024 * 1024
     for path in sorted(directory.iterdir()):
         if path.name.endswith((".whl", ".tar.gz")):
             index.add(path.name)

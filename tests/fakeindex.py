@@ -213,8 +213,10 @@ class _Sender:
         corrupt: bool,
         clock: IReactorTime | None,
         tally: Callable[[int], None] = lambda n: None,
+        rate: float | None = None,
     ) -> None:
         self._tally = tally
+        self._rate = rate
         self._request = request
         self._source = source
         self._size = size
@@ -269,9 +271,10 @@ class _Sender:
                 if self._corrupt and self._sent == self._size:
                     data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 self._request.write(data)
-                if self._drip and self._sent < self._limit:
+                pause = self._drip or (len(data) / self._rate if self._rate else 0)
+                if pause and self._sent < self._limit:
                     assert self._clock is not None, "drips need FakeIndex.clock"
-                    self._timer = self._clock.callLater(self._drip, self._pump)
+                    self._timer = self._clock.callLater(pause, self._pump)
                     return
             if not self._done and (exhausted or self._sent >= self._limit):
                 self._end()
@@ -388,6 +391,9 @@ class FakeIndex(Resource):
     ranges = False
     #: Advertise and serve the C{.metadata} of wheels added with C{metadata=True}.
     offer_metadata = True
+    #: Bytes per second each file body is sent at (None: as fast as it goes),
+    #: on C{clock}: a slower link than loopback, for benchmarks.
+    rate: float | None = None
     #: C{Cache-Control} sent with pages and with files (as the public index does);
     #: set to None on an instance to send none.
     page_cache_control: str | None = "max-age=600, public"
@@ -974,6 +980,7 @@ class FakeIndex(Resource):
             corrupt=corrupt,
             clock=self.clock,
             tally=tally,
+            rate=self.rate,
         ).start()
 
     def _range_answer(
