@@ -101,6 +101,17 @@ def sleep(seconds):
     return task.deferLater(reactor, seconds, lambda: None)
 
 
+async def kept(world, path):
+    """The ``.metadata`` kept for a wheel, once written (in the background)."""
+    project = path.name.split("-")[0]
+    where = world.cache / "mirror" / project / (path.name + ".metadata")
+    for _ in range(200):
+        if where.exists():
+            return where
+        await sleep(0.02)
+    raise AssertionError(f"{where} was never written")
+
+
 def wheel_requests(world, filename):
     """The upstream's requests for the wheel itself: (method, Range header or None)."""
     return [
@@ -228,9 +239,8 @@ async def test_metadata_read_by_ranges_is_the_wheels_own(tmp_path, tree, key, mo
         if key == "front":  # METADATA far from the tail: more than one range
             assert len(asked) > 1
         assert world.index.bytes_sent[path.name] < path.stat().st_size / 2
+        assert (await kept(world, path)).read_bytes() == content
         project = path.name.split("-")[0]
-        kept = world.cache / "mirror" / project / (path.name + ".metadata")
-        assert kept.read_bytes() == content
         assert not (world.cache / "mirror" / project / path.name).exists()
         # Served from disk afterwards.
         before = len(world.index.requests)
@@ -370,9 +380,9 @@ async def test_the_wheel_arriving_later_is_checked_against_what_was_kept(
             project = path.name.split("-")[0]
             code, content = await get_metadata(world, path)
             assert code == 200
-            kept = world.cache / "mirror" / project / (path.name + ".metadata")
+            kept_file = await kept(world, path)
             if tamper:
-                kept.write_bytes(b"Metadata-Version: 2.1\nName: wrong\n")
+                kept_file.write_bytes(b"Metadata-Version: 2.1\nName: wrong\n")
             response = await world.daemon.get(f"packages/{project}/{path.name}")
             assert await response.content() == path.read_bytes()
             for _ in range(100):  # checked in a thread after the wheel is stored
@@ -382,7 +392,7 @@ async def test_the_wheel_arriving_later_is_checked_against_what_was_kept(
                     break
                 await sleep(0.05)
             own = own_metadata(path)
-            assert kept.read_bytes() == own
+            assert kept_file.read_bytes() == own
             assert info["core_metadata"] == {"sha256": hashlib.sha256(own).hexdigest()}
             assert await get_metadata(world, path) == (200, own)
     finally:

@@ -35,6 +35,7 @@ class Mirror:
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
     _digests: dict[str, str] = attrs.field(factory=dict)
+    _keeping: dict[str, bytes] = attrs.field(factory=dict)
     #: Most sha256 digests of ``.metadata`` files kept ahead of their archives.
     max_digests: int = 100_000
 
@@ -231,6 +232,9 @@ class Mirror:
             caching downloads files itself, and says which it fetched).
         :raises NotFound: neither the archive nor the upstream can give it.
         """
+        being_kept = self._keeping.get(filename)
+        if being_kept is not None:
+            return being_kept
         path = self._store.metadata_file(project, filename)
         if path is not None:
             content = path.getContent()
@@ -279,7 +283,7 @@ class Mirror:
                     reason=str(e),
                 )
             else:
-                await self._keep(project, filename, content)
+                self._keep_later(project, filename, content)
                 return content
         if not whole:
             raise NotFound(f"No core metadata for {filename!r} short of the whole file")
@@ -303,8 +307,22 @@ class Mirror:
             ):
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
-        await self._keep(project, filename, content)
+        self._keep_later(project, filename, content)
         return content
+
+    def _keep_later(self, project: str, filename: str, content: bytes) -> None:
+        """Keep core metadata without making its client wait for the disk
+        (``fsync``); it is served from memory until it is written."""
+        self._keeping[filename] = content
+        if self._store.find(project, filename) is None:
+            self._remember(filename, content)
+        d = Deferred.fromCoroutine(self._keep(project, filename, content))
+        d.addErrback(
+            lambda failure: log.failure(
+                "Keeping the metadata of {filename} failed", failure, filename=filename
+            )
+        )
+        d.addBoth(lambda _: self._keeping.pop(filename, None))
 
     async def _keep(self, project: str, filename: str, content: bytes) -> None:
         """Keep core metadata ahead of its archive (a failure is logged: the
@@ -319,9 +337,6 @@ class Mirror:
             )
         except Exception as e:
             _not_kept(filename, e)
-            return
-        if self._store.find(project, filename) is None:
-            self._remember(filename, content)
 
 
 def _own_and_kept(stored: StoredFile) -> tuple[bytes | None, bytes | None]:
