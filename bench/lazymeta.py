@@ -170,6 +170,9 @@ def main() -> None:
         "--lockers", type=Path, help="folder with poetry and pdm executables"
     )
     parser.add_argument(
+        "--commands", help="comma-separated commands to run (default: all)"
+    )
+    parser.add_argument(
         "--rate", type=float, help="MB/s the upstream sends each file body at"
     )
     args = parser.parse_args()
@@ -183,6 +186,8 @@ def main() -> None:
     kinds = ["uv pip compile", "uv lock", "pip install --dry-run"]
     if args.lockers is not None:
         kinds += ["poetry lock", "pdm lock"]
+    if args.commands:
+        kinds = [k for k in kinds if k in args.commands.split(",")]
     try:
         for round in range(args.rounds):
             for kind in kinds:
