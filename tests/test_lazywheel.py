@@ -12,8 +12,10 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import DeferredList, ensureDeferred
 
+from pypicache.index.model import DistFile
 from pypicache.proxy.lazywheel import metadata_from
 from pypicache.proxy.ranges import Missing, Pieces, SparseFile
+from pypicache.proxy.views import advertised
 from tests.clients import clean_env, pip_install, run, uv_binary
 from tests.daemon import start_world
 from tests.packages import build_wheel
@@ -181,6 +183,21 @@ def test_sparse_file_seeks_like_a_file():
 
 
 # -- pages ---------------------------------------------------------------------
+
+
+def test_what_pages_offer_of_core_metadata():
+    """Every wheel offers core metadata (its hash when known, the upstream's
+    first); an sdist only what the upstream offers."""
+    digests = {"w-2.0-py3-none-any.whl": "d" * 64}.get
+    wheel = DistFile("w-1.0-py3-none-any.whl")
+    assert advertised(wheel, digests) is True
+    assert advertised(DistFile("w-2.0-py3-none-any.whl"), digests) == {
+        "sha256": "d" * 64
+    }
+    upstream = DistFile("w-2.0-py3-none-any.whl", core_metadata={"sha256": "u" * 64})
+    assert advertised(upstream, digests) == {"sha256": "u" * 64}
+    assert advertised(DistFile("s-1.0.tar.gz"), digests) is False
+    assert advertised(DistFile("s-1.0.tar.gz", core_metadata=True), digests) is True
 
 
 @pytest.mark.parametrize("mode", ["html", "json"])

@@ -29,46 +29,35 @@ def local_info(stored: StoredFile) -> DistFile:
 def advertised(
     f: DistFile, digest_of: Callable[[str], str | None]
 ) -> bool | dict[str, str]:
-    """What a page says of the core metadata of an upstream file not stored.
+    """What a page says of the core metadata of a file.
 
     Every wheel has some (read by ranges, or from the whole wheel, when the
-    upstream offers no ``.metadata``): its sha256 where the upstream or a kept
-    ``.metadata`` gives it, else ``true`` (PEP 658/714: hash unknown).
+    upstream offers no ``.metadata``): its sha256 where the upstream, the
+    stored wheel or a kept ``.metadata`` gives it, else ``true`` (PEP 658/714:
+    hash unknown).
+
+    :param digest_of: the sha256 of a kept ``.metadata`` of a file not stored.
     """
-    if isinstance(f.core_metadata, dict) or not f.filename.endswith(".whl"):
+    if isinstance(f.core_metadata, dict):
         return f.core_metadata
-    digest = digest_of(f.filename)
-    return {"sha256": digest} if digest is not None else True
+    if f.core_metadata or f.filename.endswith(".whl"):
+        digest = digest_of(f.filename)
+        return {"sha256": digest} if digest is not None else True
+    return False
 
 
-def _no_digests(filename: str) -> str | None:
-    return None
-
-
-def merge(
-    page: ProjectPage,
-    stored: list[StoredFile],
-    digest_of: Callable[[str], str | None] = _no_digests,
-) -> ProjectPage:
+def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
     """The upstream page with what the disk knows added: sizes, metadata, extra files.
 
     A private file replaces an upstream file of the same name (``--mirror-private``).
-    Every wheel offers core metadata (see :func:`advertised`); a stored one
-    with the hash of its own.
-
-    :param digest_of: the sha256 of a kept ``.metadata`` of a file not stored.
+    A stored wheel's own metadata hash wins over the upstream's.
     """
     on_disk = {s.info.filename: s for s in stored}
     files = []
     for f in page.files:
         s = on_disk.pop(f.filename, None)
         if s is None:
-            metadata = advertised(f, digest_of)
-            files.append(
-                f
-                if metadata is f.core_metadata
-                else attrs.evolve(f, core_metadata=metadata)
-            )
+            files.append(f)
         elif s.private:
             files.append(local_info(s))
         else:
@@ -78,9 +67,7 @@ def merge(
                     f,
                     size=s.info.size if s.info.size is not None else f.size,
                     core_metadata=(
-                        local
-                        if isinstance(local, dict)
-                        else advertised(f, digest_of) or local
+                        local if isinstance(local, dict) else f.core_metadata or local
                     ),
                 )
             )
@@ -148,9 +135,11 @@ class Views:
             cached.etag,
             self._store.generation(project),
         )
-        return key, lambda: merge(
-            cached.page, self._store.files(project), self._mirror.metadata_digest
-        )
+        return key, lambda: merge(cached.page, self._store.files(project))
+
+    def offered(self, f: DistFile) -> bool | dict[str, str]:
+        """What ``/simple/`` pages say of a file's core metadata (see :func:`advertised`)."""
+        return advertised(f, self._mirror.metadata_digest)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored file; raises :class:`NotFound` for a private project that lacks it."""

@@ -11,7 +11,7 @@ import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.errors import MethodNotAllowed, NotFound
-from pypicache.index.model import ProjectPage
+from pypicache.index.model import DistFile, MetadataOf, ProjectPage
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
 from pypicache.index.simple import (
     JSON_TYPE,
@@ -166,14 +166,19 @@ class InstallerRoutes:
         name: str,
         key: Hashable,
         build: Callable[[], ProjectPage],
+        offer: MetadataOf = DistFile.recorded_metadata,
     ) -> Any:
         """Send a project page; ``build`` makes it when it must be rendered."""
+
+        def url_for(f: DistFile) -> str:
+            return file_url(name, f.filename)
+
         return self._send_page(
             request,
             (route, name),
             key,
-            lambda: render_html_page(build(), lambda f: file_url(name, f.filename)),
-            lambda: render_json_page(build(), lambda f: file_url(name, f.filename)),
+            lambda: render_html_page(build(), url_for, offer),
+            lambda: render_json_page(build(), url_for, offer),
         )
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -190,7 +195,9 @@ class InstallerRoutes:
         if moved is not None:
             return moved
         key, build = await self._views.simple_lazily(name)
-        return self._send_project(request, "simple", name, key, build)
+        return self._send_project(
+            request, "simple", name, key, build, self._views.offered
+        )
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])
