@@ -114,10 +114,8 @@ class SparseFile(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: 0}[whence]
-        if whence == io.SEEK_END:
-            base = self._pieces.size
-        position = base + offset
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._position}
+        position = bases.get(whence, self._pieces.size) + offset
         if position < 0:
             raise OSError("seek before the start of the file")
         self._position = position
@@ -128,8 +126,3 @@ class SparseFile(io.RawIOBase):
         data = self._pieces.read(self._position, end)
         self._position += len(data)
         return data
-
-    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
