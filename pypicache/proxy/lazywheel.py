@@ -157,6 +157,9 @@ async def read_metadata(
             pieces.add(got, data)
         except BadRequest as e:
             raise CannotRange(e.message) from None
+        except Exception as e:
+            # The whole-file path is the safe one for anything unforeseen.
+            raise CannotRange(f"{e.__class__.__name__}: {str(e)[:200]}") from None
         else:
             log.info(
                 "Read the METADATA of {filename} with {requests} range requests "
