@@ -1,7 +1,7 @@
 """
 Cold locks through pypicache against an upstream that offers no ``.metadata``::
 
-    git archive <base-commit> | tar -x -C /tmp/pypicache-base
+    mkdir -p /tmp/pypicache-base && git archive <base-commit> | tar -x -C /tmp/pypicache-base
     python bench/lazymeta.py --base /tmp/pypicache-base [--rounds 3]
 
 Builds a small synthetic tree in ``bench/work/lazymeta/`` (16 projects, 4
