@@ -257,7 +257,11 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def _timed(args: list[str], env: dict[str, str], cwd: Path, what: str) -> float:
+def run_timed(args: list[str], env: dict[str, str], cwd: Path, what: str = "") -> float:
+    """Run a client command to its end; its seconds.
+
+    :raises RuntimeError: it failed (with the end of its output).
+    """
     started = time.perf_counter()
     result = subprocess.run(
         args, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=900
@@ -265,7 +269,7 @@ def _timed(args: list[str], env: dict[str, str], cwd: Path, what: str) -> float:
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(
-            f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"{what or args[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return elapsed
 
@@ -278,7 +282,7 @@ def pip_install(index_url: str, requirement: str, scratch: Path) -> tuple[float,
     env = clean_env(
         scratch
     )  # no PIP_* from here, PIP_CONFIG_FILE=/dev/null, HOME in scratch
-    elapsed = _timed(
+    elapsed = run_timed(
         pip_install_args(index_url, [requirement], target), env, scratch, "pip"
     )
     return elapsed, len(list(target.glob("*.dist-info")))
@@ -308,7 +312,7 @@ def uv_install(index_url: str, requirement: str, scratch: Path) -> tuple[float, 
         "copy",
         requirement,
     ]
-    elapsed = _timed(args, env, scratch, "uv")
+    elapsed = run_timed(args, env, scratch, "uv")
     return elapsed, len(list(target.glob("*.dist-info")))
 
 

@@ -28,6 +28,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from packaging.utils import (
@@ -60,7 +61,9 @@ def tree_requires(i: int, n: int) -> list[str]:
     return [f"{tree_name(d)}>=1.0" for d in deps] + extra
 
 
-def build_big_wheel(directory: Path, name: str, version: str, size: int) -> Path:
+def build_big_wheel(
+    directory: Path, name: str, version: str, size: int, requires: Sequence[str] = ()
+) -> Path:
     """A wheel whose payload is ``size`` random (incompressible) bytes, ZIP_STORED.
 
     Written in 1 MB chunks, never held in memory, with a correct RECORD.
@@ -100,7 +103,9 @@ def build_big_wheel(directory: Path, name: str, version: str, size: int) -> Path
         record.append(f"{mod}/payload.bin,sha256={b64(digest.digest())},{size}")
         small(
             f"{dist_info}/METADATA",
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: big\n\n".encode(),
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: big\n".encode()
+            + "".join(f"Requires-Dist: {r}\n" for r in requires).encode()
+            + b"\n",
         )
         small(
             f"{dist_info}/WHEEL",

@@ -1,20 +1,26 @@
 """
 The benchmark's upstream index, in its own process::
 
-    python bench/upstream.py DIR PORT
+    python bench/upstream.py DIR PORT [--no-metadata] [--rate MB/s]
 
 Serves every ``*.whl`` / ``*.tar.gz`` in ``DIR`` with ``tests.fakeindex.FakeIndex``
 in "json" mode (PEP 691 JSON or HTML by ``Accept``, absolute file URLs, PEP 658
-metadata, files streamed from disk) on ``127.0.0.1:PORT`` (``0``: any free port).
+metadata, files streamed from disk) on ``127.0.0.1:PORT`` (``0``: any free port). With ``--no-metadata`` it
+offers no ``.metadata`` files (as many registries and mirrors) and answers
+``Range`` requests with ``206``; with ``--rate`` each file body is sent at that
+many MB/s (a link slower than loopback).
 Once listening it prints one line, ``READY <port>``, on stdout.
 
 ``GET /_stats`` answers JSON counters read from the index's request record:
 ``{"requests": N, "file_gets": {filename: n}, "metadata_gets": {...},
-"page_gets": {project: n}}`` (GETs only; ``HEAD`` is not a fetch).
+"page_gets": {project: n}, "range_gets": N, "file_bytes": N}`` (GETs only;
+``HEAD`` is not a fetch; ``file_gets`` counts range requests too,
+``file_bytes`` is the bytes of file bodies sent).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import os
@@ -46,9 +52,11 @@ class StatsIndex(FakeIndex):
         files: collections.Counter[str] = collections.Counter()
         metadata: collections.Counter[str] = collections.Counter()
         pages: collections.Counter[str] = collections.Counter()
+        ranges = 0
         for r in self.requests:
             if r.method != "GET":
                 continue
+            ranges += "range" in r.headers
             path = unquote(r.path.split("?", 1)[0])
             if path.startswith("/files/"):
                 name = path[len("/files/") :]
@@ -63,14 +71,25 @@ class StatsIndex(FakeIndex):
             "file_gets": dict(files),
             "metadata_gets": dict(metadata),
             "page_gets": dict(pages),
+            "range_gets": ranges,
+            "file_bytes": self.total_bytes_sent(),
         }
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        sys.exit("usage: python bench/upstream.py DIR PORT")
-    directory, port = Path(sys.argv[1]), int(sys.argv[2])
+    parser = argparse.ArgumentParser(description="the benchmark's upstream index")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("port", type=int)
+    parser.add_argument("--no-metadata", action="store_true")
+    parser.add_argument("--rate", type=float, help="MB/s per file body")
+    args = parser.parse_args()
+    directory, port = args.directory, args.port
     index = StatsIndex(directory, "json")
+    if args.no_metadata:
+        index.offer_metadata = False
+        index.ranges = True
+    if args.rate:
+        index.rate = args.rate * 1024 * 1024
     for path in sorted(directory.iterdir()):
         if path.name.endswith((".whl", ".tar.gz")):
             index.add(path.name)

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-
 #: Longest message sent back: error bodies may quote what a client sent.
 MAX_MESSAGE = 1000
 

@@ -24,8 +24,13 @@ A non-normalized or slash-less project URL gets a 301 to C{/simple/<normalized>/
 an unknown project a 404.  Pages carry an ETag and a Last-Modified and answer 304
 to C{If-None-Match} (or, without it, C{If-Modified-Since}); every L{FakeIndex.add} or
 L{FakeIndex.remove} makes a new ETag and a later Last-Modified.  Files are sent with
-C{Content-Length} and C{application/octet-stream}, no C{Content-Encoding}, no Range
-support (always 200 with the whole file, no C{Accept-Ranges}).
+C{Content-Length} and C{application/octet-stream}, no C{Content-Encoding}.  By
+default C{Range} is ignored (200 with the whole file, no C{Accept-Ranges}); with
+C{ranges = True} a single range of a dist file (C{bytes=a-b}, C{a-}, C{-n}) gets
+a 206 with C{Content-Range} (416 if unsatisfiable), and L{FakeIndex.range_fault}
+makes one file's range answers wrong.  With C{offer_metadata = False} no page
+advertises a C{.metadata} and none is served, whatever L{FakeIndex.add} said.
+Bytes of file bodies sent are counted by served name in C{bytes_sent}.
 
 Every request is recorded in L{FakeIndex.requests}.  Faults (L{FakeIndex.corrupt},
 L{FakeIndex.truncate}, L{FakeIndex.die_midway}, L{FakeIndex.reset_midway},
@@ -207,7 +212,11 @@ class _Sender:
         delivery: _Delivery,
         corrupt: bool,
         clock: IReactorTime | None,
+        tally: Callable[[int], None] = lambda n: None,
+        rate: float | None = None,
     ) -> None:
+        self._tally = tally
+        self._rate = rate
         self._request = request
         self._source = source
         self._size = size
@@ -258,12 +267,14 @@ class _Sender:
                     exhausted = True
                     break
                 self._sent += len(data)
+                self._tally(len(data))
                 if self._corrupt and self._sent == self._size:
                     data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 self._request.write(data)
-                if self._drip and self._sent < self._limit:
+                pause = self._drip or (len(data) / self._rate if self._rate else 0)
+                if pause and self._sent < self._limit:
                     assert self._clock is not None, "drips need FakeIndex.clock"
-                    self._timer = self._clock.callLater(self._drip, self._pump)
+                    self._timer = self._clock.callLater(pause, self._pump)
                     return
             if not self._done and (exhausted or self._sent >= self._limit):
                 self._end()
@@ -376,6 +387,13 @@ class FakeIndex(Resource):
     """
 
     isLeaf = True
+    #: Honour C{Range} on dist files (206); False: ignore it (200, whole file).
+    ranges = False
+    #: Advertise and serve the C{.metadata} of wheels added with C{metadata=True}.
+    offer_metadata = True
+    #: Bytes per second each file body is sent at (None: as fast as it goes),
+    #: on C{clock}: a slower link than loopback, for benchmarks.
+    rate: float | None = None
     #: C{Cache-Control} sent with pages and with files (as the public index does);
     #: set to None on an instance to send none.
     page_cache_control: str | None = "max-age=600, public"
@@ -406,6 +424,8 @@ class FakeIndex(Resource):
         self._tick = 0
         self._forbidden = False
         self._corrupt: set[str] = set()
+        self._range_faults: dict[str, str] = {}
+        self.bytes_sent: dict[str, int] = {}
         self._deliveries: dict[str, _Delivery] = {}  # served name -> delivery
         self._page_deliveries: dict[str, _Delivery] = {}  # project -> delivery
         self._page_bodies: dict[str, tuple[int, dict[str, str], bytes]] = {}
@@ -521,6 +541,24 @@ class FakeIndex(Resource):
     def corrupt(self, filename: str) -> None:
         """Serve C{filename} with its last byte flipped: same length, wrong hash."""
         self._corrupt.add(filename)
+
+    def range_fault(self, filename: str, kind: str | None) -> None:
+        """Answer ranges of C{filename} wrongly (None: rightly again).
+
+        C{"ignore"}: 200 with the whole file; C{"shifted"}: the range one byte
+        later (and says so); C{"short"}: the C{Content-Range} asked for but
+        half the bytes (a matching C{Content-Length}); C{"unlabelled"}: no
+        C{Content-Range}; C{"size"}: a C{Content-Range} total one byte more
+        than the file; C{"flip"}: the right range with its 101st byte flipped.
+        """
+        if kind is None:
+            self._range_faults.pop(filename, None)
+        else:
+            self._range_faults[filename] = kind
+
+    def total_bytes_sent(self) -> int:
+        """Bytes of file bodies (archives and C{.metadata}) sent in all."""
+        return sum(self.bytes_sent.values())
 
     def truncate(self, filename: str) -> None:
         """Send the full C{Content-Length} but half the body, then close cleanly."""
@@ -816,7 +854,7 @@ class FakeIndex(Resource):
                 attrs_.append(
                     f'data-requires-python="{html.escape(d.requires_python)}"'
                 )
-            if d.metadata_sha256 is not None:
+            if d.metadata_sha256 is not None and self.offer_metadata:
                 attrs_.append(f'data-core-metadata="sha256={d.metadata_sha256}"')
                 attrs_.append(f'data-dist-info-metadata="sha256={d.metadata_sha256}"')
             if d.yanked:
@@ -844,7 +882,7 @@ class FakeIndex(Resource):
         for d in dists:
             meta = (
                 f'{{"sha256": "{d.metadata_sha256}"}}'
-                if d.metadata_sha256 is not None
+                if d.metadata_sha256 is not None and self.offer_metadata
                 else "false"
             )
             upload = (
@@ -880,7 +918,9 @@ class FakeIndex(Resource):
         if served_name.endswith(".metadata"):
             filename, is_metadata = served_name.removesuffix(".metadata"), True
         dist = self._dists.get(filename)
-        if dist is None or (is_metadata and dist.metadata is None):
+        if dist is None or (
+            is_metadata and (dist.metadata is None or not self.offer_metadata)
+        ):
             return self._plain(request, 404, f"no file {served_name}")
         hold = self._file_holds.get(served_name)
         if hold is not None:
@@ -903,21 +943,90 @@ class FakeIndex(Resource):
         else:
             source, size = open(dist.path, "rb"), dist.size
         request.setHeader(b"content-type", b"application/octet-stream")
-        request.setHeader(b"content-length", str(size).encode())
         if self.file_cache_control:
             request.setHeader(b"cache-control", self.file_cache_control.encode())
+        corrupt = served_name in self._corrupt
+        wanted = request.getHeader("range")
+        fault = self._range_faults.get(served_name)
+        honoured = not is_metadata and (self.ranges or fault) and fault != "ignore"
+        if honoured:
+            request.setHeader(b"accept-ranges", b"bytes")
+        if honoured and wanted is not None:
+            chosen = _parse_range(wanted, size)
+            if chosen is None:
+                source.close()
+                request.setResponseCode(416)
+                request.setHeader(b"content-range", f"bytes */{size}".encode())
+                request.setHeader(b"content-length", b"0")
+                request.finish()
+                return
+            source, size, corrupt = self._range_answer(
+                request, source, size, chosen, fault
+            )
+        request.setHeader(b"content-length", str(size).encode())
         if request.method == b"HEAD" or size == 0:
             source.close()
             request.finish()
             return
+
+        def tally(n: int) -> None:
+            self.bytes_sent[served_name] = self.bytes_sent.get(served_name, 0) + n
+
         _Sender(
             request,
             source,
             size,
             delivery=self._deliveries.get(served_name, _Delivery()),
-            corrupt=served_name in self._corrupt,
+            corrupt=corrupt,
             clock=self.clock,
+            tally=tally,
+            rate=self.rate,
         ).start()
+
+    def _range_answer(
+        self,
+        request: Request,
+        source: BinaryIO,
+        total: int,
+        chosen: tuple[int, int],
+        fault: str | None,
+    ) -> tuple[BinaryIO, int, bool]:
+        """Set up a 206 for bytes C{chosen} (with C{fault}); the body's source and size."""
+        first, last = chosen
+        if fault == "shifted" and last + 1 < total:
+            first, last = first + 1, last + 1
+        source.seek(first)
+        body = source.read(last - first + 1)
+        source.close()
+        if fault == "flip":
+            at = min(100, len(body) - 1)
+            body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1 :]
+        label = f"bytes {first}-{last}/{total + 1 if fault == 'size' else total}"
+        if fault == "short":
+            body = body[: len(body) // 2]
+        request.setResponseCode(206)
+        if fault != "unlabelled":
+            request.setHeader(b"content-range", label.encode())
+        return io.BytesIO(body), len(body), False
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte of a single C{bytes=} range, or None if unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec or size == 0:
+        return None
+    first_text, _, last_text = spec.strip().partition("-")
+    try:
+        if not first_text:
+            length = int(last_text)
+            return (max(0, size - length), size - 1) if length > 0 else None
+        first = int(first_text)
+        last = int(last_text) if last_text else size - 1
+    except ValueError:
+        return None
+    if first >= size or last < first:
+        return None
+    return first, min(last, size - 1)
 
 
 # -- running it on the real reactor -------------------------------------------

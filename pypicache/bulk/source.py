@@ -132,9 +132,9 @@ class Lookups:
     async def _read_metadata(self, project: str, file: DistFile) -> DistMetadata:
         if file.filename.endswith(".whl"):
             try:
-                raw = await self._mirror.metadata(project, file.filename)
+                raw = await self._mirror.metadata(project, file.filename, whole=False)
             except PypicacheError:
-                # No PEP 658 metadata: read it from the wheel itself.
+                # No PEP 658 metadata, no ranges: read it from the wheel itself.
                 stored = await self._fetch(project, file.filename)
                 raw = await self._run_blocking(read_wheel_metadata, stored.path.path)
                 if raw is None:

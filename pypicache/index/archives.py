@@ -153,20 +153,22 @@ class Archive:
     """A wheel or sdist opened for bounded reads (a context manager; blocking).
 
     The format follows the filename: ``.whl`` and ``.zip`` are zips, anything
-    else a tar (compressed or not).
+    else a tar (compressed or not). ``path`` is a path or a seekable file.
 
     :raises BadRequest: if it does not open.
     """
 
-    def __init__(self, path: str, filename: str) -> None:
+    def __init__(self, path: str | IO[bytes], filename: str) -> None:
         self.filename = filename
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
         with self._errors():
             if filename.endswith((".whl", ".zip")):
                 self._zip = zipfile.ZipFile(path)
-            else:
+            elif isinstance(path, str):
                 self._tar = tarfile.open(path, "r:*")
+            else:
+                self._tar = tarfile.open(fileobj=path, mode="r:*")
 
     def __enter__(self) -> "Archive":
         return self
@@ -260,8 +262,10 @@ class Archive:
         return content
 
 
-def wheel_metadata(path: str, filename: str) -> bytes:
+def wheel_metadata(path: str | IO[bytes], filename: str) -> bytes:
     """The ``METADATA`` of a wheel's one ``.dist-info`` folder (blocking).
+
+    ``path`` may be an open file (the ranges of a remote wheel read so far).
 
     :raises BadRequest: not exactly one ``.dist-info`` folder, no ``METADATA``,
         a member outside the archive, or a ``METADATA`` that cannot be read.

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_simple -*-
 """Immutable records of what an index says about a project and its files."""
 
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
@@ -28,6 +28,10 @@ class DistFile:
     upload_time: str | None = None
     provenance: str | None = None
 
+    def recorded_metadata(self) -> bool | dict[str, str]:
+        """What this record says of the file's core metadata."""
+        return self.core_metadata
+
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-able dict (our own storage form, not the PEP 691 one)."""
         return attrs.asdict(self)
@@ -37,6 +41,14 @@ class DistFile:
         """Inverse of :meth:`to_json`; unknown keys are ignored."""
         names = {a.name for a in attrs.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+#: Gives the (relative) URL a page links a file at.
+UrlFor = Callable[[DistFile], str]
+
+#: Gives what a page says of a file's core metadata (by default
+#: :meth:`DistFile.recorded_metadata`).
+MetadataOf = Callable[[DistFile], bool | dict[str, str]]
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from twisted.logger import Logger
 
 from pypicache.errors import BadRequest, NotAcceptable
-from pypicache.index.model import DistFile, ProjectPage
+from pypicache.index.model import DistFile, MetadataOf, ProjectPage, UrlFor
 from pypicache.index.names import parse_filename
 
 log = Logger()
@@ -240,10 +240,13 @@ _HTML_HEAD = (
 _HTML_TAIL = "  </body>\n</html>\n"
 
 
-def render_html_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> bytes:
+def render_html_page(
+    page: ProjectPage, url_for: UrlFor, offer: MetadataOf = DistFile.recorded_metadata
+) -> bytes:
     """Render a project page as PEP 503 HTML.
 
-    :param url_for: gives the (relative) URL this server serves a file at.
+    :param url_for: gives the (relative) URL this server serves a file at;
+        ``offer``, what to say of its core metadata.
     """
     title = escape(f"Links for {page.name}")
     parts = [_HTML_HEAD.format(version=api_version(page.files), title=title)]
@@ -254,7 +257,7 @@ def render_html_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> b
         if f.yanked is not False:
             reason = f.yanked if isinstance(f.yanked, str) else ""
             attributes.append(f'data-yanked="{escape(reason)}"')
-        metadata = _metadata_attribute(f.core_metadata)
+        metadata = _metadata_attribute(offer(f))
         if metadata:
             attributes.append(f'data-dist-info-metadata="{escape(metadata)}"')
             attributes.append(f'data-core-metadata="{escape(metadata)}"')
@@ -265,7 +268,9 @@ def render_html_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> b
     return "".join(parts).encode("utf-8")
 
 
-def render_json_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> bytes:
+def render_json_page(
+    page: ProjectPage, url_for: UrlFor, offer: MetadataOf = DistFile.recorded_metadata
+) -> bytes:
     """Render a project page as PEP 691 JSON (with PEP 700 fields)."""
     files = []
     for f in page.files:
@@ -277,9 +282,10 @@ def render_json_page(page: ProjectPage, url_for: Callable[[DistFile], str]) -> b
         if f.requires_python:
             entry["requires-python"] = f.requires_python
         entry["yanked"] = f.yanked
-        if f.core_metadata is not False:
+        metadata = offer(f)
+        if metadata is not False:
             # PEP 714: JSON carries only the new key (pip 22.3-23.1 break on the old one).
-            entry["core-metadata"] = f.core_metadata
+            entry["core-metadata"] = metadata
         if f.size is not None:
             entry["size"] = f.size
         if f.upload_time:

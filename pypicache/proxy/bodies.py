@@ -119,6 +119,16 @@ def discard() -> Protocol:
     return Protocol()
 
 
+class _Abort(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+def abort() -> Protocol:
+    """A body protocol that drops the connection at once (for unwanted large bodies)."""
+    return _Abort()
+
+
 def gunzip(body: bytes, limit: int) -> bytes:
     """Decompress a whole gzip body, refusing more than ``limit`` bytes out.
 

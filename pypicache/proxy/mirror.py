@@ -2,6 +2,7 @@
 """Files from upstream: fetched at most once, verified, stored; core metadata extracted or fetched."""
 
 import hashlib
+import os
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -13,6 +14,7 @@ from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
 from pypicache.proxy.download import Download
+from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.atomic import full_disk_is_507
@@ -32,6 +34,10 @@ class Mirror:
     _run_blocking: RunBlocking
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
+    _digests: dict[str, str] = attrs.field(factory=dict)
+    _keeping: dict[str, bytes] = attrs.field(factory=dict)
+    #: Most sha256 digests of ``.metadata`` files kept ahead of their archives.
+    max_digests: int = 100_000
 
     @property
     def pages(self) -> ProjectPages:
@@ -99,7 +105,7 @@ class Mirror:
             download._close_if_done()
         if download.stored is not None and info.filename.endswith(".whl"):
             try:
-                await self._extract_metadata(download.stored)
+                await self._extract_metadata(download.stored, check=True)
             except Exception:
                 log.failure(
                     "Keeping the metadata of {filename} failed", filename=info.filename
@@ -167,47 +173,130 @@ class Mirror:
             digest=hashes["sha256"],
         )
 
-    async def _extract_metadata(self, stored: StoredFile) -> bytes | None:
+    def metadata_digest(self, filename: str) -> str | None:
+        """The sha256 of the ``.metadata`` of a file not stored, if known."""
+        return self._digests.get(filename)
+
+    def _remember(self, filename: str, content: bytes | None) -> None:
+        self._digests.pop(filename, None)
+        if content is not None:
+            self._digests[filename] = hashlib.sha256(content).hexdigest()
+            while len(self._digests) > self.max_digests:
+                del self._digests[next(iter(self._digests))]
+
+    async def _extract_metadata(
+        self, stored: StoredFile, check: bool = False
+    ) -> bytes | None:
         """Read a stored wheel's core metadata (in a thread) and keep it beside it.
 
+        With ``check`` (the wheel has just arrived) a ``.metadata`` kept ahead
+        of it (fetched, or read by ranges) is compared with the wheel's own and
+        replaced by it if it differs, removed if the wheel has none.
         What could not be kept (a full disk) is still returned.
         """
-        if stored.metadata_path.exists():
-            return stored.metadata_path.getContent()
-        content = await self._run_blocking(read_wheel_metadata, stored.path.path)
-        if content is not None:
-            digest = hashlib.sha256(content).hexdigest()
-            try:
-                # Written and synced in a thread; listed back here.
-                updated = await self._run_blocking(
-                    self._store.persist_metadata, stored, content, digest
+        kept = stored.metadata_path
+        if kept.exists() and not check:
+            return kept.getContent()
+        content, previous = await self._run_blocking(_own_and_kept, stored)
+        self._remember(stored.info.filename, None)
+        if content is None:
+            if previous is not None:
+                log.warn(
+                    "Removing the .metadata kept for {filename}: the wheel has none",
+                    filename=stored.info.filename,
                 )
-                self._store.register(updated)
-            except Exception as e:
-                _not_kept(stored.info.filename, e)
+                await self._run_blocking(_remove, kept.path)
+            return None
+        digest = hashlib.sha256(content).hexdigest()
+        if previous is not None and previous != content:
+            log.warn(
+                "The .metadata kept for {filename} differs from the wheel's own: replaced",
+                filename=stored.info.filename,
+            )
+        elif previous is not None and stored.info.core_metadata == {"sha256": digest}:
+            return content
+        try:
+            # Written and synced in a thread; listed back here.
+            updated = await self._run_blocking(
+                self._store.persist_metadata, stored, content, digest
+            )
+            self._store.register(updated)
+        except Exception as e:
+            _not_kept(stored.info.filename, e)
         return content
 
-    async def metadata(self, project: str, filename: str) -> bytes:
+    async def metadata(self, project: str, filename: str, whole: bool = True) -> bytes:
         """Return the core metadata of a file: stored, extracted, or fetched from upstream.
 
+        :param whole: whether a wheel may be downloaded whole for it (bulk
+            caching downloads files itself, and says which it fetched).
         :raises NotFound: neither the archive nor the upstream can give it.
         """
+        being_kept = self._keeping.get(filename)
+        if being_kept is not None:
+            return being_kept
         path = self._store.metadata_file(project, filename)
         if path is not None:
-            return path.getContent()
+            content = path.getContent()
+            if (
+                filename not in self._digests
+                and self._store.find(project, filename) is None
+            ):
+                self._remember(filename, content)
+            return content
         stored = self._store.find(project, filename)
         if stored is not None and filename.endswith(".whl"):
             content = await self._extract_metadata(stored)
             if content is not None:
                 return content
         return await self._metadata_flights.run(
-            filename, lambda: self._fetch_metadata(project, filename)
+            filename, lambda: self._fetch_metadata(project, filename, whole)
         )
 
-    async def _fetch_metadata(self, project: str, filename: str) -> bytes:
+    async def _fetch_metadata(self, project: str, filename: str, whole: bool) -> bytes:
+        """The core metadata of a file not stored: the upstream's ``.metadata``
+        if it offers one, else read from the wheel by ranges, else from the
+        whole wheel (downloaded and stored)."""
         info = await self.describe(project, filename)
-        if info.core_metadata is False or info.url is None:
+        wheel = filename.endswith(".whl")
+        if info.url is None or not (wheel or info.core_metadata):
             raise NotFound(f"No core metadata for {filename!r}")
+        if info.core_metadata:
+            try:
+                return await self._fetch_metadata_file(project, info)
+            except NotFound:
+                if not wheel:
+                    raise
+                log.warn(
+                    "Upstream offers a .metadata for {filename} but has none",
+                    filename=filename,
+                )
+        if self._store.find(project, filename) is not None:
+            raise NotFound(f"No readable METADATA in {filename!r}")
+        if self.in_flight(filename) is None:
+            try:
+                content = await read_metadata(self._upstream, self._run_blocking, info)
+            except CannotRange as e:
+                log.info(
+                    "Downloading {filename} whole for its metadata: {reason}",
+                    filename=filename,
+                    reason=str(e),
+                )
+            else:
+                self._keep_later(project, filename, content)
+                return content
+        if not whole:
+            raise NotFound(f"No core metadata for {filename!r} short of the whole file")
+        download = await self.download(project, filename)
+        extracted = await self._extract_metadata(await download.stored_file())
+        if extracted is None:
+            raise NotFound(f"No readable METADATA in {filename!r}")
+        return extracted
+
+    async def _fetch_metadata_file(self, project: str, info: DistFile) -> bytes:
+        """The upstream's ``.metadata`` of a file, checked against the page's hash."""
+        assert info.url is not None
+        filename = info.filename
         response = await self._upstream.open_file(info.url + ".metadata")
         content = await self._upstream.read_body(response, MAX_METADATA)
         if isinstance(info.core_metadata, dict):
@@ -218,14 +307,52 @@ class Mirror:
             ):
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
+        self._keep_later(project, filename, content)
+        return content
+
+    def _keep_later(self, project: str, filename: str, content: bytes) -> None:
+        """Keep core metadata without making its client wait for the disk
+        (``fsync``); it is served from memory until it is written."""
+        self._keeping[filename] = content
+        if self._store.find(project, filename) is None:
+            self._remember(filename, content)
+        d = Deferred.fromCoroutine(self._keep(project, filename, content))
+        d.addErrback(
+            lambda failure: log.failure(
+                "Keeping the metadata of {filename} failed", failure, filename=filename
+            )
+        )
+        d.addBoth(lambda _: self._keeping.pop(filename, None))
+
+    async def _keep(self, project: str, filename: str, content: bytes) -> None:
+        """Keep core metadata ahead of its archive (a failure is logged: the
+        bytes are served all the same and fetched again next time).
+
+        Not once the archive is stored: its own metadata is kept then."""
+        if self._store.find(project, filename) is not None:
+            return
         try:
             await self._run_blocking(
                 self._store.write_metadata, project, filename, content
             )
         except Exception as e:
-            # Verified bytes are served all the same; fetched again next time.
             _not_kept(filename, e)
-        return content
+
+
+def _own_and_kept(stored: StoredFile) -> tuple[bytes | None, bytes | None]:
+    """A stored wheel's own METADATA, and the ``.metadata`` kept beside it (blocking)."""
+    try:
+        kept: bytes | None = stored.metadata_path.getContent()
+    except OSError:
+        kept = None
+    return read_wheel_metadata(stored.path.path), kept
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _not_kept(filename: str, error: Exception) -> None:

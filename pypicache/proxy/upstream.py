@@ -255,8 +255,25 @@ class Upstream:
         :raises UpstreamError: connection failure or another status.
         """
         log.info("Fetching file {url}", url=mask_url(url))
-        response = await self._request(url, {"Accept-Encoding": "identity"})
-        if response.code == 200:
+        return await self._open(url, {}, (200,))
+
+    async def open_range(self, url: str, spec: str) -> IResponse:
+        """Start fetching the bytes ``spec`` (``"10-19"``, ``"-100"``) of a file.
+
+        The answer is a ``206``, or a ``200`` (the whole file: the upstream
+        ignores ``Range``) or a ``416``; the caller reads or drops its body.
+
+        :raises NotFound: the upstream answered 404.
+        :raises UpstreamError: connection failure or another status.
+        """
+        log.debug("Fetching bytes {spec} of {url}", spec=spec, url=mask_url(url))
+        return await self._open(url, {"Range": f"bytes={spec}"}, (200, 206, 416))
+
+    async def _open(
+        self, url: str, headers: dict[str, str], wanted: tuple[int, ...]
+    ) -> IResponse:
+        response = await self._request(url, {"Accept-Encoding": "identity", **headers})
+        if response.code in wanted:
             return response
         response.deliverBody(discard())
         if response.code in (404, 410):

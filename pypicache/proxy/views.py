@@ -26,10 +26,31 @@ def local_info(stored: StoredFile) -> DistFile:
     return info
 
 
+def advertised(
+    f: DistFile, digest_of: Callable[[str], str | None]
+) -> bool | dict[str, str]:
+    """What a page says of the core metadata of a file.
+
+    Every wheel has some (read by ranges, or from the whole wheel, when the
+    upstream offers no ``.metadata``): its sha256 where the upstream, the
+    stored wheel or a kept ``.metadata`` gives it, else ``true`` (PEP 658/714:
+    hash unknown).
+
+    :param digest_of: the sha256 of a kept ``.metadata`` of a file not stored.
+    """
+    if isinstance(f.core_metadata, dict):
+        return f.core_metadata
+    if f.core_metadata or f.filename.endswith(".whl"):
+        digest = digest_of(f.filename)
+        return {"sha256": digest} if digest is not None else True
+    return False
+
+
 def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
     """The upstream page with what the disk knows added: sizes, metadata, extra files.
 
     A private file replaces an upstream file of the same name (``--mirror-private``).
+    A stored wheel's own metadata hash wins over the upstream's.
     """
     on_disk = {s.info.filename: s for s in stored}
     files = []
@@ -40,11 +61,14 @@ def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
         elif s.private:
             files.append(local_info(s))
         else:
+            local = local_info(s).core_metadata
             files.append(
                 attrs.evolve(
                     f,
                     size=s.info.size if s.info.size is not None else f.size,
-                    core_metadata=f.core_metadata or local_info(s).core_metadata,
+                    core_metadata=(
+                        local if isinstance(local, dict) else f.core_metadata or local
+                    ),
                 )
             )
     files.extend(local_info(s) for s in on_disk.values())
@@ -146,6 +170,10 @@ class Views:
             )
             return self.local(project)
         return self._merged(project, cached)
+
+    def offered(self, f: DistFile) -> bool | dict[str, str]:
+        """What ``/simple/`` pages say of a file's core metadata (see :func:`advertised`)."""
+        return advertised(f, self._mirror.metadata_digest)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored file; raises :class:`NotFound` for a private project that lacks it."""

@@ -11,6 +11,7 @@ import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.errors import MethodNotAllowed, NotFound
+from pypicache.index.model import DistFile, MetadataOf
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
 from pypicache.index.simple import (
     JSON_TYPE,
@@ -163,13 +164,18 @@ class InstallerRoutes:
         return name, None
 
     def _send_project(
-        self, request: IRequest, route: str, name: str, view: View
+        self,
+        request: IRequest,
+        route: str,
+        name: str,
+        view: View,
+        offer: MetadataOf = DistFile.recorded_metadata,
     ) -> Any:
         """Send a project's page; the page is built only if this version is not rendered."""
 
         def render(renderer: Callable[..., bytes]) -> bytes:
             page = view.page
-            return renderer(page, lambda f: file_url(page.name, f.filename))
+            return renderer(page, lambda f: file_url(page.name, f.filename), offer)
 
         return self._send_page(
             request,
@@ -194,7 +200,7 @@ class InstallerRoutes:
         view = self._views.simple_now(name)
         if view is None:
             return NOT_READY
-        return self._send_project(request, "simple", name, view)
+        return self._send_project(request, "simple", name, view, self._views.offered)
 
     @route("/simple/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     async def simple_page(self, request: IRequest, project: str) -> Any:
@@ -202,7 +208,7 @@ class InstallerRoutes:
         if moved is not None:
             return moved
         view = await self._views.simple(name)
-        return self._send_project(request, "simple", name, view)
+        return self._send_project(request, "simple", name, view, self._views.offered)
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])
