@@ -2,6 +2,7 @@
 """Files from upstream: fetched at most once, verified, stored; core metadata extracted or fetched."""
 
 import hashlib
+from typing import Any, Callable, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -21,6 +22,8 @@ from pypicache.storage.records import MIRROR, StoredFile
 
 log = Logger()
 
+T = TypeVar("T")
+
 
 @attrs.define
 class Mirror:
@@ -30,8 +33,14 @@ class Mirror:
     _store: IStore
     _pages: ProjectPages
     _run_blocking: RunBlocking
+    #: Where stored files are synced and renamed (default: ``_run_blocking``).
+    _run_sync: RunBlocking | None = None
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
+
+    def _sync(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
+        """Run ``f`` (a write that syncs) in the threads that store files."""
+        return (self._run_sync or self._run_blocking)(f, *args)
 
     @property
     def pages(self) -> ProjectPages:
@@ -156,7 +165,7 @@ class Mirror:
         hashes = {**info.hashes, "sha256": sha256.hexdigest()}
         stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
         # fsync and rename in a thread; the listing is updated back here.
-        persisted = await self._run_blocking(
+        persisted = await self._sync(
             self._store.persist, download.temp, stored_info
         )
         download.stored = self._store.register(persisted)
@@ -179,7 +188,7 @@ class Mirror:
             digest = hashlib.sha256(content).hexdigest()
             try:
                 # Written and synced in a thread; listed back here.
-                updated = await self._run_blocking(
+                updated = await self._sync(
                     self._store.persist_metadata, stored, content, digest
                 )
                 self._store.register(updated)
