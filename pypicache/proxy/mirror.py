@@ -106,9 +106,14 @@ class Mirror:
             self._downloads.pop(info.filename, None)
             download._notify()
             download._close_if_done()
-        if download.stored is not None and info.filename.endswith(".whl"):
+        stored = download.stored
+        if (
+            stored is not None
+            and info.filename.endswith(".whl")
+            and not stored.metadata_path.exists()  # fetched before it: kept
+        ):
             try:
-                await self._extract_metadata(download.stored)
+                await self._keep_metadata(stored)
             except Exception:
                 log.failure(
                     "Keeping the metadata of {filename} failed", filename=info.filename
@@ -165,9 +170,7 @@ class Mirror:
         hashes = {**info.hashes, "sha256": sha256.hexdigest()}
         stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
         # fsync and rename in a thread; the listing is updated back here.
-        persisted = await self._sync(
-            self._store.persist, download.temp, stored_info
-        )
+        persisted = await self._sync(self._store.persist, download.temp, stored_info)
         download.stored = self._store.register(persisted)
         log.info(
             "Stored {filename} ({size} bytes, sha256 {digest})",
@@ -183,6 +186,10 @@ class Mirror:
         """
         if stored.metadata_path.exists():
             return stored.metadata_path.getContent()
+        return await self._keep_metadata(stored)
+
+    async def _keep_metadata(self, stored: StoredFile) -> bytes | None:
+        """The extracting and keeping half of :meth:`_extract_metadata`."""
         content = await self._run_blocking(read_wheel_metadata, stored.path.path)
         if content is not None:
             digest = hashlib.sha256(content).hexdigest()
