@@ -341,8 +341,9 @@ def test_failure_options():
 
 
 def test_make_service_runs_bcrypt_in_its_own_pool(tmp_path, htpasswd_path):
-    """makeService starts a 2-thread "pypicache-bcrypt" pool beside the shared one,
-    hands it to the checker, and stops both pools with the service."""
+    """makeService starts a 2-thread "pypicache-bcrypt" pool beside the shared
+    one and the one that stores files, hands it to the checker, and stops every
+    pool with the service."""
     options = parse(
         "--cache",
         str(tmp_path / "c"),
@@ -353,7 +354,7 @@ def test_make_service_runs_bcrypt_in_its_own_pool(tmp_path, htpasswd_path):
     )
     top = tap.makeService(options, reactor=MemoryReactorClock())
     pools = {s.pool.name: s.pool for s in top if isinstance(s, _ThreadPoolService)}
-    assert set(pools) == {"pypicache", "pypicache-bcrypt"}
+    assert set(pools) == {"pypicache", "pypicache-bcrypt", "pypicache-sync"}
     assert pools["pypicache-bcrypt"].max == 2
     top.startService()
     try:

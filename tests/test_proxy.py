@@ -475,3 +475,28 @@ async def test_upstream_timeout_is_504(tmp_path, dists):
         assert b"did not answer" in await response.content()
     finally:
         await w.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
+    """A downloaded file is synced and renamed, and a fetched page written,
+    through ``run_sync`` (threads that wait on the disk), apart from
+    ``run_blocking``, whose threads parse pages and read archives."""
+    from twisted.internet.threads import deferToThread
+
+    synced: list[str] = []
+
+    def run_sync(f, *args):
+        synced.append(f.__name__)
+        return deferToThread(f, *args)
+
+    world = await start_world(tmp_path, [dists["lib"]], "json", run_sync=run_sync)
+    try:
+        name = dists["lib"].name
+        response = await world.daemon.get(f"packages/lib/{name}")
+        assert response.code == 200
+        assert await response.content() == dists["lib"].read_bytes()
+        assert "persist" in synced and "write_page" in synced
+        assert name in world.mirror_files("lib")
+    finally:
+        await world.stop()

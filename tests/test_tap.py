@@ -1,12 +1,14 @@
 """The twistd plugin: options, the default upstream, and the service it builds."""
 
 import os
+import threading
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from pypicache.tap import DEFAULT_LISTEN, Options, makeService, pip_index_url
+from pypicache.tap.service import SYNC_THREADS
 
 
 def parse(*args):
@@ -113,3 +115,28 @@ def test_make_service_listens_on_loopback(tmp_path):
         assert (tmp_path / "c" / "mirror").is_dir()
     finally:
         service.stopService()
+
+
+def test_sync_threads_are_started_with_the_service(tmp_path):
+    """The threads that store downloads and pages are running once the service
+    starts (a burst of cold files never waits for threads to start), and stop
+    with it."""
+
+    def sync_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if "pypicache-sync" in t.name]
+
+    options = parse(
+        "--cache",
+        str(tmp_path / "c"),
+        "--index-url",
+        "http://127.0.0.1:1/simple/",
+        "--listen",
+        "tcp:8124:interface=127.0.0.1",
+    )
+    service = makeService(options, reactor=MemoryReactorClock())
+    service.startService()
+    try:
+        assert len(sync_threads()) == SYNC_THREADS
+    finally:
+        service.stopService()
+    assert sync_threads() == []

@@ -1,14 +1,28 @@
-"""Upstream URLs: credentials are sent, never logged."""
+"""Upstream URLs: credentials are sent, never logged; small pages are parsed
+without a trip through a thread."""
 
 import base64
+import gzip
+import json
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.web.client import HTTPConnectionPool
 
-from pypicache.proxy.upstream import mask_url, split_credentials
+from pypicache.errors import UpstreamError
+from pypicache.proxy.bodies import SMALL_PAGE, read_page, read_small_page
+from pypicache.proxy.upstream import (
+    MAX_PAGE_SIZE,
+    Upstream,
+    make_agent,
+    mask_url,
+    split_credentials,
+)
 from tests.daemon import start_daemon
-from tests.fakeindex import FakeIndex, start_fake_index
+from tests.fakeindex import JSON_TYPE, FakeIndex, start_fake_index
 from tests.packages import build_wheel
 
 
@@ -73,3 +87,70 @@ async def test_credentials_sent_to_upstream_and_masked_in_logs(tmp_path):
         ) == expected
     assert any("Fetching page" in line for line in lines)
     assert not any("cret" in line for line in lines)
+
+
+# -- small pages parsed at once, larger ones in a thread ------------------------
+
+
+def _json_page(files: int) -> bytes:
+    entries = [
+        {
+            "filename": f"lib-1.{i}-py3-none-any.whl",
+            "url": f"../../files/lib-1.{i}-py3-none-any.whl",
+            "hashes": {"sha256": "a" * 64},
+        }
+        for i in range(files)
+    ]
+    return json.dumps({"meta": {"api-version": "1.1"}, "files": entries}).encode()
+
+
+def test_small_pages_read_at_once_large_ones_left_for_a_thread():
+    """``read_small_page`` parses a page of at most SMALL_PAGE bytes decoded,
+    plain or gzip, exactly as ``read_page`` does; a larger body, a gzip body
+    that decodes past SMALL_PAGE (however small it is), and a corrupt one are
+    left to ``read_page`` in a thread (``None``)."""
+    args = (JSON_TYPE, "http://up.invalid/simple/lib/", "lib", MAX_PAGE_SIZE)
+    small = _json_page(3)
+    assert len(small) <= SMALL_PAGE
+    for body, encoding in ((small, None), (gzip.compress(small), "gzip")):
+        assert read_small_page(body, encoding, *args) == read_page(small, None, *args)
+    large = _json_page(200)
+    assert len(large) > SMALL_PAGE
+    assert read_small_page(large, None, *args) is None
+    bomb = gzip.compress(large)
+    assert len(bomb) <= SMALL_PAGE
+    assert read_small_page(bomb, "gzip", *args) is None
+    assert read_small_page(b"\x1f\x8b not gzip", "gzip", *args) is None
+    with pytest.raises(UpstreamError):
+        read_small_page(b"<html><body></body></html>", None, *args)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_large_pages_go_to_a_thread(tmp_path):
+    """An upstream page of a few files is parsed without a trip through the
+    thread pool; a page past SMALL_PAGE goes through it. Both list their files."""
+    d = tmp_path / "d"
+    index = FakeIndex(d, "json")
+    index.add(build_wheel(d, "few", "1.0"))
+    for i in range(60):
+        index.add(build_wheel(d, "many", f"1.{i}"))
+    upstream = await start_fake_index(index)
+    calls: list[str] = []
+
+    def run_blocking(f, *args):
+        calls.append(f.__name__)
+        return deferToThread(f, *args)
+
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    client = Upstream(
+        upstream.url, make_agent(reactor, pool), reactor, run_blocking=run_blocking
+    )
+    try:
+        few = await client.fetch_page("few")
+        assert [f.filename for f in few.page.files] == ["few-1.0-py3-none-any.whl"]
+        assert calls == []
+        many = await client.fetch_page("many")
+        assert len(many.page.files) == 60 and calls == ["read_page"]
+    finally:
+        await pool.closeCachedConnections()
+        await upstream.stop()

@@ -3,6 +3,7 @@
 
 import hashlib
 import os
+from typing import Any, Callable, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -23,6 +24,8 @@ from pypicache.storage.records import MIRROR, StoredFile
 
 log = Logger()
 
+T = TypeVar("T")
+
 
 @attrs.define
 class Mirror:
@@ -32,12 +35,18 @@ class Mirror:
     _store: IStore
     _pages: ProjectPages
     _run_blocking: RunBlocking
+    #: Where stored files are synced and renamed (default: ``_run_blocking``).
+    _run_sync: RunBlocking | None = None
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
     _digests: dict[str, str] = attrs.field(factory=dict)
     _keeping: dict[str, bytes] = attrs.field(factory=dict)
     #: Most sha256 digests of ``.metadata`` files kept ahead of their archives.
     max_digests: int = 100_000
+
+    def _sync(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
+        """Run ``f`` (a write that syncs) in the threads that store files."""
+        return (self._run_sync or self._run_blocking)(f, *args)
 
     @property
     def pages(self) -> ProjectPages:
@@ -103,9 +112,11 @@ class Mirror:
             self._downloads.pop(info.filename, None)
             download._notify()
             download._close_if_done()
-        if download.stored is not None and info.filename.endswith(".whl"):
+        stored = download.stored
+        if stored is not None and info.filename.endswith(".whl"):
             try:
-                await self._extract_metadata(download.stored, check=True)
+                # Compared with a .metadata kept ahead of it (in a thread).
+                await self._extract_metadata(stored, check=True)
             except Exception:
                 log.failure(
                     "Keeping the metadata of {filename} failed", filename=info.filename
@@ -162,9 +173,7 @@ class Mirror:
         hashes = {**info.hashes, "sha256": sha256.hexdigest()}
         stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
         # fsync and rename in a thread; the listing is updated back here.
-        persisted = await self._run_blocking(
-            self._store.persist, download.temp, stored_info
-        )
+        persisted = await self._sync(self._store.persist, download.temp, stored_info)
         download.stored = self._store.register(persisted)
         log.info(
             "Stored {filename} ({size} bytes, sha256 {digest})",
@@ -217,7 +226,7 @@ class Mirror:
             return content
         try:
             # Written and synced in a thread; listed back here.
-            updated = await self._run_blocking(
+            updated = await self._sync(
                 self._store.persist_metadata, stored, content, digest
             )
             self._store.register(updated)
@@ -332,9 +341,7 @@ class Mirror:
         if self._store.find(project, filename) is not None:
             return
         try:
-            await self._run_blocking(
-                self._store.write_metadata, project, filename, content
-            )
+            await self._sync(self._store.write_metadata, project, filename, content)
         except Exception as e:
             _not_kept(filename, e)
 

@@ -18,7 +18,7 @@ from pypicache.concurrency import RunBlocking
 from pypicache.errors import NotFound, UpstreamError, UpstreamTimeout
 from pypicache.index.model import ProjectPage
 from pypicache.index.simple import UPSTREAM_ACCEPT
-from pypicache.proxy.bodies import BodyReader, discard, read_page
+from pypicache.proxy.bodies import BodyReader, discard, read_page, read_small_page
 
 log = Logger()
 
@@ -79,7 +79,8 @@ class Upstream:
     :ivar page_deadline: seconds a page may take in all.
     :ivar min_rate: bytes per second a body must average over each ``timeout``.
     :ivar max_page_size: largest page accepted, decompressed.
-    :ivar _run_blocking: where pages are decoded and parsed (a thread).
+    :ivar _run_blocking: where pages are decoded and parsed (a thread), but
+        for small ones (:data:`~pypicache.proxy.bodies.SMALL_PAGE`).
     """
 
     index_url: str
@@ -243,7 +244,9 @@ class Upstream:
         if self._run_blocking is None:
             page = read_page(*arguments)
         else:
-            page = await self._run_blocking(read_page, *arguments)
+            page = read_small_page(*arguments)
+            if page is None:
+                page = await self._run_blocking(read_page, *arguments)
         return PageResponse(
             page, _header(response, b"etag"), _header(response, b"last-modified")
         )

@@ -31,6 +31,7 @@ def build_app(
     reactor: Any,
     pool: HTTPConnectionPool,
     run_blocking: Any,
+    run_sync: Any = None,
     page_ttl: float = 600.0,
     timeout: float = 30.0,
     page_deadline: float = 120.0,
@@ -55,6 +56,8 @@ def build_app(
     """Build the objects behind the web site (the tests build theirs here too).
 
     :param page_clock: the clock of the page TTL (default: ``reactor``).
+    :param run_sync: where downloads and pages are synced to disk (default:
+        ``run_blocking``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     """
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
@@ -68,10 +71,11 @@ def build_app(
         max_page_size=max_page_size,
         run_blocking=run_blocking,
     )
+    run_sync = run_sync or run_blocking
     pages = ProjectPages(
-        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking
+        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_sync
     )
-    mirror = Mirror(upstream, store, pages, run_blocking)
+    mirror = Mirror(upstream, store, pages, run_blocking, run_sync)
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor)
     checker = None

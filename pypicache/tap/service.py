@@ -19,6 +19,12 @@ from pypicache.web.limits import limited_request_factory
 
 log = Logger()
 
+#: Threads that store downloads and pages (fsync, rename).
+SYNC_THREADS = 16
+
+#: Connections kept open to the upstream: as many as a resolver asks for at once.
+UPSTREAM_CONNECTIONS = 32
+
 
 class _ThreadPoolService(service.Service):
     def __init__(self, pool: ThreadPool) -> None:
@@ -33,9 +39,15 @@ class _ThreadPoolService(service.Service):
         self.pool.stop()
 
 
-def _thread_pool(parent: Any, reactor: Any, name: str, size: int) -> Any:
-    """A thread pool started and stopped with ``parent``, as a ``run_blocking``."""
-    threads = ThreadPool(minthreads=0, maxthreads=size, name=name)
+def _thread_pool(
+    parent: Any, reactor: Any, name: str, size: int, ready: int = 0
+) -> Any:
+    """A thread pool started and stopped with ``parent``, as a ``run_blocking``.
+
+    :param ready: threads started with it; the rest are started when work
+        arrives, each by the reactor thread, which waits until it runs.
+    """
+    threads = ThreadPool(minthreads=ready, maxthreads=size, name=name)
     _ThreadPoolService(threads).setServiceParent(parent)
     return partial(deferToThreadPool, reactor, threads)
 
@@ -54,12 +66,19 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     top = service.MultiService()
-    run_blocking = _thread_pool(top, reactor, "pypicache", 4)
+    run_blocking = _thread_pool(top, reactor, "pypicache", 4, ready=4)
+    # Storing waits on fsync, not on the CPU: threads of its own, enough for an
+    # installer's burst of cold files to sync together (the filesystem commits
+    # concurrent syncs as one), never queued ahead of page parsing, and
+    # started beforehand: a burst must not wait for threads to start.
+    run_sync = _thread_pool(
+        top, reactor, "pypicache-sync", SYNC_THREADS, ready=SYNC_THREADS
+    )
     # bcrypt gets threads of its own: password guessing must not starve uploads.
     run_password_check = _thread_pool(top, reactor, "pypicache-bcrypt", 2)
 
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 10
+    pool.maxPersistentPerHost = UPSTREAM_CONNECTIONS
     _ConnectionPoolService(pool).setServiceParent(top)
     app = build_app(
         cache=options["cache"],
@@ -67,6 +86,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         reactor=reactor,
         pool=pool,
         run_blocking=run_blocking,
+        run_sync=run_sync,
         page_ttl=options["page-ttl"],
         timeout=options["timeout"],
         page_deadline=options["page-deadline"],
