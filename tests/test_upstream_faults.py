@@ -88,6 +88,13 @@ def leftovers(cache: Any) -> list[str]:
     return sorted(str(p.relative_to(cache)) for p in cache.rglob(".tmp-*"))
 
 
+def threads_idle(world: Any) -> bool:
+    """Whether the daemon's threads have nothing to do: a page is written in
+    the background once it is answered, so a temporary file may come later."""
+    stats = world.daemon.threads._team.statistics()
+    return stats.busyWorkerCount == 0 and stats.backloggedWorkCount == 0
+
+
 async def settle(done: Any, seconds: float = 10.0) -> None:
     """Wait until ``done()``: connections close, and threads finish writing (and
     syncing: slow on a busy disk) after the answer, asynchronously."""
@@ -158,7 +165,12 @@ async def assert_settled(world: Any, *filenames: str) -> None:
     """Nothing in flight, no temporary file, no descriptor into the cache."""
     for filename in filenames:
         assert world.daemon.app.mirror.in_flight(filename) is None
-    await settle(lambda: not leftovers(world.cache) and not fds_into(world.cache))
+    await settle(
+        lambda: threads_idle(world)
+        and not leftovers(world.cache)
+        and not fds_into(world.cache)
+    )
+    assert threads_idle(world)
     assert leftovers(world.cache) == []
     assert fds_into(world.cache) == []
 
