@@ -18,6 +18,7 @@ from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename, parse_filename
 from pypicache.private.received import FilePart
 from pypicache.storage.interface import IStore
+from pypicache.storage.locks import Locks
 from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES, StoredFile
 
 log = Logger()
@@ -66,6 +67,8 @@ class Uploads:
     _store: IStore
     _run_blocking: RunBlocking
     _clock: IReactorTime
+    #: One upload per filename at a time across the processes on the cache folder.
+    _locks: Locks
     #: Filenames being stored now: a second upload of one waits for the first.
     _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
 
@@ -113,10 +116,21 @@ class Uploads:
             raise BadRequest(
                 f"The archive's metadata names {metadata.name} {metadata.version}, not what {filename!r} says"
             )
+        area = PRERELEASES if version.is_prerelease else RELEASES
         lock = self._storing.setdefault(filename, DeferredLock())
         await lock.acquire()
         try:
-            return await self._store_checked(part, filename, project, version, metadata)
+            held = await self._locks.acquire(
+                self._store.lock_path(area, project, filename)
+            )
+            try:
+                # Another process may have stored it since this one listed its folder.
+                self._store.reread(area, project, filename)
+                return await self._store_checked(
+                    part, filename, project, version, metadata
+                )
+            finally:
+                held.release()
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:

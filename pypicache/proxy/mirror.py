@@ -17,6 +17,7 @@ from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
+from pypicache.storage.locks import Locks
 from pypicache.storage.records import MIRROR, StoredFile
 
 log = Logger()
@@ -30,6 +31,8 @@ class Mirror:
     _store: IStore
     _pages: ProjectPages
     _run_blocking: RunBlocking
+    #: One download per file across the processes on the cache folder.
+    _locks: Locks
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
 
@@ -76,8 +79,21 @@ class Mirror:
     async def _fetch(self, download: Download) -> None:
         """Download, verify and store; every way out releases the slot and the waiters."""
         info = download.info
+        lock = None
         try:
-            await self._fetch_and_store(download)
+            lock = await self._locks.acquire(
+                self._store.lock_path(MIRROR, download.project, info.filename)
+            )
+            stored = self._store.reread(MIRROR, download.project, info.filename)
+            if stored is None:
+                await self._fetch_and_store(download)
+            else:
+                log.info(
+                    "{filename} was stored by another process meanwhile",
+                    filename=info.filename,
+                )
+                download.temp.discard()
+                download.stored = stored
         except Exception as e:
             download.error = (
                 e
@@ -94,6 +110,8 @@ class Mirror:
                     reason=e.message,
                 )
         finally:
+            if lock is not None:
+                lock.release()
             self._downloads.pop(info.filename, None)
             download._notify()
             download._close_if_done()

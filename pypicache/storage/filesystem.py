@@ -54,7 +54,9 @@ from pypicache.storage.records import (
 class FilesystemStore(Layout):
     """The store on a local filesystem; listings are kept in memory once read."""
 
-    def __init__(self, root: FilePath, clock: Any = time) -> None:
+    def __init__(
+        self, root: FilePath, clock: Any = time, remove_temporaries: bool = True
+    ) -> None:
         super().__init__(root)
         self._area_paths = {
             a: self.area(a).path for a in (RELEASES, PRERELEASES, DELETED)
@@ -67,7 +69,8 @@ class FilesystemStore(Layout):
         self._generations: dict[str, int] = {}
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self.area(area).makedirs(ignoreExistingDirectory=True)
-        self.remove_temporaries()
+        if remove_temporaries:  # not while other processes write to the folder
+            self.remove_temporaries()
 
     # -- listings ------------------------------------------------------------
 
@@ -138,6 +141,16 @@ class FilesystemStore(Layout):
             if stored.private:
                 self._private_index().get(project, {}).pop(filename, None)
             return None
+        return stored
+
+    def reread(self, area: str, project: str, filename: str) -> StoredFile | None:
+        """The archive ``filename`` as the disk has it now, listed if it is there.
+
+        For a caller holding its lock: another process may have stored it.
+        """
+        stored = self.stored_file(self.project_dir(area, project).child(filename))
+        if stored is not None and self._listing(project).get(filename) != stored:
+            self.register(stored)
         return stored
 
     def generation(self, project: str) -> int:

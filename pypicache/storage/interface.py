@@ -23,6 +23,12 @@ class IStore(Interface):
     def find(project: str, filename: str) -> StoredFile | None:
         """The stored archive ``filename`` of ``project``, or ``None``."""
 
+    def reread(area: str, project: str, filename: str) -> StoredFile | None:
+        """The archive as the disk has it now (another process may have stored it)."""
+
+    def lock_path(area: str, project: str | None, name: str) -> str:
+        """The lock file that serializes work on ``name`` across processes."""
+
     def generation(project: str) -> int:
         """A number that changes whenever the project's stored files change."""
 

@@ -5,6 +5,7 @@ Nothing here keeps state or writes anything but the removal of leftover
 temporary files, so all of it is safe in a thread.
 """
 
+import hashlib
 import json
 import os
 from typing import Any, Iterator
@@ -129,6 +130,17 @@ class Layout:
                     stored.info.filename, stored
                 )
         return index
+
+    def lock_path(self, area: str, project: str | None, name: str) -> str:
+        """The lock file that serializes work on ``name`` across processes.
+
+        It sits in the folder the work writes to (created if missing), named
+        like a temporary file (never listed; a start-up removes leftovers).
+        """
+        directory = self.area(area) if project is None else self.project_dir(area, project)
+        directory.makedirs(ignoreExistingDirectory=True)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        return os.path.join(directory.path, f"{TEMP_PREFIX}lock-{digest}")
 
     def page_path(self, project: str) -> FilePath:
         return self.area("pages").child(project + ".json")

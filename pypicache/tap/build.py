@@ -19,6 +19,7 @@ from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.locks import Locks
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
@@ -51,13 +52,21 @@ def build_app(
     run_password_check: Any = None,
     auth_failures: int = DEFAULT_FAILURES,
     auth_failure_window: float = DEFAULT_WINDOW,
+    remove_temporaries: bool = True,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
     :param page_clock: the clock of the page TTL (default: ``reactor``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
+    :param remove_temporaries: clean what a crash left in the cache folder
+        (not in a ``--workers`` process: the others are writing there).
     """
-    store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
+    store = FilesystemStore(
+        FilePath(os.path.abspath(cache)),
+        clock=reactor,
+        remove_temporaries=remove_temporaries,
+    )
+    locks = Locks(reactor)
     upstream = Upstream(
         index_url,
         make_agent(reactor, pool),
@@ -69,11 +78,16 @@ def build_app(
         run_blocking=run_blocking,
     )
     pages = ProjectPages(
-        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_blocking
+        upstream,
+        store,
+        page_clock or reactor,
+        ttl=page_ttl,
+        run_blocking=run_blocking,
+        locks=locks,
     )
-    mirror = Mirror(upstream, store, pages, run_blocking)
+    mirror = Mirror(upstream, store, pages, run_blocking, locks)
     views = Views(store, mirror, frozenset(mirror_private))
-    uploads = Uploads(store, run_blocking, reactor)
+    uploads = Uploads(store, run_blocking, reactor, locks)
     checker = None
     if auth_file:
         checker = Htpasswd(auth_file, run_password_check or run_blocking, reactor)
