@@ -121,7 +121,11 @@ class Uploads:
         await lock.acquire()
         try:
             held = await self._locks.acquire(
-                self._store.lock_path(area, project, filename)
+                self._store.lock_path(area, project, filename),
+                lambda: log.info(
+                    "Waiting for another process's upload of {filename}",
+                    filename=filename,
+                ),
             )
             try:
                 # Another process may have stored it since this one listed its folder.

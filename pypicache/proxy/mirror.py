@@ -82,7 +82,11 @@ class Mirror:
         lock = None
         try:
             lock = await self._locks.acquire(
-                self._store.lock_path(MIRROR, download.project, info.filename)
+                self._store.lock_path(MIRROR, download.project, info.filename),
+                lambda: log.info(
+                    "Waiting for another process's download of {filename}",
+                    filename=info.filename,
+                ),
             )
             stored = self._store.reread(MIRROR, download.project, info.filename)
             if stored is None:

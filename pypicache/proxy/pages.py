@@ -98,7 +98,13 @@ class ProjectPages:
         """Fetch the page under its lock; another process may have fetched it meanwhile."""
         if self._locks is None:
             return await self._fetch(project, cached, None)
-        lock = await self._locks.acquire(self._store.lock_path("pages", None, project))
+        lock = await self._locks.acquire(
+            self._store.lock_path("pages", None, project),
+            lambda: log.info(
+                "Waiting for another process's fetch of the page of {project}",
+                project=project,
+            ),
+        )
         try:
             on_disk = self._store.read_page(project)
             if on_disk is not None and (

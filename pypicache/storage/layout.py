@@ -137,7 +137,9 @@ class Layout:
         It sits in the folder the work writes to (created if missing), named
         like a temporary file (never listed; a start-up removes leftovers).
         """
-        directory = self.area(area) if project is None else self.project_dir(area, project)
+        directory = (
+            self.area(area) if project is None else self.project_dir(area, project)
+        )
         directory.makedirs(ignoreExistingDirectory=True)
         digest = hashlib.sha256(name.encode()).hexdigest()[:32]
         return os.path.join(directory.path, f"{TEMP_PREFIX}lock-{digest}")

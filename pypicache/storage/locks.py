@@ -14,6 +14,7 @@ the one at the path and starts over, so two holders never overlap.
 import errno
 import fcntl
 import os
+from typing import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -92,13 +93,21 @@ class Locks:
     #: ``None`` in a process without a reactor (``pypicache-import``): wait in ``flock``.
     _clock: IReactorTime | None
 
-    async def acquire(self, path: str) -> HeldLock:
-        """The lock at ``path``, once every other holder has let go."""
+    async def acquire(
+        self, path: str, busy: Callable[[], None] | None = None
+    ) -> HeldLock:
+        """The lock at ``path``, once every other holder has let go.
+
+        :param busy: called once if another holder has it (to log the wait).
+        """
         delay = FIRST_POLL
         while True:
             held = try_lock(path, wait=self._clock is None)
             if held is not None:
                 return held
+            if busy is not None:
+                busy()
+                busy = None
             assert self._clock is not None
             await deferLater(self._clock, delay, lambda: None)
             delay = min(delay * 2, LAST_POLL)

@@ -50,9 +50,27 @@ class _ConnectionPoolService(service.Service):
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
-    """Build the daemon: store, upstream client, proxy, web site and listeners."""
+    """Build the daemon: store, upstream client, proxy, web site and listeners.
+
+    With ``--workers`` above 1, the listeners and the processes that serve them.
+    """
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    if options["workers"] > 1:
+        from pypicache.tap.workers import supervisor
+
+        return supervisor(options, reactor)
+    top, site = serving(options, reactor)
+    for endpoint in options["listen"]:
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    return top
+
+
+def serving(
+    options: Options, reactor: Any, remove_temporaries: bool = True
+) -> tuple[service.MultiService, Site]:
+    """The services of a process that serves requests, and the site it serves
+    (the caller makes it listen)."""
     top = service.MultiService()
     run_blocking = _thread_pool(top, reactor, "pypicache", 4)
     # bcrypt gets threads of its own: password guessing must not starve uploads.
@@ -86,16 +104,15 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         bulk_max_lines=options["bulk-max-lines"],
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
+        remove_temporaries=remove_temporaries,
     )
     site = Site(
         app.resource(),
         requestFactory=limited_request_factory(options["max-upload-size"]),
     )
     site.displayTracebacks = False
-    for endpoint in options["listen"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
     _StartupScan(app, reactor).setServiceParent(top)
-    return top
+    return top, site
 
 
 class _StartupScan(service.Service):

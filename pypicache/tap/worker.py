@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.test_workers -*-
+"""One ``--workers`` process: ``python -m pypicache.tap.worker N OPTIONS...``.
+
+Started by the twistd process (:mod:`pypicache.tap.workers`) with the
+listening sockets as descriptors 3, 4, ... in ``--listen`` order. It serves
+them as a one-process daemon would, writes its log to its standard output
+as JSON for the twistd process to relay, stops on SIGTERM (SIGINT is the
+twistd process's to act on), and stops by itself when that process is gone.
+"""
+
+import os
+import signal
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import TimerService
+from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+from twisted.web.server import Site
+
+from pypicache.tap.listeners import adopt, worker_factory
+from pypicache.tap.options import Options
+from pypicache.tap.service import serving
+from pypicache.tap.workers import FIRST_FD
+
+log = Logger()
+
+
+class _Adopted(service.Service):
+    """Serves the sockets the twistd process listens on."""
+
+    def __init__(
+        self, reactor: Any, descriptions: list[str], site: Site, index: int
+    ) -> None:
+        self.reactor = reactor
+        self.descriptions = descriptions
+        self.site = site
+        self.index = index
+        self.ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for k, description in enumerate(self.descriptions):
+            factory = worker_factory(description, self.site)
+            self.ports.append(adopt(self.reactor, FIRST_FD + k, factory))
+        log.info("Worker {index} ready (pid {pid})", index=self.index, pid=os.getpid())
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return DeferredList([maybeDeferred(p.stopListening) for p in self.ports])
+
+
+def main(argv: list[str]) -> None:
+    """Run worker ``argv[0]`` with the daemon's options ``argv[1:]`` until stopped."""
+    index = int(argv[0])
+    options = Options()
+    options.parseOptions(argv[1:])
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)])
+    from twisted.internet import reactor
+
+    top, site = serving(options, reactor, remove_temporaries=False)
+    _Adopted(reactor, options["listen"], site, index).setServiceParent(top)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        if os.getppid() != parent:
+            log.warn("The twistd process is gone: stopping")
+            stop()
+
+    TimerService(1.0, orphaned).setServiceParent(top)
+
+    def stop() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    top.privilegedStartService()
+    top.startService()
+    reactor.run(installSignalHandlers=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
