@@ -282,3 +282,62 @@ async def test_killed_worker_restarts_and_sigterm_stops_all(workers):
     )
     assert not workers.pidfile.exists()
     assert b"Worker 2 (pid %d) stopped" % before[2] in workers.twistd.output
+
+
+def https_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET over TLS without verifying the certificate (blocking; in a thread)."""
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=context, timeout=20
+    )
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_serve_tls_listeners(tmp_path):
+    """With an ssl: listener as well as a tcp: one, the workers answer on both, TLS
+    on the first (the twistd process holds its plain socket)."""
+    from twisted.internet.threads import deferToThread
+
+    from tests.test_tap import self_signed
+
+    index = FakeIndex(tmp_path / "upstream", "json")
+    upstream = await bounded(start_fake_index(index))
+    key, cert = self_signed(tmp_path)
+    twistd = spawn_twistd(
+        tmp_path,
+        upstream.url,
+        clean_env(tmp_path),
+        "--listen",
+        f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+        "--workers",
+        "2",
+    )
+    try:
+        for n in (1, 2):
+            await bounded(twistd.wait_for(b"Worker %d ready" % n), STARTUP)
+        plain, tls = map(
+            int, re.findall(rb"\[-\] Site starting on (\d+)", twistd.output)
+        )
+        status, body = await bounded(deferToThread(https_get, tls, "/health"))
+        assert status == 200 and b"ok" in body
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await bounded(
+            treq.get(f"http://127.0.0.1:{plain}/health", pool=pool)
+        )
+        assert response.code == 200
+        await treq.content(response)
+        await pool.closeCachedConnections()
+    finally:
+        await twistd.stop()
+        await bounded(upstream.stop())
