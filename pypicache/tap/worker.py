@@ -11,20 +11,43 @@ twistd process's to act on), and stops by itself when that process is gone.
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet.defer import DeferredList, maybeDeferred
-from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+from twisted.logger import Logger, eventAsText, globalLogBeginner
 from twisted.web.server import Site
 
 from pypicache.tap.listeners import adopt, worker_factory
 from pypicache.tap.options import Options
 from pypicache.tap.service import serving
-from pypicache.tap.workers import FIRST_FD
+from pypicache.tap.workers import FIRST_FD, RECORD_END
 
 log = Logger()
+
+
+def relayed_log(out: TextIO) -> Callable[[dict[str, Any]], None]:
+    """A log observer writing events as the twistd process relays them: one
+    record per event, ``time TAB level TAB namespace TAB text``, then
+    :data:`RECORD_END`. The text is formatted here, in the worker, as twistd
+    would (tracebacks included), so relaying costs the twistd process little.
+    """
+
+    def observe(event: dict[str, Any]) -> None:
+        text = eventAsText(
+            event, includeTraceback=True, includeTimestamp=False, includeSystem=False
+        )
+        if not text:
+            return
+        level = event.get("log_level")
+        out.write(
+            f"{event.get('log_time', 0.0)!r}\t{getattr(level, 'name', 'info')}\t"
+            f"{event.get('log_namespace', '-')}\t{text.replace(RECORD_END, ' ')}{RECORD_END}"
+        )
+        out.flush()
+
+    return observe
 
 
 class _Adopted(service.Service):
@@ -56,7 +79,7 @@ def main(argv: list[str]) -> None:
     index = int(argv[0])
     options = Options()
     options.parseOptions(argv[1:])
-    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)])
+    globalLogBeginner.beginLoggingTo([relayed_log(sys.stdout)])
     from twisted.internet import reactor
 
     top, site = serving(options, reactor, remove_temporaries=False)

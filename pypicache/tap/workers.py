@@ -4,7 +4,7 @@ N worker processes serve.
 
 Each worker (:mod:`pypicache.tap.worker`) is given the listening sockets as
 descriptors 3, 4, ... and writes its log events to its standard output as
-JSON, which this process publishes into its own log tagged
+formatted records, which this process publishes into its own log tagged
 ``worker-<n>/<pid>``. A worker that ends is started again, after 0.5 s, then
 twice as long after each quick failure, up to 30 s. On SIGTERM the workers
 are sent SIGTERM and waited for (SIGKILL after 30 s), then twistd exits.
@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web import resource
@@ -32,6 +32,8 @@ from pypicache.tap.options import Options
 
 log = Logger()
 
+#: What ends a log record a worker writes to its standard output.
+RECORD_END = "\x1e"
 #: The first descriptor of the listening sockets in a worker.
 FIRST_FD = 3
 #: Seconds before an ended worker is started again: the first time, and at most.
@@ -194,25 +196,33 @@ class _Worker(ProcessProtocol):
             pass
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
-        *lines, self._partial[fd] = (self._partial.get(fd, b"") + data).split(b"\n")
-        for line in lines:
-            self._relay(fd, line)
+        end = RECORD_END.encode() if fd == 1 else b"\n"
+        *records, self._partial[fd] = (self._partial.get(fd, b"") + data).split(end)
+        for record in records:
+            self._relay(fd, record)
 
-    def _relay(self, fd: int, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").strip("\x1e\r ")
+    def _relay(self, fd: int, record: bytes) -> None:
+        text = record.decode("utf-8", "replace").strip("\r\n")
         if not text:
             return
-        event = None
-        if fd == 1:
-            try:
-                event = eventFromJSON(text)
-            except ValueError:
-                pass
-        if isinstance(event, dict):
-            event["log_system"] = self.tag
-            globalLogPublisher(event)
-        else:  # what a worker wrote before its log began: a crash at import
+        fields = text.split("\t", 3) if fd == 1 else []
+        try:
+            when, level = float(fields[0]), LogLevel.levelWithName(fields[1])
+            namespace, body = fields[2], fields[3]
+        except (IndexError, ValueError, InvalidLogLevelError):
+            # What a worker wrote before its log began: a crash at start-up.
             log.warn("{line}", line=text, log_system=self.tag)
+            return
+        globalLogPublisher(
+            {
+                "log_format": "{log_text}",
+                "log_text": body,
+                "log_time": when,
+                "log_level": level,
+                "log_namespace": namespace,
+                "log_system": self.tag,
+            }
+        )
 
     def processEnded(self, reason: Failure) -> None:
         for fd, rest in self._partial.items():
