@@ -41,6 +41,7 @@ def dists(tmp_path_factory: Any) -> dict[str, Path]:
     other = tmp_path_factory.mktemp("workers-other")
     return {
         "big": payload_wheel(d, "shared", "1.0", 2 * 1024 * 1024),
+        "small": build_wheel(d, "trickle", "1.0"),
         "upload": build_wheel(d, "mine", "1.0", module_body="A = 1\n"),
         "upload_other": build_wheel(other, "mine", "1.0", module_body="B = 2\n"),
     }
@@ -131,6 +132,7 @@ class Workers:
 async def workers(tmp_path: Path, dists: dict[str, Path]) -> Any:
     index = FakeIndex(tmp_path / "upstream", "json")
     index.add(dists["big"])
+    index.add(dists["small"])
     upstream = await bounded(start_fake_index(index))
     pidfile = tmp_path / "twistd.pid"
     twistd = spawn_twistd(
@@ -226,6 +228,40 @@ async def test_one_upstream_download_and_page_fetch_across_workers(workers, dist
     assert workers.index.count("/simple/shared/") == 1
     assert {await workers.served_by(f"pin-{n}") for n in (1, 2)} == {1, 2}
     assert sha256_of(workers.cache / "mirror/shared" / name) == sha256_of(dists["big"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_second_worker_streams_the_first_workers_download(workers, dists):
+    """A client of the worker that waits for another worker's download gets the
+    bytes as they arrive, not only once the file is stored; one upstream GET."""
+    on = await workers.pinned()
+    name = dists["small"].name
+    size = dists["small"].stat().st_size
+    workers.index.drip(name, 3.0 / size)  # the whole file in about 3 s
+    path = f"/packages/trickle/{name}"
+    first = Deferred.fromCoroutine(workers.request(on[1], "GET", path))
+    await eventually(lambda: workers.index.downloads(name) == 1, "the download")
+    arrivals: list[tuple[float, int]] = []
+    response = await bounded(
+        Agent(reactor, pool=on[2]).request(b"GET", (workers.url + path[1:]).encode())
+    )
+    assert response.code == 200
+    await bounded(
+        treq.collect(
+            response, lambda chunk: arrivals.append((reactor.seconds(), len(chunk)))
+        )
+    )
+    ended = reactor.seconds()
+    code, body = await bounded(first)
+    assert code == 200 and body == dists["small"].read_bytes()
+    assert sum(n for _, n in arrivals) == size
+    assert ended - arrivals[0][0] > 1.0, "the bytes came all at once, at the end"
+    assert workers.index.downloads(name) == 1
+    assert re.search(
+        rb"\[worker-2/\d+\] Waiting for another process.s download of "
+        + re.escape(name.encode()),
+        workers.twistd.output,
+    )
 
 
 @pytest_twisted.ensureDeferred

@@ -2,6 +2,7 @@
 """Files from upstream: fetched at most once, verified, stored; core metadata extracted or fetched."""
 
 import hashlib
+import os
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -17,8 +18,8 @@ from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
-from pypicache.storage.locks import Locks
-from pypicache.storage.records import MIRROR, StoredFile
+from pypicache.storage.locks import Locks, read_note
+from pypicache.storage.records import MIRROR, TEMP_PREFIX, StoredFile
 
 log = Logger()
 
@@ -80,16 +81,28 @@ class Mirror:
         """Download, verify and store; every way out releases the slot and the waiters."""
         info = download.info
         lock = None
+        path = self._store.lock_path(MIRROR, download.project, info.filename)
         try:
             lock = await self._locks.acquire(
-                self._store.lock_path(MIRROR, download.project, info.filename),
+                path,
                 lambda: log.info(
                     "Waiting for another process's download of {filename}",
                     filename=info.filename,
                 ),
+                lambda: _follow(download, path),
             )
             stored = self._store.reread(MIRROR, download.project, info.filename)
+            if download.following:
+                if stored is not None and download.follows(stored.path.path):
+                    download.written = stored.info.size or download.written
+                elif download.readable == 0:
+                    download.unfollow()
+                else:
+                    raise UpstreamError(
+                        f"The download of {info.filename} by another process failed"
+                    )
             if stored is None:
+                lock.note(download.temp.path.basename())
                 await self._fetch_and_store(download)
             else:
                 log.info(
@@ -248,6 +261,17 @@ class Mirror:
             # Verified bytes are served all the same; fetched again next time.
             _not_kept(filename, e)
         return content
+
+
+def _follow(download: Download, lock_path: str) -> None:
+    """Serve what the process holding the download's lock has written so far:
+    it notes its temporary file in the lock file."""
+    if download.following:
+        download.grew()
+        return
+    name = read_note(lock_path)
+    if name.startswith(TEMP_PREFIX) and os.sep not in name:
+        download.follow(os.path.join(os.path.dirname(lock_path), name))
 
 
 def _not_kept(filename: str, error: Exception) -> None:

@@ -42,6 +42,13 @@ class HeldLock:
         fd, self._fd = self._fd, None
         return HeldLock(self.path, fd)
 
+    def note(self, text: str) -> None:
+        """Write ``text`` into the lock file, for waiters to read (:func:`read_note`)."""
+        assert self._fd is not None
+        data = text.encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
     def release(self) -> None:
         """Remove the lock file, then let the next holder in; never raises."""
         if self._fd is None:
@@ -52,6 +59,15 @@ class HeldLock:
         except OSError:
             pass
         os.close(fd)
+
+
+def read_note(path: str) -> str:
+    """What the holder of the lock at ``path`` wrote into it ("" if nothing)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(1024).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def try_lock(path: str, wait: bool = False) -> HeldLock | None:
@@ -94,11 +110,15 @@ class Locks:
     _clock: IReactorTime | None
 
     async def acquire(
-        self, path: str, busy: Callable[[], None] | None = None
+        self,
+        path: str,
+        busy: Callable[[], None] | None = None,
+        poll: Callable[[], None] | None = None,
     ) -> HeldLock:
         """The lock at ``path``, once every other holder has let go.
 
         :param busy: called once if another holder has it (to log the wait).
+        :param poll: called each time it is found busy (to follow the holder's work).
         """
         delay = FIRST_POLL
         while True:
@@ -108,6 +128,8 @@ class Locks:
             if busy is not None:
                 busy()
                 busy = None
+            if poll is not None:
+                poll()
             assert self._clock is not None
             await deferLater(self._clock, delay, lambda: None)
             delay = min(delay * 2, LAST_POLL)
