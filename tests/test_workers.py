@@ -265,6 +265,38 @@ async def test_second_worker_streams_the_first_workers_download(workers, dists):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_failed_download_cuts_off_the_other_workers_clients(workers, dists):
+    """When the download a worker streams from another worker fails midway, its
+    client, which holds part of the body, is cut off too (never a short file
+    taken for whole), and nothing is stored; the next request downloads again."""
+    on = await workers.pinned()
+    name = dists["small"].name
+    workers.index.die_midway(name, drip=2.0 / dists["small"].stat().st_size)
+    path = f"/packages/trickle/{name}"
+    first = Deferred.fromCoroutine(workers.request(on[1], "GET", path))
+    first.addErrback(lambda failure: failure.value)  # cut off as well
+    await eventually(lambda: workers.index.downloads(name) == 1, "the download")
+    received: list[bytes] = []
+    response = await bounded(
+        Agent(reactor, pool=on[2]).request(b"GET", (workers.url + path[1:]).encode())
+    )
+    assert response.code == 200
+    with pytest.raises(Exception) as cut:
+        await bounded(treq.collect(response, received.append))
+    assert "ResponseFailed" in repr(cut.value) or "PotentialDataLoss" in repr(
+        cut.value
+    ), cut.value
+    assert received, "the client got no byte before the failure"
+    assert "ResponseFailed" in repr(await bounded(first))
+    assert not (workers.cache / "mirror/trickle" / name).exists()
+    assert workers.index.downloads(name) == 1
+    workers.index.heal(name)
+    code, body = await workers.request(on[2], "GET", path)
+    assert code == 200 and body == dists["small"].read_bytes()
+    assert workers.index.downloads(name) == 2
+
+
+@pytest_twisted.ensureDeferred
 async def test_conflicting_uploads_on_two_workers(workers, dists):
     """Two uploads of one filename with other bytes, one on each worker at once: one
     201, one 409, and the stored file is the winner's; the winner's bytes again on
