@@ -106,7 +106,13 @@ class ProjectPages:
             ),
         )
         try:
-            on_disk = self._store.read_page(project)
+            # Another process may have fetched it while this one waited (a
+            # large page is parsed in a thread).
+            on_disk = (
+                self._store.read_page(project)
+                if self._run_blocking is None
+                else await self._run_blocking(self._store.read_page, project)
+            )
             if on_disk is not None and (
                 cached is None or on_disk.fetched_at > cached.fetched_at
             ):
