@@ -409,3 +409,13 @@ async def test_workers_serve_tls_listeners(tmp_path):
     finally:
         await twistd.stop()
         await bounded(upstream.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_stop_when_twistd_is_killed(workers):
+    """Workers whose twistd process was killed (SIGKILL, no chance to stop them)
+    stop by themselves, so nothing keeps serving the port unsupervised."""
+    pids = list(workers.pids().values())
+    workers.twistd.process.signalProcess("KILL")
+    await bounded(workers.twistd.ended)
+    await eventually(lambda: not any(running(p) for p in pids), "orphans to stop")
