@@ -56,8 +56,12 @@ def supervisor(options: Options, reactor: Any) -> service.MultiService:
     never_used = Site(resource.Resource())
     for description in options["listen"]:
         strports.service(description, never_used, reactor=holding).setServiceParent(top)
-    argv = [*options.argv, "--index-url", options["index-url"]]
-    Supervisor(reactor, holding.ports, options["workers"], argv).setServiceParent(top)
+    # The upstream as this process found it, in the environment rather than on
+    # the command line, where any user could read credentials in its URL.
+    env = {**os.environ, "PIP_INDEX_URL": options["index-url"]}
+    Supervisor(
+        reactor, holding.ports, options["workers"], options.argv, env
+    ).setServiceParent(top)
     return top
 
 
@@ -73,11 +77,19 @@ def _why(reason: Failure) -> str:
 class Supervisor(service.Service):
     """Runs ``count`` workers on the held ports; restarts the ones that end."""
 
-    def __init__(self, reactor: Any, ports: list[Any], count: int, argv: list[str]):
+    def __init__(
+        self,
+        reactor: Any,
+        ports: list[Any],
+        count: int,
+        argv: list[str],
+        env: dict[str, str],
+    ):
         self._reactor = reactor
         self._ports = ports
         self._count = count
         self._argv = argv
+        self._env = env
         self.workers: dict[int, "_Worker"] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._failures: dict[int, int] = {}
@@ -100,7 +112,7 @@ class Supervisor(service.Service):
         fds: dict[int, Any] = {1: "r", 2: "r"}
         for k, port in enumerate(self._ports):
             fds[FIRST_FD + k] = port.fileno()
-        env = dict(os.environ)
+        env = dict(self._env)
         # The workers run this very pypicache, wherever it was imported from.
         here = os.path.dirname(os.path.dirname(os.path.abspath(pypicache.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(
