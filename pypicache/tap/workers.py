@@ -172,8 +172,13 @@ class Supervisor(service.Service):
         for worker in list(self.workers.values()):
             worker.signal("TERM")
         kill = self._reactor.callLater(GRACE, self._kill)
-        done.addBoth(lambda result: (kill.active() and kill.cancel(), result)[1])
-        return done
+
+        def stopped(result: None) -> None:
+            if kill.active():
+                kill.cancel()
+            return result
+
+        return done.addBoth(stopped)
 
     def _kill(self) -> None:
         for worker in list(self.workers.values()):
