@@ -106,13 +106,16 @@ class ProjectPages:
             ),
         )
         try:
-            # Another process may have fetched it while this one waited (a
-            # large page is parsed in a thread).
-            on_disk = (
-                self._store.read_page(project)
-                if self._run_blocking is None
-                else await self._run_blocking(self._store.read_page, project)
-            )
+            # Another process may have fetched it while this one waited: read
+            # it back (a large page in a thread) if it was written since.
+            stamp = self._store.page_stamp(project)
+            on_disk = None
+            if stamp is not None and (cached is None or stamp > cached.fetched_at):
+                on_disk = (
+                    self._store.read_page(project)
+                    if self._run_blocking is None
+                    else await self._run_blocking(self._store.read_page, project)
+                )
             if on_disk is not None and (
                 cached is None or on_disk.fetched_at > cached.fetched_at
             ):

@@ -99,5 +99,8 @@ class IStore(Interface):
     def read_page(project: str) -> CachedPage | None:
         """The cached upstream page of ``project``, or ``None``."""
 
+    def page_stamp(project: str) -> float | None:
+        """When the cached page of ``project`` was last written (``None``: it is not)."""
+
     def write_page(project: str, cached: CachedPage) -> None:
         """Store the upstream page of ``project``."""

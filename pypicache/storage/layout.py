@@ -144,5 +144,12 @@ class Layout:
         digest = hashlib.sha256(name.encode()).hexdigest()[:32]
         return os.path.join(directory.path, f"{TEMP_PREFIX}lock-{digest}")
 
+    def page_stamp(self, project: str) -> float | None:
+        """When the cached page of ``project`` was last written, if it is there."""
+        try:
+            return os.stat(self.page_path(project).path).st_mtime
+        except OSError:
+            return None
+
     def page_path(self, project: str) -> FilePath:
         return self.area("pages").child(project + ".json")
