@@ -17,6 +17,7 @@ from pypicache.index.archives import ArchiveMetadata, inspect_archive
 from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename, parse_filename
 from pypicache.private.received import FilePart
+from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES, StoredFile
@@ -120,13 +121,14 @@ class Uploads:
         lock = self._storing.setdefault(filename, DeferredLock())
         await lock.acquire()
         try:
-            held = await self._locks.acquire(
-                self._store.lock_path(area, project, filename),
-                lambda: log.info(
-                    "Waiting for another process's upload of {filename}",
-                    filename=filename,
-                ),
-            )
+            with full_disk_is_507(filename):
+                held = await self._locks.acquire(
+                    self._store.lock_path(area, project, filename),
+                    lambda: log.info(
+                        "Waiting for another process's upload of {filename}",
+                        filename=filename,
+                    ),
+                )
             try:
                 # Another process may have stored it since this one listed its folder.
                 self._store.reread(area, project, filename)

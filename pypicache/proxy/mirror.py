@@ -81,16 +81,17 @@ class Mirror:
         """Download, verify and store; every way out releases the slot and the waiters."""
         info = download.info
         lock = None
-        path = self._store.lock_path(MIRROR, download.project, info.filename)
         try:
-            lock = await self._locks.acquire(
-                path,
-                lambda: log.info(
-                    "Waiting for another process's download of {filename}",
-                    filename=info.filename,
-                ),
-                lambda: _follow(download, path),
-            )
+            with full_disk_is_507(info.filename):
+                path = self._store.lock_path(MIRROR, download.project, info.filename)
+                lock = await self._locks.acquire(
+                    path,
+                    lambda: log.info(
+                        "Waiting for another process's download of {filename}",
+                        filename=info.filename,
+                    ),
+                    lambda: _follow(download, path),
+                )
             stored = self._store.reread(MIRROR, download.project, info.filename)
             if download.following:
                 if stored is not None and download.follows(stored.path.path):
@@ -102,7 +103,10 @@ class Mirror:
                         f"The download of {info.filename} by another process failed"
                     )
             if stored is None:
-                lock.note(download.temp.path.basename())
+                try:
+                    lock.note(download.temp.path.basename())
+                except OSError:
+                    pass  # a full disk: the others wait without streaming
                 await self._fetch_and_store(download)
             else:
                 log.info(
@@ -265,13 +269,13 @@ class Mirror:
 
 def _follow(download: Download, lock_path: str) -> None:
     """Serve what the process holding the download's lock has written so far:
-    it notes its temporary file in the lock file."""
+    it notes the name of its temporary file, beside ours, in the lock file."""
     if download.following:
         download.grew()
         return
     name = read_note(lock_path)
     if name.startswith(TEMP_PREFIX) and os.sep not in name:
-        download.follow(os.path.join(os.path.dirname(lock_path), name))
+        download.follow(os.path.join(download.temp.path.dirname(), name))
 
 
 def _not_kept(filename: str, error: Exception) -> None:

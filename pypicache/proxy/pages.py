@@ -98,13 +98,21 @@ class ProjectPages:
         """Fetch the page under its lock; another process may have fetched it meanwhile."""
         if self._locks is None:
             return await self._fetch(project, cached, None)
-        lock = await self._locks.acquire(
-            self._store.lock_path("pages", None, project),
-            lambda: log.info(
-                "Waiting for another process's fetch of the page of {project}",
+        try:
+            lock = await self._locks.acquire(
+                self._store.lock_path("pages", None, project),
+                lambda: log.info(
+                    "Waiting for another process's fetch of the page of {project}",
+                    project=project,
+                ),
+            )
+        except OSError as e:  # a full disk: pages are still served
+            log.warn(
+                "No lock for the page of {project} ({reason}): fetching it anyway",
                 project=project,
-            ),
-        )
+                reason=e,
+            )
+            return await self._fetch(project, cached, None)
         try:
             # Another process may have fetched it while this one waited: read
             # it back (a large page in a thread) if it was written since.

@@ -19,6 +19,7 @@ from pypicache.index.names import METADATA_SUFFIX, is_distribution, parse_filena
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
+    LOCKS,
     MIRROR,
     PRERELEASES,
     PRIVATE,
@@ -58,8 +59,10 @@ class Layout:
         sidecars and core metadata of an archive that never got renamed into
         place (a bare ``.metadata`` in ``mirror/`` is kept: it is fetched ahead
         of its archive on purpose)."""
-        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
+        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages", LOCKS):
             directory = self.area(area)
+            if not directory.isdir():
+                continue
             for path in [directory, *directory.children()]:
                 if not path.isdir():
                     continue
@@ -134,14 +137,12 @@ class Layout:
     def lock_path(self, area: str, project: str | None, name: str) -> str:
         """The lock file that serializes work on ``name`` across processes.
 
-        It sits in the folder the work writes to (created if missing), named
-        like a temporary file (never listed; a start-up removes leftovers).
+        Lock files live in ``locks/`` (created if missing), named like
+        temporary files, so a start-up removes what a crash left.
         """
-        directory = (
-            self.area(area) if project is None else self.project_dir(area, project)
-        )
+        directory = self.area(LOCKS)
         directory.makedirs(ignoreExistingDirectory=True)
-        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(f"{area}/{project}/{name}".encode()).hexdigest()[:40]
         return os.path.join(directory.path, f"{TEMP_PREFIX}lock-{digest}")
 
     def page_stamp(self, project: str) -> float | None:
