@@ -4,9 +4,9 @@
 ``--workers`` runs several processes on one cache folder, and
 ``pypicache-import`` may run beside them. What must happen once (one upstream
 download of a file, one fetch of a project's page, one upload taking a
-filename) is done under an exclusive ``flock`` on a lock file beside what it
-writes. The lock file is named like a temporary file, so it is never listed
-and a start-up cleans what a crash left. The holder removes it before letting
+filename) is done under an exclusive ``flock`` on a lock file in the cache's
+``locks/`` folder. It is named like a temporary file, so a start-up cleans
+what a crash left; its holder may note in it what waiters can follow. The holder removes it before letting
 go; a waiter that then gets the lock on the removed file sees it is no longer
 the one at the path and starts over, so two holders never overlap.
 """
