@@ -13,6 +13,7 @@ from pypicache.errors import HashMismatch, NotFound, PypicacheError, UpstreamErr
 from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
+from pypicache.index.names import METADATA_SUFFIX
 from pypicache.proxy.download import Download
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
@@ -244,9 +245,29 @@ class Mirror:
         )
 
     async def _fetch_metadata(self, project: str, filename: str) -> bytes:
+        """Fetch core metadata, once across processes."""
         info = await self.describe(project, filename)
         if info.core_metadata is False or info.url is None:
             raise NotFound(f"No core metadata for {filename!r}")
+        try:
+            lock = await self._locks.acquire(
+                self._store.lock_path(MIRROR, project, filename + METADATA_SUFFIX)
+            )
+        except OSError:
+            lock = None  # a full disk: fetched all the same, and not kept
+        try:
+            path = self._store.metadata_file(project, filename)
+            if path is not None:  # another process fetched it meanwhile
+                return path.getContent()
+            return await self._fetch_metadata_now(info, project, filename)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def _fetch_metadata_now(
+        self, info: DistFile, project: str, filename: str
+    ) -> bytes:
+        assert info.url is not None
         response = await self._upstream.open_file(info.url + ".metadata")
         content = await self._upstream.read_body(response, MAX_METADATA)
         if isinstance(info.core_metadata, dict):
