@@ -231,6 +231,30 @@ async def test_one_upstream_download_and_page_fetch_across_workers(workers, dist
 
 
 @pytest_twisted.ensureDeferred
+async def test_one_upstream_metadata_fetch_across_workers(workers, dists):
+    """The core metadata of an uncached wheel asked on both workers at once is
+    fetched from upstream once; the worker that waited serves what was stored."""
+    on = await workers.pinned()
+    name = dists["big"].name
+    hold = workers.index.hold(name + ".metadata")
+    path = f"/packages/shared/{name}.metadata"
+    asked = [
+        Deferred.fromCoroutine(workers.request(on[n], "GET", path)) for n in (1, 2)
+    ]
+    await bounded(hold.wait_for(1))
+    await bounded(
+        workers.twistd.wait_for(
+            rb"Waiting for another process.s fetch of " + re.escape(name.encode())
+        )
+    )
+    hold.release()
+    (code1, body1), (code2, body2) = await bounded(gatherResults(asked))
+    assert code1 == code2 == 200 and body1 == body2 and b"Name: shared" in body1
+    assert workers.index.count(name + ".metadata") == 1
+    assert workers.index.downloads(name) == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_second_worker_streams_the_first_workers_download(workers, dists):
     """A client of the worker that waits for another worker's download gets the
     bytes as they arrive, not only once the file is stored; one upstream GET."""

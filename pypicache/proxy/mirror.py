@@ -251,7 +251,11 @@ class Mirror:
             raise NotFound(f"No core metadata for {filename!r}")
         try:
             lock = await self._locks.acquire(
-                self._store.lock_path(MIRROR, project, filename + METADATA_SUFFIX)
+                self._store.lock_path(MIRROR, project, filename + METADATA_SUFFIX),
+                lambda: log.info(
+                    "Waiting for another process's fetch of {filename}.metadata",
+                    filename=filename,
+                ),
             )
         except OSError:
             lock = None  # a full disk: fetched all the same, and not kept
