@@ -6,9 +6,10 @@
 download of a file, one fetch of a project's page, one upload taking a
 filename) is done under an exclusive ``flock`` on a lock file in the cache's
 ``locks/`` folder. It is named like a temporary file, so a start-up cleans
-what a crash left; its holder may note in it what waiters can follow. The holder removes it before letting
-go; a waiter that then gets the lock on the removed file sees it is no longer
-the one at the path and starts over, so two holders never overlap.
+what a crash left; its holder may note in it what waiters can follow. The
+holder removes it before letting go; a waiter that then gets the lock on the
+removed file sees it is no longer the one at the path and starts over, so two
+holders never overlap.
 """
 
 import errno
