@@ -11,6 +11,7 @@ twistd process's to act on), and stops by itself when that process is gone.
 import os
 import signal
 import sys
+import threading
 from typing import Any, Callable, TextIO
 
 from twisted.application import service
@@ -27,14 +28,25 @@ from pypicache.tap.workers import FIRST_FD, RECORD_END
 log = Logger()
 
 
-def relayed_log(out: TextIO) -> Callable[[dict[str, Any]], None]:
+def relayed_log(out: TextIO, reactor: Any) -> Callable[[dict[str, Any]], None]:
     """A log observer writing events as the twistd process relays them: one
     record per event, ``time TAB level TAB namespace TAB text``, then
     :data:`RECORD_END`. The text is formatted here, in the worker, as twistd
     would (tracebacks included), so relaying costs the twistd process little.
+
+    Records logged on the reactor thread are flushed once per turn of the
+    reactor, so a busy worker writes many in one go; others at once.
     """
+    reactor_thread = threading.get_ident()
+    pending = False
+
+    def flush() -> None:
+        nonlocal pending
+        pending = False
+        out.flush()
 
     def observe(event: dict[str, Any]) -> None:
+        nonlocal pending
         text = eventAsText(
             event, includeTraceback=True, includeTimestamp=False, includeSystem=False
         )
@@ -45,7 +57,11 @@ def relayed_log(out: TextIO) -> Callable[[dict[str, Any]], None]:
             f"{event.get('log_time', 0.0)!r}\t{getattr(level, 'name', 'info')}\t"
             f"{event.get('log_namespace', '-')}\t{text.replace(RECORD_END, ' ')}{RECORD_END}"
         )
-        out.flush()
+        if threading.get_ident() != reactor_thread or not reactor.running:
+            out.flush()
+        elif not pending:
+            pending = True
+            reactor.callLater(0, flush)
 
     return observe
 
@@ -79,8 +95,9 @@ def main(argv: list[str]) -> None:
     index = int(argv[0])
     options = Options()
     options.parseOptions(argv[1:])
-    globalLogBeginner.beginLoggingTo([relayed_log(sys.stdout)])
     from twisted.internet import reactor
+
+    globalLogBeginner.beginLoggingTo([relayed_log(sys.stdout, reactor)])
 
     top, site = serving(options, reactor, remove_temporaries=False)
     _Adopted(reactor, options["listen"], site, index).setServiceParent(top)
