@@ -443,3 +443,55 @@ async def test_workers_stop_when_twistd_is_killed(workers):
     workers.twistd.process.signalProcess("KILL")
     await bounded(workers.twistd.ended)
     await eventually(lambda: not any(running(p) for p in pids), "orphans to stop")
+
+
+def test_worker_log_records_reach_the_log_whole():
+    """What a worker logs (levels, multi-line tracebacks, records split across
+    reads) is published by the twistd process as one event each, tagged with
+    the worker, and a line that is no record (a crash before logging began) is
+    relayed as a warning."""
+    from twisted.logger import (
+        LogLevel,
+        LogPublisher,
+        Logger,
+        capturedLogs,
+        formatEvent,
+    )
+
+    from pypicache.tap import workers as parent
+    from pypicache.tap.worker import relayed_log
+
+    class NotRunning:
+        running = False
+
+    out = io.StringIO()
+    source = Logger(
+        observer=LogPublisher(relayed_log(out, NotRunning())), namespace="w"
+    )
+    source.info("ready {n}", n=1)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        source.failure("Boom in {what}", what="a thread")
+    published: list[dict] = []
+    original = parent.globalLogPublisher
+    parent.globalLogPublisher = published.append
+    try:
+        worker = parent._Worker(None, 3, 0.0)
+        worker.tag = "worker-3/42"
+        data = out.getvalue().encode()
+        for i in range(0, len(data), 7):  # in small reads
+            worker.childDataReceived(1, data[i : i + 7])
+        with capturedLogs() as stderr:
+            worker.childDataReceived(2, b"Traceback at import\n")
+    finally:
+        parent.globalLogPublisher = original
+    texts = [formatEvent(e) for e in published[:2]]
+    assert texts[0] == "ready 1" and published[0]["log_level"] == LogLevel.info
+    assert texts[1].startswith("Boom in a thread") and "ZeroDivisionError" in texts[1]
+    assert published[1]["log_level"] == LogLevel.critical
+    assert {e["log_system"] for e in published[:2]} == {"worker-3/42"}
+    assert len(published) == 2
+    assert [(formatEvent(e), e["log_level"], e["log_system"]) for e in stderr] == [
+        ("Traceback at import", LogLevel.warn, "worker-3/42")
+    ]
