@@ -58,9 +58,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-# bench/run.py: the process, /proc and machine helpers (it puts the repository
+# bench/procs.py: the process, /proc and machine helpers (it puts the repository
 # root on sys.path, for tests.packages).
-import run as bench
+import procs as bench
 
 from tests.packages import build_sdist, build_wheel, sha256_of
 
@@ -903,8 +903,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         },
     }
     results["stopped_processes"] = True
-    bench._stop(daemon)
-    bench._stop(upstream)
+    bench.stop(daemon)
+    bench.stop(upstream)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -1118,7 +1118,7 @@ def main() -> None:
         parser.error("--duration, --clients and --sample-interval must be positive")
     atexit.register(bench.stop_all)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, bench._on_signal)
+        signal.signal(signum, bench.on_signal)
     out = Path(
         args.output
         or Path(args.work) / ("soak-quick.json" if args.quick else "soak.json")

@@ -8,11 +8,12 @@ One synthetic upstream (``bench/upstream.py``, one small project), then for
 each round and each worker count (alternating, so that the machine's other
 load spreads over all of them) a fresh ``twistd -n pypicache --workers N``:
 the page is fetched once to cache it, then ``wrk`` (``--connections``
-keep-alive connections, one thread) asks for it for ``--seconds``. CPU is
+keep-alive connections, two threads) asks for it for ``--seconds``. CPU is
 user + system time of the twistd process and all its workers (from
 ``/proc``), so it includes relaying the workers' access log into the one
-log. Without ``wrk`` the bench's own asyncio client (``bench/run.py load``)
-is used, which needs more CPU itself. Prints one line per run and the
+log (``--access-log``: the daemons write access lines to a file instead,
+which nothing relays). Without ``wrk`` the bench's own asyncio client
+(``bench/clients.py``) is used, which needs more CPU itself. Prints one line per run and the
 median per worker count; see docs/benchmark.rst.
 """
 
@@ -24,7 +25,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,37 +32,26 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.run import (  # noqa: E402
+from bench.clients import get, load
+from bench.procs import (
     HOST,
-    _stop,
     cpu_seconds,
-    get,
-    load,
+    descendants,
     start_daemon,
     start_upstream,
+    stop,
     stop_all,
 )
-from tests.packages import build_wheel  # noqa: E402
+from tests.packages import build_wheel
 
 PAGE = "/simple/smallpage/"
-
-
-def tree(pid: int) -> list[int]:
-    """A process and its children (the workers), from /proc."""
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    return pids
 
 
 def tree_cpu(pid: int) -> tuple[float, float]:
     """CPU seconds of the twistd process, and of it with its workers."""
     own = cpu_seconds(pid)
     total = own
-    for child in tree(pid)[1:]:
+    for child in descendants(pid)[1:]:
         try:
             total += cpu_seconds(child)
         except OSError:
@@ -83,56 +72,42 @@ def wait_ready(log: Path, workers: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"workers did not start; see {log}")
 
 
-def wrk(port: int, connections: int, seconds: float) -> float:
-    """Requests completed by wrk in ``seconds``."""
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds:g}s",
-            f"http://{HOST}:{port}{PAGE}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    match = re.search(r"(\d+) requests in", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if match is None or errors:
-        raise RuntimeError(f"wrk said:\n{out}")
-    return float(match.group(1))
-
-
 def measure(
-    upstream_url: str, work: Path, workers: int, connections: int, seconds: float
+    upstream_url: str,
+    work: Path,
+    workers: int,
+    connections: int,
+    seconds: float,
+    access_log: bool,
 ) -> dict[str, float]:
     cache = Path(tempfile.mkdtemp(dir=work, prefix=f"cache-{workers}-"))
     log = work / f"twistd-{workers}.log"
     log.unlink(missing_ok=True)
-    process, port = start_daemon(
-        cache, upstream_url, log, timeout=60, extra_args=["--workers", str(workers)]
-    )
+    extra = ["--workers", str(workers)]
+    if access_log:
+        extra += ["--access-log", str(work / f"access-{workers}.log")]
+    process, port = start_daemon(cache, upstream_url, log, extra_args=extra)
+    url = f"http://{HOST}:{port}{PAGE}"
     try:
         wait_ready(log, workers)
-        status, _ = get(port, PAGE)
+        status, _, _ = get(url)
         assert status == 200, status
         for _ in range(20):  # every worker renders it once
-            get(port, PAGE)
+            get(url)
         own0, cpu0 = tree_cpu(process.pid)
         wall0 = time.perf_counter()
-        if shutil.which("wrk"):
-            requests = wrk(port, connections, seconds)
-        else:
-            requests = float(load(port, PAGE, {}, connections, seconds)["ok"])
+        result = load(url, {}, connections, seconds)
         wall = time.perf_counter() - wall0
         own1, cpu1 = tree_cpu(process.pid)
     finally:
-        _stop(process)
+        stop(process)
         shutil.rmtree(cache, ignore_errors=True)
+    requests = float(result["requests"])
+    if result["errors"] or not requests:
+        raise RuntimeError(f"the load failed: {result}")
     return {
         "workers": workers,
-        "rps": requests / wall,
+        "rps": float(result["requests_per_s"]),
         "cpu_ms_per_request": 1000 * (cpu1 - cpu0) / requests,
         "parent_ms_per_request": 1000 * (own1 - own0) / requests,
         "cpu_percent": 100 * (cpu1 - cpu0) / wall,
@@ -145,6 +120,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="run the daemons with --access-log (access lines to a file, not relayed)",
+    )
     args = parser.parse_args()
     atexit.register(stop_all)
     work = Path(tempfile.mkdtemp(prefix="pypicache-bench-workers-"))
@@ -158,7 +138,14 @@ def main() -> None:
     try:
         for round in range(args.rounds):
             for workers in args.workers:
-                r = measure(upstream_url, work, workers, args.connections, args.seconds)
+                r = measure(
+                    upstream_url,
+                    work,
+                    workers,
+                    args.connections,
+                    args.seconds,
+                    args.access_log,
+                )
                 runs.append(r)
                 print(
                     f"round {round + 1} --workers {workers}: {r['rps']:.0f} req/s, "
@@ -168,7 +155,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        _stop(upstream)
+        stop(upstream)
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedians over {args.rounds} rounds, {os.cpu_count()} CPUs:")
     for workers in args.workers:

@@ -351,7 +351,8 @@ async def test_download_killed_mid_file(lab: Lab, dists: dict[str, Path], fault:
     else:
         hold.release()
     daemon = await lab.daemon(upstream.url)
-    assert temporaries(lab.cache) == []
+    # The clean-up runs once the daemon answers, in a thread.
+    await eventually(lambda: temporaries(lab.cache) == [], "the start-up clean-up")
     assert names_in(folder) == []
     assert name not in await daemon.listed("/local/bigdl/")
 
@@ -387,7 +388,7 @@ async def test_served_file_survives_kill(lab: Lab, dists: dict[str, Path]):
     assert again.code == 200
     assert again.body == wheel.read_bytes()
     assert_whole(lab.cache / "mirror" / "cold" / name, index.sha256(name))
-    assert temporaries(lab.cache) == []
+    await eventually(lambda: temporaries(lab.cache) == [], "the start-up clean-up")
 
 
 # -- 3. an upload acknowledged, then a kill ------------------------------------
@@ -416,7 +417,7 @@ async def test_acknowledged_upload_survives_kill(lab: Lab, dists: dict[str, Path
     assert served.code == 200
     assert served.body == wheel.read_bytes()
     assert index.count("crashpriv") == asked
-    assert temporaries(lab.cache) == []
+    await eventually(lambda: temporaries(lab.cache) == [], "the start-up clean-up")
 
 
 # -- 4. an upload killed mid-body ----------------------------------------------
@@ -543,7 +544,8 @@ async def test_bulk_caching_killed_midway(lab: Lab, dists: dict[str, Path]):
     hold.release()
     index.heal(wheels["bulkd"].name)
     daemon = await lab.daemon(upstream.url)
-    assert temporaries(lab.cache) == []
+    # The clean-up runs once the daemon answers, in a thread.
+    await eventually(lambda: temporaries(lab.cache) == [], "the start-up clean-up")
     for project, wheel in wheels.items():
         listed = await daemon.listed(f"/local/{project}/")
         if project in ("bulka", "bulkb"):
@@ -607,7 +609,8 @@ async def test_download_killed_while_storing(
         assert not complete, "the client got a file the store did not keep"
 
     daemon = await lab.daemon(upstream.url)
-    assert temporaries(lab.cache) == []
+    # The clean-up runs once the daemon answers, in a thread.
+    await eventually(lambda: temporaries(lab.cache) == [], "the start-up clean-up")
     folder = lab.cache / "mirror" / "sweepdl"
     listed = await daemon.listed("/local/sweepdl/")
     if kept:
@@ -656,7 +659,8 @@ async def test_upload_killed_while_storing(
         await bounded(answer)
 
     daemon = await lab.daemon(upstream.url)
-    assert temporaries(lab.cache) == []
+    # The clean-up runs once the daemon answers, in a thread.
+    await eventually(lambda: temporaries(lab.cache) == [], "the start-up clean-up")
     assert names_in(lab.cache / "private" / ".incoming") == []
     page = await daemon.listed("/simple/sweepup/")
     expected = wheel if kept else upstream_wheel

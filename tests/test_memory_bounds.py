@@ -50,4 +50,4 @@ def test_unknown_projects_are_not_listed_in_memory(tmp_path):
     store = FilesystemStore(FilePath(str(tmp_path)))
     for i in range(1000):
         assert store.files(f"nosuch{i}") == []
-    assert store._mirror == {}
+    assert len(store._listings._cache) == 0

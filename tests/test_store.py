@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 from twisted.python.filepath import FilePath
@@ -230,25 +231,77 @@ def test_discard(store):
         "mirror",
     ],
 )
-def test_new_store_removes_temporaries(root, folder):
-    """A new store deletes ``.tmp-*`` files a crash left behind, and nothing else."""
+def test_cleanup_removes_temporaries(root, folder):
+    """The start-up clean-up deletes ``.tmp-*`` files a crash left behind, and nothing else."""
     FilesystemStore(root)
     directory = root.preauthChild(folder)
     directory.makedirs(ignoreExistingDirectory=True)
     directory.child(TEMP_PREFIX + "0123456789abcdef").setContent(b"partial")
     directory.child("keep-1.0.tar.gz").setContent(b"x")
-    FilesystemStore(root)
+    FilesystemStore(root).remove_temporaries()
     assert listing(directory) == ["keep-1.0.tar.gz"]
 
 
-def test_new_store_removes_open_temp(root):
-    """A temporary file left open by an earlier store is removed by the next one."""
-    temp = FilesystemStore(root).open_temp("foo", RELEASES)
-    temp.write(CONTENT)
-    temp.flush_and_sync()
+def test_new_store_reads_nothing_of_the_tree(root):
+    """Creating a store leaves leftovers alone: the clean-up walks the tree, so
+    it runs later, in a thread, once the daemon answers."""
+    directory = root.preauthChild("mirror/foo")
+    directory.makedirs()
+    directory.child(TEMP_PREFIX + "0123456789abcdef").setContent(b"partial")
     FilesystemStore(root)
-    assert not temp.path.exists()
+    assert listing(directory) == [TEMP_PREFIX + "0123456789abcdef"]
+
+
+def test_cleanup_keeps_temporaries_still_being_written(root):
+    """A temporary file its writer holds open (a download started after
+    start-up, or another worker's) is kept; once nobody holds it, as after a
+    kill, it goes."""
+    store = FilesystemStore(root)
+    temp = store.open_temp("foo", MIRROR)
+    temp.write(CONTENT)
+    store.remove_temporaries()
+    assert os.path.exists(temp.path.path)
     temp.file.close()
+    store.remove_temporaries()
+    assert not os.path.exists(temp.path.path)
+
+
+def test_cleanup_keeps_recent_sidecars_without_archive(root):
+    """A sidecar without its archive changed since ``before`` may be another
+    process's commit about to rename its archive: kept; an older one goes."""
+    store = FilesystemStore(root)
+    folder = root.preauthChild("mirror/foo")
+    folder.makedirs()
+    old = folder.child("foo-1.0.tar.gz.json")
+    old.setContent(b"{}")
+    os.utime(old.path, (1000, 1000))
+    new = folder.child("foo-2.0.tar.gz.json")
+    new.setContent(b"{}")
+    store.remove_temporaries(before=time.time() - 60)
+    assert not old.exists()
+    assert new.exists()
+
+
+def test_temporary_removed_before_it_was_locked_is_replaced(root, monkeypatch):
+    """A temporary file the clean-up removed between its creation and its
+    locking is noticed, and the writer gets a new one that stays."""
+    import pypicache.storage.atomic as atomic
+
+    real_open = open
+    removed = []
+
+    def open_then_clean(path, *args, **kwargs):
+        file = real_open(path, *args, **kwargs)
+        if not removed:
+            removed.append(path)
+            assert atomic.remove_if_unlocked(path)
+        return file
+
+    monkeypatch.setattr(atomic, "open", open_then_clean, raising=False)
+    temp = FilesystemStore(root).open_temp("foo", MIRROR)
+    assert removed and temp.path.path != removed[0]
+    assert temp.path.exists()
+    temp.discard()
 
 
 # -- files / find / projects ---------------------------------------------------
@@ -614,27 +667,6 @@ def test_page_corrupt_file_entry(store, root, content):
     assert store.read_page("foo") is None
 
 
-def test_private_index_read_in_a_thread_is_installed(store):
-    """A private index read elsewhere replaces the listing when nothing changed meanwhile."""
-    put(store, area=RELEASES)
-    since = store.private_changes
-    index = store.read_private_index()
-    before = store.generation("foo")
-    store.install_private_index(index, since)
-    assert [s.info.filename for s in store.files("foo")] == [WHEEL]
-    assert store.generation("foo") != before
-
-
-def test_private_index_outdated_by_an_upload_is_not_installed(store):
-    """A private index read before an upload does not hide that upload."""
-    put(store, area=RELEASES)
-    since = store.private_changes
-    index = store.read_private_index()
-    put(store, filename=SDIST, area=RELEASES)
-    store.install_private_index(index, since)
-    assert sorted(s.info.filename for s in store.files("foo")) == sorted([WHEEL, SDIST])
-
-
 def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
     """A crash between writing sidecars and renaming the archive leaves sidecars alone:
     start-up removes them (and temporaries in every area), but keeps tombstones,
@@ -666,6 +698,7 @@ def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
     dropped.mkdir()
     (dropped / "p-3.0-py3-none-any.whl").write_bytes(b"PK")
     store = FilesystemStore(root)
+    store.remove_temporaries()
     assert (dropped / "p-3.0-py3-none-any.whl").exists()
     assert [p for p in leftovers if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []

@@ -1047,3 +1047,23 @@ async def test_mirror_private_merges_upstream(tmp_path, dists):
         )
     finally:
         await w.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_second_daemon_on_the_same_cache_sees_uploads_at_once(world, dists):
+    """Two daemons on one cache folder (as workers are): an upload through one
+    makes the project private in the other at once, even on a page it had
+    already rendered from the upstream, and the same filename with other bytes
+    through the other is a conflict."""
+    other = await start_daemon(world.upstream.url, world.cache, timeout=5)
+    try:
+        before = await page(other, "/simple/shadow/")
+        assert list(by_filename(before)) == [dists["shadow_9"].name]
+        assert (await put(world.daemon, dists["shadow_1"])).code == 201
+        after = await page(other, "/simple/shadow/")
+        assert list(by_filename(after)) == [dists["shadow_1"].name]
+        assert (await put(world.daemon, dists["alpha_whl"])).code == 201
+        conflict = await put(other, dists["alpha_whl_other"], filename=WHEEL)
+        assert conflict.code == 409, conflict
+    finally:
+        await other.stop()

@@ -16,8 +16,6 @@ from typing import Any, Callable
 import attrs
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
-from pypicache.bulk.job import Job
-from pypicache.bulk.requirements import parse_requirements
 from pypicache.bulk.source import in_thread
 from pypicache.bulk.targets import BulkParams
 from pypicache.concurrency import RunBlocking
@@ -86,6 +84,11 @@ class BulkCacher:
         :raises PayloadTooLarge: more than :attr:`max_lines` lines.
         :raises UnprocessableEntity: more than :attr:`max_projects` projects.
         """
+        # Imported here: the resolver and the requirements parser cost the
+        # daemon's start-up a tenth of a second, and most daemons never need them.
+        from pypicache.bulk.job import Job
+        from pypicache.bulk.requirements import parse_requirements
+
         lines = text.count("\n") + 1
         if lines > self.max_lines:
             raise PayloadTooLarge(

@@ -120,8 +120,7 @@ class Lookups:
 
     def page(self, project: str) -> "Deferred[ProjectPage]":
         async def work() -> ProjectPage:
-            _, page = await self._views.simple(project)
-            return page
+            return (await self._views.simple(project)).page
 
         return self._memo(("page", project), work)
 

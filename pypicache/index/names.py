@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_names -*-
 """Project names and distribution filenames (wrapping ``packaging.utils``)."""
 
+import functools
 import re
 
 from packaging.utils import (
@@ -43,8 +44,10 @@ METADATA_SUFFIX = ".metadata"
 MAX_FILENAME = 240
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize(name: str) -> str:
-    """Return the PEP 503 normalized form of a project name.
+    """Return the PEP 503 normalized form of a project name (remembered: every
+    page and file request normalizes its project).
 
     :raises BadRequest: if ``name`` is not a valid project name.
     """

@@ -90,10 +90,7 @@ def main(
         "paths", nargs="+", metavar="PATH", help="archives, or folders of archives"
     )
     args = parser.parse_args(argv)
-    # A daemon may be writing to the folder: its temporary files stay.
-    store = FilesystemStore(
-        FilePath(os.path.abspath(args.cache)), remove_temporaries=False
-    )
+    store = FilesystemStore(FilePath(os.path.abspath(args.cache)))
     run: Callable[..., Deferred[Any]] = lambda f, *a: maybeDeferred(f, *a)
     uploads = Uploads(store, run, _WallClock(), Locks(None))
     files = list(archives(args.paths))

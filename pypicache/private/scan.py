@@ -126,18 +126,27 @@ def scan_private(store: FilesystemStore, now: float) -> ScanReport:
 def scan_and_index(
     store: FilesystemStore, now: float
 ) -> tuple[ScanReport, dict[str, dict[str, StoredFile]]]:
-    """:func:`scan_private`, then the private index read afresh (blocking)."""
+    """:func:`scan_private`, then the archives outside their project's folders
+    (blocking)."""
     report = scan_private(store, now)
-    return report, store.read_private_index()
+    return report, store.read_strays()
 
 
 async def rescan(store: FilesystemStore, run_blocking: RunBlocking) -> ScanReport:
     """Index archives dropped into ``private/`` (in a thread), then list them.
 
-    The index read in the thread is installed unless an upload changed the
-    private files meanwhile (then the store's own listing is newer).
+    Archives in their project's folders show through the store's listings as
+    soon as their sidecars are written; those elsewhere are installed here.
     """
-    since = store.private_changes
-    report, index = await run_blocking(scan_and_index, store, time.time())
-    store.install_private_index(index, since)
+    report, strays = await run_blocking(scan_and_index, store, time.time())
+    store.install_strays(strays)
     return report  # type: ignore[no-any-return]
+
+
+async def start_up(store: FilesystemStore, run_blocking: RunBlocking) -> ScanReport:
+    """What the daemon does once it answers: remove what a crash left behind
+    (temporary files nobody holds; sidecars without archives from before it
+    started, less a second for the coarse clock of file times), then
+    :func:`rescan`."""
+    await run_blocking(store.remove_temporaries, time.time() - 1.0)
+    return await rescan(store, run_blocking)

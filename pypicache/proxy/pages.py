@@ -54,6 +54,13 @@ class ProjectPages:
             self._memory.move_to_end(project)
         return cached
 
+    def fresh(self, project: str) -> CachedPage | None:
+        """The cached page of ``project`` if it is younger than ``ttl``, else ``None``."""
+        cached = self.cached(project)
+        if cached is not None and self._clock.seconds() - cached.fetched_at < self.ttl:
+            return cached
+        return None
+
     def _remember(self, project: str, cached: CachedPage) -> None:
         """Keep a page in memory, forgetting the least recently used past ``memory_size``."""
         self._memory[project] = cached

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_proxy -*-
 """What a project looks like from ``/simple/`` (combined) and ``/local/`` (disk only)."""
 
-from typing import Hashable
+from typing import Callable, Hashable
 
 import attrs
 from twisted.logger import Logger
@@ -10,7 +10,7 @@ from pypicache.errors import NotFound, UpstreamError
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.mirror import Mirror
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import StoredFile
+from pypicache.storage.records import CachedPage, StoredFile
 
 log = Logger()
 
@@ -54,11 +54,32 @@ def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
 
 
 @attrs.define
+class View:
+    """A project page as it is now: a key naming this version of it, and the page.
+
+    The page is built on first use: a caller that already holds what it makes
+    of this version (a rendered body) never builds it.
+    """
+
+    key: Hashable
+    _build: Callable[[], ProjectPage]
+    _page: ProjectPage | None = None
+
+    @property
+    def page(self) -> ProjectPage:
+        if self._page is None:
+            self._page = self._build()
+        return self._page
+
+
+@attrs.define
 class Views:
     """Builds project pages and finds files, keeping private projects private.
 
     A project with private files is never looked up upstream, unless it is
-    named in ``mirror_private``.
+    named in ``mirror_private``. A view's key changes with the store's
+    :meth:`~pypicache.storage.interface.IStore.generation` of the project,
+    which is read instead of the listing itself.
     """
 
     _store: IStore
@@ -69,20 +90,50 @@ class Views:
         """Whether the upstream must never be asked about ``project``."""
         return self._store.is_private(project) and project not in self.mirror_private
 
-    def local(self, project: str) -> tuple[Hashable, ProjectPage]:
+    def local(self, project: str) -> View:
         """The page of what is on disk; raises :class:`NotFound` if nothing is."""
         stored = self._store.files(project)
         if not stored and not self._store.is_private(project):
             raise NotFound(f"No files of {project!r} on this server")
-        page = ProjectPage(name=project, files=tuple(local_info(s) for s in stored))
-        return ("local", project, self._store.generation(project)), page
+        return View(
+            ("local", project, self._store.generation(project)),
+            lambda: ProjectPage(
+                name=project, files=tuple(local_info(s) for s in stored)
+            ),
+        )
 
-    async def simple(self, project: str) -> tuple[Hashable, ProjectPage]:
-        """The combined page: private files, or the upstream's merged with the disk."""
+    def simple_now(self, project: str) -> View | None:
+        """The combined page if it needs no upstream request (private, or fresh), else ``None``."""
         if self.is_private(project):
-            stored = [s for s in self._store.files(project) if s.private]
-            page = ProjectPage(name=project, files=tuple(local_info(s) for s in stored))
-            return ("private", project, self._store.generation(project)), page
+            return View(
+                ("private", project, self._store.generation(project)),
+                lambda: ProjectPage(
+                    name=project,
+                    files=tuple(
+                        local_info(s) for s in self._store.files(project) if s.private
+                    ),
+                ),
+            )
+        cached = self._mirror.pages.fresh(project)
+        return None if cached is None else self._merged(project, cached)
+
+    def _merged(self, project: str, cached: CachedPage) -> View:
+        return View(
+            (
+                "simple",
+                project,
+                cached.fetched_at,
+                cached.etag,
+                self._store.generation(project),
+            ),
+            lambda: merge(cached.page, self._store.files(project)),
+        )
+
+    async def simple(self, project: str) -> View:
+        """The combined page: private files, or the upstream's merged with the disk."""
+        view = self.simple_now(project)
+        if view is not None:
+            return view
         try:
             cached = await self._mirror.pages.get(project)
         except (UpstreamError, NotFound) as e:
@@ -94,14 +145,7 @@ class Views:
                 reason=e.message,
             )
             return self.local(project)
-        page = merge(cached.page, self._store.files(project))
-        return (
-            "simple",
-            project,
-            cached.fetched_at,
-            cached.etag,
-            self._store.generation(project),
-        ), page
+        return self._merged(project, cached)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored file; raises :class:`NotFound` for a private project that lacks it."""

@@ -2,10 +2,13 @@
 """Temporary files beside their final place, and writes made atomic by a synced rename."""
 
 import errno
+import fcntl
 import os
 import secrets
+import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO
 
 from twisted.python.filepath import FilePath
 
@@ -46,6 +49,55 @@ def remove_quietly(path: FilePath) -> None:
         pass
 
 
+def open_locked_temp(
+    directory: FilePath, buffering: int = -1
+) -> tuple[FilePath, IO[bytes]]:
+    """A new temporary file in ``directory``, open for writing and locked.
+
+    The lock (``flock``) is held as long as the file is open, so the start-up
+    clean-up (:func:`remove_if_unlocked`), which may run while the daemon, or
+    another worker, already writes, only removes what nobody holds: what a
+    crash or a kill left behind. A file the clean-up removed between its
+    creation and its locking is noticed (no links left) and replaced.
+    """
+    while True:
+        path = directory.child(TEMP_PREFIX + secrets.token_hex(8))
+        file = open(path.path, "xb", buffering=buffering)  # noqa: SIM115
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(file.fileno()).st_nlink:
+                return path, file
+        except BlockingIOError:
+            pass
+        except BaseException:
+            file.close()
+            remove_quietly(path)
+            raise
+        file.close()
+
+
+def remove_if_unlocked(path: str) -> bool:
+    """Delete the temporary file at ``path`` unless a writer holds it open
+    (see :func:`open_locked_temp`); never a folder or a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 class TempFile:
     """A temporary file opened for writing beside its final place.
 
@@ -59,8 +111,7 @@ class TempFile:
         directory.makedirs(ignoreExistingDirectory=True)
         self.project = project
         self.area = area
-        self.path = directory.child(TEMP_PREFIX + secrets.token_hex(8))
-        self.file: IO[bytes] = open(self.path.path, "xb", buffering=0)
+        self.path, self.file = open_locked_temp(directory, buffering=0)
 
     @property
     def what(self) -> str:
@@ -109,13 +160,14 @@ def write_atomically(path: FilePath, content: bytes) -> None:
 
     :raises InsufficientStorage: the disk is full.
     """
-    temp = path.sibling(TEMP_PREFIX + secrets.token_hex(8))
+    with full_disk_is_507(path.basename()):
+        temp, f = open_locked_temp(path.parent())
     try:
-        with full_disk_is_507(path.basename()):
-            with open(temp.path, "xb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
+        with full_disk_is_507(path.basename()), f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+            # Renamed while still open: the lock keeps the clean-up off it.
             os.replace(temp.path, path.path)
     except BaseException:
         remove_quietly(temp)

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_store -*-
-"""The on-disk layout: atomic writes, sidecars, listings. Knows nothing of HTTP.
+"""The store on a local filesystem: atomic writes and sidecars. Knows nothing of HTTP.
 
 Layout under the cache root::
 
@@ -25,10 +25,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from pypicache.index.model import DistFile
-from pypicache.index.names import (
-    METADATA_SUFFIX,
-    check_filename,
-)
+from pypicache.index.names import METADATA_SUFFIX, check_filename
 from pypicache.storage.atomic import (
     TempFile,
     fsync_directory,
@@ -37,7 +34,8 @@ from pypicache.storage.atomic import (
     write_atomically,
 )
 from pypicache.storage.interface import IStore
-from pypicache.storage.layout import Layout, is_archive_name, is_tombstone_name
+from pypicache.storage.listed import ListedLayout
+from pypicache.storage.listings import DEFAULT_BUDGET
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
@@ -51,177 +49,18 @@ from pypicache.storage.records import (
 
 
 @implementer(IStore)
-class FilesystemStore(Layout):
-    """The store on a local filesystem; listings are kept in memory once read."""
+class FilesystemStore(ListedLayout):
+    """The store on a local filesystem (the reading half is :class:`ListedLayout`)."""
 
     def __init__(
-        self, root: FilePath, clock: Any = time, remove_temporaries: bool = True
+        self, root: FilePath, clock: Any = time, listing_budget: int = DEFAULT_BUDGET
     ) -> None:
-        super().__init__(root)
-        self._area_paths = {
-            a: self.area(a).path for a in (RELEASES, PRERELEASES, DELETED)
-        }
-        self._folder_cache: dict[str, tuple[int, frozenset[str]]] = {}
+        super().__init__(root, listing_budget)
         self._now = getattr(clock, "seconds", None) or clock.time
-        self._mirror: dict[str, dict[str, StoredFile]] = {}
-        self._private: dict[str, dict[str, StoredFile]] | None = None
-        self._private_changes = 0
-        self._generations: dict[str, int] = {}
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self.area(area).makedirs(ignoreExistingDirectory=True)
-        if remove_temporaries:  # not while other processes write to the folder
-            self.remove_temporaries()
-
-    # -- listings ------------------------------------------------------------
-
-    def projects(self) -> list[str]:
-        names = set(self._private_index())
-        for child in self.area(MIRROR).children():
-            if (
-                child.isdir()
-                and not child.basename().startswith(".")
-                and self.files(child.basename())
-            ):
-                names.add(child.basename())
-        return sorted(names)
-
-    def _private_index(self) -> dict[str, dict[str, StoredFile]]:
-        if self._private is None:
-            self._private = self.read_private_index()
-        return self._private
-
-    @property
-    def private_changes(self) -> int:
-        """Counts changes to private files made through this store."""
-        return self._private_changes
-
-    def install_private_index(
-        self, index: dict[str, dict[str, StoredFile]], since: int
-    ) -> None:
-        """Use a private index read in a thread, unless private files changed since
-        :attr:`private_changes` was ``since`` (then it is read again when needed)."""
-        if since != self._private_changes:
-            self.forget_all()
-            return
-        for project in {*(self._private or {}), *index}:
-            self._generations[project] = self.generation(project) + 1
-        self._private = index
-
-    def _mirror_listing(self, project: str) -> dict[str, StoredFile]:
-        listing = self._mirror.get(project)
-        if listing is None:
-            listing = {}
-            directory = self.project_dir(MIRROR, project)
-            if not directory.isdir():
-                # Not kept: names looked up and never stored must not fill memory.
-                return listing
-            for path in directory.children():
-                if (
-                    is_archive_name(path.basename())
-                    and (stored := self.stored_file(path)) is not None
-                ):
-                    listing[stored.info.filename] = stored
-            self._mirror[project] = listing
-        return listing
-
-    def _listing(self, project: str) -> dict[str, StoredFile]:
-        return {
-            **self._mirror_listing(project),
-            **self._private_index().get(project, {}),
-        }
-
-    def files(self, project: str) -> list[StoredFile]:
-        listing = self._listing(project)
-        return sorted(listing.values(), key=lambda s: (not s.private, s.info.filename))
-
-    def find(self, project: str, filename: str) -> StoredFile | None:
-        stored = self._listing(project).get(filename)
-        if stored is not None and not os.path.isfile(stored.path.path):
-            self.forget(project)
-            if stored.private:
-                self._private_index().get(project, {}).pop(filename, None)
-            return None
-        return stored
-
-    def reread(self, area: str, project: str, filename: str) -> StoredFile | None:
-        """The archive ``filename`` as the disk has it now, listed if it is there.
-
-        For a caller holding its lock: another process may have stored it.
-        """
-        stored = self.stored_file(self.project_dir(area, project).child(filename))
-        if stored is not None and self._listing(project).get(filename) != stored:
-            self.register(stored)
-        return stored
-
-    def generation(self, project: str) -> int:
-        return self._generations.get(project, 0)
-
-    def forget(self, project: str) -> None:
-        """Drop the in-memory mirror listing of ``project`` so it is read again."""
-        self._mirror.pop(project, None)
-        self._generations[project] = self.generation(project) + 1
-
-    def forget_all(self) -> None:
-        """Read every listing from the disk again (after a rescan)."""
-        for project in {*self._mirror, *(self._private or {})}:
-            self._generations[project] = self.generation(project) + 1
-        self._mirror.clear()
-        self._private = None
-
-    def _indexed(self, stored: StoredFile) -> StoredFile:
-        """Record a change to a stored file in the in-memory listings."""
-        self._folder_cache.clear()
-        if stored.private:
-            self._private_changes += 1
-            if self._private is not None:
-                self._private.setdefault(stored.project, {})[
-                    stored.info.filename
-                ] = stored
-        self.forget(stored.project)
-        return stored
 
     # -- writing -------------------------------------------------------------
-
-    def is_private(self, project: str) -> bool:
-        """A project with private files: listed, dropped in its folder and not
-        yet scanned, or deleted (a tombstone).
-
-        A folder alone never counts: a failed upload may leave an empty one.
-        """
-        if self._private_index().get(project):
-            return True
-        for area, wanted in (
-            (RELEASES, is_archive_name),
-            (PRERELEASES, is_archive_name),
-            (DELETED, is_tombstone_name),
-        ):
-            if project not in self._folders(area):
-                continue
-            try:
-                names = os.listdir(os.path.join(self._area_paths[area], project))
-            except OSError:
-                continue
-            if any(wanted(name) for name in names):
-                return True
-        return False
-
-    def _folders(self, area: str) -> frozenset[str]:
-        """The project folders of a private area, read again when it changes.
-
-        One ``stat`` per call instead of a failing ``listdir`` per project:
-        ``is_private`` runs on every request. Our own writes clear the cache
-        (a folder made within the timestamp granularity keeps the mtime).
-        """
-        path = self._area_paths[area]
-        try:
-            stamp = os.stat(path).st_mtime_ns
-        except OSError:
-            return frozenset()
-        cached = self._folder_cache.get(area)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, frozenset(os.listdir(path)))
-            self._folder_cache[area] = cached
-        return cached[1]
 
     def open_temp(self, project: str | None, area: str) -> TempFile:
         directory = (
@@ -256,7 +95,6 @@ class FilesystemStore(Layout):
         """
         check_filename(info.filename)
         temp.flush_and_sync()
-        temp.file.close()
         if project is not None and area is not None:
             # An upload spooled to INCOMING: move it (same filesystem) beside its target first.
             directory = self.project_dir(area, project)
@@ -286,6 +124,9 @@ class FilesystemStore(Layout):
             for path in written:
                 remove_quietly(path)
             raise
+        finally:
+            # Open (and locked) until renamed: see open_locked_temp.
+            temp.file.close()
         assert temp.project is not None
         return StoredFile(
             path=target,
@@ -298,6 +139,17 @@ class FilesystemStore(Layout):
     def register(self, stored: StoredFile) -> StoredFile:
         """The memory half of :meth:`commit`: list a persisted file (reactor thread)."""
         return self._indexed(stored)
+
+    def reread(self, area: str, project: str, filename: str) -> StoredFile | None:
+        """The archive ``filename`` as the disk has it now, listed if it is there.
+
+        For a caller holding its lock: another process may have stored it a
+        moment ago, sooner than a listing would notice.
+        """
+        stored = self.stored_file(self.project_dir(area, project).child(filename))
+        if stored is not None and self.find(project, filename) != stored:
+            self.register(stored)
+        return stored
 
     def add_metadata(
         self, project: str, filename: str, metadata: bytes, digest: str
@@ -352,11 +204,7 @@ class FilesystemStore(Layout):
                 os.unlink(path.path)
             except FileNotFoundError:
                 pass
-        if stored.private:
-            self._private_changes += 1
-        if self._private is not None:
-            self._private.get(stored.project, {}).pop(stored.info.filename, None)
-        self.forget(stored.project)
+        self._unlisted(stored)
 
     def tombstone(self, project: str, filename: str) -> dict[str, Any] | None:
         try:

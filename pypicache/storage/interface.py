@@ -30,7 +30,8 @@ class IStore(Interface):
         """The lock file that serializes work on ``name`` across processes."""
 
     def generation(project: str) -> int:
-        """A number that changes whenever the project's stored files change."""
+        """A number that changes whenever the project's stored files change
+        (here or in another process), never reused."""
 
     def is_private(project: str) -> bool:
         """Whether the project has (or ever had) private files."""
@@ -72,13 +73,14 @@ class IStore(Interface):
         "Counts changes to private files made through this store."
     )
 
-    def read_private_index() -> dict[str, dict[str, StoredFile]]:
-        """Every private archive by project and filename (blocking, thread-safe)."""
+    def read_strays() -> dict[str, dict[str, StoredFile]]:
+        """Indexed private archives outside their project's folders (blocking)."""
 
-    def install_private_index(
-        index: dict[str, dict[str, StoredFile]], since: int
-    ) -> None:
-        """Use an index from :meth:`read_private_index` unless private files changed since."""
+    def install_strays(strays: dict[str, dict[str, StoredFile]]) -> None:
+        """Use what :meth:`read_strays` found."""
+
+    def remove_temporaries(before: float | None) -> None:
+        """Delete what a crash left behind, older than ``before`` (blocking)."""
 
     def add_metadata(
         project: str, filename: str, metadata: bytes, digest: str

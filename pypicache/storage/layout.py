@@ -8,7 +8,9 @@ temporary files, so all of it is safe in a thread.
 import hashlib
 import json
 import os
-from typing import Any, Iterator
+import stat
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 from twisted.python.filepath import FilePath
@@ -16,6 +18,7 @@ from twisted.python.filepath import FilePath
 from pypicache.errors import BadRequest
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX, is_distribution, parse_filename
+from pypicache.storage.atomic import remove_if_unlocked
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
@@ -42,6 +45,40 @@ def is_tombstone_name(name: str) -> bool:
     return not name.startswith(".") and name.endswith(SIDECAR_SUFFIX)
 
 
+def _subfolders(directory: str) -> list[str]:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+
+
+def _remove_orphan(path: str, before: float | None) -> None:
+    """Remove a sidecar or metadata file left without its archive (never a
+    folder dropped in by hand), if older than ``before``: a newer one may be
+    another process's commit, whose archive is about to be renamed into place."""
+    try:
+        status = os.lstat(path)
+        if not stat.S_ISREG(status.st_mode):
+            return
+        if before is not None and status.st_mtime >= before:
+            return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def has_listed_archive(folder: str) -> bool:
+    """Whether ``folder`` holds an archive beside its sidecar."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return False
+    return any(
+        is_archive_name(name) and name + SIDECAR_SUFFIX in names for name in names
+    )
+
+
 class Layout:
     """The folders of a cache root, and the archives and sidecars in them."""
 
@@ -54,31 +91,35 @@ class Layout:
     def project_dir(self, area: str, project: str) -> FilePath:
         return self.area(area).child(project)
 
-    def remove_temporaries(self) -> None:
+    def remove_temporaries(self, before: float | None = None) -> None:
         """Delete what a crash may have left behind: temporary files, and the
         sidecars and core metadata of an archive that never got renamed into
         place (a bare ``.metadata`` in ``mirror/`` is kept: it is fetched ahead
-        of its archive on purpose)."""
+        of its archive on purpose).
+
+        Blocking: run at start-up in a thread, while the daemon already
+        answers. A temporary file goes only if no writer holds it (see
+        :func:`~pypicache.storage.atomic.open_locked_temp`); with ``before``
+        (a time in seconds), a sidecar or metadata file without its archive
+        goes only if it was last changed before then.
+        """
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages", LOCKS):
-            directory = self.area(area)
-            if not directory.isdir():
-                continue
-            for path in [directory, *directory.children()]:
-                if not path.isdir():
+            directory = self.area(area).path
+            for folder in [directory, *_subfolders(directory)]:
+                try:
+                    names = set(os.listdir(folder))
+                except OSError:
                     continue
-                names = set(os.listdir(path.path))
                 for name in names:
                     orphan = area in (MIRROR, RELEASES, PRERELEASES) and (
                         name.endswith(SIDECAR_SUFFIX)
                         or (name.endswith(METADATA_SUFFIX) and area != MIRROR)
                     )
-                    leftover = path.child(name)
-                    if (
-                        name.startswith(TEMP_PREFIX)
-                        or (orphan and name.rsplit(".", 1)[0] not in names)
-                    ) and leftover.isfile():
-                        # Files only: a folder dropped in by hand is never removed.
-                        leftover.remove()
+                    path = os.path.join(folder, name)
+                    if name.startswith(TEMP_PREFIX):
+                        remove_if_unlocked(path)
+                    elif orphan and name.rsplit(".", 1)[0] not in names:
+                        _remove_orphan(path, before)
 
     def stored_file(self, path: FilePath) -> StoredFile | None:
         """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
@@ -122,17 +163,6 @@ class Layout:
             for name in sorted(names):
                 if is_archive_name(name):
                     yield FilePath(os.path.join(folder, name))
-
-    def read_private_index(self) -> dict[str, dict[str, StoredFile]]:
-        """Every indexed private archive by project and filename (blocking, thread-safe)."""
-        index: dict[str, dict[str, StoredFile]] = {}
-        for path in self.walk_private():
-            stored = self.stored_file(path)
-            if stored is not None:
-                index.setdefault(stored.project, {}).setdefault(
-                    stored.info.filename, stored
-                )
-        return index
 
     def lock_path(self, area: str, project: str | None, name: str) -> str:
         """The lock file that serializes work on ``name`` across processes.

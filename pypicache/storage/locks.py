@@ -15,7 +15,7 @@ holders never overlap.
 import errno
 import fcntl
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime

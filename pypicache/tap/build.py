@@ -52,20 +52,13 @@ def build_app(
     run_password_check: Any = None,
     auth_failures: int = DEFAULT_FAILURES,
     auth_failure_window: float = DEFAULT_WINDOW,
-    remove_temporaries: bool = True,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
     :param page_clock: the clock of the page TTL (default: ``reactor``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
-    :param remove_temporaries: clean what a crash left in the cache folder
-        (not in a ``--workers`` process: the others are writing there).
     """
-    store = FilesystemStore(
-        FilePath(os.path.abspath(cache)),
-        clock=reactor,
-        remove_temporaries=remove_temporaries,
-    )
+    store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
     locks = Locks(reactor)
     upstream = Upstream(
         index_url,

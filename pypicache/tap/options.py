@@ -233,6 +233,13 @@ class Options(usage.Options):
             "Seconds over which --auth-failures are counted.",
             _positive,
         ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write the access log (combined log format) to this file, batched, "
+            "instead of one line per request in twistd's log.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -296,6 +303,14 @@ class Options(usage.Options):
             raise usage.UsageError("--bulk-auth yes needs --auth-file")
         if self["read-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--read-auth needs --auth-file")
+        if self["access-log"] is not None:
+            self["access-log"] = os.path.abspath(self["access-log"])
+            folder = os.path.dirname(self["access-log"])
+            if os.path.isdir(self["access-log"]) or not os.access(folder, os.W_OK):
+                raise usage.UsageError(
+                    f"--access-log {self['access-log']!r} is not a file that can be "
+                    "written in an existing folder"
+                )
         if self["auth-failures"] < 1:
             raise usage.UsageError("--auth-failures must be at least 1")
         if self["auth-failure-window"] <= 0:

@@ -14,6 +14,7 @@ from twisted.web.server import Site
 
 from pypicache.tap.build import build_app
 from pypicache.tap.options import Options
+from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
 
@@ -66,9 +67,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     return top
 
 
-def serving(
-    options: Options, reactor: Any, remove_temporaries: bool = True
-) -> tuple[service.MultiService, Site]:
+def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]:
     """The services of a process that serves requests, and the site it serves
     (the caller makes it listen)."""
     top = service.MultiService()
@@ -104,19 +103,21 @@ def serving(
         bulk_max_lines=options["bulk-max-lines"],
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
-        remove_temporaries=remove_temporaries,
     )
-    site = Site(
+    site = make_site(
         app.resource(),
-        requestFactory=limited_request_factory(options["max-upload-size"]),
+        limited_request_factory(options["max-upload-size"]),
+        reactor,
+        access_log=options["access-log"],
+        client_address=app.policy.client_address,
     )
-    site.displayTracebacks = False
     _StartupScan(app, reactor).setServiceParent(top)
     return top, site
 
 
 class _StartupScan(service.Service):
-    """Once listening, index archives dropped into ``private/`` (in a thread)."""
+    """Once listening, clean up after a crash and index archives dropped into
+    ``private/`` (in a thread): nothing walks the cache before the daemon answers."""
 
     def __init__(self, app: PypicacheApp, reactor: Any) -> None:
         self.app = app
@@ -127,5 +128,5 @@ class _StartupScan(service.Service):
         self.reactor.callWhenRunning(self._scan)
 
     def _scan(self) -> None:
-        d = Deferred.fromCoroutine(self.app.rescan())
+        d = Deferred.fromCoroutine(self.app.start_up())
         d.addErrback(lambda f: log.failure("Start-up scan failed", f))

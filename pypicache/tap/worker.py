@@ -12,7 +12,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
+from collections.abc import Callable
 
 from twisted.application import service
 from twisted.application.internet import TimerService
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> None:
 
     globalLogBeginner.beginLoggingTo([relayed_log(sys.stdout, reactor)])
 
-    top, site = serving(options, reactor, remove_temporaries=False)
+    top, site = serving(options, reactor)
     _Adopted(reactor, options["listen"], site, index).setServiceParent(top)
     parent = os.getppid()
 

@@ -21,12 +21,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.python.filepath import FilePath
 from twisted.web import resource
 from twisted.web.server import Site
 
 import pypicache
-from pypicache.storage.filesystem import FilesystemStore
 from pypicache.tap.listeners import HoldingReactor, worker_factory
 from pypicache.tap.options import Options
 
@@ -49,8 +47,6 @@ def supervisor(options: Options, reactor: Any) -> service.MultiService:
     """The twistd process of ``--workers``: listeners that never accept, and the workers."""
     for description in options["listen"]:
         worker_factory(description, Site(resource.Resource()))  # shareable?
-    # What a crash left is cleaned once, before any worker writes to the folder.
-    FilesystemStore(FilePath(os.path.abspath(options["cache"])))
     top = service.MultiService()
     holding = HoldingReactor(reactor)
     never_used = Site(resource.Resource())
@@ -90,7 +86,7 @@ class Supervisor(service.Service):
         self._count = count
         self._argv = argv
         self._env = env
-        self.workers: dict[int, "_Worker"] = {}
+        self.workers: dict[int, _Worker] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._failures: dict[int, int] = {}
         self._stopping = False

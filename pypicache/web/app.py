@@ -6,12 +6,13 @@ from the daemon's objects, registers them and the error handlers that turn
 exceptions into statuses, and wraps the result in :class:`Guarded`.
 """
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
 from klein import Klein
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
@@ -19,12 +20,13 @@ from werkzeug.routing import RequestRedirect
 from pypicache.bulk.cacher import BulkCacher
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import PypicacheError
-from pypicache.private.scan import ScanReport, rescan
+from pypicache.private.scan import ScanReport, rescan, start_up
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.web.access import AccessPolicy
+from pypicache.web.fastpath import FastReads
 from pypicache.web.guard import Guarded, relative_location
 from pypicache.web.routes.admin import AdminRoutes
 from pypicache.web.routes.bulk import BulkRoutes
@@ -70,11 +72,28 @@ def _unexpected(request: IRequest, failure: Any) -> bytes:
     return b"Internal error; the daemon's log has the details.\n"
 
 
+#: Our errors to their statuses, werkzeug's routing errors to theirs, the rest
+#: to 500: the first handler whose exception matches answers.
+ERROR_HANDLERS: tuple[tuple[type[Exception], Callable[[IRequest, Any], bytes]], ...] = (
+    (PypicacheError, _known_error),
+    (HTTPException, _routing_error),
+    (Exception, _unexpected),
+)
+
+
 def add_error_handlers(app: Klein) -> None:
-    """Our errors to their statuses, werkzeug's routing errors to theirs, the rest to 500."""
-    app.handle_errors(PypicacheError)(_known_error)
-    app.handle_errors(HTTPException)(_routing_error)
-    app.handle_errors(Exception)(_unexpected)
+    """Register :data:`ERROR_HANDLERS` on a Klein app."""
+    for kind, handler in ERROR_HANDLERS:
+        app.handle_errors(kind)(handler)
+
+
+def answer_error(request: IRequest, failure: Failure) -> bytes:
+    """The body of the answer to an exception, as the Klein app's handlers give it."""
+    for kind, handler in ERROR_HANDLERS:
+        if failure.check(kind):
+            return handler(request, failure)
+    failure.raiseException()
+    raise AssertionError("unreachable")
 
 
 @attrs.define
@@ -92,11 +111,16 @@ class PypicacheApp:
     bulk_auth: bool = False
     bulk_jobs_per_client: int = 2
 
+    installer: InstallerRoutes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.installer = InstallerRoutes(self.store, self.mirror, self.views)
+
     def route_groups(self) -> list[object]:
         """One object per group of routes, each with the collaborators it needs."""
         store, policy, run_blocking = self.store, self.policy, self.run_blocking
         return [
-            InstallerRoutes(store, self.mirror, self.views),
+            self.installer,
             UploadRoutes(store, self.uploads, policy, run_blocking),
             BulkRoutes(
                 store,
@@ -111,14 +135,25 @@ class PypicacheApp:
             PageRoutes(store, self.index_url),
         ]
 
-    def resource(self) -> Guarded:
-        """The site's root: every request passes the guard first."""
+    def resource(self, fast_reads: bool = True) -> Guarded:
+        """The site's root: every request passes the guard first.
+
+        :param fast_reads: answer the hot reads without Klein's routing
+            (:class:`FastReads`); ``False`` leaves every request to Klein.
+        """
         app = Klein()
         add_error_handlers(app)
         for group in self.route_groups():
             register(app, group)
-        return Guarded(app.resource(), self.policy)
+        inner: Any = app.resource()
+        if fast_reads:
+            inner = FastReads(inner, self.installer, answer_error)
+        return Guarded(inner, self.policy)
 
     async def rescan(self) -> ScanReport:
-        """Index archives dropped into ``private/`` (the start-up scan)."""
+        """Index archives dropped into ``private/``."""
         return await rescan(self.store, self.run_blocking)
+
+    async def start_up(self) -> ScanReport:
+        """Clean up after a crash and index dropped archives, once listening."""
+        return await start_up(self.store, self.run_blocking)

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_proxy -*-
 """Serving archives: from disk with ``static.File``, or while they download."""
 
+import os
 import re
+import stat
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -141,11 +143,59 @@ class ArchiveFile(static.File):
         return static.MultipleRangeStaticProducer(request, fileForReading, parts)
 
 
+class StoredArchive(resource.Resource):
+    """A stored file, answered with the fewest steps when the request is plain.
+
+    A ``GET`` or ``HEAD`` without ``Range`` sets what :class:`ArchiveFile`
+    sets, in its order, from one ``open`` and one ``fstat``; anything else (a
+    range, a file gone or unreadable) is :class:`ArchiveFile`'s to answer.
+    """
+
+    isLeaf = True
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def render_GET(self, request: Any) -> Any:
+        if request.getHeader(b"range") is not None:
+            return self._as_file(request)
+        try:
+            file = open(self._path, "rb", buffering=0)
+        except OSError:
+            return self._as_file(request)
+        try:
+            status = os.fstat(file.fileno())
+        except OSError:
+            status = None
+        if status is None or not stat.S_ISREG(status.st_mode):
+            file.close()
+            return self._as_file(request)
+        size = status.st_size
+        request.setHeader(b"accept-ranges", b"bytes")
+        if request.setLastModified(status.st_mtime) is http.CACHED:
+            file.close()
+            return b""
+        request.setHeader(b"content-length", b"%d" % (size,))
+        request.setHeader(b"content-type", b"application/octet-stream")
+        if request.method == b"HEAD":
+            file.close()
+            return b""
+        request.setResponseCode(http.OK)
+        FileSender(request, file, 0, size).start()
+        return NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+    def _as_file(self, request: Any) -> Any:
+        return ArchiveFile(self._path).render(request)
+
+
 def serve_stored(request: IRequest, stored: StoredFile) -> Any:
     """Answer a request for a stored archive: ``304``, or the file."""
     if set_file_headers(request, stored.info.hashes):
         return b""
-    return ArchiveFile(stored.path.path)
+    return StoredArchive(stored.path.path)
 
 
 @implementer(IPushProducer)

@@ -89,8 +89,12 @@ def base_url(request: IRequest) -> str:
     return f"{'https' if request.isSecure() else 'http'}://{host}/"
 
 
+@functools.lru_cache(maxsize=4096)
 def project_of(project: str, filename: str) -> str:
     """The normalized project of ``filename``, which must be ``project``'s.
+
+    Remembered for the names asked for most (parsing a wheel's name is a
+    good part of serving a small one); errors are not.
 
     :raises BadRequest: for unsafe names; :raises NotFound: for another project's file.
     """

@@ -102,7 +102,8 @@ class FileSender:
         self._fd = file.fileno()
         self._offset = offset
         self._end = offset + length
-        self._socket = plain_socket(request)
+        # A body sent whole with the headers never needs the socket.
+        self._socket = plain_socket(request) if length > FIRST_CHUNK else None
         #: The transport's buffer is known to be empty: sendfile's bytes may follow.
         self._flushed = False
         self._paused = False

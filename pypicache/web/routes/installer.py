@@ -11,7 +11,6 @@ import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.errors import MethodNotAllowed, NotFound
-from pypicache.index.model import ProjectPage
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
 from pypicache.index.simple import (
     JSON_TYPE,
@@ -22,7 +21,7 @@ from pypicache.index.simple import (
     render_json_page,
 )
 from pypicache.proxy.mirror import Mirror
-from pypicache.proxy.views import Views
+from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.routing import (
@@ -34,6 +33,10 @@ from pypicache.web.routing import (
     route,
     send_body,
 )
+
+#: What a ``..._now`` method returns when the answer needs waiting for: the
+#: request then goes to the route itself.
+NOT_READY = object()
 
 #: Pages differ by ``Accept`` (HTML or JSON) and ``Accept-Encoding`` (gzip).
 VARY = b"Accept, Accept-Encoding"
@@ -160,15 +163,20 @@ class InstallerRoutes:
         return name, None
 
     def _send_project(
-        self, request: IRequest, route: str, key: Hashable, page: ProjectPage
+        self, request: IRequest, route: str, name: str, view: View
     ) -> Any:
-        name = page.name
+        """Send a project's page; the page is built only if this version is not rendered."""
+
+        def render(renderer: Callable[..., bytes]) -> bytes:
+            page = view.page
+            return renderer(page, lambda f: file_url(page.name, f.filename))
+
         return self._send_page(
             request,
             (route, name),
-            key,
-            lambda: render_html_page(page, lambda f: file_url(name, f.filename)),
-            lambda: render_json_page(page, lambda f: file_url(name, f.filename)),
+            view.key,
+            lambda: render(render_html_page),
+            lambda: render(render_json_page),
         )
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -176,14 +184,25 @@ class InstallerRoutes:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        return self._send_project(request, "local", *self._views.local(name))
+        return self._send_project(request, "local", name, self._views.local(name))
+
+    def simple_page_now(self, request: IRequest, project: str) -> Any:
+        """:meth:`simple_page`'s answer if it needs no upstream request, else :data:`NOT_READY`."""
+        name, moved = self._canonical(request, project)
+        if moved is not None:
+            return moved
+        view = self._views.simple_now(name)
+        if view is None:
+            return NOT_READY
+        return self._send_project(request, "simple", name, view)
 
     @route("/simple/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     async def simple_page(self, request: IRequest, project: str) -> Any:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        return self._send_project(request, "simple", *await self._views.simple(name))
+        view = await self._views.simple(name)
+        return self._send_project(request, "simple", name, view)
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])
@@ -198,13 +217,26 @@ class InstallerRoutes:
             "or PUT /packages/<project>/<filename>"
         )
 
-    @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
-    async def package(self, request: IRequest, project: str, filename: str) -> Any:
+    def package_now(self, request: IRequest, project: str, filename: str) -> Any:
+        """:meth:`package`'s answer for a stored archive or stored core metadata,
+        else :data:`NOT_READY`."""
         check_filename(filename)
         if filename.endswith(METADATA_SUFFIX):
-            return await self._metadata(
+            return self._metadata_now(
                 request, project, filename[: -len(METADATA_SUFFIX)]
             )
+        stored = self._views.find(project_of(project, filename), filename)
+        return NOT_READY if stored is None else serve_stored(request, stored)
+
+    @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
+    async def package(self, request: IRequest, project: str, filename: str) -> Any:
+        now = self.package_now(request, project, filename)
+        if now is not NOT_READY:
+            return now
+        if filename.endswith(METADATA_SUFFIX):
+            archive = filename[: -len(METADATA_SUFFIX)]
+            name = project_of(project, archive)
+            return _metadata_answer(request, await self._mirror.metadata(name, archive))
         return await self._archive(request, project_of(project, filename), filename)
 
     @route("/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"])
@@ -235,15 +267,19 @@ class InstallerRoutes:
             raise download.error
         return DownloadStream(download)
 
-    async def _metadata(self, request: IRequest, project: str, filename: str) -> bytes:
+    def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:
+        """The core metadata of ``filename`` if it is on disk, else :data:`NOT_READY`
+        (or :class:`NotFound` for a private project)."""
         name = project_of(project, filename)
-        if self._views.is_private(name):
-            path = self._store.metadata_file(name, filename)
-            if path is None:
+        path = self._store.metadata_file(name, filename)
+        if path is None:
+            if self._views.is_private(name):
                 raise NotFound(f"No core metadata for {filename!r}")
-            content = path.getContent()
-        else:
-            content = await self._mirror.metadata(name, filename)
-        request.setHeader(b"content-type", b"application/octet-stream")
-        request.setHeader(b"cache-control", b"public, max-age=31536000, immutable")
-        return content
+            return NOT_READY
+        return _metadata_answer(request, path.getContent())
+
+
+def _metadata_answer(request: IRequest, content: bytes) -> bytes:
+    request.setHeader(b"content-type", b"application/octet-stream")
+    request.setHeader(b"cache-control", b"public, max-age=31536000, immutable")
+    return content

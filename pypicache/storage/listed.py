@@ -1,0 +1,241 @@
+# -*- test-case-name: tests.test_store -*-
+"""Reading what is stored: per-project listings, project names, privacy.
+
+The listings are read from the disk when needed and kept in a bounded cache
+that notices changes made by other processes (:mod:`.listings`); only the few
+archives dropped outside their project's folders are held in memory as a whole
+(found by :meth:`ListedLayout.read_strays`, installed by the rescan).
+"""
+
+import os
+import time
+from typing import Any
+
+from twisted.python.filepath import FilePath
+
+from pypicache.errors import BadRequest
+from pypicache.index.names import check_filename, parse_filename
+from pypicache.storage.layout import (
+    Layout,
+    has_listed_archive,
+    is_archive_name,
+    is_tombstone_name,
+)
+from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
+from pypicache.storage.records import DELETED, MIRROR, PRERELEASES, RELEASES, StoredFile
+
+#: Longest time (s) the project names are kept without looking again.
+PROJECTS_TTL = 10.0
+
+
+class ListedLayout(Layout):
+    """The reading half of the filesystem store; changes made through it are
+    recorded with :meth:`_indexed` and :meth:`_unlisted`."""
+
+    def __init__(self, root: FilePath, listing_budget: int = DEFAULT_BUDGET) -> None:
+        super().__init__(root)
+        self._area_paths = {
+            a: self.area(a).path for a in (MIRROR, RELEASES, PRERELEASES, DELETED)
+        }
+        #: Per area: when checked (monotonic ns), its mtime, its folder names.
+        self._folder_cache: dict[str, tuple[int, int, frozenset[str]]] = {}
+        self._strays: dict[str, dict[str, StoredFile]] = {}
+        self._private_changes = 0
+        self._changes = 0
+        self._projects: tuple[Any, list[str]] | None = None
+        self._listings = Listings(
+            folders=self._project_folders,
+            read=self.stored_file,
+            extra=lambda project: self._strays.get(project, {}),
+            budget=listing_budget,
+        )
+
+    def _project_folders(self, project: str) -> tuple[str, ...]:
+        """Where a project's archives are, lowest precedence first."""
+        return tuple(
+            os.path.join(self._area_paths[a], project)
+            for a in (MIRROR, PRERELEASES, RELEASES)
+        )
+
+    def projects(self) -> list[str]:
+        """Every project with an archive and its sidecar, from the folder names.
+
+        Kept while no area folder changed, nothing changed through this store,
+        and for at most :data:`PROJECTS_TTL` seconds (a first file in an
+        existing folder, stored by another process, shows within that).
+        """
+        key = (
+            self._private_changes,
+            self._changes,
+            tuple(self._folders(a) for a in (MIRROR, RELEASES, PRERELEASES)),
+        )
+        now = time.monotonic()
+        if self._projects is not None:
+            (cached_key, at), names = self._projects
+            if cached_key == key and now - at < PROJECTS_TTL:
+                return names
+        found = set(self._strays)
+        for area in (MIRROR, RELEASES, PRERELEASES):
+            for project in self._folders(area):
+                if project not in found and has_listed_archive(
+                    os.path.join(self._area_paths[area], project)
+                ):
+                    found.add(project)
+        names = sorted(found)
+        self._projects = ((key, now), names)
+        return names
+
+    def read_strays(self) -> dict[str, dict[str, StoredFile]]:
+        """Indexed private archives outside their project's folders, by project
+        and filename (blocking, thread-safe)."""
+        strays: dict[str, dict[str, StoredFile]] = {}
+        for path in self.walk_private():
+            folder = path.parent().path
+            stored = None
+            if folder not in self._canonical(path.basename()):
+                stored = self.stored_file(path)
+            if stored is not None:
+                strays.setdefault(stored.project, {}).setdefault(
+                    stored.info.filename, stored
+                )
+        return strays
+
+    def _canonical(self, filename: str) -> tuple[str, ...]:
+        try:
+            project = parse_filename(filename)[0]
+        except BadRequest:
+            return ()
+        return self._project_folders(project)[1:]
+
+    def install_strays(self, strays: dict[str, dict[str, StoredFile]]) -> None:
+        """Use what :meth:`read_strays` found (after a rescan)."""
+        for project in {*self._strays, *strays}:
+            self._listings.forget(project)
+        self._strays = strays
+        self._changes += 1
+
+    @property
+    def private_changes(self) -> int:
+        """Counts changes to private files made through this store."""
+        return self._private_changes
+
+    def files(self, project: str) -> list[StoredFile]:
+        listing = self._listings.get(project)
+        if listing is None:
+            return []
+        return sorted(
+            listing.files.values(), key=lambda s: (not s.private, s.info.filename)
+        )
+
+    def find(self, project: str, filename: str) -> StoredFile | None:
+        """A stored archive: from its listing when that is in memory, else read
+        from the disk alone (an upload's duplicate check must not pull a whole
+        listing into memory)."""
+        check_filename(filename)
+        listing = self._listings.cached(project)
+        if listing is not None:
+            stored = listing.files.get(filename)
+        else:
+            stored = self._read_one(project, filename)
+        if stored is not None and not os.path.isfile(stored.path.path):
+            self._listings.forget(project)
+            return None
+        return stored
+
+    def _read_one(self, project: str, filename: str) -> StoredFile | None:
+        """What the project's listing would give for ``filename``, read alone."""
+        mirror, *private = self._project_folders(project)
+        for folder in reversed(private):
+            stored = self._read_at(os.path.join(folder, filename))
+            if stored is not None and stored.project == project:
+                return stored
+        stray = self._strays.get(project, {}).get(filename)
+        if stray is not None:
+            return stray
+        return self._read_at(os.path.join(mirror, filename))
+
+    def _read_at(self, path: str) -> StoredFile | None:
+        return self.stored_file(FilePath(path)) if os.path.isfile(path) else None
+
+    def generation(self, project: str) -> int:
+        """Changes whenever the project's stored files change, here or in
+        another process; ``0`` while it has none (all empty listings look alike)."""
+        listing = self._listings.get(project)
+        return listing.version if listing is not None and listing.files else 0
+
+    def forget(self, project: str) -> None:
+        """Drop the in-memory listing of ``project`` so it is read again."""
+        self._listings.forget(project)
+
+    def forget_all(self) -> None:
+        """Read every listing from the disk again (after a rescan)."""
+        self._listings.forget_all()
+
+    def _indexed(self, stored: StoredFile) -> StoredFile:
+        """Record a change to a stored file in the in-memory listings."""
+        self._folder_cache.clear()
+        self._changes += 1
+        if stored.private:
+            self._private_changes += 1
+        self._listings.changed(stored.project, stored.info.filename, stored)
+        return stored
+
+    def _unlisted(self, stored: StoredFile) -> None:
+        """Record the removal of a stored file."""
+        self._folder_cache.clear()
+        strays = self._strays.get(stored.project, {})
+        if strays.get(stored.info.filename) == stored:
+            del strays[stored.info.filename]
+            if not strays:
+                del self._strays[stored.project]
+        self._changes += 1
+        if stored.private:
+            self._private_changes += 1
+        self._listings.changed(stored.project, stored.info.filename, None)
+
+    def is_private(self, project: str) -> bool:
+        """A project with private files: listed, dropped in its folder and not
+        yet scanned, or deleted (a tombstone).
+
+        A folder alone never counts: a failed upload may leave an empty one.
+        """
+        if project in self._strays:
+            return True
+        for area, wanted in (
+            (RELEASES, is_archive_name),
+            (PRERELEASES, is_archive_name),
+            (DELETED, is_tombstone_name),
+        ):
+            if project not in self._folders(area):
+                continue
+            try:
+                names = os.listdir(os.path.join(self._area_paths[area], project))
+            except OSError:
+                continue
+            if any(wanted(name) for name in names):
+                return True
+        return False
+
+    def _folders(self, area: str) -> frozenset[str]:
+        """The project folders of a private area, read again when it changes.
+
+        At most one ``stat`` per :data:`~.listings.RECHECK_NS` instead of a
+        failing ``listdir`` per project: ``is_private`` runs on every request.
+        Our own writes clear the cache (a folder made within the timestamp
+        granularity keeps the mtime).
+        """
+        now = time.monotonic_ns()
+        cached = self._folder_cache.get(area)
+        if cached is not None and now - cached[0] < RECHECK_NS:
+            return cached[2]
+        path = self._area_paths[area]
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except OSError:
+            return frozenset()
+        if cached is None or cached[1] != stamp:
+            cached = (now, stamp, frozenset(os.listdir(path)))
+        else:
+            cached = (now, stamp, cached[2])
+        self._folder_cache[area] = cached
+        return cached[2]

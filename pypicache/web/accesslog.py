@@ -1,0 +1,188 @@
+# -*- test-case-name: tests.test_access_log -*-
+"""``--access-log FILE``: one line per request, in the combined log format, written to a file.
+
+Without it, twisted.web writes its access lines through twistd's log, as one log
+event each (a timestamped ``[twisted.web.server.Site#info]`` line): that costs
+a fifth of a small cached page. With it, the lines go to ``FILE`` alone, in
+Apache's combined format (what log analysers read), kept in memory and written
+at most once a second (and when :data:`BUFFER_LIMIT` is reached, and at stop).
+
+Rotation: at each write the file is checked, and reopened when it was moved or
+removed (as ``logrotate`` does, with or without ``create``), so no signal is
+needed; twistd already uses ``SIGUSR1`` for its own log file.
+"""
+
+import os
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.server import Site
+
+log = Logger()
+
+#: Seconds between writes of the lines kept in memory.
+FLUSH_INTERVAL = 1.0
+
+#: Bytes of lines kept before they are written at once.
+BUFFER_LIMIT = 64 * 1024
+
+
+def _field(value: bytes | None) -> str:
+    """A request header as a quoted field's text: ``-`` if missing, quotes and
+    backslashes escaped, control characters as ``\\xNN``."""
+    if not value:
+        return "-"
+    text = value.decode("latin-1")
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(
+        "\\" + c
+        if c in '"\\'
+        else (c if c.isprintable() and ord(c) < 0x7F else f"\\x{ord(c):02x}")
+        for c in text
+    )
+
+
+def combined_formatter(
+    client_address: Callable[[IRequest], str],
+) -> Callable[[str, IRequest], str]:
+    """A twisted.web log formatter of Apache's combined log format.
+
+    ``host - - [time] "METHOD URI PROTOCOL" status bytes "referer" "user-agent"``;
+    ``bytes`` is what was sent of the body (``-`` for none).
+
+    :param client_address: the client's address for a request (as the access
+        policy sees it: with ``--trust-proxy``, the one the proxy reports).
+    """
+
+    def format_line(timestamp: str, request: Any) -> str:
+        length = request.sentLength
+        return '%s - - %s "%s %s %s" %d %s "%s" "%s"' % (
+            client_address(request) or "-",
+            timestamp,
+            _field(request.method),
+            _field(request.uri),
+            _field(request.clientproto),
+            request.code,
+            length if length else "-",
+            _field(request.getHeader(b"referer")),
+            _field(request.getHeader(b"user-agent")),
+        )
+
+    return format_line
+
+
+class BufferedLogFile:
+    """An append-only text file written in batches, reopened when rotated away.
+
+    Has what twisted.web needs of a log file: ``write(str)`` and ``close()``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        clock: IReactorTime,
+        interval: float = FLUSH_INTERVAL,
+        limit: int = BUFFER_LIMIT,
+    ) -> None:
+        self.path = path
+        self._limit = limit
+        self._lines: list[str] = []
+        self._size = 0
+        self._fd = -1
+        self._identity: tuple[int, int] | None = None
+        self._open()
+        self._timer = LoopingCall(self.flush)
+        self._timer.clock = clock
+        self._timer.start(interval, now=False)
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        stat = os.fstat(fd)
+        self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+
+    def _reopen_if_rotated(self) -> None:
+        """Open the path again if the file there is no longer ours (moved, removed)."""
+        try:
+            stat = os.stat(self.path)
+            current: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            current = None
+        if current != self._identity:
+            os.close(self._fd)
+            self._fd = -1
+            self._open()
+
+    def write(self, line: str) -> None:
+        """Keep a line (with its newline) for the next write."""
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the lines kept so far (to a new file if the old one was rotated)."""
+        if not self._lines or self._fd < 0:
+            return
+        data = "".join(self._lines).encode("utf-8", "backslashreplace")
+        self._lines.clear()
+        self._size = 0
+        try:
+            self._reopen_if_rotated()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            log.error(
+                "Writing the access log {path} failed: {error}",
+                path=self.path,
+                error=e,
+            )
+
+    def close(self) -> None:
+        """Write what is kept and close the file."""
+        if self._timer.running:
+            self._timer.stop()
+        self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class AccessLoggedSite(Site):
+    """A ``Site`` that writes its access log to a :class:`BufferedLogFile`."""
+
+    def _openLogFile(self, path: Any) -> BufferedLogFile:
+        return BufferedLogFile(os.fsdecode(path), self.reactor)
+
+
+def make_site(
+    resource: Any,
+    request_factory: Any,
+    reactor: IReactorTime,
+    access_log: str | None = None,
+    client_address: Callable[[IRequest], str] | None = None,
+) -> Site:
+    """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
+
+    :param client_address: for the access log's host field (default: the peer).
+    """
+    if access_log is None:
+        site = Site(resource, requestFactory=request_factory, reactor=reactor)
+    else:
+        site = AccessLoggedSite(
+            resource,
+            requestFactory=request_factory,
+            reactor=reactor,
+            logPath=access_log,
+            logFormatter=combined_formatter(client_address or _peer),
+        )
+    site.displayTracebacks = False
+    return site
+
+
+def _peer(request: IRequest) -> str:
+    return str(getattr(request.getClientAddress(), "host", "") or "")

@@ -1,0 +1,248 @@
+"""The store's listings: read from the disk when needed, kept in a bounded
+cache, and brought up to date when another process changes a folder."""
+
+import json
+import os
+import time
+
+import attrs
+import pytest
+from twisted.python.filepath import FilePath
+
+from pypicache.index.model import DistFile
+from pypicache.storage import listings
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.records import MIRROR, RELEASES
+
+CONTENT = b"PK\x03\x04 not really a zip"
+
+
+def info(filename: str, **kwargs) -> DistFile:
+    kwargs.setdefault("hashes", {"sha256": "ab" * 32})
+    return DistFile(filename=filename, size=len(CONTENT), **kwargs)
+
+
+def put(store, project, filename, area=MIRROR, **kwargs):
+    temp = store.open_temp(project, area)
+    temp.write(CONTENT)
+    return store.commit(temp, info(filename, **kwargs))
+
+
+def wheel(project: str, version: str) -> str:
+    return f"{project}-{version}-py3-none-any.whl"
+
+
+@pytest.fixture
+def root(tmp_path) -> FilePath:
+    return FilePath(str(tmp_path))
+
+
+@pytest.fixture
+def ours(root) -> FilesystemStore:
+    return FilesystemStore(root)
+
+
+@pytest.fixture
+def theirs(root) -> FilesystemStore:
+    """The store of another process (another worker, the importer) on the same folder."""
+    return FilesystemStore(root)
+
+
+def names(store, project):
+    return [s.info.filename for s in store.files(project)]
+
+
+def later():
+    """Let the time pass within which a listing just checked is used unchecked."""
+    time.sleep(2 * listings.RECHECK_NS / 1e9)
+
+
+def test_file_stored_by_another_process_is_listed(ours, theirs):
+    """A file another process stores shows in ``files`` and ``find`` at once,
+    in a listing that was already in memory."""
+    put(ours, "foo", wheel("foo", "1.0"))
+    assert names(ours, "foo") == [wheel("foo", "1.0")]
+    put(theirs, "foo", wheel("foo", "2.0"))
+    later()
+    assert names(ours, "foo") == [wheel("foo", "1.0"), wheel("foo", "2.0")]
+    assert ours.find("foo", wheel("foo", "2.0")) is not None
+
+
+def test_upload_by_another_process_makes_the_project_private(ours, theirs):
+    """An upload through another process lists the project's private file here."""
+    assert names(ours, "bar") == []
+    put(theirs, "bar", wheel("bar", "1.0"), area=RELEASES)
+    later()
+    assert ours.is_private("bar")
+    [stored] = ours.files("bar")
+    assert stored.private
+
+
+def test_removal_by_another_process_is_seen(ours, theirs):
+    """A file another process deletes leaves the listing."""
+    put(ours, "foo", wheel("foo", "1.0"))
+    put(ours, "foo", wheel("foo", "2.0"))
+    assert len(ours.files("foo")) == 2
+    theirs.remove(theirs.find("foo", wheel("foo", "1.0")))
+    later()
+    assert names(ours, "foo") == [wheel("foo", "2.0")]
+
+
+def test_yank_by_another_process_is_seen(ours, theirs):
+    """A sidecar another process rewrites (a yank) shows its new content."""
+    put(ours, "foo", wheel("foo", "1.0"), area=RELEASES)
+    assert ours.files("foo")[0].info.yanked is False
+    stored = theirs.find("foo", wheel("foo", "1.0"))
+    theirs.update(stored, attrs.evolve(stored.info, yanked="broken"))
+    later()
+    assert ours.files("foo")[0].info.yanked == "broken"
+
+
+def test_generation_follows_changes_made_elsewhere(ours, theirs):
+    """The generation (which keys rendered pages) stays while nothing changes,
+    and moves when another process changes the project's files."""
+    put(ours, "foo", wheel("foo", "1.0"))
+    first = ours.generation("foo")
+    assert first != 0
+    assert ours.generation("foo") == first
+    put(theirs, "foo", wheel("foo", "2.0"))
+    later()
+    second = ours.generation("foo")
+    assert second not in (0, first)
+
+
+def test_change_within_one_timestamp_tick_is_seen(ours, theirs):
+    """A folder changed again within its timestamp's granularity keeps its
+    modification time; a listing read that recently is checked again anyway."""
+    folder = ours.project_dir(MIRROR, "foo").path
+    put(ours, "foo", wheel("foo", "1.0"))
+    assert len(ours.files("foo")) == 1
+    stamp = os.stat(folder).st_mtime_ns
+    put(theirs, "foo", wheel("foo", "2.0"))
+    os.utime(folder, ns=(stamp, stamp))
+    later()
+    assert len(ours.files("foo")) == 2
+
+
+def test_only_changed_sidecars_are_read_again(ours, theirs, monkeypatch):
+    """When a folder changes, the files that did not change are not read again."""
+    for i in range(20):
+        put(ours, "foo", wheel("foo", f"1.{i}"))
+    assert len(ours.files("foo")) == 20
+    read = []
+    real = ours.stored_file
+    monkeypatch.setattr(
+        ours._listings, "_read", lambda path: read.append(path) or real(path)
+    )
+    put(theirs, "foo", wheel("foo", "2.0"))
+    later()
+    assert len(ours.files("foo")) == 21
+    assert [p.basename() for p in read] == [wheel("foo", "2.0")]
+
+
+def test_a_listing_just_checked_is_not_checked_again(ours, monkeypatch):
+    """Within one request (and under load) a listing checked moments ago is
+    used without looking at its folders again."""
+    monkeypatch.setattr(listings, "RECHECK_NS", 60 * 10**9)  # however slow this machine
+    put(ours, "foo", wheel("foo", "1.0"))
+    ours.files("foo")
+    stats = []
+    monkeypatch.setattr(listings, "folder_stamps", lambda f: stats.append(f))
+    for _ in range(10):
+        assert len(ours.files("foo")) == 1
+        assert ours.generation("foo") != 0
+    assert stats == []
+
+
+def test_listings_in_memory_are_bounded(root):
+    """The cache holds at most its budget of files; a listing that left it is
+    read again, complete, when next needed."""
+    store = FilesystemStore(root, listing_budget=10)
+    for i in range(8):
+        for v in range(3):
+            put(store, f"p{i}", wheel(f"p{i}", f"1.{v}"))
+    for i in range(8):
+        assert len(store.files(f"p{i}")) == 3
+    assert store._listings._size <= 10
+    assert len(store._listings._cache) == 3
+    assert names(store, "p0") == [wheel("p0", f"1.{v}") for v in range(3)]
+
+
+def test_one_listing_larger_than_the_budget_is_kept(root):
+    """The most recently used listing stays in memory even if it alone is over
+    the budget (otherwise every request would read it again)."""
+    store = FilesystemStore(root, listing_budget=2)
+    for v in range(5):
+        put(store, "big", wheel("big", f"1.{v}"))
+    assert len(store.files("big")) == 5
+    assert list(store._listings._cache) == ["big"]
+
+
+def test_names_never_stored_take_no_memory(ours):
+    """Looking up projects with nothing on disk keeps nothing in memory."""
+    for i in range(100):
+        assert ours.files(f"nothing-{i}") == []
+        assert ours.generation(f"nothing-{i}") == 0
+    assert len(ours._listings._cache) == 0
+
+
+def test_find_does_not_load_the_listing(ours, theirs):
+    """``find`` on a project whose listing is not in memory reads the one file
+    (an upload's duplicate check must not pull a listing into memory)."""
+    for v in range(5):
+        put(theirs, "up", wheel("up", f"1.{v}"), area=RELEASES)
+    assert ours.find("up", wheel("up", "1.3")).private
+    assert ours.find("up", wheel("up", "9.9")) is None
+    assert "up" not in ours._listings._cache
+
+
+def test_private_file_wins_over_the_mirrored_one(ours):
+    """A file of the same name in the private area and the mirror is the private one,
+    whether found alone or through the listing."""
+    name = wheel("foo", "1.0")
+    put(ours, "foo", name, area=MIRROR)
+    put(ours, "foo", name, area=RELEASES)
+    fresh = FilesystemStore(ours.root)
+    assert fresh.find("foo", name).private
+    assert [s.private for s in fresh.files("foo")] == [True]
+
+
+def test_stray_archive_is_listed_after_a_rescan(ours, root):
+    """An archive indexed outside its project's folders (dropped anywhere under
+    ``private/``) is listed under the project its name gives, and removable."""
+    folder = root.preauthChild("private/wheelhouse")
+    folder.makedirs()
+    name = wheel("stray", "1.0")
+    folder.child(name).setContent(CONTENT)
+    sidecar = {"file": info(name).to_json(), "stored_at": 1.0}
+    folder.child(name + ".json").setContent(json.dumps(sidecar).encode())
+    assert ours.files("stray") == []
+    ours.install_strays(ours.read_strays())
+    assert names(ours, "stray") == [name]
+    assert ours.is_private("stray")
+    assert "stray" in ours.projects()
+    ours.remove(ours.find("stray", name))
+    assert ours.files("stray") == []
+
+
+def test_projects_lists_folders_with_an_indexed_archive(ours, theirs, root):
+    """``projects`` names each project with an archive beside its sidecar, from
+    this process or another; an empty folder or a bare archive does not count."""
+    put(ours, "foo", wheel("foo", "1.0"))
+    put(theirs, "bar", wheel("bar", "1.0"), area=RELEASES)
+    root.preauthChild("mirror/empty").makedirs()
+    bare = root.preauthChild("mirror/bare")
+    bare.makedirs()
+    bare.child(wheel("bare", "1.0")).setContent(CONTENT)
+    assert ours.projects() == ["bar", "foo"]
+
+
+def test_racy_window_is_short():
+    """A folder untouched for longer than the racy window is trusted without a
+    re-read (the window only costs re-reads right after a change)."""
+    listing = listings.Listing(
+        stamps=(1,), read_at=1 + 2 * listings.RACY_NS, files={}, read={}, version=1
+    )
+    assert listing.trusted((1,))
+    assert not listing.trusted((2,))
+    assert not attrs.evolve(listing, read_at=1).trusted((1,))
