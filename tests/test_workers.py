@@ -495,3 +495,53 @@ def test_worker_log_records_reach_the_log_whole():
     assert [(formatEvent(e), e["log_level"], e["log_system"]) for e in stderr] == [
         ("Traceback at import", LogLevel.warn, "worker-3/42")
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_share_one_access_log_file(tmp_path):
+    """With --access-log, both workers append their access lines to the one file
+    themselves, whole, one per request, and none goes through the twistd log."""
+    index = FakeIndex(tmp_path / "upstream", "json")
+    upstream = await bounded(start_fake_index(index))
+    access = tmp_path / "access.log"
+    twistd = spawn_twistd(
+        tmp_path,
+        upstream.url,
+        clean_env(tmp_path),
+        "--workers",
+        "2",
+        "--access-log",
+        str(access),
+    )
+    running = Workers(
+        twistd, index, upstream, "", tmp_path / "none.pid", tmp_path / "cache"
+    )
+    try:
+        running.url = f"http://127.0.0.1:{await bounded(twistd.port, STARTUP)}/"
+        for n in (1, 2):
+            await bounded(twistd.wait_for(b"Worker %d ready" % n), STARTUP)
+        agents = [f"batch-{i}" for i in range(60)]
+        await bounded(
+            gatherResults(
+                [
+                    Deferred.fromCoroutine(
+                        running.request(running.pool(), "GET", "/health", agent=a)
+                    )
+                    for a in agents
+                ]
+            )
+        )
+        twistd.process.signalProcess("TERM")  # the workers write what they kept
+        await bounded(twistd.ended)
+        lines = access.read_text().splitlines()
+        assert sorted(line.rsplit('"', 2)[-2] for line in lines) == sorted(agents)
+        assert all(
+            re.fullmatch(
+                r'127\.0\.0\.1 - - \[[^]]+\] "GET /health HTTP/1\.1" 200 \d+ "-" "batch-\d+"',
+                line,
+            )
+            for line in lines
+        ), lines
+        assert b"GET /health" not in twistd.output
+    finally:
+        await running.close()
