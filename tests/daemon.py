@@ -165,12 +165,30 @@ class Twistd(protocol.ProcessProtocol):
         self.port: Deferred[int] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.process: Any = None
+        self._patterns: list[tuple[bytes, int, Deferred[re.Match[bytes]]]] = []
+
+    def wait_for(self, pattern: bytes, start: int = 0) -> "Deferred[re.Match[bytes]]":
+        """A Deferred that fires with the first match of ``pattern`` in the
+        output from offset ``start`` on (now, or once it is printed)."""
+        d: Deferred[re.Match[bytes]] = Deferred()
+        self._patterns.append((pattern, start, d))
+        self._match()
+        return d
+
+    def _match(self) -> None:
+        for entry in list(self._patterns):
+            pattern, start, d = entry
+            match = re.compile(pattern).search(self.output, start)
+            if match:
+                self._patterns.remove(entry)
+                d.callback(match)
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
         match = re.search(rb"Site starting on (\d+)", self.output)
         if match and not self.port.called:
             self.port.callback(int(match.group(1)))
+        self._match()
 
     errReceived = outReceived
 
@@ -186,19 +204,27 @@ class Twistd(protocol.ProcessProtocol):
         await self.ended
 
 
-def spawn_twistd(tmp_path: Path, index_url: str, env: dict[str, str]) -> Twistd:
-    """Run ``twistd -n pypicache`` on ``tmp_path/cache``, on a free loopback port."""
+def spawn_twistd(
+    tmp_path: Path,
+    index_url: str,
+    env: dict[str, str],
+    *options: str,
+    pidfile: str = "",
+) -> Twistd:
+    """Run ``twistd -n pypicache`` on ``tmp_path/cache``, on a free loopback port,
+    with more pypicache ``options`` (and a pidfile, if given)."""
     twistd = Twistd()
     command = twistd_command()
     args = [
         *command,
         "-n",
-        "--pidfile=",
+        f"--pidfile={pidfile}",
         "pypicache",
         "--cache",
         str(tmp_path / "cache"),
     ]
     args += ["--index-url", index_url, "--listen", "tcp:0:interface=127.0.0.1"]
+    args += options
     twistd.process = reactor.spawnProcess(
         twistd, command[0], args, env=env, path=str(tmp_path)
     )

@@ -564,9 +564,10 @@ class FakeIndex(Resource):
         """Send the full C{Content-Length} but half the body, then close cleanly."""
         self._deliveries[filename] = _Delivery("truncate")
 
-    def die_midway(self, filename: str) -> None:
-        """Send half the body, then C{abortConnection()} (0.1 s later, on C{clock})."""
-        self._deliveries[filename] = _Delivery("die")
+    def die_midway(self, filename: str, drip: float | None = None) -> None:
+        """Send half the body (one byte every C{drip} seconds, if given), then
+        C{abortConnection()} (0.1 s later, on C{clock})."""
+        self._deliveries[filename] = _Delivery("die", drip=drip)
 
     def reset_midway(self, filename: str) -> None:
         """Send half the body, then a TCP reset (0.1 s later, on C{clock})."""

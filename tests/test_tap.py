@@ -140,3 +140,70 @@ def test_sync_threads_are_started_with_the_service(tmp_path):
     finally:
         service.stopService()
     assert sync_threads() == []
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "65"])
+def test_workers_must_be_in_range(value):
+    """--workers below 1 or above 64 is a usage error."""
+    with pytest.raises(usage.UsageError, match="--workers"):
+        parse(
+            "--cache",
+            "/tmp/x",
+            "--index-url",
+            "http://h.invalid/simple/",
+            "--workers",
+            value,
+        )
+
+
+def test_options_keep_their_arguments_for_workers():
+    """The parsed arguments are kept: the workers are started with them."""
+    args = [
+        "--cache",
+        "/tmp/x",
+        "--index-url",
+        "http://h.invalid/simple/",
+        "--workers",
+        "2",
+    ]
+    assert parse(*args).argv == args
+
+
+def self_signed(tmp_path):
+    """A key and a self-signed certificate for 127.0.0.1, as PEM files."""
+    from OpenSSL.crypto import FILETYPE_PEM
+    from twisted.internet import ssl
+
+    key = ssl.KeyPair.generate(size=2048)
+    cert = key.selfSignedCert(1, CN="127.0.0.1")
+    (tmp_path / "key.pem").write_bytes(key.dump(FILETYPE_PEM))
+    (tmp_path / "cert.pem").write_bytes(cert.dumpPEM())
+    return tmp_path / "key.pem", tmp_path / "cert.pem"
+
+
+def test_workers_serve_tcp_and_unix_with_the_site_and_ssl_with_tls(tmp_path):
+    """A worker serves an adopted tcp: or unix: socket with the site itself and an
+    ssl: socket with the site behind TLS, as the endpoint would have."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from pypicache.tap.listeners import worker_factory
+
+    site = Site(Resource())
+    assert worker_factory("tcp:0:interface=127.0.0.1", site) is site
+    assert worker_factory(f"unix:{tmp_path}/sock", site) is site
+    key, cert = self_signed(tmp_path)
+    tls = worker_factory(f"ssl:0:privateKey={key}:certKey={cert}", site)
+    assert isinstance(tls, TLSMemoryBIOFactory) and tls.wrappedFactory is site
+
+
+def test_workers_refuse_endpoints_they_cannot_share():
+    """An endpoint other than tcp:, ssl: or unix: is refused with --workers, by name."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from pypicache.tap.listeners import worker_factory
+
+    with pytest.raises(usage.UsageError, match="tcp:, ssl: and unix:"):
+        worker_factory("systemd:domain=INET:index=0", Site(Resource()))

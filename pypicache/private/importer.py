@@ -20,6 +20,7 @@ from pypicache.index.names import is_distribution
 from pypicache.private.received import copy_body
 from pypicache.private.uploads import Uploads
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.locks import Locks
 from pypicache.storage.records import INCOMING
 
 
@@ -91,7 +92,7 @@ def main(
     args = parser.parse_args(argv)
     store = FilesystemStore(FilePath(os.path.abspath(args.cache)))
     run: Callable[..., Deferred[Any]] = lambda f, *a: maybeDeferred(f, *a)
-    uploads = Uploads(store, run, _WallClock())
+    uploads = Uploads(store, run, _WallClock(), Locks(None))
     files = list(archives(args.paths))
     counts = {"stored": 0, "identical": 0, "refused": 0}
     for done, path in enumerate(files, 1):

@@ -17,7 +17,9 @@ from pypicache.index.archives import ArchiveMetadata, inspect_archive
 from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename, parse_filename
 from pypicache.private.received import FilePart
+from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
+from pypicache.storage.locks import Locks
 from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES, StoredFile
 
 log = Logger()
@@ -66,6 +68,8 @@ class Uploads:
     _store: IStore
     _run_blocking: RunBlocking
     _clock: IReactorTime
+    #: One upload per filename at a time across the processes on the cache folder.
+    _locks: Locks
     #: Filenames being stored now: a second upload of one waits for the first.
     _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
 
@@ -113,10 +117,26 @@ class Uploads:
             raise BadRequest(
                 f"The archive's metadata names {metadata.name} {metadata.version}, not what {filename!r} says"
             )
+        area = PRERELEASES if version.is_prerelease else RELEASES
         lock = self._storing.setdefault(filename, DeferredLock())
         await lock.acquire()
         try:
-            return await self._store_checked(part, filename, project, version, metadata)
+            with full_disk_is_507(filename):
+                held = await self._locks.acquire(
+                    self._store.lock_path(area, project, filename),
+                    lambda: log.info(
+                        "Waiting for another process's upload of {filename}",
+                        filename=filename,
+                    ),
+                )
+            try:
+                # Another process may have stored it since this one listed its folder.
+                self._store.reread(area, project, filename)
+                return await self._store_checked(
+                    part, filename, project, version, metadata
+                )
+            finally:
+                held.release()
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:

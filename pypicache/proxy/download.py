@@ -39,19 +39,66 @@ class Download:
         factory=list
     )
     _fd: int | None = None
+    #: Another process's temporary file of this file, read instead of ours.
+    _followed: int | None = None
 
     def __attrs_post_init__(self) -> None:
         self._fd = os.open(self.temp.path.path, os.O_RDONLY)
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset`` (callers keep below :attr:`readable`)."""
-        assert self._fd is not None
-        return os.pread(self._fd, size, offset)
+        fd = self._followed if self._followed is not None else self._fd
+        assert fd is not None
+        return os.pread(fd, size, offset)
+
+    @property
+    def following(self) -> bool:
+        return self._followed is not None
+
+    def follow(self, path: str) -> None:
+        """Serve the bytes another process is downloading into ``path`` as they
+        arrive (:meth:`grew`), while this one waits for it to store them."""
+        assert self._followed is None
+        try:
+            self._followed = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # stored or given up already: the lock will tell
+        if self.length is None:
+            self.length = self.info.size
+        self.started = True
+        self.grew()
+
+    def grew(self) -> None:
+        """Take in the bytes the followed file has now."""
+        if self._followed is not None:
+            self.written = max(self.written, os.fstat(self._followed).st_size)
+            self._notify()
+
+    def follows(self, path: str) -> bool:
+        """Whether the file followed is the one now at ``path`` (renamed into place)."""
+        if self._followed is None:
+            return False
+        try:
+            there = os.stat(path)
+        except OSError:
+            return False
+        mine = os.fstat(self._followed)
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def unfollow(self) -> None:
+        """Back to this process's own temporary file (no client has any byte yet)."""
+        assert self.readable == 0
+        if self._followed is not None:
+            os.close(self._followed)
+            self._followed = None
+        self.written = 0
 
     def _close_if_done(self) -> None:
-        if self.finished and not self._watchers and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self.finished and not self._watchers:
+            for fd in (self._fd, self._followed):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._followed = None
 
     @property
     def finished(self) -> bool:

@@ -14,13 +14,15 @@ from pypicache.errors import HashMismatch, NotFound, PypicacheError, UpstreamErr
 from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
+from pypicache.index.names import METADATA_SUFFIX
 from pypicache.proxy.download import Download
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import MIRROR, StoredFile
+from pypicache.storage.locks import Locks, read_note
+from pypicache.storage.records import MIRROR, TEMP_PREFIX, StoredFile
 
 log = Logger()
 
@@ -35,12 +37,16 @@ class Mirror:
     _store: IStore
     _pages: ProjectPages
     _run_blocking: RunBlocking
+    #: One download per file across the processes on the cache folder.
+    _locks: Locks
     #: Where stored files are synced and renamed (default: ``_run_blocking``).
     _run_sync: RunBlocking | None = None
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
     _digests: dict[str, str] = attrs.field(factory=dict)
     _keeping: dict[str, bytes] = attrs.field(factory=dict)
+    #: When each of those is on disk (the cross-process lock waits for it).
+    _kept: "dict[str, Deferred[None]]" = attrs.field(factory=dict)
     #: Most sha256 digests of ``.metadata`` files kept ahead of their archives.
     max_digests: int = 100_000
 
@@ -91,8 +97,41 @@ class Mirror:
     async def _fetch(self, download: Download) -> None:
         """Download, verify and store; every way out releases the slot and the waiters."""
         info = download.info
+        lock = None
         try:
-            await self._fetch_and_store(download)
+            with full_disk_is_507(info.filename):
+                path = self._store.lock_path(MIRROR, download.project, info.filename)
+                lock = await self._locks.acquire(
+                    path,
+                    lambda: log.info(
+                        "Waiting for another process's download of {filename}",
+                        filename=info.filename,
+                    ),
+                    lambda: _follow(download, path),
+                )
+            stored = self._store.reread(MIRROR, download.project, info.filename)
+            if download.following:
+                if stored is not None and download.follows(stored.path.path):
+                    download.written = stored.info.size or download.written
+                elif download.readable == 0:
+                    download.unfollow()
+                else:
+                    raise UpstreamError(
+                        f"The download of {info.filename} by another process failed"
+                    )
+            if stored is None:
+                try:
+                    lock.note(download.temp.path.basename())
+                except OSError:
+                    pass  # a full disk: the others wait without streaming
+                await self._fetch_and_store(download)
+            else:
+                log.info(
+                    "{filename} was stored by another process meanwhile",
+                    filename=info.filename,
+                )
+                download.temp.discard()
+                download.stored = stored
         except Exception as e:
             download.error = (
                 e
@@ -109,6 +148,8 @@ class Mirror:
                     reason=e.message,
                 )
         finally:
+            if lock is not None:
+                lock.release()
             self._downloads.pop(info.filename, None)
             download._notify()
             download._close_if_done()
@@ -263,13 +304,42 @@ class Mirror:
         )
 
     async def _fetch_metadata(self, project: str, filename: str, whole: bool) -> bytes:
-        """The core metadata of a file not stored: the upstream's ``.metadata``
-        if it offers one, else read from the wheel by ranges, else from the
-        whole wheel (downloaded and stored)."""
+        """The core metadata of a file not stored, once across processes: the
+        upstream's ``.metadata`` if it offers one, else read from the wheel by
+        ranges, else from the whole wheel (downloaded and stored)."""
         info = await self.describe(project, filename)
         wheel = filename.endswith(".whl")
         if info.url is None or not (wheel or info.core_metadata):
             raise NotFound(f"No core metadata for {filename!r}")
+        try:
+            lock = await self._locks.acquire(
+                self._store.lock_path(MIRROR, project, filename + METADATA_SUFFIX),
+                lambda: log.info(
+                    "Waiting for another process's fetch of {filename}.metadata",
+                    filename=filename,
+                ),
+            )
+        except OSError:
+            lock = None  # a full disk: fetched all the same, and not kept
+        try:
+            path = self._store.metadata_file(project, filename)
+            if path is not None:  # another process fetched it meanwhile
+                return path.getContent()
+            return await self._fetch_metadata_now(project, info, whole)
+        finally:
+            if lock is not None:
+                # Held until what was fetched is on disk for the others.
+                kept = self._kept.get(filename)
+                if kept is None:
+                    lock.release()
+                else:
+                    kept.addBoth(lambda _: lock.release())
+
+    async def _fetch_metadata_now(
+        self, project: str, info: DistFile, whole: bool
+    ) -> bytes:
+        filename = info.filename
+        wheel = filename.endswith(".whl")
         if info.core_metadata:
             try:
                 return await self._fetch_metadata_file(project, info)
@@ -332,6 +402,13 @@ class Mirror:
             )
         )
         d.addBoth(lambda _: self._keeping.pop(filename, None))
+        self._kept[filename] = d
+        d.addBoth(lambda _: self._forget_kept(filename))
+
+    def _forget_kept(self, filename: str) -> None:
+        # Not a lambda returning the popped Deferred: a callback returning a
+        # Deferred would chain this one to itself.
+        self._kept.pop(filename, None)
 
     async def _keep(self, project: str, filename: str, content: bytes) -> None:
         """Keep core metadata ahead of its archive (a failure is logged: the
@@ -360,6 +437,17 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _follow(download: Download, lock_path: str) -> None:
+    """Serve what the process holding the download's lock has written so far:
+    it notes the name of its temporary file, beside ours, in the lock file."""
+    if download.following:
+        download.grew()
+        return
+    name = read_note(lock_path)
+    if name.startswith(TEMP_PREFIX) and os.sep not in name:
+        download.follow(os.path.join(download.temp.path.dirname(), name))
 
 
 def _not_kept(filename: str, error: Exception) -> None:

@@ -11,6 +11,7 @@ from pypicache.concurrency import RunBlocking, SingleFlight, in_background
 from pypicache.errors import NotFound, UpstreamError
 from pypicache.proxy.upstream import Upstream
 from pypicache.storage.interface import IStore
+from pypicache.storage.locks import HeldLock, Locks
 from pypicache.storage.records import CachedPage
 
 log = Logger()
@@ -34,6 +35,9 @@ class ProjectPages:
     retry_after: float = 30.0
     memory_size: int = 1000
     _run_blocking: "RunBlocking | None" = None
+    #: One fetch per page across the processes on the cache folder (``None``:
+    #: this process is the only one).
+    _locks: Locks | None = None
     _memory: "OrderedDict[str, CachedPage]" = attrs.field(factory=OrderedDict)
     _missing: dict[str, float] = attrs.field(factory=dict)
     _failing: dict[str, float] = attrs.field(factory=dict)
@@ -98,6 +102,49 @@ class ProjectPages:
         return await self._flights.run(project, lambda: self._refresh(project, cached))
 
     async def _refresh(self, project: str, cached: CachedPage | None) -> CachedPage:
+        """Fetch the page under its lock; another process may have fetched it meanwhile."""
+        if self._locks is None:
+            return await self._fetch(project, cached, None)
+        try:
+            lock = await self._locks.acquire(
+                self._store.lock_path("pages", None, project),
+                lambda: log.info(
+                    "Waiting for another process's fetch of the page of {project}",
+                    project=project,
+                ),
+            )
+        except OSError as e:  # a full disk: pages are still served
+            log.warn(
+                "No lock for the page of {project} ({reason}): fetching it anyway",
+                project=project,
+                reason=e,
+            )
+            return await self._fetch(project, cached, None)
+        try:
+            # Another process may have fetched it while this one waited: read
+            # it back (a large page in a thread) if it was written since.
+            stamp = self._store.page_stamp(project)
+            on_disk = None
+            if stamp is not None and (cached is None or stamp > cached.fetched_at):
+                on_disk = (
+                    self._store.read_page(project)
+                    if self._run_blocking is None
+                    else await self._run_blocking(self._store.read_page, project)
+                )
+            if on_disk is not None and (
+                cached is None or on_disk.fetched_at > cached.fetched_at
+            ):
+                self._remember(project, on_disk)
+                cached = on_disk
+                if self._clock.seconds() - on_disk.fetched_at < self.ttl:
+                    return on_disk
+            return await self._fetch(project, cached, lock)
+        finally:
+            lock.release()  # a no-op once _fetch handed it to the page's write
+
+    async def _fetch(
+        self, project: str, cached: CachedPage | None, lock: HeldLock | None
+    ) -> CachedPage:
         try:
             response = await self._upstream.fetch_page(
                 project,
@@ -144,5 +191,26 @@ class ProjectPages:
             page, self._clock.seconds(), response.etag, response.last_modified
         )
         self._remember(project, fresh)
-        in_background(self._run_blocking, self._store.write_page, project, fresh)
+        if lock is None:
+            in_background(self._run_blocking, self._store.write_page, project, fresh)
+        else:
+            # Other processes wait for the page on disk, not for this client.
+            in_background(
+                self._run_blocking,
+                _page_then_unlock,
+                self._store,
+                project,
+                fresh,
+                lock.handover(),
+            )
         return fresh
+
+
+def _page_then_unlock(
+    store: IStore, project: str, fresh: CachedPage, lock: HeldLock
+) -> None:
+    """Write a fetched page, then let the next process look at it (in a thread)."""
+    try:
+        store.write_page(project, fresh)
+    finally:
+        lock.release()

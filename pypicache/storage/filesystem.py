@@ -140,6 +140,17 @@ class FilesystemStore(ListedLayout):
         """The memory half of :meth:`commit`: list a persisted file (reactor thread)."""
         return self._indexed(stored)
 
+    def reread(self, area: str, project: str, filename: str) -> StoredFile | None:
+        """The archive ``filename`` as the disk has it now, listed if it is there.
+
+        For a caller holding its lock: another process may have stored it a
+        moment ago, sooner than a listing would notice.
+        """
+        stored = self.stored_file(self.project_dir(area, project).child(filename))
+        if stored is not None and self.find(project, filename) != stored:
+            self.register(stored)
+        return stored
+
     def add_metadata(
         self, project: str, filename: str, metadata: bytes, digest: str
     ) -> StoredFile:

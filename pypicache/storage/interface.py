@@ -23,6 +23,12 @@ class IStore(Interface):
     def find(project: str, filename: str) -> StoredFile | None:
         """The stored archive ``filename`` of ``project``, or ``None``."""
 
+    def reread(area: str, project: str, filename: str) -> StoredFile | None:
+        """The archive as the disk has it now (another process may have stored it)."""
+
+    def lock_path(area: str, project: str | None, name: str) -> str:
+        """The lock file that serializes work on ``name`` across processes."""
+
     def generation(project: str) -> int:
         """A number that changes whenever the project's stored files change
         (here or in another process), never reused."""
@@ -94,6 +100,9 @@ class IStore(Interface):
 
     def read_page(project: str) -> CachedPage | None:
         """The cached upstream page of ``project``, or ``None``."""
+
+    def page_stamp(project: str) -> float | None:
+        """When the cached page of ``project`` was last written (``None``: it is not)."""
 
     def write_page(project: str, cached: CachedPage) -> None:
         """Store the upstream page of ``project``."""

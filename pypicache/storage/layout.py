@@ -5,6 +5,7 @@ Nothing here keeps state or writes anything but the removal of leftover
 temporary files, so all of it is safe in a thread.
 """
 
+import hashlib
 import json
 import os
 import stat
@@ -21,6 +22,7 @@ from pypicache.storage.atomic import remove_if_unlocked
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
+    LOCKS,
     MIRROR,
     PRERELEASES,
     PRIVATE,
@@ -101,7 +103,7 @@ class Layout:
         (a time in seconds), a sidecar or metadata file without its archive
         goes only if it was last changed before then.
         """
-        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
+        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages", LOCKS):
             directory = self.area(area).path
             for folder in [directory, *_subfolders(directory)]:
                 try:
@@ -161,6 +163,24 @@ class Layout:
             for name in sorted(names):
                 if is_archive_name(name):
                     yield FilePath(os.path.join(folder, name))
+
+    def lock_path(self, area: str, project: str | None, name: str) -> str:
+        """The lock file that serializes work on ``name`` across processes.
+
+        Lock files live in ``locks/`` (created if missing), named like
+        temporary files, so a start-up removes what a crash left.
+        """
+        directory = self.area(LOCKS)
+        directory.makedirs(ignoreExistingDirectory=True)
+        digest = hashlib.sha256(f"{area}/{project}/{name}".encode()).hexdigest()[:40]
+        return os.path.join(directory.path, f"{TEMP_PREFIX}lock-{digest}")
+
+    def page_stamp(self, project: str) -> float | None:
+        """When the cached page of ``project`` was last written, if it is there."""
+        try:
+            return os.stat(self.page_path(project).path).st_mtime
+        except OSError:
+            return None
 
     def page_path(self, project: str) -> FilePath:
         return self.area("pages").child(project + ".json")

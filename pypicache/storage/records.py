@@ -35,6 +35,10 @@ INCOMING = "private/.incoming"
 DELETED = "private/.deleted"
 
 
+#: The lock files of work under way (``storage/locks.py``), named like temporaries.
+LOCKS = "locks"
+
+
 @attrs.frozen
 class StoredFile:
     """An archive on disk and what we know about it."""

@@ -19,6 +19,7 @@ from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.locks import Locks
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
@@ -61,6 +62,7 @@ def build_app(
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     """
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
+    locks = Locks(reactor)
     upstream = Upstream(
         index_url,
         make_agent(reactor, pool),
@@ -73,11 +75,16 @@ def build_app(
     )
     run_sync = run_sync or run_blocking
     pages = ProjectPages(
-        upstream, store, page_clock or reactor, ttl=page_ttl, run_blocking=run_sync
+        upstream,
+        store,
+        page_clock or reactor,
+        ttl=page_ttl,
+        run_blocking=run_sync,
+        locks=locks,
     )
-    mirror = Mirror(upstream, store, pages, run_blocking, run_sync)
+    mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
     views = Views(store, mirror, frozenset(mirror_private))
-    uploads = Uploads(store, run_blocking, reactor)
+    uploads = Uploads(store, run_blocking, reactor, locks)
     checker = None
     if auth_file:
         checker = Htpasswd(auth_file, run_password_check or run_blocking, reactor)

@@ -2,6 +2,8 @@
 """The command line of ``twistd pypicache``: options, their defaults and checks."""
 
 import os
+import sys
+from typing import Sequence
 from urllib.parse import urlsplit
 
 from twisted.python import usage
@@ -19,6 +21,9 @@ from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW
 from pypicache.web.limits import DEFAULT_MAX_BODY
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+#: The most ``--workers``: more processes than cores only add memory.
+MAX_WORKERS = 64
 
 
 def pip_index_url() -> str:
@@ -158,6 +163,14 @@ class Options(usage.Options):
             _size,
         ],
         [
+            "workers",
+            None,
+            1,
+            "Processes that serve requests, sharing the listening sockets "
+            "(above 1, the twistd process holds the sockets and runs them).",
+            int,
+        ],
+        [
             "bulk-concurrency",
             None,
             8,
@@ -231,9 +244,15 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self.argv: list[str] = []
         self["listen"] = []
         self["allow-from"] = []
         self["mirror-private"] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse, keeping the arguments for ``--workers`` processes."""
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_allow_from(self, network: str) -> None:
         """Serve only clients from this network (CIDR or address; repeatable)."""
@@ -269,6 +288,8 @@ class Options(usage.Options):
             raise usage.UsageError("--timeout must be positive")
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
             raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
+        if not 1 <= self["workers"] <= MAX_WORKERS:
+            raise usage.UsageError(f"--workers must be from 1 to {MAX_WORKERS}")
         for name in (
             "bulk-concurrency",
             "bulk-jobs-per-client",

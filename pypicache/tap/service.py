@@ -10,6 +10,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.server import Site
 
 from pypicache.tap.build import build_app
 from pypicache.tap.options import Options
@@ -62,9 +63,25 @@ class _ConnectionPoolService(service.Service):
 
 
 def makeService(options: Options, reactor: Any = None) -> service.MultiService:
-    """Build the daemon: store, upstream client, proxy, web site and listeners."""
+    """Build the daemon: store, upstream client, proxy, web site and listeners.
+
+    With ``--workers`` above 1, the listeners and the processes that serve them.
+    """
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    if options["workers"] > 1:
+        from pypicache.tap.workers import supervisor
+
+        return supervisor(options, reactor)
+    top, site = serving(options, reactor)
+    for endpoint in options["listen"]:
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    return top
+
+
+def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]:
+    """The services of a process that serves requests, and the site it serves
+    (the caller makes it listen)."""
     top = service.MultiService()
     run_blocking = _thread_pool(top, reactor, "pypicache", 4, ready=4)
     # Storing waits on fsync, not on the CPU: threads of its own, enough for an
@@ -114,10 +131,8 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
         access_log=options["access-log"],
         client_address=app.policy.client_address,
     )
-    for endpoint in options["listen"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
     _StartupScan(app, reactor).setServiceParent(top)
-    return top
+    return top, site
 
 
 class _StartupScan(service.Service):
