@@ -701,7 +701,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         runs / "cache",
         index_url,
         runs / "daemon.log",
-        extra_args=["--page-ttl", str(args.page_ttl)],
+        extra_args=["--page-ttl", str(args.page_ttl), *args.daemon_arg],
     )
     results["pids"] = {"daemon": daemon.pid, "upstream": upstream.pid}
     print(
@@ -1090,6 +1090,14 @@ def main() -> None:
         "--page-ttl",
         type=float,
         help="the daemon's --page-ttl (default: longer than the run)",
+    )
+    parser.add_argument(
+        "--daemon-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for twistd pypicache, e.g. --daemon-arg=--workers=2 "
+        "(repeatable)",
     )
     parser.add_argument(
         "--sample-interval", type=float, default=2.0, help="RSS sampling, s"

@@ -11,11 +11,12 @@ from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking, SingleFlight
 from pypicache.errors import HashMismatch, NotFound, PypicacheError, UpstreamError
-from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
+from pypicache.index.archives import MAX_METADATA
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX
 from pypicache.proxy.download import Download
+from pypicache.proxy.kept import KeptMetadata, not_kept, own_and_kept, remove_file
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
@@ -43,12 +44,10 @@ class Mirror:
     _run_sync: RunBlocking | None = None
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
-    _digests: dict[str, str] = attrs.field(factory=dict)
-    _keeping: dict[str, bytes] = attrs.field(factory=dict)
-    #: When each of those is on disk (the cross-process lock waits for it).
-    _kept: "dict[str, Deferred[None]]" = attrs.field(factory=dict)
-    #: Most sha256 digests of ``.metadata`` files kept ahead of their archives.
-    max_digests: int = 100_000
+    _kept: KeptMetadata = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._kept = KeptMetadata(self._store, self._sync)
 
     def _sync(self, f: Callable[..., T], *args: Any) -> "Deferred[T]":
         """Run ``f`` (a write that syncs) in the threads that store files."""
@@ -225,14 +224,7 @@ class Mirror:
 
     def metadata_digest(self, filename: str) -> str | None:
         """The sha256 of the ``.metadata`` of a file not stored, if known."""
-        return self._digests.get(filename)
-
-    def _remember(self, filename: str, content: bytes | None) -> None:
-        self._digests.pop(filename, None)
-        if content is not None:
-            self._digests[filename] = hashlib.sha256(content).hexdigest()
-            while len(self._digests) > self.max_digests:
-                del self._digests[next(iter(self._digests))]
+        return self._kept.digest(filename)
 
     async def _extract_metadata(
         self, stored: StoredFile, check: bool = False
@@ -247,15 +239,15 @@ class Mirror:
         kept = stored.metadata_path
         if kept.exists() and not check:
             return kept.getContent()
-        content, previous = await self._run_blocking(_own_and_kept, stored)
-        self._remember(stored.info.filename, None)
+        content, previous = await self._run_blocking(own_and_kept, stored)
+        self._kept.remember(stored.info.filename, None)
         if content is None:
             if previous is not None:
                 log.warn(
                     "Removing the .metadata kept for {filename}: the wheel has none",
                     filename=stored.info.filename,
                 )
-                await self._run_blocking(_remove, kept.path)
+                await self._run_blocking(remove_file, kept.path)
             return None
         digest = hashlib.sha256(content).hexdigest()
         if previous is not None and previous != content:
@@ -272,7 +264,7 @@ class Mirror:
             )
             self._store.register(updated)
         except Exception as e:
-            _not_kept(stored.info.filename, e)
+            not_kept(stored.info.filename, e)
         return content
 
     async def metadata(self, project: str, filename: str, whole: bool = True) -> bytes:
@@ -282,17 +274,17 @@ class Mirror:
             caching downloads files itself, and says which it fetched).
         :raises NotFound: neither the archive nor the upstream can give it.
         """
-        being_kept = self._keeping.get(filename)
+        being_kept = self._kept.being_kept(filename)
         if being_kept is not None:
             return being_kept
         path = self._store.metadata_file(project, filename)
         if path is not None:
             content = path.getContent()
             if (
-                filename not in self._digests
+                not self._kept.knows(filename)
                 and self._store.find(project, filename) is None
             ):
-                self._remember(filename, content)
+                self._kept.remember(filename, content)
             return content
         stored = self._store.find(project, filename)
         if stored is not None and filename.endswith(".whl"):
@@ -329,7 +321,7 @@ class Mirror:
         finally:
             if lock is not None:
                 # Held until what was fetched is on disk for the others.
-                kept = self._kept.get(filename)
+                kept = self._kept.written(filename)
                 if kept is None:
                     lock.release()
                 else:
@@ -362,7 +354,7 @@ class Mirror:
                     reason=str(e),
                 )
             else:
-                self._keep_later(project, filename, content)
+                self._kept.keep_later(project, filename, content)
                 return content
         if not whole:
             raise NotFound(f"No core metadata for {filename!r} short of the whole file")
@@ -386,57 +378,8 @@ class Mirror:
             ):
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
-        self._keep_later(project, filename, content)
+        self._kept.keep_later(project, filename, content)
         return content
-
-    def _keep_later(self, project: str, filename: str, content: bytes) -> None:
-        """Keep core metadata without making its client wait for the disk
-        (``fsync``); it is served from memory until it is written."""
-        self._keeping[filename] = content
-        if self._store.find(project, filename) is None:
-            self._remember(filename, content)
-        d = Deferred.fromCoroutine(self._keep(project, filename, content))
-        d.addErrback(
-            lambda failure: log.failure(
-                "Keeping the metadata of {filename} failed", failure, filename=filename
-            )
-        )
-        d.addBoth(lambda _: self._keeping.pop(filename, None))
-        self._kept[filename] = d
-        d.addBoth(lambda _: self._forget_kept(filename))
-
-    def _forget_kept(self, filename: str) -> None:
-        # Not a lambda returning the popped Deferred: a callback returning a
-        # Deferred would chain this one to itself.
-        self._kept.pop(filename, None)
-
-    async def _keep(self, project: str, filename: str, content: bytes) -> None:
-        """Keep core metadata ahead of its archive (a failure is logged: the
-        bytes are served all the same and fetched again next time).
-
-        Not once the archive is stored: its own metadata is kept then."""
-        if self._store.find(project, filename) is not None:
-            return
-        try:
-            await self._sync(self._store.write_metadata, project, filename, content)
-        except Exception as e:
-            _not_kept(filename, e)
-
-
-def _own_and_kept(stored: StoredFile) -> tuple[bytes | None, bytes | None]:
-    """A stored wheel's own METADATA, and the ``.metadata`` kept beside it (blocking)."""
-    try:
-        kept: bytes | None = stored.metadata_path.getContent()
-    except OSError:
-        kept = None
-    return read_wheel_metadata(stored.path.path), kept
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _follow(download: Download, lock_path: str) -> None:
@@ -448,12 +391,3 @@ def _follow(download: Download, lock_path: str) -> None:
     name = read_note(lock_path)
     if name.startswith(TEMP_PREFIX) and os.sep not in name:
         download.follow(os.path.join(download.temp.path.dirname(), name))
-
-
-def _not_kept(filename: str, error: Exception) -> None:
-    """Log core metadata that could not be written to disk (a full disk, say)."""
-    log.warn(
-        "Could not keep the metadata of {filename}: {reason}",
-        filename=filename,
-        reason=getattr(error, "message", None) or repr(error),
-    )

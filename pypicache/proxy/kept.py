@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_lazywheel -*-
+"""Core metadata kept ahead of its archive: served from memory until it is on
+disk, its sha256 remembered for the pages that offer it."""
+
+import hashlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from pypicache.index.archives import read_wheel_metadata
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import StoredFile
+
+log = Logger()
+
+
+@attrs.define
+class KeptMetadata:
+    """The ``.metadata`` files fetched (or read by ranges) before their archives.
+
+    :ivar sync: runs a write that syncs, in the threads that store files.
+    :ivar max_digests: most sha256 digests remembered.
+    """
+
+    _store: IStore
+    _sync: Callable[..., "Deferred[Any]"]
+    max_digests: int = 100_000
+    _digests: dict[str, str] = attrs.field(factory=dict)
+    _keeping: dict[str, bytes] = attrs.field(factory=dict)
+    #: When each of those is on disk (a cross-process lock waits for it).
+    _written: "dict[str, Deferred[None]]" = attrs.field(factory=dict)
+
+    def digest(self, filename: str) -> str | None:
+        """The sha256 of the ``.metadata`` of a file not stored, if known."""
+        return self._digests.get(filename)
+
+    def knows(self, filename: str) -> bool:
+        return filename in self._digests
+
+    def remember(self, filename: str, content: bytes | None) -> None:
+        """Remember the digest of ``content`` (``None``: forget it)."""
+        self._digests.pop(filename, None)
+        if content is not None:
+            self._digests[filename] = hashlib.sha256(content).hexdigest()
+            while len(self._digests) > self.max_digests:
+                del self._digests[next(iter(self._digests))]
+
+    def being_kept(self, filename: str) -> bytes | None:
+        """What is being written for ``filename``, served meanwhile."""
+        return self._keeping.get(filename)
+
+    def written(self, filename: str) -> "Deferred[None] | None":
+        """Fires once what is being kept for ``filename`` is on disk."""
+        return self._written.get(filename)
+
+    def keep_later(self, project: str, filename: str, content: bytes) -> None:
+        """Keep core metadata without making its client wait for the disk
+        (``fsync``); it is served from memory until it is written."""
+        self._keeping[filename] = content
+        if self._store.find(project, filename) is None:
+            self.remember(filename, content)
+        d = Deferred.fromCoroutine(self._keep(project, filename, content))
+        d.addErrback(
+            lambda failure: log.failure(
+                "Keeping the metadata of {filename} failed", failure, filename=filename
+            )
+        )
+        self._written[filename] = d
+        d.addBoth(lambda _: self._done(filename))
+
+    def _done(self, filename: str) -> None:
+        # Not a lambda returning what it pops: a callback returning a Deferred
+        # would chain this one to itself.
+        self._keeping.pop(filename, None)
+        self._written.pop(filename, None)
+
+    async def _keep(self, project: str, filename: str, content: bytes) -> None:
+        """Keep core metadata ahead of its archive (a failure is logged: the
+        bytes are served all the same and fetched again next time).
+
+        Not once the archive is stored: its own metadata is kept then."""
+        if self._store.find(project, filename) is not None:
+            return
+        try:
+            await self._sync(self._store.write_metadata, project, filename, content)
+        except Exception as e:
+            not_kept(filename, e)
+
+
+def not_kept(filename: str, error: Exception) -> None:
+    """Log core metadata that could not be written to disk (a full disk, say)."""
+    log.warn(
+        "Could not keep the metadata of {filename}: {reason}",
+        filename=filename,
+        reason=getattr(error, "message", None) or repr(error),
+    )
+
+
+def own_and_kept(stored: StoredFile) -> tuple[bytes | None, bytes | None]:
+    """A stored wheel's own METADATA, and the ``.metadata`` kept beside it (blocking)."""
+    try:
+        kept: bytes | None = stored.metadata_path.getContent()
+    except OSError:
+        kept = None
+    return read_wheel_metadata(stored.path.path), kept
+
+
+def remove_file(path: str) -> None:
+    """Delete a file if it is there (blocking)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
