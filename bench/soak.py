@@ -410,21 +410,34 @@ def upload_check(filename: str) -> Callable[[Any, bytes], str | None]:
 # -- sampling ----------------------------------------------------------------------------
 
 
-def sample(pid: int) -> dict[str, Any]:
-    """VmRSS (MB), CPU seconds, threads and open descriptors of a process."""
-    values: dict[str, Any] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key == "VmRSS":
-                values["rss_mb"] = round(int(rest.split()[0]) / 1024, 1)
-            elif key == "Threads":
-                values["threads"] = int(rest)
-    values["cpu_s"] = round(bench.cpu_seconds(pid), 2)
+def family(pid: int) -> list[int]:
+    """``pid`` and its children (the workers of ``--workers``)."""
     try:
-        values["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *map(int, f.read().split())]
     except OSError:
-        values["fds"] = None
+        return [pid]
+
+
+def sample(pid: int) -> dict[str, Any]:
+    """VmRSS (MB), CPU seconds, threads and open descriptors of a process,
+    summed with its children's (the workers of ``--workers``)."""
+    values: dict[str, Any] = {"rss_mb": 0.0, "threads": 0, "cpu_s": 0.0, "fds": 0}
+    for member in family(pid):
+        try:
+            with open(f"/proc/{member}/status") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    if key == "VmRSS":
+                        values["rss_mb"] += int(rest.split()[0]) / 1024
+                    elif key == "Threads":
+                        values["threads"] += int(rest)
+            values["cpu_s"] += bench.cpu_seconds(member)
+            values["fds"] += len(os.listdir(f"/proc/{member}/fd"))
+        except OSError:
+            continue  # a worker that just ended
+    values["rss_mb"] = round(values["rss_mb"], 1)
+    values["cpu_s"] = round(values["cpu_s"], 2)
     return values
 
 
@@ -755,7 +768,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     last_progress = soak.begin
     last_seen: dict[int, int] = {}
     last_total = 0
-    last_cpu = bench.cpu_seconds(daemon.pid)
+    last_cpu = sample(daemon.pid)["cpu_s"]
     for when in sorted(times):
         delay = when - time.monotonic()
         if delay > 0:
