@@ -95,18 +95,22 @@ def test_default_upstream_is_pips_builtin(monkeypatch):
     assert pip_index_url() == PyPI.simple_url
 
 
-def test_make_service_listens_on_loopback(tmp_path):
-    """makeService listens where --listen says, on the reactor it is given."""
-    reactor = MemoryReactorClock()
-    options = parse(
+def loopback_options(tmp_path, port: int):
+    """Options for a cache in ``tmp_path`` listening on loopback ``port``."""
+    return parse(
         "--cache",
         str(tmp_path / "c"),
         "--index-url",
         "http://127.0.0.1:1/simple/",
         "--listen",
-        "tcp:8123:interface=127.0.0.1",
+        f"tcp:{port}:interface=127.0.0.1",
     )
-    service = makeService(options, reactor=reactor)
+
+
+def test_make_service_listens_on_loopback(tmp_path):
+    """makeService listens where --listen says, on the reactor it is given."""
+    reactor = MemoryReactorClock()
+    service = makeService(loopback_options(tmp_path, 8123), reactor=reactor)
     service.startService()
     try:
         assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
@@ -125,15 +129,9 @@ def test_sync_threads_are_started_with_the_service(tmp_path):
     def sync_threads() -> list[str]:
         return [t.name for t in threading.enumerate() if "pypicache-sync" in t.name]
 
-    options = parse(
-        "--cache",
-        str(tmp_path / "c"),
-        "--index-url",
-        "http://127.0.0.1:1/simple/",
-        "--listen",
-        "tcp:8124:interface=127.0.0.1",
+    service = makeService(
+        loopback_options(tmp_path, 8124), reactor=MemoryReactorClock()
     )
-    service = makeService(options, reactor=MemoryReactorClock())
     service.startService()
     try:
         assert len(sync_threads()) == SYNC_THREADS

@@ -128,6 +128,13 @@ class Workers:
         await bounded(self.upstream.stop())
 
 
+def spawn_two_workers(tmp_path: Path, upstream: Any, *extra: str, **kwargs: Any) -> Any:
+    """``twistd pypicache --workers 2`` (and ``extra``) in front of ``upstream``."""
+    return spawn_twistd(
+        tmp_path, upstream.url, clean_env(tmp_path), "--workers", "2", *extra, **kwargs
+    )
+
+
 @pytest_twisted.async_yield_fixture()
 async def workers(tmp_path: Path, dists: dict[str, Path]) -> Any:
     index = FakeIndex(tmp_path / "upstream", "json")
@@ -135,14 +142,7 @@ async def workers(tmp_path: Path, dists: dict[str, Path]) -> Any:
     index.add(dists["small"])
     upstream = await bounded(start_fake_index(index))
     pidfile = tmp_path / "twistd.pid"
-    twistd = spawn_twistd(
-        tmp_path,
-        upstream.url,
-        clean_env(tmp_path),
-        "--workers",
-        "2",
-        pidfile=str(pidfile),
-    )
+    twistd = spawn_two_workers(tmp_path, upstream, pidfile=str(pidfile))
     port = await bounded(twistd.port, STARTUP)
     running = Workers(
         twistd,
@@ -504,15 +504,7 @@ async def test_workers_share_one_access_log_file(tmp_path):
     index = FakeIndex(tmp_path / "upstream", "json")
     upstream = await bounded(start_fake_index(index))
     access = tmp_path / "access.log"
-    twistd = spawn_twistd(
-        tmp_path,
-        upstream.url,
-        clean_env(tmp_path),
-        "--workers",
-        "2",
-        "--access-log",
-        str(access),
-    )
+    twistd = spawn_two_workers(tmp_path, upstream, "--access-log", str(access))
     running = Workers(
         twistd, index, upstream, "", tmp_path / "none.pid", tmp_path / "cache"
     )
