@@ -168,6 +168,19 @@ def test_listings_in_memory_are_bounded(root):
     assert names(store, "p0") == [wheel("p0", f"1.{v}") for v in range(3)]
 
 
+def test_the_budget_counts_files_added_through_this_process(root):
+    """Files stored through this process into a listing in memory count
+    against the budget, and leave it with the listing."""
+    store = FilesystemStore(root, listing_budget=100)
+    put(store, "foo", wheel("foo", "1.0"))
+    store.files("foo")
+    for v in range(1, 5):
+        put(store, "foo", wheel("foo", f"1.{v}"))
+    assert store._listings._size == 5
+    store.forget("foo")
+    assert store._listings._size == 0
+
+
 def test_one_listing_larger_than_the_budget_is_kept(root):
     """The most recently used listing stays in memory even if it alone is over
     the budget (otherwise every request would read it again)."""

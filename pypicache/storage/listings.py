@@ -155,10 +155,12 @@ class Listings:
         listing = self._cache.get(project)
         if listing is None:
             return
+        before = max(1, len(listing.files))
         if stored is None:
             listing.files.pop(filename, None)
         else:
             listing.files[filename] = stored
+        self._size += max(1, len(listing.files)) - before
         for folder in self._folders(project):
             listing.read.pop(os.path.join(folder, filename), None)
         listing.stamps = None
