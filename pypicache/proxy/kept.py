@@ -3,7 +3,6 @@
 disk, its sha256 remembered for the pages that offer it."""
 
 import hashlib
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -107,11 +106,3 @@ def own_and_kept(stored: StoredFile) -> tuple[bytes | None, bytes | None]:
     except OSError:
         kept = None
     return read_wheel_metadata(stored.path.path), kept
-
-
-def remove_file(path: str) -> None:
-    """Delete a file if it is there (blocking)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -16,11 +16,11 @@ from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX
 from pypicache.proxy.download import Download
-from pypicache.proxy.kept import KeptMetadata, not_kept, own_and_kept, remove_file
+from pypicache.proxy.kept import KeptMetadata, not_kept, own_and_kept
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
-from pypicache.storage.atomic import full_disk_is_507
+from pypicache.storage.atomic import full_disk_is_507, remove_quietly
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks, read_note
 from pypicache.storage.records import MIRROR, TEMP_PREFIX, StoredFile
@@ -247,7 +247,7 @@ class Mirror:
                     "Removing the .metadata kept for {filename}: the wheel has none",
                     filename=stored.info.filename,
                 )
-                await self._run_blocking(remove_file, kept.path)
+                await self._run_blocking(remove_quietly, kept)
             return None
         digest = hashlib.sha256(content).hexdigest()
         if previous is not None and previous != content:
