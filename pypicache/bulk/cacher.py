@@ -11,18 +11,19 @@ of the chosen files through the proxy with a bound on concurrency, ``--hash``
 checks, the build requirements of every sdist, and a report.
 """
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
-from pypicache.bulk.source import in_thread
-from pypicache.bulk.targets import BulkParams
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import PayloadTooLarge, UnprocessableEntity
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.interface import IStore
+
+if TYPE_CHECKING:
+    from pypicache.bulk.targets import BulkParams
 
 #: Lines a requirements file may have (hash continuation lines count).
 DEFAULT_MAX_LINES = 20000
@@ -65,13 +66,17 @@ class BulkCacher:
             raise ValueError("concurrency must be at least 1")
         self.resolutions = DeferredSemaphore(self.max_resolutions)
         if self.run_resolver is None:
-            reactor = self.reactor
-            self.run_resolver = lambda f, *args: in_thread(reactor, f, *args)
+            self.run_resolver = self._in_own_thread
+
+    def _in_own_thread(self, f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+        from pypicache.bulk.source import in_thread
+
+        return in_thread(self.reactor, f, *args)
 
     async def run(
         self,
         text: str,
-        params: BulkParams,
+        params: "BulkParams",
         emit: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Cache everything ``text`` (a requirements file) needs; return the report.
@@ -84,8 +89,10 @@ class BulkCacher:
         :raises PayloadTooLarge: more than :attr:`max_lines` lines.
         :raises UnprocessableEntity: more than :attr:`max_projects` projects.
         """
-        # Imported here: the resolver and the requirements parser cost the
-        # daemon's start-up a tenth of a second, and most daemons never need them.
+        # Imported here (as the targets, the page and metadata readers of
+        # source.py): the resolver, the requirements parser and packaging's
+        # markers, tags and metadata cost the daemon's start-up a tenth of a
+        # second and megabytes of memory, and most daemons never need them.
         from pypicache.bulk.job import Job
         from pypicache.bulk.requirements import parse_requirements
 

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from typing import IO, Any, Callable, Iterator
 
 import attrs
-import pkginfo
 from twisted.logger import Logger
 
 from pypicache.errors import BadRequest
@@ -366,6 +365,8 @@ def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
         if "PKG-INFO" not in pkg_info:
             raise BadRequest(f"{filename} has no PKG-INFO in its top folder")
         raw, core = pkg_info["PKG-INFO"], None
+    import pkginfo  # here: only uploads and the folder scan need it
+
     dist: Any = pkginfo.Distribution()
     try:
         dist.parse(raw)

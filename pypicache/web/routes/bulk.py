@@ -9,7 +9,6 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from pypicache.bulk.cacher import BulkCacher
-from pypicache.bulk.targets import parse_bulk_params
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest, TooManyRequests
 from pypicache.storage.interface import IStore
@@ -61,6 +60,9 @@ class BulkRoutes:
                 del self._running[client]
 
     async def _cache(self, request: IRequest) -> Any:
+        # Imported here: packaging's markers and tags are not needed until then.
+        from pypicache.bulk.targets import parse_bulk_params
+
         params = parse_bulk_params(request.args)
         text = await self._requirements_text(request)
         if "application/x-ndjson" in (header(request, b"accept") or ""):
