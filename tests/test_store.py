@@ -5,6 +5,8 @@ import os
 import time
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface.verify import verifyObject
 
@@ -42,6 +44,17 @@ def root(tmp_path) -> FilePath:
 @pytest.fixture
 def store(root, clock) -> FilesystemStore:
     return FilesystemStore(root, clock=clock)
+
+
+def result_of(d):
+    """The result of a Deferred that has fired (as ``projects()`` does at once
+    on a store without a thread pool); a failure is raised."""
+    results = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
 
 
 def put(
@@ -195,7 +208,7 @@ def test_temp_never_listed(store):
     temp.write(CONTENT)
     temp.flush_and_sync()
     assert store.files("foo") == []
-    assert store.projects() == []
+    assert result_of(store.projects()) == []
     temp.discard()
 
 
@@ -370,7 +383,32 @@ def test_projects(store):
     put(store, project="alpha", filename="alpha-1.0.tar.gz", area=RELEASES)
     put(store, project="mid", filename="mid-1.0.tar.gz", area=PRERELEASES)
     put(store, project="alpha", filename="alpha-0.9.tar.gz")
-    assert store.projects() == ["alpha", "mid", "zeta"]
+    assert result_of(store.projects()) == ["alpha", "mid", "zeta"]
+
+
+def test_projects_listed_through_the_thread_pool(root):
+    """With a thread pool, ``projects`` lists the folders there, not on the
+    caller's thread: its Deferred fires when that work is done; callers asking
+    meanwhile share the one listing, and the names are then kept."""
+    work = []
+
+    def run_blocking(f, *args):
+        work.append((f, args, Deferred()))
+        return work[-1][2]
+
+    store = FilesystemStore(root, run_blocking=run_blocking)
+    put(store, project="foo")
+    first, second = store.projects(), store.projects()
+    assert len(work) == 1
+    assert not first.called and not second.called
+    f, args, done = work[0]
+    done.callback(f(*args))
+    assert result_of(first) == result_of(second) == ["foo"]
+    assert result_of(store.projects()) == ["foo"]
+    assert len(work) == 1
+    put(store, project="bar", filename="bar-1.0.tar.gz")
+    again = store.projects()
+    assert len(work) == 2 and not again.called
 
 
 def test_projects_ignores_empty_and_hidden(store, root):
@@ -383,7 +421,7 @@ def test_projects_ignores_empty_and_hidden(store, root):
     hidden = root.preauthChild("mirror/.hidden")
     hidden.makedirs()
     hidden.child("hidden-1.0.tar.gz").setContent(b"x")
-    assert store.projects() == ["foo"]
+    assert result_of(store.projects()) == ["foo"]
 
 
 @pytest.mark.parametrize(
@@ -396,7 +434,7 @@ def test_non_archives_not_listed(store, root, filename):
     directory.makedirs()
     directory.child(filename).setContent(b"{}")
     assert store.files("foo") == []
-    assert store.projects() == []
+    assert result_of(store.projects()) == []
 
 
 @pytest.mark.parametrize(
@@ -408,7 +446,7 @@ def test_archive_without_sidecar_is_not_listed(store, root, filename):
     directory.makedirs()
     directory.child(filename).setContent(b"x" * 123)
     assert store.files("foo") == []
-    assert store.projects() == []
+    assert result_of(store.projects()) == []
 
 
 @pytest.mark.parametrize(
@@ -472,7 +510,7 @@ def test_generation_unchanged_by_reads(store):
     before = store.generation("foo")
     store.files("foo")
     store.find("foo", WHEEL)
-    store.projects()
+    result_of(store.projects())
     assert store.generation("foo") == before
 
 

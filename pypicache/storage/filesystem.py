@@ -24,6 +24,7 @@ import attrs
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from pypicache.concurrency import RunBlocking
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX, check_filename
 from pypicache.storage.atomic import (
@@ -53,9 +54,13 @@ class FilesystemStore(ListedLayout):
     """The store on a local filesystem (the reading half is :class:`ListedLayout`)."""
 
     def __init__(
-        self, root: FilePath, clock: Any = time, listing_budget: int = DEFAULT_BUDGET
+        self,
+        root: FilePath,
+        clock: Any = time,
+        listing_budget: int = DEFAULT_BUDGET,
+        run_blocking: RunBlocking | None = None,
     ) -> None:
-        super().__init__(root, listing_budget)
+        super().__init__(root, listing_budget, run_blocking)
         self._now = getattr(clock, "seconds", None) or clock.time
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self.area(area).makedirs(ignoreExistingDirectory=True)

@@ -3,6 +3,7 @@
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 from zope.interface import Attribute, Interface
 
@@ -14,11 +15,15 @@ from pypicache.storage.records import CachedPage, StoredFile
 class IStore(Interface):
     """Where archives, their sidecars and cached pages live."""
 
-    def projects() -> list[str]:
-        """Normalized names of every project with a stored file, sorted."""
+    def projects() -> "Deferred[list[str]]":
+        """Normalized names of every project with a stored file, sorted (the
+        folders are listed in a thread)."""
 
     def files(project: str) -> list[StoredFile]:
         """The stored archives of a project (private first), sorted by filename."""
+
+    def read_files(project: str) -> list[StoredFile]:
+        """What :meth:`files` gives, read afresh and not kept (blocking, thread-safe)."""
 
     def find(project: str, filename: str) -> StoredFile | None:
         """The stored archive ``filename`` of ``project``, or ``None``."""

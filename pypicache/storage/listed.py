@@ -11,8 +11,10 @@ import os
 import time
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.filepath import FilePath
 
+from pypicache.concurrency import RunBlocking, SingleFlight
 from pypicache.errors import BadRequest
 from pypicache.index.names import check_filename, parse_filename
 from pypicache.storage.layout import (
@@ -32,8 +34,16 @@ class ListedLayout(Layout):
     """The reading half of the filesystem store; changes made through it are
     recorded with :meth:`_indexed` and :meth:`_unlisted`."""
 
-    def __init__(self, root: FilePath, listing_budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self,
+        root: FilePath,
+        listing_budget: int = DEFAULT_BUDGET,
+        run_blocking: RunBlocking | None = None,
+    ) -> None:
         super().__init__(root)
+        #: Where folders are listed (a thread pool; ``None``: right away).
+        self._run_blocking = run_blocking or maybeDeferred
+        self._listing_projects: SingleFlight[list[str]] = SingleFlight()
         self._area_paths = {
             a: self.area(a).path for a in (MIRROR, RELEASES, PRERELEASES, DELETED)
         }
@@ -57,33 +67,31 @@ class ListedLayout(Layout):
             for a in (MIRROR, PRERELEASES, RELEASES)
         )
 
-    def projects(self) -> list[str]:
+    def projects(self) -> "Deferred[list[str]]":
         """Every project with an archive and its sidecar, from the folder names.
 
-        Kept while no area folder changed, nothing changed through this store,
-        and for at most :data:`PROJECTS_TTL` seconds (a first file in an
-        existing folder, stored by another process, shows within that).
+        The project folders are looked into in a thread (one ``listdir`` each),
+        once for all the callers that ask meanwhile. The names are kept while
+        no area folder changed, nothing changed through this store, and for
+        at most :data:`PROJECTS_TTL` seconds (a first file in an existing
+        folder, stored by another process, shows within that).
         """
-        key = (
-            self._private_changes,
-            self._changes,
-            tuple(self._folders(a) for a in (MIRROR, RELEASES, PRERELEASES)),
-        )
+        folders = tuple(self._folders(a) for a in (MIRROR, RELEASES, PRERELEASES))
+        key = (self._private_changes, self._changes, folders)
         now = time.monotonic()
         if self._projects is not None:
             (cached_key, at), names = self._projects
             if cached_key == key and now - at < PROJECTS_TTL:
-                return names
-        found = set(self._strays)
-        for area in (MIRROR, RELEASES, PRERELEASES):
-            for project in self._folders(area):
-                if project not in found and has_listed_archive(
-                    os.path.join(self._area_paths[area], project)
-                ):
-                    found.add(project)
-        names = sorted(found)
-        self._projects = ((key, now), names)
-        return names
+                return succeed(names)
+
+        async def listed() -> list[str]:
+            names = await self._run_blocking(
+                _project_names, self._area_paths, folders, frozenset(self._strays)
+            )
+            self._projects = ((key, now), names)
+            return names
+
+        return self._listing_projects.run(key, listed)
 
     def read_strays(self) -> dict[str, dict[str, StoredFile]]:
         """Indexed private archives outside their project's folders, by project
@@ -121,11 +129,12 @@ class ListedLayout(Layout):
 
     def files(self, project: str) -> list[StoredFile]:
         listing = self._listings.get(project)
-        if listing is None:
-            return []
-        return sorted(
-            listing.files.values(), key=lambda s: (not s.private, s.info.filename)
-        )
+        return [] if listing is None else _ordered(listing.files.values())
+
+    def read_files(self, project: str) -> list[StoredFile]:
+        """What :meth:`files` gives, read from the disk and not kept
+        (blocking, thread-safe): for reading every project at once."""
+        return _ordered(self._listings.read_uncached(project).values())
 
     def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored archive: from its listing when that is in memory, else read
@@ -239,3 +248,26 @@ class ListedLayout(Layout):
             cached = (now, stamp, cached[2])
         self._folder_cache[area] = cached
         return cached[2]
+
+
+def _ordered(files: Any) -> list[StoredFile]:
+    """Private files first, then by filename."""
+    return sorted(files, key=lambda s: (not s.private, s.info.filename))
+
+
+def _project_names(
+    area_paths: dict[str, str],
+    folders: tuple[frozenset[str], ...],
+    strays: frozenset[str],
+) -> list[str]:
+    """The projects whose folder (of ``folders``, per area: mirror, releases,
+    prereleases) holds an archive beside its sidecar, and ``strays``, sorted
+    (blocking, thread-safe)."""
+    found = set(strays)
+    for area, names in zip((MIRROR, RELEASES, PRERELEASES), folders):
+        for project in names:
+            if project not in found and has_listed_archive(
+                os.path.join(area_paths[area], project)
+            ):
+                found.add(project)
+    return sorted(found)

@@ -137,6 +137,12 @@ class Listings:
         self._keep(project, listing)
         return listing
 
+    def read_uncached(self, project: str) -> dict[str, StoredFile]:
+        """The project's files read from the disk, by filename; the cache is
+        neither used nor changed (so this is safe in a thread)."""
+        folders = self._folders(project)
+        return self._reread(project, folders, folder_stamps(folders), None).files
+
     def cached(self, project: str) -> Listing | None:
         """The project's listing if it is in memory and up to date, else ``None``."""
         listing = self._cache.get(project)

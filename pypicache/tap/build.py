@@ -61,7 +61,9 @@ def build_app(
         ``run_blocking``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     """
-    store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
+    store = FilesystemStore(
+        FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
+    )
     locks = Locks(reactor)
     upstream = Upstream(
         index_url,

@@ -2,9 +2,9 @@
 """The JSON read API in the public index's shape: ``/pypi/<project>/json`` and ``/index.json``."""
 
 import datetime
+import json
 from typing import Any
 
-import pkginfo
 from packaging.version import Version
 
 from pypicache.errors import BadRequest
@@ -14,6 +14,7 @@ from pypicache.index.archives import (
     read_wheel_metadata,
 )
 from pypicache.index.names import parse_filename
+from pypicache.storage.interface import IStore
 from pypicache.storage.records import StoredFile
 
 #: Core metadata fields and the ``info`` keys they fill.
@@ -69,6 +70,8 @@ def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
         project_urls=None,
     )
     if raw:
+        import pkginfo  # here: most daemons never serve this API
+
         dist: Any = pkginfo.Distribution()
         dist.parse(raw)
         for attribute, key in _INFO_FIELDS.items():
@@ -217,3 +220,11 @@ def index_entry(stored: StoredFile) -> dict[str, Any]:
         "added": _iso(stored.stored_at),
         "private": stored.private,
     }
+
+
+def index_body(store: IStore, projects: list[str]) -> bytes:
+    """``/index.json``: every archive of ``projects``, read from ``store``'s
+    disk (blocking: run it in a thread)."""
+    return json.dumps(
+        [index_entry(s) for p in projects for s in store.read_files(p)]
+    ).encode()

@@ -137,10 +137,10 @@ class InstallerRoutes:
 
     @route("/simple/", methods=["GET", "HEAD"], strict_slashes=False)
     @route("/local/", methods=["GET", "HEAD"], strict_slashes=False)
-    def project_list(self, request: IRequest) -> Any:
+    async def project_list(self, request: IRequest) -> Any:
         if not request.path.endswith(b"/"):
             return redirect(request, request.path.rsplit(b"/", 1)[-1].decode() + "/")
-        names = self._store.projects()
+        names = await self._store.projects()
         return self._send_page(
             request,
             ("index",),

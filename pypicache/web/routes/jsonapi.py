@@ -60,12 +60,10 @@ class JsonApiRoutes:
         return json.dumps(document).encode()
 
     @route("/index.json", methods=["GET", "HEAD"])
-    def index_json(self, request: IRequest) -> bytes:
-        """Every archive on disk, with sha256, size and when it was added."""
-        entries = [
-            jsonapi.index_entry(s)
-            for p in self._store.projects()
-            for s in self._store.files(p)
-        ]
+    async def index_json(self, request: IRequest) -> bytes:
+        """Every archive on disk, with sha256, size and when it was added
+        (the projects' files are read in a thread, and not kept)."""
+        projects = await self._store.projects()
+        body = await self._run_blocking(jsonapi.index_body, self._store, projects)
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(entries).encode()
+        return body

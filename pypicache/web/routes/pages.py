@@ -24,10 +24,10 @@ class PageRoutes:
     _index_url: str
 
     @route("/", methods=["GET", "HEAD"])
-    def home(self, request: IRequest) -> bytes:
+    async def home(self, request: IRequest) -> bytes:
+        projects = await self._store.projects()
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         base = base_url(request).rstrip("/")
-        projects = self._store.projects()
         listed = "".join(
             f'<li><a href="local/{quote(p)}/">{escape(p)}</a></li>'
             for p in projects[:HOME_PROJECTS]
