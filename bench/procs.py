@@ -165,10 +165,11 @@ def start_daemon_timed(
     timeout: float = 60.0,
     extra_args: Sequence[str] = (),
     ready_path: str = "/health",
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, int, float]:
     """Start ``twistd -n pypicache`` (with ``extra_args`` after its own options)
-    on a free port; return it, the port, and the seconds from spawn to the
-    first 200 answer to ``ready_path``."""
+    on a free port (with ``env``, default ours); return it, the port, and the
+    seconds from spawn to the first 200 answer to ``ready_path``."""
     port = free_port()
     twistd = shutil.which("twistd") or "twistd"
     args = [
@@ -187,7 +188,11 @@ def start_daemon_timed(
     ]
     started = time.perf_counter()
     process = spawn(
-        args, log.with_suffix(".stderr"), cwd=log.parent, stdout=subprocess.DEVNULL
+        args,
+        log.with_suffix(".stderr"),
+        cwd=log.parent,
+        stdout=subprocess.DEVNULL,
+        env=env,
     )
     try:
         wait_answer(
