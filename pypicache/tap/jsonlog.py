@@ -1,0 +1,56 @@
+# -*- test-case-name: tests.test_config -*-
+"""``--json-log FILE``: every log event as one JSON object per line.
+
+twisted.logger's own JSON form (:func:`~twisted.logger.jsonFileLogObserver`,
+read back with :func:`~twisted.logger.eventsFromJSONLogFile`), one object a
+line, written in batches and reopened after rotation as the access log is
+(:class:`~pypicache.web.accesslog.BufferedLogFile`). The site adds one
+access event per request (:func:`~pypicache.web.accesslog.access_event`).
+"""
+
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.logger import globalLogPublisher, jsonFileLogObserver
+
+from pypicache.web.accesslog import BufferedLogFile
+
+#: The event key by which the twistd process of ``--workers`` marks the
+#: events it relays: each worker writes its own to the file.
+RELAYED = "pypicache_relayed"
+#: The event key that says an event is in the file already.
+WRITTEN = "pypicache_json_logged"
+
+
+class JsonLog(service.Service):
+    """Writes the log events of this process (but relayed ones) to ``path``
+    from its making (so that what is logged while the daemon is built is
+    there too) until the service stops; :attr:`observe` takes events from
+    elsewhere too."""
+
+    def __init__(self, path: str, reactor: Any) -> None:
+        self._file: BufferedLogFile | None = BufferedLogFile(path, reactor)
+        self._write: Callable[[dict[str, Any]], None] | None = jsonFileLogObserver(
+            self._file, recordSeparator=""
+        )
+        globalLogPublisher.addObserver(self.observe)
+
+    def observe(self, event: dict[str, Any]) -> None:
+        """Write ``event`` (nothing once stopped), once.
+
+        Events logged before twistd begins its log are published again when
+        it does (``globalLogBeginner`` replays them): the mark set once one is
+        written keeps it from being written twice.
+        """
+        if self._write is None or event.get(RELAYED) or event.get(WRITTEN):
+            return
+        self._write(event)
+        event[WRITTEN] = True
+
+    def stopService(self) -> None:
+        super().stopService()
+        globalLogPublisher.removeObserver(self.observe)
+        self._write = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
