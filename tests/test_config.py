@@ -267,9 +267,11 @@ async def test_sighup_reloads_users_and_allow_list(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_sighup_reaches_every_worker(tmp_path):
     """With --workers 2, SIGHUP to the twistd process makes each worker reload:
-    the new allow-list holds whichever worker answers."""
+    the new allow-list holds whichever worker answers. Each worker writes its
+    own events to --json-log, the twistd process its own: each event once."""
     config = tmp_path / "pypicache.toml"
     config.write_text('allow-from = ["127.0.0.1"]\n')
+    events = tmp_path / "events.json"
     twistd = spawn_twistd(
         tmp_path,
         NO_UPSTREAM,
@@ -278,6 +280,8 @@ async def test_sighup_reaches_every_worker(tmp_path):
         "2",
         "--config",
         str(config),
+        "--json-log",
+        str(events),
     )
     client = None
     try:
@@ -298,3 +302,13 @@ async def test_sighup_reaches_every_worker(tmp_path):
         if client is not None:
             await client.close()
         await twistd.stop()
+    with events.open() as f:
+        texts = [formatEvent(e) for e in eventsFromJSONLogFile(f)]
+    assert len([t for t in texts if t.startswith("Configuration reloaded")]) == 2
+    assert len([t for t in texts if t.startswith("Started worker")]) == 2
+    access = [
+        t.rsplit(" ", 1)[0] for t in texts if t.startswith('127.0.0.1 "GET /simple/"')
+    ]
+    assert sorted(access) == ['127.0.0.1 "GET /simple/" 200'] + [
+        '127.0.0.1 "GET /simple/" 403'
+    ] * 8, texts
