@@ -312,3 +312,64 @@ async def test_sighup_reaches_every_worker(tmp_path):
     assert sorted(access) == ['127.0.0.1 "GET /simple/" 200'] + [
         '127.0.0.1 "GET /simple/" 403'
     ] * 8, texts
+
+
+def test_reload_applies_runtime_values_in_place(tmp_path):
+    """A reload changes the upstream's credentials (not its URL: that needs a
+    restart), page TTL and max-age, upstream and upload limits, on the live
+    objects; the values in force are kept for the next reload's comparison."""
+    from twisted.internet.defer import succeed
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import capturedLogs
+    from twisted.web.client import HTTPConnectionPool
+
+    from pypicache.tap.build import build_live
+    from pypicache.tap.reload import reload
+    from pypicache.web.accesslog import make_site
+    from pypicache.web.limits import limited_request_factory
+
+    config = tmp_path / "pypicache.toml"
+    config.write_text(
+        f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
+    )
+    options = Options()
+    options.parseOptions(["--config", str(config)])
+    clock = MemoryReactorClock()
+    live = build_live(
+        cache=options["cache"],
+        index_url=options["index-url"],
+        reactor=clock,
+        pool=HTTPConnectionPool(clock, False),
+        run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
+    )
+    site = make_site(live.app.resource(), limited_request_factory(1024), clock)
+    page = "http://127.0.0.1:9/simple/app/"
+    assert "Authorization" not in live.upstream._headers(page, {})
+
+    config.write_text(
+        f'cache = "{tmp_path / "cache"}"\n'
+        'index-url = "http://ann:secret@127.0.0.1:9/simple/"\n'
+        "page-ttl = 5\npage-max-age = 0\ntimeout = 3\nmin-rate = 0\n"
+        'max-upload-size = "2M"\nbulk-max-lines = 10\n'
+    )
+    with capturedLogs() as events:
+        reload(options, live, site)
+    expected = "index-url, max-upload-size, min-rate, page-max-age, page-ttl, timeout"
+    assert [e["changed"] for e in events] == ["bulk-max-lines, " + expected]
+    assert live.upstream._headers(page, {})["Authorization"] == "Basic YW5uOnNlY3JldA=="
+    assert (live.pages.ttl, live.app.installer.page_max_age) == (5.0, 0)
+    assert (live.upstream.timeout, live.upstream.min_rate) == (3.0, 0)
+    assert site.requestFactory.max_body_size == 2 * 1024**2
+    assert live.app.bulk.max_lines == 10
+
+    config.write_text(
+        f'cache = "{tmp_path / "cache"}"\n'
+        'index-url = "http://ann:secret@127.0.0.2:9/simple/"\n'
+    )
+    with capturedLogs() as events:
+        reload(options, live, site)
+    assert [e["changed"] for e in events] == [
+        "bulk-max-lines, max-upload-size, min-rate, page-max-age, page-ttl, timeout"
+    ]
+    assert [e["restart_keys"] for e in events] == [["index-url"]]
+    assert live.upstream.page_url("app") == page
