@@ -1,17 +1,19 @@
 # -*- test-case-name: tests.test_config -*-
 """``--json-log FILE``: every log event as one JSON object per line.
 
-twisted.logger's own JSON form (:func:`~twisted.logger.jsonFileLogObserver`,
-read back with :func:`~twisted.logger.eventsFromJSONLogFile`), one object a
-line, written in batches and reopened after rotation as the access log is
+twisted.logger's own JSON form (:func:`~twisted.logger.eventAsJSON`, as
+:func:`~twisted.logger.jsonFileLogObserver` writes it; read back with
+:func:`~twisted.logger.eventsFromJSONLogFile`), one object a line, written
+in batches and reopened after rotation as the access log is
 (:class:`~pypicache.web.accesslog.BufferedLogFile`). The site adds one
 access event per request (:func:`~pypicache.web.accesslog.access_event`).
 """
 
-from typing import Any, Callable
+import threading
+from typing import Any
 
 from twisted.application import service
-from twisted.logger import globalLogPublisher, jsonFileLogObserver
+from twisted.logger import eventAsJSON, globalLogPublisher
 
 from pypicache.web.accesslog import BufferedLogFile
 
@@ -26,13 +28,16 @@ class JsonLog(service.Service):
     """Writes the log events of this process (but relayed ones) to ``path``
     from its making (so that what is logged while the daemon is built is
     there too) until the service stops; :attr:`observe` takes events from
-    elsewhere too."""
+    elsewhere too.
+
+    Made on the reactor's thread: events logged in other threads are
+    written by it.
+    """
 
     def __init__(self, path: str, reactor: Any) -> None:
+        self._reactor = reactor
+        self._thread = threading.get_ident()
         self._file: BufferedLogFile | None = BufferedLogFile(path, reactor)
-        self._write: Callable[[dict[str, Any]], None] | None = jsonFileLogObserver(
-            self._file, recordSeparator=""
-        )
         globalLogPublisher.addObserver(self.observe)
 
     def observe(self, event: dict[str, Any]) -> None:
@@ -42,15 +47,22 @@ class JsonLog(service.Service):
         it does (``globalLogBeginner`` replays them): the mark set once one is
         written keeps it from being written twice.
         """
-        if self._write is None or event.get(RELAYED) or event.get(WRITTEN):
+        if self._file is None or event.get(RELAYED) or event.get(WRITTEN):
             return
-        self._write(event)
+        line = eventAsJSON(event) + "\n"
         event[WRITTEN] = True
+        if threading.get_ident() == self._thread:
+            self._file.write(line)
+        else:
+            self._reactor.callFromThread(self._write, line)
+
+    def _write(self, line: str) -> None:
+        if self._file is not None:
+            self._file.write(line)
 
     def stopService(self) -> None:
         super().stopService()
         globalLogPublisher.removeObserver(self.observe)
-        self._write = None
         if self._file is not None:
             self._file.close()
             self._file = None
