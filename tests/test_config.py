@@ -132,6 +132,7 @@ async def test_documented_example_runs(tmp_path):
     ]
     assert access[0]["bytes"] > 0 and access[0]["duration"] >= 0
     assert access[0]["user_agent"] == "probe" and access[0]["cache_hit"] is None
+    assert '"GET /simple/ HTTP/1.1" 200' in (tmp_path / "access.log").read_text()
     assert len([t for t in texts if t.startswith("Loaded 1 users from")]) == 1, texts
     assert any(re.match(r"\w*Site starting on \d+", t) for t in texts), texts
 

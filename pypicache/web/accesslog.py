@@ -189,33 +189,42 @@ def access_event(
     }
 
 
-class EventSite(Site):
-    """A ``Site`` that also gives each finished request's :func:`access_event`
-    to :attr:`access_events`, if set."""
-
-    access_events: Callable[[dict[str, Any]], None] | None = None
-    client_address: Callable[[IRequest], str] | None = None
-
-    def getResourceFor(self, request: Any) -> Any:
-        if self.access_events is not None:
-            request.pypicache_started = self.reactor.seconds()
-        return super().getResourceFor(request)
-
-    def log(self, request: Any) -> None:
-        super().log(request)
-        if self.access_events is not None:
-            self.access_events(
-                access_event(
-                    request, self.client_address or _peer, self.reactor.seconds()
-                )
-            )
-
-
-class AccessLoggedSite(EventSite):
+class AccessLoggedSite(Site):
     """A ``Site`` that writes its access log to a :class:`BufferedLogFile`."""
 
     def _openLogFile(self, path: Any) -> BufferedLogFile:
         return BufferedLogFile(os.fsdecode(path), self.reactor)
+
+
+class EventSite(Site):
+    """A ``Site`` that also gives each finished request's :func:`access_event`
+    to :attr:`access_events` (``--json-log``; without it, requests pay nothing
+    for it: :func:`make_site` makes a plain ``Site``)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        access_events: Callable[[dict[str, Any]], None],
+        client_address: Callable[[IRequest], str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_events = access_events
+        self.client_address = client_address or _peer
+
+    def getResourceFor(self, request: Any) -> Any:
+        request.pypicache_started = self.reactor.seconds()
+        return super().getResourceFor(request)
+
+    def log(self, request: Any) -> None:
+        super().log(request)
+        self.access_events(
+            access_event(request, self.client_address, self.reactor.seconds())
+        )
+
+
+class _EventAccessLoggedSite(EventSite, AccessLoggedSite):
+    """Both: access lines to a file, and access events."""
 
 
 def make_site(
@@ -231,20 +240,17 @@ def make_site(
     :param client_address: for the access log's host field (default: the peer).
     :param access_events: given an :func:`access_event` per request (``--json-log``).
     """
-    site: EventSite
-    if access_log is None:
-        site = EventSite(resource, requestFactory=request_factory, reactor=reactor)
-    else:
-        site = AccessLoggedSite(
-            resource,
-            requestFactory=request_factory,
-            reactor=reactor,
-            logPath=access_log,
-            logFormatter=combined_formatter(client_address or _peer),
+    kind: Any = Site if access_log is None else AccessLoggedSite
+    extra: dict[str, Any] = {}
+    if access_log is not None:
+        extra.update(
+            logPath=access_log, logFormatter=combined_formatter(client_address or _peer)
         )
+    if access_events is not None:
+        kind = EventSite if access_log is None else _EventAccessLoggedSite
+        extra.update(access_events=access_events, client_address=client_address)
+    site = kind(resource, requestFactory=request_factory, reactor=reactor, **extra)
     site.displayTracebacks = False
-    site.access_events = access_events
-    site.client_address = client_address
     return site
 
 
