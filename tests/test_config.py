@@ -374,3 +374,43 @@ def test_reload_applies_runtime_values_in_place(tmp_path):
     ]
     assert [e["restart_keys"] for e in events] == [["index-url"]]
     assert live.upstream.page_url("app") == page
+
+
+def test_options_added_later_are_keys_too(tmp_path):
+    """Keys come from the options themselves: a parameter, a flag and a repeatable
+    option added to Options are configuration keys with no other change."""
+    from twisted.python import usage
+
+    class More(Options):
+        optFlags = Options.optFlags + [["shiny", None, "A flag."]]
+        optParameters = Options.optParameters + [
+            ["max-things", None, 3, "A number.", int]
+        ]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self["tags"] = []
+
+        def opt_tag(self, value: str) -> None:
+            """A repeatable one."""
+            self["tags"].append(value.upper())
+
+    config = tmp_path / "more.toml"
+    config.write_text(
+        f'cache = "{tmp_path}"\nindex-url = "{NO_UPSTREAM}"\n'
+        'shiny = true\nmax-things = 7\ntag = ["a", "b"]\n'
+    )
+    options = More()
+    options.parseOptions(["--config", str(config), "--tag", "c"])
+    assert (options["shiny"], options["max-things"], options["tags"]) == (1, 7, ["C"])
+    config.write_text(f'cache = "{tmp_path}"\nmax-things = "many"\n')
+    with pytest.raises(usage.UsageError, match="max-things: invalid literal"):
+        More().parseOptions(["--config", str(config), "--index-url", NO_UPSTREAM])
+
+
+def test_every_reloadable_option_is_documented():
+    """docs/configuration.rst's SIGHUP section names every option a reload applies."""
+    from pypicache.tap.reload import APPLY
+
+    section = DOCS.read_text().split("Reloading with SIGHUP", 1)[1]
+    assert {key for key in APPLY if f"``{key}``" not in section} == set()
