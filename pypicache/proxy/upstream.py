@@ -97,6 +97,18 @@ class Upstream:
         url, self._credentials = split_credentials(self.index_url)
         self.index_url = url.rstrip("/") + "/"
 
+    def use_credentials(self, index_url: str) -> bool:
+        """Take the credentials of ``index_url`` (none, if it has none), if it
+        is this index's URL.
+
+        :returns: whether it was (else nothing changed).
+        """
+        url, credentials = split_credentials(index_url)
+        if url.rstrip("/") + "/" != self.index_url:
+            return False
+        self._credentials = credentials
+        return True
+
     def page_url(self, project: str) -> str:
         """The upstream URL of a project page."""
         return self.index_url + quote(project) + "/"

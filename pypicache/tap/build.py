@@ -2,8 +2,9 @@
 """Building the objects behind the web site from the options (the tests build theirs here too)."""
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import attrs
 from twisted.python.filepath import FilePath
 from twisted.web.client import HTTPConnectionPool
 
@@ -26,7 +27,24 @@ from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogin
 from pypicache.web.htpasswd import Htpasswd
 
 
-def build_app(
+@attrs.define
+class Live:
+    """The objects whose settings can change while the daemon runs (``SIGHUP``)."""
+
+    app: PypicacheApp
+    upstream: Upstream
+    pages: ProjectPages
+    #: An ``Htpasswd`` for another users file.
+    users: Callable[[str], Htpasswd]
+
+
+def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
+    """Build the objects behind the web site (the tests build theirs here too);
+    the arguments are :func:`build_live`'s."""
+    return build_live(*args, **kwargs).app
+
+
+def build_live(
     cache: str,
     index_url: str,
     reactor: Any,
@@ -53,8 +71,9 @@ def build_app(
     run_password_check: Any = None,
     auth_failures: int = DEFAULT_FAILURES,
     auth_failure_window: float = DEFAULT_WINDOW,
-) -> PypicacheApp:
-    """Build the objects behind the web site (the tests build theirs here too).
+    page_max_age: int = 600,
+) -> Live:
+    """Build the objects behind the web site, and say which can change.
 
     :param page_clock: the clock of the page TTL (default: ``reactor``).
     :param run_sync: where downloads and pages are synced to disk (default:
@@ -87,9 +106,10 @@ def build_app(
     mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor, locks)
-    checker = None
-    if auth_file:
-        checker = Htpasswd(auth_file, run_password_check or run_blocking, reactor)
+    def users(path: str) -> Htpasswd:
+        return Htpasswd(path, run_password_check or run_blocking, reactor)
+
+    checker = users(auth_file) if auth_file else None
     failed = FailedLogins(reactor, auth_failures, auth_failure_window)
     policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
     bulk = BulkCacher(
@@ -103,7 +123,7 @@ def build_app(
         max_projects=bulk_max_projects,
         max_rounds=bulk_max_rounds,
     )
-    return PypicacheApp(
+    app = PypicacheApp(
         store,
         mirror,
         views,
@@ -115,3 +135,5 @@ def build_app(
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
     )
+    app.installer.page_max_age = page_max_age
+    return Live(app, upstream, pages, users)

@@ -16,6 +16,7 @@ from pypicache.bulk.cacher import (
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
+from pypicache.tap.config import apply_config, given_on_command_line, read_config
 from pypicache.web.access import parse_cidr
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW
 from pypicache.web.limits import DEFAULT_MAX_BODY
@@ -240,6 +241,28 @@ class Options(usage.Options):
             "Write the access log (combined log format) to this file, batched, "
             "instead of one line per request in twistd's log.",
         ],
+        [
+            "config",
+            None,
+            None,
+            "TOML file of options, under the names of the flags (docs/configuration.rst); "
+            "flags given here win. SIGHUP reads it again.",
+        ],
+        [
+            "page-max-age",
+            None,
+            600,
+            "Seconds clients may keep a /simple/ page or project list without "
+            "asking again (Cache-Control: max-age; 0: ask every time).",
+            int,
+        ],
+        [
+            "json-log",
+            None,
+            None,
+            "Also write every log event, and one access event per request, as "
+            "one JSON object per line to this file.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -273,6 +296,10 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:
+        if self["config"] is not None:
+            self["config"] = os.path.abspath(self["config"])
+            given = given_on_command_line(self, self.argv)
+            apply_config(self, self["config"], read_config(self["config"]), given)
         if not self["cache"]:
             raise usage.UsageError("--cache DIR is required")
         if not self["listen"]:
@@ -303,14 +330,17 @@ class Options(usage.Options):
             raise usage.UsageError("--bulk-auth yes needs --auth-file")
         if self["read-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--read-auth needs --auth-file")
-        if self["access-log"] is not None:
-            self["access-log"] = os.path.abspath(self["access-log"])
-            folder = os.path.dirname(self["access-log"])
-            if os.path.isdir(self["access-log"]) or not os.access(folder, os.W_OK):
-                raise usage.UsageError(
-                    f"--access-log {self['access-log']!r} is not a file that can be "
-                    "written in an existing folder"
-                )
+        for name in ("access-log", "json-log"):
+            if self[name] is not None:
+                self[name] = os.path.abspath(self[name])
+                folder = os.path.dirname(self[name])
+                if os.path.isdir(self[name]) or not os.access(folder, os.W_OK):
+                    raise usage.UsageError(
+                        f"--{name} {self[name]!r} is not a file that can be "
+                        "written in an existing folder"
+                    )
+        if self["page-max-age"] < 0:
+            raise usage.UsageError("--page-max-age must not be negative")
         if self["auth-failures"] < 1:
             raise usage.UsageError("--auth-failures must be at least 1")
         if self["auth-failure-window"] <= 0:

@@ -12,8 +12,10 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
-from pypicache.tap.build import build_app
+from pypicache.tap.build import build_live
+from pypicache.tap.jsonlog import JsonLog
 from pypicache.tap.options import Options
+from pypicache.tap.reload import Reloader, reload
 from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
@@ -83,6 +85,10 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     """The services of a process that serves requests, and the site it serves
     (the caller makes it listen)."""
     top = service.MultiService()
+    json_log = None
+    if options["json-log"] is not None:
+        json_log = JsonLog(options["json-log"], reactor)
+        json_log.setServiceParent(top)
     run_blocking = _thread_pool(top, reactor, "pypicache", 4, ready=4)
     # Storing waits on fsync, not on the CPU: threads of its own, enough for an
     # installer's burst of cold files to sync together (the filesystem commits
@@ -97,7 +103,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = UPSTREAM_CONNECTIONS
     _ConnectionPoolService(pool).setServiceParent(top)
-    app = build_app(
+    live = build_live(
         cache=options["cache"],
         index_url=options["index-url"],
         reactor=reactor,
@@ -123,15 +129,19 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         bulk_max_lines=options["bulk-max-lines"],
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
+        page_max_age=options["page-max-age"],
     )
+    app = live.app
     site = make_site(
         app.resource(),
         limited_request_factory(options["max-upload-size"]),
         reactor,
         access_log=options["access-log"],
         client_address=app.policy.client_address,
+        access_events=json_log.access if json_log is not None else None,
     )
     _StartupScan(app, reactor).setServiceParent(top)
+    Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)
     return top, site
 
 

@@ -25,8 +25,10 @@ from twisted.web import resource
 from twisted.web.server import Site
 
 import pypicache
+from pypicache.tap.jsonlog import RELAYED, JsonLog
 from pypicache.tap.listeners import HoldingReactor, worker_factory
 from pypicache.tap.options import Options
+from pypicache.tap.reload import Reloader
 
 log = Logger()
 
@@ -55,9 +57,11 @@ def supervisor(options: Options, reactor: Any) -> service.MultiService:
     # The upstream as this process found it, in the environment rather than on
     # the command line, where any user could read credentials in its URL.
     env = {**os.environ, "PIP_INDEX_URL": options["index-url"]}
-    Supervisor(
-        reactor, holding.ports, options["workers"], options.argv, env
-    ).setServiceParent(top)
+    workers = Supervisor(reactor, holding.ports, options["workers"], options.argv, env)
+    workers.setServiceParent(top)
+    Reloader(reactor, workers.hang_up).setServiceParent(top)
+    if options["json-log"] is not None:
+        JsonLog(options["json-log"], reactor).setServiceParent(top)
     return top
 
 
@@ -176,6 +180,12 @@ class Supervisor(service.Service):
 
         return done.addBoth(stopped)
 
+    def hang_up(self) -> None:
+        """Forward ``SIGHUP`` to every worker: each reloads its configuration."""
+        log.info("SIGHUP: the {count} workers reload", count=len(self.workers))
+        for worker in list(self.workers.values()):
+            worker.signal("HUP")
+
     def _kill(self) -> None:
         for worker in list(self.workers.values()):
             log.warn(
@@ -234,6 +244,7 @@ class _Worker(ProcessProtocol):
                 "log_level": level,
                 "log_namespace": namespace,
                 "log_system": self.tag,
+                RELAYED: True,  # the worker wrote it to --json-log
             }
         )
 

@@ -182,9 +182,9 @@ def _peer(request: IRequest) -> str:
     return str(getattr(request.getClientAddress(), "host", "") or "")
 
 
-@attrs.frozen
+@attrs.define
 class AccessPolicy:
-    """Who may read and who may write.
+    """Who may read and who may write (changed in place when the configuration is reloaded).
 
     :ivar checker: the users (an ``Htpasswd``), or ``None``: then reads are open
         and writes come only from this machine, not through a proxy.

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.web.iweb import IRequest
 from twisted.web.server import Site
 
@@ -152,11 +152,79 @@ class BufferedLogFile:
             self._fd = -1
 
 
+#: The request attribute that says whether the answer came from the cache.
+CACHE_HIT = "pypicache_cache_hit"
+
+
+def mark_cache_hit(request: IRequest, hit: bool) -> None:
+    """Say whether a request is answered from what is stored (``True``) or
+    had to wait for the upstream (``False``), for the access event."""
+    setattr(request, CACHE_HIT, hit)
+
+
+def access_event(
+    request: Any, client_address: Callable[[IRequest], str], now: float
+) -> dict[str, Any]:
+    """The ``--json-log`` event of a finished request.
+
+    ``duration`` is in seconds from the request's arrival (its headers and
+    body read) to now; ``bytes`` is what was sent of the body; ``cache_hit``
+    is ``None`` for requests that are neither pages nor files.
+    """
+    started = getattr(request, "pypicache_started", now)
+    return {
+        "log_namespace": "pypicache.access",
+        "log_level": LogLevel.info,
+        "log_time": now,
+        "log_format": '{client} "{method} {uri}" {status} {bytes}',
+        "access": True,
+        "client": client_address(request) or "-",
+        "method": request.method.decode("latin-1"),
+        "uri": request.uri.decode("latin-1"),
+        "status": request.code,
+        "bytes": request.sentLength,
+        "duration": round(now - started, 6),
+        "cache_hit": getattr(request, CACHE_HIT, None),
+        "user_agent": (request.getHeader(b"user-agent") or b"").decode("latin-1"),
+    }
+
+
 class AccessLoggedSite(Site):
     """A ``Site`` that writes its access log to a :class:`BufferedLogFile`."""
 
     def _openLogFile(self, path: Any) -> BufferedLogFile:
         return BufferedLogFile(os.fsdecode(path), self.reactor)
+
+
+class EventSite(Site):
+    """A ``Site`` that also gives each finished request's :func:`access_event`
+    to :attr:`access_events` (``--json-log``; without it, requests pay nothing
+    for it: :func:`make_site` makes a plain ``Site``)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        access_events: Callable[[dict[str, Any]], None],
+        client_address: Callable[[IRequest], str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_events = access_events
+        self.client_address = client_address or _peer
+
+    def getResourceFor(self, request: Any) -> Any:
+        request.pypicache_started = self.reactor.seconds()
+        return super().getResourceFor(request)
+
+    def log(self, request: Any) -> None:
+        super().log(request)
+        self.access_events(
+            access_event(request, self.client_address, self.reactor.seconds())
+        )
+
+
+class _EventAccessLoggedSite(EventSite, AccessLoggedSite):
+    """Both: access lines to a file, and access events."""
 
 
 def make_site(
@@ -165,21 +233,23 @@ def make_site(
     reactor: IReactorTime,
     access_log: str | None = None,
     client_address: Callable[[IRequest], str] | None = None,
+    access_events: Callable[[dict[str, Any]], None] | None = None,
 ) -> Site:
     """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
 
     :param client_address: for the access log's host field (default: the peer).
+    :param access_events: given an :func:`access_event` per request (``--json-log``).
     """
-    if access_log is None:
-        site = Site(resource, requestFactory=request_factory, reactor=reactor)
-    else:
-        site = AccessLoggedSite(
-            resource,
-            requestFactory=request_factory,
-            reactor=reactor,
-            logPath=access_log,
-            logFormatter=combined_formatter(client_address or _peer),
+    kind: Any = Site if access_log is None else AccessLoggedSite
+    extra: dict[str, Any] = {}
+    if access_log is not None:
+        extra.update(
+            logPath=access_log, logFormatter=combined_formatter(client_address or _peer)
         )
+    if access_events is not None:
+        kind = EventSite if access_log is None else _EventAccessLoggedSite
+        extra.update(access_events=access_events, client_address=client_address)
+    site = kind(resource, requestFactory=request_factory, reactor=reactor, **extra)
     site.displayTracebacks = False
     return site
 

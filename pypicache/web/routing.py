@@ -191,6 +191,9 @@ def send_body(request: IRequest, body: Body) -> Any:
     set_header(b"etag", [body.etag])
     if etag_matches(request.getHeader(b"if-none-match"), body.etag):
         request.setResponseCode(304)
+        for name, value in body.headers:
+            if name == b"cache-control":  # a 304 carries it as a 200 would
+                set_header(name, [value])
         return b""
     for name, value in body.headers:
         set_header(name, [value])

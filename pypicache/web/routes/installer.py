@@ -24,6 +24,7 @@ from pypicache.index.simple import (
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
+from pypicache.web.accesslog import mark_cache_hit
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.routing import (
     Body,
@@ -85,9 +86,13 @@ def _media(accept: bytes | None, format_param: bytes | None) -> str:
     )
 
 
-def _plain(data: bytes, media: str) -> Body:
+def _plain(data: bytes, media: str, max_age: int | None) -> Body:
+    """A page as sent uncompressed; with ``Cache-Control: max-age`` unless ``max_age`` is ``None``."""
     content_type = media.encode() + (b"" if media == JSON_TYPE else b"; charset=utf-8")
-    return Body.of(data, [(b"content-type", content_type)], VARY)
+    headers = [(b"content-type", content_type)]
+    if max_age is not None:
+        headers.append((b"cache-control", b"max-age=%d" % max_age))
+    return Body.of(data, headers, VARY)
 
 
 def _gzipped(plain: Body) -> Body:
@@ -108,25 +113,30 @@ class InstallerRoutes:
     _mirror: Mirror
     _views: Views
     _rendered: RenderCache = attrs.field(factory=RenderCache)
+    #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
+    page_max_age: int = 600
 
     def _send_page(
         self,
         request: IRequest,
-        slot: Hashable,
+        slot: tuple[str, ...],
         version: Hashable,
         render_html: Callable[[], bytes],
         render_json: Callable[[], bytes],
     ) -> Any:
         """Send a page rendered once per version, format and encoding.
 
-        :param slot: which page (``("simple", name)``...); :param version: its
+        :param slot: which page (``("simple", name)``, ``("local", "+index")``...);
+            ``/simple/`` ones carry ``Cache-Control``; :param version: its
             version (the key :class:`Views` gives): a new one renders again.
         """
         formats = request.args.get(b"format")
         media = _media(request.getHeader(b"accept"), formats[0] if formats else None)
         render = render_json if media == JSON_TYPE else render_html
+        max_age = self.page_max_age if slot[0] == "simple" else None
+        version = (version, max_age)
         body = self._rendered.get(
-            (slot, media, False), version, lambda: _plain(render(), media)
+            (slot, media, False), version, lambda: _plain(render(), media, max_age)
         )
         if accepts_gzip(request.getHeader(b"accept-encoding")):
             plain = body
@@ -141,9 +151,10 @@ class InstallerRoutes:
         if not request.path.endswith(b"/"):
             return redirect(request, request.path.rsplit(b"/", 1)[-1].decode() + "/")
         names = await self._store.projects()
+        area = "local" if request.path.rstrip(b"/").endswith(b"/local") else "simple"
         return self._send_page(
             request,
-            ("index",),
+            (area, "+index"),
             tuple(names),
             lambda: render_html_index(names),
             lambda: render_json_index(names),
@@ -190,6 +201,7 @@ class InstallerRoutes:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
+        mark_cache_hit(request, True)  # /local/ is what is stored
         return self._send_project(request, "local", name, self._views.local(name))
 
     def simple_page_now(self, request: IRequest, project: str) -> Any:
@@ -200,6 +212,7 @@ class InstallerRoutes:
         view = self._views.simple_now(name)
         if view is None:
             return NOT_READY
+        mark_cache_hit(request, True)
         return self._send_project(request, "simple", name, view, self._views.offered)
 
     @route("/simple/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -208,6 +221,7 @@ class InstallerRoutes:
         if moved is not None:
             return moved
         view = await self._views.simple(name)
+        mark_cache_hit(request, False)
         return self._send_project(request, "simple", name, view, self._views.offered)
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
@@ -232,7 +246,10 @@ class InstallerRoutes:
                 request, project, filename[: -len(METADATA_SUFFIX)]
             )
         stored = self._views.find(project_of(project, filename), filename)
-        return NOT_READY if stored is None else serve_stored(request, stored)
+        if stored is None:
+            return NOT_READY
+        mark_cache_hit(request, True)
+        return serve_stored(request, stored)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
@@ -242,7 +259,9 @@ class InstallerRoutes:
         if filename.endswith(METADATA_SUFFIX):
             archive = filename[: -len(METADATA_SUFFIX)]
             name = project_of(project, archive)
-            return _metadata_answer(request, await self._mirror.metadata(name, archive))
+            metadata = await self._mirror.metadata(name, archive)
+            mark_cache_hit(request, False)
+            return _metadata_answer(request, metadata)
         return await self._archive(request, project_of(project, filename), filename)
 
     @route("/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"])
@@ -255,6 +274,7 @@ class InstallerRoutes:
     async def _archive(self, request: IRequest, project: str, filename: str) -> Any:
         stored = self._views.find(project, filename)
         if stored is not None:
+            mark_cache_hit(request, True)
             return serve_stored(request, stored)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
@@ -267,6 +287,7 @@ class InstallerRoutes:
                 request.setHeader(b"content-length", str(info.size).encode())
             return b""
         download = await self._mirror.download(project, filename)
+        mark_cache_hit(request, False)
         if download.stored is not None:
             return serve_stored(request, download.stored)
         if download.error is not None:
@@ -282,6 +303,7 @@ class InstallerRoutes:
             if self._views.is_private(name):
                 raise NotFound(f"No core metadata for {filename!r}")
             return NOT_READY
+        mark_cache_hit(request, True)
         return _metadata_answer(request, path.getContent())
 
 
