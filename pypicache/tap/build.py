@@ -18,8 +18,12 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
+from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
+from pypicache.storage.pins import Pins
+from pypicache.storage.records import LOCKS
+from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
@@ -53,6 +57,8 @@ def build_app(
     run_password_check: Any = None,
     auth_failures: int = DEFAULT_FAILURES,
     auth_failure_window: float = DEFAULT_WINDOW,
+    max_cache_size: int | None = None,
+    evict_unused_after: float | None = None,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
@@ -60,6 +66,8 @@ def build_app(
     :param run_sync: where downloads and pages are synced to disk (default:
         ``run_blocking``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
+    :param max_cache_size: bytes the mirror may hold (``None``: no cap).
+    :param evict_unused_after: seconds after which an unused mirrored file goes.
     """
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
     locks = Locks(reactor)
@@ -83,6 +91,17 @@ def build_app(
         locks=locks,
     )
     mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
+    capacity = Capacity(
+        root=store.root,
+        usage=Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor),
+        lock_path=store.lock_path,
+        clock=reactor,
+        run_blocking=run_blocking,
+        forget=store.forget,
+        max_size=max_cache_size,
+        unused_after=evict_unused_after,
+    )
+    mirror.on_stored = capacity.stored
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor, locks)
     checker = None
@@ -100,6 +119,7 @@ def build_app(
         max_lines=bulk_max_lines,
         max_projects=bulk_max_projects,
         max_rounds=bulk_max_rounds,
+        pins=Pins(store.root, capacity.usage),
     )
     return PypicacheApp(
         store,
@@ -112,4 +132,5 @@ def build_app(
         bulk,
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
+        capacity=capacity,
     )

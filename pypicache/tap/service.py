@@ -12,6 +12,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
+from pypicache.storage.capacity import Capacity
 from pypicache.tap.build import build_app
 from pypicache.tap.options import Options
 from pypicache.web.accesslog import make_site
@@ -123,6 +124,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         bulk_max_lines=options["bulk-max-lines"],
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
+        max_cache_size=options["max-cache-size"],
+        evict_unused_after=options["evict-unused-after"],
     )
     site = make_site(
         app.resource(),
@@ -132,6 +135,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         client_address=app.policy.client_address,
     )
     _StartupScan(app, reactor).setServiceParent(top)
+    if app.capacity is not None:
+        _DiskUpkeep(app.capacity, reactor).setServiceParent(top)
     return top, site
 
 
@@ -150,3 +155,20 @@ class _StartupScan(service.Service):
     def _scan(self) -> None:
         d = Deferred.fromCoroutine(self.app.start_up())
         d.addErrback(lambda f: log.failure("Start-up scan failed", f))
+
+
+class _DiskUpkeep(service.Service):
+    """Once listening, the usage record's flushes and the eviction passes
+    (the first counts the mirror, in a thread); at stop, a last flush."""
+
+    def __init__(self, capacity: Capacity, reactor: Any) -> None:
+        self.capacity = capacity
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self.capacity.start)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.capacity.stop()

@@ -24,6 +24,8 @@ from pypicache.index.simple import (
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
+from pypicache.storage.records import StoredFile
+from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.routing import (
     Body,
@@ -107,6 +109,8 @@ class InstallerRoutes:
     _store: IStore
     _mirror: Mirror
     _views: Views
+    #: Where each archive served is recorded (bounded disk), if anywhere.
+    _usage: Usage | None = None
     _rendered: RenderCache = attrs.field(factory=RenderCache)
 
     def _send_page(
@@ -223,6 +227,13 @@ class InstallerRoutes:
             "or PUT /packages/<project>/<filename>"
         )
 
+    def serve(self, request: IRequest, stored: StoredFile) -> Any:
+        """Answer with a stored archive, recording its use: every path that
+        serves one goes through here."""
+        if self._usage is not None:
+            self._usage.record(stored.project, stored.info.filename)
+        return serve_stored(request, stored)
+
     def package_now(self, request: IRequest, project: str, filename: str) -> Any:
         """:meth:`package`'s answer for a stored archive or stored core metadata,
         else :data:`NOT_READY`."""
@@ -232,7 +243,7 @@ class InstallerRoutes:
                 request, project, filename[: -len(METADATA_SUFFIX)]
             )
         stored = self._views.find(project_of(project, filename), filename)
-        return NOT_READY if stored is None else serve_stored(request, stored)
+        return NOT_READY if stored is None else self.serve(request, stored)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
@@ -255,7 +266,7 @@ class InstallerRoutes:
     async def _archive(self, request: IRequest, project: str, filename: str) -> Any:
         stored = self._views.find(project, filename)
         if stored is not None:
-            return serve_stored(request, stored)
+            return self.serve(request, stored)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
             if set_file_headers(request, info.hashes):
@@ -268,9 +279,11 @@ class InstallerRoutes:
             return b""
         download = await self._mirror.download(project, filename)
         if download.stored is not None:
-            return serve_stored(request, download.stored)
+            return self.serve(request, download.stored)
         if download.error is not None:
             raise download.error
+        if self._usage is not None:
+            self._usage.record(project, filename)
         return DownloadStream(download)
 
     def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:
