@@ -89,10 +89,12 @@ class Run:
         )
         result.check()
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str, accept: str = "*/*") -> tuple[int, bytes]:
         pool = HTTPConnectionPool(reactor, persistent=False)
         try:
-            response = await treq.get(self.url + path, pool=pool)
+            response = await treq.get(
+                self.url + path, pool=pool, headers={"Accept": accept}
+            )
             return response.code, await response.content()
         finally:
             await pool.closeCachedConnections()

@@ -143,10 +143,13 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
 def verify(options: Any, out: TextIO, err: TextIO) -> int:
     layout = options["layout"]
     bar = _bar(err, None, "file")
-    problems = list(
-        verify_all(layout, layout.lock_path, progress=lambda path: bar.update(1))
-    )
-    checked = bar.n
+    checked = [0]
+
+    def progress(path: FilePath) -> None:
+        checked[0] += 1
+        bar.update(1)
+
+    problems = list(verify_all(layout, layout.lock_path, progress))
     bar.close()
     for problem in problems:
         where = os.path.relpath(problem.path.path, layout.root.path)
@@ -156,7 +159,7 @@ def verify(options: Any, out: TextIO, err: TextIO) -> int:
             else ("left in place (private)" if not problem.mirrored else "left in place (busy)")
         )
         out.write(f"CORRUPT {where}: {problem.reason}; {action}\n")
-    out.write(f"{checked} files checked, {len(problems)} corrupt.\n")
+    out.write(f"{checked[0]} files checked, {len(problems)} corrupt.\n")
     return 1 if problems else 0
 
 
