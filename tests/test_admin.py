@@ -32,7 +32,7 @@ def snapshot(cache: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_cleanup_dry_run_changes_nothing_then_cleanup_evicts(run):
+async def test_cleanup_dry_run_changes_nothing_then_cleanup_evicts(run):  # noqa: F811
     """cleanup --dry-run lists what would go and the space freed and changes
     no file; cleanup itself then removes exactly that, while the daemon runs,
     and the daemon's /local/ stops listing it at once."""
@@ -54,7 +54,9 @@ async def test_cleanup_dry_run_changes_nothing_then_cleanup_evicts(run):
     assert "1 files" in out and "would be freed" in out
     assert snapshot(run.cache) == before
 
-    code, out = admin("cleanup", "--cache", str(run.cache), "--evict-unused-after", "30d")
+    code, out = admin(
+        "cleanup", "--cache", str(run.cache), "--evict-unused-after", "30d"
+    )
     assert code == 0
     assert f"evicted olda/{run.dists['olda'].name}" in out
     assert run.mirrored() == {"keep"}
@@ -78,7 +80,7 @@ def _corrupt(path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_verify_finds_corrupt_files(run):
+async def test_verify_finds_corrupt_files(run):  # noqa: F811
     """verify reports a corrupt mirrored file and a corrupt private one, moves
     the mirrored one aside (it is fetched again on demand) and leaves the
     private one; its exit status says something was wrong."""
@@ -152,7 +154,9 @@ async def test_export_then_import_on_a_fresh_cache(tmp_path, dists):  # noqa: F8
     try:
         await new.upstream.stop()
         new.upstream = None
-        result = await pip_install(new.url + "local/", ["priv"], tmp_path / "t", tmp_path)
+        result = await pip_install(
+            new.url + "local/", ["priv"], tmp_path / "t", tmp_path
+        )
         result.check()
         assert list((tmp_path / "t").glob("priv-1.0.dist-info"))
         code, body = await new.get(
@@ -199,4 +203,3 @@ def test_import_refuses_paths_outside_private(tmp_path):
     code, out = admin("import", "--cache", str(tmp_path / "cache"), str(tar_path))
     assert code == 1 and "is not a file of private/" in out
     assert not (tmp_path / "mirror").exists()
-

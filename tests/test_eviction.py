@@ -166,7 +166,9 @@ async def test_cap_evicts_least_recently_used_while_pip_installs(run):
     assert code == 404
     code, _ = await run.get("local/priv/")
     assert code == 200
-    asked = len([r for r in run.index.requests if r.path.endswith(run.dists["olda"].name)])
+    asked = len(
+        [r for r in run.index.requests if r.path.endswith(run.dists["olda"].name)]
+    )
     await run.install("olda", target="t3")
     again = [r for r in run.index.requests if r.path.endswith(run.dists["olda"].name)]
     assert len(again) == asked + 1
@@ -239,11 +241,11 @@ def _stored_entry(root: Path, project: str, filename: str) -> Any:
 def test_a_pinned_file_is_not_evicted_until_its_job_ends(tmp_path):
     """A file pinned by an open pin set (a bulk job) survives eviction; once
     the set is closed it can go; pinning a file already evicted says so."""
+    from pypicache.index.model import DistFile
     from pypicache.storage.eviction import evict
     from pypicache.storage.layout import Layout
     from pypicache.storage.pins import Pins
     from pypicache.storage.records import MIRROR, StoredFile
-    from pypicache.index.model import DistFile
 
     root = FilePath(str(tmp_path))
     layout = Layout(root)

@@ -207,4 +207,3 @@ def _move_in(
         if progress is not None:
             progress(name)
     return stored
-

@@ -44,7 +44,9 @@ class _CacheOptions(usage.Options):
 
 
 class CleanupOptions(_CacheOptions):
-    synopsis = "--cache DIR [--max-cache-size SIZE] [--evict-unused-after AGE] [--dry-run]"
+    synopsis = (
+        "--cache DIR [--max-cache-size SIZE] [--evict-unused-after AGE] [--dry-run]"
+    )
     optFlags = [["dry-run", "n", "Only say what would be evicted and the space freed."]]
     optParameters = [
         [
@@ -127,8 +129,7 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
     if result.busy:
         err.write("Another process is evicting from this cache now: try again.\n")
         return 1
-    for entry in result.evicted:
-        out.write(f"{'would evict' if dry else 'evicted'} {entry.key} ({entry.size} bytes)\n")
+    out.writelines(f"{'would evict' if dry else 'evicted'} {entry.key} ({entry.size} bytes)\n" for entry in result.evicted)
     freed = sum(e.size for e in result.evicted)
     before = result.total if dry else result.total + freed
     out.write(
@@ -156,7 +157,11 @@ def verify(options: Any, out: TextIO, err: TextIO) -> int:
         action = (
             f"moved to {os.path.relpath(problem.moved_to.path, layout.root.path)}"
             if problem.moved_to is not None
-            else ("left in place (private)" if not problem.mirrored else "left in place (busy)")
+            else (
+                "left in place (private)"
+                if not problem.mirrored
+                else "left in place (busy)"
+            )
         )
         out.write(f"CORRUPT {where}: {problem.reason}; {action}\n")
     out.write(f"{checked[0]} files checked, {len(problems)} corrupt.\n")
@@ -170,8 +175,7 @@ def export(options: Any, out: TextIO, err: TextIO) -> int:
         layout.root, options["tar"], progress=lambda name: bar.update(1)
     )
     bar.close()
-    for problem in problems:
-        out.write(f"CORRUPT {problem}; left out\n")
+    out.writelines(f"CORRUPT {problem}; left out\n" for problem in problems)
     out.write(f"{archives} private archives written to {options['tar']}.\n")
     return 1 if problems else 0
 
