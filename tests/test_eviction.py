@@ -277,3 +277,41 @@ def test_a_file_being_downloaded_is_not_evicted(tmp_path):
     assert not evict(root, entry, layout.lock_path)
     held.release()
     assert evict(root, entry, layout.lock_path)
+
+
+def _options(*args: str) -> Any:
+    from pypicache.tap import Options
+
+    options = Options()
+    options.parseOptions(
+        ["--cache", "/tmp/x", "--index-url", "http://h.invalid/", *args]
+    )
+    return options
+
+
+def test_limit_options_take_sizes_and_ages():
+    """--max-cache-size takes K/M/G suffixes, --evict-unused-after s/m/h/d
+    ones (a bare number is seconds); both default to no limit."""
+    assert _options()["max-cache-size"] is None
+    assert _options()["evict-unused-after"] is None
+    assert _options("--max-cache-size", "50G")["max-cache-size"] == 50 * 1024**3
+    assert _options("--evict-unused-after", "90d")["evict-unused-after"] == 90 * DAY
+    assert _options("--evict-unused-after", "12h")["evict-unused-after"] == 12 * 3600
+    assert _options("--evict-unused-after", "600")["evict-unused-after"] == 600
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--max-cache-size", "0"),
+        ("--max-cache-size", "lots"),
+        ("--evict-unused-after", "-1d"),
+        ("--evict-unused-after", "soon"),
+    ],
+)
+def test_limit_options_refuse_bad_values(args):
+    """A zero, negative or unreadable limit is a usage error."""
+    from twisted.python import usage
+
+    with pytest.raises(usage.UsageError):
+        _options(*args)

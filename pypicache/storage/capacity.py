@@ -140,7 +140,11 @@ class Capacity:
         return self.flush()
 
     def flush(self) -> "Deferred[Any]":
-        return self.run_blocking(self.usage.flush, self.usage.take())
+        """Persist what was recorded since the last flush (in a thread), if anything."""
+        recorded = self.usage.take()
+        if not recorded:
+            return Deferred.fromCoroutine(_nothing())
+        return self.run_blocking(self.usage.flush, recorded)
 
     def stored(self, stored: StoredFile) -> None:
         """A download was stored: count it, and evict if that went over the cap."""
