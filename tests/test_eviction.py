@@ -16,6 +16,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.web.client import HTTPConnectionPool
 
@@ -315,3 +316,42 @@ def test_limit_options_refuse_bad_values(args):
 
     with pytest.raises(usage.UsageError):
         _options(*args)
+
+
+def test_two_processes_records_merge(tmp_path):
+    """Flushes of two usage records (two workers) merge into one file: each
+    file keeps the later of the times, nothing recorded by the other is lost."""
+    from pypicache.storage.layout import Layout
+    from pypicache.storage.records import LOCKS
+    from pypicache.storage.usage import RESOLUTION, USAGE_FILE, Usage, read_usage
+
+    root = FilePath(str(tmp_path))
+    lock = Layout(root).lock_path(LOCKS, None, USAGE_FILE)
+    clock = Clock()
+    clock.advance(1_000_000)
+    first = Usage(root, lock, clock)
+    second = Usage(root, lock, clock)
+    first.record("a", "a-1.0-py3-none-any.whl")
+    first.record("b", "b-1.0-py3-none-any.whl")
+    clock.advance(10 * RESOLUTION)
+    second.record("b", "b-1.0-py3-none-any.whl")
+    second.flush(second.take())
+    first.flush(first.take())
+    then = 1_000_000 - 1_000_000 % RESOLUTION
+    assert read_usage(root) == {
+        "a/a-1.0-py3-none-any.whl": then,
+        "b/b-1.0-py3-none-any.whl": then + 10 * RESOLUTION,
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_persist_their_uses(run):
+    """With --workers 2, what the workers served is in the usage record once
+    the daemon has stopped."""
+    await run.start("--workers", "2")
+    await run.install("keep", "drop")
+    await run.stop_daemon()
+    assert {
+        "keep/" + run.dists["keep"].name,
+        "drop/" + run.dists["drop"].name,
+    } <= set(run.usage())
