@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
@@ -143,7 +143,7 @@ class Capacity:
         """Persist what was recorded since the last flush (in a thread), if anything."""
         recorded = self.usage.take()
         if not recorded:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         return self.run_blocking(self.usage.flush, recorded)
 
     def stored(self, stored: StoredFile) -> None:
@@ -164,7 +164,7 @@ class Capacity:
         """One eviction pass in a thread (or one more after the current one)."""
         if self._running:
             self._again = True
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         return Deferred.fromCoroutine(self._pass())
 
     async def _pass(self) -> None:
@@ -200,7 +200,3 @@ class Capacity:
             self._again = False
             if self.max_size is not None and self.total > self.max_size:
                 await self._pass()
-
-
-async def _nothing() -> None:
-    return None

@@ -80,8 +80,8 @@ class Usage:
     def record(self, project: str, filename: str) -> None:
         """Note that the archive ``filename`` of ``project`` was served now:
         the one call on the hot path (every route that serves an archive, from
-        the disk or while it downloads, calls it). A private file's use is
-        noted too, and dropped at the next eviction pass."""
+        the disk or while it downloads, calls it, for mirrored files: private
+        ones are never evicted)."""
         now = int(self._now())
         self._recorded[(project, filename)] = now - now % RESOLUTION
 

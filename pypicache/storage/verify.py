@@ -128,11 +128,12 @@ def move_aside(
 def verify_all(
     layout: Layout,
     lock_path: Callable[..., str],
+    archives: list[tuple[FilePath, bool]],
     progress: Callable[[FilePath], None] | None = None,
 ) -> Iterator[Problem]:
-    """Check every stored archive; yield each problem (corrupt mirrored files
-    are moved aside as they are found)."""
-    for path, mirrored in list(stored_archives(layout)):
+    """Check ``archives`` (what :func:`stored_archives` gives); yield each
+    problem (corrupt mirrored files are moved aside as they are found)."""
+    for path, mirrored in archives:
         reason = check(path)
         if progress is not None:
             progress(path)

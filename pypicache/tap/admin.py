@@ -26,7 +26,7 @@ from pypicache.storage.capacity import evict_pass
 from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
-from pypicache.storage.verify import verify_all
+from pypicache.storage.verify import stored_archives, verify_all
 from pypicache.tap.options import _duration, _size
 
 
@@ -129,7 +129,10 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
     if result.busy:
         err.write("Another process is evicting from this cache now: try again.\n")
         return 1
-    out.writelines(f"{'would evict' if dry else 'evicted'} {entry.key} ({entry.size} bytes)\n" for entry in result.evicted)
+    out.writelines(
+        f"{'would evict' if dry else 'evicted'} {entry.key} ({entry.size} bytes)\n"
+        for entry in result.evicted
+    )
     freed = sum(e.size for e in result.evicted)
     before = result.total if dry else result.total + freed
     out.write(
@@ -143,14 +146,11 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
 
 def verify(options: Any, out: TextIO, err: TextIO) -> int:
     layout = options["layout"]
-    bar = _bar(err, None, "file")
-    checked = [0]
-
-    def progress(path: FilePath) -> None:
-        checked[0] += 1
-        bar.update(1)
-
-    problems = list(verify_all(layout, layout.lock_path, progress))
+    archives = list(stored_archives(layout))
+    bar = _bar(err, len(archives), "file")
+    problems = list(
+        verify_all(layout, layout.lock_path, archives, lambda path: bar.update(1))
+    )
     bar.close()
     for problem in problems:
         where = os.path.relpath(problem.path.path, layout.root.path)
@@ -164,7 +164,7 @@ def verify(options: Any, out: TextIO, err: TextIO) -> int:
             )
         )
         out.write(f"CORRUPT {where}: {problem.reason}; {action}\n")
-    out.write(f"{checked[0]} files checked, {len(problems)} corrupt.\n")
+    out.write(f"{len(archives)} files checked, {len(problems)} corrupt.\n")
     return 1 if problems else 0
 
 

@@ -230,7 +230,7 @@ class InstallerRoutes:
     def serve(self, request: IRequest, stored: StoredFile) -> Any:
         """Answer with a stored archive, recording its use: every path that
         serves one goes through here."""
-        if self._usage is not None:
+        if self._usage is not None and not stored.private:
             self._usage.record(stored.project, stored.info.filename)
         return serve_stored(request, stored)
 
