@@ -61,9 +61,14 @@ def evict_pass(
     unused_after: float | None,
     dry_run: bool = False,
     progress: Callable[[Entry], None] | None = None,
+    planned: Callable[[int], None] | None = None,
 ) -> PassResult:
     """Flush ``recorded``, count the mirror and evict what :func:`choose`
-    picks (blocking). The record forgets what is no longer in the mirror."""
+    picks (blocking). The record forgets what is no longer in the mirror.
+
+    :param progress: called after each file chosen, evicted or skipped.
+    :param planned: called with how many files were chosen, before any goes.
+    """
     merged = usage.flush(recorded)
     held = try_lock(lock_path(LOCKS, None, "evict"))
     if held is None:
@@ -75,6 +80,8 @@ def evict_pass(
         )
         if dry_run:
             return PassResult(scan.total, chosen)
+        if planned is not None:
+            planned(len(chosen))
         evicted = []
         total = scan.total
         for entry in chosen:

@@ -124,6 +124,7 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
         options["evict-unused-after"],
         dry_run=dry,
         progress=lambda entry: bar.update(1),
+        planned=lambda count: setattr(bar, "total", count),
     )
     bar.close()
     if result.busy:
