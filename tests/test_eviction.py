@@ -355,3 +355,42 @@ async def test_workers_persist_their_uses(run):
         "keep/" + run.dists["keep"].name,
         "drop/" + run.dists["drop"].name,
     } <= set(run.usage())
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_bulk_job_pins_its_files(run):
+    """A file an open POST /requirements.txt job has listed is pinned: a
+    cleanup while the job runs leaves it, though it is unused for long; the
+    pin goes when the job ends."""
+    from pypicache.tap.admin import main as admin_main
+
+    await run.start()
+    await run.install("olda")
+    await run.stop_daemon()
+    run.age("olda", 10 * DAY)
+    await run.start()
+    hold = run.index.hold(run.dists["keep"].name)
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    job = treq.post(run.url + "requirements.txt", data=b"olda\nkeep\n", pool=pool)
+    try:
+        await bounded(hold.wait_for(1), STARTUP)
+        pins = run.cache / "locks" / "pins"
+        key = "olda/" + run.dists["olda"].name
+        await eventually(
+            lambda: any(key in p.read_text() for p in pins.iterdir()), "the pin"
+        )
+        out = io.StringIO()
+        cleanup = ["cleanup", "--cache", str(run.cache), "--evict-unused-after", "1d"]
+        assert admin_main(cleanup, out, io.StringIO()) == 0
+        assert out.getvalue().startswith("0 files"), out.getvalue()
+        assert run.archive("olda").exists()
+    finally:
+        hold.release()
+        response = await job
+        report = json.loads(await response.content())
+        await pool.closeCachedConnections()
+    assert {e["filename"]: e["status"] for e in report["files"]} == {
+        run.dists["olda"].name: "cached",
+        run.dists["keep"].name: "fetched",
+    }
+    assert list(pins.iterdir()) == []
