@@ -28,8 +28,15 @@ setup(
         "resolvelib>=1.0",
         "pip-requirements-parser>=32",
         "tomli>=1.1; python_version < '3.11'",
+        # Progress bars of pypicache-admin (cleanup, verify, export, import).
+        "tqdm>=4.60",
     ],
-    entry_points={"console_scripts": ["pypicache-import = pypicache.private.importer:run"]},
+    entry_points={
+        "console_scripts": [
+            "pypicache-import = pypicache.private.importer:run",
+            "pypicache-admin = pypicache.tap.admin:run",
+        ]
+    },
     extras_require={
         "test": [
             "pytest>=8",

@@ -414,3 +414,40 @@ def test_every_reloadable_option_is_documented():
 
     section = DOCS.read_text().split("Reloading with SIGHUP", 1)[1]
     assert {key for key in APPLY if f"``{key}``" not in section} == set()
+
+
+def test_reload_sets_disk_limits_and_starts_eviction(tmp_path):
+    """A reload that sets ``max-cache-size`` and ``evict-unused-after`` where
+    there were none changes the live limits and starts the periodic eviction
+    passes, which were not running without limits."""
+    from twisted.internet.defer import succeed
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.web.client import HTTPConnectionPool
+
+    from pypicache.tap.build import build_live
+    from pypicache.tap.reload import reload
+    from pypicache.web.accesslog import make_site
+    from pypicache.web.limits import limited_request_factory
+
+    config = tmp_path / "pypicache.toml"
+    base = f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
+    config.write_text(base)
+    options = Options()
+    options.parseOptions(["--config", str(config)])
+    clock = MemoryReactorClock()
+    live = build_live(
+        cache=options["cache"],
+        index_url=options["index-url"],
+        reactor=clock,
+        pool=HTTPConnectionPool(clock, False),
+        run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
+    )
+    site = make_site(live.app.resource(), limited_request_factory(1024), clock)
+    capacity = live.app.capacity
+    capacity.start()
+    assert capacity._passes is None
+    config.write_text(base + 'max-cache-size = "1G"\nevict-unused-after = "2d"\n')
+    reload(options, live, site)
+    assert (capacity.max_size, capacity.unused_after) == (1024**3, 2 * 86400.0)
+    assert capacity._passes is not None and capacity._passes.running
+    capacity.stop()

@@ -21,6 +21,7 @@ from pypicache.errors import PayloadTooLarge, UnprocessableEntity
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.interface import IStore
+from pypicache.storage.pins import Pins
 
 if TYPE_CHECKING:
     from pypicache.bulk.targets import BulkParams
@@ -59,6 +60,8 @@ class BulkCacher:
     max_lines: int = DEFAULT_MAX_LINES
     max_projects: int = DEFAULT_MAX_PROJECTS
     max_rounds: int = DEFAULT_MAX_ROUNDS
+    #: Keeps the files of open jobs from eviction (``None``: nothing evicts).
+    pins: Pins | None = None
     resolutions: DeferredSemaphore = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

@@ -15,6 +15,7 @@ from pypicache.errors import PypicacheError
 from pypicache.index.model import DistFile
 from pypicache.proxy.views import Views
 from pypicache.storage.interface import IStore
+from pypicache.storage.pins import PinSet
 from pypicache.storage.records import StoredFile
 
 log = Logger()
@@ -51,7 +52,9 @@ class JobFiles:
         emit: Callable[[dict[str, Any]], None] | None,
         abandoned: Callable[[], bool],
         concurrency: int,
+        pins: PinSet | None = None,
     ) -> None:
+        self._pins = pins
         self._store = store
         self._views = views
         self._run_blocking = run_blocking
@@ -65,7 +68,11 @@ class JobFiles:
         """The stored file, fetched through the proxy unless it was there."""
         if filename not in self._before:
             self._before[filename] = self._store.find(project, filename) is not None
-        return await self._views.fetch(project, filename)
+        stored = await self._views.fetch(project, filename)
+        if self._pins is not None and not self._pins.pin(stored):
+            # Evicted between its fetch and its pin: fetched again, now pinned.
+            stored = await self._views.fetch(project, filename)
+        return stored
 
     def want(
         self,

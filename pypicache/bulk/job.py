@@ -48,6 +48,8 @@ class Job:
         self._params = params
         self._parsed = parsed
         self.abandoned = False
+        #: The job's files stay cached until it ends (see storage/pins.py).
+        self._pins = cacher.pins.open() if cacher.pins is not None else None
         self._files = JobFiles(
             cacher.store,
             cacher.views,
@@ -55,6 +57,7 @@ class Job:
             emit,
             lambda: self.abandoned,
             cacher.concurrency,
+            self._pins,
         )
         self._lookups = Lookups(
             cacher.views,
@@ -91,6 +94,9 @@ class Job:
             self.abandoned = True
             log.info("Bulk caching abandoned by its client; downloads under way go on")
             raise
+        finally:
+            if self._pins is not None:
+                self._pins.close()
 
     async def _run(self) -> dict[str, Any]:
         parsed, params = self._parsed, self._params

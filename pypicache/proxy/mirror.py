@@ -42,6 +42,10 @@ class Mirror:
     _locks: Locks
     #: Where stored files are synced and renamed (default: ``_run_blocking``).
     _run_sync: RunBlocking | None = None
+    #: Told of each file stored from upstream (the cache's size is kept from it).
+    on_stored: Callable[[StoredFile], None] | None = attrs.field(
+        default=None, kw_only=True
+    )
     _downloads: dict[str, Download] = attrs.field(factory=dict)
     _metadata_flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
     _kept: KeptMetadata = attrs.field(init=False)
@@ -215,6 +219,8 @@ class Mirror:
         # fsync and rename in a thread; the listing is updated back here.
         persisted = await self._sync(self._store.persist, download.temp, stored_info)
         download.stored = self._store.register(persisted)
+        if self.on_stored is not None:
+            self.on_stored(download.stored)
         log.info(
             "Stored {filename} ({size} bytes, sha256 {digest})",
             filename=info.filename,

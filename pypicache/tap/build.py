@@ -19,8 +19,12 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
+from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
+from pypicache.storage.pins import Pins
+from pypicache.storage.records import LOCKS
+from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
@@ -72,6 +76,8 @@ def build_live(
     auth_failures: int = DEFAULT_FAILURES,
     auth_failure_window: float = DEFAULT_WINDOW,
     page_max_age: int = 600,
+    max_cache_size: int | None = None,
+    evict_unused_after: float | None = None,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -79,6 +85,8 @@ def build_live(
     :param run_sync: where downloads and pages are synced to disk (default:
         ``run_blocking``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
+    :param max_cache_size: bytes the mirror may hold (``None``: no cap).
+    :param evict_unused_after: seconds after which an unused mirrored file goes.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -104,6 +112,17 @@ def build_live(
         locks=locks,
     )
     mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
+    capacity = Capacity(
+        root=store.root,
+        usage=Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor),
+        lock_path=store.lock_path,
+        clock=reactor,
+        run_blocking=run_blocking,
+        forget=store.forget,
+        max_size=max_cache_size,
+        unused_after=evict_unused_after,
+    )
+    mirror.on_stored = capacity.stored
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor, locks)
     def users(path: str) -> Htpasswd:
@@ -122,6 +141,7 @@ def build_live(
         max_lines=bulk_max_lines,
         max_projects=bulk_max_projects,
         max_rounds=bulk_max_rounds,
+        pins=Pins(store.root, capacity.usage),
     )
     app = PypicacheApp(
         store,
@@ -134,6 +154,7 @@ def build_live(
         bulk,
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
+        capacity=capacity,
     )
     app.installer.page_max_age = page_max_age
     return Live(app, upstream, pages, users)

@@ -76,6 +76,16 @@ def _rate(value: str) -> int:
     return 0 if value.strip() in ("0", "0B") else _size(value)
 
 
+def _duration(value: str) -> float:
+    """A duration in seconds, with an optional s, m, h or d suffix (``90d``)."""
+    text = value.strip().lower()
+    factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], 1)
+    number = float(text[:-1] if not text[-1:].isdigit() else text) * factor
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
 def _yes_no(value: str) -> bool:
     text = value.strip().lower()
     if text in ("yes", "true", "on", "1"):
@@ -233,6 +243,21 @@ class Options(usage.Options):
             DEFAULT_WINDOW,
             "Seconds over which --auth-failures are counted.",
             _positive,
+        ],
+        [
+            "max-cache-size",
+            None,
+            None,
+            "Most bytes of mirrored files (suffixes K, M, G allowed; private files "
+            "never count nor go): least recently used ones are evicted down to 90 %.",
+            _size,
+        ],
+        [
+            "evict-unused-after",
+            None,
+            None,
+            "Evict mirrored files not served for this long (suffixes s, m, h, d: 90d).",
+            _duration,
         ],
         [
             "access-log",

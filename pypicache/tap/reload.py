@@ -44,6 +44,14 @@ def _setter(target: Callable[["Live"], Any], name: str) -> Callable[..., bool]:
     return apply
 
 
+def _limit(name: str) -> Callable[..., bool]:
+    def apply(live: "Live", site: Site, value: Any) -> bool:
+        live.app.capacity.set_limit(name, value)
+        return True
+
+    return apply
+
+
 def _max_upload_size(live: "Live", site: Site, value: int) -> bool:
     from pypicache.web.limits import limited_request_factory
 
@@ -82,6 +90,8 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "bulk-max-lines": _setter(_bulk, "max_lines"),
     "bulk-max-projects": _setter(_bulk, "max_projects"),
     "bulk-max-rounds": _setter(_bulk, "max_rounds"),
+    "max-cache-size": _limit("max_size"),
+    "evict-unused-after": _limit("unused_after"),
 }
 
 

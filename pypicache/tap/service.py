@@ -14,6 +14,7 @@ from twisted.web.server import Site
 
 from pypicache.tap.build import build_live
 from pypicache.tap.jsonlog import JsonLog
+from pypicache.storage.capacity import Capacity
 from pypicache.tap.options import Options
 from pypicache.tap.reload import Reloader, reload
 from pypicache.web.accesslog import make_site
@@ -130,6 +131,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
         page_max_age=options["page-max-age"],
+        max_cache_size=options["max-cache-size"],
+        evict_unused_after=options["evict-unused-after"],
     )
     app = live.app
     site = make_site(
@@ -142,6 +145,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     )
     _StartupScan(app, reactor).setServiceParent(top)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)
+    if app.capacity is not None:
+        _DiskUpkeep(app.capacity, reactor).setServiceParent(top)
     return top, site
 
 
@@ -160,3 +165,20 @@ class _StartupScan(service.Service):
     def _scan(self) -> None:
         d = Deferred.fromCoroutine(self.app.start_up())
         d.addErrback(lambda f: log.failure("Start-up scan failed", f))
+
+
+class _DiskUpkeep(service.Service):
+    """Once listening, the usage record's flushes and the eviction passes
+    (the first counts the mirror, in a thread); at stop, a last flush."""
+
+    def __init__(self, capacity: Capacity, reactor: Any) -> None:
+        self.capacity = capacity
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self.capacity.start)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.capacity.stop()

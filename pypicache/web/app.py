@@ -24,6 +24,7 @@ from pypicache.private.scan import ScanReport, rescan, start_up
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
+from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.web.access import AccessPolicy
 from pypicache.web.fastpath import FastReads
@@ -110,11 +111,14 @@ class PypicacheApp:
     bulk: BulkCacher
     bulk_auth: bool = False
     bulk_jobs_per_client: int = 2
+    #: Bounded disk: the usage record and eviction (``None``: none kept).
+    capacity: Capacity | None = None
 
     installer: InstallerRoutes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.installer = InstallerRoutes(self.store, self.mirror, self.views)
+        usage = self.capacity.usage if self.capacity is not None else None
+        self.installer = InstallerRoutes(self.store, self.mirror, self.views, usage)
 
     def route_groups(self) -> list[object]:
         """One object per group of routes, each with the collaborators it needs."""

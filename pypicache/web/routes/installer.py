@@ -25,6 +25,8 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
 from pypicache.web.accesslog import mark_cache_hit
+from pypicache.storage.records import StoredFile
+from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.routing import (
     Body,
@@ -112,6 +114,8 @@ class InstallerRoutes:
     _store: IStore
     _mirror: Mirror
     _views: Views
+    #: Where each archive served is recorded (bounded disk), if anywhere.
+    _usage: Usage | None = None
     _rendered: RenderCache = attrs.field(factory=RenderCache)
     #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
     page_max_age: int = 600
@@ -237,6 +241,13 @@ class InstallerRoutes:
             "or PUT /packages/<project>/<filename>"
         )
 
+    def serve(self, request: IRequest, stored: StoredFile) -> Any:
+        """Answer with a stored archive, recording its use: every path that
+        serves one goes through here."""
+        if self._usage is not None and not stored.private:
+            self._usage.record(stored.project, stored.info.filename)
+        return serve_stored(request, stored)
+
     def package_now(self, request: IRequest, project: str, filename: str) -> Any:
         """:meth:`package`'s answer for a stored archive or stored core metadata,
         else :data:`NOT_READY`."""
@@ -249,7 +260,7 @@ class InstallerRoutes:
         if stored is None:
             return NOT_READY
         mark_cache_hit(request, True)
-        return serve_stored(request, stored)
+        return self.serve(request, stored)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
@@ -275,7 +286,7 @@ class InstallerRoutes:
         stored = self._views.find(project, filename)
         if stored is not None:
             mark_cache_hit(request, True)
-            return serve_stored(request, stored)
+            return self.serve(request, stored)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
             if set_file_headers(request, info.hashes):
@@ -289,9 +300,11 @@ class InstallerRoutes:
         download = await self._mirror.download(project, filename)
         mark_cache_hit(request, False)
         if download.stored is not None:
-            return serve_stored(request, download.stored)
+            return self.serve(request, download.stored)
         if download.error is not None:
             raise download.error
+        if self._usage is not None:
+            self._usage.record(project, filename)
         return DownloadStream(download)
 
     def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:

@@ -1,0 +1,220 @@
+# -*- test-case-name: tests.test_eviction -*-
+"""Keeping the mirror within ``--max-cache-size`` and ``--evict-unused-after``.
+
+:class:`Capacity` runs on the reactor: it flushes the usage record now and
+then, keeps the size of ``mirror/`` (recounted in a thread once the daemon
+answers, then kept up to date by each stored download and each pass), and
+runs an eviction pass (:func:`evict_pass`, in a thread) periodically and when
+a download pushes the size over the cap. One process at a time evicts (a
+lock), so ``--workers`` and ``pypicache-admin cleanup`` take turns.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from pypicache.concurrency import RunBlocking
+from pypicache.storage.eviction import Entry, choose, evict, scan_mirror
+from pypicache.storage.locks import try_lock
+from pypicache.storage.pins import read_pins
+from pypicache.storage.records import LOCKS, StoredFile
+from pypicache.storage.usage import Usage, UsageMap
+
+log = Logger()
+
+#: Seconds between two flushes of the usage record.
+FLUSH_INTERVAL = 60.0
+
+#: Seconds between two periodic eviction passes.
+PASS_INTERVAL = 600.0
+
+#: Seconds after a pass that could not get under the cap (all recently
+#: used) before a download over the cap starts another.
+MIN_PASS_GAP = 10.0
+
+LockPath = Callable[[str, str | None, str], str]
+
+
+@attrs.frozen
+class PassResult:
+    """What an eviction pass found and did."""
+
+    #: Bytes in ``mirror/`` after the pass.
+    total: int
+    evicted: list[Entry]
+    #: Whether another process held the eviction lock (nothing was evicted).
+    busy: bool = False
+
+
+def evict_pass(
+    root: FilePath,
+    lock_path: LockPath,
+    usage: Usage,
+    recorded: UsageMap,
+    now: float,
+    max_size: int | None,
+    unused_after: float | None,
+    dry_run: bool = False,
+    progress: Callable[[Entry], None] | None = None,
+    planned: Callable[[int], None] | None = None,
+) -> PassResult:
+    """Flush ``recorded``, count the mirror and evict what :func:`choose`
+    picks (blocking). The record forgets what is no longer in the mirror.
+
+    :param progress: called after each file chosen, evicted or skipped.
+    :param planned: called with how many files were chosen, before any goes.
+    """
+    merged = usage.flush(recorded)
+    held = try_lock(lock_path(LOCKS, None, "evict"))
+    if held is None:
+        return PassResult(scan_mirror(root).total, [], busy=True)
+    try:
+        scan = scan_mirror(root)
+        chosen = choose(
+            scan, merged, now, max_size, unused_after, pinned=read_pins(root)
+        )
+        if dry_run:
+            return PassResult(scan.total, chosen)
+        if planned is not None:
+            planned(len(chosen))
+        evicted = []
+        total = scan.total
+        for entry in chosen:
+            if evict(root, entry, lock_path):
+                evicted.append(entry)
+                total -= entry.size
+            if progress is not None:
+                progress(entry)
+        present = {e.key for e in scan.entries}
+        gone = frozenset(k for k in merged if k not in present)
+        usage.flush({}, gone | frozenset(e.key for e in evicted))
+        return PassResult(total, evicted)
+    finally:
+        held.release()
+
+
+@attrs.define
+class Capacity:
+    """The reactor's half of bounded disk: usage flushes, size, eviction passes."""
+
+    root: FilePath
+    usage: Usage
+    lock_path: LockPath
+    clock: Any
+    run_blocking: RunBlocking
+    #: Called with the project of each evicted file (its listing is read again).
+    forget: Callable[[str], None]
+    max_size: int | None = None
+    unused_after: float | None = None
+    #: Bytes in ``mirror/``; ``None`` until the first count.
+    total: int | None = None
+    _running: bool = False
+    _again: bool = False
+    _added: int = 0
+    _quiet_until: float = float("-inf")
+    _loops: list[LoopingCall] = attrs.field(factory=list)
+    _passes: LoopingCall | None = None
+    _started: bool = False
+
+    @property
+    def evicts(self) -> bool:
+        return self.max_size is not None or self.unused_after is not None
+
+    def start(self) -> None:
+        """Flush now and then; with limits, count and evict now and then
+        (the first pass, right away, is the start-up count)."""
+        self._every(FLUSH_INTERVAL, self.flush, now=False)
+        self._started = True
+        if self.evicts:
+            self._passes = self._every(PASS_INTERVAL, self.run_pass, now=True)
+
+    def set_limit(self, name: str, value: Any) -> None:
+        """Change ``max_size`` or ``unused_after`` while running (``SIGHUP``);
+        limits set where there were none start the periodic passes."""
+        setattr(self, name, value)
+        if self._started and self.evicts and self._passes is None:
+            self._passes = self._every(PASS_INTERVAL, self.run_pass, now=True)
+
+    def _every(self, interval: float, f: Callable[[], Any], now: bool) -> LoopingCall:
+        loop = LoopingCall(lambda: self._logged(f()))
+        loop.clock = self.clock
+        loop.start(interval, now=now)
+        self._loops.append(loop)
+        return loop
+
+    def _logged(self, d: "Deferred[Any]") -> None:
+        d.addErrback(lambda f: log.failure("Disk upkeep failed", f))
+
+    def stop(self) -> "Deferred[Any]":
+        """Stop the periodic work and flush what was recorded."""
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        return self.flush()
+
+    def flush(self) -> "Deferred[Any]":
+        """Persist what was recorded since the last flush (in a thread), if anything."""
+        recorded = self.usage.take()
+        if not recorded:
+            return succeed(None)
+        return self.run_blocking(self.usage.flush, recorded)
+
+    def stored(self, stored: StoredFile) -> None:
+        """A download was stored: count it, and evict if that went over the cap."""
+        size = stored.info.size or 0
+        self._added += size
+        if self.total is not None:
+            self.total += size
+        if (
+            self.max_size is not None
+            and self.total is not None
+            and self.total > self.max_size
+            and self.clock.seconds() >= self._quiet_until
+        ):
+            self._logged(self.run_pass())
+
+    def run_pass(self) -> "Deferred[Any]":
+        """One eviction pass in a thread (or one more after the current one)."""
+        if self._running:
+            self._again = True
+            return succeed(None)
+        return Deferred.fromCoroutine(self._pass())
+
+    async def _pass(self) -> None:
+        self._running = True
+        self._added = 0
+        try:
+            result = await self.run_blocking(
+                evict_pass,
+                self.root,
+                self.lock_path,
+                self.usage,
+                self.usage.take(),
+                self.clock.seconds(),
+                self.max_size,
+                self.unused_after,
+            )
+        finally:
+            self._running = False
+        self.total = result.total + self._added
+        if self.max_size is not None and self.total > self.max_size:
+            self._quiet_until = self.clock.seconds() + MIN_PASS_GAP
+        for project in {e.project for e in result.evicted}:
+            self.forget(project)
+        if result.evicted:
+            log.info(
+                "Evicted {count} mirrored files ({size} bytes); the mirror "
+                "holds {total} bytes",
+                count=len(result.evicted),
+                size=sum(e.size for e in result.evicted),
+                total=self.total,
+            )
+        if self._again:
+            self._again = False
+            if self.max_size is not None and self.total > self.max_size:
+                await self._pass()

@@ -1,0 +1,228 @@
+# -*- test-case-name: tests.test_admin -*-
+"""``pypicache-admin``: upkeep of a cache folder, also while the daemon runs.
+
+- ``cleanup --cache DIR [--max-cache-size SIZE] [--evict-unused-after AGE]
+  [--dry-run]``: evict mirrored files as the daemon would (its usage record,
+  its locks, its pins), or with ``--dry-run`` only say what would go;
+- ``verify --cache DIR``: hash every stored file against its record;
+- ``export --cache DIR OUT.tar`` / ``import --cache DIR IN.tar``: the private
+  index in one tar file.
+
+Progress bars (tqdm) go to standard error when it is a terminal.
+"""
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from tqdm import tqdm
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+
+from pypicache.private.backup import BackupError, export_private, import_private
+from pypicache.storage.capacity import evict_pass
+from pypicache.storage.layout import Layout
+from pypicache.storage.records import LOCKS
+from pypicache.storage.usage import USAGE_FILE, Usage
+from pypicache.storage.verify import stored_archives, verify_all
+from pypicache.tap.options import _duration, _size
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024**2:.1f} MB"
+
+
+class _CacheOptions(usage.Options):
+    optParameters = [["cache", "c", None, "The daemon's --cache folder."]]
+
+    def postOptions(self) -> None:
+        if not self["cache"] or not os.path.isdir(self["cache"]):
+            raise usage.UsageError("--cache must name an existing cache folder")
+        self["layout"] = Layout(FilePath(os.path.abspath(self["cache"])))
+
+
+class CleanupOptions(_CacheOptions):
+    synopsis = (
+        "--cache DIR [--max-cache-size SIZE] [--evict-unused-after AGE] [--dry-run]"
+    )
+    optFlags = [["dry-run", "n", "Only say what would be evicted and the space freed."]]
+    optParameters = [
+        [
+            "max-cache-size",
+            None,
+            None,
+            "Evict mirrored files least recently used first down to 90 % of this.",
+            _size,
+        ],
+        [
+            "evict-unused-after",
+            None,
+            None,
+            "Evict mirrored files not served for this long (90d, 12h...).",
+            _duration,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["max-cache-size"] is None and self["evict-unused-after"] is None:
+            raise usage.UsageError(
+                "give --max-cache-size, --evict-unused-after, or both"
+            )
+
+
+class VerifyOptions(_CacheOptions):
+    synopsis = "--cache DIR"
+
+
+class _TarOptions(_CacheOptions):
+    def parseArgs(self, tar: str) -> None:
+        self["tar"] = tar
+
+
+class ExportOptions(_TarOptions):
+    synopsis = "--cache DIR OUT.tar"
+
+
+class ImportOptions(_TarOptions):
+    synopsis = "--cache DIR IN.tar"
+
+
+class AdminOptions(usage.Options):
+    synopsis = "cleanup|verify|export|import --cache DIR ..."
+    longdesc = "Upkeep of a pypicache cache folder, also while the daemon runs."
+    subCommands = [
+        ["cleanup", None, CleanupOptions, "Evict mirrored files (or --dry-run)."],
+        ["verify", None, VerifyOptions, "Check every stored file against its record."],
+        ["export", None, ExportOptions, "Write the private index to a tar file."],
+        ["import", None, ImportOptions, "Restore the private index from a tar file."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("name a command: cleanup, verify, export, import")
+
+
+def _bar(err: TextIO, total: int | None, unit: str) -> Any:
+    return tqdm(total=total, unit=unit, file=err, disable=not err.isatty())
+
+
+def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
+    layout = options["layout"]
+    usage_record = Usage(layout.root, layout.lock_path(LOCKS, None, USAGE_FILE))
+    dry = bool(options["dry-run"])
+    bar = _bar(err, None, "file")
+    result = evict_pass(
+        layout.root,
+        layout.lock_path,
+        usage_record,
+        {},
+        time.time(),
+        options["max-cache-size"],
+        options["evict-unused-after"],
+        dry_run=dry,
+        progress=lambda entry: bar.update(1),
+        planned=lambda count: setattr(bar, "total", count),
+    )
+    bar.close()
+    if result.busy:
+        err.write("Another process is evicting from this cache now: try again.\n")
+        return 1
+    out.writelines(
+        f"{'would evict' if dry else 'evicted'} {entry.key} ({entry.size} bytes)\n"
+        for entry in result.evicted
+    )
+    freed = sum(e.size for e in result.evicted)
+    before = result.total if dry else result.total + freed
+    out.write(
+        f"{len(result.evicted)} files, {_megabytes(freed)} "
+        f"{'would be freed' if dry else 'freed'}; the mirror "
+        f"{'would hold' if dry else 'holds'} {_megabytes(before - freed)} "
+        f"(was {_megabytes(before)}).\n"
+    )
+    return 0
+
+
+def verify(options: Any, out: TextIO, err: TextIO) -> int:
+    layout = options["layout"]
+    archives = list(stored_archives(layout))
+    bar = _bar(err, len(archives), "file")
+    problems = list(
+        verify_all(layout, layout.lock_path, archives, lambda path: bar.update(1))
+    )
+    bar.close()
+    for problem in problems:
+        where = os.path.relpath(problem.path.path, layout.root.path)
+        action = (
+            f"moved to {os.path.relpath(problem.moved_to.path, layout.root.path)}"
+            if problem.moved_to is not None
+            else (
+                "left in place (private)"
+                if not problem.mirrored
+                else "left in place (busy)"
+            )
+        )
+        out.write(f"CORRUPT {where}: {problem.reason}; {action}\n")
+    out.write(f"{len(archives)} files checked, {len(problems)} corrupt.\n")
+    return 1 if problems else 0
+
+
+def export(options: Any, out: TextIO, err: TextIO) -> int:
+    layout = options["layout"]
+    bar = _bar(err, None, "file")
+    archives, problems = export_private(
+        layout.root, options["tar"], progress=lambda name: bar.update(1)
+    )
+    bar.close()
+    out.writelines(f"CORRUPT {problem}; left out\n" for problem in problems)
+    out.write(f"{archives} private archives written to {options['tar']}.\n")
+    return 1 if problems else 0
+
+
+def import_(options: Any, out: TextIO, err: TextIO) -> int:
+    layout = options["layout"]
+    bar = _bar(err, None, "file")
+    try:
+        stored, there = import_private(
+            layout.root,
+            options["tar"],
+            layout.lock_path,
+            progress=lambda name: bar.update(1),
+        )
+    except BackupError as e:
+        bar.close()
+        out.write(f"Refused, nothing imported: {e}\n")
+        return 1
+    bar.close()
+    out.write(f"{stored} private archives imported, {there} already there.\n")
+    return 0
+
+
+COMMANDS = {"cleanup": cleanup, "verify": verify, "export": export, "import": import_}
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Run ``pypicache-admin``; the exit status (1: something was wrong)."""
+    options = AdminOptions()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        err.write(f"pypicache-admin: {e}\n{options}\n")
+        return 2
+    assert options.subCommand is not None
+    return COMMANDS[options.subCommand](options.subOptions, out, err)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
