@@ -130,6 +130,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         reactor,
         access_log=options["access-log"],
         client_address=app.policy.client_address,
+        ready=app.ready_answers(),
     )
     _StartupScan(app, reactor).setServiceParent(top)
     return top, site

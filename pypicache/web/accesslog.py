@@ -18,8 +18,12 @@ from typing import Any, Callable
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.web.http import HTTPFactory, _genericHTTPChannelProtocolFactory
 from twisted.web.iweb import IRequest
 from twisted.web.server import Site
+
+from pypicache.web.fastlane import fast_protocol
+from pypicache.web.ready import ReadyAnswers
 
 log = Logger()
 
@@ -152,7 +156,32 @@ class BufferedLogFile:
             self._fd = -1
 
 
-class AccessLoggedSite(Site):
+def account(site: HTTPFactory, request: Any) -> None:
+    """What is done once for every answered request, whichever way it was
+    answered (twisted.web's ``Request.finish`` or the fast lane, both through
+    ``site.log``): its access log line."""
+    HTTPFactory.log(site, request)
+
+
+class PypicacheSite(Site):
+    """The daemon's ``Site``: hot reads through the fast lane when it has one.
+
+    :ivar ready: the fast lane's answers (:mod:`pypicache.web.fastlane`), or
+        ``None`` for twisted.web's own ``HTTPChannel``.
+    """
+
+    ready: ReadyAnswers | None = None
+
+    def protocol(self) -> Any:  # type: ignore[override]
+        if self.ready is None:
+            return _genericHTTPChannelProtocolFactory(self)
+        return fast_protocol(self)
+
+    def log(self, request: Any) -> None:
+        account(self, request)
+
+
+class AccessLoggedSite(PypicacheSite):
     """A ``Site`` that writes its access log to a :class:`BufferedLogFile`."""
 
     def _openLogFile(self, path: Any) -> BufferedLogFile:
@@ -165,13 +194,16 @@ def make_site(
     reactor: IReactorTime,
     access_log: str | None = None,
     client_address: Callable[[IRequest], str] | None = None,
+    ready: ReadyAnswers | None = None,
 ) -> Site:
     """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
 
     :param client_address: for the access log's host field (default: the peer).
+    :param ready: the fast lane's answers; ``None``: no fast lane.
     """
+    site: PypicacheSite
     if access_log is None:
-        site = Site(resource, requestFactory=request_factory, reactor=reactor)
+        site = PypicacheSite(resource, requestFactory=request_factory, reactor=reactor)
     else:
         site = AccessLoggedSite(
             resource,
@@ -180,6 +212,7 @@ def make_site(
             logPath=access_log,
             logFormatter=combined_formatter(client_address or _peer),
         )
+    site.ready = ready
     site.displayTracebacks = False
     return site
 

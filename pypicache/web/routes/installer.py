@@ -24,6 +24,7 @@ from pypicache.index.simple import (
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
+from pypicache.storage.records import StoredFile
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.routing import (
     Body,
@@ -123,17 +124,39 @@ class InstallerRoutes:
             version (the key :class:`Views` gives): a new one renders again.
         """
         formats = request.args.get(b"format")
-        media = _media(request.getHeader(b"accept"), formats[0] if formats else None)
+        body = self._page_body(
+            slot,
+            version,
+            render_html,
+            render_json,
+            request.getHeader(b"accept"),
+            formats[0] if formats else None,
+            request.getHeader(b"accept-encoding"),
+        )
+        return send_body(request, body)
+
+    def _page_body(
+        self,
+        slot: Hashable,
+        version: Hashable,
+        render_html: Callable[[], bytes],
+        render_json: Callable[[], bytes],
+        accept: bytes | None,
+        format_param: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body:
+        """The body of a page for these request headers, rendered only if not kept."""
+        media = _media(accept, format_param)
         render = render_json if media == JSON_TYPE else render_html
         body = self._rendered.get(
             (slot, media, False), version, lambda: _plain(render(), media)
         )
-        if accepts_gzip(request.getHeader(b"accept-encoding")):
+        if accepts_gzip(accept_encoding):
             plain = body
             body = self._rendered.get(
                 (slot, media, True), version, lambda: _gzipped(plain)
             )
-        return send_body(request, body)
+        return body
 
     @route("/simple/", methods=["GET", "HEAD"], strict_slashes=False)
     @route("/local/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -172,18 +195,89 @@ class InstallerRoutes:
         offer: MetadataOf = DistFile.recorded_metadata,
     ) -> Any:
         """Send a project's page; the page is built only if this version is not rendered."""
+        formats = request.args.get(b"format")
+        body = self._project_body(
+            route,
+            name,
+            view,
+            offer,
+            request.getHeader(b"accept"),
+            formats[0] if formats else None,
+            request.getHeader(b"accept-encoding"),
+        )
+        return send_body(request, body)
 
+    def _project_body(
+        self,
+        route: str,
+        name: str,
+        view: View,
+        offer: MetadataOf,
+        accept: bytes | None,
+        format_param: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body:
         def render(renderer: Callable[..., bytes]) -> bytes:
             page = view.page
             return renderer(page, lambda f: file_url(page.name, f.filename), offer)
 
-        return self._send_page(
-            request,
+        return self._page_body(
             (route, name),
             view.key,
             lambda: render(render_html_page),
             lambda: render(render_json_page),
+            accept,
+            format_param,
+            accept_encoding,
         )
+
+    # -- answers ready at once, for web/fastlane (no request object) -----------
+
+    def page_ready(
+        self,
+        area: str,
+        name: str,
+        accept: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body | None:
+        """The body of the page ``/<area>/<name>/`` (``name`` normalized, no
+        query) if it needs no waiting, as :meth:`simple_page_now` and
+        :meth:`local_page` would send it; ``None`` otherwise.
+
+        :raises NotFound: where those would answer 404.
+        """
+        if area == "simple":
+            view = self._views.simple_now(name)
+            if view is None:
+                return None
+            offer = self._views.offered
+        else:
+            view = self._views.local(name)
+            offer = DistFile.recorded_metadata
+        return self._project_body(area, name, view, offer, accept, None, accept_encoding)
+
+    def stored_ready(self, project: str, filename: str) -> StoredFile | None:
+        """The stored archive :meth:`package_now` would serve, or ``None``.
+
+        :raises PypicacheError: where :meth:`package_now` would answer an error.
+        """
+        check_filename(filename)
+        if filename.endswith(METADATA_SUFFIX):
+            return None
+        return self._views.find(project_of(project, filename), filename)
+
+    def metadata_ready(self, project: str, filename: str) -> bytes | None:
+        """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
+        answers with if it is on disk, else ``None``.
+
+        :raises PypicacheError: where :meth:`package_now` would answer an error.
+        """
+        check_filename(filename)
+        if not filename.endswith(METADATA_SUFFIX):
+            return None
+        archive = filename[: -len(METADATA_SUFFIX)]
+        path = self._store.metadata_file(project_of(project, archive), archive)
+        return None if path is None else path.getContent()
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     def local_page(self, request: IRequest, project: str) -> Any:
