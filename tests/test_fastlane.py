@@ -361,3 +361,14 @@ async def test_pip_installs_through_the_lane(tmp_path, dists):
     finally:
         await world.stop()
 
+
+
+async def test_idle_timeout_with_a_partial_head(lanes):
+    """A connection that sends part of a head and then nothing is closed by
+    the idle timeout, unanswered, on both sites."""
+    for port in (lanes.daemon.port, lanes.slow_port):
+        port.factory.timeOut = 0.5
+    partial = request("GET", "/simple/lane-thing/")[:20]
+    started = time.monotonic()
+    assert await lanes.same(partial) == b""
+    assert time.monotonic() - started < 5
