@@ -82,6 +82,7 @@ class FastChannel(HTTPChannel):
             and not self._busyReceiving
             and not self._buffer
             and self.persistent
+            and not self.transport.disconnecting
             and self._HTTPChannel__first_line == 1  # type: ignore[attr-defined]
             and not self._HTTPChannel__header  # type: ignore[attr-defined]
         )
