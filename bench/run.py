@@ -79,6 +79,7 @@ class Bench(Measures):
         if args.runs is not None:
             self.cfg["install_runs"] = args.runs
         self.work = Path(args.work).resolve()
+        self.daemon_args: list[str] = args.daemon_arg
         self.runs = self.work / "run"
         self.results = results
         self.notes: list[str] = results.setdefault("notes", [])
@@ -167,7 +168,9 @@ class Bench(Measures):
 
     def pypicache_fresh(self, upstream: str, tag: str) -> Running:
         folder = self.runs / f"pypicache-{tag}"
-        return servers.start_pypicache(folder / "cache", upstream, folder)
+        return servers.start_pypicache(
+            folder / "cache", upstream, folder, extra_args=self.daemon_args
+        )
 
     # -- measures ------------------------------------------------------------------
 
@@ -247,6 +250,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--runs", type=int, help="installs of each kind, median taken (default 1)"
+    )
+    parser.add_argument(
+        "--daemon-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for the measured twistd pypicache, e.g. "
+        "--daemon-arg=--access-log=access.log (repeatable; not for the start-up "
+        "and single-flight measures)",
     )
     args = parser.parse_args()
     atexit.register(procs.stop_all)

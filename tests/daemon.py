@@ -15,9 +15,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.server import Site
 
 from pypicache.tap import build_app
+from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
 
@@ -85,8 +85,12 @@ async def start_daemon(
         run_blocking=partial(deferToThreadPool, reactor, threads),
         **options,
     )
-    site = Site(app.resource(), requestFactory=limited_request_factory(max_upload_size))
-    site.displayTracebacks = False
+    site = make_site(
+        app.resource(),
+        limited_request_factory(max_upload_size),
+        reactor,
+        ready=app.ready_answers(),
+    )
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     client_pool = HTTPConnectionPool(reactor, persistent=False)
     return RunningDaemon(

@@ -125,6 +125,7 @@ def build_live(
     mirror.on_stored = capacity.stored
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor, locks)
+
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
 

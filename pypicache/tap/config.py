@@ -99,9 +99,7 @@ def apply_config(
                     raise usage.UsageError("must be true or false")
                 options.opts[key] = int(value)
             elif kind == "list":
-                if not isinstance(value, list) or any(
-                    _text(v) is None for v in value
-                ):
+                if not isinstance(value, list) or any(_text(v) is None for v in value):
                     raise usage.UsageError("must be an array of strings")
                 options.opts[key] = []
                 for item in value:

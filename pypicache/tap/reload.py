@@ -127,7 +127,9 @@ def reload(options: Options, live: "Live", site: Site) -> None:
             checker.load()
         except OSError as e:
             log.error(
-                "Cannot read {path} ({reason})", path=checker.path.path, reason=e.strerror
+                "Cannot read {path} ({reason})",
+                path=checker.path.path,
+                reason=e.strerror,
             )
     log.info(
         "Configuration reloaded: changed {changed}; needs a restart: {restart}",

@@ -142,6 +142,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         access_log=options["access-log"],
         client_address=app.policy.client_address,
         access_events=json_log.access if json_log is not None else None,
+        ready=app.ready_answers(),
     )
     _StartupScan(app, reactor).setServiceParent(top)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)

@@ -18,8 +18,13 @@ from typing import Any, Callable
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
+from twisted.web.http import HTTPFactory, _genericHTTPChannelProtocolFactory
 from twisted.web.iweb import IRequest
 from twisted.web.server import Site
+
+from pypicache.web.fastlane import fast_protocol
+from pypicache.web.hits import CACHE_HIT
+from pypicache.web.ready import ReadyAnswers
 
 log = Logger()
 
@@ -39,9 +44,11 @@ def _field(value: bytes | None) -> str:
     if text.isprintable() and '"' not in text and "\\" not in text:
         return text
     return "".join(
-        "\\" + c
-        if c in '"\\'
-        else (c if c.isprintable() and ord(c) < 0x7F else f"\\x{ord(c):02x}")
+        (
+            "\\" + c
+            if c in '"\\'
+            else (c if c.isprintable() and ord(c) < 0x7F else f"\\x{ord(c):02x}")
+        )
         for c in text
     )
 
@@ -152,16 +159,6 @@ class BufferedLogFile:
             self._fd = -1
 
 
-#: The request attribute that says whether the answer came from the cache.
-CACHE_HIT = "pypicache_cache_hit"
-
-
-def mark_cache_hit(request: IRequest, hit: bool) -> None:
-    """Say whether a request is answered from what is stored (``True``) or
-    had to wait for the upstream (``False``), for the access event."""
-    setattr(request, CACHE_HIT, hit)
-
-
 def access_event(
     request: Any, client_address: Callable[[IRequest], str], now: float
 ) -> dict[str, Any]:
@@ -189,42 +186,48 @@ def access_event(
     }
 
 
-class AccessLoggedSite(Site):
+def account(site: "PypicacheSite", request: Any) -> None:
+    """What is done once for every answered request, whichever way it was
+    answered (twisted.web's ``Request.finish`` or the fast lane, both through
+    ``site.log``): its access log line, and its access event (``--json-log``)."""
+    HTTPFactory.log(site, request)
+    if site.access_events is not None:
+        site.access_events(
+            access_event(request, site.client_address, site.reactor.seconds())
+        )
+
+
+class PypicacheSite(Site):
+    """The daemon's ``Site``: hot reads through the fast lane when it has one.
+
+    :ivar ready: the fast lane's answers (:mod:`pypicache.web.fastlane`), or
+        ``None`` for twisted.web's own ``HTTPChannel``.
+    """
+
+    ready: ReadyAnswers | None = None
+    #: Given an :func:`access_event` per request (``--json-log``), if set.
+    access_events: Callable[[dict[str, Any]], None] | None = None
+    client_address: Callable[[IRequest], str] = staticmethod(lambda r: _peer(r))
+
+    def getResourceFor(self, request: Any) -> Any:
+        if self.access_events is not None:
+            request.pypicache_started = self.reactor.seconds()
+        return super().getResourceFor(request)
+
+    def protocol(self) -> Any:  # type: ignore[override]
+        if self.ready is None:
+            return _genericHTTPChannelProtocolFactory(self)
+        return fast_protocol(self)
+
+    def log(self, request: Any) -> None:
+        account(self, request)
+
+
+class AccessLoggedSite(PypicacheSite):
     """A ``Site`` that writes its access log to a :class:`BufferedLogFile`."""
 
     def _openLogFile(self, path: Any) -> BufferedLogFile:
         return BufferedLogFile(os.fsdecode(path), self.reactor)
-
-
-class EventSite(Site):
-    """A ``Site`` that also gives each finished request's :func:`access_event`
-    to :attr:`access_events` (``--json-log``; without it, requests pay nothing
-    for it: :func:`make_site` makes a plain ``Site``)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        access_events: Callable[[dict[str, Any]], None],
-        client_address: Callable[[IRequest], str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.access_events = access_events
-        self.client_address = client_address or _peer
-
-    def getResourceFor(self, request: Any) -> Any:
-        request.pypicache_started = self.reactor.seconds()
-        return super().getResourceFor(request)
-
-    def log(self, request: Any) -> None:
-        super().log(request)
-        self.access_events(
-            access_event(request, self.client_address, self.reactor.seconds())
-        )
-
-
-class _EventAccessLoggedSite(EventSite, AccessLoggedSite):
-    """Both: access lines to a file, and access events."""
 
 
 def make_site(
@@ -234,22 +237,30 @@ def make_site(
     access_log: str | None = None,
     client_address: Callable[[IRequest], str] | None = None,
     access_events: Callable[[dict[str, Any]], None] | None = None,
+    ready: ReadyAnswers | None = None,
 ) -> Site:
     """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
 
     :param client_address: for the access log's host field (default: the peer).
     :param access_events: given an :func:`access_event` per request (``--json-log``).
+    :param ready: the fast lane's answers; ``None``: no fast lane.
     """
-    kind: Any = Site if access_log is None else AccessLoggedSite
-    extra: dict[str, Any] = {}
-    if access_log is not None:
-        extra.update(
-            logPath=access_log, logFormatter=combined_formatter(client_address or _peer)
+    site: PypicacheSite
+    if access_log is None:
+        site = PypicacheSite(resource, requestFactory=request_factory, reactor=reactor)
+    else:
+        site = AccessLoggedSite(
+            resource,
+            requestFactory=request_factory,
+            reactor=reactor,
+            logPath=access_log,
+            logFormatter=combined_formatter(client_address or _peer),
         )
+    site.ready = ready
     if access_events is not None:
-        kind = EventSite if access_log is None else _EventAccessLoggedSite
-        extra.update(access_events=access_events, client_address=client_address)
-    site = kind(resource, requestFactory=request_factory, reactor=reactor, **extra)
+        site.access_events = access_events
+        if client_address is not None:
+            site.client_address = client_address
     site.displayTracebacks = False
     return site
 

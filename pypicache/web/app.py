@@ -29,6 +29,7 @@ from pypicache.storage.filesystem import FilesystemStore
 from pypicache.web.access import AccessPolicy
 from pypicache.web.fastpath import FastReads
 from pypicache.web.guard import Guarded, relative_location
+from pypicache.web.ready import ReadyAnswers
 from pypicache.web.routes.admin import AdminRoutes
 from pypicache.web.routes.bulk import BulkRoutes
 from pypicache.web.routes.installer import InstallerRoutes
@@ -153,6 +154,10 @@ class PypicacheApp:
         if fast_reads:
             inner = FastReads(inner, self.installer, answer_error)
         return Guarded(inner, self.policy)
+
+    def ready_answers(self) -> ReadyAnswers:
+        """The answers of the site's fast lane (see :mod:`pypicache.web.fastlane`)."""
+        return ReadyAnswers(self.installer, self.policy)
 
     async def rescan(self) -> ScanReport:
         """Index archives dropped into ``private/``."""

@@ -22,7 +22,7 @@ from pypicache.web.routes.installer import NOT_READY, InstallerRoutes
 
 
 @functools.lru_cache(maxsize=256)
-def _routable_host(host: bytes) -> bool:
+def routable_host(host: bytes) -> bool:
     """Whether Klein accepts this ``Host`` name: UTF-8, and encodable as IDNA
     (werkzeug's ``Map.bind`` raises ``BadHost`` otherwise)."""
     try:
@@ -104,7 +104,7 @@ class FastReads(Resource):
                 return None
         except UnicodeDecodeError:
             return None
-        if not _routable_host(request.getRequestHostname()):
+        if not routable_host(request.getRequestHostname()):
             return None
         return call
 

@@ -1,9 +1,6 @@
 # -*- test-case-name: tests.test_proxy -*-
 """The installer API: project lists and pages under ``/simple/`` and ``/local/``, and files."""
 
-import functools
-import gzip
-from collections import OrderedDict
 from typing import Any, Callable, Hashable
 from urllib.parse import quote
 
@@ -15,7 +12,6 @@ from pypicache.index.model import DistFile, MetadataOf
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
 from pypicache.index.simple import (
     JSON_TYPE,
-    negotiate,
     render_html_index,
     render_html_page,
     render_json_index,
@@ -24,10 +20,11 @@ from pypicache.index.simple import (
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
-from pypicache.web.accesslog import mark_cache_hit
 from pypicache.storage.records import StoredFile
 from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
+from pypicache.web.hits import mark_cache_hit
+from pypicache.web.rendered import RenderCache, gzipped, media_of, plain
 from pypicache.web.routing import (
     Body,
     accepts_gzip,
@@ -41,70 +38,6 @@ from pypicache.web.routing import (
 #: What a ``..._now`` method returns when the answer needs waiting for: the
 #: request then goes to the route itself.
 NOT_READY = object()
-
-#: Pages differ by ``Accept`` (HTML or JSON) and ``Accept-Encoding`` (gzip).
-VARY = b"Accept, Accept-Encoding"
-
-
-class RenderCache:
-    """Pages ready to send: one version of each page in each format and encoding.
-
-    A page's newer version replaces its older one; past ``max_bytes`` or
-    ``max_entries`` the least recently used entries go (the newest always stays).
-    """
-
-    def __init__(self, max_bytes: int = 64 * 1024**2, max_entries: int = 1024) -> None:
-        self._max_bytes = max_bytes
-        self._max_entries = max_entries
-        self._bytes = 0
-        self._entries: OrderedDict[Hashable, tuple[Hashable, Body]] = OrderedDict()
-
-    def get(self, slot: Hashable, version: Hashable, build: Callable[[], Body]) -> Body:
-        """The body of ``slot`` at ``version``, built by ``build`` unless kept."""
-        entry = self._entries.get(slot)
-        if entry is not None and entry[0] == version:
-            self._entries.move_to_end(slot)
-            return entry[1]
-        body = build()
-        if entry is not None:
-            self._bytes -= entry[1].size
-        self._entries[slot] = (version, body)
-        self._entries.move_to_end(slot)
-        self._bytes += body.size
-        while len(self._entries) > 1 and (
-            self._bytes > self._max_bytes or len(self._entries) > self._max_entries
-        ):
-            _, (_, old) = self._entries.popitem(last=False)
-            self._bytes -= old.size
-        return body
-
-
-@functools.lru_cache(maxsize=256)
-def _media(accept: bytes | None, format_param: bytes | None) -> str:
-    """:func:`negotiate` on the raw values, remembered (clients send few distinct ones)."""
-    return negotiate(
-        accept.decode("latin-1") if accept is not None else None,
-        format_param.decode("utf-8", "replace") if format_param is not None else None,
-    )
-
-
-def _plain(data: bytes, media: str, max_age: int | None) -> Body:
-    """A page as sent uncompressed; with ``Cache-Control: max-age`` unless ``max_age`` is ``None``."""
-    content_type = media.encode() + (b"" if media == JSON_TYPE else b"; charset=utf-8")
-    headers = [(b"content-type", content_type)]
-    if max_age is not None:
-        headers.append((b"cache-control", b"max-age=%d" % max_age))
-    return Body.of(data, headers, VARY)
-
-
-def _gzipped(plain: Body) -> Body:
-    """The gzip form of a page (``mtime=0``: the same page compresses to the same bytes)."""
-    return Body.of(
-        gzip.compress(plain.data(), 6, mtime=0),
-        plain.headers + ((b"content-encoding", b"gzip"),),
-        VARY,
-        etag=plain.etag[:-1] + b'-gzip"',
-    )
 
 
 @attrs.define
@@ -135,19 +68,41 @@ class InstallerRoutes:
             version (the key :class:`Views` gives): a new one renders again.
         """
         formats = request.args.get(b"format")
-        media = _media(request.getHeader(b"accept"), formats[0] if formats else None)
+        body = self._page_body(
+            slot,
+            version,
+            render_html,
+            render_json,
+            request.getHeader(b"accept"),
+            formats[0] if formats else None,
+            request.getHeader(b"accept-encoding"),
+        )
+        return send_body(request, body)
+
+    def _page_body(
+        self,
+        slot: Hashable,
+        version: Hashable,
+        render_html: Callable[[], bytes],
+        render_json: Callable[[], bytes],
+        accept: bytes | None,
+        format_param: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body:
+        """The body of a page for these request headers, rendered only if not kept."""
+        media = media_of(accept, format_param)
         render = render_json if media == JSON_TYPE else render_html
         max_age = self.page_max_age if slot[0] == "simple" else None
         version = (version, max_age)
         body = self._rendered.get(
-            (slot, media, False), version, lambda: _plain(render(), media, max_age)
+            (slot, media, False), version, lambda: plain(render(), media, max_age)
         )
-        if accepts_gzip(request.getHeader(b"accept-encoding")):
-            plain = body
+        if accepts_gzip(accept_encoding):
+            identity = body
             body = self._rendered.get(
-                (slot, media, True), version, lambda: _gzipped(plain)
+                (slot, media, True), version, lambda: gzipped(identity)
             )
-        return send_body(request, body)
+        return body
 
     @route("/simple/", methods=["GET", "HEAD"], strict_slashes=False)
     @route("/local/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -187,18 +142,94 @@ class InstallerRoutes:
         offer: MetadataOf = DistFile.recorded_metadata,
     ) -> Any:
         """Send a project's page; the page is built only if this version is not rendered."""
+        formats = request.args.get(b"format")
+        body = self._project_body(
+            route,
+            name,
+            view,
+            offer,
+            request.getHeader(b"accept"),
+            formats[0] if formats else None,
+            request.getHeader(b"accept-encoding"),
+        )
+        return send_body(request, body)
 
+    def _project_body(
+        self,
+        route: str,
+        name: str,
+        view: View,
+        offer: MetadataOf,
+        accept: bytes | None,
+        format_param: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body:
         def render(renderer: Callable[..., bytes]) -> bytes:
             page = view.page
             return renderer(page, lambda f: file_url(page.name, f.filename), offer)
 
-        return self._send_page(
-            request,
+        return self._page_body(
             (route, name),
             view.key,
             lambda: render(render_html_page),
             lambda: render(render_json_page),
+            accept,
+            format_param,
+            accept_encoding,
         )
+
+    # -- answers ready at once, for web/fastlane (no request object) -----------
+
+    def page_ready(
+        self,
+        area: str,
+        name: str,
+        accept: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body | None:
+        """The body of the page ``/<area>/<name>/`` (``name`` normalized, no
+        query) if it needs no waiting, as :meth:`simple_page_now` and
+        :meth:`local_page` would send it; ``None`` otherwise.
+
+        :raises NotFound: where those would answer 404.
+        """
+        if area == "simple":
+            view = self._views.simple_now(name)
+            if view is None:
+                return None
+            offer = self._views.offered
+        else:
+            view = self._views.local(name)
+            offer = DistFile.recorded_metadata
+        return self._project_body(
+            area, name, view, offer, accept, None, accept_encoding
+        )
+
+    def stored_ready(self, project: str, filename: str) -> StoredFile | None:
+        """The stored archive :meth:`package_now` would serve, or ``None``.
+
+        :raises PypicacheError: where :meth:`package_now` would answer an error.
+        """
+        check_filename(filename)
+        if filename.endswith(METADATA_SUFFIX):
+            return None
+        stored = self._views.find(project_of(project, filename), filename)
+        if stored is not None:
+            self.record_use(stored)
+        return stored
+
+    def metadata_ready(self, project: str, filename: str) -> bytes | None:
+        """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
+        answers with if it is on disk, else ``None``.
+
+        :raises PypicacheError: where :meth:`package_now` would answer an error.
+        """
+        check_filename(filename)
+        if not filename.endswith(METADATA_SUFFIX):
+            return None
+        archive = filename[: -len(METADATA_SUFFIX)]
+        path = self._store.metadata_file(project_of(project, archive), archive)
+        return None if path is None else path.getContent()
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
     def local_page(self, request: IRequest, project: str) -> Any:
@@ -243,10 +274,14 @@ class InstallerRoutes:
 
     def serve(self, request: IRequest, stored: StoredFile) -> Any:
         """Answer with a stored archive, recording its use: every path that
-        serves one goes through here."""
+        serves one goes through here, or through :meth:`stored_ready`."""
+        self.record_use(stored)
+        return serve_stored(request, stored)
+
+    def record_use(self, stored: StoredFile) -> None:
+        """Record that a mirrored archive is served (bounded disk)."""
         if self._usage is not None and not stored.private:
             self._usage.record(stored.project, stored.info.filename)
-        return serve_stored(request, stored)
 
     def package_now(self, request: IRequest, project: str, filename: str) -> Any:
         """:meth:`package`'s answer for a stored archive or stored core metadata,

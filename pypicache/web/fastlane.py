@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_fastlane -*-
+"""The fast lane: hot reads answered below twisted.web, from the connection's bytes.
+
+:class:`FastChannel` is the site's ``HTTPChannel``. When no request is in
+progress on its connection, it looks for a complete request head in what
+arrived; if :mod:`~pypicache.web.heads` reads it and
+:class:`~pypicache.web.ready.ReadyAnswers` has its answer, the whole response
+(status line, ``Server``, ``Date``, the answer's headers, the body) goes out
+in one ``transport.write``, and the access log gets its line through the
+site's ``log``, as for any request. The next pipelined request is looked at
+the same way. Any other request without a body (an answer that needs waiting,
+an error, a redirect) is handed to ``HTTPChannel``, which answers it as it
+always has; what it cannot read (a body, a head it would refuse or one past
+8 KB) goes to ``HTTPChannel`` with every byte after it. Once the channel is
+done with a request, its buffered bytes come back here (``setLineMode`` calls
+``dataReceived``).
+
+What ``HTTPChannel`` does is kept: ``Connection: close`` and HTTP/1.0 close
+the connection after the answer (with the same ``Connection`` header), the
+idle timeout is reset by each read, answers go out in request order, and a
+body larger than one piece is written piece by piece as the transport drains,
+the connection's later requests waiting (buffered, with backpressure) until
+it is sent.
+"""
+
+import time
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
+from twisted.web.server import version as SERVER
+from zope.interface import implementer
+
+from pypicache.web.heads import RequestHead, parse_head
+from pypicache.web.ready import Ready, ReadyAnswers, status_line
+
+#: A request head longer than this is left to twisted.web (which allows 16 KB).
+MAX_HEAD = 8192
+
+_END = b"\r\n\r\n"
+_SERVER = b"Server: " + SERVER + b"\r\n"
+
+
+def _has_body(head: RequestHead) -> bool:
+    return b"content-length" in head.headers or b"transfer-encoding" in head.headers
+
+
+class _Clock:
+    """The ``Date`` header line, made once a second (``datetimeToString``'s text)."""
+
+    second = -1
+    line = b""
+
+    @classmethod
+    def date_line(cls) -> bytes:
+        now = time.time()
+        second = int(now)
+        if second != cls.second:
+            cls.line = b"Date: " + datetimeToString(now) + b"\r\n"
+            cls.second = second
+        return cls.line
+
+
+class FastChannel(HTTPChannel):
+    """An ``HTTPChannel`` that answers ready hot reads itself.
+
+    :param answers: what the lane can answer.
+    """
+
+    def __init__(self, answers: ReadyAnswers) -> None:
+        super().__init__()
+        self._answers = answers
+        self._head = b""  # the start of a request head, until it is complete
+        self._sender: _Pieces | None = None
+
+    def _idle(self) -> bool:
+        """Whether ``HTTPChannel`` holds no part of a request: the next bytes
+        start a new one."""
+        return (
+            self.line_mode
+            and not self._handlingRequest
+            and not self._busyReceiving
+            and not self._buffer
+            and self.persistent
+            and not self.transport.disconnecting
+            and self._HTTPChannel__first_line == 1  # type: ignore[attr-defined]
+            and not self._HTTPChannel__header  # type: ignore[attr-defined]
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._idle():
+            HTTPChannel.dataReceived(self, data)
+            return
+        self.resetTimeout()
+        buffer = self._head + data if self._head else data
+        self._head = b""
+        while buffer:
+            end = buffer.find(_END, 0, MAX_HEAD)
+            if end < 0:
+                if len(buffer) < MAX_HEAD:
+                    self._head = buffer  # wait for the rest of the head
+                    return
+                break
+            head = parse_head(buffer[:end], self.transport)
+            if head is None or _has_body(head):
+                break  # its framing is twisted.web's to read
+            ready = self._answers.answer(head)
+            if ready is None:
+                # twisted.web answers it; if it did at once, read on here.
+                HTTPChannel.dataReceived(self, buffer[: end + 4])
+                buffer = buffer[end + 4 :]
+                if not self._idle():
+                    break
+                continue
+            buffer = buffer[end + 4 :]
+            if not self._send(head, ready, buffer):
+                return
+        if buffer:
+            HTTPChannel.dataReceived(self, buffer)
+
+    def _send(self, head: RequestHead, ready: Ready, rest: bytes) -> bool:
+        """Send an answer; ``True`` if the next request may be read at once
+        (else ``rest`` is dropped with a closed connection, or kept for later)."""
+        keep_alive = head.keep_alive
+        version = head.clientproto
+        prefix = status_line(version, ready.code)
+        if version == b"HTTP/1.1" and not keep_alive:
+            prefix += b"Connection: close\r\n"
+        prefix += _SERVER + _Clock.date_line() + ready.headers + b"\r\n"
+        head.code = ready.code
+        head.sentLength = ready.sent
+        body = ready.body
+        if len(body) > 1:
+            self._send_pieces(head, (prefix + body[0],) + body[1:], rest, keep_alive)
+            return False
+        self.transport.write(prefix + body[0] if body else prefix)
+        self._done(head, keep_alive)
+        return keep_alive and not self.transport.disconnecting
+
+    def _done(self, head: RequestHead, keep_alive: bool) -> None:
+        """The answer is written: log it; close the connection if it must."""
+        self.site.log(head)
+        if not keep_alive:
+            self.persistent = False
+            self.loseConnection()
+
+    def _send_pieces(
+        self,
+        head: RequestHead,
+        pieces: tuple[bytes, ...],
+        rest: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """Write a large answer as the transport drains, as ``HTTPChannel``
+        handles a request: later requests are buffered until it is sent."""
+        self._handlingRequest = True
+        self.setRawMode()
+        if rest:
+            self._dataBuffer.append(rest)
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)
+
+        def sent() -> None:
+            self._sender = None
+            self.unregisterProducer()
+            if not self._waitingForTransport:
+                self._networkProducer.resumeProducing()
+            self._done(head, keep_alive)
+            if keep_alive:
+                self._handlingRequest = False
+                if self._savedTimeOut:
+                    self.setTimeout(self._savedTimeOut)
+                data = b"".join(self._dataBuffer)
+                self._dataBuffer = []
+                self.setLineMode(data)
+
+        self._sender = _Pieces(self.transport, pieces, sent)
+        self.registerProducer(self._sender, True)
+        self._sender.resumeProducing()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._sender is not None:
+            self._sender.stopProducing()
+            self._sender = None
+        super().connectionLost(reason)
+
+
+@implementer(IPushProducer)
+class _Pieces:
+    """Writes pieces one at a time, each once the transport has sent the last."""
+
+    def __init__(
+        self, transport: Any, pieces: tuple[bytes, ...], sent: Callable[[], None]
+    ) -> None:
+        self._transport = transport
+        self._pieces = pieces
+        self._sent = sent
+        self._next = 0
+        self._paused = False
+        self._stopped = False
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        pieces = self._pieces
+        # Writing a piece fills the transport's buffer, which pauses us at once.
+        while not (self._paused or self._stopped) and self._next < len(pieces):
+            self._next += 1
+            self._transport.write(pieces[self._next - 1])
+        if self._next == len(pieces) and not self._stopped:
+            self._stopped = True
+            self._sent()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+
+def fast_protocol(site: Any) -> Any:
+    """The protocol of a site with a fast lane (``site.ready``): the
+    ``HTTPChannel`` twisted.web would use (HTTP/2 where TLS negotiates it),
+    as a :class:`FastChannel`."""
+    return _GenericHTTPChannelProtocol(FastChannel(site.ready))

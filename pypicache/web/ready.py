@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.test_fastlane -*-
+"""The answers the fast lane gives: the hot reads whose answer is ready now.
+
+:meth:`ReadyAnswers.answer` takes a parsed request head and returns the
+response's status, its header lines after ``Date`` and its body, exactly as
+twisted.web would send them through :class:`~pypicache.web.guard.Guarded` and
+:class:`~pypicache.web.fastpath.FastReads` (same headers, same order, same
+body), or ``None`` whenever it is not sure: then the request goes the usual
+way. Answered here:
+
+- a project page ``/simple/<name>/`` or ``/local/<name>/`` (``name``
+  normalized, no query) that needs no upstream request: ``200`` or ``304``;
+- a stored archive ``/packages/<project>/<filename>`` of at most
+  :data:`~pypicache.web.sendfile.FIRST_CHUNK` bytes, without ``Range`` or
+  ``If-Modified-Since``: ``200`` or ``304`` (larger ones go by ``sendfile``);
+- a stored ``.metadata`` file: ``200``.
+
+Never here: errors and redirects, reads that need credentials, clients the
+access policy refuses, a ``Host`` that is not a plain host name.
+"""
+
+import functools
+import math
+import os
+import re
+import stat
+from typing import NamedTuple
+
+from twisted.web.http import RESPONSES, datetimeToString
+from twisted.web.http_headers import Headers
+
+from pypicache.web.access import AccessPolicy
+from pypicache.web.fastpath import routable_host
+from pypicache.web.files import IMMUTABLE, etag_of
+from pypicache.web.heads import RequestHead
+from pypicache.web.routes.installer import InstallerRoutes
+from pypicache.web.routing import Body, etag_matches
+from pypicache.web.sendfile import FIRST_CHUNK
+
+_PAGE = re.compile(rb"/(simple|local)/([a-z0-9]+(?:-[a-z0-9]+)*)/")
+_FILE = re.compile(rb"/packages/([A-Za-z0-9._-]+)/([A-Za-z0-9._+-]+)")
+_HOST = re.compile(rb"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+#: Request headers that make a request unusual: left to twisted.web.
+_UNUSUAL = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
+
+#: Headers that change a file's answer and that only twisted.web answers.
+_FILE_CONDITIONS = (b"range", b"if-modified-since", b"if-range")
+
+OCTETS = b"application/octet-stream"
+
+
+class Ready(NamedTuple):
+    """A response ready to send.
+
+    :ivar code: the status; :ivar headers: the header lines after ``Date``;
+    :ivar body: what to send after them (nothing for ``HEAD``, ``304``);
+    :ivar sent: the body's length as the access log counts it.
+    """
+
+    code: int
+    headers: bytes
+    body: tuple[bytes, ...]
+    sent: int
+
+
+@functools.lru_cache(maxsize=64)
+def header_line(name: bytes, value: bytes) -> bytes:
+    """``Name: value\\r\\n`` with the name spelled as twisted.web writes it."""
+    headers = Headers()
+    headers.addRawHeader(name, value)
+    ((spelled, _),) = headers.getAllRawHeaders()
+    return spelled + b": " + value + b"\r\n"
+
+
+def status_line(version: bytes, code: int) -> bytes:
+    return b"%s %d %s\r\n" % (version, code, RESPONSES[code])
+
+
+class ReadyAnswers:
+    """Answers to the hot reads, from the installer routes' own methods.
+
+    :param installer: the routes whose answers these are.
+    :param policy: the access policy (reads needing credentials are never
+        answered here; ``--allow-from`` is checked as the guard checks it).
+    """
+
+    def __init__(self, installer: InstallerRoutes, policy: AccessPolicy) -> None:
+        self._installer = installer
+        self._policy = policy
+
+    def answer(self, head: RequestHead) -> Ready | None:
+        """The answer to ``head``, or ``None`` to leave it to twisted.web."""
+        headers = head.headers
+        host = headers.get(b"host")
+        if (
+            host is None
+            or _HOST.fullmatch(host) is None
+            or not routable_host(host)
+            or any(name in headers for name in _UNUSUAL)
+            or self._policy.reads_need_credentials
+        ):
+            return None
+        target = head.uri
+        try:
+            page = _PAGE.fullmatch(target)
+            if page is not None:
+                self._policy.check_address(head)
+                body = self._installer.page_ready(
+                    page.group(1).decode(),
+                    page.group(2).decode(),
+                    headers.get(b"accept"),
+                    headers.get(b"accept-encoding"),
+                )
+                return None if body is None else _page(head, body)
+            file = _FILE.fullmatch(target)
+            if file is None or any(name in headers for name in _FILE_CONDITIONS):
+                return None
+            self._policy.check_address(head)
+            project, filename = file.group(1).decode(), file.group(2).decode()
+            if filename.endswith(".metadata"):
+                content = self._installer.metadata_ready(project, filename)
+                return None if content is None else _metadata(head, content)
+            stored = self._installer.stored_ready(project, filename)
+            if stored is None:
+                return None
+            return _archive(head, stored.path.path, etag_of(stored.info.hashes))
+        except Exception:
+            return None  # twisted.web answers it, with the error's status
+
+
+def _page(head: RequestHead, body: Body) -> Ready:
+    """As :func:`~pypicache.web.routing.send_body` answers."""
+    lines = []
+    if body.vary is not None:
+        lines.append(header_line(b"vary", body.vary))
+    lines.append(b"ETag: " + body.etag + b"\r\n")
+    if etag_matches(head.headers.get(b"if-none-match"), body.etag):
+        for name, value in body.headers:
+            if name == b"cache-control":  # a 304 carries it as a 200 would
+                lines.append(header_line(name, value))
+        return Ready(304, b"".join(lines), (), 0)
+    for name, value in body.headers:
+        lines.append(header_line(name, value))
+    lines.append(b"Content-Length: " + body.length + b"\r\n")
+    if head.method == b"HEAD":
+        return Ready(200, b"".join(lines), (), 0)
+    return Ready(200, b"".join(lines), body.pieces, int(body.length))
+
+
+def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready | None:
+    """As :func:`~pypicache.web.files.serve_stored` and ``StoredArchive`` answer."""
+    lines = [
+        b"Cache-Control: " + IMMUTABLE + b"\r\n",
+        b"Content-Type: " + OCTETS + b"\r\n",
+    ]
+    tags = head.headers.get(b"if-none-match")
+    if etag is not None and tags:
+        # Request.setETag's comparison: whitespace-separated tags, or "*".
+        words = tags.split()
+        if etag in words or b"*" in words:
+            return Ready(304, b"".join(lines) + b"ETag: " + etag + b"\r\n", (), 0)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        status = os.fstat(fd)
+        size = status.st_size
+        if not stat.S_ISREG(status.st_mode) or size > FIRST_CHUNK:
+            return None
+        data = b"" if head.method == b"HEAD" else os.pread(fd, size, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if head.method != b"HEAD" and len(data) != size:
+        return None
+    lines.append(b"Accept-Ranges: bytes\r\nContent-Length: %d\r\n" % size)
+    modified = datetimeToString(int(math.ceil(status.st_mtime)))
+    lines.append(b"Last-Modified: " + modified + b"\r\n")
+    if etag is not None:
+        lines.append(b"ETag: " + etag + b"\r\n")
+    return Ready(200, b"".join(lines), (data,) if data else (), len(data))
+
+
+def _metadata(head: RequestHead, content: bytes) -> Ready:
+    """As a route's bytes are sent: no ``Content-Length``, so chunked in HTTP/1.1."""
+    lines = b"Content-Type: " + OCTETS + b"\r\nCache-Control: " + IMMUTABLE + b"\r\n"
+    if head.method == b"HEAD":
+        return Ready(200, lines, (), 0)
+    size = len(content)
+    if head.clientproto != b"HTTP/1.1":
+        return Ready(200, lines, (content,) if content else (), size)
+    lines += b"Transfer-Encoding: chunked\r\n"
+    chunk = b"%x\r\n" % size + content + b"\r\n" if content else b""
+    return Ready(200, lines, (chunk + b"0\r\n\r\n",), size)
