@@ -24,6 +24,7 @@ from pypicache.proxy.kept import (
 )
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.spool import Hashes, Spool
 from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
@@ -163,19 +164,9 @@ class Mirror:
         if info.url is None:
             raise NotFound(f"No URL for {info.filename!r} upstream")
         expected = preferred_hash(info.hashes)
-        hasher = hashlib.new(expected[0]) if expected else hashlib.sha256()
-        sha256 = hashlib.sha256() if expected and expected[0] != "sha256" else hasher
-
-        def received(chunk: bytes) -> None:
-            # Unbuffered: readers (their own descriptor) see it at once, and a
-            # full disk shows here, as a 507.
-            download.temp.write(chunk)
-            hasher.update(chunk)
-            if sha256 is not hasher:
-                sha256.update(chunk)
-            download.written += len(chunk)
-            download._notify()
-
+        hashes = Hashes(expected[0] if expected else None)
+        # Written and hashed as they come; readers see them once written.
+        spool = Spool(download, hashes, self._sync)
         response = await self._upstream.open_file(info.url)
         if response.length is not None and isinstance(response.length, int):
             download.length = response.length
@@ -183,7 +174,13 @@ class Mirror:
             download.length = info.size
         download.started = True
         download._notify()
-        await self._upstream.read_body(response, 0, received)
+        try:
+            await self._upstream.read_body(
+                response, 0, spool.received, attach=spool.attach
+            )
+        finally:
+            await spool.drained(quietly=True)
+        await spool.drained()
         if info.size is not None and download.written != info.size:
             raise UpstreamError(
                 f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
@@ -192,22 +189,22 @@ class Mirror:
             raise UpstreamError(
                 f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
             )
-        if expected and hasher.hexdigest() != expected[1]:
+        if expected and hashes.checked.hexdigest() != expected[1]:
             log.warn(
                 "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
                 filename=info.filename,
                 url=mask_url(info.url),
                 algorithm=expected[0],
                 expected=expected[1],
-                actual=hasher.hexdigest(),
+                actual=hashes.checked.hexdigest(),
             )
             raise HashMismatch(
                 f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
             )
         if expected is None:
             log.warn("No hash to verify {filename} against", filename=info.filename)
-        hashes = {**info.hashes, "sha256": sha256.hexdigest()}
-        stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
+        digests = {**info.hashes, "sha256": hashes.sha256.hexdigest()}
+        stored_info = attrs.evolve(info, hashes=digests, size=download.written)
         # fsync and rename in a thread, a wheel's metadata beside it; the
         # listing is updated back here.
         persisted = await self._sync(
@@ -219,7 +216,7 @@ class Mirror:
             "Stored {filename} ({size} bytes, sha256 {digest})",
             filename=info.filename,
             size=download.written,
-            digest=hashes["sha256"],
+            digest=digests["sha256"],
         )
 
     def _metadata_kept(self, persisted: Persisted) -> None:

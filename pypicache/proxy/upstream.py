@@ -175,6 +175,7 @@ class Upstream:
         limit: int,
         on_chunk: Callable[[bytes], Any] | None = None,
         deadline: float | None = None,
+        attach: Callable[[BodyReader], Any] | None = None,
     ) -> bytes:
         """Read a response body within the time limits of :class:`BodyReader`.
 
@@ -184,6 +185,7 @@ class Upstream:
         :param deadline: seconds the whole body may take; by default
             ``timeout`` plus the time ``min_rate`` allows for the announced
             length.
+        :param attach: called with the reader before it reads (to pause it).
         :raises UpstreamTimeout: no bytes for ``timeout`` seconds, too slow, or
             past the deadline.
         :raises UpstreamError: the connection broke, or the body is too large.
@@ -202,6 +204,8 @@ class Upstream:
         reader = BodyReader(
             on_chunk, self._clock, self.timeout, deadline, self.min_rate
         )
+        if attach is not None:
+            attach(reader)
         response.deliverBody(reader)
         await reader.done
         return b"".join(chunks)
