@@ -138,11 +138,13 @@ def persist_download(store: IStore, temp: TempFile, info: DistFile) -> Persisted
         if previous is not None:
             remove_quietly(ahead)
         return Persisted(stored, None, previous)
+    if own != previous:
+        try:
+            assert temp.project is not None
+            store.write_metadata(temp.project, info.filename, own)
+        except Exception as e:
+            # It did not fit (a full disk): the wheel may still.
+            return Persisted(store.persist(temp, info), own, previous, e)
     digest = hashlib.sha256(own).hexdigest()
     described = attrs.evolve(info, core_metadata={"sha256": digest})
-    try:
-        stored = store.persist(temp, described, None if own == previous else own)
-    except Exception as e:
-        # The metadata did not fit (a full disk): the wheel may still.
-        return Persisted(store.persist(temp, info), own, previous, e)
-    return Persisted(stored, own, previous)
+    return Persisted(store.persist(temp, described), own, previous)
