@@ -481,7 +481,9 @@ async def test_upstream_timeout_is_504(tmp_path, dists):
 async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
     """A downloaded file is synced and renamed, and a fetched page written,
     through ``run_sync`` (threads that wait on the disk), apart from
-    ``run_blocking``, whose threads parse pages and read archives."""
+    ``run_blocking``, whose threads parse pages and read archives. A wheel's
+    own metadata is kept beside it in that same call, before its client has
+    the last byte: no second trip to a thread, no second sidecar written."""
     from twisted.internet.threads import deferToThread
 
     synced: list[str] = []
@@ -497,7 +499,9 @@ async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
         assert response.code == 200
         assert await response.content() == dists["lib"].read_bytes()
         # The page is written, then its cross-process lock let go, in one call.
-        assert "persist" in synced and "_page_then_unlock" in synced
+        assert "persist_download" in synced and "_page_then_unlock" in synced
+        assert "persist_metadata" not in synced
         assert name in world.mirror_files("lib")
+        assert name + ".metadata" in world.mirror_files("lib")
     finally:
         await world.stop()

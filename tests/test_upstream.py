@@ -1,5 +1,6 @@
 """Upstream URLs: credentials are sent, never logged; small pages are parsed
-without a trip through a thread."""
+without a trip through a thread; endpoints made once per origin, with large
+reads."""
 
 import base64
 import gzip
@@ -10,12 +11,16 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.web.client import HTTPConnectionPool
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.client import URI, HTTPConnectionPool
+from twisted.web.error import SchemeNotSupported
 
 from pypicache.errors import UpstreamError
 from pypicache.proxy.bodies import SMALL_PAGE, read_page, read_small_page
 from pypicache.proxy.upstream import (
     MAX_PAGE_SIZE,
+    READ_SIZE,
+    Endpoints,
     Upstream,
     make_agent,
     mask_url,
@@ -154,3 +159,36 @@ async def test_only_large_pages_go_to_a_thread(tmp_path):
     finally:
         await pool.closeCachedConnections()
         await upstream.stop()
+
+
+def test_one_endpoint_per_origin():
+    """The agent's endpoints are made once per scheme, host and port (not per
+    request: Twisted's own factory checks the host name's IDNA each time), and
+    a scheme other than HTTP(S) is refused as the standard agent refuses it."""
+    endpoints = Endpoints(reactor)
+    first = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8080/a/"))
+    again = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8080/b/c"))
+    other = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8081/a/"))
+    tls = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8080/a/"))
+    assert again is first
+    assert other is not first and tls is not first
+    with pytest.raises(SchemeNotSupported):
+        endpoints.endpointForURI(URI.fromBytes(b"ftp://127.0.0.1/a"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_connections_read_large():
+    """A connection to the upstream reads READ_SIZE bytes at a time (not
+    Twisted's 64 KiB), so a large file arrives in a few large chunks."""
+    port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    try:
+        uri = URI.fromBytes(f"http://127.0.0.1:{port.getHost().port}/".encode())
+        endpoint = Endpoints(reactor).endpointForURI(uri)
+        protocol = await endpoint.connect(Factory.forProtocol(Protocol))
+        try:
+            assert READ_SIZE > 64 * 1024
+            assert protocol.transport.bufferSize == READ_SIZE
+        finally:
+            protocol.transport.loseConnection()
+    finally:
+        await port.stopListening()

@@ -312,8 +312,10 @@ def sdist_members(path: str, filename: str, limits: dict[str, int]) -> dict[str,
     return found
 
 
-def _best_effort(path: str, read: Callable[[str, str], bytes | None]) -> bytes | None:
-    filename = os.path.basename(path)
+def _best_effort(
+    path: str, read: Callable[[str, str], bytes | None], filename: str | None = None
+) -> bytes | None:
+    filename = filename or os.path.basename(path)
     try:
         return read(path, filename)
     except BadRequest as e:
@@ -325,12 +327,14 @@ def _best_effort(path: str, read: Callable[[str, str], bytes | None]) -> bytes |
         return None
 
 
-def read_wheel_metadata(path: str) -> bytes | None:
+def read_wheel_metadata(path: str, filename: str | None = None) -> bytes | None:
     """The ``METADATA`` of a stored wheel, or ``None`` (logged) if it cannot be read safely.
 
     Best effort, for caching and the JSON API (blocking: run it in a thread).
+
+    :param filename: the wheel's name, when ``path`` is a temporary file.
     """
-    return _best_effort(path, wheel_metadata)
+    return _best_effort(path, wheel_metadata, filename)
 
 
 def read_sdist_metadata(path: str) -> bytes | None:

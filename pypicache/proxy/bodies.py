@@ -87,6 +87,19 @@ class BodyReader(Protocol):
         self._window_start = self.size
         self._timers.append(self._clock.callLater(self.idle, self._check_rate))
 
+    def flow(self, on: bool) -> None:
+        """Pause (``False``) or resume (``True``) the body: while its bytes
+        cannot be taken as fast as they come (the disk lags)."""
+        if self.transport is None or self.error is not None:
+            return
+        if on:
+            self.transport.resumeProducing()
+            # Paused by us, not stalled upstream: its idle time starts again.
+            if self._timers[0].active():
+                self._timers[0].reset(self.idle)
+        else:
+            self.transport.pauseProducing()
+
     def dataReceived(self, data: bytes) -> None:
         if self.error is not None:
             return

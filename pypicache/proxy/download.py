@@ -2,7 +2,7 @@
 """One upstream file being downloaded, read by its clients while it grows."""
 
 import os
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -50,6 +50,13 @@ class Download:
         fd = self._followed if self._followed is not None else self._fd
         assert fd is not None
         return os.pread(fd, size, offset)
+
+    def reader(self) -> BinaryIO:
+        """A file of its own on the bytes clients may read, for one client to
+        close (``sendfile`` needs a descriptor; the offsets are the caller's)."""
+        fd = self._followed if self._followed is not None else self._fd
+        assert fd is not None
+        return os.fdopen(os.dup(fd), "rb", buffering=0)
 
     @property
     def following(self) -> bool:

@@ -11,6 +11,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pypicache.index.archives import read_wheel_metadata
+from pypicache.index.model import DistFile
+from pypicache.index.names import METADATA_SUFFIX
+from pypicache.storage.atomic import TempFile, remove_quietly
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import StoredFile
 
@@ -99,10 +102,49 @@ def not_kept(filename: str, error: Exception) -> None:
     )
 
 
-def own_and_kept(stored: StoredFile) -> tuple[bytes | None, bytes | None]:
-    """A stored wheel's own METADATA, and the ``.metadata`` kept beside it (blocking)."""
+@attrs.frozen
+class Persisted:
+    """A verified download in place, with what :func:`persist_download` found
+    of its core metadata (wheels only)."""
+
+    stored: StoredFile
+    #: The wheel's own ``METADATA`` (``None``: not a wheel, or none readable).
+    own: bytes | None = None
+    #: The ``.metadata`` kept ahead of it, now replaced or removed.
+    previous: bytes | None = None
+    #: Why its own could not be kept beside it (a full disk), if so.
+    not_kept: Exception | None = None
+
+
+def persist_download(store: IStore, temp: TempFile, info: DistFile) -> Persisted:
+    """Sync and rename a verified download into place (blocking: the thread
+    that stores files); a wheel's own ``METADATA`` goes beside it in the same
+    step, read from the temporary file, its sha256 in the sidecar.
+
+    A ``.metadata`` kept ahead of the wheel is replaced by the wheel's own,
+    or removed if the wheel has none. One sync of the sidecar, and no second
+    trip to a thread, where reading the metadata after the rename took both.
+    """
+    if not info.filename.endswith(".whl"):
+        return Persisted(store.persist(temp, info))
+    ahead = temp.path.sibling(info.filename + METADATA_SUFFIX)
     try:
-        kept: bytes | None = stored.metadata_path.getContent()
+        previous: bytes | None = ahead.getContent()
     except OSError:
-        kept = None
-    return read_wheel_metadata(stored.path.path), kept
+        previous = None
+    own = read_wheel_metadata(temp.path.path, info.filename)
+    if own is None:
+        stored = store.persist(temp, info)
+        if previous is not None:
+            remove_quietly(ahead)
+        return Persisted(stored, None, previous)
+    if own != previous:
+        try:
+            assert temp.project is not None
+            store.write_metadata(temp.project, info.filename, own)
+        except Exception as e:
+            # It did not fit (a full disk): the wheel may still.
+            return Persisted(store.persist(temp, info), own, previous, e)
+    digest = hashlib.sha256(own).hexdigest()
+    described = attrs.evolve(info, core_metadata={"sha256": digest})
+    return Persisted(store.persist(temp, described), own, previous)

@@ -11,16 +11,22 @@ from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking, SingleFlight
 from pypicache.errors import HashMismatch, NotFound, PypicacheError, UpstreamError
-from pypicache.index.archives import MAX_METADATA
+from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX
 from pypicache.proxy.download import Download
-from pypicache.proxy.kept import KeptMetadata, not_kept, own_and_kept
+from pypicache.proxy.kept import (
+    KeptMetadata,
+    Persisted,
+    not_kept,
+    persist_download,
+)
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.spool import Hashes, Spool
 from pypicache.proxy.upstream import Upstream, mask_url
-from pypicache.storage.atomic import full_disk_is_507, remove_quietly
+from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks, read_note
 from pypicache.storage.records import MIRROR, TEMP_PREFIX, StoredFile
@@ -156,34 +162,15 @@ class Mirror:
             self._downloads.pop(info.filename, None)
             download._notify()
             download._close_if_done()
-        stored = download.stored
-        if stored is not None and info.filename.endswith(".whl"):
-            try:
-                # Compared with a .metadata kept ahead of it (in a thread).
-                await self._extract_metadata(stored, check=True)
-            except Exception:
-                log.failure(
-                    "Keeping the metadata of {filename} failed", filename=info.filename
-                )
 
     async def _fetch_and_store(self, download: Download) -> None:
         info = download.info
         if info.url is None:
             raise NotFound(f"No URL for {info.filename!r} upstream")
         expected = preferred_hash(info.hashes)
-        hasher = hashlib.new(expected[0]) if expected else hashlib.sha256()
-        sha256 = hashlib.sha256() if expected and expected[0] != "sha256" else hasher
-
-        def received(chunk: bytes) -> None:
-            # Unbuffered: readers (their own descriptor) see it at once, and a
-            # full disk shows here, as a 507.
-            download.temp.write(chunk)
-            hasher.update(chunk)
-            if sha256 is not hasher:
-                sha256.update(chunk)
-            download.written += len(chunk)
-            download._notify()
-
+        hashes = Hashes(expected[0] if expected else None)
+        # Written and hashed as they come; readers see them once written.
+        spool = Spool(download, hashes, self._sync)
         response = await self._upstream.open_file(info.url)
         if response.length is not None and isinstance(response.length, int):
             download.length = response.length
@@ -191,7 +178,13 @@ class Mirror:
             download.length = info.size
         download.started = True
         download._notify()
-        await self._upstream.read_body(response, 0, received)
+        try:
+            await self._upstream.read_body(
+                response, 0, spool.received, attach=spool.attach
+            )
+        finally:
+            await spool.drained(quietly=True)
+        await spool.drained()
         if info.size is not None and download.written != info.size:
             raise UpstreamError(
                 f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
@@ -200,73 +193,81 @@ class Mirror:
             raise UpstreamError(
                 f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
             )
-        if expected and hasher.hexdigest() != expected[1]:
+        if expected and hashes.checked.hexdigest() != expected[1]:
             log.warn(
                 "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
                 filename=info.filename,
                 url=mask_url(info.url),
                 algorithm=expected[0],
                 expected=expected[1],
-                actual=hasher.hexdigest(),
+                actual=hashes.checked.hexdigest(),
             )
             raise HashMismatch(
                 f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
             )
         if expected is None:
             log.warn("No hash to verify {filename} against", filename=info.filename)
-        hashes = {**info.hashes, "sha256": sha256.hexdigest()}
-        stored_info = attrs.evolve(info, hashes=hashes, size=download.written)
-        # fsync and rename in a thread; the listing is updated back here.
-        persisted = await self._sync(self._store.persist, download.temp, stored_info)
-        download.stored = self._store.register(persisted)
+        digests = {**info.hashes, "sha256": hashes.sha256.hexdigest()}
+        stored_info = attrs.evolve(info, hashes=digests, size=download.written)
+        # fsync and rename in a thread, a wheel's metadata beside it; the
+        # listing is updated back here.
+        persisted = await self._sync(
+            persist_download, self._store, download.temp, stored_info
+        )
+        download.stored = self._store.register(persisted.stored)
+        self._metadata_kept(persisted)
         if self.on_stored is not None:
             self.on_stored(download.stored)
         log.info(
             "Stored {filename} ({size} bytes, sha256 {digest})",
             filename=info.filename,
             size=download.written,
-            digest=hashes["sha256"],
+            digest=digests["sha256"],
         )
+
+    def _metadata_kept(self, persisted: Persisted) -> None:
+        """Say what became of the metadata of a wheel just stored."""
+        filename = persisted.stored.info.filename
+        if not filename.endswith(".whl"):
+            return
+        self._kept.remember(filename, None)
+        if persisted.own is None and persisted.previous is not None:
+            log.warn(
+                "Removing the .metadata kept for {filename}: the wheel has none",
+                filename=filename,
+            )
+        elif persisted.previous not in (None, persisted.own):
+            log.warn(
+                "The .metadata kept for {filename} differs from the wheel's own: replaced",
+                filename=filename,
+            )
+        if persisted.not_kept is not None:
+            not_kept(filename, persisted.not_kept)
 
     def metadata_digest(self, filename: str) -> str | None:
         """The sha256 of the ``.metadata`` of a file not stored, if known."""
         return self._kept.digest(filename)
 
-    async def _extract_metadata(
-        self, stored: StoredFile, check: bool = False
-    ) -> bytes | None:
-        """Read a stored wheel's core metadata (in a thread) and keep it beside it.
-
-        With ``check`` (the wheel has just arrived) a ``.metadata`` kept ahead
-        of it (fetched, or read by ranges) is compared with the wheel's own and
-        replaced by it if it differs, removed if the wheel has none.
+    async def _extract_metadata(self, stored: StoredFile) -> bytes | None:
+        """A stored wheel's core metadata, read from it (in a thread) and kept
+        beside it if it is not yet (a wheel stored by an older version, or whose
+        metadata did not fit on the disk: see :func:`persist_download`).
         What could not be kept (a full disk) is still returned.
         """
         kept = stored.metadata_path
-        if kept.exists() and not check:
+        if kept.exists():
             return kept.getContent()
-        content, previous = await self._run_blocking(own_and_kept, stored)
+        content = await self._run_blocking(read_wheel_metadata, stored.path.path)
         self._kept.remember(stored.info.filename, None)
         if content is None:
-            if previous is not None:
-                log.warn(
-                    "Removing the .metadata kept for {filename}: the wheel has none",
-                    filename=stored.info.filename,
-                )
-                await self._run_blocking(remove_quietly, kept)
             return None
-        digest = hashlib.sha256(content).hexdigest()
-        if previous is not None and previous != content:
-            log.warn(
-                "The .metadata kept for {filename} differs from the wheel's own: replaced",
-                filename=stored.info.filename,
-            )
-        elif previous is not None and stored.info.core_metadata == {"sha256": digest}:
-            return content
         try:
             # Written and synced in a thread; listed back here.
             updated = await self._sync(
-                self._store.persist_metadata, stored, content, digest
+                self._store.persist_metadata,
+                stored,
+                content,
+                hashlib.sha256(content).hexdigest(),
             )
             self._store.register(updated)
         except Exception as e:

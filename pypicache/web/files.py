@@ -18,6 +18,7 @@ from pypicache.errors import PypicacheError
 from pypicache.proxy.download import Download
 from pypicache.storage.records import StoredFile
 from pypicache.web.sendfile import FileSender
+from pypicache.web.tailsend import DownloadSender, can_send
 
 log = Logger()
 
@@ -303,7 +304,10 @@ class DownloadStream(resource.Resource):
             return NOT_DONE_YET
         if download.length is not None:
             request.setHeader(b"content-length", str(download.length).encode())
-        _Tail(request, download)
+        if can_send(request, download):
+            DownloadSender(request, download).start()
+        else:
+            _Tail(request, download)
         return NOT_DONE_YET
 
 

@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_spool -*-
+"""Writing and hashing a download's bytes, in a thread once it is large.
+
+The reactor receives a file's chunks; writing them to the temporary file (the
+kernel may make a writer wait while it flushes dirty pages to a slow disk) and
+hashing them take a core's worth of work for a large file. The first
+:data:`INLINE_BYTES` of a file are written and hashed at once on the reactor
+thread (a small wheel never pays for a trip to a thread); past that, the
+chunks that arrive meanwhile are written and hashed together, in order, in
+the threads that sync files, one batch at a time, while the reactor goes on
+receiving and serving. Waiting clients read only what is written
+(:attr:`~pypicache.proxy.download.Download.written`). More than
+:data:`MAX_PENDING` bytes waiting pauses the upstream until they are written:
+a file is never held in memory. The bytes written are flushed to the disk
+every :data:`SYNC_EVERY` bytes, so that the final ``fsync``, which the last
+byte waits for, has little left to do.
+"""
+
+import hashlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from pypicache.concurrency import RunBlocking
+from pypicache.proxy.bodies import BodyReader
+from pypicache.proxy.download import Download
+from pypicache.storage.atomic import TempFile, full_disk_is_507
+
+#: Bytes of a file written and hashed on the reactor thread, before threads.
+INLINE_BYTES = 1024 * 1024
+#: Bytes received and not yet written past which the upstream is paused.
+MAX_PENDING = 16 * 1024 * 1024
+#: Bytes written between two flushes to the disk.
+SYNC_EVERY = 64 * 1024 * 1024
+
+
+class Hashes:
+    """The digest the index gives for a file (``algorithm``) and the sha256
+    that pypicache records, in one pass."""
+
+    def __init__(self, algorithm: str | None) -> None:
+        self.checked = hashlib.new(algorithm) if algorithm else hashlib.sha256()
+        self.sha256 = (
+            hashlib.sha256() if algorithm not in (None, "sha256") else self.checked
+        )
+
+    def update(self, data: bytes) -> None:
+        self.checked.update(data)
+        if self.sha256 is not self.checked:
+            self.sha256.update(data)
+
+
+def _write(temp: TempFile, hashes: Hashes, chunks: list[bytes], sync: bool) -> int:
+    """Write and hash ``chunks`` (blocking); flush them to the disk if ``sync``."""
+    size = 0
+    for chunk in chunks:
+        temp.write(chunk)
+        hashes.update(chunk)
+        size += len(chunk)
+    if sync:
+        with full_disk_is_507(temp.what):
+            os.fdatasync(temp.file.fileno())
+    return size
+
+
+class Spool:
+    """Writes and hashes a download's chunks as they arrive (see the module).
+
+    :meth:`received` takes the chunks of a :class:`~pypicache.proxy.bodies.BodyReader`
+    given to :meth:`attach`, which it pauses and resumes.
+    """
+
+    def __init__(
+        self, download: Download, hashes: Hashes, run_sync: RunBlocking
+    ) -> None:
+        self._download = download
+        self._hashes = hashes
+        self._run_sync = run_sync
+        self._flow: Callable[[bool], Any] = lambda on: None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._received = 0
+        self._unsynced = 0
+        self._busy = False
+        self._paused = False
+        self.error: Exception | None = None
+        self._drained: list[Deferred[None]] = []
+
+    def attach(self, reader: BodyReader) -> None:
+        """Pause and resume ``reader`` (whose chunks this takes) as writes lag."""
+        self._flow = reader.flow
+
+    def received(self, chunk: bytes) -> None:
+        """Take a chunk; raises the error of an earlier write (the disk is full)."""
+        if self.error is not None:
+            raise self.error
+        self._received += len(chunk)
+        if not self._busy and self._received <= INLINE_BYTES:
+            _write(self._download.temp, self._hashes, [chunk], False)
+            self._wrote(len(chunk))
+            return
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size > MAX_PENDING and not self._paused:
+            self._paused = True
+            self._flow(False)
+        self._next()
+
+    def _next(self) -> None:
+        if self._busy or not self._pending:
+            if not self._busy:
+                for d in self._drained:
+                    d.callback(None)
+                self._drained = []
+            return
+        chunks, self._pending, self._pending_size = self._pending, [], 0
+        self._busy = True
+        size = sum(len(c) for c in chunks)
+        sync = self._unsynced + size >= SYNC_EVERY
+        self._unsynced = 0 if sync else self._unsynced + size
+        d = self._run_sync(_write, self._download.temp, self._hashes, chunks, sync)
+        d.addCallbacks(self._written, self._failed)
+
+    def _written(self, size: int) -> None:
+        self._busy = False
+        self._wrote(size)
+        if self._paused and self._pending_size <= MAX_PENDING // 2:
+            self._paused = False
+            self._flow(True)
+        self._next()
+
+    def _wrote(self, size: int) -> None:
+        self._download.written += size
+        self._download._notify()
+
+    def _failed(self, failure: Any) -> None:
+        self._busy = False
+        self.error = failure.value
+        self._pending, self._pending_size = [], 0
+        if self._paused:
+            self._paused = False
+            self._flow(True)
+        for d in self._drained:
+            d.callback(None)
+        self._drained = []
+
+    async def drained(self, quietly: bool = False) -> None:
+        """Wait until every chunk taken is written; raise a write's error
+        (unless ``quietly``: the download failed anyway, and its temporary
+        file may only be discarded once no thread writes to it)."""
+        if self._busy or self._pending:
+            d: Deferred[None] = Deferred()
+            self._drained.append(d)
+            await d
+        if self.error is not None and not quietly:
+            raise self.error
