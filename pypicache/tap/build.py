@@ -16,6 +16,7 @@ from pypicache.bulk.cacher import (
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.prefetch import DEFAULT_MAX_FILE, DEFAULT_REQUESTS, Prefetcher
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
@@ -53,6 +54,9 @@ def build_app(
     run_password_check: Any = None,
     auth_failures: int = DEFAULT_FAILURES,
     auth_failure_window: float = DEFAULT_WINDOW,
+    prefetch_depth: int = 0,
+    prefetch_requests: int = DEFAULT_REQUESTS,
+    prefetch_max_file: int = DEFAULT_MAX_FILE,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
@@ -60,6 +64,8 @@ def build_app(
     :param run_sync: where downloads and pages are synced to disk (default:
         ``run_blocking``).
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
+    :param prefetch_depth: levels of dependencies prefetched below a cold
+        page (0, the default here: none; the daemon's default is its option's).
     """
     store = FilesystemStore(FilePath(os.path.abspath(cache)), clock=reactor)
     locks = Locks(reactor)
@@ -84,6 +90,16 @@ def build_app(
     )
     mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
     views = Views(store, mirror, frozenset(mirror_private))
+    if prefetch_depth > 0:
+        views.on_cold = Prefetcher(
+            mirror,
+            views,
+            reactor,
+            depth=prefetch_depth,
+            requests=prefetch_requests,
+            max_file=prefetch_max_file,
+            ttl=page_ttl,
+        )
     uploads = Uploads(store, run_blocking, reactor, locks)
     checker = None
     if auth_file:

@@ -123,6 +123,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         bulk_max_lines=options["bulk-max-lines"],
         bulk_max_projects=options["bulk-max-projects"],
         bulk_max_rounds=options["bulk-max-rounds"],
+        prefetch_depth=options["prefetch-depth"],
+        prefetch_requests=options["prefetch-requests"],
+        prefetch_max_file=options["prefetch-max-file"],
     )
     site = make_site(
         app.resource(),
