@@ -126,7 +126,11 @@ def pick(
                 best = (len(ranks), f)
         if best is not None:
             return best[1]
-        if any(_python_fits(f, python) for v, f in candidates if v == version):
+        if any(
+            not f.filename.endswith(".whl") and _python_fits(f, python)
+            for v, f in candidates
+            if v == version
+        ):
             return None  # a resolver would take this version's sdist, and build it
     return None
 

@@ -16,7 +16,12 @@ from pypicache.bulk.cacher import (
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.prefetch import DEFAULT_MAX_FILE, DEFAULT_REQUESTS, Prefetcher
+from pypicache.proxy.prefetch import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_FILE,
+    DEFAULT_REQUESTS,
+    Prefetcher,
+)
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
@@ -57,6 +62,7 @@ def build_app(
     prefetch_depth: int = 0,
     prefetch_requests: int = DEFAULT_REQUESTS,
     prefetch_max_file: int = DEFAULT_MAX_FILE,
+    prefetch_concurrency: int = DEFAULT_CONCURRENCY,
 ) -> PypicacheApp:
     """Build the objects behind the web site (the tests build theirs here too).
 
@@ -98,6 +104,7 @@ def build_app(
             depth=prefetch_depth,
             requests=prefetch_requests,
             max_file=prefetch_max_file,
+            concurrency=prefetch_concurrency,
             ttl=page_ttl,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
