@@ -12,7 +12,8 @@ started with different options (by default ``--no-prefetch`` and
 Every round runs every (client, delay, subject) once, in turn, each
 pypicache on a fresh cache and each client with a fresh cache of its own, so
 that the machine's load hits every subject alike; the medians are printed, and
-every run goes to ``bench/work/cold.json``. The upstream is ``run.py``'s full
+every run goes to ``bench/work/cold.json``, with the CPU seconds of each
+daemon (from its start to the end of the install). The upstream is ``run.py``'s full
 tree (31 distributions, ``bench-root`` needing the 3,000-file ``bench-many``)
 without the big files, built in ``bench/work/upstream-cold/``.
 """
@@ -82,6 +83,7 @@ def main() -> None:
     for kind in wanted:  # warm the OS caches of the clients themselves
         install[kind](upstream.index_url, TREE, scratch / "warm-up")
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # the daemon's CPU seconds, start-up included
     started = time.perf_counter()
     for n in range(args.runs):
         for kind in wanted:
@@ -99,6 +101,7 @@ def main() -> None:
                             seconds, got = install[kind](
                                 daemon.index_url, TREE, scratch / "c"
                             )
+                            cpu.setdefault(key, []).append(daemon.cpu())
                         finally:
                             daemon.stop()
                     if got != count:
@@ -115,10 +118,20 @@ def main() -> None:
             row = [f"{kind:3} {delay:2} ms: direct {direct:.2f} s"]
             for subject in variants:
                 median = statistics.median(times[f"{kind} {delay} ms {subject}"])
-                row.append(f"{subject} {median:.2f} s ({median / direct:.2f}x)")
+                used = statistics.median(cpu[f"{kind} {delay} ms {subject}"])
+                row.append(
+                    f"{subject} {median:.2f} s ({median / direct:.2f}x, CPU {used:.2f} s)"
+                )
             print("  ".join(row))
     (work / "cold.json").write_text(
-        json.dumps({"variants": variants, "times": times, "manifest": manifest["config"]})
+        json.dumps(
+            {
+                "variants": variants,
+                "times": times,
+                "daemon_cpu": cpu,
+                "manifest": manifest["config"],
+            }
+        )
     )
 
 
