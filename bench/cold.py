@@ -1,13 +1,13 @@
 """
 Cold installs, A/B in one run: ``uv pip install`` and ``pip install`` of the
 bench tree straight from nginx (direct) and through fresh pypicache daemons
-started with different options (by default ``--no-prefetch`` and
-``--prefetch``), with the upstream on loopback and 20 ms away
+started with different options (by default ``--prefetch-depth=0`` and
+``--prefetch-depth=3``), with the upstream on loopback and 20 ms away
 (``delay.py``)::
 
     python bench/cold.py                       # 3 rounds, uv and pip, 0 and 20 ms
     python bench/cold.py --runs 5 --clients uv --delays 20
-    python bench/cold.py --variant off=--no-prefetch --variant d1=--prefetch-depth=1
+    python bench/cold.py --variant off=--prefetch-depth=0 --variant d1=--prefetch-depth=1
 
 Every round runs every (client, delay, subject) once, in turn, each
 pypicache on a fresh cache and each client with a fresh cache of its own, so
@@ -53,12 +53,14 @@ def main() -> None:
         action="append",
         metavar="NAME=ARGS",
         help="a pypicache subject: a name and its extra daemon options, "
-        "space-separated (default: off=--no-prefetch and on=--prefetch)",
+        "space-separated (default: off=--prefetch-depth=0 and on=--prefetch-depth=3)",
     )
     parser.add_argument("--work", default=str(BENCH / "work"))
     args = parser.parse_args()
     variants = dict(
-        v.split("=", 1) for v in (args.variant or ["off=--no-prefetch", "on=--prefetch"])
+        v.split("=", 1) for v in (
+            args.variant or ["off=--prefetch-depth=0", "on=--prefetch-depth=3"]
+        )
     )
     atexit.register(procs.stop_all)
     signal.signal(signal.SIGTERM, procs.on_signal)

@@ -184,6 +184,7 @@ class Prefetcher:
     :ivar concurrency: upstream requests at a time, all walks together.
     :ivar max_file: the picked wheel itself is downloaded too (one request of
         the walk's) when the page says it is no larger than this (0: never).
+    :ivar max_walks: walks under way at most (a cold page past them starts none).
     :ivar remember: how many recently walked projects are remembered (and
         not walked again for ``ttl`` seconds).
     """
@@ -195,6 +196,7 @@ class Prefetcher:
     requests: int = DEFAULT_REQUESTS
     concurrency: int = DEFAULT_CONCURRENCY
     max_file: int = DEFAULT_MAX_FILE
+    max_walks: int = 32
     ttl: float = 600.0
     remember: int = 4096
     _ranks: dict[Tag, int] = attrs.field(factory=_tag_ranks)
@@ -209,8 +211,9 @@ class Prefetcher:
 
     def page_fetched(self, project: str, page: ProjectPage) -> None:
         """A client's page came from upstream: walk below it, after this turn of
-        the reactor (the client's answer goes first)."""
-        if self._walked_lately(project):
+        the reactor (the client's answer goes first); not past ``max_walks``
+        walks under way."""
+        if len(self.walks) >= self.max_walks or self._walked_lately(project):
             return
         self._clock.callLater(0, self._start, project, page)
 
@@ -230,6 +233,11 @@ class Prefetcher:
     def _start(self, project: str, page: ProjectPage) -> None:
         walk = _Walk(self.requests, {project})
         d = Deferred.fromCoroutine(self._expand(walk, project, page, None, 0))
+        d.addErrback(
+            lambda f: log.failure("Prefetch below {project}", f, project=project)
+        )
+        if d.called:  # nothing to fetch
+            return
         self.walks.append(d)
 
         def done(result: Any) -> None:
@@ -240,9 +248,6 @@ class Prefetcher:
                 used=self.requests - walk.left,
             )
 
-        d.addErrback(
-            lambda f: log.failure("Prefetch below {project}", f, project=project)
-        )
         d.addBoth(done)
 
     async def _expand(
