@@ -119,7 +119,8 @@ async def test_prefetch_fetches_the_picked_metadata_and_dependency_pages(
 @pytest_twisted.ensureDeferred
 async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
     """A walk makes at most ``requests`` upstream requests, at most
-    ``concurrency`` at a time, and a project walked lately is not walked again."""
+    ``concurrency`` at a time; a project walked lately is not walked again,
+    one the budget left out is, from a client's cold page."""
     world = await world_with(
         tmp_path,
         tree,
@@ -148,6 +149,15 @@ async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
         await get_ok(world, "/simple/mid/")
         await settled(world)
         assert len(world.index.requests) == 4
+        # deep, which the budget left out, is walked from a client's cold page.
+        await get_ok(world, "/simple/deep/")
+        await settled(world)
+        assert upstream_paths(world)[4:] == [
+            "/simple/deep/",
+            "/files/deep-1.0-py3-none-any.whl.metadata",
+            "/simple/deeper/",
+            "/files/deeper-1.0-py3-none-any.whl.metadata",
+        ]
     finally:
         await world.stop()
 

@@ -292,7 +292,7 @@ class Prefetcher:
             if name in walk.planned:
                 continue
             walk.planned.add(name)
-            if self._views.is_private(name) or self._walked_lately(name):
+            if self._views.is_private(name):
                 continue
             below.append(
                 Deferred.fromCoroutine(
@@ -323,11 +323,16 @@ class Prefetcher:
     async def _follow(
         self, walk: _Walk, project: str, specifier: SpecifierSet, level: int
     ) -> None:
-        """A dependency's page (fetched unless fresh), then below it."""
+        """A dependency's page (fetched unless fresh), then below it; not if
+        another walk went there lately, nor past the walk's budget (then a
+        client's cold page of it may start a walk of its own)."""
+        if self._walked_lately(project):
+            return
         pages = self._mirror.pages
         cached = pages.fresh(project)
         if cached is None:
             if not walk.take():
+                self._recent.pop(project, None)
                 return
             try:
                 cached = await self._limit.run(pages.get, project)
