@@ -301,3 +301,19 @@ def test_dependencies_apply_markers_and_drop_extras():
         "a>=1",
         'c; python_version >= "3"',
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_prefetch_never_holds_the_clients_answer(tmp_path, tree):
+    """While the prefetch of a page hangs upstream, the client's page has
+    been answered and its other requests are answered too."""
+    world = await world_with(tmp_path, tree, None, prefetch_depth=2)
+    try:
+        hold = world.index.hold("app-2.0-py3-none-any.whl.metadata")
+        assert b"app-2.0-py3-none-any.whl" in await get_ok(world, "/simple/app/")
+        await hold.wait_for(1)
+        assert b"lib-1.5-py3-none-any.whl" in await get_ok(world, "/simple/lib/")
+        hold.release()
+        await settled(world)
+    finally:
+        await world.stop()
