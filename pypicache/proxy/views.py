@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_proxy -*-
 """What a project looks like from ``/simple/`` (combined) and ``/local/`` (disk only)."""
 
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Protocol
 
 import attrs
 from twisted.logger import Logger
@@ -96,6 +96,11 @@ class View:
         return self._page
 
 
+class ColdPages(Protocol):
+    def page_fetched(self, project: str, page: ProjectPage) -> None:
+        """``page`` has just been fetched from upstream for a client."""
+
+
 @attrs.define
 class Views:
     """Builds project pages and finds files, keeping private projects private.
@@ -109,6 +114,8 @@ class Views:
     _store: IStore
     _mirror: Mirror
     mirror_private: frozenset[str] = frozenset()
+    #: Told of each page fetched from upstream for a client (prefetch).
+    on_cold: "ColdPages | None" = None
 
     def is_private(self, project: str) -> bool:
         """Whether the upstream must never be asked about ``project``."""
@@ -169,6 +176,8 @@ class Views:
                 reason=e.message,
             )
             return self.local(project)
+        if self.on_cold is not None and self._mirror.pages.fresh(project) is cached:
+            self.on_cold.page_fetched(project, cached.page)
         return self._merged(project, cached)
 
     def offered(self, f: DistFile) -> bool | dict[str, str]:

@@ -17,6 +17,12 @@ from pypicache.bulk.cacher import (
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.prefetch import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_FILE,
+    DEFAULT_REQUESTS,
+    Prefetcher,
+)
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
@@ -78,6 +84,10 @@ def build_live(
     page_max_age: int = 600,
     max_cache_size: int | None = None,
     evict_unused_after: float | None = None,
+    prefetch_depth: int = 0,
+    prefetch_requests: int = DEFAULT_REQUESTS,
+    prefetch_max_file: int = DEFAULT_MAX_FILE,
+    prefetch_concurrency: int = DEFAULT_CONCURRENCY,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -87,6 +97,8 @@ def build_live(
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     :param max_cache_size: bytes the mirror may hold (``None``: no cap).
     :param evict_unused_after: seconds after which an unused mirrored file goes.
+    :param prefetch_depth: levels of dependencies prefetched below a cold
+        page (0, the default here: none; the daemon's default is its option's).
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -124,6 +136,17 @@ def build_live(
     )
     mirror.on_stored = capacity.stored
     views = Views(store, mirror, frozenset(mirror_private))
+    if prefetch_depth > 0:
+        views.on_cold = Prefetcher(
+            mirror,
+            views,
+            reactor,
+            depth=prefetch_depth,
+            requests=prefetch_requests,
+            max_file=prefetch_max_file,
+            concurrency=prefetch_concurrency,
+            ttl=page_ttl,
+        )
     uploads = Uploads(store, run_blocking, reactor, locks)
 
     def users(path: str) -> Htpasswd:

@@ -15,6 +15,7 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
+from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_REQUESTS
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
 from pypicache.web.access import parse_cidr
@@ -288,6 +289,27 @@ class Options(usage.Options):
             "Also write every log event, and one access event per request, as "
             "one JSON object per line to this file.",
         ],
+        [
+            "prefetch-depth",
+            None,
+            DEFAULT_DEPTH,
+            "Levels of dependencies fetched ahead of a client below a cold page (0: no prefetch).",
+            int,
+        ],
+        [
+            "prefetch-requests",
+            None,
+            DEFAULT_REQUESTS,
+            "Upstream requests one cold page may prefetch.",
+            int,
+        ],
+        [
+            "prefetch-max-file",
+            None,
+            DEFAULT_MAX_FILE,
+            "Largest wheel prefetched with its .metadata, in bytes, K, M or G (0: none).",
+            _rate,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -348,9 +370,12 @@ class Options(usage.Options):
             "bulk-max-lines",
             "bulk-max-projects",
             "bulk-max-rounds",
+            "prefetch-requests",
         ):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if self["prefetch-depth"] < 0:
+            raise usage.UsageError("--prefetch-depth must not be negative")
         if self["bulk-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--bulk-auth yes needs --auth-file")
         if self["read-auth"] and self["auth-file"] is None:
