@@ -205,3 +205,17 @@ def test_workers_refuse_endpoints_they_cannot_share():
 
     with pytest.raises(usage.UsageError, match="tcp:, ssl: and unix:"):
         worker_factory("systemd:domain=INET:index=0", Site(Resource()))
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector():
+    """Once the daemon runs, what start-up made is moved out of the garbage
+    collector's view (``gc.freeze``), so full collections skip it."""
+    import gc
+
+    from pypicache.tap.service import freeze_start_up_objects
+
+    try:
+        freeze_start_up_objects()
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
