@@ -6,19 +6,21 @@ from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
+from OpenSSL.SSL import Error as SSLError
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, RedirectAgent, ResponseFailed
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IResponse
 
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import NotFound, UpstreamError, UpstreamTimeout
 from pypicache.index.model import ProjectPage
 from pypicache.index.simple import UPSTREAM_ACCEPT
 from pypicache.proxy.bodies import BodyReader, discard, read_page, read_small_page
+from pypicache.proxy.outbound import ProxyError
 
 log = Logger()
 
@@ -161,7 +163,7 @@ class Upstream:
                 (ConnectError, DNSLookupError, ResponseFailed, OSError, CancelledError),
             ):
                 raise UpstreamError(
-                    f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}"
+                    f"Upstream unreachable: {mask_url(url)}: {_why(e)}"
                 ) from e
             raise UpstreamError(
                 f"Upstream request failed: {mask_url(url)}: {e.__class__.__name__}: "
@@ -296,10 +298,30 @@ class Upstream:
         raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
 
 
-def make_agent(reactor: Any, pool: Any) -> IAgent:
+def _why(e: Exception) -> str:
+    """What went wrong: the proxy's own words, or the first reason a response
+    failed (a TLS failure shows there), or the error's kind."""
+    if isinstance(e, ProxyError):
+        return str(e)
+    if isinstance(e, ResponseFailed) and e.reasons:
+        reason = e.reasons[0].value
+        if isinstance(reason, SSLError):
+            return f"TLS failed: {str(reason)[:200]}"
+    return e.__class__.__name__
+
+
+def make_agent(
+    reactor: Any, pool: Any, endpoints: IAgentEndpointFactory | None = None
+) -> IAgent:
     """The agent for pages and files: redirects followed, no content decoding.
 
     File bytes must arrive exactly as the index hashed them; pages are
     gunzipped by :func:`~pypicache.proxy.bodies.read_page`, with a size limit.
+
+    :param endpoints: how to reach each upstream URI (proxies, trust root:
+        :class:`~pypicache.proxy.outbound.OutboundEndpoints`); by default,
+        directly with the system's trust.
     """
-    return RedirectAgent(Agent(reactor, pool=pool))
+    if endpoints is None:
+        return RedirectAgent(Agent(reactor, pool=pool))
+    return RedirectAgent(Agent.usingEndpointFactory(reactor, endpoints, pool=pool))

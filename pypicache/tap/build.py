@@ -2,9 +2,10 @@
 """Building the objects behind the web site from the options (the tests build theirs here too)."""
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.client import HTTPConnectionPool
 
@@ -16,6 +17,7 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.outbound import OutboundEndpoints, proxy_settings, read_ca_bundle
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.views import Views
@@ -29,6 +31,8 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
+
+log = Logger()
 
 
 @attrs.define
@@ -78,6 +82,9 @@ def build_live(
     page_max_age: int = 600,
     max_cache_size: int | None = None,
     evict_unused_after: float | None = None,
+    upstream_proxy: str | None = None,
+    upstream_ca: str | None = None,
+    proxy_environ: Mapping[str, str] | None = None,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -87,14 +94,24 @@ def build_live(
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     :param max_cache_size: bytes the mirror may hold (``None``: no cap).
     :param evict_unused_after: seconds after which an unused mirrored file goes.
+    :param upstream_proxy: ``--upstream-proxy`` (a URL, ``"none"``, or ``None``:
+        the proxies ``proxy_environ`` names).
+    :param upstream_ca: PEM file trusted for upstream TLS (``None``: the system's).
+    :param proxy_environ: where ``*_PROXY`` are read (``os.environ`` in the daemon).
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
     )
     locks = Locks(reactor)
+    endpoints = OutboundEndpoints(
+        reactor,
+        proxy_settings(upstream_proxy, proxy_environ or {}),
+        read_ca_bundle(upstream_ca) if upstream_ca else None,
+    )
+    log.info("Upstream connections: {how}", how=endpoints.describe())
     upstream = Upstream(
         index_url,
-        make_agent(reactor, pool),
+        make_agent(reactor, pool, endpoints),
         reactor,
         timeout=timeout,
         page_deadline=page_deadline,

@@ -15,6 +15,7 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
+from pypicache.proxy.outbound import proxy_settings, read_ca_bundle
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
 from pypicache.web.access import parse_cidr
@@ -288,6 +289,21 @@ class Options(usage.Options):
             "Also write every log event, and one access event per request, as "
             "one JSON object per line to this file.",
         ],
+        [
+            "upstream-proxy",
+            None,
+            None,
+            "HTTP proxy for upstream traffic, http://[user:password@]host:port "
+            "(CONNECT tunnels), instead of HTTPS_PROXY/HTTP_PROXY; NO_PROXY still "
+            "applies; none: connect directly whatever the environment says.",
+        ],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "PEM file of the certificate authorities trusted for upstream TLS, "
+            "instead of the system's.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -366,6 +382,16 @@ class Options(usage.Options):
                     )
         if self["page-max-age"] < 0:
             raise usage.UsageError("--page-max-age must not be negative")
+        try:
+            proxy_settings(self["upstream-proxy"], os.environ)
+        except ValueError as e:
+            raise usage.UsageError(f"--upstream-proxy or *_PROXY: {e}") from e
+        if self["upstream-ca"] is not None:
+            self["upstream-ca"] = os.path.abspath(self["upstream-ca"])
+            try:
+                read_ca_bundle(self["upstream-ca"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--upstream-ca: {e}") from e
         if self["auth-failures"] < 1:
             raise usage.UsageError("--auth-failures must be at least 1")
         if self["auth-failure-window"] <= 0:

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_tap -*-
 """The services twistd runs: thread pools, the connection pool, listeners, the start-up scan."""
 
+import os
 from functools import partial
 from typing import Any
 
@@ -133,6 +134,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         page_max_age=options["page-max-age"],
         max_cache_size=options["max-cache-size"],
         evict_unused_after=options["evict-unused-after"],
+        upstream_proxy=options["upstream-proxy"],
+        upstream_ca=options["upstream-ca"],
+        proxy_environ=os.environ,
     )
     app = live.app
     site = make_site(
