@@ -2,14 +2,18 @@
 certificate authority is given with --upstream-ca, on loopback."""
 
 import os
+import re
 
 import pytest
 import pytest_twisted
 import treq
 
+from twisted.python import usage
+
 from pypicache.proxy.outbound import Proxy, proxy_settings
+from pypicache.tap.options import Options
 from tests.clients import clean_env, pip_install
-from tests.daemon import spawn_twistd, start_daemon
+from tests.daemon import spawn_twistd, start_daemon, start_world
 from tests.fakeindex import FakeIndex
 from tests.packages import build_wheel
 from tests.tunnel import ConnectProxy, make_authority, start_tls_index
@@ -54,6 +58,47 @@ def test_proxy_url_credentials_masked_and_other_schemes_refused():
             Proxy.from_url(bad)
         with pytest.raises(ValueError):
             proxy_settings(bad, {})
+
+
+def test_options_checked_at_start(tmp_path, monkeypatch):
+    """--upstream-proxy and *_PROXY must be http:// proxies, --upstream-ca a
+    PEM file with a certificate: otherwise a usage error, before serving."""
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    base = ["--cache", str(tmp_path), "--index-url", "https://127.0.0.1:1/simple/"]
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for extra, env, message in [
+        (["--upstream-proxy", "socks5://127.0.0.1:1080"], None, "--upstream-proxy"),
+        ([], "https://127.0.0.1:3128", "*_PROXY"),
+        (["--upstream-ca", str(not_pem)], None, "no PEM certificate"),
+        (["--upstream-ca", str(tmp_path / "missing.pem")], None, "--upstream-ca"),
+    ]:
+        if env is None:
+            monkeypatch.delenv("HTTPS_PROXY", raising=False)
+        else:
+            monkeypatch.setenv("HTTPS_PROXY", env)
+        with pytest.raises(usage.UsageError, match=re.escape(message)):
+            Options().parseOptions(base + extra)
+    options = Options()
+    options.parseOptions(base + ["--upstream-proxy", "none"])
+    assert options["upstream-proxy"] == "none"
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_upstream_is_tunnelled_too(tmp_path, wheels):
+    """An http upstream goes through HTTP_PROXY with CONNECT as well."""
+    proxy = await ConnectProxy().start()
+    world = await start_world(
+        tmp_path, wheels, "html", proxy_environ={"http_proxy": proxy.url}
+    )
+    try:
+        code, body = await _page(world.daemon)
+        assert code == 200 and "app-1.0" in body
+        assert proxy.connects() == [f"127.0.0.1:{world.upstream.port}"]
+    finally:
+        await world.stop()
+        await proxy.stop()
 
 
 @pytest.fixture(scope="module")
