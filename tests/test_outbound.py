@@ -7,7 +7,6 @@ import re
 import pytest
 import pytest_twisted
 import treq
-
 from twisted.python import usage
 
 from pypicache.proxy.outbound import Proxy, proxy_settings
@@ -109,7 +108,10 @@ def authority():
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
     d = tmp_path_factory.mktemp("wheels")
-    return [build_wheel(d, "app", "1.0", requires=["lib"]), build_wheel(d, "lib", "1.0")]
+    return [
+        build_wheel(d, "app", "1.0", requires=["lib"]),
+        build_wheel(d, "lib", "1.0"),
+    ]
 
 
 async def _page(daemon, project="app"):
@@ -303,9 +305,7 @@ async def test_pip_install_through_connect_proxy(tmp_path, authority, wheels):
     index.add(build_wheel(tmp_path / "more", "other", "1.0"))
     upstream = await start_tls_index(index, authority)
     ca = authority.write_ca(tmp_path / "ca.pem")
-    env = daemon_env(
-        tmp_path, HTTPS_PROXY=proxy.url.replace("//", "//bob:pa55word@")
-    )
+    env = daemon_env(tmp_path, HTTPS_PROXY=proxy.url.replace("//", "//bob:pa55word@"))
     twistd = spawn_twistd(tmp_path, upstream.url, env, "--upstream-ca", str(ca))
     try:
         port = await twistd.port

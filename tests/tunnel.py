@@ -45,7 +45,7 @@ class Authority:
 
 
 def make_authority(name: str = "pypicache test CA") -> Authority:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
@@ -58,10 +58,15 @@ def make_authority(name: str = "pypicache test CA") -> Authority:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -72,7 +77,10 @@ def make_authority(name: str = "pypicache test CA") -> Authority:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
     server = (
         x509.CertificateBuilder()
         .subject_name(_name("localhost"))
@@ -150,7 +158,9 @@ class _ProxyConnection(Protocol):
         if method != "CONNECT":
             return self._answer("405 Only CONNECT")
         if self.proxy.credentials is not None:
-            wanted = "Basic " + base64.b64encode(self.proxy.credentials.encode()).decode()
+            wanted = (
+                "Basic " + base64.b64encode(self.proxy.credentials.encode()).decode()
+            )
             if headers.get("Proxy-Authorization") != wanted:
                 return self._answer("407 Proxy Authentication Required")
         self.transport.pauseProducing()

@@ -11,11 +11,13 @@ tunnel, to the upstream host, with SNI and its certificate verified.
 
 import base64
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import proxy_bypass_environment
 
 import attrs
+from OpenSSL import crypto
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
@@ -85,12 +87,11 @@ def proxy_settings(option: str | None, environ: Mapping[str, str]) -> dict[str, 
     :raises ValueError: a proxy URL that is not ``http://``.
     """
     found: dict[str, str] = {}
-    for lower_only in (False, True):
-        for name, value in environ.items():
-            key = name.lower()
-            if key in ("http_proxy", "https_proxy", "no_proxy") and value:
-                if not lower_only or name == key:
-                    found[key[: -len("_proxy")]] = value
+    # Other names first, then the lower-case ones over them.
+    for name in sorted(environ, key=lambda name: name == name.lower()):
+        key = name.lower()
+        if key in ("http_proxy", "https_proxy", "no_proxy") and environ[name]:
+            found[key.removesuffix("_proxy")] = environ[name]
     if option is not None and option.lower() == "none":
         return {}
     if option is not None:
@@ -113,7 +114,7 @@ def read_ca_bundle(path: str) -> Any:
         raise ValueError(f"no PEM certificate in {path!r}")
     try:
         return trustRootFromCertificates([Certificate.loadPEM(b) for b in blocks])
-    except Exception as e:
+    except crypto.Error as e:
         raise ValueError(f"bad certificate in {path!r}: {e}") from e
 
 
@@ -122,7 +123,10 @@ class _Tunnel(Protocol):
     asked) to the protocol the agent wanted."""
 
     def __init__(self, request: bytes, tls: Any, factory: Factory, what: str) -> None:
-        self._request, self._tls, self._factory, self._what = request, tls, factory, what
+        self._request = request
+        self._tls = tls
+        self._factory = factory
+        self._what = what
         self._head = b""
         self._inner: Protocol | None = None
         self.ready: Deferred[Protocol] = Deferred(lambda d: self._abort())
@@ -174,7 +178,9 @@ class _Tunnel(Protocol):
             self._inner.connectionLost(reason)
         elif not self.ready.called:
             self.ready.errback(
-                ProxyError(string=f"the proxy closed the connection during {self._what}")
+                ProxyError(
+                    string=f"the proxy closed the connection during {self._what}"
+                )
             )
 
 
