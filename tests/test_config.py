@@ -20,6 +20,7 @@ from pypicache.tap.options import Options
 from tests.clients import clean_env, run
 from tests.daemon import Twistd, spawn_twistd, twistd_command
 from tests.test_crash import STARTUP, bounded
+from tests.tunnel import make_authority
 
 DOCS = Path(__file__).parent.parent / "docs" / "configuration.rst"
 
@@ -95,7 +96,8 @@ def test_documented_example_sets_every_option():
 @pytest_twisted.ensureDeferred
 async def test_documented_example_runs(tmp_path):
     """A daemon starts with the documented example; the command line overrides its
-    machine-specific paths, and --json-log gets an access event per request."""
+    machine-specific paths, and --json-log gets an access event per request; the
+    proxy's password is masked in the log."""
     config = tmp_path / "pypicache.toml"
     config.write_text(documented_example())
     users = htpasswd(tmp_path / "users", "alice", "wonderland")
@@ -112,6 +114,8 @@ async def test_documented_example_runs(tmp_path):
         str(tmp_path / "access.log"),
         "--json-log",
         str(events),
+        "--upstream-ca",
+        str(make_authority().write_ca(tmp_path / "ca.pem")),
     )
     client = None
     try:
@@ -135,6 +139,8 @@ async def test_documented_example_runs(tmp_path):
     assert '"GET /simple/ HTTP/1.1" 200' in (tmp_path / "access.log").read_text()
     assert len([t for t in texts if t.startswith("Loaded 1 users from")]) == 1, texts
     assert any(re.match(r"\w*Site starting on \d+", t) for t in texts), texts
+    logged = " ".join(texts)
+    assert "user:***@proxy.example.com" in logged and "secret" not in logged
 
 
 @pytest_twisted.ensureDeferred

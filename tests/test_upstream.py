@@ -17,10 +17,9 @@ from twisted.web.error import SchemeNotSupported
 
 from pypicache.errors import UpstreamError
 from pypicache.proxy.bodies import SMALL_PAGE, read_page, read_small_page
+from pypicache.proxy.endpoints import READ_SIZE, Endpoints
 from pypicache.proxy.upstream import (
     MAX_PAGE_SIZE,
-    READ_SIZE,
-    Endpoints,
     Upstream,
     make_agent,
     mask_url,

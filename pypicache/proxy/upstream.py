@@ -6,29 +6,26 @@ from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
+from OpenSSL.SSL import Error as SSLError
 from twisted.internet.defer import CancelledError
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.tcp import Connection
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import (
-    URI,
     Agent,
-    BrowserLikePolicyForHTTPS,
     RedirectAgent,
     ResponseFailed,
 )
-from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IResponse
-from zope.interface import implementer
 
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import NotFound, UpstreamError, UpstreamTimeout
 from pypicache.index.model import ProjectPage
 from pypicache.index.simple import UPSTREAM_ACCEPT
 from pypicache.proxy.bodies import BodyReader, discard, read_page, read_small_page
+from pypicache.proxy.endpoints import Endpoints
+from pypicache.proxy.outbound import ProxyError
 
 log = Logger()
 
@@ -171,7 +168,7 @@ class Upstream:
                 (ConnectError, DNSLookupError, ResponseFailed, OSError, CancelledError),
             ):
                 raise UpstreamError(
-                    f"Upstream unreachable: {mask_url(url)}: {e.__class__.__name__}"
+                    f"Upstream unreachable: {mask_url(url)}: {_why(e)}"
                 ) from e
             raise UpstreamError(
                 f"Upstream request failed: {mask_url(url)}: {e.__class__.__name__}: "
@@ -310,80 +307,32 @@ class Upstream:
         raise UpstreamError(f"Upstream answered {response.code} for {mask_url(url)}")
 
 
-#: Bytes read from an upstream connection at a time (Twisted's default is
-#: 64 KiB): a large file arrives in a sixteenth of the reads, each of which
-#: costs a trip through the HTTP client, the hash, the write and every waiter.
-READ_SIZE = 1024 * 1024
+def _why(e: Exception) -> str:
+    """What went wrong: the proxy's own words, or the first reason a response
+    failed (a TLS failure shows there), or the error's kind."""
+    if isinstance(e, ProxyError):
+        return str(e)
+    if isinstance(e, ResponseFailed) and e.reasons:
+        reason = e.reasons[0].value
+        if isinstance(reason, SSLError):
+            return f"TLS failed: {str(reason)[:200]}"
+    return e.__class__.__name__
 
 
-@implementer(IStreamClientEndpoint)
-class _LargeReads:
-    """An endpoint whose TCP connections read :data:`READ_SIZE` bytes at a time."""
-
-    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def connect(self, factory: Any) -> Any:
-        return self._endpoint.connect(factory).addCallback(_read_large)
-
-
-def _read_large(protocol: Any) -> Any:
-    """Give the TCP connection under ``protocol`` (under TLS, if any) large reads."""
-    transport = getattr(protocol, "transport", None)
-    for _ in range(3):
-        if isinstance(transport, Connection):
-            transport.bufferSize = READ_SIZE
-            break
-        transport = getattr(transport, "transport", None)
-    return protocol
-
-
-@implementer(IAgentEndpointFactory)
-class Endpoints:
-    """The agent's endpoints, one per scheme, host and port, made once.
-
-    Twisted's agent makes a new endpoint per request (an IDNA check of the
-    host name each time, a measurable part of a small page fetched upstream);
-    an endpoint can connect any number of times, so one is kept per origin.
-    Plain HTTP and HTTPS as the standard agent, with large reads.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._tls = BrowserLikePolicyForHTTPS()
-        self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._made.get(key)
-        if endpoint is None:
-            endpoint = self._made[key] = self._make(uri)
-        return endpoint
-
-    def _make(self, uri: URI) -> IStreamClientEndpoint:
-        if uri.scheme not in (b"http", b"https"):
-            raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
-        try:
-            host = uri.host.decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError(
-                f"The host of the URI ({uri.host!r}) is not ASCII"
-            ) from None
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self._reactor, host, uri.port
-        )
-        if uri.scheme == b"https":
-            endpoint = wrapClientTLS(
-                self._tls.creatorForNetloc(uri.host, uri.port), endpoint
-            )
-        return _LargeReads(endpoint)
-
-
-def make_agent(reactor: Any, pool: Any) -> IAgent:
+def make_agent(
+    reactor: Any, pool: Any, endpoints: IAgentEndpointFactory | None = None
+) -> IAgent:
     """The agent for pages and files: redirects followed, no content decoding,
-    endpoints made once per origin (:class:`Endpoints`).
+    endpoints made once per origin (:class:`Endpoints`), by ``endpoints`` if
+    given (the outgoing proxy's).
 
     File bytes must arrive exactly as the index hashed them; pages are
     gunzipped by :func:`~pypicache.proxy.bodies.read_page`, with a size limit.
+
+    :param endpoints: how to reach each upstream URI (proxies, trust root:
+        :class:`~pypicache.proxy.outbound.OutboundEndpoints`); by default,
+        directly with the system's trust.
     """
-    return RedirectAgent(Agent.usingEndpointFactory(reactor, Endpoints(reactor), pool))
+    return RedirectAgent(
+        Agent.usingEndpointFactory(reactor, Endpoints(reactor, endpoints), pool)
+    )

@@ -8,7 +8,8 @@ environment, or builds long-lived objects.
 """
 
 from pypicache.tap.build import build_app
-from pypicache.tap.options import DEFAULT_LISTEN, Options, pip_index_url
+from pypicache.tap.options import DEFAULT_LISTEN, Options
 from pypicache.tap.service import makeService
+from pypicache.tap.values import pip_index_url
 
 __all__ = ["DEFAULT_LISTEN", "Options", "build_app", "makeService", "pip_index_url"]

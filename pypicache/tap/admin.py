@@ -27,7 +27,8 @@ from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.storage.verify import stored_archives, verify_all
-from pypicache.tap.options import _duration, _size
+from pypicache.tap.values import duration as _duration
+from pypicache.tap.values import size as _size
 
 
 def _megabytes(size: int) -> str:

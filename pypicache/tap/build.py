@@ -2,9 +2,10 @@
 """Building the objects behind the web site from the options (the tests build theirs here too)."""
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.client import HTTPConnectionPool
 
@@ -16,6 +17,7 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.outbound import OutboundEndpoints, proxy_settings, read_ca_bundle
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.prefetch import (
     DEFAULT_CONCURRENCY,
@@ -35,6 +37,8 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
+
+log = Logger()
 
 
 @attrs.define
@@ -88,6 +92,9 @@ def build_live(
     prefetch_requests: int = DEFAULT_REQUESTS,
     prefetch_max_file: int = DEFAULT_MAX_FILE,
     prefetch_concurrency: int = DEFAULT_CONCURRENCY,
+    upstream_proxy: str | None = None,
+    upstream_ca: str | None = None,
+    proxy_environ: Mapping[str, str] | None = None,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -99,14 +106,24 @@ def build_live(
     :param evict_unused_after: seconds after which an unused mirrored file goes.
     :param prefetch_depth: levels of dependencies prefetched below a cold
         page (0, the default here: none; the daemon's default is its option's).
+    :param upstream_proxy: ``--upstream-proxy`` (a URL, ``"none"``, or ``None``:
+        the proxies ``proxy_environ`` names).
+    :param upstream_ca: PEM file trusted for upstream TLS (``None``: the system's).
+    :param proxy_environ: where ``*_PROXY`` are read (``os.environ`` in the daemon).
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
     )
     locks = Locks(reactor)
+    endpoints = OutboundEndpoints(
+        reactor,
+        proxy_settings(upstream_proxy, proxy_environ or {}),
+        read_ca_bundle(upstream_ca) if upstream_ca else None,
+    )
+    log.info("Upstream connections: {how}", how=endpoints.describe())
     upstream = Upstream(
         index_url,
-        make_agent(reactor, pool),
+        make_agent(reactor, pool, endpoints),
         reactor,
         timeout=timeout,
         page_deadline=page_deadline,

@@ -15,9 +15,18 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
+from pypicache.proxy.outbound import proxy_settings, read_ca_bundle
 from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_REQUESTS
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
+from pypicache.tap.values import (
+    duration,
+    pip_index_url,
+    positive,
+    rate,
+    size,
+    yes_no,
+)
 from pypicache.web.access import parse_cidr
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW
 from pypicache.web.limits import DEFAULT_MAX_BODY
@@ -26,81 +35,6 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 #: The most ``--workers``: more processes than cores only add memory.
 MAX_WORKERS = 64
-
-
-def pip_index_url() -> str:
-    """The index URL pip itself uses, read now.
-
-    ``PIP_INDEX_URL``, then pip's ``install.index-url``, then ``global.index-url``,
-    then pip's built-in default. Never ``extra-index-url`` or ``find-links``.
-
-    :raises usage.UsageError: if pip cannot be consulted.
-    """
-    if os.environ.get("PIP_INDEX_URL"):
-        return os.environ["PIP_INDEX_URL"].split()[0]
-    try:
-        from pip._internal.configuration import Configuration
-        from pip._internal.models.index import PyPI
-    except ImportError as e:
-        raise usage.UsageError(
-            "pip is not importable here to read its index URL: give --index-url"
-        ) from e
-    try:
-        configuration = Configuration(isolated=False)
-        configuration.load()
-        for key in ("install.index-url", "global.index-url"):
-            try:
-                value = configuration.get_value(key)
-            except Exception:
-                continue
-            if value:
-                return str(value).split()[0]
-    except Exception as e:
-        raise usage.UsageError(
-            f"Cannot read pip's configuration ({e}): give --index-url"
-        ) from e
-    return str(PyPI.simple_url)
-
-
-def _size(value: str) -> int:
-    """A size in bytes, with an optional K, M or G (binary) suffix."""
-    text = value.strip().upper().removesuffix("B").removesuffix("I")
-    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
-    number = int(float(text[:-1] if factor > 1 else text) * factor)
-    if number <= 0:
-        raise ValueError("must be positive")
-    return number
-
-
-def _rate(value: str) -> int:
-    """A rate in bytes per second: 0, or a size."""
-    return 0 if value.strip() in ("0", "0B") else _size(value)
-
-
-def _duration(value: str) -> float:
-    """A duration in seconds, with an optional s, m, h or d suffix (``90d``)."""
-    text = value.strip().lower()
-    factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], 1)
-    number = float(text[:-1] if not text[-1:].isdigit() else text) * factor
-    if number <= 0:
-        raise ValueError("must be positive")
-    return number
-
-
-def _yes_no(value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("yes", "true", "on", "1"):
-        return True
-    if text in ("no", "false", "off", "0"):
-        return False
-    raise ValueError("must be yes or no")
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
 
 
 class Options(usage.Options):
@@ -137,20 +71,20 @@ class Options(usage.Options):
             None,
             "Upstream simple index (default: the index pip uses).",
         ],
-        ["page-ttl", None, 600.0, "Seconds a cached project page is fresh.", _positive],
+        ["page-ttl", None, 600.0, "Seconds a cached project page is fresh.", positive],
         [
             "timeout",
             None,
             30.0,
             "Seconds to wait for the upstream to answer or to send more bytes.",
-            _positive,
+            positive,
         ],
         [
             "page-deadline",
             None,
             120.0,
             "Seconds an upstream project page may take in all (then the stale page, or 504).",
-            _positive,
+            positive,
         ],
         [
             "min-rate",
@@ -158,21 +92,21 @@ class Options(usage.Options):
             8 * 1024,
             "Bytes per second an upstream body must average over each --timeout "
             "(suffixes K, M allowed; 0 turns the check off).",
-            _rate,
+            rate,
         ],
         [
             "max-page-size",
             None,
             MAX_PAGE_SIZE,
             "Largest upstream project page, decompressed (suffixes K, M, G allowed).",
-            _size,
+            size,
         ],
         [
             "max-upload-size",
             None,
             DEFAULT_MAX_BODY,
             "Largest request body in bytes (suffixes K, M, G allowed).",
-            _size,
+            size,
         ],
         [
             "workers",
@@ -195,7 +129,7 @@ class Options(usage.Options):
             None,
             "yes: POST /requirements.txt needs a user from --auth-file, as uploads "
             "do; no: it is a read (default: yes with --auth-file, else no).",
-            _yes_no,
+            yes_no,
         ],
         [
             "bulk-jobs-per-client",
@@ -243,7 +177,7 @@ class Options(usage.Options):
             None,
             DEFAULT_WINDOW,
             "Seconds over which --auth-failures are counted.",
-            _positive,
+            positive,
         ],
         [
             "max-cache-size",
@@ -251,14 +185,14 @@ class Options(usage.Options):
             None,
             "Most bytes of mirrored files (suffixes K, M, G allowed; private files "
             "never count nor go): least recently used ones are evicted down to 90 %.",
-            _size,
+            size,
         ],
         [
             "evict-unused-after",
             None,
             None,
             "Evict mirrored files not served for this long (suffixes s, m, h, d: 90d).",
-            _duration,
+            duration,
         ],
         [
             "access-log",
@@ -308,7 +242,22 @@ class Options(usage.Options):
             None,
             DEFAULT_MAX_FILE,
             "Largest wheel prefetched with its .metadata, in bytes, K, M or G (0: none).",
-            _rate,
+            rate,
+        ],
+        [
+            "upstream-proxy",
+            None,
+            None,
+            "HTTP proxy for upstream traffic, http://[user:password@]host:port "
+            "(CONNECT tunnels), instead of HTTPS_PROXY/HTTP_PROXY; NO_PROXY still "
+            "applies; none: connect directly whatever the environment says.",
+        ],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "PEM file of the certificate authorities trusted for upstream TLS, "
+            "instead of the system's.",
         ],
     ]
 
@@ -391,6 +340,16 @@ class Options(usage.Options):
                     )
         if self["page-max-age"] < 0:
             raise usage.UsageError("--page-max-age must not be negative")
+        try:
+            proxy_settings(self["upstream-proxy"], os.environ)
+        except ValueError as e:
+            raise usage.UsageError(f"--upstream-proxy or *_PROXY: {e}") from e
+        if self["upstream-ca"] is not None:
+            self["upstream-ca"] = os.path.abspath(self["upstream-ca"])
+            try:
+                read_ca_bundle(self["upstream-ca"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--upstream-ca: {e}") from e
         if self["auth-failures"] < 1:
             raise usage.UsageError("--auth-failures must be at least 1")
         if self["auth-failure-window"] <= 0:

@@ -2,6 +2,7 @@
 """The services twistd runs: thread pools, the connection pool, listeners, the start-up scan."""
 
 import gc
+import os
 from functools import partial
 from typing import Any
 
@@ -137,6 +138,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         prefetch_depth=options["prefetch-depth"],
         prefetch_requests=options["prefetch-requests"],
         prefetch_max_file=options["prefetch-max-file"],
+        upstream_proxy=options["upstream-proxy"],
+        upstream_ca=options["upstream-ca"],
+        proxy_environ=os.environ,
     )
     app = live.app
     site = make_site(
