@@ -21,6 +21,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.web.iweb import IRequest
 from twisted.web.server import Site
 
+from pypicache.web.metrics import Metrics, route_kind
+
 log = Logger()
 
 #: Seconds between writes of the lines kept in memory.
@@ -189,6 +191,19 @@ def access_event(
     }
 
 
+def account(metrics: Metrics, request: Any, now: float) -> None:
+    """Count a finished request in ``metrics``: its route kind, status,
+    duration, body bytes and whether it was a hit (the one place requests
+    are counted, whichever way they were answered)."""
+    metrics.count_request(
+        route_kind(request.method, request.path),
+        request.code,
+        now - getattr(request, "pypicache_started", now),
+        request.sentLength,
+        getattr(request, CACHE_HIT, None),
+    )
+
+
 class AccessLoggedSite(Site):
     """A ``Site`` that writes its access log to a :class:`BufferedLogFile`."""
 
@@ -198,19 +213,22 @@ class AccessLoggedSite(Site):
 
 class EventSite(Site):
     """A ``Site`` that also gives each finished request's :func:`access_event`
-    to :attr:`access_events` (``--json-log``; without it, requests pay nothing
-    for it: :func:`make_site` makes a plain ``Site``)."""
+    to :attr:`access_events` (``--json-log``) and counts it in :attr:`metrics`
+    (without either, requests pay nothing for them: :func:`make_site` makes a
+    plain ``Site``)."""
 
     def __init__(
         self,
         *args: Any,
-        access_events: Callable[[dict[str, Any]], None],
+        access_events: Callable[[dict[str, Any]], None] | None = None,
         client_address: Callable[[IRequest], str] | None = None,
+        metrics: Metrics | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.access_events = access_events
         self.client_address = client_address or _peer
+        self.metrics = metrics
 
     def getResourceFor(self, request: Any) -> Any:
         request.pypicache_started = self.reactor.seconds()
@@ -218,9 +236,11 @@ class EventSite(Site):
 
     def log(self, request: Any) -> None:
         super().log(request)
-        self.access_events(
-            access_event(request, self.client_address, self.reactor.seconds())
-        )
+        now = self.reactor.seconds()
+        if self.metrics is not None:
+            account(self.metrics, request, now)
+        if self.access_events is not None:
+            self.access_events(access_event(request, self.client_address, now))
 
 
 class _EventAccessLoggedSite(EventSite, AccessLoggedSite):
@@ -234,11 +254,13 @@ def make_site(
     access_log: str | None = None,
     client_address: Callable[[IRequest], str] | None = None,
     access_events: Callable[[dict[str, Any]], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> Site:
     """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
 
     :param client_address: for the access log's host field (default: the peer).
     :param access_events: given an :func:`access_event` per request (``--json-log``).
+    :param metrics: where each request is counted (:func:`account`).
     """
     kind: Any = Site if access_log is None else AccessLoggedSite
     extra: dict[str, Any] = {}
@@ -246,9 +268,11 @@ def make_site(
         extra.update(
             logPath=access_log, logFormatter=combined_formatter(client_address or _peer)
         )
-    if access_events is not None:
+    if access_events is not None or metrics is not None:
         kind = EventSite if access_log is None else _EventAccessLoggedSite
-        extra.update(access_events=access_events, client_address=client_address)
+        extra.update(
+            access_events=access_events, client_address=client_address, metrics=metrics
+        )
     site = kind(resource, requestFactory=request_factory, reactor=reactor, **extra)
     site.displayTracebacks = False
     return site
