@@ -186,3 +186,42 @@ async def test_metrics_refused_outside_allow_from_and_without_a_user(run, tmp_pa
         assert code == 200
     code, page, _ = await fetch(run, "")
     assert code == 200 and b"Hit ratio" not in page
+
+
+def test_hit_ratio_over_the_last_hour():
+    """The last hour's ratio counts only what happened since the oldest
+    sample at most an hour old; older samples are dropped; before any
+    sample, it is the ratio since start; without requests, None."""
+    from pypicache.web.metrics import Metrics
+
+    metrics = Metrics()
+    assert metrics.stats(10.0, 0.0)["hit_ratio_last_hour"] is None
+
+    def requests(hits: int, misses: int) -> None:
+        for hit, n in ((True, hits), (False, misses)):
+            for _ in range(n):
+                metrics.count_request("file", 200, 0.01, 100, hit)
+
+    requests(hits=0, misses=4)
+    assert metrics.stats(20.0, 0.0)["hit_ratio_last_hour"] == 0.0
+    metrics.sample(60.0)
+    requests(hits=3, misses=1)
+    for minute in range(2, 62):
+        metrics.sample(minute * 60.0)
+    stats = metrics.stats(3660.0, 0.0)
+    assert stats["hit_ratio"] == 0.375
+    assert stats["hit_ratio_last_hour"] == 0.75  # the 4 misses came before the window
+    assert len(metrics.samples) == 61
+    metrics.sample(7300.0)
+    assert metrics.stats(7300.0, 0.0)["hit_ratio_last_hour"] is None
+
+
+def test_metrics_auth_needs_users(tmp_path):
+    """--metrics-auth yes without --auth-file is refused at start."""
+    import pytest
+    from twisted.python.usage import UsageError
+
+    from pypicache.tap.options import Options
+
+    with pytest.raises(UsageError, match="--metrics-auth yes needs --auth-file"):
+        Options().parseOptions(["--cache", str(tmp_path), "--metrics-auth", "yes"])
