@@ -17,6 +17,7 @@ setup(
     package_data={"twisted.plugins": ["pypicache_plugin.py"]},
     install_requires=[
         "Twisted[tls]>=24.7",
+        "prometheus-client>=0.17",
         "klein>=24.8",
         "treq>=24.9",
         "attrs>=23.1",

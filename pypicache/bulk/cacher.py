@@ -14,7 +14,7 @@ checks, the build requirements of every sdist, and a report.
 from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import PayloadTooLarge, UnprocessableEntity
@@ -62,6 +62,8 @@ class BulkCacher:
     max_rounds: int = DEFAULT_MAX_ROUNDS
     #: Keeps the files of open jobs from eviction (``None``: nothing evicts).
     pins: Pins | None = None
+    #: Told of each job's outcome (done, failed, cancelled), for the metrics.
+    on_job: Callable[[str], None] | None = attrs.field(default=None, kw_only=True)
     resolutions: DeferredSemaphore = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -113,4 +115,14 @@ class BulkCacher:
                 f"{self.max_projects} are accepted (--bulk-max-projects)"
             )
         job = Job(self, params, parsed, emit)
-        return await job.run()
+        outcome = "failed"
+        try:
+            report = await job.run()
+            outcome = "done"
+            return report
+        except CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.on_job is not None:
+                self.on_job(outcome)

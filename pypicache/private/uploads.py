@@ -3,6 +3,7 @@
 
 import datetime
 import hashlib
+from typing import Callable
 
 import attrs
 from packaging.utils import canonicalize_name
@@ -72,6 +73,8 @@ class Uploads:
     _locks: Locks
     #: Filenames being stored now: a second upload of one waits for the first.
     _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
+    #: Told of each file stored by an upload, for the metrics.
+    on_upload: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
 
     async def receive(
         self, part: FilePart, filename: str, form: dict[str, str | None] | None = None
@@ -84,9 +87,12 @@ class Uploads:
         :raises Conflict: other bytes under this filename exist or existed.
         """
         try:
-            return await self._receive(part, filename, form or {})
+            result = await self._receive(part, filename, form or {})
         finally:
             part.temp.discard()
+        if result[0] and self.on_upload is not None:
+            self.on_upload()
+        return result
 
     async def _receive(
         self, part: FilePart, filename: str, form: dict[str, str | None]

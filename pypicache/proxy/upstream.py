@@ -99,6 +99,11 @@ class Upstream:
     max_page_size: int = MAX_PAGE_SIZE
     _run_blocking: RunBlocking | None = None
     _credentials: tuple[str, str] | None = attrs.field(init=False, default=None)
+    #: Told of each answer's status, or of a failure (``None``, and whether
+    #: it was a timeout), for the metrics.
+    on_answer: Callable[[int | None, bool], None] | None = attrs.field(
+        default=None, kw_only=True
+    )
 
     def __attrs_post_init__(self) -> None:
         url, self._credentials = split_credentials(self.index_url)
@@ -157,8 +162,10 @@ class Upstream:
         wait = self.timeout if timeout is None else timeout
         timer = self._clock.callLater(wait, expire)
         try:
-            return await d
+            response: IResponse = await d
         except Exception as e:
+            if self.on_answer is not None:
+                self.on_answer(None, bool(timed_out))
             if timed_out:
                 raise UpstreamTimeout(
                     f"Upstream did not answer within {wait:g}s: {mask_url(url)}"
@@ -177,6 +184,9 @@ class Upstream:
         finally:
             if timer.active():
                 timer.cancel()
+        if self.on_answer is not None:
+            self.on_answer(response.code, False)
+        return response
 
     async def read_body(
         self,

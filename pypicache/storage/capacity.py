@@ -49,6 +49,8 @@ class PassResult:
     evicted: list[Entry]
     #: Whether another process held the eviction lock (nothing was evicted).
     busy: bool = False
+    #: Files in ``mirror/`` after the pass.
+    files: int = 0
 
 
 def evict_pass(
@@ -72,14 +74,15 @@ def evict_pass(
     merged = usage.flush(recorded)
     held = try_lock(lock_path(LOCKS, None, "evict"))
     if held is None:
-        return PassResult(scan_mirror(root).total, [], busy=True)
+        scan = scan_mirror(root)
+        return PassResult(scan.total, [], busy=True, files=len(scan.entries))
     try:
         scan = scan_mirror(root)
         chosen = choose(
             scan, merged, now, max_size, unused_after, pinned=read_pins(root)
         )
         if dry_run:
-            return PassResult(scan.total, chosen)
+            return PassResult(scan.total, chosen, files=len(scan.entries))
         if planned is not None:
             planned(len(chosen))
         evicted = []
@@ -93,7 +96,7 @@ def evict_pass(
         present = {e.key for e in scan.entries}
         gone = frozenset(k for k in merged if k not in present)
         usage.flush({}, gone | frozenset(e.key for e in evicted))
-        return PassResult(total, evicted)
+        return PassResult(total, evicted, files=len(scan.entries) - len(evicted))
     finally:
         held.release()
 
@@ -113,6 +116,14 @@ class Capacity:
     unused_after: float | None = None
     #: Bytes in ``mirror/``; ``None`` until the first count.
     total: int | None = None
+    #: Files in ``mirror/`` (as :attr:`total`).
+    files: int = 0
+    #: Told of each pass's evictions (files, bytes), for the metrics.
+    on_evicted: Callable[[int, int], None] | None = attrs.field(
+        default=None, kw_only=True
+    )
+    #: Told of the mirror's size and file count when they change.
+    on_size: Callable[[int, int], None] | None = attrs.field(default=None, kw_only=True)
     _running: bool = False
     _again: bool = False
     _added: int = 0
@@ -132,6 +143,8 @@ class Capacity:
         self._started = True
         if self.evicts:
             self._passes = self._every(PASS_INTERVAL, self.run_pass, now=True)
+        elif self.on_size is not None:
+            self._logged(self.run_pass())  # counts the mirror, evicts nothing
 
     def set_limit(self, name: str, value: Any) -> None:
         """Change ``max_size`` or ``unused_after`` while running (``SIGHUP``);
@@ -170,6 +183,9 @@ class Capacity:
         self._added += size
         if self.total is not None:
             self.total += size
+            self.files += 1
+            if self.on_size is not None:
+                self.on_size(self.total, self.files)
         if (
             self.max_size is not None
             and self.total is not None
@@ -202,6 +218,11 @@ class Capacity:
         finally:
             self._running = False
         self.total = result.total + self._added
+        self.files = result.files
+        if self.on_size is not None:
+            self.on_size(self.total, self.files)
+        if self.on_evicted is not None and result.evicted:
+            self.on_evicted(len(result.evicted), sum(e.size for e in result.evicted))
         if self.max_size is not None and self.total > self.max_size:
             self._quiet_until = self.clock.seconds() + MIN_PASS_GAP
         for project in {e.project for e in result.evicted}:

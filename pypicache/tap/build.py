@@ -37,6 +37,8 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
+from pypicache.web.metrics import CountedFlights, Metrics
+from pypicache.web.routes.metrics import MetricsRoutes
 
 log = Logger()
 
@@ -95,6 +97,8 @@ def build_live(
     upstream_proxy: str | None = None,
     upstream_ca: str | None = None,
     proxy_environ: Mapping[str, str] | None = None,
+    metrics: Metrics | None = None,
+    metrics_auth: bool = False,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -110,6 +114,9 @@ def build_live(
         the proxies ``proxy_environ`` names).
     :param upstream_ca: PEM file trusted for upstream TLS (``None``: the system's).
     :param proxy_environ: where ``*_PROXY`` are read (``os.environ`` in the daemon).
+    :param metrics: what is counted, for ``/metrics`` and ``/+stats`` (``None``:
+        nothing is, and they are not served).
+    :param metrics_auth: whether those need a user.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -140,7 +147,11 @@ def build_live(
         run_blocking=run_sync,
         locks=locks,
     )
-    mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
+    # The downloads in flight, counted as they come and go.
+    flights = {} if metrics is None else CountedFlights(metrics.count_download)
+    mirror = Mirror(
+        upstream, store, pages, run_blocking, locks, run_sync, downloads=flights
+    )
     capacity = Capacity(
         root=store.root,
         usage=Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor),
@@ -198,4 +209,13 @@ def build_live(
         capacity=capacity,
     )
     app.installer.page_max_age = page_max_age
+    if metrics is not None:
+        upstream.on_answer = metrics.count_upstream
+        capacity.on_evicted = metrics.count_eviction
+        capacity.on_size = metrics.count_size
+        uploads.on_upload = metrics.count_upload
+        bulk.on_job = metrics.count_bulk_job
+        app.metrics = MetricsRoutes(
+            metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
+        )
     return Live(app, upstream, pages, users)

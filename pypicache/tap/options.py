@@ -132,6 +132,14 @@ class Options(usage.Options):
             yes_no,
         ],
         [
+            "metrics-auth",
+            None,
+            False,
+            "yes: GET /metrics and /+stats need a user from --auth-file (and the "
+            "home page shows no figures); no: they are reads (default: no).",
+            yes_no,
+        ],
+        [
             "bulk-jobs-per-client",
             None,
             2,
@@ -327,6 +335,8 @@ class Options(usage.Options):
             raise usage.UsageError("--prefetch-depth must not be negative")
         if self["bulk-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--bulk-auth yes needs --auth-file")
+        if self["metrics-auth"] and self["auth-file"] is None:
+            raise usage.UsageError("--metrics-auth yes needs --auth-file")
         if self["read-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--read-auth needs --auth-file")
         for name in ("access-log", "json-log"):

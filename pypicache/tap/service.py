@@ -6,7 +6,7 @@ import os
 from functools import partial
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import internet, service, strports
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -22,6 +22,7 @@ from pypicache.tap.reload import Reloader, reload
 from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
+from pypicache.web.metrics import SAMPLE_INTERVAL, Metrics
 
 log = Logger()
 
@@ -106,6 +107,12 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = UPSTREAM_CONNECTIONS
     _ConnectionPoolService(pool).setServiceParent(top)
+    # With --workers, the twistd process set it (tap/workers.py): each worker
+    # writes its figures there, and /metrics sums them.
+    metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    internet.TimerService(
+        SAMPLE_INTERVAL, lambda: run_blocking(metrics.sample, reactor.seconds())
+    ).setServiceParent(top)
     live = build_live(
         cache=options["cache"],
         index_url=options["index-url"],
@@ -141,6 +148,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         upstream_proxy=options["upstream-proxy"],
         upstream_ca=options["upstream-ca"],
         proxy_environ=os.environ,
+        metrics=metrics,
+        metrics_auth=options["metrics-auth"],
     )
     app = live.app
     site = make_site(
@@ -151,6 +160,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         client_address=app.policy.client_address,
         access_events=json_log.access if json_log is not None else None,
         ready=app.ready_answers(),
+        metrics=metrics,
     )
     _StartupScan(app, reactor).setServiceParent(top)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)

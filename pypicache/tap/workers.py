@@ -11,6 +11,7 @@ are sent SIGTERM and waited for (SIGKILL after 30 s), then twistd exits.
 """
 
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -57,12 +58,25 @@ def supervisor(options: Options, reactor: Any) -> service.MultiService:
     # The upstream as this process found it, in the environment rather than on
     # the command line, where any user could read credentials in its URL.
     env = {**os.environ, "PIP_INDEX_URL": options["index-url"]}
+    env[METRICS_ENV] = metrics_folder(options["cache"])
     workers = Supervisor(reactor, holding.ports, options["workers"], options.argv, env)
     workers.setServiceParent(top)
     Reloader(reactor, workers.hang_up).setServiceParent(top)
     if options["json-log"] is not None:
         JsonLog(options["json-log"], reactor).setServiceParent(top)
     return top
+
+
+#: Where prometheus-client's multiprocess mode keeps each process's figures.
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_folder(cache: str) -> str:
+    """The workers' metrics folder under the cache, emptied: figures start at zero."""
+    folder = os.path.join(os.path.abspath(cache), "metrics")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def _why(reason: Failure) -> str:
@@ -130,6 +144,10 @@ class Supervisor(service.Service):
         """A worker process is gone: start it again, unless stopping."""
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
+        if worker.pid is not None and METRICS_ENV in self._env:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(worker.pid, self._env[METRICS_ENV])
         if self._stopping:
             log.info(
                 "Worker {index} (pid {pid}) stopped: {why}",

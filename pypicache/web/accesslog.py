@@ -25,6 +25,7 @@ from twisted.web.server import Site
 from pypicache.web.fastlane import fast_protocol
 from pypicache.web.hits import CACHE_HIT
 from pypicache.web.ready import ReadyAnswers
+from pypicache.web.metrics import Metrics, route_kind
 
 log = Logger()
 
@@ -186,15 +187,32 @@ def access_event(
     }
 
 
+def count_request(metrics: Metrics, request: Any, now: float) -> None:
+    """Count a finished request in ``metrics``: its route kind, status,
+    duration, body bytes and whether it was a hit."""
+    metrics.count_request(
+        route_kind(request.method, request.path),
+        request.code,
+        now - getattr(request, "pypicache_started", now),
+        request.sentLength,
+        getattr(request, CACHE_HIT, None),
+    )
+
+
 def account(site: "PypicacheSite", request: Any) -> None:
     """What is done once for every answered request, whichever way it was
     answered (twisted.web's ``Request.finish`` or the fast lane, both through
-    ``site.log``): its access log line, and its access event (``--json-log``)."""
+    ``site.log``): its access log line, its count in the metrics, and its
+    access event (``--json-log``)."""
     HTTPFactory.log(site, request)
-    if site.access_events is not None:
-        site.access_events(
-            access_event(request, site.client_address, site.reactor.seconds())
-        )
+    metrics, events = site.metrics, site.access_events
+    if metrics is None and events is None:
+        return
+    now = site.reactor.seconds()
+    if metrics is not None:
+        count_request(metrics, request, now)
+    if events is not None:
+        events(access_event(request, site.client_address, now))
 
 
 class PypicacheSite(Site):
@@ -207,10 +225,12 @@ class PypicacheSite(Site):
     ready: ReadyAnswers | None = None
     #: Given an :func:`access_event` per request (``--json-log``), if set.
     access_events: Callable[[dict[str, Any]], None] | None = None
+    #: Where each request is counted (``/metrics``), if anywhere.
+    metrics: Metrics | None = None
     client_address: Callable[[IRequest], str] = staticmethod(lambda r: _peer(r))
 
     def getResourceFor(self, request: Any) -> Any:
-        if self.access_events is not None:
+        if self.access_events is not None or self.metrics is not None:
             request.pypicache_started = self.reactor.seconds()
         return super().getResourceFor(request)
 
@@ -238,12 +258,14 @@ def make_site(
     client_address: Callable[[IRequest], str] | None = None,
     access_events: Callable[[dict[str, Any]], None] | None = None,
     ready: ReadyAnswers | None = None,
+    metrics: Metrics | None = None,
 ) -> Site:
     """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
 
     :param client_address: for the access log's host field (default: the peer).
     :param access_events: given an :func:`access_event` per request (``--json-log``).
     :param ready: the fast lane's answers; ``None``: no fast lane.
+    :param metrics: where each request is counted (:func:`account`).
     """
     site: PypicacheSite
     if access_log is None:
@@ -261,6 +283,7 @@ def make_site(
         site.access_events = access_events
         if client_address is not None:
             site.client_address = client_address
+    site.metrics = metrics
     site.displayTracebacks = False
     return site
 

@@ -34,6 +34,7 @@ from pypicache.web.routes.admin import AdminRoutes
 from pypicache.web.routes.bulk import BulkRoutes
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routes.jsonapi import JsonApiRoutes
+from pypicache.web.routes.metrics import MetricsRoutes
 from pypicache.web.routes.pages import PageRoutes
 from pypicache.web.routes.uploads import UploadRoutes
 from pypicache.web.routing import register
@@ -114,6 +115,8 @@ class PypicacheApp:
     bulk_jobs_per_client: int = 2
     #: Bounded disk: the usage record and eviction (``None``: none kept).
     capacity: Capacity | None = None
+    #: ``/metrics`` and ``/+stats`` (``None``: not served).
+    metrics: MetricsRoutes | None = None
 
     installer: InstallerRoutes = attrs.field(init=False)
 
@@ -137,8 +140,15 @@ class PypicacheApp:
             ),
             JsonApiRoutes(store, run_blocking),
             AdminRoutes(store, policy, run_blocking),
-            PageRoutes(store, self.index_url),
+            PageRoutes(store, self.index_url, self._open_figures()),
+            *([self.metrics] if self.metrics is not None else []),
         ]
+
+    def _open_figures(self) -> Any:
+        """What the home page shows of ``/+stats``: nothing if they need a user."""
+        if self.metrics is None or self.metrics.metrics_auth:
+            return None
+        return self.metrics.figures
 
     def resource(self, fast_reads: bool = True) -> Guarded:
         """The site's root: every request passes the guard first.

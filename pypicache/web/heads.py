@@ -79,6 +79,11 @@ class RequestHead:
         return self._transport.getPeer()
 
     @property
+    def path(self) -> bytes:
+        """The target without its query (the lane takes none), as ``Request.path``."""
+        return self.uri.partition(b"?")[0]
+
+    @property
     def keep_alive(self) -> bool:
         """Whether the connection stays open after the answer, as
         ``HTTPChannel.checkPersistence`` decides: HTTP/1.1 without a ``close``

@@ -2,6 +2,7 @@
 """Pages for people: the home page (never on an installer's path)."""
 
 from html import escape
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import attrs
@@ -22,6 +23,8 @@ class PageRoutes:
 
     _store: IStore
     _index_url: str
+    #: The figures of ``/+stats`` (``None``: the page shows none).
+    _figures: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     @route("/", methods=["GET", "HEAD"])
     async def home(self, request: IRequest) -> bytes:
@@ -32,6 +35,7 @@ class PageRoutes:
             f'<li><a href="local/{quote(p)}/">{escape(p)}</a></li>'
             for p in projects[:HOME_PROJECTS]
         )
+        figures = await self._figures() if self._figures is not None else None
         more = (
             f"<p>…and {len(projects) - HOME_PROJECTS} more.</p>"
             if len(projects) > HOME_PROJECTS
@@ -58,7 +62,37 @@ default = true</pre></li>
 <li><code>/local/</code> serves only what is on disk and never contacts the upstream:
 <pre>pip install --index-url {escape(base)}/local/ PACKAGE</pre></li>
 </ul>
-<h2>Cached projects ({len(projects)})</h2>
+{_figures_html(figures)}<h2>Cached projects ({len(projects)})</h2>
 <ul>{listed}</ul>{more}
 </body></html>
 """.encode()
+
+
+def _percent(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.1%}"
+
+
+def _figures_html(figures: dict[str, Any] | None) -> str:
+    """The at-a-glance figures of ``/+stats`` as a section of the home page."""
+    if figures is None:
+        return ""
+    rows = [
+        ("Hit ratio since start", _percent(figures["hit_ratio"])),
+        ("Hit ratio over the last hour", _percent(figures["hit_ratio_last_hour"])),
+        ("Requests", figures["requests"]),
+        ("Hits / misses", f"{figures['hits']} / {figures['misses']}"),
+        ("Bytes served from the cache", figures["bytes_served"]["cache"]),
+        ("Bytes served from upstream", figures["bytes_served"]["upstream"]),
+        ("Downloads in flight", figures["downloads_in_flight"]),
+        ("Mirror size (bytes)", figures["cache_size_bytes"]),
+        ("Mirrored files", figures["cache_files"]),
+        ("Evicted files", figures["evicted_files"]),
+        ("Uploads", figures["uploads"]),
+    ]
+    cells = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return (
+        '<h2>Figures</h2>\n<table id="figures">'
+        + cells
+        + '</table>\n<p>As JSON: <a href="+stats">+stats</a>; for Prometheus: '
+        '<a href="metrics">metrics</a>.</p>\n'
+    )
