@@ -18,6 +18,13 @@ from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
+from pypicache.proxy.upstreams import (
+    FileClient,
+    RoutedPages,
+    Router,
+    UpstreamSpec,
+)
+from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
@@ -29,6 +36,8 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
+from pypicache.web.routes.cache import CacheRoutes
+from pypicache.tap.named import Named, build_named
 
 
 @attrs.define
@@ -40,6 +49,8 @@ class Live:
     pages: ProjectPages
     #: An ``Htpasswd`` for another users file.
     users: Callable[[str], Htpasswd]
+    #: The named upstreams, by name.
+    named: dict[str, Named] = attrs.field(factory=dict)
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -78,6 +89,9 @@ def build_live(
     page_max_age: int = 600,
     max_cache_size: int | None = None,
     evict_unused_after: float | None = None,
+    upstreams: Sequence[UpstreamSpec] = (),
+    routes: Sequence[tuple[str, str]] = (),
+    merge: Sequence[str] = (),
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -87,22 +101,37 @@ def build_live(
     :param run_password_check: bcrypt's own ``run_blocking`` (default: ``run_blocking``).
     :param max_cache_size: bytes the mirror may hold (``None``: no cap).
     :param evict_unused_after: seconds after which an unused mirrored file goes.
+    :param upstreams: the named upstreams; :param routes: ``(glob, name)``
+        pairs; :param merge: routed projects looked up on the default too.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
     )
     locks = Locks(reactor)
-    upstream = Upstream(
-        index_url,
-        make_agent(reactor, pool),
-        reactor,
+    agent = make_agent(reactor, pool)
+    settings = dict(
         timeout=timeout,
         page_deadline=page_deadline,
         min_rate=min_rate,
         max_page_size=max_page_size,
-        run_blocking=run_blocking,
+    )
+    upstream = Upstream(
+        index_url, agent, reactor, run_blocking=run_blocking, **settings
     )
     run_sync = run_sync or run_blocking
+    named = build_named(
+        upstreams,
+        cache,
+        reactor,
+        agent,
+        locks,
+        run_blocking,
+        run_sync,
+        page_clock or reactor,
+        settings,
+        page_ttl,
+        page_max_age,
+    )
     pages = ProjectPages(
         upstream,
         store,
@@ -111,7 +140,13 @@ def build_live(
         run_blocking=run_sync,
         locks=locks,
     )
-    mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
+    routed = RoutedPages(
+        pages,
+        {n: b.pages for n, b in named.items()},
+        Router(tuple(routes), frozenset(merge)),
+    )
+    files = FileClient(upstream, [b.upstream for b in named.values()])
+    mirror = Mirror(files, store, routed, run_blocking, locks, run_sync)  # type: ignore[arg-type]
     capacity = Capacity(
         root=store.root,
         usage=Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor),
@@ -125,6 +160,7 @@ def build_live(
     mirror.on_stored = capacity.stored
     views = Views(store, mirror, frozenset(mirror_private))
     uploads = Uploads(store, run_blocking, reactor, locks)
+
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
 
@@ -157,4 +193,11 @@ def build_live(
         capacity=capacity,
     )
     app.installer.page_max_age = page_max_age
-    return Live(app, upstream, pages, users)
+    app.extra_routes.append(
+        CacheRoutes(
+            CacheControl(routed, [store] + [b.store for b in named.values()]),
+            policy,
+            {n: b.site for n, b in named.items()},
+        )
+    )
+    return Live(app, upstream, pages, users, named)

@@ -133,6 +133,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         page_max_age=options["page-max-age"],
         max_cache_size=options["max-cache-size"],
         evict_unused_after=options["evict-unused-after"],
+        upstreams=options["upstream"],
+        routes=options["route"],
+        merge=options["merge"],
     )
     app = live.app
     site = make_site(

@@ -113,6 +113,8 @@ class PypicacheApp:
     bulk_jobs_per_client: int = 2
     #: Bounded disk: the usage record and eviction (``None``: none kept).
     capacity: Capacity | None = None
+    #: More route groups (per-project cache control, the named upstreams).
+    extra_routes: list[object] = attrs.field(factory=list)
 
     installer: InstallerRoutes = attrs.field(init=False)
 
@@ -137,6 +139,7 @@ class PypicacheApp:
             JsonApiRoutes(store, run_blocking),
             AdminRoutes(store, policy, run_blocking),
             PageRoutes(store, self.index_url),
+            *self.extra_routes,
         ]
 
     def resource(self, fast_reads: bool = True) -> Guarded:
