@@ -1,7 +1,6 @@
 # -*- test-case-name: tests.test_tap -*-
 """The command line of ``twistd pypicache``: options, their defaults and checks."""
 
-import fnmatch
 import os
 import sys
 from typing import Sequence
@@ -17,8 +16,8 @@ from pypicache.bulk.cacher import (
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
-from pypicache.proxy.upstreams import UpstreamSpec, check_name, check_url, parse_pair
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
+from pypicache.tap.upstreamopts import UpstreamOptions
 from pypicache.web.access import parse_cidr
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW
 from pypicache.web.limits import DEFAULT_MAX_BODY
@@ -104,7 +103,7 @@ def _positive(value: str) -> float:
     return number
 
 
-class Options(usage.Options):
+class Options(UpstreamOptions, usage.Options):
     """``twistd pypicache`` options."""
 
     synopsis = (
@@ -298,9 +297,6 @@ class Options(usage.Options):
         self["listen"] = []
         self["allow-from"] = []
         self["mirror-private"] = []
-        self["upstream"] = []
-        self["route"] = []
-        self["merge"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Parse, keeping the arguments for ``--workers`` processes."""
@@ -320,52 +316,6 @@ class Options(usage.Options):
             self["mirror-private"].append(normalize(project))
         except BadRequest as e:
             raise usage.UsageError(e.message) from e
-
-    def opt_upstream(self, value: str) -> None:
-        """A named upstream besides --index-url, NAME=URL (repeatable; its
-        credentials in the URL; in a config file, [upstreams.NAME] tables
-        with url, and optionally timeout and page-ttl)."""
-        try:
-            name, url = parse_pair(value, "NAME=URL")
-            self["upstream"].append(UpstreamSpec(check_name(name), check_url(url)))
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from e
-
-    def opt_route(self, value: str) -> None:
-        """Look up the projects whose normalized name matches GLOB only on the
-        upstream NAME, GLOB=NAME (repeatable, the first match wins; in a
-        config file, a table route = { GLOB = NAME })."""
-        try:
-            glob, name = parse_pair(value, "GLOB=NAME")
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from e
-        self["route"].append((glob.lower(), name))
-
-    def opt_merge(self, project: str) -> None:
-        """Look up this routed project on the default upstream too, its routed
-        upstream's files first (repeatable)."""
-        try:
-            self["merge"].append(normalize(project))
-        except BadRequest as e:
-            raise usage.UsageError(e.message) from e
-
-    def _check_upstreams(self) -> None:
-        """Every route names an upstream; every merged project is routed."""
-        names = [spec.name for spec in self["upstream"]]
-        if len(set(names)) != len(names):
-            raise usage.UsageError(f"upstream: a name is given twice in {names}")
-        for glob, name in self["route"]:
-            if name not in names:
-                raise usage.UsageError(
-                    f"route: {glob!r} names no upstream {name!r} "
-                    f"(the upstreams are: {', '.join(names) or 'none'})"
-                )
-        routes = [glob for glob, _ in self["route"]]
-        for project in self["merge"]:
-            if not any(fnmatch.fnmatchcase(project, glob) for glob in routes):
-                raise usage.UsageError(
-                    f"merge: {project!r} is not routed to a named upstream"
-                )
 
     def opt_listen(self, endpoint: str) -> None:
         """A strports endpoint to listen on (repeatable; default tcp:8080:interface=127.0.0.1)."""
@@ -389,7 +339,7 @@ class Options(usage.Options):
             )
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be positive")
-        self._check_upstreams()
+        self.check_upstreams()
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
             raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
         if not 1 <= self["workers"] <= MAX_WORKERS:

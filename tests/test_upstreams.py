@@ -1,0 +1,226 @@
+"""Named upstreams: routing by project name, merge, ``/upstreams/<name>/simple/``,
+per-project refresh and purge, against two fake upstreams on loopback."""
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import bcrypt
+import pytest
+import pytest_twisted
+import treq
+
+from pypicache.proxy.upstreams import Router, UpstreamSpec, merge_pages
+from pypicache.index.model import DistFile, ProjectPage
+from tests.clients import pip_install
+from tests.daemon import start_daemon
+from tests.fakeindex import FakeIndex, start_fake_index
+from tests.packages import build_wheel
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def basic(user: str, password: str) -> dict[str, list[str]]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": [f"Basic {token}"]}
+
+
+class Two:
+    """A default fake upstream, a ``pytorch`` one (with credentials) and a daemon."""
+
+    def __init__(self, default, pytorch, daemon) -> None:
+        self.default, self.pytorch, self.daemon = default, pytorch, daemon
+
+    def asked(self, index: FakeIndex, name: str) -> list[str]:
+        return [r.path for r in index.requests if name in r.path]
+
+    async def page(self, path: str) -> dict:
+        response = await self.daemon.get(path, headers={"Accept": JSON})
+        assert response.code == 200, (path, response.code)
+        return json.loads(await treq.content(response))
+
+    async def stop(self) -> None:
+        await self.daemon.stop()
+        await self.default_running.stop()
+        await self.pytorch_running.stop()
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    """Wheels of the two upstreams: ``torch`` on both (a public impostor on the
+    default one), the same file name with other bytes on each for ``nvidia-x``."""
+    d = tmp_path_factory.mktemp("wheels")
+    (d / "default").mkdir()
+    (d / "pytorch").mkdir()
+    return {
+        "impostor": build_wheel(d / "default", "torch", "99.0"),
+        "torch": build_wheel(d / "pytorch", "torch", "2.0"),
+        "lib": build_wheel(d / "default", "lib", "1.0"),
+        "nv_public": build_wheel(
+            d / "default", "nvidia-x", "1.0", module_body="SOURCE = 'public'"
+        ),
+        "nv_public_only": build_wheel(d / "default", "nvidia-x", "0.9"),
+        "nv_routed": build_wheel(
+            d / "pytorch", "nvidia-x", "1.0", module_body="SOURCE = 'routed'"
+        ),
+    }
+
+
+@pytest_twisted.async_yield_fixture
+async def two(tmp_path, wheels):
+    default = FakeIndex(tmp_path, "json")
+    for key in ("impostor", "lib", "nv_public", "nv_public_only"):
+        default.add(wheels[key])
+    pytorch = FakeIndex(tmp_path, "json")
+    for key in ("torch", "nv_routed"):
+        pytorch.add(wheels[key])
+    default_running = await start_fake_index(default)
+    pytorch_running = await start_fake_index(pytorch)
+    url = pytorch_running.url.replace("http://", "http://robot:s3cret@")
+    users = tmp_path / "users"
+    hashed = bcrypt.hashpw(b"wonderland", bcrypt.gensalt(rounds=4)).decode()
+    users.write_text(f"alice:{hashed}\n")
+    daemon = await start_daemon(
+        default_running.url,
+        tmp_path / "cache",
+        auth_file=str(users),
+        upstreams=[UpstreamSpec("pytorch", url)],
+        routes=[("torch*", "pytorch"), ("nvidia-*", "pytorch")],
+        merge=["nvidia-x"],
+    )
+    world = Two(default, pytorch, daemon)
+    world.default_running, world.pytorch_running = default_running, pytorch_running
+    yield world
+    await world.stop()
+
+
+def test_router_first_match_and_merge():
+    """The first matching glob routes a normalized name; merge adds the default after it."""
+    router = Router((("torch*", "a"), ("t*", "b")), frozenset({"tx"}))
+    assert router.sources("torchvision") == ("a",)
+    assert router.sources("tx") == ("b", None)
+    assert router.sources("lib") == (None,)
+
+
+def test_merge_pages_keeps_the_first_of_a_filename():
+    """Merged pages list the first upstream's file of a name, and the second's others."""
+    first = ProjectPage("p", (DistFile("p-1.whl", "u1", {"sha256": "a"}),))
+    second = ProjectPage(
+        "p",
+        (
+            DistFile("p-1.whl", "u2", {"sha256": "b"}),
+            DistFile("p-0.whl", "u3", {"sha256": "c"}),
+        ),
+    )
+    merged = merge_pages(first, second)
+    assert [(f.filename, f.url) for f in merged.files] == [
+        ("p-1.whl", "u1"),
+        ("p-0.whl", "u3"),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_routed_project_is_never_asked_of_the_default_upstream(two, wheels):
+    """A routed project's page and files come from its upstream only (with that
+    upstream's credentials): the default upstream's request log never names it,
+    and an unrouted project is not asked of the named upstream."""
+    page = await two.page("simple/torch/")
+    assert [f["filename"] for f in page["files"]] == [wheels["torch"].name]
+    response = await two.daemon.get(f"packages/torch/{wheels['torch'].name}")
+    assert response.code == 200
+    body = await treq.content(response)
+    assert hashlib.sha256(body).hexdigest() == two.pytorch.sha256(wheels["torch"].name)
+    lib = await two.page("simple/lib/")
+    assert [f["filename"] for f in lib["files"]] == [wheels["lib"].name]
+    assert two.asked(two.default, "torch") == []
+    assert two.asked(two.pytorch, "lib") == []
+    auth = [r.headers.get("authorization") for r in two.pytorch.requests]
+    expected = "Basic " + base64.b64encode(b"robot:s3cret").decode()
+    assert auth and set(auth) == {expected}
+    assert all("authorization" not in r.headers for r in two.default.requests)
+
+
+@pytest_twisted.ensureDeferred
+async def test_merged_project_lists_both_the_routed_file_first(two, wheels):
+    """A merged project is asked of both; for a file name on both, the routed
+    upstream's file is listed, downloaded and verified against its hash."""
+    page = await two.page("simple/nvidia-x/")
+    name = wheels["nv_routed"].name
+    files = {f["filename"]: f["hashes"]["sha256"] for f in page["files"]}
+    assert files == {
+        name: two.pytorch.sha256(name),
+        wheels["nv_public_only"].name: two.default.sha256(
+            wheels["nv_public_only"].name
+        ),
+    }
+    response = await two.daemon.get(f"packages/nvidia-x/{name}")
+    assert response.code == 200
+    body = await treq.content(response)
+    assert hashlib.sha256(body).hexdigest() == two.pytorch.sha256(name)
+    assert f"/files/{name}" not in two.default.paths()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pip_installs_from_a_named_upstream_on_its_own(two, wheels, tmp_path):
+    """pip installs from ``/upstreams/pytorch/simple/``; the files are kept in
+    that upstream's own store, and the default upstream is never asked."""
+    target = tmp_path / "target"
+    result = await pip_install(
+        two.daemon.url + "upstreams/pytorch/simple/", ["torch"], target, tmp_path
+    )
+    assert result.code == 0, result
+    assert (target / "torch" / "__init__.py").exists()
+    assert two.asked(two.default, "torch") == []
+    stored = two.daemon.cache / "upstreams" / "pytorch" / "mirror" / "torch"
+    assert wheels["torch"].name in [p.name for p in stored.iterdir()]
+    missing = await two.daemon.get("upstreams/nope/simple/")
+    assert missing.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_refresh_needs_credentials_and_refetches(two):
+    """``POST /+refresh/<project>`` is refused without credentials; with them,
+    the next request fetches the page again although it was fresh."""
+    await two.page("simple/lib/")
+    asked = len(two.asked(two.default, "/simple/lib/"))
+    refused = await two.daemon.client.post(two.daemon.url + "+refresh/lib")
+    assert refused.code == 401
+    await two.page("simple/lib/")
+    assert len(two.asked(two.default, "/simple/lib/")) == asked
+    done = await two.daemon.client.post(
+        two.daemon.url + "+refresh/Lib", headers=basic("alice", "wonderland")
+    )
+    assert done.code == 200
+    assert json.loads(await treq.content(done)) == {"project": "lib", "refreshed": True}
+    await two.page("simple/lib/")
+    assert len(two.asked(two.default, "/simple/lib/")) == asked + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_removes_mirrored_files_never_private_ones(two, wheels, tmp_path):
+    """``DELETE /+cache/<project>`` removes its mirrored files from the listings
+    and the disk (authenticated); a private project's files stay."""
+    name = wheels["lib"].name
+    response = await two.daemon.get(f"packages/lib/{name}")
+    await treq.content(response)
+    assert (await two.daemon.get("local/lib/")).code == 200
+    refused = await two.daemon.client.delete(two.daemon.url + "+cache/lib")
+    assert refused.code == 401
+    auth = basic("alice", "wonderland")
+    done = await two.daemon.client.delete(two.daemon.url + "+cache/lib", headers=auth)
+    assert done.code == 200
+    assert json.loads(await treq.content(done)) == {"project": "lib", "removed": [name]}
+    assert (await two.daemon.get("local/lib/")).code == 404
+    assert not (two.daemon.cache / "mirror" / "lib" / name).exists()
+    mine = build_wheel(tmp_path / "own", "mine", "1.0")
+    put = await two.daemon.client.put(
+        two.daemon.url + f"packages/mine/{mine.name}", mine.read_bytes(), headers=auth
+    )
+    assert put.code in (200, 201), put.code
+    kept = await two.daemon.client.delete(two.daemon.url + "+cache/mine", headers=auth)
+    assert json.loads(await treq.content(kept))["removed"] == []
+    assert (await two.daemon.get(f"packages/mine/{mine.name}")).code == 200
+    again = await two.daemon.get(f"packages/lib/{name}")
+    assert again.code == 200  # fetched again on demand
+    await treq.content(again)
