@@ -164,7 +164,8 @@ async def test_merged_project_lists_both_the_routed_file_first(two, wheels):
 @pytest_twisted.ensureDeferred
 async def test_pip_installs_from_a_named_upstream_on_its_own(two, wheels, tmp_path):
     """pip installs from ``/upstreams/pytorch/simple/``; the files are kept in
-    that upstream's own store, and the default upstream is never asked."""
+    that upstream's own store (a purge removes them there), and the default
+    upstream is never asked."""
     target = tmp_path / "target"
     result = await pip_install(
         two.daemon.url + "upstreams/pytorch/simple/", ["torch"], target, tmp_path
@@ -176,6 +177,15 @@ async def test_pip_installs_from_a_named_upstream_on_its_own(two, wheels, tmp_pa
     assert wheels["torch"].name in [p.name for p in stored.iterdir()]
     missing = await two.daemon.get("upstreams/nope/simple/")
     assert missing.code == 404
+    done = await two.daemon.client.delete(
+        two.daemon.url + "+cache/torch", headers=basic("alice", "wonderland")
+    )
+    assert json.loads(await treq.content(done)) == {
+        "project": "torch",
+        "removed": [],
+        "upstreams": {"pytorch": [wheels["torch"].name]},
+    }
+    assert not (stored / wheels["torch"].name).exists()
 
 
 @pytest_twisted.ensureDeferred
@@ -210,7 +220,11 @@ async def test_purge_removes_mirrored_files_never_private_ones(two, wheels, tmp_
     auth = basic("alice", "wonderland")
     done = await two.daemon.client.delete(two.daemon.url + "+cache/lib", headers=auth)
     assert done.code == 200
-    assert json.loads(await treq.content(done)) == {"project": "lib", "removed": [name]}
+    assert json.loads(await treq.content(done)) == {
+        "project": "lib",
+        "removed": [name],
+        "upstreams": {},
+    }
     assert (await two.daemon.get("local/lib/")).code == 404
     assert not (two.daemon.cache / "mirror" / "lib" / name).exists()
     mine = build_wheel(tmp_path / "own", "mine", "1.0")
@@ -224,3 +238,63 @@ async def test_purge_removes_mirrored_files_never_private_ones(two, wheels, tmp_
     again = await two.daemon.get(f"packages/lib/{name}")
     assert again.code == 200  # fetched again on demand
     await treq.content(again)
+
+
+def test_reload_changes_named_upstreams_credentials_and_ttl(tmp_path):
+    """SIGHUP changes a named upstream's credentials, timeout and page TTL in
+    place; a new URL, a new upstream or new routes need a restart."""
+    from twisted.internet.defer import succeed
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import capturedLogs
+    from twisted.web.client import HTTPConnectionPool
+
+    from pypicache.tap.build import build_live
+    from pypicache.tap.options import Options
+    from pypicache.tap.reload import reload
+    from pypicache.web.accesslog import make_site
+    from pypicache.web.limits import limited_request_factory
+
+    head = f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
+    config = tmp_path / "pypicache.toml"
+    config.write_text(
+        head + 'route = { "torch*" = "pt" }\n'
+        '[upstreams.pt]\nurl = "http://127.0.0.1:8/whl/"\n'
+    )
+    options = Options()
+    options.parseOptions(["--config", str(config)])
+    clock = MemoryReactorClock()
+    live = build_live(
+        cache=options["cache"],
+        index_url=options["index-url"],
+        reactor=clock,
+        pool=HTTPConnectionPool(clock, False),
+        run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
+        upstreams=options["upstream"],
+        routes=options["route"],
+    )
+    site = make_site(live.app.resource(), limited_request_factory(1024), clock)
+    named = live.named["pt"]
+    page = "http://127.0.0.1:8/whl/torch/"
+    assert "Authorization" not in named.upstream._headers(page, {})
+    assert (named.upstream.timeout, named.pages.ttl) == (30.0, 600.0)
+
+    config.write_text(
+        head + 'route = { "torch*" = "pt" }\npage-ttl = 7\n'
+        '[upstreams.pt]\nurl = "http://ann:secret@127.0.0.1:8/whl/"\ntimeout = 4\n'
+    )
+    with capturedLogs() as events:
+        reload(options, live, site)
+    assert [e["changed"] for e in events] == ["page-ttl, upstream"]
+    assert (
+        named.upstream._headers(page, {})["Authorization"] == "Basic YW5uOnNlY3JldA=="
+    )
+    assert (named.upstream.timeout, named.pages.ttl, live.pages.ttl) == (4.0, 7, 7)
+
+    config.write_text(
+        head + 'route = { "nvidia-*" = "pt" }\npage-ttl = 7\n'
+        '[upstreams.pt]\nurl = "http://ann:secret@127.0.0.1:7/whl/"\ntimeout = 4\n'
+    )
+    with capturedLogs() as events:
+        reload(options, live, site)
+    assert [e["restart"] for e in events] == ["route, upstream"]
+    assert named.upstream.index_url == "http://127.0.0.1:8/whl/"

@@ -195,7 +195,11 @@ def build_live(
     app.installer.page_max_age = page_max_age
     app.extra_routes.append(
         CacheRoutes(
-            CacheControl(routed, [store] + [b.store for b in named.values()]),
+            CacheControl(
+                routed,
+                {"": store, **{n: b.store for n, b in named.items()}},
+                capacity.removed,
+            ),
             policy,
             {n: b.site for n, b in named.items()},
         )

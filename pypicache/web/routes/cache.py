@@ -42,11 +42,13 @@ class CacheRoutes:
 
     @route("/+cache/<project>", methods=["DELETE"])
     async def purge(self, request: IRequest, project: str) -> bytes:
-        """Remove a project's mirrored files (never private ones); JSON names them."""
+        """Remove a project's mirrored files (never private ones); JSON names
+        them: ``removed`` from the cache's own store, ``upstreams`` by upstream."""
         await self._policy.check(request, write=True)
         name = normalize(project)
         removed = self._control.purge(name)
-        return _json(request, {"project": name, "removed": removed})
+        own = removed.pop("", [])
+        return _json(request, {"project": name, "removed": own, "upstreams": removed})
 
     @route("/upstreams/<name>/", branch=True)
     def upstream(self, request: IRequest, name: str) -> IResource:
