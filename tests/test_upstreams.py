@@ -298,3 +298,80 @@ def test_reload_changes_named_upstreams_credentials_and_ttl(tmp_path):
         reload(options, live, site)
     assert [e["restart"] for e in events] == ["route, upstream"]
     assert named.upstream.index_url == "http://127.0.0.1:8/whl/"
+
+
+NO_UPSTREAM = "http://127.0.0.1:9/simple/"
+
+
+def parse(tmp_path: Path, *argv: str):
+    from pypicache.tap.options import Options
+
+    options = Options()
+    options.parseOptions(
+        ["--cache", str(tmp_path / "cache"), "--index-url", NO_UPSTREAM, *argv]
+    )
+    return options
+
+
+def test_command_line_upstreams_routes_and_merge(tmp_path):
+    """``--upstream NAME=URL``, ``--route GLOB=NAME`` and ``--merge`` repeat;
+    routes are lowercased globs; the command line's replace the file's tables."""
+    options = parse(
+        tmp_path,
+        "--upstream",
+        "pytorch=http://u:pw@127.0.0.1:8/whl/",
+        "--route",
+        "Torch*=pytorch",
+        "--route",
+        "nvidia-*=pytorch",
+        "--merge",
+        "Torch_Vision",
+    )
+    assert options["upstream"] == [
+        UpstreamSpec("pytorch", "http://u:pw@127.0.0.1:8/whl/")
+    ]
+    assert "pw" not in repr(options["upstream"])
+    assert options["route"] == [("torch*", "pytorch"), ("nvidia-*", "pytorch")]
+    assert options["merge"] == ["torch-vision"]
+    config = tmp_path / "pypicache.toml"
+    config.write_text(
+        'route = { "x*" = "other" }\n[upstreams.other]\nurl = "http://127.0.0.1:7/"\n'
+    )
+    options = parse(
+        tmp_path,
+        "--config",
+        str(config),
+        "--upstream",
+        "pt=http://127.0.0.1:8/",
+        "--route",
+        "x*=pt",
+    )
+    assert [s.name for s in options["upstream"]] == ["pt"]
+    assert options["route"] == [("x*", "pt")]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--upstream", "pytorch"], "must be NAME=URL"),
+        (["--upstream", "Py=http://127.0.0.1:8/"], "'Py' cannot name an upstream"),
+        (
+            ["--upstream", "p=ftp://u:pw@h/"],
+            "must be an http(s) URL, not 'ftp://u:***@h/'",
+        ),
+        (["--upstream", "p=http://h/", "--upstream", "p=http://i/"], "given twice"),
+        (["--route", "torch*"], "must be GLOB=NAME"),
+        (["--route", "torch*=nope"], "route: 'torch*' names no upstream 'nope'"),
+        (
+            ["--upstream", "p=http://h/", "--route", "t*=p", "--merge", "lib"],
+            "merge: 'lib' is not routed",
+        ),
+    ],
+)
+def test_command_line_errors_name_the_option(tmp_path, argv, message):
+    """Bad upstreams, routes and merges are usage errors that say what is wrong."""
+    from twisted.python import usage
+
+    with pytest.raises(usage.UsageError) as caught:
+        parse(tmp_path, *argv)
+    assert message in str(caught.value)

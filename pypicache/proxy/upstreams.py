@@ -26,7 +26,7 @@ from twisted.web.iweb import IResponse
 from pypicache.errors import NotFound
 from pypicache.index.model import ProjectPage
 from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.upstream import Upstream
+from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.records import CachedPage
 
 #: What an upstream may be called: it is a folder and a URL segment.
@@ -38,7 +38,7 @@ class UpstreamSpec:
     """A named upstream as configured: ``None`` settings are the default upstream's."""
 
     name: str
-    url: str
+    url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     timeout: float | None = None
     page_ttl: float | None = None
 
@@ -56,7 +56,7 @@ def check_url(url: str) -> str:
     """Return ``url`` if it is an http(s) index URL, else raise ``ValueError``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http(s) URL, not {url!r}")
+        raise ValueError(f"must be an http(s) URL, not {mask_url(url)!r}")
     return url
 
 

@@ -24,6 +24,9 @@ NOT_KEYS = frozenset({"help", "version", "config"})
 #: Repeatable options written as a TOML table, by option: their key in the file.
 TABLES = {"upstream": "upstreams", "route": "route"}
 
+#: The option of each table key.
+OPTION_OF = {key: option for option, key in TABLES.items()}
+
 #: What an ``[upstreams.NAME]`` table may set, and whether it must.
 UPSTREAM_KEYS = {"url": True, "timeout": False, "page-ttl": False}
 
@@ -100,7 +103,7 @@ def apply_config(
         if kind is None:
             known = ", ".join(sorted(kinds))
             raise ConfigError(f"{path}: unknown key {key!r} (the keys are: {known})")
-        if key in given:
+        if OPTION_OF.get(key, key) in given:
             continue
         try:
             if kind == "table":
