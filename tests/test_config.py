@@ -179,8 +179,8 @@ async def test_config_sets_options_and_the_command_line_wins(tmp_path):
         ('allow-from = ["10.0.0.1/8"]\n', "allow-from: '10.0.0.1/8' has host bits"),
         ("workers = 2.5\n", "workers:"),
         (
-            '[upstreams.pytorch]\nurl = "ftp://127.0.0.1:9/"\n',
-            "upstreams.pytorch: must be an http(s) URL",
+            '[upstreams.pytorch]\nurl = "ftp://u:pw@127.0.0.1:9/"\n',
+            "upstreams.pytorch: must be an http(s) URL, not 'ftp://u:***@127.0.0.1:9/'",
         ),
         (
             '[upstreams.pytorch]\nurl = "http://127.0.0.1:9/"\nttl = 5\n',
@@ -231,6 +231,7 @@ async def test_config_errors_name_the_key(tmp_path, text, message):
     assert result.code != 0, result
     assert message in result.out + result.err, result
     assert "Traceback" not in result.out + result.err, result
+    assert ":pw@" not in result.out + result.err, result  # credentials masked
 
 
 @pytest_twisted.ensureDeferred

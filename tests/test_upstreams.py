@@ -162,6 +162,22 @@ async def test_merged_project_lists_both_the_routed_file_first(two, wheels):
 
 
 @pytest_twisted.ensureDeferred
+async def test_routed_upstream_failing_or_lacking_never_falls_back(two, wheels):
+    """A routed project its upstream lacks is 404 though the default upstream
+    has it; a merged one whose routed upstream fails is 502, never the default
+    upstream's files alone."""
+    two.pytorch.page_status("nvidia-x", 503)
+    failed = await two.daemon.get("simple/nvidia-x/", headers={"Accept": JSON})
+    assert failed.code == 502
+    await treq.content(failed)
+    two.default.add(build_wheel(wheels["lib"].parent, "nvidia-y", "1.0"))
+    missing = await two.daemon.get("simple/nvidia-y/", headers={"Accept": JSON})
+    assert missing.code == 404
+    await treq.content(missing)
+    assert two.asked(two.default, "nvidia-y") == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_pip_installs_from_a_named_upstream_on_its_own(two, wheels, tmp_path):
     """pip installs from ``/upstreams/pytorch/simple/``; the files are kept in
     that upstream's own store (a purge removes them there), and the default

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.web.iweb import IResponse
 
 from pypicache.errors import NotFound
@@ -145,7 +146,9 @@ class RoutedPages:
         return _combined(parts)  # type: ignore[arg-type]
 
     async def get(self, project: str) -> CachedPage:
-        """The page of ``project``; merged, it exists if either upstream has it.
+        """The page of ``project``; merged, it exists if either upstream has it
+        (both are asked at once), and fails if either fails: the default
+        upstream's files are never shown alone in place of the routed ones.
 
         :raises NotFound: no upstream it is looked up on has it.
         :raises UpstreamError: one failed, with nothing cached.
@@ -153,12 +156,16 @@ class RoutedPages:
         sources = self._pages(project)
         if len(sources) == 1:
             return await sources[0].get(project)
+        results = await DeferredList(
+            [Deferred.fromCoroutine(pages.get(project)) for pages in sources],
+            consumeErrors=True,
+        )
         parts = []
-        for pages in sources:
-            try:
-                parts.append(await pages.get(project))
-            except NotFound:
-                continue
+        for ok, value in results:
+            if ok:
+                parts.append(value)
+            elif not value.check(NotFound):
+                value.raiseException()
         if not parts:
             raise NotFound(f"No project {project!r} on its upstreams")
         return _combined(parts)

@@ -15,6 +15,7 @@ from pypicache.bulk.cacher import (
     BulkCacher,
 )
 from pypicache.private.uploads import Uploads
+from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
@@ -24,7 +25,6 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
-from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
@@ -32,12 +32,12 @@ from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
+from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.routes.cache import CacheRoutes
-from pypicache.tap.named import Named, build_named
 
 
 @attrs.define

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 from twisted.python import usage
 
+from pypicache.proxy.upstreams import UpstreamSpec, check_name, check_url
+
 #: Options of every ``usage.Options`` that are not settings.
 NOT_KEYS = frozenset({"help", "version", "config"})
 
@@ -136,6 +138,8 @@ def apply_config(
                         raise usage.UsageError(str(e) or "bad value") from e
                 else:
                     handler(key, text)
+        except ConfigError:
+            raise
         except usage.UsageError as e:
             raise ConfigError(f"{path}: {key}: {e} (got {value!r})") from e
 
@@ -151,8 +155,6 @@ def _routes(options: usage.Options, table: dict[str, Any]) -> None:
 
 def _upstreams(options: usage.Options, path: str, table: dict[str, Any]) -> None:
     """``[upstreams.NAME]`` tables: ``url``, optionally ``timeout`` and ``page-ttl``."""
-    from pypicache.proxy.upstreams import UpstreamSpec, check_name, check_url
-
     specs = []
     for name, settings in table.items():
         where = f"upstreams.{name}"
