@@ -10,6 +10,7 @@ import bcrypt
 import pytest
 import pytest_twisted
 import treq
+from twisted.internet import reactor, task
 
 from pypicache.proxy.upstreams import Router, UpstreamSpec, merge_pages
 from pypicache.index.model import DistFile, ProjectPage
@@ -19,6 +20,10 @@ from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
 
 JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def sleep(seconds: float):
+    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def basic(user: str, password: str) -> dict[str, list[str]]:
@@ -391,3 +396,55 @@ def test_command_line_errors_name_the_option(tmp_path, argv, message):
     with pytest.raises(usage.UsageError) as caught:
         parse(tmp_path, *argv)
     assert message in str(caught.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_routes_with_command_line_upstreams(tmp_path, wheels):
+    """``twistd pypicache --upstream NAME=URL --route GLOB=NAME`` routes as the
+    built app does, and cleans what a crash left in the upstream's own store."""
+    from tests.clients import clean_env
+    from tests.daemon import spawn_twistd
+    from tests.test_config import started
+    from tests.test_crash import bounded
+
+    default = FakeIndex(tmp_path, "json")
+    default.add(wheels["impostor"])
+    pytorch = FakeIndex(tmp_path, "json")
+    pytorch.add(wheels["torch"])
+    default_running = await start_fake_index(default)
+    pytorch_running = await start_fake_index(pytorch)
+    stale = tmp_path / "cache" / "upstreams" / "pytorch" / "mirror" / "torch"
+    stale.mkdir(parents=True)
+    (stale / ".tmp-crashed").write_bytes(b"half a wheel")
+    twistd = spawn_twistd(
+        tmp_path,
+        default_running.url,
+        clean_env(tmp_path),
+        "--upstream",
+        f"pytorch={pytorch_running.url}",
+        "--route",
+        "torch*=pytorch",
+    )
+    client = None
+    try:
+        client = await started(twistd)
+        response = await client.get("simple/torch/", headers={"Accept": [JSON]})
+        assert response.code == 200
+        own = await client.get("upstreams/pytorch/simple/torch/")
+        assert own.code == 200
+        await bounded(twistd.wait_for(b"Site starting"))
+        for _ in range(100):
+            if not (stale / ".tmp-crashed").exists():
+                break
+            await bounded(sleep(0.05))
+        assert not (stale / ".tmp-crashed").exists()
+    finally:
+        if client is not None:
+            await client.close()
+        await twistd.stop()
+        await default_running.stop()
+        await pytorch_running.stop()
+    assert [r.path for r in pytorch.requests] == ["/simple/torch/"]
+    assert [r.path for r in default.requests if "torch" in r.path] == []
+    page = tmp_path / "cache" / "upstreams" / "pytorch" / "pages" / "torch.json"
+    assert page.exists()

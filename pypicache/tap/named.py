@@ -2,10 +2,12 @@
 """Building the named upstreams: each its client, its pages, its store and its own site."""
 
 import os
+import time
 from typing import Any, Sequence
 
 import attrs
 from klein import Klein
+from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.iweb import IAgent
 from twisted.web.resource import IResource
@@ -21,6 +23,8 @@ from pypicache.web.app import add_error_handlers
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routing import register
 
+log = Logger()
+
 #: Where each named upstream's store is, in the cache folder.
 UPSTREAMS_FOLDER = "upstreams"
 
@@ -35,6 +39,14 @@ class Named:
     store: FilesystemStore
     installer: InstallerRoutes
     site: IResource
+
+    def clean_up(self, run_blocking: Any) -> None:
+        """Once the daemon answers: remove the temporary files a crash left in
+        this upstream's store (as the start-up scan does in the cache's)."""
+        d = run_blocking(self.store.remove_temporaries, time.time() - 1.0)
+        d.addErrback(
+            lambda f: log.failure("Clean-up of {name} failed", f, name=self.spec.name)
+        )
 
 
 def build_named(

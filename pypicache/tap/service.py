@@ -138,6 +138,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         merge=options["merge"],
     )
     app = live.app
+    for named in live.named.values():
+        reactor.callWhenRunning(named.clean_up, run_blocking)
     site = make_site(
         app.resource(),
         limited_request_factory(options["max-upload-size"]),
