@@ -195,11 +195,11 @@ class FileClient:
                 return upstream
         return self.default
 
-    async def open_file(self, url: str) -> IResponse:
-        return await self.upstream_of(url).open_file(url)
+    async def open_file(self, url: str, *args: Any, **kwargs: Any) -> IResponse:
+        return await self.upstream_of(url).open_file(url, *args, **kwargs)
 
-    async def open_range(self, url: str, spec: str) -> IResponse:
-        return await self.upstream_of(url).open_range(url, spec)
+    async def open_range(self, url: str, *args: Any, **kwargs: Any) -> IResponse:
+        return await self.upstream_of(url).open_range(url, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name == "default":  # not set yet: no recursion
