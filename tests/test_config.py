@@ -184,7 +184,29 @@ async def test_config_sets_options_and_the_command_line_wins(tmp_path):
         ('allow-from = "10.0.0.0/8"\n', "allow-from: must be an array"),
         ('allow-from = ["10.0.0.1/8"]\n', "allow-from: '10.0.0.1/8' has host bits"),
         ("workers = 2.5\n", "workers:"),
-        ('[upstreams.pytorch]\nurl = "http://127.0.0.1:9/"\n', "unknown key 'upstreams'"),
+        (
+            '[upstreams.pytorch]\nurl = "ftp://u:pw@127.0.0.1:9/"\n',
+            "upstreams.pytorch: must be an http(s) URL, not 'ftp://u:***@127.0.0.1:9/'",
+        ),
+        (
+            '[upstreams.pytorch]\nurl = "http://127.0.0.1:9/"\nttl = 5\n',
+            "upstreams.pytorch: unknown keys ['ttl']",
+        ),
+        ("[upstreams.pytorch]\ntimeout = 5\n", "upstreams.pytorch: needs url"),
+        (
+            '[upstreams.PyTorch]\nurl = "http://127.0.0.1:9/"\n',
+            "upstreams.PyTorch: 'PyTorch' cannot name",
+        ),
+        (
+            '[upstreams.pytorch]\nurl = "http://127.0.0.1:9/"\ntimeout = "x"\n',
+            "upstreams.pytorch: timeout must be a number",
+        ),
+        (
+            'route = { "torch*" = "pytroch" }\n[upstreams.pytorch]\nurl = "http://127.0.0.1:9/"\n',
+            "route: 'torch*' names no upstream 'pytroch' (the upstreams are: pytorch)",
+        ),
+        ('route = ["torch*=pytorch"]\n', "route: must be a table"),
+        ('merge = ["torch"]\n', "merge: 'torch' is not routed to a named upstream"),
         ("page-ttl = \n", "is not valid TOML"),
     ],
 )
@@ -215,6 +237,7 @@ async def test_config_errors_name_the_key(tmp_path, text, message):
     assert result.code != 0, result
     assert message in result.out + result.err, result
     assert "Traceback" not in result.out + result.err, result
+    assert ":pw@" not in result.out + result.err, result  # credentials masked
 
 
 @pytest_twisted.ensureDeferred
@@ -233,7 +256,9 @@ async def test_sighup_reloads_users_and_allow_list(tmp_path):
     client = None
     try:
         client = await started(twistd)
-        assert await client.status("simple/", headers=basic("alice", "wonderland")) == 200
+        assert (
+            await client.status("simple/", headers=basic("alice", "wonderland")) == 200
+        )
         assert await client.status("simple/", headers=basic("bob", "builder")) == 401
 
         config.write_text(
@@ -247,7 +272,9 @@ async def test_sighup_reloads_users_and_allow_list(tmp_path):
             rb"needs a restart: mirror-private",
         )
         assert await client.status("simple/", headers=basic("bob", "builder")) == 200
-        assert await client.status("simple/", headers=basic("alice", "wonderland")) == 401
+        assert (
+            await client.status("simple/", headers=basic("alice", "wonderland")) == 401
+        )
 
         config.write_text(
             f'auth-file = "{bob}"\nread-auth = true\nallow-from = ["10.0.0.0/8"]\n'
@@ -300,9 +327,7 @@ async def test_sighup_reaches_every_worker(tmp_path):
         await hang_up(
             twistd, rb"\[worker-\d/\d+\] Configuration reloaded: changed allow-from", 2
         )
-        tags = re.findall(
-            rb"\[(worker-\d)/\d+\] Configuration reloaded", twistd.output
-        )
+        tags = re.findall(rb"\[(worker-\d)/\d+\] Configuration reloaded", twistd.output)
         assert sorted(tags) == [b"worker-1", b"worker-2"]
         assert {await client.status("simple/") for _ in range(8)} == {403}
     finally:
@@ -316,9 +341,10 @@ async def test_sighup_reaches_every_worker(tmp_path):
     access = [
         t.rsplit(" ", 1)[0] for t in texts if t.startswith('127.0.0.1 "GET /simple/"')
     ]
-    assert sorted(access) == ['127.0.0.1 "GET /simple/" 200'] + [
-        '127.0.0.1 "GET /simple/" 403'
-    ] * 8, texts
+    assert (
+        sorted(access)
+        == ['127.0.0.1 "GET /simple/" 200'] + ['127.0.0.1 "GET /simple/" 403'] * 8
+    ), texts
 
 
 def test_reload_applies_runtime_values_in_place(tmp_path):

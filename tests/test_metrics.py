@@ -65,13 +65,15 @@ async def test_metrics_count_what_was_done(run):
     the first install's pages and files are misses fetched upstream (ok), the
     second's are hits served from the cache; a 404 and an error upstream are
     counted by outcome; the upload and the eviction are counted; the cache
-    size and file count follow the mirror; every request has its latency."""
-    await run.start()
+    size and file count follow the mirror; every request has its latency.
+    (Without prefetch, which would fetch the dependency's page before pip
+    asks, making it a hit.)"""
+    await run.start("--prefetch-depth=0")
     await run.install("olda")
     await run.stop_daemon()
     run.age("olda", 4 * DAY)
     cap = run.mirror_size() + 50 * KiB  # olda fits, app and lib do not
-    await run.start("--max-cache-size", f"{cap // KiB}K")
+    await run.start("--prefetch-depth=0", "--max-cache-size", f"{cap // KiB}K")
     start = await scrape(run)
     assert total(start, "pypicache_cache_requests_total") == 0
 
@@ -139,8 +141,9 @@ async def test_metrics_count_what_was_done(run):
 async def test_stats_and_home_page(run):
     """/+stats gives the figures as JSON: after one install (all misses) and
     a second (all hits), the hit ratio since start and over the last hour are
-    hits / (hits + misses); the home page shows them."""
-    await run.start()
+    hits / (hits + misses); the home page shows them. (Without prefetch, which
+    would make the dependency's first page and metadata hits.)"""
+    await run.start("--prefetch-depth=0")
     await run.install("app", target="t1")
     await run.install("app", target="t2")
     code, body, headers = await fetch(run, "+stats")

@@ -9,7 +9,7 @@ logs the malformed file entries it leaves out of an upstream page.
 import json
 from html import escape
 from html.parser import HTMLParser
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from twisted.logger import Logger

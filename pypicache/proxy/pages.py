@@ -61,6 +61,14 @@ class ProjectPages:
             return cached
         return None
 
+    def forget(self, project: str) -> None:
+        """Drop the cached page of ``project``, here and on disk: the next
+        request fetches it (unconditionally)."""
+        self._memory.pop(project, None)
+        self._missing.pop(project, None)
+        self._failing.pop(project, None)
+        self._store.drop_page(project)
+
     def _remember(self, project: str, cached: CachedPage) -> None:
         """Keep a page in memory, forgetting the least recently used past ``memory_size``."""
         self._memory[project] = cached

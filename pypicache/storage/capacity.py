@@ -194,6 +194,11 @@ class Capacity:
         ):
             self._logged(self.run_pass())
 
+    def removed(self, stored: StoredFile) -> None:
+        """A mirrored file was removed on request (``DELETE /+cache/``): uncount it."""
+        if self.total is not None:
+            self.total = max(0, self.total - (stored.info.size or 0))
+
     def run_pass(self) -> "Deferred[Any]":
         """One eviction pass in a thread (or one more after the current one)."""
         if self._running:

@@ -111,3 +111,6 @@ class IStore(Interface):
 
     def write_page(project: str, cached: CachedPage) -> None:
         """Store the upstream page of ``project``."""
+
+    def drop_page(project: str) -> None:
+        """Delete the cached page of ``project``, if it is there."""

@@ -182,5 +182,12 @@ class Layout:
         except OSError:
             return None
 
+    def drop_page(self, project: str) -> None:
+        """Delete the cached page of ``project``, if it is there."""
+        try:
+            os.unlink(self.page_path(project).path)
+        except FileNotFoundError:
+            pass
+
     def page_path(self, project: str) -> FilePath:
         return self.area("pages").child(project + ".json")

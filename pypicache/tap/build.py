@@ -16,6 +16,7 @@ from pypicache.bulk.cacher import (
     BulkCacher,
 )
 from pypicache.private.uploads import Uploads
+from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.outbound import OutboundEndpoints, proxy_settings, read_ca_bundle
 from pypicache.proxy.pages import ProjectPages
@@ -26,6 +27,12 @@ from pypicache.proxy.prefetch import (
     Prefetcher,
 )
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
+from pypicache.proxy.upstreams import (
+    FileClient,
+    RoutedPages,
+    Router,
+    UpstreamSpec,
+)
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
@@ -33,11 +40,13 @@ from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
+from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.metrics import CountedFlights, Metrics
+from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
 
 log = Logger()
@@ -52,6 +61,8 @@ class Live:
     pages: ProjectPages
     #: An ``Htpasswd`` for another users file.
     users: Callable[[str], Htpasswd]
+    #: The named upstreams, by name.
+    named: dict[str, Named] = attrs.field(factory=dict)
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -99,6 +110,9 @@ def build_live(
     proxy_environ: Mapping[str, str] | None = None,
     metrics: Metrics | None = None,
     metrics_auth: bool = False,
+    upstreams: Sequence[UpstreamSpec] = (),
+    routes: Sequence[tuple[str, str]] = (),
+    merge: Sequence[str] = (),
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -117,6 +131,8 @@ def build_live(
     :param metrics: what is counted, for ``/metrics`` and ``/+stats`` (``None``:
         nothing is, and they are not served).
     :param metrics_auth: whether those need a user.
+    :param upstreams: the named upstreams; :param routes: ``(glob, name)``
+        pairs; :param merge: routed projects looked up on the default too.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -128,17 +144,30 @@ def build_live(
         read_ca_bundle(upstream_ca) if upstream_ca else None,
     )
     log.info("Upstream connections: {how}", how=endpoints.describe())
-    upstream = Upstream(
-        index_url,
-        make_agent(reactor, pool, endpoints),
-        reactor,
+    agent = make_agent(reactor, pool, endpoints)
+    settings = dict(
         timeout=timeout,
         page_deadline=page_deadline,
         min_rate=min_rate,
         max_page_size=max_page_size,
-        run_blocking=run_blocking,
+    )
+    upstream = Upstream(
+        index_url, agent, reactor, run_blocking=run_blocking, **settings
     )
     run_sync = run_sync or run_blocking
+    named = build_named(
+        upstreams,
+        cache,
+        reactor,
+        agent,
+        locks,
+        run_blocking,
+        run_sync,
+        page_clock or reactor,
+        settings,
+        page_ttl,
+        page_max_age,
+    )
     pages = ProjectPages(
         upstream,
         store,
@@ -147,10 +176,22 @@ def build_live(
         run_blocking=run_sync,
         locks=locks,
     )
+    routed = RoutedPages(
+        pages,
+        {n: b.pages for n, b in named.items()},
+        Router(tuple(routes), frozenset(merge)),
+    )
+    files = FileClient(upstream, [b.upstream for b in named.values()])
     # The downloads in flight, counted as they come and go.
     flights = {} if metrics is None else CountedFlights(metrics.count_download)
     mirror = Mirror(
-        upstream, store, pages, run_blocking, locks, run_sync, downloads=flights
+        files,  # type: ignore[arg-type]
+        store,
+        routed,  # type: ignore[arg-type]
+        run_blocking,
+        locks,
+        run_sync,
+        downloads=flights,
     )
     capacity = Capacity(
         root=store.root,
@@ -210,7 +251,8 @@ def build_live(
     )
     app.installer.page_max_age = page_max_age
     if metrics is not None:
-        upstream.on_answer = metrics.count_upstream
+        for counted in (upstream, *(b.upstream for b in named.values())):
+            counted.on_answer = metrics.count_upstream
         capacity.on_evicted = metrics.count_eviction
         capacity.on_size = metrics.count_size
         uploads.on_upload = metrics.count_upload
@@ -218,4 +260,15 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
-    return Live(app, upstream, pages, users)
+    app.extra_routes.append(
+        CacheRoutes(
+            CacheControl(
+                routed,
+                {"": store, **{n: b.store for n, b in named.items()}},
+                capacity.removed,
+            ),
+            policy,
+            {n: b.site for n, b in named.items()},
+        )
+    )
+    return Live(app, upstream, pages, users, named)

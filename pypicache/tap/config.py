@@ -6,7 +6,9 @@ found in the :class:`~twisted.python.usage.Options` itself, so an option
 added there is a key here too. A value goes through the option's own
 handler, as if it were given on the command line: the same coercion and the
 same checks. Flags take ``true`` or ``false``; repeatable options (those
-whose value is a list) take an array. An option given on the command line
+whose value is a list) take an array. Two are tables: ``[upstreams.NAME]``
+(``url``, and optionally ``timeout`` and ``page-ttl``) for ``--upstream``,
+and ``route = { GLOB = NAME }`` for ``--route``. An option given on the command line
 wins over the file.
 """
 
@@ -16,8 +18,19 @@ from typing import Any, Sequence
 
 from twisted.python import usage
 
+from pypicache.proxy.upstreams import UpstreamSpec, check_name, check_url
+
 #: Options of every ``usage.Options`` that are not settings.
 NOT_KEYS = frozenset({"help", "version", "config"})
+
+#: Repeatable options written as a TOML table, by option: their key in the file.
+TABLES = {"upstream": "upstreams", "route": "route"}
+
+#: The option of each table key.
+OPTION_OF = {key: option for option, key in TABLES.items()}
+
+#: What an ``[upstreams.NAME]`` table may set, and whether it must.
+UPSTREAM_KEYS = {"url": True, "timeout": False, "page-ttl": False}
 
 
 class ConfigError(usage.UsageError):
@@ -58,7 +71,9 @@ def option_kinds(options: usage.Options) -> dict[str, str]:
         name = long_opt.removesuffix("=")
         if name in NOT_KEYS:
             continue
-        if not long_opt.endswith("="):
+        if name in TABLES:
+            kinds[TABLES[name]] = "table"
+        elif not long_opt.endswith("="):
             kinds[name] = "flag"
         elif isinstance(options.opts.get(name), list):
             kinds[name] = "list"
@@ -90,10 +105,18 @@ def apply_config(
         if kind is None:
             known = ", ".join(sorted(kinds))
             raise ConfigError(f"{path}: unknown key {key!r} (the keys are: {known})")
-        if key in given:
+        if OPTION_OF.get(key, key) in given:
             continue
-        handler = options._dispatch[key]
         try:
+            if kind == "table":
+                if not isinstance(value, dict):
+                    raise usage.UsageError("must be a table")
+                if key == "route":
+                    _routes(options, value)
+                else:
+                    _upstreams(options, path, value)
+                continue
+            handler = options._dispatch[key]
             if kind == "flag":
                 if not isinstance(value, bool):
                     raise usage.UsageError("must be true or false")
@@ -115,5 +138,61 @@ def apply_config(
                         raise usage.UsageError(str(e) or "bad value") from e
                 else:
                     handler(key, text)
+        except ConfigError:
+            raise
         except usage.UsageError as e:
             raise ConfigError(f"{path}: {key}: {e} (got {value!r})") from e
+
+
+def _routes(options: usage.Options, table: dict[str, Any]) -> None:
+    """``route = { GLOB = NAME }``, as ``--route GLOB=NAME`` each."""
+    options.opts["route"] = []
+    for glob, name in table.items():
+        if not isinstance(name, str):
+            raise usage.UsageError(f"{glob!r} must name an upstream (a string)")
+        options._dispatch["route"]("route", f"{glob}={name}")
+
+
+def _upstreams(options: usage.Options, path: str, table: dict[str, Any]) -> None:
+    """``[upstreams.NAME]`` tables: ``url``, optionally ``timeout`` and ``page-ttl``."""
+    specs = []
+    for name, settings in table.items():
+        where = f"upstreams.{name}"
+        try:
+            if not isinstance(settings, dict):
+                raise ValueError("must be a table")
+            check_name(name)
+            unknown = set(settings) - set(UPSTREAM_KEYS)
+            missing = [
+                k for k, needed in UPSTREAM_KEYS.items() if needed and k not in settings
+            ]
+            if unknown or missing:
+                raise ValueError(
+                    f"unknown keys {sorted(unknown)}"
+                    if unknown
+                    else f"needs {missing[0]}"
+                )
+            url = settings["url"]
+            if not isinstance(url, str):
+                raise ValueError("url must be a string")
+            numbers = {}
+            for key in ("timeout", "page-ttl"):
+                value = settings.get(key)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"{key} must be a number")
+                if value < 0 or (key == "timeout" and value == 0):
+                    raise ValueError(f"{key} must be positive")
+                numbers[key] = float(value)
+            specs.append(
+                UpstreamSpec(
+                    name,
+                    check_url(url),
+                    numbers.get("timeout"),
+                    numbers.get("page-ttl"),
+                )
+            )
+        except ValueError as e:
+            raise ConfigError(f"{path}: {where}: {e}") from e
+    options.opts["upstream"] = specs

@@ -19,6 +19,7 @@ from pypicache.proxy.outbound import proxy_settings, read_ca_bundle
 from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_REQUESTS
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
+from pypicache.tap.upstreamopts import UpstreamOptions
 from pypicache.tap.values import (
     duration,
     pip_index_url,
@@ -37,7 +38,7 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 MAX_WORKERS = 64
 
 
-class Options(usage.Options):
+class Options(UpstreamOptions, usage.Options):
     """``twistd pypicache`` options."""
 
     synopsis = (
@@ -317,6 +318,7 @@ class Options(usage.Options):
             )
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be positive")
+        self.check_upstreams()
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
             raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
         if not 1 <= self["workers"] <= MAX_WORKERS:

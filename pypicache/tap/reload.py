@@ -67,6 +67,44 @@ def _upstream(live: "Live") -> Any:
     return live.upstream
 
 
+def _named_upstreams(live: "Live", site: Site, specs: Any) -> bool:
+    """The named upstreams' credentials, timeouts and page TTLs; the same
+    names and URLs (credentials aside), else a restart."""
+    from pypicache.proxy.upstream import split_credentials
+
+    if [s.name for s in specs] != list(live.named):
+        return False
+    for spec in specs:
+        url = split_credentials(spec.url)[0].rstrip("/") + "/"
+        if url != live.named[spec.name].upstream.index_url:
+            return False
+    for spec in specs:
+        named = live.named[spec.name]
+        named.upstream.use_credentials(spec.url)
+        named.upstream.timeout = (
+            live.upstream.timeout if spec.timeout is None else spec.timeout
+        )
+        named.pages.ttl = live.pages.ttl if spec.page_ttl is None else spec.page_ttl
+        named.spec = spec
+    return True
+
+
+def _following(
+    name: str, spec_field: str, target: Callable[[Any], Any]
+) -> Callable[..., bool]:
+    """Set the default upstream's ``name`` and that of each named upstream
+    that has no ``spec_field`` of its own."""
+
+    def apply(live: "Live", site: Site, value: Any) -> bool:
+        setattr(target(live), name, value)
+        for named in live.named.values():
+            if getattr(named.spec, spec_field, None) is None:
+                setattr(target(named), name, value)
+        return True
+
+    return apply
+
+
 def _bulk(live: "Live") -> Any:
     return live.app.bulk
 
@@ -80,16 +118,17 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "read-auth": _setter(_policy, "read_auth"),
     "auth-file": _users_file,
     "index-url": lambda live, site, url: live.upstream.use_credentials(url),
-    "page-ttl": _setter(lambda live: live.pages, "ttl"),
+    "page-ttl": _following("ttl", "page_ttl", lambda live: live.pages),
     "page-max-age": _setter(lambda live: live.app.installer, "page_max_age"),
-    "timeout": _setter(_upstream, "timeout"),
-    "page-deadline": _setter(_upstream, "page_deadline"),
-    "min-rate": _setter(_upstream, "min_rate"),
-    "max-page-size": _setter(_upstream, "max_page_size"),
+    "timeout": _following("timeout", "timeout", _upstream),
+    "page-deadline": _following("page_deadline", "page_deadline", _upstream),
+    "min-rate": _following("min_rate", "min_rate", _upstream),
+    "max-page-size": _following("max_page_size", "max_page_size", _upstream),
     "max-upload-size": _max_upload_size,
     "bulk-max-lines": _setter(_bulk, "max_lines"),
     "bulk-max-projects": _setter(_bulk, "max_projects"),
     "bulk-max-rounds": _setter(_bulk, "max_rounds"),
+    "upstream": _named_upstreams,
     "max-cache-size": _limit("max_size"),
     "evict-unused-after": _limit("unused_after"),
 }

@@ -150,8 +150,13 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         proxy_environ=os.environ,
         metrics=metrics,
         metrics_auth=options["metrics-auth"],
+        upstreams=options["upstream"],
+        routes=options["route"],
+        merge=options["merge"],
     )
     app = live.app
+    for named in live.named.values():
+        reactor.callWhenRunning(named.clean_up, run_blocking)
     site = make_site(
         app.resource(),
         limited_request_factory(options["max-upload-size"]),

@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, TextIO
 from collections.abc import Callable
+from typing import Any, TextIO
 
 from twisted.application import service
 from twisted.application.internet import TimerService

@@ -117,6 +117,8 @@ class PypicacheApp:
     capacity: Capacity | None = None
     #: ``/metrics`` and ``/+stats`` (``None``: not served).
     metrics: MetricsRoutes | None = None
+    #: More route groups (per-project cache control, the named upstreams).
+    extra_routes: list[object] = attrs.field(factory=list)
 
     installer: InstallerRoutes = attrs.field(init=False)
 
@@ -142,6 +144,7 @@ class PypicacheApp:
             AdminRoutes(store, policy, run_blocking),
             PageRoutes(store, self.index_url, self._open_figures()),
             *([self.metrics] if self.metrics is not None else []),
+            *self.extra_routes,
         ]
 
     def _open_figures(self) -> Any:

@@ -1,0 +1,55 @@
+# -*- test-case-name: tests.test_upstreams -*-
+"""Per-project cache control: drop a project's cached pages, remove its mirrored files."""
+
+from typing import Callable
+
+import attrs
+from twisted.logger import Logger
+
+from pypicache.proxy.upstreams import RoutedPages
+from pypicache.storage.interface import IStore
+from pypicache.storage.records import StoredFile
+
+log = Logger()
+
+
+@attrs.define
+class CacheControl:
+    """``POST /+refresh/<project>`` and ``DELETE /+cache/<project>``.
+
+    :ivar stores: the cache's own store (under ``""``), and each named
+        upstream's under its name.
+    """
+
+    _pages: RoutedPages
+    _stores: dict[str, IStore]
+    #: Told of each file removed from the cache's own store (its size).
+    on_removed: Callable[[StoredFile], None] | None = None
+
+    def refresh(self, project: str) -> None:
+        """Drop every cached page of ``project``: the next request fetches it."""
+        self._pages.forget(project)
+
+    def purge(self, project: str) -> dict[str, list[str]]:
+        """Remove the mirrored files of ``project`` from every store, never a
+        private one; return their names by store (as :attr:`stores` names them).
+
+        All in one turn of the reactor: no request sees a listing that names a
+        removed file. Clients already reading one finish (it is unlinked, not
+        truncated).
+        """
+        removed: dict[str, list[str]] = {}
+        for name, store in self._stores.items():
+            for stored in store.files(project):
+                if not stored.private:
+                    store.remove(stored)
+                    removed.setdefault(name, []).append(stored.info.filename)
+                    if name == "" and self.on_removed is not None:
+                        self.on_removed(stored)
+        if removed:
+            log.info(
+                "Purged {count} mirrored files of {project}",
+                count=sum(map(len, removed.values())),
+                project=project,
+            )
+        return {name: sorted(files) for name, files in removed.items()}

@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_upstreams -*-
+"""Building the named upstreams: each its client, its pages, its store and its own site."""
+
+import os
+import time
+from typing import Any, Sequence
+
+import attrs
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from twisted.web.iweb import IAgent
+from twisted.web.resource import IResource
+
+from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.upstream import Upstream
+from pypicache.proxy.upstreams import UpstreamSpec
+from pypicache.proxy.views import Views
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.locks import Locks
+from pypicache.web.app import add_error_handlers
+from pypicache.web.routes.installer import InstallerRoutes
+from pypicache.web.routing import register
+
+log = Logger()
+
+#: Where each named upstream's store is, in the cache folder.
+UPSTREAMS_FOLDER = "upstreams"
+
+
+@attrs.define
+class Named:
+    """A named upstream as built: what ``SIGHUP`` changes, and its site."""
+
+    spec: UpstreamSpec
+    upstream: Upstream
+    pages: ProjectPages
+    store: FilesystemStore
+    installer: InstallerRoutes
+    site: IResource
+
+    def clean_up(self, run_blocking: Any) -> None:
+        """Once the daemon answers: remove the temporary files a crash left in
+        this upstream's store (as the start-up scan does in the cache's)."""
+        d = run_blocking(self.store.remove_temporaries, time.time() - 1.0)
+        d.addErrback(
+            lambda f: log.failure("Clean-up of {name} failed", f, name=self.spec.name)
+        )
+
+
+def build_named(
+    specs: Sequence[UpstreamSpec],
+    cache: str,
+    reactor: Any,
+    agent: IAgent,
+    locks: Locks,
+    run_blocking: Any,
+    run_sync: Any,
+    page_clock: Any,
+    upstream_settings: dict[str, Any],
+    page_ttl: float,
+    page_max_age: int,
+) -> dict[str, Named]:
+    """One :class:`Named` per spec; their stores in ``<cache>/upstreams/<name>/``.
+
+    :param upstream_settings: the default upstream's settings (``timeout``,
+        ``page_deadline``...), which a spec's own ``timeout`` overrides.
+    """
+    built = {}
+    for spec in specs:
+        settings = dict(upstream_settings)
+        if spec.timeout is not None:
+            settings["timeout"] = spec.timeout
+        upstream = Upstream(
+            spec.url, agent, reactor, run_blocking=run_blocking, **settings
+        )
+        root = FilePath(os.path.abspath(cache)).child(UPSTREAMS_FOLDER).child(spec.name)
+        root.makedirs(ignoreExistingDirectory=True)
+        store = FilesystemStore(root, clock=reactor, run_blocking=run_blocking)
+        pages = ProjectPages(
+            upstream,
+            store,
+            page_clock,
+            ttl=page_ttl if spec.page_ttl is None else spec.page_ttl,
+            run_blocking=run_sync,
+            locks=locks,
+        )
+        mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
+        installer = InstallerRoutes(store, mirror, Views(store, mirror))
+        installer.page_max_age = page_max_age
+        app = Klein()
+        add_error_handlers(app)
+        register(app, installer)
+        built[spec.name] = Named(
+            spec, upstream, pages, store, installer, app.resource()
+        )
+    return built

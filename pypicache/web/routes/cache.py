@@ -1,0 +1,59 @@
+# -*- test-case-name: tests.test_upstreams -*-
+"""Per-project refresh and purge, and each named upstream on its own under ``/upstreams/<name>/``."""
+
+import json
+from typing import Any
+
+import attrs
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from pypicache.errors import NotFound
+from pypicache.index.names import normalize
+from pypicache.proxy.cachectl import CacheControl
+from pypicache.web.access import AccessPolicy
+from pypicache.web.routing import route
+
+
+def _json(request: IRequest, value: Any) -> bytes:
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(value).encode()
+
+
+@attrs.define
+class CacheRoutes:
+    """``POST /+refresh/<project>``, ``DELETE /+cache/<project>`` (authenticated
+    as uploads are), and ``/upstreams/<name>/...``.
+
+    :ivar sites: each named upstream's own installer site.
+    """
+
+    _control: CacheControl
+    _policy: AccessPolicy
+    _sites: dict[str, IResource] = attrs.field(factory=dict)
+
+    @route("/+refresh/<project>", methods=["POST"])
+    async def refresh(self, request: IRequest, project: str) -> bytes:
+        """Drop the cached pages of a project: the next request fetches them."""
+        await self._policy.check(request, write=True)
+        name = normalize(project)
+        self._control.refresh(name)
+        return _json(request, {"project": name, "refreshed": True})
+
+    @route("/+cache/<project>", methods=["DELETE"])
+    async def purge(self, request: IRequest, project: str) -> bytes:
+        """Remove a project's mirrored files (never private ones); JSON names
+        them: ``removed`` from the cache's own store, ``upstreams`` by upstream."""
+        await self._policy.check(request, write=True)
+        name = normalize(project)
+        removed = self._control.purge(name)
+        own = removed.pop("", [])
+        return _json(request, {"project": name, "removed": own, "upstreams": removed})
+
+    @route("/upstreams/<name>/", branch=True)
+    def upstream(self, request: IRequest, name: str) -> IResource:
+        """The installer API of one named upstream: ``simple/``, its pages and files."""
+        site = self._sites.get(name)
+        if site is None:
+            raise NotFound(f"No upstream named {name!r} here")
+        return site
