@@ -31,10 +31,8 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeT
 from twisted.web.server import version as SERVER
 from zope.interface import implementer
 
-from pypicache.web.bodyfile import BodyFile, LaneRequest
 from pypicache.web.heads import RequestHead, parse_head
 from pypicache.web.ready import Ready, ReadyAnswers, status_line
-from pypicache.web.sendfile import FileSender, plain_socket
 
 #: A request head longer than this is left to twisted.web (which allows 16 KB).
 MAX_HEAD = 8192
@@ -73,7 +71,7 @@ class FastChannel(HTTPChannel):
         super().__init__()
         self._answers = answers
         self._head = b""  # the start of a request head, until it is complete
-        self._sender: IPushProducer | None = None
+        self._sender: _Pieces | None = None
 
     def _idle(self) -> bool:
         """Whether ``HTTPChannel`` holds no part of a request: the next bytes
@@ -132,10 +130,6 @@ class FastChannel(HTTPChannel):
         head.code = ready.code
         head.sentLength = ready.sent
         body = ready.body
-        if ready.file is not None and self._send_file(
-            head, prefix, ready.file, rest, keep_alive
-        ):
-            return False
         if len(body) > 1:
             self._send_pieces(head, (prefix + body[0],) + body[1:], rest, keep_alive)
             return False
@@ -150,15 +144,15 @@ class FastChannel(HTTPChannel):
             self.persistent = False
             self.loseConnection()
 
-    def _hold(
-        self, head: RequestHead, rest: bytes, keep_alive: bool
-    ) -> Callable[[], None]:
-        """Start a large answer, as ``HTTPChannel`` handles a request: later
-        requests are buffered until it is sent.
-
-        :returns: what to call once the answer is written (its producer
-            unregistered).
-        """
+    def _send_pieces(
+        self,
+        head: RequestHead,
+        pieces: tuple[bytes, ...],
+        rest: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """Write a large answer as the transport drains, as ``HTTPChannel``
+        handles a request: later requests are buffered until it is sent."""
         self._handlingRequest = True
         self.setRawMode()
         if rest:
@@ -168,6 +162,7 @@ class FastChannel(HTTPChannel):
 
         def sent() -> None:
             self._sender = None
+            self.unregisterProducer()
             if not self._waitingForTransport:
                 self._networkProducer.resumeProducing()
             self._done(head, keep_alive)
@@ -179,46 +174,9 @@ class FastChannel(HTTPChannel):
                 self._dataBuffer = []
                 self.setLineMode(data)
 
-        return sent
-
-    def _send_pieces(
-        self,
-        head: RequestHead,
-        pieces: tuple[bytes, ...],
-        rest: bytes,
-        keep_alive: bool,
-    ) -> None:
-        """Write a large answer piece by piece as the transport drains."""
-        done = self._hold(head, rest, keep_alive)
-
-        def sent() -> None:
-            self.unregisterProducer()
-            done()
-
         self._sender = _Pieces(self.transport, pieces, sent)
         self.registerProducer(self._sender, True)
         self._sender.resumeProducing()
-
-    def _send_file(
-        self,
-        head: RequestHead,
-        prefix: bytes,
-        file: BodyFile,
-        rest: bytes,
-        keep_alive: bool,
-    ) -> bool:
-        """Send a body kept in a memory file with ``sendfile``; ``False`` (and
-        nothing sent) where the connection is not plain TCP."""
-        request = LaneRequest(self, prefix)
-        if plain_socket(request) is None:
-            return False
-        opened = file.open()
-        if opened is None:
-            return False
-        request.sent = self._hold(head, rest, keep_alive)
-        self._sender = FileSender(request, opened, 0, file.size)  # type: ignore[arg-type]
-        self._sender.start()
-        return True
 
     def connectionLost(self, reason: Any) -> None:
         if self._sender is not None:

@@ -30,7 +30,6 @@ from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 
 from pypicache.web.access import AccessPolicy
-from pypicache.web.bodyfile import BodyFile
 from pypicache.web.fastpath import routable_host
 from pypicache.web.files import IMMUTABLE, etag_of
 from pypicache.web.heads import RequestHead
@@ -56,16 +55,13 @@ class Ready(NamedTuple):
 
     :ivar code: the status; :ivar headers: the header lines after ``Date``;
     :ivar body: what to send after them (nothing for ``HEAD``, ``304``);
-    :ivar sent: the body's length as the access log counts it;
-    :ivar file: the body in a memory file, to send with ``sendfile`` where
-        the connection allows (else ``body`` is sent).
+    :ivar sent: the body's length as the access log counts it.
     """
 
     code: int
     headers: bytes
     body: tuple[bytes, ...]
     sent: int
-    file: BodyFile | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -149,7 +145,7 @@ def _page(head: RequestHead, body: Body) -> Ready:
     lines.append(b"Content-Length: " + body.length + b"\r\n")
     if head.method == b"HEAD":
         return Ready(200, b"".join(lines), (), 0)
-    return Ready(200, b"".join(lines), body.pieces, int(body.length), body.file)
+    return Ready(200, b"".join(lines), body.pieces, int(body.length))
 
 
 def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready | None:

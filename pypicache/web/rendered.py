@@ -6,10 +6,7 @@ import gzip
 from collections import OrderedDict
 from typing import Callable, Hashable
 
-import attrs
-
 from pypicache.index.simple import JSON_TYPE, negotiate
-from pypicache.web.bodyfile import FILE_MIN, BodyFile
 from pypicache.web.routing import Body
 
 #: Pages differ by ``Accept`` (HTML or JSON) and ``Accept-Encoding`` (gzip).
@@ -21,27 +18,12 @@ class RenderCache:
 
     A page's newer version replaces its older one; past ``max_bytes`` or
     ``max_entries`` the least recently used entries go (the newest always stays).
-
-    A body of at least ``file_min`` bytes is also kept in a memory file
-    (:class:`~pypicache.web.bodyfile.BodyFile`, counted twice in the bytes),
-    sent from there with ``sendfile``; at most ``max_files`` are open (past
-    that, the least recently used body holding one loses it and is sent from
-    its bytes), and an entry's file is closed when the entry goes.
     """
 
-    def __init__(
-        self,
-        max_bytes: int = 64 * 1024**2,
-        max_entries: int = 1024,
-        max_files: int = 64,
-        file_min: int = FILE_MIN,
-    ) -> None:
+    def __init__(self, max_bytes: int = 64 * 1024**2, max_entries: int = 1024) -> None:
         self._max_bytes = max_bytes
         self._max_entries = max_entries
-        self._max_files = max_files
-        self._file_min = file_min
         self._bytes = 0
-        self._files = 0
         self._entries: OrderedDict[Hashable, tuple[Hashable, Body]] = OrderedDict()
 
     def get(self, slot: Hashable, version: Hashable, build: Callable[[], Body]) -> Body:
@@ -52,49 +34,16 @@ class RenderCache:
             return entry[1]
         body = build()
         if entry is not None:
-            self._drop(entry[1])
-        if self._max_files > 0 and body.size >= self._file_min:
-            if self._files >= self._max_files:
-                self._shed_file()
-            file = BodyFile.of(body.pieces)
-            if file is not None:
-                body = attrs.evolve(body, file=file)
-                self._files += 1
+            self._bytes -= entry[1].size
         self._entries[slot] = (version, body)
         self._entries.move_to_end(slot)
-        self._bytes += self._cost(body)
+        self._bytes += body.size
         while len(self._entries) > 1 and (
             self._bytes > self._max_bytes or len(self._entries) > self._max_entries
         ):
             _, (_, old) = self._entries.popitem(last=False)
-            self._drop(old)
+            self._bytes -= old.size
         return body
-
-    @property
-    def open_files(self) -> int:
-        """How many memory files the kept bodies hold open."""
-        return self._files
-
-    @staticmethod
-    def _cost(body: Body) -> int:
-        return body.size * (2 if body.file is not None else 1)
-
-    def _drop(self, body: Body) -> None:
-        """Forget a body that left the cache: close its file."""
-        self._bytes -= self._cost(body)
-        if body.file is not None:
-            body.file.close()
-            self._files -= 1
-
-    def _shed_file(self) -> None:
-        """Close the file of the least recently used body holding one."""
-        for slot, (version, body) in self._entries.items():
-            if body.file is not None:
-                self._drop(body)
-                body = attrs.evolve(body, file=None)
-                self._bytes += self._cost(body)
-                self._entries[slot] = (version, body)
-                return
 
 
 @functools.lru_cache(maxsize=256)

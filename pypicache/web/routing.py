@@ -30,7 +30,6 @@ from zope.interface import implementer
 
 from pypicache.errors import NotFound
 from pypicache.index.names import normalize, parse_filename
-from pypicache.web.bodyfile import BodyFile, FileBodyResource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -138,9 +137,6 @@ class Body:
     :ivar etag: a strong ``ETag`` (quoted), of these bytes.
     :ivar headers: ``Content-Type``, ``Content-Encoding``...: sent with a ``200``.
     :ivar vary: the ``Vary`` value, sent with ``200`` and ``304`` alike.
-    :ivar file: the same bytes in a memory file, sent from there with
-        ``sendfile`` where the connection allows (large bodies, see
-        :class:`~pypicache.web.rendered.RenderCache`).
     """
 
     pieces: tuple[bytes, ...]
@@ -148,7 +144,6 @@ class Body:
     etag: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     vary: bytes | None = None
-    file: BodyFile | None = attrs.field(default=None, eq=False)
 
     @classmethod
     def of(
@@ -205,8 +200,6 @@ def send_body(request: IRequest, body: Body) -> Any:
     set_header(b"content-length", [body.length])
     if len(body.pieces) == 1 or request.method == b"HEAD":
         return body.pieces[0]
-    if body.file is not None and not body.file.closed:
-        return FileBodyResource(body.file, body.file.size, _PieceSender(body.pieces))
     return _PieceSender(body.pieces)
 
 
