@@ -23,7 +23,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
 
-from pypicache.web import routes
+from pypicache.web import fastlane, routes
 from pypicache.web.access import parse_cidr
 from pypicache.web.accesslog import make_site
 from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
@@ -374,3 +374,18 @@ async def test_idle_timeout_with_a_partial_head(lanes):
     started = time.monotonic()
     assert await lanes.same(partial) == b""
     assert time.monotonic() - started < 5
+
+
+def test_first_piece_joined_once_per_headers():
+    """A large body's first piece is joined with the headers once and reused
+    while the headers (Date) and the piece stay the same; other headers or
+    another piece are joined anew, and only a few joins are kept."""
+    piece, other = b"p" * 200_000, b"q" * 200_000
+    first = fastlane._joined(b"H1\r\n\r\n", piece)
+    assert first == b"H1\r\n\r\n" + piece
+    assert fastlane._joined(b"H1\r\n\r\n", piece) is first
+    assert fastlane._joined(b"H1\r\n\r\n", other) == b"H1\r\n\r\n" + other
+    assert fastlane._joined(b"H2\r\n\r\n", piece) == b"H2\r\n\r\n" + piece
+    for i in range(20):
+        fastlane._joined(b"H%d\r\n\r\n" % i, piece)
+    assert len(fastlane._JOINED) <= fastlane._JOINED_MAX

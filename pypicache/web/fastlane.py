@@ -45,6 +45,29 @@ def _has_body(head: RequestHead) -> bool:
     return b"content-length" in head.headers or b"transfer-encoding" in head.headers
 
 
+#: The last first pieces joined with their headers (see :func:`_joined`).
+_JOINED: dict[bytes, tuple[bytes, bytes]] = {}
+_JOINED_MAX = 8
+
+
+def _joined(prefix: bytes, piece: bytes) -> bytes:
+    """``prefix + piece``, remembered while the headers stay the same.
+
+    A large body's first piece (:data:`~pypicache.web.routing.PIECE` bytes)
+    goes out joined with the headers; the headers change once a second
+    (``Date``), so the same join is reused by every answer meanwhile instead
+    of copying the piece each time.
+    """
+    kept = _JOINED.get(prefix)
+    if kept is not None and kept[0] is piece:
+        return kept[1]
+    joined = prefix + piece
+    if len(_JOINED) >= _JOINED_MAX:
+        _JOINED.pop(next(iter(_JOINED)))
+    _JOINED[prefix] = (piece, joined)
+    return joined
+
+
 class _Clock:
     """The ``Date`` header line, made once a second (``datetimeToString``'s text)."""
 
@@ -131,7 +154,8 @@ class FastChannel(HTTPChannel):
         head.sentLength = ready.sent
         body = ready.body
         if len(body) > 1:
-            self._send_pieces(head, (prefix + body[0],) + body[1:], rest, keep_alive)
+            first = _joined(prefix, body[0])
+            self._send_pieces(head, (first,) + body[1:], rest, keep_alive)
             return False
         self.transport.write(prefix + body[0] if body else prefix)
         self._done(head, keep_alive)
