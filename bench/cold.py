@@ -8,6 +8,12 @@ started with different options (by default ``--prefetch-depth=0`` and
     python bench/cold.py                       # 3 rounds, uv and pip, 0 and 20 ms
     python bench/cold.py --runs 5 --clients uv --delays 20
     python bench/cold.py --variant off=--prefetch-depth=0 --variant d1=--prefetch-depth=1
+    python bench/cold.py --variant base= --source base=/tmp/base --variant new=
+
+``--source NAME=PATH`` runs variant NAME from the source tree at PATH (put
+first on its ``PYTHONPATH``, ``twisted/plugins`` included), to compare two
+versions of pypicache in one run; the others run the pypicache of this
+checkout (``PYTHONPATH`` is this tree).
 
 Every round runs every (client, delay, subject) once, in turn, each
 pypicache on a fresh cache and each client with a fresh cache of its own, so
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import os
 import signal
 import statistics
 import sys
@@ -55,6 +62,13 @@ def main() -> None:
         help="a pypicache subject: a name and its extra daemon options, "
         "space-separated (default: off=--prefetch-depth=0 and on=--prefetch-depth=3)",
     )
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="run variant NAME from the source tree at PATH (default: this checkout)",
+    )
     parser.add_argument("--work", default=str(BENCH / "work"))
     args = parser.parse_args()
     variants = dict(
@@ -62,6 +76,17 @@ def main() -> None:
             args.variant or ["off=--prefetch-depth=0", "on=--prefetch-depth=3"]
         )
     )
+    sources = dict(v.split("=", 1) for v in args.source)
+    unknown = set(sources) - set(variants)
+    if unknown:
+        raise SystemExit(f"--source for no --variant: {', '.join(sorted(unknown))}")
+    envs = {
+        name: {
+            **os.environ,
+            "PYTHONPATH": str(Path(sources.get(name, BENCH.parent)).resolve()),
+        }
+        for name in variants
+    }
     atexit.register(procs.stop_all)
     signal.signal(signal.SIGTERM, procs.on_signal)
     work = Path(args.work).resolve()
@@ -97,7 +122,11 @@ def main() -> None:
                     else:
                         folder = runs / f"pypicache-{subject}-{n}-{kind}-{delay}"
                         daemon = servers.start_pypicache(
-                            folder / "cache", index[delay], folder, variants[subject].split()
+                            folder / "cache",
+                            index[delay],
+                            folder,
+                            variants[subject].split(),
+                            env=envs[subject],
                         )
                         try:
                             seconds, got = install[kind](
@@ -113,6 +142,7 @@ def main() -> None:
     print(
         f"\ncold installs of {TREE} ({count} distributions), medians of {args.runs} "
         f"rounds, {time.perf_counter() - started:.0f} s; variants: {variants}"
+        f"; sources: {sources or 'this checkout'}"
     )
     for kind in wanted:
         for delay in delays:
@@ -129,6 +159,7 @@ def main() -> None:
         json.dumps(
             {
                 "variants": variants,
+                "sources": sources,
                 "times": times,
                 "daemon_cpu": cpu,
                 "manifest": manifest["config"],

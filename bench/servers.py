@@ -181,8 +181,10 @@ def start_pypicache(
     folder: Path,
     extra_args: list[str] | None = None,
     ready_path: str = "/health",
+    env: dict[str, str] | None = None,
 ) -> Running:
-    """``twistd -n pypicache`` on ``cache`` (kept as it is) with ``upstream``."""
+    """``twistd -n pypicache`` on ``cache`` (kept as it is) with ``upstream``
+    (with ``env``, default ours)."""
     folder.mkdir(parents=True, exist_ok=True)
     process, port, seconds = procs.start_daemon_timed(
         cache,
@@ -190,6 +192,7 @@ def start_pypicache(
         folder / "daemon.log",
         extra_args=extra_args or [],
         ready_path=ready_path,
+        env=env,
     )
     base = f"http://{HOST}:{port}"
     return Running(

@@ -11,6 +11,7 @@ from treq.client import HTTPClient
 from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -20,6 +21,8 @@ from pypicache.tap import build_app
 from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
+
+LOCAL_JSON = "application/vnd.pypi.simple.v1+json"
 
 
 @attrs.define
@@ -127,6 +130,21 @@ class World:
         """Every name in the daemon's mirror folder of ``project``."""
         folder = self.cache / "mirror" / project
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    async def stored(self, project: str, name: str, seconds: float = 10) -> None:
+        """Wait until ``name`` is on disk and listed (a cold file's clients
+        complete once it is verified, before it is synced and renamed)."""
+        deadline = reactor.seconds() + seconds
+        while True:
+            if name in self.mirror_files(project):
+                response = await self.daemon.get(
+                    f"local/{project}/", headers={"Accept": LOCAL_JSON}
+                )
+                if name in (await response.text()):
+                    return
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"{name} was never stored and listed")
+            await deferLater(reactor, 0.02, lambda: None)
 
     def asked_about(self, name: str) -> list[str]:
         """The paths of every upstream request that mentions ``name``."""

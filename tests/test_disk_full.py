@@ -228,6 +228,7 @@ async def test_full_disk(disk, dists, tmp_path):
         lib, lib11, big = (d.name for d in files)
         cached = await ask(world.daemon, f"packages/lib/{lib}")
         assert cached.code == 200
+        await world.stored("lib", lib)  # the client had it once verified
         metadata = world.cache / "mirror" / "lib" / (lib + ".metadata")
         for _ in range(100):  # extracted in a thread after the answer
             if metadata.exists():

@@ -402,6 +402,7 @@ async def test_the_wheel_arriving_later_is_checked_against_what_was_kept(
                 kept_file.write_bytes(b"Metadata-Version: 2.1\nName: wrong\n")
             response = await world.daemon.get(f"packages/{project}/{path.name}")
             assert await response.content() == path.read_bytes()
+            await world.stored(project, path.name)  # the client had it once verified
             for _ in range(100):  # checked in a thread after the wheel is stored
                 sidecar = world.cache / "mirror" / project / (path.name + ".json")
                 info = json.loads(sidecar.read_text())["file"]

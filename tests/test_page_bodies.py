@@ -55,6 +55,7 @@ async def world(tmp_path_factory, dists):
         response = await w.daemon.get(f"packages/{project}/{path.name}")
         assert response.code == 200
         await response.content()
+        await w.stored(project, path.name)  # listed once stored, after the client
     yield w
     await w.stop()
 

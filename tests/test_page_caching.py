@@ -45,6 +45,7 @@ async def test_simple_pages_carry_cache_control_local_ones_do_not(
     try:
         response, _ = await _get(world, f"packages/app/{wheel.name}")
         assert response.code == 200
+        await world.stored("app", wheel.name)  # listed once stored, after the client
         for path in PAGES:
             for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
                 response, body = await _get(world, path, {"Accept": accept})

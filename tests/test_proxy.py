@@ -174,6 +174,7 @@ async def test_file_fetched_once_then_served_from_disk(world, dists):
         assert response.code == 200
         assert await response.content() == dists["lib"].read_bytes()
     assert world.index.count(f"/files/{name}") == 1
+    await world.stored("lib", name)
     assert name in world.mirror_files("lib") and f"{name}.json" in world.mirror_files(
         "lib"
     )
@@ -300,7 +301,7 @@ async def test_client_disconnect_does_not_cancel_download(world, dists):
     hold.release()
     response = await second
     assert await response.content() == dists["big"].read_bytes()
-    assert name in world.mirror_files("big")
+    await world.stored("big", name)
 
 
 async def _outcome(daemon, path):
@@ -351,6 +352,7 @@ async def test_unknown_project_is_negatively_cached(world):
 async def test_local_never_contacts_upstream(world, dists):
     """/local/ serves what is on disk and never opens a connection upstream; unknown projects are 404."""
     await (await world.daemon.get(f"packages/app/{dists['app'].name}")).content()
+    await world.stored("app", dists["app"].name)
     world.index.forbid()
     response = await world.daemon.get("local/app/")
     assert response.code == 200
@@ -482,8 +484,8 @@ async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
     """A downloaded file is synced and renamed, and a fetched page written,
     through ``run_sync`` (threads that wait on the disk), apart from
     ``run_blocking``, whose threads parse pages and read archives. A wheel's
-    own metadata is kept beside it in that same call, before its client has
-    the last byte: no second trip to a thread, no second sidecar written."""
+    own metadata is kept beside it in that same call, before the wheel is
+    listed: no second trip to a thread, no second sidecar written."""
     from twisted.internet.threads import deferToThread
 
     synced: list[str] = []
@@ -499,9 +501,9 @@ async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
         assert response.code == 200
         assert await response.content() == dists["lib"].read_bytes()
         # The page is written, then its cross-process lock let go, in one call.
+        await world.stored("lib", name)
         assert "persist_download" in synced and "_page_then_unlock" in synced
         assert "persist_metadata" not in synced
-        assert name in world.mirror_files("lib")
         assert name + ".metadata" in world.mirror_files("lib")
     finally:
         await world.stop()

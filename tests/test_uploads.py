@@ -955,6 +955,7 @@ async def test_cached_mirror_file_can_be_deleted_not_yanked(world, dists):
     daemon = world.daemon
     name = dists["public"].name
     assert (await send(daemon, "GET", f"/packages/public/{name}")).code == 200
+    await world.stored("public", name)  # the client had it once verified
     assert (world.cache / "mirror" / "public" / name).exists()
     assert (await send(daemon, "POST", f"/packages/public/{name}/yank")).code == 404
     assert (await send(daemon, "DELETE", f"/packages/public/{name}")).code == 204

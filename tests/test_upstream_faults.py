@@ -162,14 +162,18 @@ def captured_logs() -> Iterator[list[str]]:
 
 
 async def assert_settled(world: Any, *filenames: str) -> None:
-    """Nothing in flight, no temporary file, no descriptor into the cache."""
-    for filename in filenames:
-        assert world.daemon.app.mirror.in_flight(filename) is None
+    """Nothing in flight, no temporary file, no descriptor into the cache
+    (a download's slot is freed once the file is stored, after its clients
+    completed)."""
+    mirror = world.daemon.app.mirror
     await settle(
         lambda: threads_idle(world)
+        and not any(mirror.in_flight(f) for f in filenames)
         and not leftovers(world.cache)
         and not fds_into(world.cache)
     )
+    for filename in filenames:
+        assert mirror.in_flight(filename) is None
     assert threads_idle(world)
     assert leftovers(world.cache) == []
     assert fds_into(world.cache) == []

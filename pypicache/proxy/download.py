@@ -10,7 +10,8 @@ from twisted.internet.defer import Deferred
 from pypicache.errors import PypicacheError
 from pypicache.index.model import DistFile
 from pypicache.storage.atomic import TempFile
-from pypicache.storage.records import StoredFile
+from pypicache.storage.locks import read_note
+from pypicache.storage.records import TEMP_PREFIX, StoredFile
 
 
 @attrs.define(eq=False)
@@ -19,9 +20,13 @@ class Download:
 
     Clients read the temporary file as it grows (:attr:`written` bytes are on
     disk) with :meth:`read`, and are told of progress through :meth:`watch`. The
-    last byte is held back from them until the hash has verified and the file is
-    in place (:attr:`stored`); on any failure :attr:`error` is set and they must
-    abort. One read-only descriptor, opened with the
+    last byte is held back from them until the whole body has arrived and its
+    size and hash are verified (:attr:`verified`), or the file is in place
+    (:attr:`stored`): then they complete (:attr:`complete`), while the file is
+    still synced and renamed in a thread before it is listed. A failure before
+    that sets :attr:`error` and they must abort; a failure to store a verified
+    file (a full disk) sets :attr:`error` too, but clients may finish sending
+    the verified bytes they read. One read-only descriptor, opened with the
     temporary file, serves every client (``pread``), so the rename into place
     never pulls the file from under a reader.
     """
@@ -32,6 +37,8 @@ class Download:
     length: int | None = None
     written: int = 0
     stored: StoredFile | None = None
+    #: The whole body arrived and matched its size and hash (not yet stored).
+    verified: bool = False
     error: PypicacheError | None = None
     _watchers: list[Callable[[], None]] = attrs.field(factory=list)
     started: bool = False
@@ -75,6 +82,16 @@ class Download:
         self.started = True
         self.grew()
 
+    def follow_noted(self, lock_path: str) -> None:
+        """Serve what the process holding this file's lock has written so far:
+        it notes the name of its temporary file, beside ours, in the lock file."""
+        if self.following:
+            self.grew()
+            return
+        name = read_note(lock_path)
+        if name.startswith(TEMP_PREFIX) and os.sep not in name:
+            self.follow(os.path.join(self.temp.path.dirname(), name))
+
     def grew(self) -> None:
         """Take in the bytes the followed file has now."""
         if self._followed is not None:
@@ -111,10 +128,26 @@ class Download:
     def finished(self) -> bool:
         return self.stored is not None or self.error is not None
 
+    def verify(self) -> None:
+        """The whole body arrived and is verified: clients may have it all."""
+        self.verified = True
+        self._notify()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte is written and may be sent (verified or stored):
+        a client that has them all ends its response."""
+        return self.verified or self.stored is not None
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether clients must abort: failed before its bytes were verified."""
+        return self.error is not None and not self.complete
+
     @property
     def readable(self) -> int:
         """How many bytes clients may have now."""
-        if self.stored is not None:
+        if self.complete:
             return self.written
         return max(0, self.written - 1)
 

@@ -28,8 +28,8 @@ from pypicache.proxy.spool import Hashes, Spool
 from pypicache.proxy.upstream import Upstream, mask_url
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
-from pypicache.storage.locks import Locks, read_note
-from pypicache.storage.records import MIRROR, TEMP_PREFIX, StoredFile
+from pypicache.storage.locks import Locks
+from pypicache.storage.records import MIRROR, StoredFile
 
 log = Logger()
 
@@ -116,7 +116,7 @@ class Mirror:
                         "Waiting for another process's download of {filename}",
                         filename=info.filename,
                     ),
-                    lambda: _follow(download, path),
+                    lambda: download.follow_noted(path),
                 )
             stored = self._store.reread(MIRROR, download.project, info.filename)
             if download.following:
@@ -152,7 +152,8 @@ class Mirror:
                 log.failure("Download of {filename} failed", filename=info.filename)
             else:
                 log.warn(
-                    "Download of {filename} failed: {reason}",
+                    "{what} of {filename} failed: {reason}",
+                    what="Storing" if download.verified else "Download",
                     filename=info.filename,
                     reason=e.message,
                 )
@@ -209,8 +210,9 @@ class Mirror:
             log.warn("No hash to verify {filename} against", filename=info.filename)
         digests = {**info.hashes, "sha256": hashes.sha256.hexdigest()}
         stored_info = attrs.evolve(info, hashes=digests, size=download.written)
-        # fsync and rename in a thread, a wheel's metadata beside it; the
-        # listing is updated back here.
+        # Verified: its clients complete now, while it is synced and renamed in
+        # a thread (a wheel's metadata beside it); listed back here after.
+        download.verify()
         persisted = await self._sync(
             persist_download, self._store, download.temp, stored_info
         )
@@ -387,14 +389,3 @@ class Mirror:
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
         self._kept.keep_later(project, filename, content)
         return content
-
-
-def _follow(download: Download, lock_path: str) -> None:
-    """Serve what the process holding the download's lock has written so far:
-    it notes the name of its temporary file, beside ours, in the lock file."""
-    if download.following:
-        download.grew()
-        return
-    name = read_note(lock_path)
-    if name.startswith(TEMP_PREFIX) and os.sep not in name:
-        download.follow(os.path.join(download.temp.path.dirname(), name))

@@ -12,8 +12,8 @@ receiving and serving. Waiting clients read only what is written
 (:attr:`~pypicache.proxy.download.Download.written`). More than
 :data:`MAX_PENDING` bytes waiting pauses the upstream until they are written:
 a file is never held in memory. The bytes written are flushed to the disk
-every :data:`SYNC_EVERY` bytes, so that the final ``fsync``, which the last
-byte waits for, has little left to do.
+every :data:`SYNC_EVERY` bytes, so that the final ``fsync`` (before the file
+is listed) has little left to do.
 """
 
 import hashlib

@@ -232,7 +232,8 @@ class _Tail:
         download = self.download
         if not self.open:
             return
-        if download.error is not None:
+        if download.cut_off:
+            assert download.error is not None
             self._fail(download.error)
             return
         while self.open and not self.paused and self.offset < download.readable:
@@ -243,11 +244,7 @@ class _Tail:
                 break
             self.offset += len(data)
             self.request.write(data)
-        if (
-            self.open
-            and download.stored is not None
-            and self.offset >= download.written
-        ):
+        if self.open and download.complete and self.offset >= download.written:
             self._close()
             self.request.unregisterProducer()
             self.request.finish()

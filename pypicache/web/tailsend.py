@@ -6,8 +6,9 @@ from the page cache to the client's socket as the download writes them, as
 :class:`~pypicache.web.sendfile.FileSender` sends a stored file: no read into
 Python, no copy through the transport's buffer, as much per call as the socket
 takes (Twisted's transport sends at most 128 KB per turn of the reactor, which
-capped a cold large file). The last byte still waits until the file is
-verified and stored; a failed download cuts the client off.
+capped a cold large file). The last byte still waits until the whole file is
+verified (not until it is stored); a download failed before that cuts the
+client off.
 """
 
 from typing import Any
@@ -54,12 +55,13 @@ class DownloadSender(FileSender):
     def _pump(self) -> None:
         download = self._download
         while self._open and not self._paused and not self._blocked:
-            if download.error is not None:
+            if download.cut_off:
+                assert download.error is not None
                 self._failed(download.error)
                 return
             left = download.readable - self._offset
             if left <= 0:
-                if download.stored is not None and self._offset >= self._end:
+                if download.complete and self._offset >= self._end:
                     self._finish()
                 return  # until the download writes more
             if self._socket is not None and self._flushed:
@@ -86,4 +88,3 @@ class DownloadSender(FileSender):
         super()._close()
         if was_open:
             self._unwatch()
-
