@@ -11,9 +11,10 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor, task
+from twisted.internet.task import deferLater
 
-from pypicache.proxy.upstreams import Router, UpstreamSpec, merge_pages
 from pypicache.index.model import DistFile, ProjectPage
+from pypicache.proxy.upstreams import Router, UpstreamSpec, merge_pages
 from tests.clients import pip_install
 from tests.daemon import start_daemon
 from tests.fakeindex import FakeIndex, start_fake_index
@@ -235,6 +236,12 @@ async def test_purge_removes_mirrored_files_never_private_ones(two, wheels, tmp_
     name = wheels["lib"].name
     response = await two.daemon.get(f"packages/lib/{name}")
     await treq.content(response)
+    # A cold file's client completes once it is verified; it is listed once stored.
+    for _ in range(500):
+        listed = await two.daemon.get("local/lib/")
+        if listed.code == 200 and name in await listed.text():
+            break
+        await deferLater(reactor, 0.02, lambda: None)
     assert (await two.daemon.get("local/lib/")).code == 200
     refused = await two.daemon.client.delete(two.daemon.url + "+cache/lib")
     assert refused.code == 401
