@@ -25,6 +25,7 @@ from pypicache.storage.layout import (
 )
 from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
 from pypicache.storage.records import DELETED, MIRROR, PRERELEASES, RELEASES, StoredFile
+from pypicache.storage.singles import SingleReads
 
 #: Longest time (s) the project names are kept without looking again.
 PROJECTS_TTL = 10.0
@@ -59,6 +60,8 @@ class ListedLayout(Layout):
             extra=lambda project: self._strays.get(project, {}),
             budget=listing_budget,
         )
+        #: Archives found one at a time, while their listing is not in memory.
+        self._singles = SingleReads(self.stored_file)
 
     def _project_folders(self, project: str) -> tuple[str, ...]:
         """Where a project's archives are, lowest precedence first."""
@@ -164,7 +167,7 @@ class ListedLayout(Layout):
         return self._read_at(os.path.join(mirror, filename))
 
     def _read_at(self, path: str) -> StoredFile | None:
-        return self.stored_file(FilePath(path)) if os.path.isfile(path) else None
+        return self._singles.get(path)
 
     def generation(self, project: str) -> int:
         """Changes whenever the project's stored files change, here or in
