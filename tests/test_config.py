@@ -347,24 +347,18 @@ async def test_sighup_reaches_every_worker(tmp_path):
     ), texts
 
 
-def test_reload_applies_runtime_values_in_place(tmp_path):
-    """A reload changes the upstream's credentials (not its URL: that needs a
-    restart), page TTL and max-age, upstream and upload limits, on the live
-    objects; the values in force are kept for the next reload's comparison."""
+def live_from_config(config, text):
+    """Options read from a config file of ``text``, and the live objects and
+    site built from them in memory (for reloads without a daemon)."""
     from twisted.internet.defer import succeed
     from twisted.internet.testing import MemoryReactorClock
-    from twisted.logger import capturedLogs
     from twisted.web.client import HTTPConnectionPool
 
     from pypicache.tap.build import build_live
-    from pypicache.tap.reload import reload
     from pypicache.web.accesslog import make_site
     from pypicache.web.limits import limited_request_factory
 
-    config = tmp_path / "pypicache.toml"
-    config.write_text(
-        f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
-    )
+    config.write_text(text)
     options = Options()
     options.parseOptions(["--config", str(config)])
     clock = MemoryReactorClock()
@@ -376,6 +370,22 @@ def test_reload_applies_runtime_values_in_place(tmp_path):
         run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
     )
     site = make_site(live.app.resource(), limited_request_factory(1024), clock)
+    return options, live, site
+
+
+def test_reload_applies_runtime_values_in_place(tmp_path):
+    """A reload changes the upstream's credentials (not its URL: that needs a
+    restart), page TTL and max-age, upstream and upload limits, on the live
+    objects; the values in force are kept for the next reload's comparison."""
+    from twisted.logger import capturedLogs
+
+    from pypicache.tap.reload import reload
+
+    config = tmp_path / "pypicache.toml"
+    options, live, site = live_from_config(
+        config,
+        f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n',
+    )
     page = "http://127.0.0.1:9/simple/app/"
     assert "Authorization" not in live.upstream._headers(page, {})
 
@@ -452,29 +462,12 @@ def test_reload_sets_disk_limits_and_starts_eviction(tmp_path):
     """A reload that sets ``max-cache-size`` and ``evict-unused-after`` where
     there were none changes the live limits and starts the periodic eviction
     passes, which were not running without limits."""
-    from twisted.internet.defer import succeed
-    from twisted.internet.testing import MemoryReactorClock
-    from twisted.web.client import HTTPConnectionPool
 
-    from pypicache.tap.build import build_live
     from pypicache.tap.reload import reload
-    from pypicache.web.accesslog import make_site
-    from pypicache.web.limits import limited_request_factory
 
     config = tmp_path / "pypicache.toml"
     base = f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
-    config.write_text(base)
-    options = Options()
-    options.parseOptions(["--config", str(config)])
-    clock = MemoryReactorClock()
-    live = build_live(
-        cache=options["cache"],
-        index_url=options["index-url"],
-        reactor=clock,
-        pool=HTTPConnectionPool(clock, False),
-        run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
-    )
-    site = make_site(live.app.resource(), limited_request_factory(1024), clock)
+    options, live, site = live_from_config(config, base)
     capacity = live.app.capacity
     capacity.start()
     assert capacity._passes is None

@@ -40,6 +40,16 @@ from pypicache.web.routing import (
 NOT_READY = object()
 
 
+def _negotiated(request: IRequest) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """What a page's form depends on: ``Accept``, ``?format=``, ``Accept-Encoding``."""
+    formats = request.args.get(b"format")
+    return (
+        request.getHeader(b"accept"),
+        formats[0] if formats else None,
+        request.getHeader(b"accept-encoding"),
+    )
+
+
 @attrs.define
 class InstallerRoutes:
     """What pip, uv and other installers read: the simple API and the files."""
@@ -67,15 +77,8 @@ class InstallerRoutes:
             ``/simple/`` ones carry ``Cache-Control``; :param version: its
             version (the key :class:`Views` gives): a new one renders again.
         """
-        formats = request.args.get(b"format")
         body = self._page_body(
-            slot,
-            version,
-            render_html,
-            render_json,
-            request.getHeader(b"accept"),
-            formats[0] if formats else None,
-            request.getHeader(b"accept-encoding"),
+            slot, version, render_html, render_json, *_negotiated(request)
         )
         return send_body(request, body)
 
@@ -142,16 +145,7 @@ class InstallerRoutes:
         offer: MetadataOf = DistFile.recorded_metadata,
     ) -> Any:
         """Send a project's page; the page is built only if this version is not rendered."""
-        formats = request.args.get(b"format")
-        body = self._project_body(
-            route,
-            name,
-            view,
-            offer,
-            request.getHeader(b"accept"),
-            formats[0] if formats else None,
-            request.getHeader(b"accept-encoding"),
-        )
+        body = self._project_body(route, name, view, offer, *_negotiated(request))
         return send_body(request, body)
 
     def _project_body(
