@@ -368,6 +368,9 @@ def live_from_config(config, text):
         reactor=clock,
         pool=HTTPConnectionPool(clock, False),
         run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
+        upstreams=options["upstream"],
+        routes=options["route"],
+        merge=options["merge"],
     )
     site = make_site(live.app.resource(), limited_request_factory(1024), clock)
     return options, live, site

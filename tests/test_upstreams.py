@@ -271,36 +271,18 @@ async def test_purge_removes_mirrored_files_never_private_ones(two, wheels, tmp_
 def test_reload_changes_named_upstreams_credentials_and_ttl(tmp_path):
     """SIGHUP changes a named upstream's credentials, timeout and page TTL in
     place; a new URL, a new upstream or new routes need a restart."""
-    from twisted.internet.defer import succeed
-    from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import capturedLogs
-    from twisted.web.client import HTTPConnectionPool
 
-    from pypicache.tap.build import build_live
-    from pypicache.tap.options import Options
     from pypicache.tap.reload import reload
-    from pypicache.web.accesslog import make_site
-    from pypicache.web.limits import limited_request_factory
+    from tests.test_config import live_from_config
 
     head = f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
     config = tmp_path / "pypicache.toml"
-    config.write_text(
+    options, live, site = live_from_config(
+        config,
         head + 'route = { "torch*" = "pt" }\n'
-        '[upstreams.pt]\nurl = "http://127.0.0.1:8/whl/"\n'
+        '[upstreams.pt]\nurl = "http://127.0.0.1:8/whl/"\n',
     )
-    options = Options()
-    options.parseOptions(["--config", str(config)])
-    clock = MemoryReactorClock()
-    live = build_live(
-        cache=options["cache"],
-        index_url=options["index-url"],
-        reactor=clock,
-        pool=HTTPConnectionPool(clock, False),
-        run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
-        upstreams=options["upstream"],
-        routes=options["route"],
-    )
-    site = make_site(live.app.resource(), limited_request_factory(1024), clock)
     named = live.named["pt"]
     page = "http://127.0.0.1:8/whl/torch/"
     assert "Authorization" not in named.upstream._headers(page, {})
