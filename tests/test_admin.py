@@ -129,9 +129,9 @@ def _private_index(cache: Run) -> None:
 @pytest_twisted.ensureDeferred
 async def test_export_then_import_on_a_fresh_cache(tmp_path, dists):  # noqa: F811
     """export writes the private index (files, records with yanks,
-    tombstones); import restores it on a fresh cache, where pip installs from
-    /local/, the yank and the tombstone hold, and a second import changes
-    nothing."""
+    tombstones); import restores it on a fresh cache (its folder made if
+    missing, as on a new server), where pip installs from /local/, the yank
+    and the tombstone hold, and a second import changes nothing."""
     old = Run(tmp_path / "old", dists)
     _private_index(old)
     tar_path = tmp_path / "private.tar"
@@ -141,7 +141,7 @@ async def test_export_then_import_on_a_fresh_cache(tmp_path, dists):  # noqa: F8
     assert "2 private archives written" in out
 
     new = Run(tmp_path / "new", dists)
-    new.cache.mkdir(parents=True)
+    assert not new.cache.exists()
     code, out = admin("import", "--cache", str(new.cache), str(tar_path))
     assert code == 0, out
     assert "2 private archives imported, 0 already there." in out

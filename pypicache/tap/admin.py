@@ -90,6 +90,12 @@ class ExportOptions(_TarOptions):
 class ImportOptions(_TarOptions):
     synopsis = "--cache DIR IN.tar"
 
+    def postOptions(self) -> None:
+        # A restore on a new server: the folder is made, as the daemon makes it.
+        if self["cache"]:
+            os.makedirs(self["cache"], exist_ok=True)
+        super().postOptions()
+
 
 class AdminOptions(usage.Options):
     synopsis = "cleanup|verify|export|import --cache DIR ..."
