@@ -131,14 +131,22 @@ class World:
         folder = self.cache / "mirror" / project
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
-    async def stored(self, project: str, name: str, seconds: float = 10) -> None:
+    async def stored(
+        self,
+        project: str,
+        name: str,
+        seconds: float = 10,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Wait until ``name`` is on disk and listed (a cold file's clients
-        complete once it is verified, before it is synced and renamed)."""
+        complete once it is verified, before it is synced and renamed);
+        ``headers`` go with the listing request (credentials)."""
         deadline = reactor.seconds() + seconds
         while True:
             if name in self.mirror_files(project):
                 response = await self.daemon.get(
-                    f"local/{project}/", headers={"Accept": LOCAL_JSON}
+                    f"local/{project}/",
+                    headers={"Accept": LOCAL_JSON, **(headers or {})},
                 )
                 if name in (await response.text()):
                     return

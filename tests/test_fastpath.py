@@ -127,6 +127,7 @@ async def twins(tmp_path, dists):
     response = await daemon.get(f"packages/fast-thing/{dists['wheel'].name}")
     assert response.code == 200
     await response.content()
+    await t.world.stored("fast-thing", dists["wheel"].name)
     answer = await put(daemon, dists["secret"])
     assert answer.code == 201, answer.body
     yield t
@@ -274,6 +275,8 @@ async def test_reads_needing_credentials_answer_alike(guarded_twins, dists):
     assert (await guarded_twins.same("GET", "/simple/fast-thing/", alice)).status == 200
     fast, _ = await guarded_twins.both("GET", wheel, alice)  # downloads it
     assert fast.status == 200
+    # Its client had it once verified; the stored copy (Last-Modified) next.
+    await guarded_twins.world.stored("fast-thing", dists["wheel"].name, headers=alice)
     assert (await guarded_twins.same("GET", wheel, alice)).status == 200
     assert (await guarded_twins.same("HEAD", wheel, alice)).status == 200
 
