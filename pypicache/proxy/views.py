@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from pypicache.errors import NotFound, UpstreamError
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.mirror import Mirror
+from pypicache.proxy.rules import Rules
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import CachedPage, StoredFile
 
@@ -116,6 +117,9 @@ class Views:
     mirror_private: frozenset[str] = frozenset()
     #: Told of each page fetched from upstream for a client (prefetch).
     on_cold: "ColdPages | None" = None
+    #: What the team decided may be served (cooldown, blocks, yanks...);
+    #: replaced whole on reload.
+    rules: Rules = attrs.field(factory=Rules)
 
     def is_private(self, project: str) -> bool:
         """Whether the upstream must never be asked about ``project``."""
@@ -126,22 +130,34 @@ class Views:
         stored = self._store.files(project)
         if not stored and not self._store.is_private(project):
             raise NotFound(f"No files of {project!r} on this server")
+        rules = self.rules
         return View(
-            ("local", project, self._store.generation(project)),
-            lambda: ProjectPage(
-                name=project, files=tuple(local_info(s) for s in stored)
+            ("local", project, self._store.generation(project))
+            + rules.version("local", project),
+            lambda: rules.page(
+                "local",
+                project,
+                ProjectPage(name=project, files=tuple(local_info(s) for s in stored)),
             ),
         )
 
     def simple_now(self, project: str) -> View | None:
         """The combined page if it needs no upstream request (private, or fresh), else ``None``."""
         if self.is_private(project):
+            rules = self.rules
             return View(
-                ("private", project, self._store.generation(project)),
-                lambda: ProjectPage(
-                    name=project,
-                    files=tuple(
-                        local_info(s) for s in self._store.files(project) if s.private
+                ("private", project, self._store.generation(project))
+                + rules.version("private", project),
+                lambda: rules.page(
+                    "private",
+                    project,
+                    ProjectPage(
+                        name=project,
+                        files=tuple(
+                            local_info(s)
+                            for s in self._store.files(project)
+                            if s.private
+                        ),
                     ),
                 ),
             )
@@ -149,6 +165,7 @@ class Views:
         return None if cached is None else self._merged(project, cached)
 
     def _merged(self, project: str, cached: CachedPage) -> View:
+        rules = self.rules
         return View(
             (
                 "simple",
@@ -156,8 +173,11 @@ class Views:
                 cached.fetched_at,
                 cached.etag,
                 self._store.generation(project),
+            )
+            + rules.version("simple", project),
+            lambda: rules.page(
+                "simple", project, merge(cached.page, self._store.files(project))
             ),
-            lambda: merge(cached.page, self._store.files(project)),
         )
 
     async def simple(self, project: str) -> View:
@@ -185,11 +205,27 @@ class Views:
         return advertised(f, self._mirror.metadata_digest)
 
     def find(self, project: str, filename: str) -> StoredFile | None:
-        """A stored file; raises :class:`NotFound` for a private project that lacks it."""
+        """A stored file; raises :class:`NotFound` for a private project that
+        lacks it, or for a file the :attr:`rules` refuse (stored or not)."""
         stored = self._store.find(project, filename)
         if stored is None and self.is_private(project):
             raise NotFound(f"No file {filename!r} in private project {project!r}")
+        if self.rules:
+            self.check(project, filename, stored)
         return stored
+
+    def check(
+        self, project: str, filename: str, stored: StoredFile | None = None
+    ) -> None:
+        """Raise :class:`NotFound` with the reason if the :attr:`rules` refuse
+        the file (told by what is stored, else by the cached page)."""
+        info = stored.info if stored is not None else None
+        if info is None:
+            cached = self._mirror.pages.cached(project)
+            info = cached.page.file(filename) if cached is not None else None
+        reason = self.rules.refusal(project, filename, info)
+        if reason is not None:
+            raise NotFound(reason)
 
     async def fetch(self, project: str, filename: str) -> StoredFile:
         """A stored file, downloaded first if need be (for bulk caching)."""

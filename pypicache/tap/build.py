@@ -33,6 +33,7 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
@@ -113,6 +114,7 @@ def build_live(
     upstreams: Sequence[UpstreamSpec] = (),
     routes: Sequence[tuple[str, str]] = (),
     merge: Sequence[str] = (),
+    rules: Rules = Rules(),
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -133,6 +135,8 @@ def build_live(
     :param metrics_auth: whether those need a user.
     :param upstreams: the named upstreams; :param routes: ``(glob, name)``
         pairs; :param merge: routed projects looked up on the default too.
+    :param rules: what may be served (cooldown, block list...; see
+        :mod:`pypicache.proxy.rules`).
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -204,7 +208,7 @@ def build_live(
         unused_after=evict_unused_after,
     )
     mirror.on_stored = capacity.stored
-    views = Views(store, mirror, frozenset(mirror_private))
+    views = Views(store, mirror, frozenset(mirror_private), rules=rules)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
             mirror,

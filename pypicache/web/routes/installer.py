@@ -222,7 +222,10 @@ class InstallerRoutes:
         if not filename.endswith(METADATA_SUFFIX):
             return None
         archive = filename[: -len(METADATA_SUFFIX)]
-        path = self._store.metadata_file(project_of(project, archive), archive)
+        name = project_of(project, archive)
+        if self._views.rules:
+            self._views.check(name, archive)
+        path = self._store.metadata_file(name, archive)
         return None if path is None else path.getContent()
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -340,6 +343,8 @@ class InstallerRoutes:
         """The core metadata of ``filename`` if it is on disk, else :data:`NOT_READY`
         (or :class:`NotFound` for a private project)."""
         name = project_of(project, filename)
+        if self._views.rules:
+            self._views.check(name, filename)
         path = self._store.metadata_file(name, filename)
         if path is None:
             if self._views.is_private(name):
