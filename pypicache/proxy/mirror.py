@@ -2,7 +2,6 @@
 """Files from upstream: fetched at most once, verified, stored; core metadata extracted or fetched."""
 
 import hashlib
-import os
 from typing import Any, Callable, TypeVar
 
 import attrs
