@@ -22,7 +22,7 @@ from pypicache.web.tokens import (
     revoke_token,
     tokens_path,
 )
-from tests.clients import pip_install, twine_upload, uv_publish
+from tests.clients import pip_install, twine_upload, uv_pip_install, uv_publish
 from tests.daemon import start_world
 from tests.packages import build_wheel
 
@@ -182,7 +182,7 @@ async def test_twine_and_uv_publish_with_scoped_tokens(tmp_path, dists):
 
 
 async def test_pip_reads_with_a_token_in_the_index_url(tmp_path, dists):
-    """With --read-auth, pip installs with __token__:<token> in the index URL
+    """With --read-auth, pip and uv install with __token__:<token> in the index URL
     (a read-only token is enough); without it, 401; a wrong token counts as a
     failed login (429 after the limit)."""
     world = await _world(tmp_path, read_auth=True, auth_failures=3)
@@ -199,6 +199,9 @@ async def test_pip_reads_with_a_token_in_the_index_url(tmp_path, dists):
         result = await pip_install(index, ["app"], tmp_path / "t", tmp_path)
         result.check()
         assert (tmp_path / "t" / "app-1.0.dist-info").is_dir()
+        result = await uv_pip_install(index, ["app"], tmp_path / "uv", tmp_path)
+        result.check()
+        assert (tmp_path / "uv" / "app-1.0.dist-info").is_dir()
         failed = await pip_install(base + "simple/", ["app"], tmp_path / "u", tmp_path)
         assert not failed.ok
         codes = []
