@@ -6,11 +6,13 @@ the blake2b-256 of each file), so a real ``uv lock`` against it records those
 URLs; the prefix swapped, ``uv sync --frozen`` installs through pypicache.
 """
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+from packaging.version import Version
 from twisted.internet.defer import Deferred, DeferredList
 
 from pypicache.index.filehost import blake2b_digest, digest_path, hosted_path
@@ -81,7 +83,66 @@ def test_the_layout_is_blake2b_256_cut_2_2_60():
         assert raised.value.code == 404
 
 
-async def _lock(tmp_path: Path, world) -> tuple[Path, dict]:
+DOC = Path(__file__).resolve().parent.parent / "docs" / "lockfiles.rst"
+
+#: The placeholder the docs use for pypicache's URL.
+PLACEHOLDER = "http://localhost:8080"
+
+
+def doc_blocks(title: str) -> list[list[str]]:
+    """The literal blocks (their command lines) of one section of docs/lockfiles.rst."""
+    lines = DOC.read_text().splitlines()
+    start = lines.index(title) + 2
+    blocks: list[list[str]] = []
+    in_block = False
+    for i, line in enumerate(lines[start:], start):
+        if i + 1 < len(lines) and set(lines[i + 1]) == {"-"} and line:
+            break  # the next section's title
+        if line.endswith("::"):
+            blocks.append([])
+            in_block = True
+        elif in_block and line.startswith("    "):
+            blocks[-1].append(line.strip())
+        elif in_block and line:
+            in_block = False
+    return blocks
+
+
+async def hermetic_env(tmp_path: Path, name: str) -> dict:
+    """A clean environment whose ``uv pip`` and ``pip`` act on a fresh venv."""
+    env = clean_env(tmp_path / name)
+    venv = tmp_path / name / "venv"
+    made = await run([sys.executable, "-m", "venv", "--without-pip", venv], env)
+    made.check()
+    shim = venv / "bin" / "pip"
+    shim.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -m pip --python "{venv}/bin/python" '
+        '--isolated --no-cache-dir --disable-pip-version-check "$@"\n'
+    )
+    shim.chmod(0o755)
+    env["PATH"] = f"{venv / 'bin'}:{Path(uv_binary()).parent}:{env['PATH']}"
+    env["VIRTUAL_ENV"] = str(venv)
+    env["UV_PYTHON"] = str(venv / "bin" / "python")
+    return env
+
+
+async def run_doc_block(block: list[str], world, env: dict, cwd: Path) -> list:
+    """Run a documented block line by line with ``sh``, pypicache's URL for
+    the docs' placeholder; every line must succeed."""
+    results = []
+    for line in block:
+        line = line.replace(PLACEHOLDER, world.daemon.url.rstrip("/"))
+        results.append((await run(["sh", "-c", line], env, cwd)).check())
+    return results
+
+
+def _pip_reads_pylock() -> bool:
+    from pip import __version__
+
+    return Version(__version__) >= Version("26.1")
+
+
+async def _lock(tmp_path: Path, world) -> Path:
     """``uv lock`` a project needing ``app`` against the fake upstream."""
     project = tmp_path / "project"
     project.mkdir()
@@ -93,54 +154,124 @@ async def _lock(tmp_path: Path, world) -> tuple[Path, dict]:
     args = [uv_binary(), "lock", "--no-config", "--python", sys.executable]
     result = await run([*args, "--default-index", world.upstream.url], env, project)
     result.check()
-    return project, env
+    return project
 
 
-async def _sync(tmp_path: Path, project: Path, name: str):
-    """``uv sync --frozen`` in ``project``, with a fresh uv cache and venv."""
-    env = clean_env(tmp_path / name)
-    args = [uv_binary(), "sync", "--frozen", "--no-config", "--python", sys.executable]
-    return await run(args, env, project)
-
-
-def _installed(project: Path) -> set[str]:
+def _installed(site: Path) -> set[str]:
     return {
-        p.name.split("-")[0]
-        for p in project.glob(".venv/lib/python*/site-packages/*.dist-info")
+        p.name.split("-")[0] for p in site.glob("lib/python*/site-packages/*.dist-info")
     }
 
 
+LOCKED = {"app", "lib", "srconly", "leaf"}
+
+
+def _fetched_once_by_the_daemon(world, tree, asked) -> None:
+    """Each locked file was fetched by the daemon, once, at its file-host path."""
+    assert asked and user_agents(asked) == {"pypicache"}
+    for key in LOCKED:
+        fetched = [r.path for r in asked if r.path.endswith("/" + tree[key].name)]
+        assert fetched == ["/" + hosted(world, tree[key])]
+
+
 async def test_uv_sync_frozen_installs_a_lock_through_the_cache(tmp_path, world, tree):
-    """``uv lock`` against the upstream records its file-host URLs; with their
-    prefix swapped by ``sed`` (as docs/lockfiles.rst says), ``uv sync
-    --frozen`` installs through pypicache: each file fetched once by it (never
-    by uv), verified and stored. A second install, in a fresh environment with
-    an empty uv cache, is answered from the cache without any upstream request."""
-    project, _ = await _lock(tmp_path, world)
+    """``uv lock`` against the upstream records its file-host URLs; with them
+    rewritten by docs/lockfiles.rst's own commands, ``uv sync --frozen``
+    installs through pypicache: each file fetched once by it (never by uv),
+    verified and stored. A second install, in a fresh environment with an
+    empty uv cache, is answered from the cache without any upstream request."""
+    project = await _lock(tmp_path, world)
     lock = (project / "uv.lock").read_text()
     upstream_files = world.upstream.root + "packages/"
-    for key in ("app", "lib", "srconly", "leaf"):
+    for key in LOCKED:
         assert upstream_files + world.index.hosted_path(tree[key].name) in lock
+    env = await hermetic_env(tmp_path, "sync1")
+    (hosts,) = await run_doc_block(
+        doc_blocks("Replacing the prefix")[1], world, env, project
+    )
+    assert hosts.out.split() == [world.upstream.root.rstrip("/")]
     before = len(world.index.requests)
-    daemon_files = world.daemon.url + "packages/"
-    sed = ["sed", "-i", f"s#{upstream_files}#{daemon_files}#g", "uv.lock"]
-    (await run(sed, clean_env(tmp_path / "sed"), project)).check()
+    sed, sync = doc_blocks("uv: ``uv sync --frozen``")[0]
+    await run_doc_block([sed, sync], world, env, project)
     assert upstream_files not in (project / "uv.lock").read_text()
-
-    (await _sync(tmp_path, project, "sync1")).check()
-    assert _installed(project) == {"app", "lib", "srconly", "leaf"}
-    asked = world.index.requests[before:]
-    assert asked and user_agents(asked) == {"pypicache"}
-    for key in ("app", "lib", "srconly", "leaf"):
-        name = tree[key].name
-        fetched = [r for r in asked if r.path.endswith("/" + name)]
-        assert [r.path for r in fetched] == ["/" + hosted(world, tree[key])]
-        await world.stored(name.split("-")[0], name)
+    assert _installed(project / ".venv") == LOCKED
+    _fetched_once_by_the_daemon(world, tree, world.index.requests[before:])
+    for key in LOCKED:
+        await world.stored(tree[key].name.split("-")[0], tree[key].name)
 
     world.index.forbid()
     (project / ".venv").rename(tmp_path / "old-venv")
-    (await _sync(tmp_path, project, "sync2")).check()
-    assert _installed(project) == {"app", "lib", "srconly", "leaf"}
+    await run_doc_block([sync], world, await hermetic_env(tmp_path, "sync2"), project)
+    assert _installed(project / ".venv") == LOCKED
+    assert world.index.violations == []
+
+
+async def test_pylock_and_exported_requirements_install_through_the_cache(
+    tmp_path, world, tree
+):
+    """A ``pylock.toml`` exported from the lock, rewritten as the docs say,
+    installs through pypicache with ``uv pip install`` (and with ``pip
+    install -r pylock.toml`` where pip can); the lock exported as hashed
+    requirements installs through ``/simple/`` from what is cached, without
+    an upstream request."""
+    project = await _lock(tmp_path, world)
+    (export,), (sed, pip), (uv,) = doc_blocks("pip and uv: ``pylock.toml``")
+    env = await hermetic_env(tmp_path, "uv")
+    before = len(world.index.requests)
+    await run_doc_block([export, sed, uv], world, env, project)
+    assert (
+        world.upstream.root + "packages/" not in (project / "pylock.toml").read_text()
+    )
+    assert _installed(Path(env["VIRTUAL_ENV"])) == LOCKED
+    _fetched_once_by_the_daemon(world, tree, world.index.requests[before:])
+    for key in LOCKED:
+        await world.stored(tree[key].name.split("-")[0], tree[key].name)
+
+    world.index.forbid()
+    if _pip_reads_pylock():
+        env = await hermetic_env(tmp_path, "pip")
+        await run_doc_block([pip], world, env, project)
+        assert _installed(Path(env["VIRTUAL_ENV"])) == LOCKED
+    # uv's way to keep uv.lock as it is: hashed requirements through /simple/.
+    env = await hermetic_env(tmp_path, "export")
+    await run_doc_block(doc_blocks("uv: ``uv sync --frozen``")[1], world, env, project)
+    assert _installed(Path(env["VIRTUAL_ENV"])) == LOCKED
+    assert world.index.violations == []
+
+
+async def test_poetry_exports_install_through_the_cache(tmp_path, world, tree):
+    """A ``poetry.lock`` (made by real poetry against the upstream, here a
+    source standing in for the public index) exported to ``pylock.toml``
+    carries the file-host URLs: rewritten as the docs say, it installs through
+    pypicache; exported as hashed requirements it installs through
+    ``/simple/`` from the cache, without an upstream request. Needs poetry
+    with poetry-plugin-export on ``PATH``."""
+    poetry = shutil.which("poetry")
+    if poetry is None:
+        pytest.skip("poetry (with poetry-plugin-export) is not installed")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "plocked"\nversion = "0"\nrequires-python = ">=3.8"\n'
+        'dependencies = ["app"]\n\n[tool.poetry]\npackage-mode = false\n\n'
+        f'[[tool.poetry.source]]\nname = "upstream"\nurl = "{world.upstream.url}"\n'
+        'priority = "primary"\n'
+    )
+    env = clean_env(tmp_path / "lock")
+    (await run([poetry, "lock", "--no-interaction"], env, project)).check()
+    env = await hermetic_env(tmp_path, "pylock")
+    (export, sed, install), exported = doc_blocks("poetry")
+    await run_doc_block([export], world, env, project)  # asks the source for links
+    before = len(world.index.requests)
+    await run_doc_block([sed, install], world, env, project)
+    assert _installed(Path(env["VIRTUAL_ENV"])) == LOCKED
+    _fetched_once_by_the_daemon(world, tree, world.index.requests[before:])
+    for key in LOCKED:
+        await world.stored(tree[key].name.split("-")[0], tree[key].name)
+    world.index.forbid()
+    env = await hermetic_env(tmp_path, "requirements")
+    await run_doc_block(exported, world, env, project)
+    assert _installed(Path(env["VIRTUAL_ENV"])) == LOCKED
     assert world.index.violations == []
 
 

@@ -25,7 +25,6 @@ from pypicache.web.hits import mark_cache_hit
 from pypicache.web.routes.installer import NOT_READY, InstallerRoutes
 from pypicache.web.routing import route
 
-
 #: How many filenames' URLs :class:`FileHostRoutes` keeps.
 _KEPT_URLS = 4096
 
