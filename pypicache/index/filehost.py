@@ -32,8 +32,10 @@ def blake2b_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
 def hosted_path(first: str, second: str, rest: str, filename: str) -> str:
-    """The layout path ``first/second/rest/filename``, checked.
+    """The layout path ``first/second/rest/filename``, checked (remembered:
+    the hot path asks for the same files again and again).
 
     :raises NotFound: if the segments are not 2, 2 and 60 lower-case hex
         digits, or ``filename`` is a ``.metadata`` (served at the project's
