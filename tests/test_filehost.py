@@ -22,6 +22,7 @@ from tests.daemon import start_world
 from tests.packages import build_sdist, build_wheel
 from tests.test_fastlane import lanes_for, request
 from tests.test_rules import HideVersion
+from tests.test_upstreams import two, wheels  # noqa: F401 (fixtures)
 from tests.webclient import put
 
 
@@ -418,3 +419,22 @@ async def test_rules_and_private_projects_apply(tmp_path, tree):
         assert world.asked_about("secret") == []
     finally:
         await world.stop()
+
+
+async def test_routed_and_named_upstreams(two, wheels):  # noqa: F811 (fixtures)
+    """A routed project's file is found on its own upstream's page under the
+    file-host path, at ``/packages/...`` and ``/upstreams/<name>/packages/...``
+    alike; the default upstream's file of the same project (an impostor) is
+    never fetched there."""
+    two.default.file_layout = two.pytorch.file_layout = "hosted"
+    torch = wheels["torch"]
+    path = "packages/" + two.pytorch.hosted_path(torch.name)
+    for prefix in ("", "upstreams/pytorch/"):
+        answer = await two.daemon.get(prefix + path)
+        assert answer.code == 200
+        assert await answer.content() == torch.read_bytes()
+    impostor = "packages/" + two.default.hosted_path(wheels["impostor"].name)
+    answer = await two.daemon.get(impostor)
+    assert answer.code == 404
+    await answer.content()
+    assert two.asked(two.default, "torch") == []
