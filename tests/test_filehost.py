@@ -21,6 +21,7 @@ from tests.clients import clean_env, run, uv_binary
 from tests.daemon import start_world
 from tests.packages import build_sdist, build_wheel
 from tests.test_fastlane import lanes_for, request
+from tests.test_proxy import _outcome
 from tests.test_rules import HideVersion
 from tests.test_upstreams import two, wheels  # noqa: F401 (fixtures)
 from tests.webclient import put
@@ -300,18 +301,6 @@ async def test_a_path_the_upstream_does_not_list_404s(world, tree):
     assert answer.code == 400
     await answer.content()
     assert world.index.violations == []
-
-
-async def _outcome(daemon, path):
-    """GET ``path``: (status, body), body ``None`` if cut off, (None, None) if failed."""
-    try:
-        response = await daemon.get(path)
-    except Exception:
-        return None, None
-    try:
-        return response.code, await response.content()
-    except Exception:
-        return response.code, None
 
 
 async def test_a_wrong_hash_aborts_and_stores_nothing(world, tree):
