@@ -15,10 +15,12 @@ import pytest_twisted
 from packaging.version import Version
 from twisted.internet.defer import Deferred, DeferredList
 
+from pypicache.errors import NotFound
 from pypicache.index.filehost import blake2b_digest, digest_path, hosted_path
 from pypicache.proxy.rules import Rules
 from tests.clients import clean_env, run, uv_binary
 from tests.daemon import start_world
+from tests.fakeindex import FakeIndex
 from tests.packages import build_sdist, build_wheel
 from tests.test_fastlane import lanes_for, request
 from tests.test_proxy import _outcome
@@ -65,12 +67,17 @@ def user_agents(requests) -> set[str]:
     return {r.headers.get("user-agent", "") for r in requests}
 
 
-def test_the_layout_is_blake2b_256_cut_2_2_60():
+def test_the_layout_is_blake2b_256_cut_2_2_60(tree):
     """The path of a file is the blake2b-256 hex digest of its bytes cut 2/2/60,
-    as the public index's upload code lays it out; malformed paths 404."""
+    as the public index's upload code lays it out (and the fake upstream, on
+    its own, too); malformed paths 404."""
     digest = blake2b_digest(b"some bytes")
     assert len(digest) == 64
     assert digest_path(digest) == f"{digest[:2]}/{digest[2:4]}/{digest[4:]}"
+    fake = FakeIndex(tree["leaf"].parent)
+    fake.add(tree["leaf"].name)
+    own = digest_path(blake2b_digest(tree["leaf"].read_bytes()))
+    assert fake.hosted_path(tree["leaf"].name) == f"{own}/{tree['leaf'].name}"
     assert hosted_path(digest[:2], digest[2:4], digest[4:], "x-1.0.tar.gz").endswith(
         "/x-1.0.tar.gz"
     )
@@ -80,9 +87,8 @@ def test_the_layout_is_blake2b_256_cut_2_2_60():
         ("ab", "cd", "0" * 59, "x-1.0.tar.gz"),  # short
         ("ab", "cd", "0" * 60, "x-1.0-py3-none-any.whl.metadata"),
     ):
-        with pytest.raises(Exception) as raised:
+        with pytest.raises(NotFound):
             hosted_path(first, second, rest, name)
-        assert raised.value.code == 404
 
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "lockfiles.rst"
