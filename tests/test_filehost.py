@@ -309,6 +309,25 @@ async def test_a_path_the_upstream_does_not_list_404s(world, tree):
     assert world.index.violations == []
 
 
+async def test_a_stored_file_needs_no_upstream_even_with_a_stale_page(tmp_path, tree):
+    """With every page stale at once (``page_ttl=0``), a stored file is still
+    served under its file-host path from the cached page's word, without an
+    upstream request."""
+    world = await hosted_world(tmp_path, tree, page_ttl=0)
+    try:
+        path, name = hosted(world, tree["leaf"]), tree["leaf"].name
+        await (await world.daemon.get(path)).content()
+        await world.stored("leaf", name)
+        world.index.forbid()
+        for _ in range(2):
+            answer = await world.daemon.get(path)
+            assert answer.code == 200
+            assert await answer.content() == tree["leaf"].read_bytes()
+        assert world.index.violations == []
+    finally:
+        await world.stop()
+
+
 async def test_a_wrong_hash_aborts_and_stores_nothing(world, tree):
     """Upstream bytes that do not match the page's sha256: concurrent clients
     of the file-host path share one download, none gets a complete body, and
