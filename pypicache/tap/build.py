@@ -219,6 +219,7 @@ def build_live(
             max_file=prefetch_max_file,
             concurrency=prefetch_concurrency,
             ttl=page_ttl,
+            run_blocking=run_blocking,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
 
