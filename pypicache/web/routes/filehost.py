@@ -12,7 +12,7 @@ Everything else (single-flight download, sha256 check, Range, ETag) is
 :class:`InstallerRoutes`'s.
 """
 
-from typing import Any
+from typing import Any, Hashable
 
 import attrs
 from twisted.web.iweb import IRequest
@@ -20,7 +20,7 @@ from twisted.web.iweb import IRequest
 from pypicache.index.filehost import check_url, hosted_path, project_from
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
-from pypicache.storage.records import CachedPage, StoredFile
+from pypicache.storage.records import StoredFile
 from pypicache.web.hits import mark_cache_hit
 from pypicache.web.routes.installer import NOT_READY, InstallerRoutes
 from pypicache.web.routing import route
@@ -36,9 +36,9 @@ class FileHostRoutes:
     _installer: InstallerRoutes
     _views: Views
     _mirror: Mirror
-    #: Per filename, the cached page last read for it and the URL it gives:
-    #: read again only when the page is replaced.
-    _urls: dict[str, tuple[CachedPage, str | None]] = attrs.field(factory=dict)
+    #: Per filename, the version of the cached page last read for it and the
+    #: URL it gives: read again only when the page changes.
+    _urls: dict[str, tuple[Hashable, str | None]] = attrs.field(factory=dict)
 
     def _servable(self, stored: StoredFile, path: str) -> bool:
         """Whether a stored file may be served at ``path`` at once: ``True``
@@ -51,15 +51,16 @@ class FileHostRoutes:
         cached = self._mirror.pages.cached(stored.project or project_from(filename))
         if cached is None:
             return False
+        version = (cached.fetched_at, cached.etag)  # as the views key a page
         kept = self._urls.get(filename)
-        if kept is not None and kept[0] is cached:
+        if kept is not None and kept[0] == version:
             url = kept[1]
         else:
             info = cached.page.file(filename)
             url = info.url if info is not None else None
             if len(self._urls) >= _KEPT_URLS:
                 del self._urls[next(iter(self._urls))]
-            self._urls[filename] = (cached, url)
+            self._urls[filename] = (version, url)
         if url is None:
             return False
         check_url(url, path, filename)
