@@ -20,6 +20,7 @@ from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.web.app import add_error_handlers
+from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routing import register
 
@@ -87,11 +88,13 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        installer = InstallerRoutes(store, mirror, Views(store, mirror))
+        views = Views(store, mirror)
+        installer = InstallerRoutes(store, mirror, views)
         installer.page_max_age = page_max_age
         app = Klein()
         add_error_handlers(app)
         register(app, installer)
+        register(app, FileHostRoutes(installer, views, mirror))
         built[spec.name] = Named(
             spec, upstream, pages, store, installer, app.resource()
         )
