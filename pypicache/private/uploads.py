@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest, Conflict, NotFound
 from pypicache.index.archives import ArchiveMetadata, inspect_archive
+from pypicache.index.hygiene import check_metadata_version
 from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename, parse_filename
 from pypicache.private.received import FilePart
@@ -48,6 +49,12 @@ def parse_upload_filename(filename: str) -> tuple[str, Version]:
     if not filename.endswith((".whl", ".tar.gz", ".zip")):
         raise BadRequest(
             f"Only wheels and sdists (.whl, .tar.gz, .zip) can be uploaded, not {filename!r}"
+            + (
+                ": an sdist must be a .tar.gz (PEP 625); .tar.bz2, .tar.xz and other "
+                "forms are refused"
+                if ".tar" in filename or filename.endswith((".tgz", ".tbz", ".txz"))
+                else ""
+            )
         )
     project, version = parse_filename(filename)
     if version is None:
@@ -108,6 +115,8 @@ class Uploads:
             raise BadRequest(
                 f"The form's version {form['version']!r} does not match {filename!r}"
             )
+        if form.get("metadata_version"):
+            check_metadata_version(form["metadata_version"], "The upload form")
         for field, algorithm in DIGEST_FIELDS.items():
             claimed = (form.get(field) or "").strip().lower()
             if claimed and claimed != part.hashes[algorithm]:

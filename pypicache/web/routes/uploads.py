@@ -54,7 +54,10 @@ class UploadRoutes:
             content = form.files.get("content")
             if content is None or not content.filename:
                 raise BadRequest("No 'content' file part with a filename in the upload")
-            fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
+            fields = {
+                k: form.get(k)
+                for k in ("name", "version", "metadata_version", *DIGEST_FIELDS)
+            }
             created, stored = await self._uploads.receive(
                 content, content.filename, fields
             )
