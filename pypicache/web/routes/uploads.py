@@ -56,7 +56,13 @@ class UploadRoutes:
                 raise BadRequest("No 'content' file part with a filename in the upload")
             fields = {
                 k: form.get(k)
-                for k in ("name", "version", "metadata_version", *DIGEST_FIELDS)
+                for k in (
+                    "name",
+                    "version",
+                    "metadata_version",
+                    "attestations",
+                    *DIGEST_FIELDS,
+                )
             }
             created, stored = await self._uploads.receive(
                 content, content.filename, fields
@@ -79,7 +85,9 @@ class UploadRoutes:
                 raise BadRequest(
                     "No file part (field 'sdist') with a filename in the upload"
                 )
-            created, stored = await self._uploads.receive(part, part.filename, {})
+            created, stored = await self._uploads.receive(
+                part, part.filename, {"attestations": form.get("attestations")}
+            )
         finally:
             form.discard()
         return _stored_answer(request, created, stored)
