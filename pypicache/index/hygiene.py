@@ -28,6 +28,7 @@ from typing import IO
 
 import packaging
 import packaging.metadata
+from packaging.version import InvalidVersion, Version
 
 from pypicache.errors import BadRequest
 
@@ -62,27 +63,39 @@ def known_metadata_versions() -> tuple[str, ...]:
 
 
 def check_metadata_version(value: str | None, where: str) -> None:
-    """Refuse a Metadata-Version that packaging does not know (newer or bogus).
+    """Refuse a Metadata-Version newer than the newest packaging knows, or not
+    a version at all; take every one up to it (the unlisted 2.0 of old wheels
+    included).
 
-    What is known is packaging's own list, so a new Metadata-Version is taken
+    What is newest is packaging's own list, so a new Metadata-Version is taken
     as soon as the installed packaging knows it.
 
     :param where: what carries it, for the reason (``alpha-1.0.tar.gz``...).
-    :raises BadRequest: a missing or unknown version.
+    :raises BadRequest: a missing, malformed or unknown version.
     """
     if not value or not value.strip():
         raise BadRequest(f"{where} has no Metadata-Version")
     value = value.strip()
+    known = known_metadata_versions()
+    refusal = BadRequest(
+        f"{where} has Metadata-Version {value[:20]!r}, which this server does "
+        f"not know (packaging {packaging.__version__} knows up to "
+        f"{known[-1] if known else '?'})"
+    )
     try:
+        version = Version(value)
+    except InvalidVersion as e:
+        raise refusal from e
+    if known:
+        if version > max(Version(v) for v in known):
+            raise refusal
+        return
+    try:  # packaging no longer names its list: ask it about this one
         packaging.metadata.Metadata.from_raw(
             {"metadata_version": value, "name": "x", "version": "0"}, validate=True
         )
     except Exception as e:  # packaging raises an ExceptionGroup of InvalidMetadata
-        known = ", ".join(known_metadata_versions()) or "?"
-        raise BadRequest(
-            f"{where} has Metadata-Version {value[:20]!r}, which this server does "
-            f"not know (packaging {packaging.__version__} knows {known})"
-        ) from e
+        raise refusal from e
 
 
 def metadata_version_of(raw: bytes) -> str | None:
