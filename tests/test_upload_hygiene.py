@@ -6,6 +6,7 @@ leaves a byte on disk.
 """
 
 import bz2
+import gzip
 import io
 import lzma
 import struct
@@ -19,7 +20,11 @@ import pytest_twisted
 from twisted.python.filepath import FilePath
 
 from pypicache.errors import BadRequest
-from pypicache.index.hygiene import check_metadata_version, known_metadata_versions
+from pypicache.index.hygiene import (
+    check_container,
+    check_metadata_version,
+    known_metadata_versions,
+)
 from pypicache.private.scan import scan_private
 from pypicache.storage.filesystem import FilesystemStore
 from tests.clients import twine_upload, uv_publish
@@ -301,3 +306,63 @@ def test_folder_scan_skips_refused_with_reason(tmp_path, refused):
     assert "also read as a tar" in reasons["poly-1.0-py3-none-any.whl"]
     assert "looks like xz" in reasons["srcpkg-1.0.tar.gz"]
     assert not list(drop.glob("*.json"))
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only stream: zipfile then writes data descriptors."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.written += data
+        return len(data)
+
+
+def _streamed_zip(zip64: bool) -> bytes:
+    out = _Unseekable()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            with zf.open(f"pkg/m{i}.py", "w", force_zip64=zip64) as f:
+                f.write(b"x = 1\n" * 100)
+    return bytes(out.written)
+
+
+def _zip64_end_records(monkeypatch) -> bytes:
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 0)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("a.py", b"1")
+        zf.writestr("b.py", b"2")
+    assert b"PK\x06\x06" in buffer.getvalue()
+    return buffer.getvalue()
+
+
+def _commented_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("a.py", b"1")
+        zf.comment = b"built by a tool that comments"
+    return buffer.getvalue()
+
+
+def test_plain_forms_pass(tmp_path, monkeypatch):
+    """What real tools write is not refused: data descriptors (zip32 and
+    zip64), zip64 end records, a zip comment, a gzip of two members."""
+    sdist = build_sdist(tmp_path / "s", "twomember", "1.0").read_bytes()
+    raw = gzip.decompress(sdist)
+    two_members = gzip.compress(raw[:1024]) + gzip.compress(raw[1024:])
+    cases = {
+        "dd-1.0-py3-none-any.whl": _streamed_zip(False),
+        "dd64-1.0-py3-none-any.whl": _streamed_zip(True),
+        "z64-1.0-py3-none-any.whl": _zip64_end_records(monkeypatch),
+        "commented-1.0-py3-none-any.whl": _commented_zip(),
+        "twomember-1.0.tar.gz": two_members,
+    }
+    for filename, content in cases.items():
+        path = tmp_path / filename
+        path.write_bytes(content)
+        check_container(str(path), filename)
