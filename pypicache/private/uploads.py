@@ -161,11 +161,11 @@ class Uploads:
                     f"{field} does not match the uploaded bytes of {filename}"
                 )
         attestations = form.get("attestations")
-        provenance = (
-            provenance_of_upload(attestations, filename, part.hashes["sha256"])
-            if attestations and attestations.strip()
-            else None
-        )
+        provenance = None
+        if attestations and attestations.strip():
+            provenance = await self._run_blocking(
+                provenance_of_upload, attestations, filename, part.hashes["sha256"]
+            )
         metadata = await self._run_blocking(
             inspect_archive, part.temp.path.path, filename
         )

@@ -8,7 +8,7 @@ file is stored, its provenance object is fetched once, checked (see
 before then gets it relayed (and kept, if the file is stored by then).
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -92,7 +92,7 @@ class Provenances:
         stored = self._store.find(project, filename)
         digest = (stored.info if stored is not None else info).hashes.get("sha256")
         try:
-            check_provenance(content, filename, digest)
+            await self._run_blocking(check_provenance, content, filename, digest)
         except PypicacheError as e:
             log.warn(
                 "Malformed provenance for {filename} from {url}: {reason}",
@@ -108,8 +108,7 @@ class Provenances:
         return content
 
     async def _keep(self, stored: StoredFile, content: bytes) -> None:
-        write: Callable[..., Deferred[None]] = self._run_blocking
-        await write(write_atomically, stored.provenance_path, content)
+        await self._run_blocking(write_atomically, stored.provenance_path, content)
         # The record is written again, so that pages (of /local/) list it.
         current = self._store.find(stored.project, stored.info.filename)
         if current is not None:
