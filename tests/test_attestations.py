@@ -139,6 +139,26 @@ async def test_no_attestations_no_provenance(world, tmp_path):
     assert missing.code == 404
 
 
+@pytest_twisted.ensureDeferred
+async def test_identical_reupload_adds_attestations(world, tmp_path):
+    """A file stored without attestations gets them when the same bytes are
+    uploaded again with some (200), and its page then gives a provenance."""
+    wheel = build_wheel(tmp_path / "dist", "later", "1.0")
+    content = wheel.read_bytes()
+    stored = await send(world.daemon, "PUT", f"/packages/later/{wheel.name}", content)
+    assert stored.code == 201
+    made = attestation(wheel.name, hashlib.sha256(content).hexdigest())
+    again = await post_form(
+        world.daemon,
+        "/",
+        [*legacy_fields(wheel.name, content), ("attestations", json.dumps([made]))],
+        [("content", wheel.name.encode(), content)],
+    )
+    assert again.code == 200 and "identical" in again.body.decode()
+    provenance = await provenance_of(world.daemon, "local", "later", wheel.name)
+    assert provenance["attestation_bundles"][0]["attestations"] == [made]
+
+
 def _malformed(filename: str, sha256: str) -> list[tuple[str, str]]:
     good = attestation(filename, sha256)
     other = attestation("other-1.0-py3-none-any.whl", sha256)
