@@ -54,6 +54,17 @@ _EOCD64_LOCATOR = struct.Struct("<4sIQI")
 _EOCD64 = struct.Struct("<4sQHHIIQQQQ")
 _CHUNK = 1024 * 1024
 
+#: What zipfile raises for bytes that are no (readable) zip.
+_NOT_A_ZIP = (
+    zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    EOFError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+)
+
 
 def known_metadata_versions() -> tuple[str, ...]:
     """The Metadata-Versions the installed packaging knows, oldest first."""
@@ -76,18 +87,18 @@ def check_metadata_version(value: str | None, where: str) -> None:
     if not value or not value.strip():
         raise BadRequest(f"{where} has no Metadata-Version")
     value = value.strip()
-    known = known_metadata_versions()
+    known = [Version(v) for v in known_metadata_versions()]
+    newest = max(known) if known else None
     refusal = BadRequest(
         f"{where} has Metadata-Version {value[:20]!r}, which this server does "
-        f"not know (packaging {packaging.__version__} knows up to "
-        f"{known[-1] if known else '?'})"
+        f"not know (packaging {packaging.__version__} knows up to {newest or '?'})"
     )
     try:
         version = Version(value)
     except InvalidVersion as e:
         raise refusal from e
-    if known:
-        if version > max(Version(v) for v in known):
+    if newest is not None:
+        if version > newest:
             raise refusal
         return
     try:  # packaging no longer names its list: ask it about this one
@@ -122,7 +133,7 @@ def _is_tar_header(block: bytes) -> bool:
         return False
     try:
         tarfile.TarInfo.frombuf(block[: tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
-    except tarfile.HeaderError:
+    except (tarfile.HeaderError, ValueError):
         return False
     return True
 
@@ -132,7 +143,7 @@ def _opens_as_zip(f: IO[bytes]) -> bool:
     try:
         with zipfile.ZipFile(f):
             return True
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
+    except _NOT_A_ZIP:
         return False
 
 
@@ -266,7 +277,7 @@ def _check_zip(f: IO[bytes], filename: str) -> None:
     try:
         with zipfile.ZipFile(f) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as e:
+    except _NOT_A_ZIP as e:
         raise BadRequest(f"{filename} is not a readable zip ({e})") from e
     names: set[str] = set()
     for info in infos:
