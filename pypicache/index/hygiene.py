@@ -27,7 +27,6 @@ import zlib
 from typing import IO
 
 import packaging
-import packaging.metadata
 from packaging.version import InvalidVersion, Version
 
 from pypicache.errors import BadRequest
@@ -68,7 +67,10 @@ _NOT_A_ZIP = (
 
 def known_metadata_versions() -> tuple[str, ...]:
     """The Metadata-Versions the installed packaging knows, oldest first."""
-    literal = getattr(packaging.metadata, "_MetadataVersion", None)
+    # Here: only uploads and the folder scan need packaging.metadata.
+    from packaging import metadata
+
+    literal = getattr(metadata, "_MetadataVersion", None)
     known = typing.get_args(literal) if literal is not None else ()
     return tuple(str(v) for v in known)
 
@@ -101,8 +103,10 @@ def check_metadata_version(value: str | None, where: str) -> None:
         if version > newest:
             raise refusal
         return
+    from packaging.metadata import Metadata
+
     try:  # packaging no longer names its list: ask it about this one
-        packaging.metadata.Metadata.from_raw(
+        Metadata.from_raw(
             {"metadata_version": value, "name": "x", "version": "0"}, validate=True
         )
     except Exception as e:  # packaging raises an ExceptionGroup of InvalidMetadata
@@ -111,8 +115,10 @@ def check_metadata_version(value: str | None, where: str) -> None:
 
 def metadata_version_of(raw: bytes) -> str | None:
     """The Metadata-Version header of core metadata (``METADATA``/``PKG-INFO``)."""
+    from packaging.metadata import parse_email
+
     try:
-        parsed, _ = packaging.metadata.parse_email(raw)
+        parsed, _ = parse_email(raw)
     except Exception:  # what a header parser may raise on hostile bytes
         return None
     return parsed.get("metadata_version")
