@@ -26,6 +26,8 @@ from pypicache.proxy.prefetch import (
     DEFAULT_REQUESTS,
     Prefetcher,
 )
+from pypicache.proxy.provenance import Provenances
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.upstreams import (
     FileClient,
@@ -33,13 +35,12 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
-from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
-from pypicache.storage.records import LOCKS
+from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
@@ -50,6 +51,7 @@ from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
+from pypicache.web.routes.provenance import ProvenanceRoutes
 
 log = Logger()
 
@@ -208,7 +210,13 @@ def build_live(
         max_size=max_cache_size,
         unused_after=evict_unused_after,
     )
-    mirror.on_stored = capacity.stored
+    provenances = Provenances(files, store, mirror, run_blocking)
+
+    def stored_from_upstream(stored: StoredFile) -> None:
+        capacity.stored(stored)
+        provenances.stored(stored)
+
+    mirror.on_stored = stored_from_upstream
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
@@ -273,6 +281,7 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
+    app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(
             CacheControl(
