@@ -16,7 +16,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from pypicache.bulk.job import Job
-from pypicache.bulk.locks import LockedPackage, LockFile
+from pypicache.bulk.lockfiles import LockedPackage, LockFile
 from pypicache.bulk.targets import BulkParams
 from pypicache.errors import PypicacheError
 from pypicache.index.model import DistFile, ProjectPage
@@ -75,11 +75,17 @@ class LockJob(Job):
         if package.files:
             entry["status"] = "resolved"
             for locked in package.files:
-                info = page.file(locked.filename) if isinstance(page, ProjectPage) else None
+                info = (
+                    page.file(locked.filename)
+                    if isinstance(page, ProjectPage)
+                    else None
+                )
                 if info is None:
                     # Not on the page (or no page): the fetch says why.
                     info = DistFile(locked.filename, locked.url)
-                self._files.want(package.name, package.version, info, None, locked.hashes)
+                self._files.want(
+                    package.name, package.version, info, None, locked.hashes
+                )
             return
         # A hashed requirement: the files of its version whose digests it allows.
         if not isinstance(page, ProjectPage):

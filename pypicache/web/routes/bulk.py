@@ -96,7 +96,9 @@ class BulkRoutes:
                     f"Unknown format {fmt[:100]!r}; known: {', '.join(FORMATS)}"
                 )
         text = await self._requirements_text(request, "lock", "lock file")
-        return await self._report(request, lambda emit: self._bulk.warm(text, fmt, emit))
+        return await self._report(
+            request, lambda emit: self._bulk.warm(text, fmt, emit)
+        )
 
     async def _report(
         self,
