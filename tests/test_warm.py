@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from pypicache.proxy.upstreams import UpstreamSpec
 from tests import webclient
 from tests.clients import clean_env, pip_install, run, uv_binary, uv_pip_install
-from tests.daemon import start_world
+from tests.daemon import World, start_daemon, start_world
+from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_sdist, build_wheel
 from tests.test_bulk_limits import htpasswd
 
@@ -380,3 +382,53 @@ async def test_warm_needs_a_user_like_bulk_caching(tmp_path, dists):
         assert json.loads(answer.body)["totals"]["fetched"] == 3
     finally:
         await w.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_come_from_the_upstream_the_project_is_routed_to(tmp_path):
+    """A lock whose beta comes from a second index (to which the daemon routes
+    beta, --route) while the default upstream has another beta 1.0 wheel of
+    the same name: beta is fetched from the second index and matches the
+    lock, alpha from the default one; then the set installs offline."""
+    from pypicache.proxy.upstreams import UpstreamSpec
+    from tests.daemon import start_daemon
+    from tests.fakeindex import FakeIndex, start_fake_index
+
+    (tmp_path / "default").mkdir()
+    (tmp_path / "second").mkdir()
+    default, second = FakeIndex(tmp_path, "json"), FakeIndex(tmp_path, "json")
+    default.add(build_wheel(tmp_path / "default", "alpha", "1.0", requires=["beta"]))
+    default.add(
+        build_wheel(tmp_path / "default", "beta", "1.0", module_body="X = 'impostor'")
+    )
+    second.add(build_wheel(tmp_path / "second", "beta", "1.0"))
+    servers = [await start_fake_index(default), await start_fake_index(second)]
+    daemon = await start_daemon(
+        servers[0].url,
+        tmp_path / "cache",
+        upstreams=[UpstreamSpec("second", servers[1].url)],
+        routes=[("beta", "second")],
+    )
+    w = World(default, servers[0], daemon, tmp_path)
+    try:
+        folder = project(w)
+        await uv(
+            w, "lock", "--no-config", "--index-url", servers[0].url,
+            "--extra-index-url", servers[1].url, cwd=folder,
+        )  # fmt: skip
+        report = await warm(w, (folder / "uv.lock").read_bytes())
+        assert statuses(report) == {ALPHA: "fetched", BETA_WHEEL: "fetched"}
+        beta = next(f for f in report["files"] if f["filename"] == BETA_WHEEL)
+        assert beta["sha256"] == second.sha256(BETA_WHEEL) != default.sha256(BETA_WHEEL)
+        assert second.downloads(BETA_WHEEL) == 1 and default.downloads(BETA_WHEEL) == 0
+        second.forbid()
+        await uv(
+            w, "export", "--no-config", "--frozen", "--no-emit-project", "--format",
+            "requirements-txt", "-o", "hashed.txt", cwd=folder,
+        )  # fmt: skip
+        await offline_pip(w, ["--require-hashes", "-r", str(folder / "hashed.txt")])
+        assert second.violations == []
+    finally:
+        await daemon.stop()
+        for server in servers:
+            await server.stop()
