@@ -390,10 +390,6 @@ async def test_files_come_from_the_upstream_the_project_is_routed_to(tmp_path):
     beta, --route) while the default upstream has another beta 1.0 wheel of
     the same name: beta is fetched from the second index and matches the
     lock, alpha from the default one; then the set installs offline."""
-    from pypicache.proxy.upstreams import UpstreamSpec
-    from tests.daemon import start_daemon
-    from tests.fakeindex import FakeIndex, start_fake_index
-
     (tmp_path / "default").mkdir()
     (tmp_path / "second").mkdir()
     default, second = FakeIndex(tmp_path, "json"), FakeIndex(tmp_path, "json")
