@@ -208,7 +208,8 @@ async def test_pylock_from_uv_export_as_form_field_with_ndjson(world):
 async def test_hashed_requirements_from_uv_pip_compile(world):
     """A requirements file from ``uv pip compile --generate-hashes`` caches
     the files of each pinned version whose digests its --hash values allow
-    (beta: both its wheel and its sdist), then ``pip install
+    (beta: both its wheel and its sdist; a --hash no file has is noted, a
+    line whose hashes match no file is unresolved), then ``pip install
     --require-hashes`` of it works from /local/ offline."""
     w = world
     folder = project(w)
@@ -229,6 +230,18 @@ async def test_hashed_requirements_from_uv_pip_compile(world):
     report = await warm(w, (folder / "requirements.txt").read_bytes())
     assert report["format"] == "requirements"
     assert statuses(report) == {name: "fetched" for name in LOCKED}
+    # A --hash no file on the page has is noted; a line none match is unresolved.
+    odd = (
+        f"alpha==1.0 --hash=sha256:{w.index.sha256(ALPHA)} --hash=sha256:{'1' * 64}\n"
+        f"gamma==1.0 --hash=sha256:{'2' * 64}\n"
+    )
+    report = await warm(w, odd.encode())
+    alpha, gamma = report["requirements"]
+    assert alpha["status"] == "resolved"
+    assert alpha["note"] == "no file on the index page has sha256:" + "1" * 64
+    assert gamma["status"] == "unresolved"
+    assert "no file of gamma 1.0 on the index page" in gamma["reason"]
+    assert statuses(report) == {ALPHA: "cached"}
     await offline_pip(w, ["--require-hashes", "-r", str(folder / "requirements.txt")])
 
 

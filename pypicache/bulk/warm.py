@@ -103,6 +103,14 @@ class LockJob(Job):
             )
             return
         entry["status"] = "resolved"
+        unmatched = sorted(
+            f"{a}:{d}"
+            for a, digests in package.hashes.items()
+            for d in digests
+            if not any(f.hashes.get(a, "").lower() == d for f in page.files)
+        )
+        if unmatched:
+            entry["note"] = "no file on the index page has " + ", ".join(unmatched)
         for info in matching:
             self._files.want(package.name, package.version, info, None, package.hashes)
 
