@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 
 from pypicache.proxy.upstreams import UpstreamSpec
 from tests import webclient
@@ -441,3 +442,27 @@ async def test_files_come_from_the_upstream_the_project_is_routed_to(tmp_path):
         await daemon.stop()
         for server in servers:
             await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_warm_shares_the_clients_bulk_job_limit(tmp_path, dists):
+    """A POST /+warm under way counts against --bulk-jobs-per-client as a
+    POST /requirements.txt does: another job of either kind from the same
+    client is a 429 with Retry-After until it ends."""
+    w = await start_world(tmp_path, dists, timeout=10, bulk_jobs_per_client=1)
+    try:
+        lock = (await uv_lock(w)).read_bytes()
+        hold = w.index.hold_page("alpha")
+        first = Deferred.fromCoroutine(post_warm(w, lock))
+        await hold.wait_for(1)
+        for path, body in (("/+warm", lock), ("/requirements.txt", b"gamma\n")):
+            busy = await webclient.send(
+                w.daemon, "POST", path, body, {"Content-Type": "text/plain"}
+            )
+            assert busy.code == 429, busy
+            assert busy.header("retry-after") == "10"
+        hold.release()
+        assert (await first).code == 200
+        assert (await post_warm(w, lock)).code == 200
+    finally:
+        await w.stop()
