@@ -167,3 +167,43 @@ def test_bad_locks(text, fmt, error, message):
     with pytest.raises(error) as caught:
         parse_lock(text, fmt)
     assert message in caught.value.message
+
+
+def test_pylock_in_array_of_tables_form():
+    """pip lock (pip 25.1 and later; this machine's pip has none) writes a
+    pylock.toml's wheels as ``[[packages.wheels]]`` tables with their hashes
+    in ``[packages.wheels.hashes]``: read alike, and those headers do not
+    shift the line each package is reported at."""
+    lock = parse_lock(f"""\
+lock-version = "1.0"
+created-by = "pip"
+
+[[packages]]
+name = "alpha"
+version = "1.0"
+index = "https://example.invalid/simple"
+
+[[packages.wheels]]
+name = "alpha-1.0-py3-none-any.whl"
+url = "https://files.example.invalid/packages/aa/bb/alpha-1.0-py3-none-any.whl"
+
+[packages.wheels.hashes]
+sha256 = "{A}"
+
+[[packages]]
+name = "beta"
+version = "2.0"
+
+[packages.sdist]
+url = "https://files.example.invalid/packages/cc/dd/beta-2.0.tar.gz"
+
+[packages.sdist.hashes]
+sha256 = "{B}"
+""")
+    assert [
+        (p.name, p.line_number, [f.filename for f in p.files])
+        for p in lock.requirements
+    ] == [
+        ("alpha", 4, ["alpha-1.0-py3-none-any.whl"]),
+        ("beta", 16, ["beta-2.0.tar.gz"]),
+    ]
