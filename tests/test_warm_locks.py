@@ -160,6 +160,24 @@ def test_hashed_requirements_sniffed_and_told():
             "array of tables",
         ),
         ("alpha==1.0 --hash=sha256:zz\n", None, BadRequest, "not hexadecimal"),
+        (
+            UV_LOCK.replace('version = "1.0"', f'version = "{"1" * 5000}"'),
+            None,
+            UnprocessableEntity,
+            "version is longer than 255 characters",
+        ),
+        (
+            UV_LOCK.replace("/alpha-1.0.tar.gz", "/..%2Falpha-1.0.tar.gz"),
+            None,
+            UnprocessableEntity,
+            "a file has no usable name ('../alpha-1.0.tar.gz')",
+        ),
+        (
+            UV_LOCK.replace("sdist = { url", "sdist = { filename = 3, url"),
+            None,
+            UnprocessableEntity,
+            "filename must be a non-empty string",
+        ),
     ],
 )
 def test_bad_locks(text, fmt, error, message):

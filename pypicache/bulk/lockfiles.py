@@ -23,6 +23,10 @@ from pypicache.errors import BadRequest, UnprocessableEntity
 
 Hashes = Mapping[str, frozenset[str]]
 
+#: The longest file name or version taken (no file system holds longer names;
+#: longer version numbers are only costly to compare).
+MAX_NAME = 255
+
 
 @attrs.frozen
 class LockedFile:
@@ -166,8 +170,13 @@ class Builder:
         line: int | None,
     ) -> LockedFile | None:
         """A file of package ``name``; ``None`` (reported) if it is no wheel or sdist."""
-        if not filename or "/" in filename or "\\" in filename or "\0" in filename:
-            raise fail(where, f"a file has no usable name ({filename!r})")
+        if (
+            not isinstance(filename, str)
+            or not filename
+            or len(filename) > MAX_NAME
+            or any(c in filename for c in "/\\\0")
+        ):
+            raise fail(where, f"a file has no usable name ({str(filename)[:100]!r})")
         if url is not None and urlsplit(url).scheme not in ("http", "https"):
             url = None  # a local path or file URL: the index page's URL is used
         parsed = dist_name(filename)
@@ -205,4 +214,6 @@ def entries(data: dict[str, Any], key: str, where: Where) -> list[dict[str, Any]
 def name_version(entry: dict[str, Any], where: str) -> tuple[str, str | None]:
     name = string(entry.get("name"), where, "name")
     version = string(entry.get("version"), where, "version", required=False)
+    if version is not None and len(version) > MAX_NAME:
+        raise fail(where, f"version is longer than {MAX_NAME} characters")
     return canonicalize_name(name or ""), version

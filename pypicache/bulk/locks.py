@@ -110,7 +110,8 @@ def _uv_file(item: dict[str, Any], at: str) -> tuple[str | None, str | None, Any
     url = string(item.get("url"), at, "url", required=False)
     path = string(item.get("path"), at, "path", required=False)
     hashes = hash_string(item["hash"], at) if "hash" in item else {}
-    return filename_of(url, path, item.get("filename")), url, hashes
+    name = string(item.get("filename"), at, "filename", required=False)
+    return filename_of(url, path, name), url, hashes
 
 
 def parse_uv(text: str, data: dict[str, Any]) -> LockFile:
