@@ -1,9 +1,12 @@
 """Reading lock files for ``POST /+warm`` (:mod:`pypicache.bulk.locks`), without a server."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pypicache.bulk.locks import parse_lock
-from pypicache.errors import BadRequest, UnprocessableEntity
+from pypicache.errors import BadRequest, PypicacheError, UnprocessableEntity
+from tests.test_fuzz import FUZZ, TEXT
 
 A = "a" * 64
 B = "b" * 64
@@ -225,3 +228,47 @@ sha256 = "{B}"
         ("alpha", 4, ["alpha-1.0-py3-none-any.whl"]),
         ("beta", 16, ["beta-2.0.tar.gz"]),
     ]
+
+
+#: Lines of real locks and their pieces, shuffled into locks of every shape.
+LOCK_LINES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            UV_LOCK.splitlines()
+            + POETRY_V1.splitlines()
+            + [
+                'lock-version = "1.0"',
+                "[[packages]]",
+                "[[packages.wheels]]",
+                "[packages.sdist]",
+                f'hashes = {{ sha256 = "{A}" }}',
+                'name = "alpha-1.0-py3-none-any.whl"',
+                'url = "https://x.invalid/a/alpha-1.0.tar.gz"',
+                'path = "../x/alpha-1.0.zip"',
+                'vcs = { url = "https://x.invalid/x.git" }',
+                "files = 3",
+                "wheels = [1, 2]",
+                'source = "x"',
+                f"alpha==1.0 --hash=sha256:{A}",
+            ]
+        ),
+        TEXT,
+    ),
+    max_size=20,
+).map(lambda lines: "\n".join(lines).encode("utf-8", "replace").decode())
+# (What reaches the parser was decoded as UTF-8: it holds no lone surrogates.)
+
+
+@settings(FUZZ, max_examples=100)
+@given(LOCK_LINES, st.sampled_from([None, "uv", "pylock", "poetry", "requirements"]))
+def test_any_text_reads_or_is_refused(text, fmt):
+    """Whatever is sent, parse_lock answers a lock or a 400/422, never another error."""
+    try:
+        lock = parse_lock(text, fmt)
+    except PypicacheError as e:
+        assert e.code in (400, 422)
+        return
+    for package in lock.requirements:
+        assert package.name
+        for f in package.files:
+            assert "/" not in f.filename and f.hashes
