@@ -86,15 +86,16 @@ def test_poetry_lock_version_1_files_and_legacy_names():
     assert [u.line for u in lock.unparsed] == ["beta-2.0-py2.7.egg"]
 
 
+def pylock_head(created_by: str) -> str:
+    """The first four lines of a pylock.toml, up to its first ``[[packages]]``."""
+    return f'lock-version = "1.0"\ncreated-by = "{created_by}"\n\n[[packages]]\n'
+
+
 def test_pylock_names_paths_and_other_sources():
     """A pylock.toml's files may be named by ``name`` or ``path`` with no URL;
     ``vcs``, ``directory`` and ``archive`` entries are reported; algorithms
     pip does not take are left out."""
-    lock = parse_lock(f"""\
-lock-version = "1.0"
-created-by = "somebody"
-
-[[packages]]
+    lock = parse_lock(pylock_head("somebody") + f"""\
 name = "gamma"
 version = "3.0"
 wheels = [
@@ -195,11 +196,7 @@ def test_pylock_in_array_of_tables_form():
     pylock.toml's wheels as ``[[packages.wheels]]`` tables with their hashes
     in ``[packages.wheels.hashes]``: read alike, and those headers do not
     shift the line each package is reported at."""
-    lock = parse_lock(f"""\
-lock-version = "1.0"
-created-by = "pip"
-
-[[packages]]
+    lock = parse_lock(pylock_head("pip") + f"""\
 name = "alpha"
 version = "1.0"
 index = "https://example.invalid/simple"
