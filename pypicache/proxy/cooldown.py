@@ -82,7 +82,7 @@ def iso(seconds: float) -> str:
 
 def spelled(seconds: float) -> str:
     """A duration as people write it (``7d``, ``36h``, ``90s``)."""
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
     return f"{seconds:g}s"
