@@ -405,3 +405,26 @@ def test_options_and_config_keys(tmp_path):
         with pytest.raises(Exception) as error:
             Options().parseOptions(["--config", str(config), "--cache", str(tmp_path)])
         assert key in str(error.value)
+
+
+async def test_prefetch_picks_what_clients_are_offered(tmp_path, wheels):
+    """Prefetch below a cold page picks among the files the cooldown lets
+    through: it stores cool 2.0, and never asks the upstream for 3.0."""
+    from tests.test_prefetch import settled
+
+    app = build_wheel(tmp_path, "app", "1.0", requires=["cool"])
+    files = aged(wheels) + [(app, {"upload_time": ago(30)})]
+    world = await start_world(
+        tmp_path,
+        files,
+        cooldown=WEEK,
+        prefetch_depth=1,
+        prefetch_max_file=10_000_000,
+    )
+    try:
+        assert "app-1.0-" in await page(world.daemon, "simple/app/")
+        await settled(world)
+        assert wheels["2.0"].name in world.mirror_files("cool")
+        assert not world.asked_about("cool-3.0")
+    finally:
+        await world.stop()

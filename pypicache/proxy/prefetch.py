@@ -264,6 +264,8 @@ class Prefetcher:
     ) -> None:
         """Fetch the ``.metadata`` of the pick of ``page``; below ``depth``,
         walk its dependencies' pages, all at once."""
+        if self._views.rules:  # what clients will be offered (the cooldown...)
+            page = self._views.rules.page("simple", project, page)
         chosen = pick(page, specifier, self._ranks, self._python)
         if chosen is None or not walk.take():
             return
