@@ -428,3 +428,29 @@ async def test_prefetch_picks_what_clients_are_offered(tmp_path, wheels):
         assert not world.asked_about("cool-3.0")
     finally:
         await world.stop()
+
+
+async def test_a_file_asked_for_before_its_page_is_judged_by_the_page(tmp_path, wheels):
+    """A held-back file asked for directly (a lock file's URL), before any
+    page of its project was cached, is judged by the page fetched for it:
+    404 with the reason, for the archive, its .metadata and a HEAD, and it is
+    never fetched."""
+    world = await start_world(tmp_path, aged(wheels), cooldown=WEEK)
+    d = world.daemon
+    new = wheels["3.0"].name
+    try:
+        answer = await d.get(f"packages/cool/{new}.metadata")
+        assert answer.code == 404
+        assert "held back by the cooldown" in await answer.text()
+        d.app.mirror.pages.forget("cool")
+        answer = await d.get(f"packages/cool/{new}")
+        assert answer.code == 404
+        assert "held back by the cooldown" in await answer.text()
+        d.app.mirror.pages.forget("cool")
+        assert (await d.head(f"packages/cool/{new}")).code == 404
+        assert not world.asked_about(new)
+        old = await d.get(f"packages/cool/{wheels['2.0'].name}")
+        assert old.code == 200
+        await old.content()
+    finally:
+        await world.stop()
