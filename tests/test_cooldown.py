@@ -47,6 +47,13 @@ def aged(wheels, new="3.0", days=1.0):
     ]
 
 
+async def installs(tool, index_url, tmp_path, name) -> str:
+    """The version of cool that pip or uv (``tool``) installs from ``index_url``."""
+    target = tmp_path / name
+    (await tool(index_url, ["cool"], target, tmp_path)).check()
+    return version_installed(target)
+
+
 def version_installed(target) -> str:
     (info,) = target.glob("cool-*.dist-info")
     return info.name.split("-")[1].removesuffix(".dist")
@@ -97,12 +104,8 @@ async def test_pip_and_uv_get_the_newest_version_older_than_the_cooldown(
                 assert "cool-2.0-" in text and "cool-3.0-" not in text
         versions = json.loads(await page(d, "simple/cool/", True))["versions"]
         assert "3.0" not in versions and "2.0" in versions
-        pip = await pip_install(d.url + "simple/", ["cool"], tmp_path / "p", tmp_path)
-        pip.check()
-        assert version_installed(tmp_path / "p") == "2.0"
-        uv = await uv_pip_install(d.url + "simple/", ["cool"], tmp_path / "u", tmp_path)
-        uv.check()
-        assert version_installed(tmp_path / "u") == "2.0"
+        assert await installs(pip_install, d.url + "simple/", tmp_path, "p") == "2.0"
+        assert await installs(uv_pip_install, d.url + "simple/", tmp_path, "u") == "2.0"
         new = wheels["3.0"].name
         answer = await d.get(f"packages/cool/{new}")
         assert answer.code == 404
@@ -176,9 +179,7 @@ async def test_observe_mode_hides_nothing_and_logs_and_counts(tmp_path, wheels):
         for _ in range(3):
             assert "cool-3.0-" in await page(d, "simple/cool/")
         assert held(metrics, "page", "observe") == 3
-        pip = await pip_install(d.url + "simple/", ["cool"], tmp_path / "p", tmp_path)
-        pip.check()
-        assert version_installed(tmp_path / "p") == "3.0"
+        assert await installs(pip_install, d.url + "simple/", tmp_path, "p") == "3.0"
         assert held(metrics, "file", "observe") >= 1
         assert held(metrics, "page", "enforce") == 0
         logged = [e for e in events if "Cooldown (observe)" in e.get("log_format", "")]
@@ -202,9 +203,7 @@ async def test_unknown_upload_times_are_included_or_excluded(tmp_path, wheels):
         answer = await d.get(f"packages/cool/{wheels['3.0'].name}")
         assert answer.code == 404
         assert "no known upload time" in await answer.text()
-        uv = await uv_pip_install(d.url + "simple/", ["cool"], tmp_path / "u", tmp_path)
-        uv.check()
-        assert version_installed(tmp_path / "u") == "2.0"
+        assert await installs(uv_pip_install, d.url + "simple/", tmp_path, "u") == "2.0"
     finally:
         await world.stop()
 
@@ -242,9 +241,7 @@ async def test_first_seen_clock_is_recorded_and_survives_a_restart(tmp_path, whe
     record.write_text(json.dumps(seen))
     d = await start_daemon(world.upstream.url, tmp_path / "cache", cooldown=settings)
     try:
-        pip = await pip_install(d.url + "simple/", ["cool"], tmp_path / "p2", tmp_path)
-        pip.check()
-        assert version_installed(tmp_path / "p2") == "2.0"
+        assert await installs(pip_install, d.url + "simple/", tmp_path, "p2") == "2.0"
         d.live.cooldown.change(clock="upstream")
         assert "cool-3.0-" in await page(d, "simple/cool/")
         d.live.cooldown.change(clock="later-of-both")

@@ -6,7 +6,7 @@ import json
 from pypicache.proxy.cooldown import CooldownSettings
 from tests.clients import pip_install, uv_pip_install
 from tests.daemon import LOCAL_JSON, start_world
-from tests.test_cooldown import DAY, ago, aged, page, version_installed, wheels
+from tests.test_cooldown import DAY, aged, ago, installs, page, wheels
 
 __all__ = ["wheels"]  # the module fixture
 
@@ -29,12 +29,8 @@ async def test_min_age_and_as_of_prefixes_filter_for_one_client(tmp_path, wheels
         assert [f["filename"] for f in listed["files"]] == [wheels["1.0"].name]
         assert listed["versions"] == ["1.0"]
 
-        pip = await pip_install(week + "simple/", ["cool"], tmp_path / "p", tmp_path)
-        pip.check()
-        assert version_installed(tmp_path / "p") == "2.0"
-        uv = await uv_pip_install(then + "simple/", ["cool"], tmp_path / "u", tmp_path)
-        uv.check()
-        assert version_installed(tmp_path / "u") == "1.0"
+        assert await installs(pip_install, week + "simple/", tmp_path, "p") == "2.0"
+        assert await installs(uv_pip_install, then + "simple/", tmp_path, "u") == "1.0"
 
         new = wheels["3.0"].name
         answer = await d.get(f"+min-age/7d/packages/cool/{new}")

@@ -69,20 +69,22 @@ class ClientCutRoutes:
         site.views.rules = self._views.rules.added(site.rule)
         return site.resource
 
+    def _filtered(
+        self, prefix: str, parse: Callable[[str], float], value: str, as_of: bool
+    ) -> IResource:
+        try:
+            number = parse(value)
+        except ValueError as e:
+            raise BadRequest(f"{prefix}: {e}") from None
+        rule = self._rule_for(None, number) if as_of else self._rule_for(number, None)
+        return self._site(rule)
+
     @route("/+min-age/<duration>/", branch=True)
     def min_age(self, request: IRequest, duration: str) -> IResource:
         """The index without the files uploaded less than ``duration`` ago."""
-        try:
-            seconds = parse_duration(duration)
-        except ValueError as e:
-            raise BadRequest(f"/+min-age/: {e}") from None
-        return self._site(self._rule_for(seconds, None))
+        return self._filtered("/+min-age/", parse_duration, duration, False)
 
     @route("/+as-of/<time>/", branch=True)
     def as_of(self, request: IRequest, time: str) -> IResource:
         """The index as it was at ``time``: no file uploaded after it."""
-        try:
-            when = parse_time(time)
-        except ValueError as e:
-            raise BadRequest(f"/+as-of/: {e}") from None
-        return self._site(self._rule_for(None, when))
+        return self._filtered("/+as-of/", parse_time, time, True)
