@@ -16,6 +16,7 @@ The same rule, with a fixed cut-off, filters the index for one client under
 
 import datetime
 import fnmatch
+import functools
 import itertools
 import re
 from typing import Any, Callable, Hashable
@@ -174,36 +175,40 @@ class Cooldown:
         stored = self._store.find(project, filename)
         return stored is not None and stored.private
 
-    def _time(self, f: DistFile | None, seen: float | None) -> float | None:
+    def _time(
+        self, f: DistFile | None, seen: Callable[[], float | None]
+    ) -> float | None:
+        """When the file's age counts from; ``seen`` is asked only if needed."""
         upstream = _upload_time(f.upload_time) if f is not None else None
         clock = self.settings.clock
         if clock == "upstream":
             return upstream
+        first = seen()
         if clock == "first-seen" or upstream is None:
-            return seen
-        return upstream if seen is None else max(upstream, seen)
+            return first
+        return upstream if first is None else max(upstream, first)
+
+    def _cutoff(self, project: str, now: float) -> tuple[float, float | None] | None:
+        """Files younger than the cut-off are held back: it, and the minimum
+        age it comes from (``None`` for a fixed time); ``None``: no cut-off."""
+        if self.settings.as_of is not None:
+            return self.settings.as_of, None
+        age = self.age_of(project)
+        return None if age is None else (now - age, age)
 
     def _verdict(
         self,
-        project: str,
         filename: str,
         f: DistFile | None,
-        seen: float | None,
-        now: float,
+        seen: Callable[[], float | None],
+        cut: tuple[float, float | None] | None,
         private: bool,
     ) -> tuple[str | None, float | None]:
         """Why the file is held back (or ``None``), and when it comes of age."""
         settings = self.settings
-        if private and not settings.private:
+        if cut is None or (private and not settings.private):
             return None, None
-        age = None
-        if settings.as_of is not None:
-            cutoff = settings.as_of
-        else:
-            age = self.age_of(project)
-            if age is None:
-                return None, None
-            cutoff = now - age
+        cutoff, age = cut
         when = self._time(f, seen)
         if when is None:
             if settings.unknown == "exclude":
@@ -247,8 +252,8 @@ class Cooldown:
         return (self._token, state.generation)
 
     def page(self, area: str, project: str, page: ProjectPage) -> ProjectPage:
-        now = self._clock.seconds()
         seen = self._first_seen.see(project, (f.filename for f in page.files))
+        cut = self._cutoff(project, self._clock.seconds())
         some_private = area == "private" or self._store.is_private(project)
         kept, held, unknown = [], [], 0
         due: float | None = None
@@ -256,12 +261,11 @@ class Cooldown:
             private = some_private and (
                 area == "private" or self._private(project, f.filename)
             )
-            reason, comes = self._verdict(
-                project, f.filename, f, seen.get(f.filename), now, private
-            )
+            first = functools.partial(seen.get, f.filename)
+            reason, comes = self._verdict(f.filename, f, first, cut, private)
             if reason is None:
                 kept.append(f)
-                unknown += self._time(f, seen.get(f.filename)) is None
+                unknown += cut is not None and self._time(f, first) is None
                 continue
             held.append(f)
             if comes is not None:
@@ -276,7 +280,7 @@ class Cooldown:
         state.due, state.held = due, tuple(f.filename for f in held)
         if held and not counted:
             self._count("page", project, ", ".join(state.held))
-        if unknown and self.settings.unknown == "include" and self.age_of(project):
+        if unknown and self.settings.unknown == "include":
             log.info(
                 "Cooldown: {count} files of {project} have no known upload time; "
                 "offered (min-age-unknown = include)",
@@ -290,12 +294,14 @@ class Cooldown:
         )
 
     def refusal(self, project: str, filename: str, info: DistFile | None) -> str | None:
+        cut = self._cutoff(project, self._clock.seconds())
+        if cut is None:
+            return None
         reason, _ = self._verdict(
-            project,
             filename,
             info,
-            self._first_seen.get(project, filename),
-            self._clock.seconds(),
+            functools.partial(self._first_seen.get, project, filename),
+            cut,
             self._private(project, filename),
         )
         if reason is None:
