@@ -15,8 +15,8 @@ from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.tap.options import Options
 from pypicache.tap.reload import reload
 from pypicache.web.metrics import Metrics
-from tests.clients import pip_install, uv_pip_install
-from tests.daemon import LOCAL_JSON, start_daemon, start_world
+from tests.clients import clean_env, pip_install, uv_pip_install
+from tests.daemon import LOCAL_JSON, spawn_twistd, start_daemon, start_world
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
 from tests.webclient import put
@@ -48,9 +48,10 @@ def aged(wheels, new="3.0", days=1.0):
 
 
 async def installs(tool, index_url, tmp_path, name) -> str:
-    """The version of cool that pip or uv (``tool``) installs from ``index_url``."""
+    """The version of cool that pip or uv (``tool``) installs from
+    ``index_url`` (with a cache of its own: uv keeps pages)."""
     target = tmp_path / name
-    (await tool(index_url, ["cool"], target, tmp_path)).check()
+    (await tool(index_url, ["cool"], target, tmp_path / f"{name}-env")).check()
     return version_installed(target)
 
 
@@ -451,3 +452,32 @@ async def test_a_file_asked_for_before_its_page_is_judged_by_the_page(tmp_path, 
         await old.content()
     finally:
         await world.stop()
+
+
+async def test_sighup_to_twistd_applies_a_new_min_age(tmp_path, wheels):
+    """A real twistd pypicache with min-age = "7d" in its config file: uv
+    installs 2.0; after the file says "12h" and SIGHUP, uv installs 3.0."""
+    from tests.test_config import hang_up, started
+
+    index = FakeIndex(tmp_path, "json")
+    for path, options in aged(wheels):
+        index.add(path, **options)
+    upstream = await start_fake_index(index)
+    config = tmp_path / "pypicache.toml"
+    config.write_text('min-age = "7d"\n')
+    twistd = spawn_twistd(
+        tmp_path, upstream.url, clean_env(tmp_path), "--config", str(config)
+    )
+    client = None
+    try:
+        client = await started(twistd)
+        url = client.url + "simple/"
+        assert await installs(uv_pip_install, url, tmp_path, "u1") == "2.0"
+        config.write_text('min-age = "12h"\n')
+        await hang_up(twistd, rb"Configuration reloaded: changed min-age;")
+        assert await installs(uv_pip_install, url, tmp_path, "u2") == "3.0"
+    finally:
+        if client is not None:
+            await client.close()
+        await twistd.stop()
+        await upstream.stop()
