@@ -481,3 +481,21 @@ async def test_sighup_to_twistd_applies_a_new_min_age(tmp_path, wheels):
             await client.close()
         await twistd.stop()
         await upstream.stop()
+
+
+async def test_first_seen_clock_holds_a_file_asked_for_before_any_page(
+    tmp_path, wheels
+):
+    """Under the first-seen clock, a file asked for directly (no page of its
+    project built yet) is first seen then, and so held back."""
+    files = [(wheels[v], {"upload_time": ago(30)}) for v in ("1.0", "2.0")]
+    settings = CooldownSettings(min_age=7 * DAY, clock="first-seen")
+    world = await start_world(tmp_path, files, cooldown=settings)
+    d = world.daemon
+    try:
+        answer = await d.get(f"packages/cool/{wheels['1.0'].name}")
+        assert answer.code == 404
+        assert "held back by the cooldown" in await answer.text()
+        assert not world.asked_about(wheels["1.0"].name)
+    finally:
+        await world.stop()

@@ -300,7 +300,8 @@ class Cooldown:
         reason, _ = self._verdict(
             filename,
             info,
-            functools.partial(self._first_seen.get, project, filename),
+            # A file asked for before any page showing it: first seen now.
+            lambda: self._first_seen.see(project, (filename,)).get(filename),
             cut,
             self._private(project, filename),
         )
