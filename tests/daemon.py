@@ -17,7 +17,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from pypicache.tap import build_app
+from pypicache.tap.build import build_live
 from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
@@ -37,6 +37,8 @@ class RunningDaemon:
     client: HTTPClient
     client_pool: HTTPConnectionPool
     threads: ThreadPool | None = None
+    #: What ``SIGHUP`` changes (``pypicache.tap.build.Live``).
+    live: Any = None
 
     async def stop(self) -> None:
         """Stop listening, close the connections, and let the daemon's threads finish
@@ -80,7 +82,7 @@ async def start_daemon(
     # queue behind another test's, and stop() waits for it.
     threads = ThreadPool(minthreads=0, maxthreads=4, name="pypicache-test")
     threads.start()
-    app = build_app(
+    live = build_live(
         cache=str(cache),
         index_url=index_url,
         reactor=reactor,
@@ -88,6 +90,7 @@ async def start_daemon(
         run_blocking=partial(deferToThreadPool, reactor, threads),
         **options,
     )
+    app = live.app
     site = make_site(
         app.resource(),
         limited_request_factory(max_upload_size),
@@ -105,6 +108,7 @@ async def start_daemon(
         client=client(client_pool),
         client_pool=client_pool,
         threads=threads,
+        live=live,
     )
 
 

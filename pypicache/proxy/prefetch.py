@@ -274,6 +274,8 @@ class Prefetcher:
     ) -> None:
         """Fetch the ``.metadata`` of the pick of ``page``; below ``depth``,
         walk its dependencies' pages, all at once."""
+        if self._views is not None and self._views.rules:  # the cooldown...
+            page = self._views.rules.page("simple", project, page)
         if self.run_blocking is not None and len(page.files) > PICK_INLINE:
             chosen = await self.run_blocking(
                 pick, page, specifier, self._ranks, self._python

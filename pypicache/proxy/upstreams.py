@@ -42,6 +42,8 @@ class UpstreamSpec:
     url: str = attrs.field(repr=lambda url: repr(mask_url(url)))
     timeout: float | None = None
     page_ttl: float | None = None
+    #: Its own cooldown (``min-age``; 0: none), else the default's.
+    min_age: float | None = None
 
 
 def check_name(name: str) -> str:

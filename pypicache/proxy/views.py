@@ -224,6 +224,8 @@ class Views:
     ) -> None:
         """Raise :class:`NotFound` with the reason if the :attr:`rules` refuse
         the file (told by what is stored, else by the cached page)."""
+        if stored is None:
+            stored = self._store.find(project, filename)
         info = stored.info if stored is not None else None
         if info is None:
             cached = self._mirror.pages.cached(project)
@@ -232,10 +234,24 @@ class Views:
         if reason is not None:
             raise NotFound(reason)
 
+    async def check_upstream(self, project: str, filename: str) -> None:
+        """Before a file not stored (or its ``.metadata``) is fetched: raise
+        :class:`NotFound` if the :attr:`rules` refuse it as the page it is
+        fetched by describes it (the cached page, fetched again if not
+        fresh, as the download does), so that a file the cached page did not
+        list is judged by what the upstream says of it."""
+        if not self.rules or self._store.find(project, filename) is not None:
+            return
+        cached = await self._mirror.pages.get(project)
+        reason = self.rules.refusal(project, filename, cached.page.file(filename))
+        if reason is not None:
+            raise NotFound(reason)
+
     async def fetch(self, project: str, filename: str) -> StoredFile:
         """A stored file, downloaded first if need be (for bulk caching)."""
         stored = self.find(project, filename)
         if stored is not None:
             return stored
+        await self.check_upstream(project, filename)
         download = await self._mirror.download(project, filename)
         return await download.stored_file()

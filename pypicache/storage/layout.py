@@ -103,7 +103,17 @@ class Layout:
         (a time in seconds), a sidecar or metadata file without its archive
         goes only if it was last changed before then.
         """
-        for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages", LOCKS):
+        # "first-seen": the cooldown's records (pypicache.proxy.firstseen).
+        for area in (
+            MIRROR,
+            RELEASES,
+            PRERELEASES,
+            INCOMING,
+            DELETED,
+            "pages",
+            LOCKS,
+            "first-seen",
+        ):
             directory = self.area(area).path
             for folder in [directory, *_subfolders(directory)]:
                 try:

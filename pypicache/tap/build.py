@@ -17,6 +17,8 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.cachectl import CacheControl
+from pypicache.proxy.cooldown import CooldownSettings
+from pypicache.proxy.firstseen import FirstSeen
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.outbound import OutboundEndpoints, proxy_settings, read_ca_bundle
 from pypicache.proxy.pages import ProjectPages
@@ -42,6 +44,7 @@ from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
+from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
 from pypicache.web.tokens import TokenChecker, tokens_path
@@ -67,6 +70,8 @@ class Live:
     users: Callable[[str], Htpasswd]
     #: The named upstreams, by name.
     named: dict[str, Named] = attrs.field(factory=dict)
+    #: The cooldown's rules (``min-age``), changed on reload.
+    cooldown: Any = None
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -118,6 +123,7 @@ def build_live(
     routes: Sequence[tuple[str, str]] = (),
     merge: Sequence[str] = (),
     rules: Rules = Rules(),
+    cooldown: CooldownSettings = CooldownSettings(),
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -140,6 +146,7 @@ def build_live(
         pairs; :param merge: routed projects looked up on the default too.
     :param rules: what may be served (cooldown, block list...; see
         :mod:`pypicache.proxy.rules`).
+    :param cooldown: the cooldown (``min-age``), added to ``rules``.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -293,4 +300,17 @@ def build_live(
             {n: b.site for n, b in named.items()},
         )
     )
-    return Live(app, upstream, pages, users, named)
+    live = Live(app, upstream, pages, users, named)
+    live.cooldown = Cooldowns(
+        cooldown,
+        reactor,
+        store,
+        FirstSeen(store.root, reactor, run_blocking),
+        views,
+        routed.router.routed,
+        {n: b.views for n, b in named.items() if b.views is not None},
+        metrics.count_cooldown if metrics is not None else None,
+    )
+    live.cooldown.install()
+    app.extra_routes.append(live.cooldown.client_routes(app))
+    return live

@@ -7,7 +7,7 @@ added there is a key here too. A value goes through the option's own
 handler, as if it were given on the command line: the same coercion and the
 same checks. Flags take ``true`` or ``false``; repeatable options (those
 whose value is a list) take an array. Two are tables: ``[upstreams.NAME]``
-(``url``, and optionally ``timeout`` and ``page-ttl``) for ``--upstream``,
+(``url``, and optionally ``timeout``, ``page-ttl`` and ``min-age``) for ``--upstream``,
 and ``route = { GLOB = NAME }`` for ``--route``. An option given on the command line
 wins over the file.
 """
@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from twisted.python import usage
 
+from pypicache.proxy.cooldown import parse_duration
 from pypicache.proxy.upstreams import UpstreamSpec, check_name, check_url
 
 #: Options of every ``usage.Options`` that are not settings.
@@ -30,7 +31,7 @@ TABLES = {"upstream": "upstreams", "route": "route"}
 OPTION_OF = {key: option for option, key in TABLES.items()}
 
 #: What an ``[upstreams.NAME]`` table may set, and whether it must.
-UPSTREAM_KEYS = {"url": True, "timeout": False, "page-ttl": False}
+UPSTREAM_KEYS = {"url": True, "timeout": False, "page-ttl": False, "min-age": False}
 
 
 class ConfigError(usage.UsageError):
@@ -154,7 +155,7 @@ def _routes(options: usage.Options, table: dict[str, Any]) -> None:
 
 
 def _upstreams(options: usage.Options, path: str, table: dict[str, Any]) -> None:
-    """``[upstreams.NAME]`` tables: ``url``, optionally ``timeout`` and ``page-ttl``."""
+    """``[upstreams.NAME]`` tables: ``url``, optionally ``timeout``, ``page-ttl``, ``min-age``."""
     specs = []
     for name, settings in table.items():
         where = f"upstreams.{name}"
@@ -185,12 +186,18 @@ def _upstreams(options: usage.Options, path: str, table: dict[str, Any]) -> None
                 if value < 0 or (key == "timeout" and value == 0):
                     raise ValueError(f"{key} must be positive")
                 numbers[key] = float(value)
+            min_age = settings.get("min-age")
+            if min_age is not None:
+                if not isinstance(min_age, str):
+                    raise ValueError('min-age must be a string ("7d")')
+                min_age = parse_duration(min_age)
             specs.append(
                 UpstreamSpec(
                     name,
                     check_url(url),
                     numbers.get("timeout"),
                     numbers.get("page-ttl"),
+                    min_age,
                 )
             )
         except ValueError as e:

@@ -42,6 +42,7 @@ class Named:
     store: FilesystemStore
     installer: InstallerRoutes
     site: IResource
+    views: Views | None = None
 
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
@@ -101,6 +102,6 @@ def build_named(
         register(app, FileHostRoutes(installer, views, mirror))
         register(app, ProvenanceRoutes(views, provenances))
         built[spec.name] = Named(
-            spec, upstream, pages, store, installer, app.resource()
+            spec, upstream, pages, store, installer, app.resource(), views
         )
     return built

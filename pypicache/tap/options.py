@@ -19,6 +19,7 @@ from pypicache.proxy.outbound import proxy_settings, read_ca_bundle
 from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_REQUESTS
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
+from pypicache.tap.cooldownopts import CooldownOptions
 from pypicache.tap.upstreamopts import UpstreamOptions
 from pypicache.tap.values import (
     duration,
@@ -38,7 +39,7 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 MAX_WORKERS = 64
 
 
-class Options(UpstreamOptions, usage.Options):
+class Options(CooldownOptions, UpstreamOptions, usage.Options):
     """``twistd pypicache`` options."""
 
     synopsis = (

@@ -86,6 +86,12 @@ def _named_upstreams(live: "Live", site: Site, specs: Any) -> bool:
         )
         named.pages.ttl = live.pages.ttl if spec.page_ttl is None else spec.page_ttl
         named.spec = spec
+    if live.cooldown is not None:  # their own min-age
+        live.cooldown.change(
+            upstream_ages=tuple(
+                (s.name, s.min_age) for s in specs if s.min_age is not None
+            )
+        )
     return True
 
 
@@ -107,6 +113,17 @@ def _following(
 
 def _bulk(live: "Live") -> Any:
     return live.app.bulk
+
+
+def _cooldown(field: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
+    """Change one setting of the cooldown (``min-age...``): new rules at once."""
+
+    def apply(live: "Live", site: Site, value: Any) -> bool:
+        if live.cooldown is None:
+            return False
+        return bool(live.cooldown.change(**{field: convert(value)}))
+
+    return apply
 
 
 #: How each option that can change while the daemon runs is changed: a
@@ -131,6 +148,12 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "upstream": _named_upstreams,
     "max-cache-size": _limit("max_size"),
     "evict-unused-after": _limit("unused_after"),
+    "min-age": _cooldown("min_age", lambda age: age or None),
+    "min-age-unknown": _cooldown("unknown"),
+    "min-age-clock": _cooldown("clock"),
+    "min-age-mode": _cooldown("mode"),
+    "min-age-private": _cooldown("private", bool),
+    "min-age-exempt": _cooldown("exempt", tuple),
 }
 
 

@@ -159,6 +159,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        self.cooldown = Counter(
+            "pypicache_cooldown_held",
+            "Page and file requests the cooldown held back (mode enforce), or "
+            "would have (mode observe), by kind (page, file) and mode.",
+            ["kind", "mode"],
+            registry=registry,
+        )
         #: (kind, status) -> the children a request's end touches.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._hits = {
@@ -214,6 +221,10 @@ class Metrics:
 
     def count_bulk_job(self, outcome: str) -> None:
         self.bulk_jobs.labels(outcome).inc()
+
+    def count_cooldown(self, kind: str, mode: str) -> None:
+        """The cooldown held back (or would have) a page or a file."""
+        self.cooldown.labels(kind, mode).inc()
 
     def count_size(self, size: int, files: int) -> None:
         """The mirror's size and file count changed."""

@@ -303,6 +303,7 @@ class InstallerRoutes:
         if filename.endswith(METADATA_SUFFIX):
             archive = filename[: -len(METADATA_SUFFIX)]
             name = project_of(project, archive)
+            await self._views.check_upstream(name, archive)
             metadata = await self._mirror.metadata(name, archive)
             mark_cache_hit(request, False)
             return _metadata_answer(request, metadata)
@@ -320,6 +321,7 @@ class InstallerRoutes:
         if stored is not None:
             mark_cache_hit(request, True)
             return self.serve(request, stored)
+        await self._views.check_upstream(project, filename)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
             if set_file_headers(request, info.hashes):
