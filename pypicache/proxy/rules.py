@@ -48,7 +48,10 @@ class Rules:
     rules: tuple[Rule, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.rules)
+        """Whether a rule may refuse files (a rule that never does, such as
+        local yanks, says so with a class attribute ``refuses = False``), so
+        that files are checked only then."""
+        return any(getattr(rule, "refuses", True) for rule in self.rules)
 
     def version(self, area: Area, project: str) -> Hashable:
         """The rules' versions for ``project`` together (``()`` with no rules)."""

@@ -33,14 +33,17 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
+from pypicache.proxy.blocklist import with_block_list
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
+from pypicache.proxy.yanks import LocalYanks
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
+from pypicache.storage.yanks import YANKS_FILE, YankRecords
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
@@ -115,6 +118,7 @@ def build_live(
     routes: Sequence[tuple[str, str]] = (),
     merge: Sequence[str] = (),
     rules: Rules = Rules(),
+    block: Sequence[str] = (),
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -137,6 +141,7 @@ def build_live(
         pairs; :param merge: routed projects looked up on the default too.
     :param rules: what may be served (cooldown, block list...; see
         :mod:`pypicache.proxy.rules`).
+    :param block: the block list's entries (``--block``), checked.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -208,6 +213,8 @@ def build_live(
         unused_after=evict_unused_after,
     )
     mirror.on_stored = capacity.stored
+    local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
+    rules = with_block_list(rules, block).added(LocalYanks(local_yanks))
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
@@ -253,6 +260,7 @@ def build_live(
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
         capacity=capacity,
+        local_yanks=local_yanks,
     )
     app.installer.page_max_age = page_max_age
     if metrics is not None:

@@ -109,6 +109,14 @@ def _bulk(live: "Live") -> Any:
     return live.app.bulk
 
 
+def _block_list(live: "Live", site: Site, entries: Any) -> bool:
+    """The block list replaced whole in the views' rules (checked already)."""
+    from pypicache.proxy.blocklist import with_block_list
+
+    live.app.views.rules = with_block_list(live.app.views.rules, entries)
+    return True
+
+
 #: How each option that can change while the daemon runs is changed: a
 #: function of the live objects, the site and the new value, which returns
 #: whether it could (else it needs a restart).
@@ -131,6 +139,7 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "upstream": _named_upstreams,
     "max-cache-size": _limit("max_size"),
     "evict-unused-after": _limit("unused_after"),
+    "block": _block_list,
 }
 
 

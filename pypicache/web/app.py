@@ -26,6 +26,7 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
 from pypicache.web.fastpath import FastReads
 from pypicache.web.guard import Guarded, relative_location
@@ -119,6 +120,8 @@ class PypicacheApp:
     metrics: MetricsRoutes | None = None
     #: More route groups (per-project cache control, the named upstreams).
     extra_routes: list[object] = attrs.field(factory=list)
+    #: The team's yanks of upstream files (``None``: yanks are private only).
+    local_yanks: YankRecords | None = None
 
     installer: InstallerRoutes = attrs.field(init=False)
 
@@ -131,7 +134,14 @@ class PypicacheApp:
         store, policy, run_blocking = self.store, self.policy, self.run_blocking
         return [
             self.installer,
-            UploadRoutes(store, self.uploads, policy, run_blocking),
+            UploadRoutes(
+                store,
+                self.uploads,
+                policy,
+                run_blocking,
+                views=self.views,
+                local_yanks=self.local_yanks,
+            ),
             BulkRoutes(
                 store,
                 self.bulk,

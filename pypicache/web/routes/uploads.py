@@ -5,6 +5,7 @@ import json
 from urllib.parse import parse_qs
 
 import attrs
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import RunBlocking
@@ -12,13 +13,17 @@ from pypicache.errors import BadRequest, NotFound
 from pypicache.index.names import normalize, parse_filename
 from pypicache.private.received import copy_body
 from pypicache.private.uploads import DIGEST_FIELDS, Uploads
+from pypicache.proxy.views import Views
+from pypicache.proxy.yanks import checked_reason, release_key, release_of
 from pypicache.storage.atomic import TempFile
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import INCOMING, StoredFile
+from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
 from pypicache.web.forms import Form, boundary_of, read_form
 from pypicache.web.routing import header, project_of, route
 
+log = Logger()
 
 @attrs.define
 class UploadRoutes:
@@ -31,6 +36,10 @@ class UploadRoutes:
     _uploads: Uploads
     _policy: AccessPolicy
     _run_blocking: RunBlocking
+    #: Which projects are private (``None``: every yank is a private one).
+    views: Views | None = None
+    #: The team's yanks of upstream files (``None``: not kept).
+    local_yanks: YankRecords | None = None
 
     def _incoming(self) -> TempFile:
         return self._store.open_temp(None, INCOMING)
@@ -119,28 +128,72 @@ class UploadRoutes:
         request.setResponseCode(204)
         return b""
 
-    @route("/packages/<project>/<filename>/yank", methods=["POST", "DELETE"])
-    async def yank(self, request: IRequest, project: str, filename: str) -> bytes:
-        await self._policy.check(request, write=True)
-        name = project_of(project, filename)
-        reason: str | bool = False
-        if request.method == b"POST":
-            reason = True
-            if boundary_of(header(request, b"content-type")) is not None:
-                form = await self._form(request)
-                form.discard()
-                reason = (form.get("reason") or "").strip() or True
-            elif (header(request, b"content-type") or "").startswith(
-                "application/x-www-form-urlencoded"
-            ):
-                request.content.seek(0)
-                fields = parse_qs(
-                    request.content.read(64 * 1024).decode("utf-8", "replace")
-                )
-                reason = (fields.get("reason") or [""])[0].strip() or True
-        self._uploads.yank(name, filename, reason)
+    @route("/packages/<project>/<target>/yank", methods=["POST", "DELETE"])
+    async def yank(self, request: IRequest, project: str, target: str) -> bytes:
+        """Yank (``POST``, with an optional ``reason`` field) or unyank
+        (``DELETE``) a file, or a release when ``target`` is a version: a
+        private file's own flag, else a local yank of the upstream's
+        (:mod:`pypicache.proxy.yanks`), shown until unyanked."""
+        user = await self._policy.check(request, write=True)
+        reason = await self._reason(request) if request.method == b"POST" else None
+        try:
+            name, kind = parse_filename(target)[0], "files"
+        except BadRequest:
+            name, kind = normalize(project), "releases"
+            target = release_of(target)
+            if self.local_yanks is not None:
+                target = release_key(self.local_yanks, name, target)
+        if name != normalize(project):
+            raise BadRequest(f"{target!r} is not a file of project {project!r}")
+        if self._is_private(name, target if kind == "files" else None):
+            flag: str | bool = False if request.method == b"DELETE" else reason or True
+            if kind == "files":
+                self._uploads.yank(name, target, flag)
+            else:
+                self._uploads.yank_release(name, target, flag)
+        elif self.local_yanks is None:
+            raise NotFound(f"No private file {target!r} in {project!r}")
+        else:
+            await self.local_yanks.change(
+                self._run_blocking, name, kind, target, reason
+            )
+            log.info(
+                "{user} {action} {project} {target} locally{reason}",
+                user=user or "a local client",
+                action="yanked" if reason is not None else "unyanked",
+                project=name,
+                target=target,
+                reason=f" ({reason})" if reason else "",
+            )
         request.setResponseCode(204)
         return b""
+
+    def _is_private(self, project: str, filename: str | None) -> bool:
+        """Whether a yank of this file (or release) is the private index's own."""
+        if self.views is None or self.views.is_private(project):
+            return True
+        if filename is None:
+            return False
+        stored = self._store.find(project, filename)
+        return stored is not None and stored.private
+
+    async def _reason(self, request: IRequest) -> str:
+        """The ``reason`` field of a yank (form or urlencoded), ``""`` if none."""
+        content_type = header(request, b"content-type") or ""
+        reason = ""
+        if boundary_of(content_type) is not None:
+            form = await self._form(request)
+            form.discard()
+            reason = form.get("reason") or ""
+        elif content_type.startswith("application/x-www-form-urlencoded"):
+            request.content.seek(0)
+            body = request.content.read(64 * 1024)
+            try:
+                fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
+            except UnicodeDecodeError as e:
+                raise BadRequest("The form is not UTF-8") from e
+            reason = (fields.get("reason") or [""])[0]
+        return checked_reason(reason)
 
 
 def _stored_answer(request: IRequest, created: bool, stored: StoredFile) -> bytes:

@@ -1,0 +1,220 @@
+"""Local yanks (pypicache.proxy.yanks): the team yanks an upstream file or
+release through ``POST /packages/<project>/<file or version>/yank``; pip
+honours it; it shows in /simple/ and /local/ (HTML and JSON) until
+``DELETE``d, whatever the upstream says, across page refreshes and restarts.
+"""
+
+import base64
+import json
+import re
+
+import pytest
+import pytest_twisted
+
+from tests.clients import pip_install
+from tests.daemon import LOCAL_JSON, start_daemon, start_world
+from tests.packages import build_sdist, build_wheel
+from tests.test_uploads_auth import PASSWORDS, write_htpasswd
+from tests.webclient import multipart, send
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dists")
+    return {
+        "one": build_wheel(d, "lyank", "1.0"),
+        "two": build_wheel(d, "lyank", "2.0"),
+        "two_sdist": build_sdist(d, "lyank", "2.0"),
+    }
+
+
+async def files_of(daemon, path: str) -> dict[str, dict]:
+    answer = await send(daemon, "GET", path, headers={"Accept": LOCAL_JSON})
+    assert answer.code == 200, answer
+    return {f["filename"]: f for f in answer.json()["files"]}
+
+
+def yanked(files: dict[str, dict]) -> dict[str, object]:
+    return {name: f["yanked"] for name, f in files.items()}
+
+
+def installed(target) -> set[str]:
+    return {p.name[: -len(".dist-info")] for p in target.glob("*.dist-info")}
+
+
+async def yank(daemon, target: str, reason: str | None = None, headers=None):
+    body, kind = None, {}
+    if reason is not None:
+        content_type, body = multipart([("reason", reason)], [])
+        kind = {"Content-Type": content_type}
+    return await send(
+        daemon,
+        "POST",
+        f"/packages/lyank/{target}/yank",
+        body,
+        {**kind, **(headers or {})},
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_yank_of_an_uncached_file_is_honoured_by_pip(tmp_path, dists):
+    """A local yank of an upstream file not cached yet shows as yanked with its
+    reason in /simple/ (JSON ``yanked``, HTML ``data-yanked``) and /local/;
+    pip skips it unless pinned with ==; DELETE unyanks, and pip gets it."""
+    world = await start_world(tmp_path, list(dists.values()), timeout=5)
+    try:
+        d = world.daemon
+        two = dists["two"].name
+        answer = await yank(d, two, "breaks our build")
+        assert answer.code == 204, answer
+        assert world.file_requests() == [], "nothing fetched to yank it"
+        for _ in range(2):  # the second answer comes from the fast lane
+            files = yanked(await files_of(d, "/simple/lyank/"))
+            assert files == {
+                dists["one"].name: False,
+                two: "breaks our build",
+                dists["two_sdist"].name: False,
+            }
+            html = (await send(d, "GET", "/simple/lyank/")).body.decode()
+            assert re.search(
+                f'{re.escape(two)}#sha256=[0-9a-f]+" data-yanked="breaks our build"',
+                html,
+            )
+            assert html.count("data-yanked") == 1
+
+        result = await pip_install(
+            d.url + "simple/",
+            ["lyank", "--only-binary", ":all:"],
+            tmp_path / "t1",
+            tmp_path,
+        )
+        result.check()
+        assert installed(tmp_path / "t1") == {"lyank-1.0"}
+        result = await pip_install(
+            d.url + "simple/",
+            ["lyank==2.0", "--only-binary", ":all:"],
+            tmp_path / "t2",
+            tmp_path,
+        )
+        result.check()
+        assert installed(tmp_path / "t2") == {"lyank-2.0"}
+        assert "breaks our build" in result.out + result.err  # pip's warning
+        await world.stored("lyank", two)
+        assert yanked(await files_of(d, "/local/lyank/"))[two] == "breaks our build"
+
+        answer = await send(d, "DELETE", f"/packages/lyank/{two}/yank")
+        assert answer.code == 204, answer
+        for area in ("simple", "local"):
+            assert yanked(await files_of(d, f"/{area}/lyank/"))[two] is False
+        result = await pip_install(
+            d.url + "simple/",
+            ["lyank", "--only-binary", ":all:"],
+            tmp_path / "t3",
+            tmp_path,
+        )
+        result.check()
+        assert installed(tmp_path / "t3") == {"lyank-2.0"}
+        # Unyanking what is not yanked is no error.
+        assert (await send(d, "DELETE", f"/packages/lyank/{two}/yank")).code == 204
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_yank_survives_refresh_upstream_and_restart(tmp_path, dists):
+    """A release-level yank (``/packages/<p>/<version>/yank``) covers each of
+    its files; it outlives a page refresh, an upstream that yanks and
+    unyanks, and a restart (kept in DIR/local-yanks.json); after it is
+    unyanked, the upstream's own yank shows again."""
+    world = await start_world(tmp_path, list(dists.values()), timeout=5, page_ttl=0)
+    try:
+        d = world.daemon
+        answer = await send(
+            d,
+            "POST",
+            "/packages/LYank/2.0.0/yank",
+            b"reason=do+not+use",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.code == 204, answer
+        expected = {
+            dists["one"].name: False,
+            dists["two"].name: "do not use",
+            dists["two_sdist"].name: "do not use",
+        }
+        assert yanked(await files_of(d, "/simple/lyank/")) == expected
+        record = json.loads((world.cache / "local-yanks.json").read_text())
+        assert record["yanks"]["lyank"]["releases"]["2.0.0"]["reason"] == "do not use"
+
+        # The upstream yanks 1.0 and 2.0, then unyanks 2.0: ours stays.
+        world.index.add(dists["one"], yanked="upstream says no")
+        world.index.add(dists["two"], yanked=True)
+        answer = await send(d, "POST", "/+refresh/lyank")
+        assert answer.code == 200, answer
+        files = yanked(await files_of(d, "/simple/lyank/"))
+        assert files[dists["one"].name] == "upstream says no"
+        assert files[dists["two"].name] == "do not use"
+        world.index.add(dists["two"], yanked=None)
+        assert (await send(d, "POST", "/+refresh/lyank")).code == 200
+        assert yanked(await files_of(d, "/simple/lyank/"))[dists["two"].name] == (
+            "do not use"
+        )
+        # A file yank (without a reason) and the release yank together.
+        assert (await yank(d, dists["two_sdist"].name)).code == 204
+        await d.stop()
+
+        # A new daemon on the same cache folder.
+        d = world.daemon = await start_daemon(world.upstream.url, world.cache)
+        files = yanked(await files_of(d, "/simple/lyank/"))
+        assert files[dists["two"].name] == "do not use"
+        assert files[dists["two_sdist"].name] is True  # no reason: data-yanked=""
+        html = (await send(d, "GET", "/simple/lyank/")).body.decode()
+        assert re.search(r'lyank-2\.0\.tar\.gz#sha256=[0-9a-f]+" data-yanked=""', html)
+        # 2.0 is the release yanked as 2.0.0.
+        assert (await send(d, "DELETE", "/packages/lyank/2.0/yank")).code == 204
+        files = yanked(await files_of(d, "/simple/lyank/"))
+        assert files[dists["two"].name] is False
+        assert files[dists["two_sdist"].name] is True
+        assert files[dists["one"].name] == "upstream says no"
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_yank_needs_a_user_and_good_input(tmp_path, dists):
+    """With users, a yank or unyank without (or with wrong) credentials is
+    401 and changes nothing; bad input is 400 with a reason: not a file nor a
+    version, another project's file, a reason with a line break or too long."""
+    world = await start_world(
+        tmp_path,
+        list(dists.values()),
+        timeout=5,
+        auth_file=str(write_htpasswd(tmp_path / "htpasswd")),
+    )
+    try:
+        d = world.daemon
+        two = dists["two"].name
+        assert (await yank(d, two, "no")).code == 401
+        wrong = base64.b64encode(b"alice:wrong").decode()
+        answer = await yank(d, two, "no", {"Authorization": f"Basic {wrong}"})
+        assert answer.code == 401
+        assert (await send(d, "DELETE", f"/packages/lyank/{two}/yank")).code == 401
+        assert not (world.cache / "local-yanks.json").exists()
+        assert yanked(await files_of(d, "/simple/lyank/"))[two] is False
+
+        good = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+        auth = {"Authorization": f"Basic {good}"}
+        for target, reason, message in [
+            ("not-a-version!", None, "neither a file name nor a version"),
+            ("other-1.0-py3-none-any.whl", None, "not a file of project"),
+            (two, "two\nlines", "control characters"),
+            (two, "x" * 1001, "longer than 1000"),
+        ]:
+            answer = await yank(d, target, reason, auth)
+            assert answer.code == 400, (target, answer)
+            assert message in answer.body.decode()
+        assert not (world.cache / "local-yanks.json").exists()
+        assert (await yank(d, two, "no", auth)).code == 204
+        assert yanked(await files_of(d, "/simple/lyank/"))[two] == "no"
+    finally:
+        await world.stop()
