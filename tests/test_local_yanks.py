@@ -15,7 +15,7 @@ from tests.clients import pip_install
 from tests.daemon import LOCAL_JSON, start_daemon, start_world
 from tests.packages import build_sdist, build_wheel
 from tests.test_uploads_auth import PASSWORDS, write_htpasswd
-from tests.webclient import multipart, send
+from tests.webclient import multipart, put, send
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +218,85 @@ async def test_local_yank_needs_a_user_and_good_input(tmp_path, dists):
         assert yanked(await files_of(d, "/simple/lyank/"))[two] == "no"
     finally:
         await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_yank_of_a_private_project_flags_its_files(tmp_path, dists):
+    """On a private project the release form yanks each private file of the
+    release in its own record (no local yank is kept); DELETE unyanks them; a
+    release without private files is 404."""
+    world = await start_world(tmp_path, (), timeout=5)
+    try:
+        d = world.daemon
+        for key in ("one", "two", "two_sdist"):
+            assert (await put(d, dists[key])).code == 201
+        answer = await send(
+            d,
+            "POST",
+            "/packages/lyank/2.0/yank",
+            b"reason=withdrawn",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.code == 204, answer
+        assert yanked(await files_of(d, "/simple/lyank/")) == {
+            dists["one"].name: False,
+            dists["two"].name: "withdrawn",
+            dists["two_sdist"].name: "withdrawn",
+        }
+        sidecar = world.cache / "private/releases/lyank" / f"{dists['two'].name}.json"
+        assert json.loads(sidecar.read_text())["file"]["yanked"] == "withdrawn"
+        assert not (world.cache / "local-yanks.json").exists()
+        assert (await send(d, "DELETE", "/packages/lyank/2.0/yank")).code == 204
+        assert set(yanked(await files_of(d, "/simple/lyank/")).values()) == {False}
+        answer = await send(d, "POST", "/packages/lyank/3.0/yank")
+        assert answer.code == 404 and "No private files" in answer.body.decode()
+        assert world.asked_about("lyank") == []
+    finally:
+        await world.stop()
+
+
+def test_records_follow_another_process(tmp_path):
+    """A yank written by another process (another worker, an import) is seen
+    at the next check of the file; each change gives the project's yanks a
+    new value (the view key). A broken file keeps the last good record in
+    memory, and a change then fails naming the file, overwriting nothing."""
+    import time
+
+    from twisted.internet.defer import Deferred, succeed
+    from twisted.python.filepath import FilePath
+
+    from pypicache.errors import PypicacheError
+    from pypicache.storage.listings import RECHECK_NS
+    from pypicache.storage.yanks import YANKS_FILE, YankRecords
+
+    root = FilePath(str(tmp_path))
+    lock = str(tmp_path / "lock")
+    here, there = YankRecords(root, lock), YankRecords(root, lock)
+    assert here.of("lyank") is None
+
+    def change(*args):
+        done = Deferred.fromCoroutine(
+            there.change(lambda f, *a: succeed(f(*a)), "lyank", *args)
+        )
+        time.sleep(RECHECK_NS / 1e9)
+        return done
+
+    change("files", "lyank-2.0.tar.gz", "bad")
+    first = here.of("lyank")
+    assert first.files == (("lyank-2.0.tar.gz", "bad"),)
+    change("releases", "1.0", "")
+    second = here.of("lyank")
+    assert second != first and second.releases == (("1.0", ""),)
+    (tmp_path / YANKS_FILE).write_text("not json")
+    time.sleep(RECHECK_NS / 1e9)
+    assert here.of("lyank") == second
+    failed = change("files", "lyank-2.0.tar.gz", None)
+    assert "local-yanks.json in the cache folder cannot be read" in str(
+        failed.result.value
+    )
+    assert isinstance(failed.result.value, PypicacheError)
+    failed.addErrback(lambda f: None)
+    assert (tmp_path / YANKS_FILE).read_text() == "not json"
+    (tmp_path / YANKS_FILE).unlink()
+    change("files", "lyank-2.0.tar.gz", None)
+    assert here.of("lyank") is None

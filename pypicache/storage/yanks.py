@@ -20,6 +20,7 @@ import attrs
 from twisted.python.filepath import FilePath
 
 from pypicache.concurrency import RunBlocking
+from pypicache.errors import PypicacheError
 from pypicache.storage.atomic import write_atomically
 from pypicache.storage.listings import RECHECK_NS
 from pypicache.storage.locks import try_lock
@@ -92,6 +93,21 @@ def read_record(root: FilePath) -> Record:
     return record
 
 
+def _readable_record(root: FilePath) -> Record:
+    """:func:`read_record`, for a change.
+
+    :raises PypicacheError: the file is broken (a ``500`` naming it): it is
+        not overwritten, so no decision is lost.
+    """
+    try:
+        return read_record(root)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise PypicacheError(
+            f"{YANKS_FILE} in the cache folder cannot be read ({e}); "
+            "nothing was changed: repair or remove it"
+        ) from e
+
+
 def _write_record(root: FilePath, record: Record) -> None:
     kept = {p: kinds for p, kinds in sorted(record.items()) if any(kinds.values())}
     content = json.dumps({"yanks": kept}, indent=1, sort_keys=True) + "\n"
@@ -113,7 +129,7 @@ def change_record(
     held = try_lock(lock_path, wait=True)
     assert held is not None
     try:
-        record = read_record(root)
+        record = _readable_record(root)
         kinds = record.setdefault(project, {k: {} for k in KINDS})
         if reason is None:
             kinds[kind].pop(target, None)
@@ -131,7 +147,7 @@ def merge_records(root: FilePath, lock_path: str, incoming: Record) -> int:
     held = try_lock(lock_path, wait=True)
     assert held is not None
     try:
-        record = read_record(root)
+        record = _readable_record(root)
         added = 0
         for project, kinds in incoming.items():
             mine = record.setdefault(project, {k: {} for k in KINDS})
@@ -218,13 +234,3 @@ class YankRecords:
         self._checked_at = time.monotonic_ns()
         self._use(record)
         return self._yanks.get(project)
-
-    def record(self) -> Record:
-        """The record on disk (blocking; for an export)."""
-        return read_record(self._root)
-
-    def merge(self, incoming: Record) -> int:
-        """:func:`merge_records` (blocking; read again at the next use)."""
-        added = merge_records(self._root, self._lock_path, incoming)
-        self._checked_at = 0
-        return added

@@ -25,6 +25,7 @@ from pypicache.web.routing import header, project_of, route
 
 log = Logger()
 
+
 @attrs.define
 class UploadRoutes:
     """twine, uv publish, ``PUT``, ``/uploadpackage/``, ``DELETE`` and yank.
