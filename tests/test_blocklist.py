@@ -184,31 +184,13 @@ async def test_block_added_later_hides_stored_files_and_bulk_skips(tmp_path, dis
 def test_reload_replaces_the_block_list(tmp_path):
     """SIGHUP: a changed ``block`` key replaces the block list in the views'
     rules (other rules kept); a bad entry keeps the running list."""
-    from twisted.internet.defer import succeed
-    from twisted.internet.testing import MemoryReactorClock
-    from twisted.web.client import HTTPConnectionPool
-
     from pypicache.proxy.yanks import LocalYanks
-    from pypicache.tap.build import build_live
     from pypicache.tap.reload import reload
-    from pypicache.web.accesslog import make_site
-    from pypicache.web.limits import limited_request_factory
+    from tests.test_config import live_from_config
 
     config = tmp_path / "pypicache.toml"
     head = f'cache = "{tmp_path / "cache"}"\nindex-url = "{NO_UPSTREAM}"\n'
-    config.write_text(head + 'block = ["evil-pkg"]\n')
-    options = Options()
-    options.parseOptions(["--config", str(config)])
-    clock = MemoryReactorClock()
-    live = build_live(
-        cache=options["cache"],
-        index_url=options["index-url"],
-        reactor=clock,
-        pool=HTTPConnectionPool(clock, False),
-        run_blocking=lambda f, *a, **k: succeed(f(*a, **k)),
-        block=options["block"],
-    )
-    site = make_site(live.app.resource(), limited_request_factory(1024), clock)
+    options, live, site = live_from_config(config, head + 'block = ["evil-pkg"]\n')
 
     def blocks() -> list[dict]:
         rules = live.app.views.rules.rules

@@ -7,6 +7,7 @@ honours it; it shows in /simple/ and /local/ (HTML and JSON) until
 import base64
 import json
 import re
+from urllib.parse import urlencode
 
 import pytest
 import pytest_twisted
@@ -38,19 +39,36 @@ def yanked(files: dict[str, dict]) -> dict[str, object]:
     return {name: f["yanked"] for name, f in files.items()}
 
 
-def installed(target) -> set[str]:
-    return {p.name[: -len(".dist-info")] for p in target.glob("*.dist-info")}
+async def wheel_installed(daemon, requirement: str, tmp_path, name: str):
+    """What pip installs (wheels only) of ``requirement`` through /simple/
+    into a fresh target, and pip's output."""
+    result = await pip_install(
+        daemon.url + "simple/",
+        [requirement, "--only-binary", ":all:"],
+        tmp_path / name,
+        tmp_path,
+    )
+    result.check()
+    (found,) = (tmp_path / name).glob("*.dist-info")
+    return found.name[: -len(".dist-info")], result.out + result.err
 
 
-async def yank(daemon, target: str, reason: str | None = None, headers=None):
+async def yank(
+    daemon, target, reason=None, headers=None, urlencoded=False, project="lyank"
+):
+    """POST a yank of ``target`` of ``project``, the reason in a multipart form (as
+    ``curl -F``) or urlencoded (as ``curl -d``)."""
     body, kind = None, {}
-    if reason is not None:
+    if reason is not None and urlencoded:
+        body = urlencode({"reason": reason}).encode()
+        kind = {"Content-Type": "application/x-www-form-urlencoded"}
+    elif reason is not None:
         content_type, body = multipart([("reason", reason)], [])
         kind = {"Content-Type": content_type}
     return await send(
         daemon,
         "POST",
-        f"/packages/lyank/{target}/yank",
+        f"/packages/{project}/{target}/yank",
         body,
         {**kind, **(headers or {})},
     )
@@ -82,23 +100,10 @@ async def test_local_yank_of_an_uncached_file_is_honoured_by_pip(tmp_path, dists
             )
             assert html.count("data-yanked") == 1
 
-        result = await pip_install(
-            d.url + "simple/",
-            ["lyank", "--only-binary", ":all:"],
-            tmp_path / "t1",
-            tmp_path,
-        )
-        result.check()
-        assert installed(tmp_path / "t1") == {"lyank-1.0"}
-        result = await pip_install(
-            d.url + "simple/",
-            ["lyank==2.0", "--only-binary", ":all:"],
-            tmp_path / "t2",
-            tmp_path,
-        )
-        result.check()
-        assert installed(tmp_path / "t2") == {"lyank-2.0"}
-        assert "breaks our build" in result.out + result.err  # pip's warning
+        assert (await wheel_installed(d, "lyank", tmp_path, "t1"))[0] == "lyank-1.0"
+        got, output = await wheel_installed(d, "lyank==2.0", tmp_path, "t2")
+        assert got == "lyank-2.0"
+        assert "breaks our build" in output  # pip's warning
         await world.stored("lyank", two)
         assert yanked(await files_of(d, "/local/lyank/"))[two] == "breaks our build"
 
@@ -106,14 +111,7 @@ async def test_local_yank_of_an_uncached_file_is_honoured_by_pip(tmp_path, dists
         assert answer.code == 204, answer
         for area in ("simple", "local"):
             assert yanked(await files_of(d, f"/{area}/lyank/"))[two] is False
-        result = await pip_install(
-            d.url + "simple/",
-            ["lyank", "--only-binary", ":all:"],
-            tmp_path / "t3",
-            tmp_path,
-        )
-        result.check()
-        assert installed(tmp_path / "t3") == {"lyank-2.0"}
+        assert (await wheel_installed(d, "lyank", tmp_path, "t3"))[0] == "lyank-2.0"
         # Unyanking what is not yanked is no error.
         assert (await send(d, "DELETE", f"/packages/lyank/{two}/yank")).code == 204
     finally:
@@ -129,13 +127,7 @@ async def test_release_yank_survives_refresh_upstream_and_restart(tmp_path, dist
     world = await start_world(tmp_path, list(dists.values()), timeout=5, page_ttl=0)
     try:
         d = world.daemon
-        answer = await send(
-            d,
-            "POST",
-            "/packages/LYank/2.0.0/yank",
-            b"reason=do+not+use",
-            {"Content-Type": "application/x-www-form-urlencoded"},
-        )
+        answer = await yank(d, "2.0.0", "do not use", urlencoded=True, project="LYank")
         assert answer.code == 204, answer
         expected = {
             dists["one"].name: False,
@@ -230,13 +222,7 @@ async def test_release_yank_of_a_private_project_flags_its_files(tmp_path, dists
         d = world.daemon
         for key in ("one", "two", "two_sdist"):
             assert (await put(d, dists[key])).code == 201
-        answer = await send(
-            d,
-            "POST",
-            "/packages/lyank/2.0/yank",
-            b"reason=withdrawn",
-            {"Content-Type": "application/x-www-form-urlencoded"},
-        )
+        answer = await yank(d, "2.0", "withdrawn", urlencoded=True)
         assert answer.code == 204, answer
         assert yanked(await files_of(d, "/simple/lyank/")) == {
             dists["one"].name: False,
