@@ -146,7 +146,7 @@ async def test_block_added_later_hides_stored_files_and_bulk_skips(tmp_path, dis
     """A block list set while running (as a reload does) hides a version
     already cached from /simple/ and /local/ and refuses its stored file (kept
     on disk); bulk caching resolves to the next version and never fetches a
-    blocked file."""
+    blocked file; a project blocked whole leaves the project lists too."""
     world = await start_world(tmp_path, list(dists.values()), timeout=5)
     try:
         d = world.daemon
@@ -174,9 +174,21 @@ async def test_block_added_later_hides_stored_files_and_bulk_skips(tmp_path, dis
         assert [f["filename"] for f in report["files"]] == [dists["one"].name]
         assert not [r for r in world.file_requests() if dists["two_sdist"].name in r]
 
+        # The whole project: out of the project lists too.
+        for area in ("simple", "local"):
+            assert "goodpkg" in (await send(d, "GET", f"/{area}/")).body.decode()
+        views.rules = with_block_list(views.rules, ["goodpkg"])
+        for area in ("simple", "local"):
+            assert "goodpkg" not in (await send(d, "GET", f"/{area}/")).body.decode()
+            answer = await send(d, "GET", f"/{area}/goodpkg/")
+            assert (
+                answer.code == 404 and "(block list: goodpkg)" in answer.body.decode()
+            )
+
         # Cleared: the stored file is served again.
         views.rules = with_block_list(views.rules, [])
         assert (await send(d, "GET", f"/packages/goodpkg/{two}")).code == 200
+        assert "goodpkg" in (await send(d, "GET", "/simple/")).body.decode()
     finally:
         await world.stop()
 

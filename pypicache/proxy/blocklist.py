@@ -75,6 +75,10 @@ class BlockList:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
+    def hidden(self) -> frozenset[str]:
+        """The projects blocked whole (left out of the project lists)."""
+        return frozenset(p for p in self.entries if self._whole(p) is not None)
+
     def version(self, area: Area, project: str) -> Hashable:
         entries = self.entries.get(project)
         return None if entries is None else tuple(text for _, text in entries)

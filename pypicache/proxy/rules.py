@@ -71,6 +71,16 @@ class Rules:
                 return reason
         return None
 
+    def hidden(self) -> frozenset[str]:
+        """Projects left out of the project lists (``/simple/``, ``/local/``):
+        those a rule with a ``hidden()`` method hides whole (the block list's)."""
+        found: frozenset[str] = frozenset()
+        for rule in self.rules:
+            hidden = getattr(rule, "hidden", None)
+            if hidden is not None:
+                found |= hidden()
+        return found
+
     def added(self, rule: Rule) -> "Rules":
         """These rules followed by ``rule``."""
         return Rules(self.rules + (rule,))
