@@ -216,6 +216,9 @@ def build_live(
     local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
     rules = with_block_list(rules, block).added(LocalYanks(local_yanks))
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
+    for each in named.values():
+        if each.views is not None:
+            each.views.rules = rules  # /upstreams/<name>/ follows them too
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
             mirror,

@@ -39,6 +39,8 @@ class Named:
     store: FilesystemStore
     installer: InstallerRoutes
     site: IResource
+    #: Its views, whose rules are the default upstream's (start-up, SIGHUP).
+    views: Views | None = None
 
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
@@ -87,12 +89,13 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        installer = InstallerRoutes(store, mirror, Views(store, mirror))
+        views = Views(store, mirror)
+        installer = InstallerRoutes(store, mirror, views)
         installer.page_max_age = page_max_age
         app = Klein()
         add_error_handlers(app)
         register(app, installer)
         built[spec.name] = Named(
-            spec, upstream, pages, store, installer, app.resource()
+            spec, upstream, pages, store, installer, app.resource(), views
         )
     return built

@@ -110,10 +110,14 @@ def _bulk(live: "Live") -> Any:
 
 
 def _block_list(live: "Live", site: Site, entries: Any) -> bool:
-    """The block list replaced whole in the views' rules (checked already)."""
+    """The block list replaced whole in the rules of the views (the default
+    upstream's and each named one's; the entries are checked already)."""
     from pypicache.proxy.blocklist import with_block_list
 
-    live.app.views.rules = with_block_list(live.app.views.rules, entries)
+    rules = with_block_list(live.app.views.rules, entries)
+    for views in (live.app.views, *(n.views for n in live.named.values())):
+        if views is not None:
+            views.rules = rules
     return True
 
 
