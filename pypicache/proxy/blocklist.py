@@ -59,6 +59,11 @@ class BlockList:
 
     #: Per normalized name, its entries: ``(specifier, entry as given)``.
     entries: dict[str, tuple[tuple[SpecifierSet, str], ...]]
+    _hidden: frozenset[str] = attrs.field(init=False)
+
+    @_hidden.default
+    def _blocked_whole(self) -> frozenset[str]:
+        return frozenset(p for p in self.entries if self._whole(p) is not None)
 
     @classmethod
     def of(cls, entries: Iterable[str]) -> "BlockList":
@@ -77,7 +82,7 @@ class BlockList:
 
     def hidden(self) -> frozenset[str]:
         """The projects blocked whole (left out of the project lists)."""
-        return frozenset(p for p in self.entries if self._whole(p) is not None)
+        return self._hidden
 
     def version(self, area: Area, project: str) -> Hashable:
         entries = self.entries.get(project)
