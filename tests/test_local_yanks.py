@@ -176,7 +176,8 @@ async def test_release_yank_survives_refresh_upstream_and_restart(tmp_path, dist
 async def test_local_yank_needs_a_user_and_good_input(tmp_path, dists):
     """With users, a yank or unyank without (or with wrong) credentials is
     401 and changes nothing; bad input is 400 with a reason: not a file nor a
-    version, another project's file, a reason with a line break or too long."""
+    version, another project's file, a reason with a line break or too long,
+    a form with other fields, a body that is not a form."""
     world = await start_world(
         tmp_path,
         list(dists.values()),
@@ -205,6 +206,22 @@ async def test_local_yank_needs_a_user_and_good_input(tmp_path, dists):
             answer = await yank(d, target, reason, auth)
             assert answer.code == 400, (target, answer)
             assert message in answer.body.decode()
+        for body, content_type, message in [
+            (
+                b"reason=a&action=b",
+                "application/x-www-form-urlencoded",
+                "not ['action']",
+            ),
+            (b'{"reason": "a"}', "application/json", "body is a form"),
+        ]:
+            answer = await send(
+                d,
+                "POST",
+                f"/packages/lyank/{two}/yank",
+                body,
+                {"Content-Type": content_type, **auth},
+            )
+            assert answer.code == 400 and message in answer.body.decode(), answer
         assert not (world.cache / "local-yanks.json").exists()
         assert (await yank(d, two, "no", auth)).code == 204
         assert yanked(await files_of(d, "/simple/lyank/"))[two] == "no"

@@ -179,22 +179,36 @@ class UploadRoutes:
         return stored is not None and stored.private
 
     async def _reason(self, request: IRequest) -> str:
-        """The ``reason`` field of a yank (form or urlencoded), ``""`` if none."""
+        """The ``reason`` of a yank, ``""`` if none: no body, or a multipart
+        or urlencoded form whose one field is ``reason``.
+
+        :raises BadRequest: another body, or other fields.
+        """
         content_type = header(request, b"content-type") or ""
-        reason = ""
+        fields: dict[str, list[str]]
         if boundary_of(content_type) is not None:
             form = await self._form(request)
             form.discard()
-            reason = form.get("reason") or ""
+            fields = {**form.fields, **{name: [""] for name in form.files}}
         elif content_type.startswith("application/x-www-form-urlencoded"):
             request.content.seek(0)
             body = request.content.read(64 * 1024)
             try:
-                fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
+                fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
             except UnicodeDecodeError as e:
                 raise BadRequest("The form is not UTF-8") from e
-            reason = (fields.get("reason") or [""])[0]
-        return checked_reason(reason)
+        else:
+            request.content.seek(0)
+            if request.content.read(1):
+                raise BadRequest(
+                    "A yank's body is a form with one field, reason "
+                    "(curl -F reason=... or -d reason=...), or nothing"
+                )
+            fields = {}
+        others = sorted(name for name in fields if name != "reason")
+        if others:
+            raise BadRequest(f"A yank takes one form field, reason, not {others}")
+        return checked_reason((fields.get("reason") or [""])[0])
 
 
 def _stored_answer(request: IRequest, created: bool, stored: StoredFile) -> bytes:
