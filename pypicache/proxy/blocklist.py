@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from typing import Hashable
 
 import attrs
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -33,6 +32,9 @@ def parse_entry(entry: str) -> tuple[str, SpecifierSet, str]:
     :raises ValueError: not a requirement, or one with markers, extras or a URL
         (the message names the entry).
     """
+    # Only with a block list: packaging's requirements load its markers.
+    from packaging.requirements import InvalidRequirement, Requirement
+
     text = entry.strip()
     try:
         requirement = Requirement(text)
