@@ -16,6 +16,7 @@ from pypicache.bulk.cacher import (
     BulkCacher,
 )
 from pypicache.private.uploads import Uploads
+from pypicache.proxy.blocklist import with_block_list
 from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.outbound import OutboundEndpoints, proxy_settings, read_ca_bundle
@@ -26,6 +27,8 @@ from pypicache.proxy.prefetch import (
     DEFAULT_REQUESTS,
     Prefetcher,
 )
+from pypicache.proxy.provenance import Provenances
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.upstreams import (
     FileClient,
@@ -33,25 +36,25 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
-from pypicache.proxy.blocklist import with_block_list
-from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
 from pypicache.proxy.yanks import LocalYanks
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
-from pypicache.storage.records import LOCKS
+from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.storage.yanks import YANKS_FILE, YankRecords
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
+from pypicache.web.tokens import TokenChecker, tokens_path
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
+from pypicache.web.routes.provenance import ProvenanceRoutes
 
 log = Logger()
 
@@ -212,7 +215,13 @@ def build_live(
         max_size=max_cache_size,
         unused_after=evict_unused_after,
     )
-    mirror.on_stored = capacity.stored
+    provenances = Provenances(files, store, mirror, run_blocking)
+
+    def stored_from_upstream(stored: StoredFile) -> None:
+        capacity.stored(stored)
+        provenances.stored(stored)
+
+    mirror.on_stored = stored_from_upstream
     local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
     rules = with_block_list(rules, block).added(LocalYanks(local_yanks))
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
@@ -238,7 +247,14 @@ def build_live(
 
     checker = users(auth_file) if auth_file else None
     failed = FailedLogins(reactor, auth_failures, auth_failure_window)
-    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
+    policy = AccessPolicy(
+        checker,
+        read_auth,
+        list(allow_from),
+        trust_proxy,
+        failed,
+        tokens=TokenChecker(tokens_path(store.root.path), reactor),
+    )
     bulk = BulkCacher(
         views=views,
         mirror=mirror,
@@ -276,6 +292,7 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
+    app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(
             CacheControl(
