@@ -203,3 +203,41 @@ def test_import_refuses_paths_outside_private(tmp_path):
     code, out = admin("import", "--cache", str(tmp_path / "cache"), str(tar_path))
     assert code == 1 and "is not a file of private/" in out
     assert not (tmp_path / "mirror").exists()
+
+
+def test_export_and_import_carry_local_yanks(tmp_path):
+    """export puts the local yanks (DIR/local-yanks.json) in the tar; import
+    adds those the cache lacks and keeps its own decisions as they are; a
+    second import adds nothing; a broken record refuses the import."""
+    from pypicache.storage.yanks import YANKS_FILE, change_record, read_record
+
+    old = tmp_path / "old"
+    (old / "private").mkdir(parents=True)
+    lock = str(tmp_path / "old.lock")
+    change_record(FilePath(str(old)), lock, "requests", "releases", "2.99.0", "bad", 1)
+    change_record(FilePath(str(old)), lock, "six", "files", "six-1.0.tar.gz", "", 2)
+    tar_path = tmp_path / "private.tar"
+    code, out = admin("export", "--cache", str(old), str(tar_path))
+    assert code == 0, out
+    with tarfile.open(tar_path) as tar:
+        assert YANKS_FILE in tar.getnames()
+
+    new = tmp_path / "new"
+    new.mkdir()
+    lock = str(tmp_path / "new.lock")
+    change_record(FilePath(str(new)), lock, "requests", "releases", "2.99.0", "ours", 3)
+    code, out = admin("import", "--cache", str(new), str(tar_path))
+    assert code == 0 and "1 local yanks imported." in out, out
+    record = read_record(FilePath(str(new)))
+    assert record["requests"]["releases"]["2.99.0"]["reason"] == "ours"
+    assert record["six"]["files"]["six-1.0.tar.gz"]["reason"] == ""
+    code, out = admin("import", "--cache", str(new), str(tar_path))
+    assert code == 0 and "local yanks imported" not in out, out
+
+    broken = tmp_path / "broken.tar"
+    with tarfile.open(broken, "w") as tar:
+        info = tarfile.TarInfo(YANKS_FILE)
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"[]"))
+    code, out = admin("import", "--cache", str(new), str(broken))
+    assert code == 1 and "not a record of local yanks" in out, out

@@ -371,6 +371,7 @@ def live_from_config(config, text):
         upstreams=options["upstream"],
         routes=options["route"],
         merge=options["merge"],
+        block=options["block"],
     )
     site = make_site(live.app.resource(), limited_request_factory(1024), clock)
     return options, live, site

@@ -46,7 +46,9 @@ def dists(tmp_path_factory):
     }
 
 
-def request(method, target, headers=None, version="HTTP/1.1", close=False, host="127.0.0.1"):
+def request(
+    method, target, headers=None, version="HTTP/1.1", close=False, host="127.0.0.1"
+):
     """The bytes of one request (``Connection: close`` if ``close``)."""
     lines = [f"{method} {target} {version}"]
     if host is not None:
@@ -182,20 +184,39 @@ async def test_the_rest_goes_to_twisted_web(lanes, dists):
     wheel = dists["wheel"].name
     cases = [
         request("GET", f"/packages/other-thing/{wheel}", close=True),
-        request("GET", "/packages/lane-thing/lane_thing-9.0-py3-none-any.whl.metadata", close=True),
-        request("GET", "/packages/secret-lane/secret_lane-9.0-py3-none-any.whl", close=True),
+        request(
+            "GET",
+            "/packages/lane-thing/lane_thing-9.0-py3-none-any.whl.metadata",
+            close=True,
+        ),
+        request(
+            "GET", "/packages/secret-lane/secret_lane-9.0-py3-none-any.whl", close=True
+        ),
         request("GET", "/simple/Lane_Thing/", close=True),
         request("GET", "/simple/lane-thing", close=True),
         request("GET", "/local/nothing-here/", close=True),
         request("GET", "/simple/lane-thing/?format=" + JSON, close=True),
         request("GET", "/simple/%6cane-thing/", close=True),
-        request("GET", f"/packages/lane-thing/{wheel}", {"Range": "bytes=0-9"}, close=True),
-        request("GET", f"/packages/lane-thing/{wheel}", {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}, close=True),
+        request(
+            "GET", f"/packages/lane-thing/{wheel}", {"Range": "bytes=0-9"}, close=True
+        ),
+        request(
+            "GET",
+            f"/packages/lane-thing/{wheel}",
+            {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
+            close=True,
+        ),
         request("GET", "/simple/lane-thing/", host="a" * 64 + ".example", close=True),
         request("GET", "/simple/lane-thing/", host=None, close=True),
-        request("GET", "/simple/lane-thing/", {"Content-Length": "2"}, close=True) + b"xx",
+        request("GET", "/simple/lane-thing/", {"Content-Length": "2"}, close=True)
+        + b"xx",
         request("POST", "/simple/lane-thing/", {"Content-Length": "0"}, close=True),
-        request("GET", "/simple/lane-thing/", {"Accept": "text/html", "accept": JSON}, close=True),
+        request(
+            "GET",
+            "/simple/lane-thing/",
+            {"Accept": "text/html", "accept": JSON},
+            close=True,
+        ),
         b"GET /simple/lane-thing/ HTTP/1.1\r\nHost : x\r\n\r\n",
         b"GET /simple/lane-thing/ HTTP/1.1\r\nHost: x\r\n  folded\r\nConnection: close\r\n\r\n",
         request("GET", "/simple/", close=True),
@@ -228,7 +249,9 @@ async def test_pipelined_and_split_requests(lanes, dists):
     cut = one.index(b"\r\n") + 1
     lanes.calls.clear()
     await lanes.same(one[:10], one[10:cut], one[cut:])
-    await lanes.same(request("GET", wheel)[:-2], b"\r\n" + request("GET", wheel, close=True))
+    await lanes.same(
+        request("GET", wheel)[:-2], b"\r\n" + request("GET", wheel, close=True)
+    )
     assert lanes.calls == []
 
 
@@ -253,7 +276,12 @@ async def test_large_body_in_pieces(tmp_path, dists, monkeypatch):
         assert lanes.calls == [b"/simple/lane-thing/"]
         lanes.calls.clear()
         answer = await lanes.same(
-            page + request("HEAD", "/simple/lane-thing/") + page + request("GET", "/nowhere") + page + request("GET", "/simple/lane-thing/", {"Accept": JSON}, close=True)
+            page
+            + request("HEAD", "/simple/lane-thing/")
+            + page
+            + request("GET", "/nowhere")
+            + page
+            + request("GET", "/simple/lane-thing/", {"Accept": JSON}, close=True)
         )
         assert answer.count(b"HTTP/1.1 200 OK") == 5
         assert lanes.calls == [b"/nowhere"]
@@ -280,8 +308,12 @@ async def test_access_log_lines_alike(tmp_path, dists):
             ports.append(
                 await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
             )
-        data = request("GET", "/simple/lane-thing/", {"User-Agent": 'pip/"1"', "Referer": "x"})
-        data += request("HEAD", "/simple/lane-thing/", {"Accept": JSON}, version="HTTP/1.0")
+        data = request(
+            "GET", "/simple/lane-thing/", {"User-Agent": 'pip/"1"', "Referer": "x"}
+        )
+        data += request(
+            "HEAD", "/simple/lane-thing/", {"Accept": JSON}, version="HTTP/1.0"
+        )
         for port in ports:
             await deferToThread(_talk, port.getHost().port, [data], 0)
             await deferToThread(_talk, port.getHost().port, [data], 0)
@@ -314,7 +346,9 @@ async def test_access_policy_kept(tmp_path, dists):
         proxied = {"X-Forwarded-For": "10.1.2.3"}
         await lanes.same(request("GET", "/simple/lane-thing/", proxied, close=True))
         lanes.calls.clear()
-        answer = await lanes.same(request("GET", "/simple/lane-thing/", proxied, close=True))
+        answer = await lanes.same(
+            request("GET", "/simple/lane-thing/", proxied, close=True)
+        )
         assert answer.startswith(b"HTTP/1.1 200 ")
         assert lanes.calls == []
     finally:
@@ -354,7 +388,10 @@ async def test_pip_installs_through_the_lane(tmp_path, dists):
     try:
         for target in ("t1", "t2"):
             result = await pip_install(
-                world.daemon.url + "simple/", ["lane-thing"], tmp_path / target, tmp_path
+                world.daemon.url + "simple/",
+                ["lane-thing"],
+                tmp_path / target,
+                tmp_path,
             )
             result.check()
             assert (tmp_path / target / "lane_thing-2.0.dist-info").is_dir()
@@ -362,7 +399,6 @@ async def test_pip_installs_through_the_lane(tmp_path, dists):
         assert any(uri.endswith(b".whl") for uri in answered)
     finally:
         await world.stop()
-
 
 
 async def test_idle_timeout_with_a_partial_head(lanes):

@@ -370,3 +370,28 @@ async def test_large_pages_are_picked_from_in_a_thread():
         # A walk with no budget stops right after the pick.
         await prefetcher._expand(_Walk(0), "many", _page("many", count), None, 0)
     assert calls == [PICK_INLINE + 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_prefetch_follows_the_block_list_and_local_yanks(tmp_path, tree):
+    """Prefetch picks from pages as the rules serve them: below app 2.0
+    (lib<2, mid), neither the blocked lib 1.5 nor the locally yanked lib 1.0
+    is picked, and nothing below the blocked project mid is fetched."""
+    world = await world_with(
+        tmp_path, tree, None, prefetch_depth=2, block=["lib==1.5", "mid"]
+    )
+    try:
+        answer = await world.daemon.client.post(
+            world.daemon.url + "packages/lib/1.0/yank"
+        )
+        assert answer.code == 204
+        await get_ok(world, "/simple/app/")
+        await settled(world)
+        paths = upstream_paths(world)
+        assert sorted(p for p in paths if p.startswith("/files/")) == [
+            "/files/app-2.0-py3-none-any.whl.metadata",
+            "/files/secret-1.0-py3-none-any.whl.metadata",  # not private here
+        ]
+        assert "/simple/deep/" not in paths
+    finally:
+        await world.stop()

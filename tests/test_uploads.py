@@ -950,14 +950,17 @@ async def test_delete_release_without_slash_and_unknown(world, dists):
 
 
 @pytest_twisted.ensureDeferred
-async def test_cached_mirror_file_can_be_deleted_not_yanked(world, dists):
-    """DELETE /packages/... drops a cached mirror copy too; yanking is for private files only."""
+async def test_cached_mirror_file_can_be_deleted_and_yanked_locally(world, dists):
+    """DELETE /packages/... drops a cached mirror copy too; yanking a mirrored
+    file is a local yank (tests/test_local_yanks.py), its sidecar untouched."""
     daemon = world.daemon
     name = dists["public"].name
     assert (await send(daemon, "GET", f"/packages/public/{name}")).code == 200
     await world.stored("public", name)  # the client had it once verified
     assert (world.cache / "mirror" / "public" / name).exists()
-    assert (await send(daemon, "POST", f"/packages/public/{name}/yank")).code == 404
+    sidecar = (world.cache / "mirror" / "public" / f"{name}.json").read_bytes()
+    assert (await send(daemon, "POST", f"/packages/public/{name}/yank")).code == 204
+    assert (world.cache / "mirror" / "public" / f"{name}.json").read_bytes() == sidecar
     assert (await send(daemon, "DELETE", f"/packages/public/{name}")).code == 204
     assert not (world.cache / "mirror" / "public" / name).exists()
     # Not private: the next request fetches it again.

@@ -440,3 +440,29 @@ async def test_twistd_routes_with_command_line_upstreams(tmp_path, wheels):
     assert [r.path for r in default.requests if "torch" in r.path] == []
     page = tmp_path / "cache" / "upstreams" / "pytorch" / "pages" / "torch.json"
     assert page.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_named_upstream_follows_the_block_list(tmp_path, wheels):
+    """The block list applies under /upstreams/<name>/ too: a blocked version
+    is on no page there and its file answers 404 with the reason."""
+    pytorch = FakeIndex(tmp_path, "json")
+    pytorch.add(wheels["torch"])
+    running = await start_fake_index(pytorch)
+    daemon = await start_daemon(
+        running.url,
+        tmp_path / "cache",
+        upstreams=[UpstreamSpec("pytorch", running.url)],
+        block=["torch==2.0"],
+    )
+    try:
+        name = wheels["torch"].name
+        for base in ("", "upstreams/pytorch/"):
+            page = await daemon.get(f"{base}simple/torch/")
+            assert page.code == 200 and name not in await page.text()
+            answer = await daemon.get(f"{base}packages/torch/{name}")
+            assert answer.code == 404
+            assert "(block list: torch==2.0)" in await answer.text()
+    finally:
+        await daemon.stop()
+        await running.stop()

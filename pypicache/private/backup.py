@@ -3,7 +3,8 @@
 
 The tar holds ``private/`` as it is on disk: the archives, their records
 (sidecars: hashes, upload times, yanks), their core metadata, and the
-tombstones of deleted files (``private/.deleted/``); temporary files and the
+tombstones of deleted files (``private/.deleted/``), and the team's local
+yanks of upstream files (``local-yanks.json``); temporary files and the
 upload spool are left out. Each archive is checked against its record as it
 is written. An import unpacks into the upload spool first (only regular
 files under ``private/``, tarfile's ``data`` filter), checks every archive
@@ -11,7 +12,8 @@ against its record, and refuses the whole file if one fails or if a file of
 the same name with other bytes is already stored; then it moves each file
 into place (core metadata and record before the archive, as an upload
 does), under the same locks as uploads, so a running daemon lists them at
-once. Blocking throughout.
+once; local yanks the cache lacks are added to its record (one it has is
+kept as it is), and a running daemon shows them at once. Blocking throughout.
 """
 
 import json
@@ -29,11 +31,13 @@ from pypicache.storage.locks import try_lock
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
+    LOCKS,
     PRIVATE,
     SIDECAR_SUFFIX,
     TEMP_PREFIX,
 )
 from pypicache.storage.verify import check
+from pypicache.storage.yanks import YANKS_FILE, merge_records, read_record
 
 
 class BackupError(Exception):
@@ -83,6 +87,8 @@ def export_private(
                     continue  # deleted meanwhile
                 if progress is not None:
                     progress(relative)
+            if root.child(YANKS_FILE).isfile():
+                tar.add(root.child(YANKS_FILE).path, arcname=YANKS_FILE)
             tar.close()
             file.flush()
             os.fsync(file.fileno())
@@ -101,6 +107,9 @@ def _unpack(tar_path: str, staging: str) -> list[str]:
         for member in tar:
             parts = member.name.split("/")
             if member.isdir():
+                continue
+            if member.name == YANKS_FILE and member.isfile():
+                tar.extract(member, staging, filter="data")
                 continue
             if not member.isfile() or parts[0] != PRIVATE or ".." in parts:
                 raise BackupError(f"{member.name!r} is not a file of private/")
@@ -139,9 +148,9 @@ def import_private(
     tar_path: str,
     lock_path: Callable[..., str],
     progress: Callable[[str], None] | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Restore the private index from ``tar_path``; the numbers of archives
-    stored and already there.
+    stored and already there, and of local yanks added.
 
     :raises BackupError: the tar is refused; nothing was changed.
     """
@@ -165,10 +174,15 @@ def import_private(
             if (reason := _check_staged(staging.preauthChild(n))) is not None
         ]
         problems += _conflicts(root, staging, archives)
+        try:
+            yanks = read_record(staging)
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            problems.append(f"{YANKS_FILE}: not a record of local yanks ({e})")
         if problems:
             raise BackupError("; ".join(problems))
         stored = _move_in(root, staging, names, lock_path, progress)
-        return stored, len(archives) - stored
+        added = merge_records(root, lock_path(LOCKS, None, YANKS_FILE), yanks)
+        return stored, len(archives) - stored, added
     finally:
         shutil.rmtree(staging.path, ignore_errors=True)
 

@@ -322,3 +322,22 @@ class Uploads:
         if stored is None or stored.area == MIRROR:
             raise NotFound(f"No private file {filename!r} in {project!r}")
         return self._store.update(stored, attrs.evolve(stored.info, yanked=reason))
+
+    def yank_release(
+        self, project: str, version: str, reason: str | bool
+    ) -> list[StoredFile]:
+        """:meth:`yank` every private file of one release.
+
+        :raises NotFound: the release has no private files.
+        """
+        wanted = Version(version)
+        files = [
+            s
+            for s in self._store.files(project)
+            if s.private and parse_filename(s.info.filename)[1] == wanted
+        ]
+        if not files:
+            raise NotFound(f"No private files of {project} {version}")
+        return [
+            self._store.update(s, attrs.evolve(s.info, yanked=reason)) for s in files
+        ]

@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking
+from pypicache.errors import NotFound
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
@@ -273,9 +274,13 @@ class Prefetcher:
         level: int,
     ) -> None:
         """Fetch the ``.metadata`` of the pick of ``page``; below ``depth``,
-        walk its dependencies' pages, all at once."""
-        if self._views is not None and self._views.rules:  # the cooldown...
-            page = self._views.rules.page("simple", project, page)
+        walk its dependencies' pages, all at once (the page as the views'
+        rules let it be served: nothing blocked or yanked locally is picked)."""
+        if self._views is not None:
+            try:
+                page = self._views.rules.page("simple", project, page)
+            except NotFound:
+                return
         if self.run_blocking is not None and len(page.files) > PICK_INLINE:
             chosen = await self.run_blocking(
                 pick, page, specifier, self._ranks, self._python

@@ -48,7 +48,10 @@ class Rules:
     rules: tuple[Rule, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.rules)
+        """Whether a rule may refuse files (a rule that never does, such as
+        local yanks, says so with a class attribute ``refuses = False``), so
+        that files are checked only then."""
+        return any(getattr(rule, "refuses", True) for rule in self.rules)
 
     def version(self, area: Area, project: str) -> Hashable:
         """The rules' versions for ``project`` together (``()`` with no rules)."""
@@ -67,6 +70,16 @@ class Rules:
             if reason is not None:
                 return reason
         return None
+
+    def hidden(self) -> frozenset[str]:
+        """Projects left out of the project lists (``/simple/``, ``/local/``):
+        those a rule with a ``hidden()`` method hides whole (the block list's)."""
+        found: frozenset[str] = frozenset()
+        for rule in self.rules:
+            hidden = getattr(rule, "hidden", None)
+            if hidden is not None:
+                found |= hidden()
+        return found
 
     def added(self, rule: Rule) -> "Rules":
         """These rules followed by ``rule``."""

@@ -198,7 +198,7 @@ def import_(options: Any, out: TextIO, err: TextIO) -> int:
     layout = options["layout"]
     bar = _bar(err, None, "file")
     try:
-        stored, there = import_private(
+        stored, there, yanks = import_private(
             layout.root,
             options["tar"],
             layout.lock_path,
@@ -210,6 +210,8 @@ def import_(options: Any, out: TextIO, err: TextIO) -> int:
         return 1
     bar.close()
     out.write(f"{stored} private archives imported, {there} already there.\n")
+    if yanks:
+        out.write(f"{yanks} local yanks imported.\n")
     return 0
 
 

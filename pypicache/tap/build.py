@@ -16,6 +16,7 @@ from pypicache.bulk.cacher import (
     BulkCacher,
 )
 from pypicache.private.uploads import Uploads
+from pypicache.proxy.blocklist import with_block_list
 from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.cooldown import CooldownSettings
 from pypicache.proxy.firstseen import FirstSeen
@@ -38,16 +39,17 @@ from pypicache.proxy.upstreams import (
     UpstreamSpec,
 )
 from pypicache.proxy.views import Views
+from pypicache.proxy.yanks import LocalYanks
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
+from pypicache.storage.yanks import YANKS_FILE, YankRecords
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
-from pypicache.web.tokens import TokenChecker, tokens_path
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
@@ -55,6 +57,7 @@ from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
 from pypicache.web.routes.provenance import ProvenanceRoutes
+from pypicache.web.tokens import TokenChecker, tokens_path
 
 log = Logger()
 
@@ -124,6 +127,7 @@ def build_live(
     merge: Sequence[str] = (),
     rules: Rules = Rules(),
     cooldown: CooldownSettings = CooldownSettings(),
+    block: Sequence[str] = (),
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -147,6 +151,7 @@ def build_live(
     :param rules: what may be served (cooldown, block list...; see
         :mod:`pypicache.proxy.rules`).
     :param cooldown: the cooldown (``min-age``), added to ``rules``.
+    :param block: the block list's entries (``--block``), checked.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -224,7 +229,14 @@ def build_live(
         provenances.stored(stored)
 
     mirror.on_stored = stored_from_upstream
+    local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
+    yanks = LocalYanks(local_yanks)
+    rules = with_block_list(rules, block).added(yanks)
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
+    for each in named.values():
+        if each.views is not None:
+            # /upstreams/<name>/ follows the block list and the yanks too.
+            each.views.rules = with_block_list(each.views.rules, block).added(yanks)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
             mirror,
@@ -276,6 +288,7 @@ def build_live(
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
         capacity=capacity,
+        local_yanks=local_yanks,
     )
     app.installer.page_max_age = page_max_age
     if metrics is not None:

@@ -42,6 +42,8 @@ class Named:
     store: FilesystemStore
     installer: InstallerRoutes
     site: IResource
+    #: Its views: its own rules (cooldown), and the block list and local
+    #: yanks of the default upstream (start-up, SIGHUP).
     views: Views | None = None
 
     def clean_up(self, run_blocking: Any) -> None:

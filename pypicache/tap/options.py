@@ -15,6 +15,7 @@ from pypicache.bulk.cacher import (
 )
 from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
+from pypicache.proxy.blocklist import parse_entry
 from pypicache.proxy.outbound import proxy_settings, read_ca_bundle
 from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_REQUESTS
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
@@ -285,6 +286,7 @@ class Options(CooldownOptions, UpstreamOptions, usage.Options):
         self["listen"] = []
         self["allow-from"] = []
         self["mirror-private"] = []
+        self["block"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Parse, keeping the arguments for ``--workers`` processes."""
@@ -304,6 +306,15 @@ class Options(CooldownOptions, UpstreamOptions, usage.Options):
             self["mirror-private"].append(normalize(project))
         except BadRequest as e:
             raise usage.UsageError(e.message) from e
+
+    def opt_block(self, entry: str) -> None:
+        """Never serve this project, or its versions matching a specifier:
+        evil-pkg, requests==2.99.0 (repeatable)."""
+        try:
+            parse_entry(entry)
+        except ValueError as e:
+            raise usage.UsageError(f"--block: {e}") from e
+        self["block"].append(entry.strip())
 
     def opt_listen(self, endpoint: str) -> None:
         """A strports endpoint to listen on (repeatable; default tcp:8080:interface=127.0.0.1)."""

@@ -126,6 +126,19 @@ def _cooldown(field: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
     return apply
 
 
+def _block_list(live: "Live", site: Site, entries: Any) -> bool:
+    """The block list replaced whole in the rules of the views (the default
+    upstream's and each named one's; the entries are checked already)."""
+    from pypicache.proxy.blocklist import with_block_list
+
+    for views in (live.app.views, *(n.views for n in live.named.values())):
+        if views is not None:
+            # Only the block list is replaced: each view keeps its own other
+            # rules (a named upstream's cooldown, its withdrawals).
+            views.rules = with_block_list(views.rules, entries)
+    return True
+
+
 #: How each option that can change while the daemon runs is changed: a
 #: function of the live objects, the site and the new value, which returns
 #: whether it could (else it needs a restart).
@@ -154,6 +167,7 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "min-age-mode": _cooldown("mode"),
     "min-age-private": _cooldown("private", bool),
     "min-age-exempt": _cooldown("exempt", tuple),
+    "block": _block_list,
 }
 
 

@@ -154,6 +154,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         routes=options["route"],
         merge=options["merge"],
         cooldown=options.cooldown_settings(),
+        block=options["block"],
     )
     app = live.app
     for named in live.named.values():

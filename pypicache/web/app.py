@@ -26,6 +26,7 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
 from pypicache.web.fastpath import FastReads
 from pypicache.web.guard import Guarded, relative_location
@@ -120,6 +121,8 @@ class PypicacheApp:
     metrics: MetricsRoutes | None = None
     #: More route groups (per-project cache control, the named upstreams).
     extra_routes: list[object] = attrs.field(factory=list)
+    #: The team's yanks of upstream files (``None``: yanks are private only).
+    local_yanks: YankRecords | None = None
 
     installer: InstallerRoutes = attrs.field(init=False)
     #: The same files under the public index's file-host layout (lock files).
@@ -136,7 +139,14 @@ class PypicacheApp:
         return [
             self.installer,
             self.filehost,
-            UploadRoutes(store, self.uploads, policy, run_blocking),
+            UploadRoutes(
+                store,
+                self.uploads,
+                policy,
+                run_blocking,
+                views=self.views,
+                local_yanks=self.local_yanks,
+            ),
             BulkRoutes(
                 store,
                 self.bulk,

@@ -114,6 +114,9 @@ class InstallerRoutes:
         if not request.path.endswith(b"/"):
             return redirect(request, request.path.rsplit(b"/", 1)[-1].decode() + "/")
         names = await self._store.projects()
+        hidden = self._views.rules.hidden()
+        if hidden:
+            names = [n for n in names if n not in hidden]
         area = "local" if request.path.rstrip(b"/").endswith(b"/local") else "simple"
         return self._send_page(
             request,

@@ -5,6 +5,7 @@ import json
 from urllib.parse import parse_qs
 
 import attrs
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import RunBlocking
@@ -12,13 +13,18 @@ from pypicache.errors import BadRequest, NotFound, PypicacheError
 from pypicache.index.names import normalize, parse_filename
 from pypicache.private.received import copy_body
 from pypicache.private.uploads import DIGEST_FIELDS, Uploads
+from pypicache.proxy.views import Views
+from pypicache.proxy.yanks import checked_reason, release_key, release_of
 from pypicache.storage.atomic import TempFile
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import INCOMING, StoredFile
+from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
 from pypicache.web.forms import Form, boundary_of, read_form
 from pypicache.web.routing import header, project_of, route
 from pypicache.web.tokens import Identity
+
+log = Logger()
 
 
 @attrs.define
@@ -32,6 +38,10 @@ class UploadRoutes:
     _uploads: Uploads
     _policy: AccessPolicy
     _run_blocking: RunBlocking
+    #: Which projects are private (``None``: every yank is a private one).
+    views: Views | None = None
+    #: The team's yanks of upstream files (``None``: not kept).
+    local_yanks: YankRecords | None = None
 
     def _incoming(self) -> TempFile:
         return self._store.open_temp(None, INCOMING)
@@ -142,29 +152,87 @@ class UploadRoutes:
         request.setResponseCode(204)
         return b""
 
-    @route("/packages/<project>/<filename>/yank", methods=["POST", "DELETE"])
-    async def yank(self, request: IRequest, project: str, filename: str) -> bytes:
+    @route("/packages/<project>/<target>/yank", methods=["POST", "DELETE"])
+    async def yank(self, request: IRequest, project: str, target: str) -> bytes:
+        """Yank (``POST``, with an optional ``reason`` field) or unyank
+        (``DELETE``) a file, or a release when ``target`` is a version: a
+        private file's own flag, else a local yank of the upstream's
+        (:mod:`pypicache.proxy.yanks`), shown until unyanked."""
         identity = await self._policy.check(request, write=True)
-        name = project_of(project, filename)
+        try:
+            name, kind = parse_filename(target)[0], "files"
+        except BadRequest:
+            name, kind = normalize(project), "releases"
+            target = release_of(target)
+            if self.local_yanks is not None:
+                target = release_key(self.local_yanks, name, target)
+        if name != normalize(project):
+            raise BadRequest(f"{target!r} is not a file of project {project!r}")
         _may_change(identity, name)
-        reason: str | bool = False
-        if request.method == b"POST":
-            reason = True
-            if boundary_of(header(request, b"content-type")) is not None:
-                form = await self._form(request)
-                form.discard()
-                reason = (form.get("reason") or "").strip() or True
-            elif (header(request, b"content-type") or "").startswith(
-                "application/x-www-form-urlencoded"
-            ):
-                request.content.seek(0)
-                fields = parse_qs(
-                    request.content.read(64 * 1024).decode("utf-8", "replace")
-                )
-                reason = (fields.get("reason") or [""])[0].strip() or True
-        self._uploads.yank(name, filename, reason)
+        reason = await self._reason(request) if request.method == b"POST" else None
+        if self._is_private(name, target if kind == "files" else None):
+            flag: str | bool = False if request.method == b"DELETE" else reason or True
+            if kind == "files":
+                self._uploads.yank(name, target, flag)
+            else:
+                self._uploads.yank_release(name, target, flag)
+        elif self.local_yanks is None:
+            raise NotFound(f"No private file {target!r} in {project!r}")
+        else:
+            await self.local_yanks.change(
+                self._run_blocking, name, kind, target, reason
+            )
+            log.info(
+                "{user} {action} {project} {target} locally{reason}",
+                user="a local client" if identity is None else str(identity),
+                action="yanked" if reason is not None else "unyanked",
+                project=name,
+                target=target,
+                reason=f" ({reason})" if reason else "",
+            )
         request.setResponseCode(204)
         return b""
+
+    def _is_private(self, project: str, filename: str | None) -> bool:
+        """Whether a yank of this file (or release) is the private index's own."""
+        if self.views is None or self.views.is_private(project):
+            return True
+        if filename is None:
+            return False
+        stored = self._store.find(project, filename)
+        return stored is not None and stored.private
+
+    async def _reason(self, request: IRequest) -> str:
+        """The ``reason`` of a yank, ``""`` if none: no body, or a multipart
+        or urlencoded form whose one field is ``reason``.
+
+        :raises BadRequest: another body, or other fields.
+        """
+        content_type = header(request, b"content-type") or ""
+        fields: dict[str, list[str]]
+        if boundary_of(content_type) is not None:
+            form = await self._form(request)
+            form.discard()
+            fields = {**form.fields, **{name: [""] for name in form.files}}
+        elif content_type.startswith("application/x-www-form-urlencoded"):
+            request.content.seek(0)
+            body = request.content.read(64 * 1024)
+            try:
+                fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+            except UnicodeDecodeError as e:
+                raise BadRequest("The form is not UTF-8") from e
+        else:
+            request.content.seek(0)
+            if request.content.read(1):
+                raise BadRequest(
+                    "A yank's body is a form with one field, reason "
+                    "(curl -F reason=... or -d reason=...), or nothing"
+                )
+            fields = {}
+        others = sorted(name for name in fields if name != "reason")
+        if others:
+            raise BadRequest(f"A yank takes one form field, reason, not {others}")
+        return checked_reason((fields.get("reason") or [""])[0])
 
 
 def _may_change(identity: Identity | None, project: str) -> None:
