@@ -14,25 +14,17 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from twisted.logger import Logger
 
-from pypicache.errors import BadRequest, NotAcceptable
+from pypicache.errors import BadRequest
+from pypicache.index.negotiation import HTML_TYPE as HTML_TYPE
+from pypicache.index.negotiation import JSON_TYPE as JSON_TYPE
+from pypicache.index.negotiation import OFFERED as OFFERED
+from pypicache.index.negotiation import TEXT_HTML as TEXT_HTML
+from pypicache.index.negotiation import UPSTREAM_ACCEPT as UPSTREAM_ACCEPT
+from pypicache.index.negotiation import negotiate as negotiate
 from pypicache.index.model import DistFile, MetadataOf, ProjectPage, UrlFor
 from pypicache.index.names import parse_filename
 
 log = Logger()
-
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-HTML_TYPE = "application/vnd.pypi.simple.v1+html"
-TEXT_HTML = "text/html"
-_LATEST = {
-    "application/vnd.pypi.simple.latest+json": JSON_TYPE,
-    "application/vnd.pypi.simple.latest+html": HTML_TYPE,
-}
-#: What we offer, in the order ties are broken (HTML is the default).
-OFFERED = (TEXT_HTML, HTML_TYPE, JSON_TYPE)
-
-#: The ``Accept`` header we send upstream: JSON first, HTML as the fallback.
-UPSTREAM_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, {TEXT_HTML};q=0.01"
-
 
 # -- parsing -----------------------------------------------------------------
 
@@ -330,71 +322,3 @@ def render_json_index(names: Iterable[str]) -> bytes:
     """Render the project list as PEP 691 JSON."""
     data = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
-
-
-# -- content negotiation -----------------------------------------------------
-
-
-def _parse_accept(header: str) -> list[tuple[str, float, int]]:
-    """Return ``(media range, q, position)`` for each entry of an Accept header."""
-    ranges = []
-    for position, item in enumerate(header.split(",")):
-        media, *params = (p.strip() for p in item.split(";"))
-        if not media:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        ranges.append((_LATEST.get(media.lower(), media.lower()), q, position))
-    return ranges
-
-
-def negotiate(accept: str | None, format_param: str | None = None) -> str:
-    """Choose the media type of a simple API response.
-
-    :param accept: the request's ``Accept`` header (``None``: HTML).
-    :param format_param: the ``?format=`` query parameter, which wins if given.
-    :returns: one of :data:`OFFERED`.
-    :raises NotAcceptable: if nothing we offer is acceptable.
-    """
-    if format_param:
-        # ``?format=application/vnd.pypi.simple.v1+json`` unquoted: ``+`` became a space.
-        format_param = format_param.strip().replace(" ", "+")
-        chosen = _LATEST.get(format_param.lower(), format_param.lower())
-        if chosen in OFFERED:
-            return chosen
-        raise NotAcceptable(
-            f"Unsupported format {format_param!r}; offered: {', '.join(OFFERED)}"
-        )
-    if not accept or not accept.strip():
-        return TEXT_HTML
-    ranges = _parse_accept(accept)
-    best: tuple[float, int, int, int] | None = None
-    chosen = None
-    for preference, offered in enumerate(OFFERED):
-        major = offered.split("/", 1)[0]
-        match = None  # (specificity, q, position) of the most specific range
-        for media, q, position in ranges:
-            if media == offered:
-                specificity = 2
-            elif media == f"{major}/*":
-                specificity = 1
-            elif media == "*/*":
-                specificity = 0
-            else:
-                continue
-            if match is None or specificity > match[0]:
-                match = (specificity, q, position)
-        if match is None or match[1] <= 0:
-            continue
-        key = (match[1], match[0], -match[2], -preference)
-        if best is None or key > best:
-            best, chosen = key, offered
-    if chosen is None:
-        raise NotAcceptable(f"None of {', '.join(OFFERED)} is acceptable")
-    return chosen
