@@ -10,8 +10,9 @@ from pypicache.errors import NotFound, UpstreamError
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.rules import Rules
+from pypicache.proxy.withdrawals import Withdrawals
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import CachedPage, StoredFile
+from pypicache.storage.records import CachedPage, StoredFile, origin_of
 
 log = Logger()
 
@@ -47,21 +48,45 @@ def advertised(
     return False
 
 
-def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
-    """The upstream page with what the disk knows added: sizes, metadata, extra files.
+def merge(
+    page: ProjectPage, stored: list[StoredFile], confirmed_at: float | None = None
+) -> ProjectPage:
+    """The upstream page with what the disk knows added (see :func:`merged`)."""
+    return merged(page, stored, confirmed_at)[0]
+
+
+def merged(
+    page: ProjectPage, stored: list[StoredFile], confirmed_at: float | None = None
+) -> tuple[ProjectPage, dict[str, str], list[str]]:
+    """The upstream page with what the disk knows added: sizes, metadata,
+    extra files; and which mirrored files the upstream withdrew.
 
     A private file replaces an upstream file of the same name (``--mirror-private``).
-    A stored wheel's own metadata hash wins over the upstream's.
+    A stored wheel's own metadata hash wins over the upstream's. A mirrored
+    file the page does not list is withdrawn, and left out, if the page was
+    fetched (``confirmed_at``) after the file was stored and lists files
+    from the host the file came from; else (a stale page, a file of another
+    upstream) it is added as before. A quarantined page (PEP 792) offers no
+    file but private ones.
+
+    :returns: the page, the withdrawn files (filename to reason) and the
+        stored mirrored files the page lists.
     """
+    quarantined = page.status == "quarantined"
     on_disk = {s.info.filename: s for s in stored}
     files = []
+    listed = []
     for f in page.files:
         s = on_disk.pop(f.filename, None)
         if s is None:
-            files.append(f)
+            if not quarantined:
+                files.append(f)
         elif s.private:
             files.append(local_info(s))
+        elif quarantined:
+            on_disk[f.filename] = s
         else:
+            listed.append(f.filename)
             local = local_info(s).core_metadata
             files.append(
                 attrs.evolve(
@@ -72,10 +97,29 @@ def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
                     ),
                 )
             )
-    files.extend(local_info(s) for s in on_disk.values())
-    return attrs.evolve(
-        page, files=tuple(files), versions=page.versions if not on_disk else None
+    withdrawn = {}
+    if quarantined:
+        why = "the project is quarantined upstream"
+        why += f": {page.status_reason}" if page.status_reason else ""
+        withdrawn = {n: why for n, s in on_disk.items() if not s.private}
+    elif on_disk and confirmed_at is not None:
+        hosts = {origin_of(f.url) for f in page.files}
+        withdrawn = {
+            n: "no longer on the upstream's page"
+            for n, s in on_disk.items()
+            if not s.private
+            and s.stored_at is not None
+            and s.stored_at <= confirmed_at
+            and (s.origin is None or s.origin in hosts)
+        }
+    extra = [local_info(s) for n, s in on_disk.items() if n not in withdrawn]
+    files.extend(extra)
+    page = attrs.evolve(
+        page,
+        files=tuple(files),
+        versions=page.versions if not extra and not quarantined else None,
     )
+    return page, withdrawn, listed
 
 
 @attrs.define
@@ -120,6 +164,8 @@ class Views:
     #: What the team decided may be served (cooldown, blocks, yanks...);
     #: replaced whole on reload.
     rules: Rules = attrs.field(factory=Rules)
+    #: Where the mirrored files the upstream withdrew are recorded (``None``: nowhere).
+    withdrawals: Withdrawals | None = None
 
     def is_private(self, project: str) -> bool:
         """Whether the upstream must never be asked about ``project``."""
@@ -166,6 +212,15 @@ class Views:
 
     def _merged(self, project: str, cached: CachedPage) -> View:
         rules = self.rules
+
+        def build() -> ProjectPage:
+            page, withdrawn, listed = merged(
+                cached.page, self._store.files(project), cached.fetched_at
+            )
+            if self.withdrawals is not None:
+                self.withdrawals.note(project, withdrawn, listed)
+            return rules.page("simple", project, page)
+
         return View(
             (
                 "simple",
@@ -175,9 +230,7 @@ class Views:
                 self._store.generation(project),
             )
             + rules.version("simple", project),
-            lambda: rules.page(
-                "simple", project, merge(cached.page, self._store.files(project))
-            ),
+            build,
         )
 
     async def simple(self, project: str) -> View:

@@ -48,6 +48,9 @@ class StoredFile:
     area: str
     stored_at: float | None = None
     project: str = ""
+    #: ``scheme://host[:port]`` of the URL a mirrored file came from (``None``:
+    #: not known), to tell the files of one upstream from another's.
+    origin: str | None = None
 
     @property
     def private(self) -> bool:
@@ -56,6 +59,15 @@ class StoredFile:
     @property
     def metadata_path(self) -> FilePath:
         return self.path.siblingExtension(METADATA_SUFFIX)
+
+
+def origin_of(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of ``url`` (``None`` for none)."""
+    if not url:
+        return None
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme.lower()}://{host.lower()}" if rest else None
 
 
 @attrs.frozen

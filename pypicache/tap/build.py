@@ -26,6 +26,9 @@ from pypicache.proxy.prefetch import (
     DEFAULT_REQUESTS,
     Prefetcher,
 )
+from pypicache.proxy.projectfiles import ProjectFiles
+from pypicache.proxy.projectstatus import STATUS_FOLDER, Statuses, StatusRule
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.upstreams import (
     FileClient,
@@ -33,8 +36,13 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
-from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
+from pypicache.proxy.withdrawals import (
+    WITHDRAWN,
+    Withdrawals,
+    WithdrawnRule,
+    withdrawn_files,
+)
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
@@ -49,6 +57,7 @@ from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
+from pypicache.web.routes.status import StatusRoutes
 
 log = Logger()
 
@@ -64,6 +73,8 @@ class Live:
     users: Callable[[str], Htpasswd]
     #: The named upstreams, by name.
     named: dict[str, Named] = attrs.field(factory=dict)
+    #: ``withdrawn = "hide" | "keep"`` (its ``mode``).
+    withdrawn: WithdrawnRule | None = None
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -115,6 +126,7 @@ def build_live(
     routes: Sequence[tuple[str, str]] = (),
     merge: Sequence[str] = (),
     rules: Rules = Rules(),
+    withdrawn: str = "hide",
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -137,6 +149,8 @@ def build_live(
         pairs; :param merge: routed projects looked up on the default too.
     :param rules: what may be served (cooldown, block list...; see
         :mod:`pypicache.proxy.rules`).
+    :param withdrawn: ``"hide"`` or ``"keep"`` the mirrored files the
+        upstream withdrew in ``/local/`` (:mod:`pypicache.proxy.withdrawals`).
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -208,7 +222,21 @@ def build_live(
         unused_after=evict_unused_after,
     )
     mirror.on_stored = capacity.stored
-    views = Views(store, mirror, frozenset(mirror_private), rules=rules)
+    withdrawals = Withdrawals(
+        ProjectFiles(store.root.child(WITHDRAWN), reactor, run_blocking)
+    )
+    withdrawn_rule = WithdrawnRule(withdrawals, withdrawn)
+    statuses = Statuses(
+        ProjectFiles(store.root.preauthChild(STATUS_FOLDER), reactor, run_blocking)
+    )
+    rules = rules.added(StatusRule(statuses)).added(withdrawn_rule)
+    views = Views(
+        store,
+        mirror,
+        frozenset(mirror_private),
+        rules=rules,
+        withdrawals=withdrawals,
+    )
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
             mirror,
@@ -264,6 +292,7 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
+        app.metrics.withdrawn = lambda: withdrawn_files(store.root.path)
     app.extra_routes.append(
         CacheRoutes(
             CacheControl(
@@ -275,4 +304,5 @@ def build_live(
             {n: b.site for n, b in named.items()},
         )
     )
-    return Live(app, upstream, pages, users, named)
+    app.extra_routes.append(StatusRoutes(statuses, store, policy))
+    return Live(app, upstream, pages, users, named, withdrawn_rule)

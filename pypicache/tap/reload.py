@@ -131,6 +131,7 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "upstream": _named_upstreams,
     "max-cache-size": _limit("max_size"),
     "evict-unused-after": _limit("unused_after"),
+    "withdrawn": _setter(lambda live: live.withdrawn, "mode"),
 }
 
 
