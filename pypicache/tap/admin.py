@@ -6,11 +6,14 @@
   its locks, its pins), or with ``--dry-run`` only say what would go;
 - ``verify --cache DIR``: hash every stored file against its record;
 - ``export --cache DIR OUT.tar`` / ``import --cache DIR IN.tar``: the private
-  index in one tar file.
+  index in one tar file;
+- ``withdrawn --cache DIR [--json]``: the cached files the upstream withdrew
+  (kept on disk, no longer offered by ``/simple/``).
 
 Progress bars (tqdm) go to standard error when it is a terminal.
 """
 
+import json
 import os
 import sys
 import time
@@ -22,6 +25,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from pypicache.private.backup import BackupError, export_private, import_private
+from pypicache.proxy.withdrawals import withdrawn_files
 from pypicache.storage.capacity import evict_pass
 from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
@@ -97,19 +101,32 @@ class ImportOptions(_TarOptions):
         super().postOptions()
 
 
+class WithdrawnOptions(_CacheOptions):
+    synopsis = "--cache DIR [--json]"
+    optFlags = [["json", None, "One JSON object per file."]]
+
+
 class AdminOptions(usage.Options):
-    synopsis = "cleanup|verify|export|import --cache DIR ..."
+    synopsis = "cleanup|verify|export|import|withdrawn --cache DIR ..."
     longdesc = "Upkeep of a pypicache cache folder, also while the daemon runs."
     subCommands = [
         ["cleanup", None, CleanupOptions, "Evict mirrored files (or --dry-run)."],
         ["verify", None, VerifyOptions, "Check every stored file against its record."],
         ["export", None, ExportOptions, "Write the private index to a tar file."],
         ["import", None, ImportOptions, "Restore the private index from a tar file."],
+        [
+            "withdrawn",
+            None,
+            WithdrawnOptions,
+            "List the cached files the upstream withdrew.",
+        ],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("name a command: cleanup, verify, export, import")
+            raise usage.UsageError(
+                "name a command: cleanup, verify, export, import, withdrawn"
+            )
 
 
 def _bar(err: TextIO, total: int | None, unit: str) -> Any:
@@ -207,7 +224,34 @@ def import_(options: Any, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-COMMANDS = {"cleanup": cleanup, "verify": verify, "export": export, "import": import_}
+def withdrawn(options: Any, out: TextIO, err: TextIO) -> int:
+    files = withdrawn_files(options["layout"].root.path)
+    for entry in files:
+        if options["json"]:
+            out.write(json.dumps(entry) + "\n")
+            continue
+        since = entry["since"]
+        when = (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+            if isinstance(since, (int, float))
+            else "?"
+        )
+        out.write(
+            f"{entry['project']} {entry['filename']} withdrawn since {when}: "
+            f"{entry['reason']}\n"
+        )
+    if not options["json"]:
+        out.write(f"{len(files)} withdrawn files kept on disk.\n")
+    return 0
+
+
+COMMANDS = {
+    "cleanup": cleanup,
+    "verify": verify,
+    "export": export,
+    "import": import_,
+    "withdrawn": withdrawn,
+}
 
 
 def main(
