@@ -275,7 +275,7 @@ def _fragment(hashes: dict[str, str]) -> str:
 _HTML_HEAD = (
     "<!DOCTYPE html>\n<html>\n  <head>\n"
     '    <meta name="pypi:repository-version" content="{version}">\n'
-    "    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
+    "{status}    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
 )
 _HTML_TAIL = "  </body>\n</html>\n"
 
