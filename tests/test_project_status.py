@@ -178,7 +178,8 @@ def _basic(user: str = "alice") -> dict[str, str]:
 async def test_private_status_api(tmp_path):
     """POST /+status/<project> needs a user (401 without), refuses an
     unknown status (400) and a project that is not private (404); a set
-    status shows on /simple/ and /local/ and at GET /+status/; quarantined,
+    status shows on /simple/ and /local/ and at GET /+status/, and an
+    archived project takes no upload (403); quarantined,
     the project lists no file anywhere and its files answer 404 (pip
     installs nothing); back to active, all is offered again."""
     d = tmp_path / "dists"
@@ -229,6 +230,14 @@ async def test_private_status_api(tmp_path):
             assert [f["filename"] for f in page["files"]] == [wheel.name]
         shown = json.loads(await (await daemon.get("+status/inhouse")).content())
         assert shown["status"] == "archived"
+        newer = build_wheel(d, "inhouse", "2.0")
+        put = await daemon.client.put(
+            daemon.url + f"packages/inhouse/{newer.name}",
+            data=newer.read_bytes(),
+            headers=_basic(),
+        )
+        assert put.code == 403, "an archived project takes no uploads (PEP 792)"
+        assert "is archived and takes no uploads: use inhouse2" in await put.text()
         record = tmp_path / "cache" / "private" / "status" / "inhouse.json"
         assert json.loads(record.read_text())["status"] == "archived"
 

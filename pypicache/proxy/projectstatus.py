@@ -59,6 +59,15 @@ class Statuses:
         reason = record.get("reason")
         return status, reason if isinstance(reason, str) else None
 
+    def closed(self, project: str) -> str | None:
+        """Why ``project`` takes no uploads (PEP 792: archived or
+        quarantined), or ``None``."""
+        found = self.get(project)
+        if found is None or found[0] not in ("archived", "quarantined"):
+            return None
+        why = f": {found[1]}" if found[1] else ""
+        return f"Project {project!r} is {found[0]} and takes no uploads{why}"
+
     def set(self, project: str, status: str, reason: str | None) -> "Deferred[None]":
         """Record the status (``active`` without a reason: the record goes);
         fires once it is on disk."""

@@ -249,6 +249,7 @@ def build_live(
             ttl=page_ttl,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
+    uploads.closed = statuses.closed
 
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
