@@ -114,9 +114,9 @@ async def _names(daemon, path: str) -> list[str]:
     return [f["filename"] for f in json.loads(await answer.content())["files"]]
 
 
-def _refresh(daemon):
-    """POST /+refresh/lib: the next request fetches the page again."""
-    return daemon.client.post(daemon.url + "+refresh/lib")
+def _refresh(daemon, project: str = "lib"):
+    """POST /+refresh/<project>: the next request fetches the page again."""
+    return daemon.client.post(daemon.url + f"+refresh/{project}")
 
 
 async def _record(cache, seconds: float = 10.0) -> dict:
@@ -251,3 +251,86 @@ async def test_a_stale_page_withdraws_nothing_and_yanks_show(tmp_path, dists):
         await _record(world.cache)
     finally:
         await world.stop()
+
+
+def test_merged_pages_speak_for_every_upstream_merged():
+    """With the origins of every merged page given, a file from an upstream
+    whose files the merged page shadows is still known as that upstream's."""
+    other = "https://other.example"
+    stored = [_stored(B, origin=other)]
+    _, withdrawn, _ = merged(_page(A), stored, 100.0)
+    assert withdrawn == {}
+    _, withdrawn, _ = merged(_page(A), stored, 100.0, frozenset({UPSTREAM, other}))
+    assert withdrawn == {B: "no longer on the upstream's page"}
+
+
+async def test_other_upstreams_files_are_not_withdrawn(tmp_path):
+    """A file cached from the default upstream stays on /simple/ once its
+    project is routed to a named upstream that never listed it (another
+    upstream's file: nothing withdrawn); a merged project's file that the
+    default upstream drops is withdrawn, though the routed upstream's file
+    of the same name shadows all the default's others."""
+    from pypicache.proxy.upstreams import UpstreamSpec
+    from tests.daemon import start_daemon
+    from tests.fakeindex import FakeIndex, start_fake_index
+
+    d = tmp_path / "dists"
+    (d / "default").mkdir(parents=True)
+    (d / "named").mkdir()
+    solo_old = build_wheel(d / "default", "solo", "1.0")
+    solo_new = build_wheel(d / "named", "solo", "2.0")
+    nv_only = build_wheel(d / "default", "nvx", "0.9")
+    nv_public = build_wheel(d / "default", "nvx", "1.0", module_body="X = 'public'")
+    nv_routed = build_wheel(d / "named", "nvx", "1.0", module_body="X = 'routed'")
+    default, named = FakeIndex(tmp_path, "json"), FakeIndex(tmp_path, "json")
+    for dist in (solo_old, nv_only, nv_public):
+        default.add(dist)
+    for dist in (solo_new, nv_routed):
+        named.add(dist)
+    default_running = await start_fake_index(default)
+    named_running = await start_fake_index(named)
+    cache = tmp_path / "cache"
+    daemons = []
+    try:
+        first = await start_daemon(default_running.url, cache)
+        daemons.append(first)
+        answer = await first.get(f"packages/solo/{solo_old.name}")
+        assert answer.code == 200
+        await answer.content()
+        await first.stop()
+        daemons.remove(first)
+
+        second = await start_daemon(
+            default_running.url,
+            cache,
+            upstreams=[UpstreamSpec("named", named_running.url)],
+            routes=[("solo", "named"), ("nvx", "named")],
+            merge=["nvx"],
+        )
+        daemons.append(second)
+        assert sorted(await _names(second, "simple/solo/")) == sorted(
+            [solo_new.name, solo_old.name]
+        )
+        assert not (cache / "withdrawn").exists()
+
+        answer = await second.get(f"packages/nvx/{nv_only.name}")
+        assert answer.code == 200
+        await answer.content()
+        for _ in range(500):
+            if (cache / "mirror" / "nvx" / nv_only.name).exists():
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        default.remove(nv_only.name)
+        assert (await _refresh(second, "nvx")).code == 200
+        assert await _names(second, "simple/nvx/") == [nv_routed.name]
+        path = cache / "withdrawn" / "nvx.json"
+        for _ in range(500):
+            if path.exists():
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        assert list(json.loads(path.read_text())["files"]) == [nv_only.name]
+    finally:
+        for daemon in daemons:
+            await daemon.stop()
+        await default_running.stop()
+        await named_running.stop()

@@ -56,7 +56,10 @@ def merge(
 
 
 def merged(
-    page: ProjectPage, stored: list[StoredFile], confirmed_at: float | None = None
+    page: ProjectPage,
+    stored: list[StoredFile],
+    confirmed_at: float | None = None,
+    origins: frozenset[str | None] | None = None,
 ) -> tuple[ProjectPage, dict[str, str], list[str]]:
     """The upstream page with what the disk knows added: sizes, metadata,
     extra files; and which mirrored files the upstream withdrew.
@@ -68,6 +71,9 @@ def merged(
     from the host the file came from; else (a stale page, a file of another
     upstream) it is added as before. A quarantined page (PEP 792) offers no
     file but private ones.
+
+    :param origins: where the files of the pages merged into ``page`` are
+        (``None``: where ``page``'s are).
 
     :returns: the page, the withdrawn files (filename to reason) and the
         stored mirrored files the page lists.
@@ -103,7 +109,7 @@ def merged(
         why += f": {page.status_reason}" if page.status_reason else ""
         withdrawn = {n: why for n, s in on_disk.items() if not s.private}
     elif on_disk and confirmed_at is not None:
-        hosts = {origin_of(f.url) for f in page.files}
+        hosts = origins or {origin_of(f.url) for f in page.files}
         withdrawn = {
             n: "no longer on the upstream's page"
             for n, s in on_disk.items()
@@ -215,7 +221,10 @@ class Views:
 
         def build() -> ProjectPage:
             page, withdrawn, listed = merged(
-                cached.page, self._store.files(project), cached.fetched_at
+                cached.page,
+                self._store.files(project),
+                cached.fetched_at,
+                cached.origins,
             )
             if self.withdrawals is not None:
                 self.withdrawals.note(project, withdrawn, listed)

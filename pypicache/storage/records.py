@@ -78,6 +78,10 @@ class CachedPage:
     fetched_at: float
     etag: str | None = None
     last_modified: str | None = None
+    #: Where the files of the pages merged into this one are (``None``: the
+    #: page's own files say), for telling withdrawn files from another
+    #: upstream's; not stored.
+    origins: frozenset[str | None] | None = attrs.field(default=None, eq=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
