@@ -269,7 +269,9 @@ async def test_other_upstreams_files_are_not_withdrawn(tmp_path):
     project is routed to a named upstream that never listed it (another
     upstream's file: nothing withdrawn); a merged project's file that the
     default upstream drops is withdrawn, though the routed upstream's file
-    of the same name shadows all the default's others."""
+    of the same name shadows all the default's others; a named upstream's
+    own view records and hides what its upstream drops, and
+    pypicache-admin withdrawn names that upstream."""
     from pypicache.proxy.upstreams import UpstreamSpec
     from tests.daemon import start_daemon
     from tests.fakeindex import FakeIndex, start_fake_index
@@ -282,10 +284,11 @@ async def test_other_upstreams_files_are_not_withdrawn(tmp_path):
     nv_only = build_wheel(d / "default", "nvx", "0.9")
     nv_public = build_wheel(d / "default", "nvx", "1.0", module_body="X = 'public'")
     nv_routed = build_wheel(d / "named", "nvx", "1.0", module_body="X = 'routed'")
+    nv_newer = build_wheel(d / "named", "nvx", "1.1")
     default, named = FakeIndex(tmp_path, "json"), FakeIndex(tmp_path, "json")
     for dist in (solo_old, nv_only, nv_public):
         default.add(dist)
-    for dist in (solo_new, nv_routed):
+    for dist in (solo_new, nv_routed, nv_newer):
         named.add(dist)
     default_running = await start_fake_index(default)
     named_running = await start_fake_index(named)
@@ -322,13 +325,40 @@ async def test_other_upstreams_files_are_not_withdrawn(tmp_path):
             await deferLater(reactor, 0.02, lambda: None)
         default.remove(nv_only.name)
         assert (await _refresh(second, "nvx")).code == 200
-        assert await _names(second, "simple/nvx/") == [nv_routed.name]
+        assert await _names(second, "simple/nvx/") == [nv_routed.name, nv_newer.name]
         path = cache / "withdrawn" / "nvx.json"
         for _ in range(500):
             if path.exists():
                 break
             await deferLater(reactor, 0.02, lambda: None)
         assert list(json.loads(path.read_text())["files"]) == [nv_only.name]
+
+        # A named upstream's own view (/upstreams/named/) keeps its own record.
+        answer = await second.get(f"upstreams/named/packages/nvx/{nv_newer.name}")
+        assert answer.code == 200
+        await answer.content()
+        mirrored = cache / "upstreams" / "named" / "mirror" / "nvx" / nv_newer.name
+        for _ in range(500):
+            if mirrored.exists():
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        named.remove(nv_newer.name)
+        assert (await _refresh(second, "nvx")).code == 200
+        assert await _names(second, "upstreams/named/simple/nvx/") == [nv_routed.name]
+        record = cache / "upstreams" / "named" / "withdrawn" / "nvx.json"
+        for _ in range(500):
+            if record.exists():
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        assert await _names(second, "upstreams/named/local/nvx/") == []
+        assert mirrored.exists()
+        out = io.StringIO()
+        assert admin(["withdrawn", "--cache", str(cache), "--json"], out=out) == 0
+        listed = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [(e["upstream"], e["filename"]) for e in listed] == [
+            (None, nv_only.name),
+            ("named", nv_newer.name),
+        ]
     finally:
         for daemon in daemons:
             await daemon.stop()

@@ -27,6 +27,10 @@ log = Logger()
 #: The record's folder under the cache root.
 WITHDRAWN = "withdrawn"
 
+#: Where the named upstreams' stores are, under the cache root (as
+#: ``tap/named.py`` puts them).
+UPSTREAMS = "upstreams"
+
 #: What ``withdrawn`` may be set to.
 MODES = ("hide", "keep")
 
@@ -43,20 +47,27 @@ def read_all(root: str) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def withdrawn_files(root: str) -> list[dict[str, Any]]:
-    """The withdrawn files still on disk under the cache ``root`` (blocking),
-    by project and filename: ``project``, ``filename``, ``since``, ``reason``."""
+    """The withdrawn files still on disk under the cache ``root`` and each
+    named upstream's store in it (blocking): ``project``, ``filename``,
+    ``since``, ``reason``, and ``upstream`` (``None``: ``/simple/``'s)."""
+    stores: list[tuple[str | None, str]] = [(None, root)]
+    named = os.path.join(root, UPSTREAMS)
+    if os.path.isdir(named):
+        stores += [(n, os.path.join(named, n)) for n in sorted(os.listdir(named))]
     found = []
-    for project, files in read_all(root).items():
-        for filename, entry in sorted(files.items()):
-            if os.path.isfile(os.path.join(root, MIRROR, project, filename)):
-                found.append(
-                    {
-                        "project": project,
-                        "filename": filename,
-                        "since": entry.get("since"),
-                        "reason": entry.get("reason"),
-                    }
-                )
+    for upstream, store in stores:
+        for project, files in read_all(store).items():
+            for filename, entry in sorted(files.items()):
+                if os.path.isfile(os.path.join(store, MIRROR, project, filename)):
+                    found.append(
+                        {
+                            "project": project,
+                            "filename": filename,
+                            "since": entry.get("since"),
+                            "reason": entry.get("reason"),
+                            "upstream": upstream,
+                        }
+                    )
     return found
 
 

@@ -236,9 +236,10 @@ def withdrawn(options: Any, out: TextIO, err: TextIO) -> int:
             if isinstance(since, (int, float))
             else "?"
         )
+        where = f" (upstream {entry['upstream']})" if entry["upstream"] else ""
         out.write(
-            f"{entry['project']} {entry['filename']} withdrawn since {when}: "
-            f"{entry['reason']}\n"
+            f"{entry['project']} {entry['filename']}{where} withdrawn since "
+            f"{when}: {entry['reason']}\n"
         )
     if not options["json"]:
         out.write(f"{len(files)} withdrawn files kept on disk.\n")

@@ -185,6 +185,7 @@ def build_live(
         settings,
         page_ttl,
         page_max_age,
+        withdrawn,
     )
     pages = ProjectPages(
         upstream,

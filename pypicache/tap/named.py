@@ -16,7 +16,10 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream
 from pypicache.proxy.upstreams import UpstreamSpec
+from pypicache.proxy.projectfiles import ProjectFiles
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
+from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.web.app import add_error_handlers
@@ -39,6 +42,8 @@ class Named:
     store: FilesystemStore
     installer: InstallerRoutes
     site: IResource
+    #: ``--withdrawn`` for ``/upstreams/<name>/local/``.
+    withdrawn: WithdrawnRule | None = None
 
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
@@ -61,6 +66,7 @@ def build_named(
     upstream_settings: dict[str, Any],
     page_ttl: float,
     page_max_age: int,
+    withdrawn: str = "hide",
 ) -> dict[str, Named]:
     """One :class:`Named` per spec; their stores in ``<cache>/upstreams/<name>/``.
 
@@ -87,12 +93,17 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        installer = InstallerRoutes(store, mirror, Views(store, mirror))
+        withdrawals = Withdrawals(
+            ProjectFiles(root.child(WITHDRAWN), reactor, run_blocking)
+        )
+        rule = WithdrawnRule(withdrawals, withdrawn)
+        views = Views(store, mirror, rules=Rules((rule,)), withdrawals=withdrawals)
+        installer = InstallerRoutes(store, mirror, views)
         installer.page_max_age = page_max_age
         app = Klein()
         add_error_handlers(app)
         register(app, installer)
         built[spec.name] = Named(
-            spec, upstream, pages, store, installer, app.resource()
+            spec, upstream, pages, store, installer, app.resource(), rule
         )
     return built

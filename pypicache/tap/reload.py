@@ -109,6 +109,16 @@ def _bulk(live: "Live") -> Any:
     return live.app.bulk
 
 
+def _withdrawn(live: "Live", site: Site, mode: str) -> bool:
+    """``withdrawn``, for ``/local/`` and each named upstream's."""
+    for named in live.named.values():
+        if named.withdrawn is not None:
+            named.withdrawn.mode = mode
+    if live.withdrawn is not None:
+        live.withdrawn.mode = mode
+    return True
+
+
 #: How each option that can change while the daemon runs is changed: a
 #: function of the live objects, the site and the new value, which returns
 #: whether it could (else it needs a restart).
@@ -131,7 +141,7 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "upstream": _named_upstreams,
     "max-cache-size": _limit("max_size"),
     "evict-unused-after": _limit("unused_after"),
-    "withdrawn": _setter(lambda live: live.withdrawn, "mode"),
+    "withdrawn": _withdrawn,
 }
 
 
