@@ -157,9 +157,11 @@ async def test_a_dropped_file_leaves_simple_and_local(tmp_path, dists):
         )
         for _ in range(2):
             assert await _names(d, "local/lib/") == [old.name]
-        answer = await d.get(f"packages/lib/{new.name}")
-        assert answer.code == 404
-        assert "withdrawn by the upstream index" in await answer.text()
+        for _ in range(2):  # stored and small: the fast lane could answer it
+            answer = await d.get(f"packages/lib/{new.name}")
+            assert answer.code == 404
+            assert "withdrawn by the upstream index" in await answer.text()
+        assert (await d.get(f"packages/lib/{new.name}.metadata")).code == 404
         assert new.name in world.mirror_files("lib"), "kept on disk"
 
         stats = json.loads(await (await d.get("+stats")).content())
@@ -364,3 +366,40 @@ async def test_other_upstreams_files_are_not_withdrawn(tmp_path):
             await daemon.stop()
         await default_running.stop()
         await named_running.stop()
+
+
+def test_withdrawn_option_config_and_reload(tmp_path):
+    """``withdrawn`` is a flag and a config key (hide or keep; anything else
+    is a usage error naming both), and a SIGHUP reload switches /local/'s
+    rule, and each named upstream's, between them."""
+    from twisted.python import usage
+
+    from pypicache.tap.options import Options
+    from pypicache.tap.reload import reload
+    from tests.test_config import live_from_config
+
+    base = ["--cache", str(tmp_path / "c"), "--index-url", "http://127.0.0.1:9/simple/"]
+    options = Options()
+    options.parseOptions(base)
+    assert options["withdrawn"] == "hide"
+    options = Options()
+    options.parseOptions(base + ["--withdrawn", "KEEP"])
+    assert options["withdrawn"] == "keep"
+    with pytest.raises(usage.UsageError, match="hide or keep"):
+        Options().parseOptions(base + ["--withdrawn", "drop"])
+
+    config = tmp_path / "pypicache.toml"
+    text = (
+        f'cache = "{tmp_path / "cache"}"\nindex-url = "http://127.0.0.1:9/simple/"\n'
+        '[upstreams.other]\nurl = "http://127.0.0.1:9/other/"\n'
+    )
+    options, live, site = live_from_config(config, text)
+    assert live.withdrawn.mode == "hide"
+    assert live.named["other"].withdrawn.mode == "hide"
+    config.write_text(text.replace("[upstreams", 'withdrawn = "keep"\n[upstreams'))
+    reload(options, live, site)
+    assert live.withdrawn.mode == "keep"
+    assert live.named["other"].withdrawn.mode == "keep"
+    with pytest.raises(usage.UsageError, match="hide or keep"):
+        config.write_text(text.replace("[upstreams", 'withdrawn = "no"\n[upstreams'))
+        Options().parseOptions(["--config", str(config)])
