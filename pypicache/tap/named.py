@@ -14,10 +14,10 @@ from twisted.web.resource import IResource
 
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.upstream import Upstream
-from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.proxy.projectfiles import ProjectFiles
 from pypicache.proxy.rules import Rules
+from pypicache.proxy.upstream import Upstream
+from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.storage.filesystem import FilesystemStore
