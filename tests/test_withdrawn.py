@@ -201,7 +201,8 @@ async def test_a_dropped_file_leaves_simple_and_local(tmp_path, dists):
 
 async def test_keep_leaves_withdrawn_files_in_local(tmp_path, dists):
     """With withdrawn = keep, a withdrawn file leaves /simple/ but stays in
-    /local/, and its URL still serves it."""
+    /local/, and its URL still serves it; /simple/ served from the disk
+    while the upstream fails leaves it out too."""
     old, new = dists
     world = await start_world(tmp_path, dists, withdrawn="keep")
     try:
@@ -217,6 +218,13 @@ async def test_keep_leaves_withdrawn_files_in_local(tmp_path, dists):
         answer = await d.get(f"packages/lib/{new.name}")
         assert answer.code == 200
         assert await answer.content() == new.read_bytes()
+
+        # The upstream fails with no page cached: /simple/ is served from
+        # the disk, still without the withdrawn file.
+        world.index.page_status("lib", 503)
+        assert (await _refresh(d)).code == 200
+        assert await _names(d, "simple/lib/") == []  # only the withdrawn one is cached
+        assert await _names(d, "local/lib/") == [new.name]
     finally:
         await world.stop()
 

@@ -177,15 +177,24 @@ class Views:
         """Whether the upstream must never be asked about ``project``."""
         return self._store.is_private(project) and project not in self.mirror_private
 
-    def local(self, project: str) -> View:
-        """The page of what is on disk; raises :class:`NotFound` if nothing is."""
+    def local(self, project: str, for_simple: bool = False) -> View:
+        """The page of what is on disk; raises :class:`NotFound` if nothing is.
+
+        :param for_simple: for ``/simple/`` while the upstream fails or lacks
+            the project: without the files recorded as withdrawn, whatever
+            ``--withdrawn`` says.
+        """
         stored = self._store.files(project)
         if not stored and not self._store.is_private(project):
             raise NotFound(f"No files of {project!r} on this server")
         rules = self.rules
+        key: tuple[Hashable, ...] = ("local", project, self._store.generation(project))
+        if for_simple and self.withdrawals is not None:
+            gone = self.withdrawals.files(project)
+            stored = [s for s in stored if s.private or s.info.filename not in gone]
+            key += ("simple", self.withdrawals.version(project))
         return View(
-            ("local", project, self._store.generation(project))
-            + rules.version("local", project),
+            key + rules.version("local", project),
             lambda: rules.page(
                 "local",
                 project,
@@ -257,7 +266,7 @@ class Views:
                 project=project,
                 reason=e.message,
             )
-            return self.local(project)
+            return self.local(project, for_simple=True)
         if self.on_cold is not None and self._mirror.pages.fresh(project) is cached:
             self.on_cold.page_fetched(project, cached.page)
         return self._merged(project, cached)
