@@ -15,8 +15,9 @@ from pypicache.index.simple import (
     render_html_page,
     render_json_page,
 )
-from tests.clients import pip_install
+from tests.clients import pip_install, uv_pip_install
 from tests.daemon import LOCAL_JSON, start_world
+from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
 from tests.test_uploads_auth import PASSWORDS, write_htpasswd
 
@@ -131,7 +132,8 @@ async def test_quarantined_upstream_project_is_hidden(tmp_path, dists):
     /simple/ answers 200 with no file and the status (as the public index
     does, so that uv stops at this index), its cached file is withdrawn
     (404 with the reason, gone from /local/, kept on disk), and pip finds
-    nothing to install."""
+    nothing to install; uv, asking this server first, stops there and does
+    not take the name from its other index (as it would after a 404)."""
     world = await start_world(tmp_path, dists)
     try:
         d = world.daemon
@@ -163,6 +165,25 @@ async def test_quarantined_upstream_project_is_hidden(tmp_path, dists):
         )
         assert result.code != 0
         assert "from versions: none" in result.err
+
+        # uv asks this server first (--extra-index-url comes first in uv) and
+        # stops at the empty page: the other index's lib is never taken.
+        other = FakeIndex(tmp_path, "json")
+        other.add(dists[0])
+        running = await start_fake_index(other)
+        try:
+            result = await uv_pip_install(
+                running.url,
+                ["lib"],
+                tmp_path / "uv-target",
+                tmp_path,
+                ["--extra-index-url", d.url + "simple/"],
+            )
+        finally:
+            await running.stop()
+        assert result.code != 0, result.out
+        assert not (tmp_path / "uv-target" / "lib-1.0.dist-info").exists()
+        assert other.count("/files/") == 0
     finally:
         await world.stop()
 
