@@ -11,7 +11,7 @@ none (an empty page that says why, as the public index serves a quarantined
 project) and its file URLs answer ``404``.
 """
 
-from typing import Hashable
+from typing import Callable, Hashable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -79,18 +79,21 @@ class Statuses:
 
 @attrs.define
 class StatusRule:
-    """Private projects' statuses on their ``/simple/`` and ``/local/`` pages,
-    quarantined ones' files hidden and refused."""
+    """Private projects' statuses on their ``/simple/`` and ``/local/`` pages
+    (with ``--mirror-private`` too, over the upstream's), quarantined ones'
+    files hidden and refused."""
 
     statuses: Statuses
+    #: Whether a project is private (only private projects have a status here).
+    is_private: Callable[[str], bool]
 
     def version(self, area: str, project: str) -> Hashable:
-        if area == "simple":
+        if not self.is_private(project):
             return None  # an upstream project: the upstream's status
         return self.statuses.records.version(project)
 
     def page(self, area: str, project: str, page: ProjectPage) -> ProjectPage:
-        if area == "simple":
+        if not self.is_private(project):
             return page
         found = self.statuses.get(project)
         if found is None:
@@ -101,6 +104,8 @@ class StatusRule:
         return attrs.evolve(page, status=status, status_reason=reason)
 
     def refusal(self, project: str, filename: str, info: DistFile | None) -> str | None:
+        if not self.is_private(project):
+            return None
         found = self.statuses.get(project)
         if found is None or found[0] != "quarantined":
             return None

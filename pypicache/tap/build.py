@@ -230,7 +230,7 @@ def build_live(
     statuses = Statuses(
         ProjectFiles(store.root.preauthChild(STATUS_FOLDER), reactor, run_blocking)
     )
-    rules = rules.added(StatusRule(statuses)).added(withdrawn_rule)
+    rules = rules.added(StatusRule(statuses, store.is_private)).added(withdrawn_rule)
     views = Views(
         store,
         mirror,
