@@ -22,6 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from pypicache.private.importer import main as import_main
 from pypicache.storage.eviction import scan_mirror
+from pypicache.storage.usage import read_usage
 from tests.clients import clean_env, pip_install
 from tests.daemon import spawn_twistd
 from tests.fakeindex import FakeIndex, start_fake_index
@@ -107,7 +108,7 @@ class Run:
         return {p.parent.name for p in self.cache.glob("mirror/*/*.whl")}
 
     def usage(self) -> dict[str, int]:
-        return json.loads((self.cache / "usage.json").read_text())["used"]
+        return read_usage(FilePath(str(self.cache)))
 
     def age(self, name: str, seconds: float, area: str = "mirror") -> None:
         """Make ``name`` look stored and last used ``seconds`` ago (daemon stopped)."""
@@ -341,6 +342,61 @@ def test_two_processes_records_merge(tmp_path):
     assert read_usage(root) == {
         "a/a-1.0-py3-none-any.whl": then,
         "b/b-1.0-py3-none-any.whl": then + 10 * RESOLUTION,
+    }
+
+
+def test_flushes_append_and_merge_when_the_log_outgrows_the_record(
+    tmp_path, monkeypatch
+):
+    """A periodic flush appends what was served to usage.log (the record is
+    not rewritten); a torn last line is skipped; once the log is larger than
+    the record and COMPACT_AT it is merged into usage.json and removed; a full
+    flush (stop, eviction) leaves the log empty."""
+    from pypicache.storage import usage as usage_module
+    from pypicache.storage.layout import Layout
+    from pypicache.storage.records import LOCKS
+    from pypicache.storage.usage import RESOLUTION, USAGE_FILE, USAGE_LOG, Usage
+
+    root = FilePath(str(tmp_path))
+    lock = Layout(root).lock_path(LOCKS, None, USAGE_FILE)
+    clock = Clock()
+    clock.advance(1_000_000)
+    then = 1_000_000 - 1_000_000 % RESOLUTION
+    usage = Usage(root, lock, clock)
+    usage.record("a", "a-1.0-py3-none-any.whl")
+    usage.flush(usage.take())
+    record = (tmp_path / USAGE_FILE).read_bytes()
+    clock.advance(5 * RESOLUTION)
+    usage.record("a", "a-1.0-py3-none-any.whl")
+    usage.record("b", "b-1.0-py3-none-any.whl")
+    usage.append(usage.take())
+    assert (tmp_path / USAGE_FILE).read_bytes() == record, "not rewritten"
+    with open(tmp_path / USAGE_LOG, "ab") as log:
+        log.write(b"c/c-1.0-py3-no")  # a crash tore this line
+    later = then + 5 * RESOLUTION
+    assert read_usage(root) == {
+        "a/a-1.0-py3-none-any.whl": later,
+        "b/b-1.0-py3-none-any.whl": later,
+    }
+    monkeypatch.setattr(usage_module, "COMPACT_AT", 10)
+    usage.record("d", "d-1.0-py3-none-any.whl")
+    usage.append(usage.take())
+    assert not (tmp_path / USAGE_LOG).exists(), "merged into the record"
+    assert set(read_usage(root)) == {
+        "a/a-1.0-py3-none-any.whl",
+        "b/b-1.0-py3-none-any.whl",
+        "d/d-1.0-py3-none-any.whl",
+    }
+    usage.record("e", "e-1.0-py3-none-any.whl")
+    monkeypatch.setattr(usage_module, "COMPACT_AT", 10**9)
+    usage.append(usage.take())
+    assert (tmp_path / USAGE_LOG).exists()
+    usage.flush({}, frozenset({"a/a-1.0-py3-none-any.whl"}))
+    assert not (tmp_path / USAGE_LOG).exists()
+    assert set(json.loads((tmp_path / USAGE_FILE).read_text())["used"]) == {
+        "b/b-1.0-py3-none-any.whl",
+        "d/d-1.0-py3-none-any.whl",
+        "e/e-1.0-py3-none-any.whl",
     }
 
 

@@ -79,17 +79,22 @@ class Uploads:
     closed: Callable[[str], str | None] | None = attrs.field(default=None, kw_only=True)
 
     async def receive(
-        self, part: FilePart, filename: str, form: dict[str, str | None] | None = None
+        self,
+        part: FilePart,
+        filename: str,
+        form: dict[str, str | None] | None = None,
+        uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         """Validate an upload and store it; its temporary file is always used up.
 
         :param form: the upload API's fields (``name``, ``version``, digests).
+        :param uploader: who uploads (kept in the file's record).
         :returns: whether it was stored now (``False``: identical bytes were there).
         :raises BadRequest: bad filename, digests, archive or metadata.
         :raises Conflict: other bytes under this filename exist or existed.
         """
         try:
-            result = await self._receive(part, filename, form or {})
+            result = await self._receive(part, filename, form or {}, uploader)
         finally:
             part.temp.discard()
         if result[0] and self.on_upload is not None:
@@ -97,7 +102,11 @@ class Uploads:
         return result
 
     async def _receive(
-        self, part: FilePart, filename: str, form: dict[str, str | None]
+        self,
+        part: FilePart,
+        filename: str,
+        form: dict[str, str | None],
+        uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         project, version = parse_upload_filename(filename)
         why = self.closed(project) if self.closed is not None else None
@@ -144,7 +153,7 @@ class Uploads:
                 # Another process may have stored it since this one listed its folder.
                 self._store.reread(area, project, filename)
                 return await self._store_checked(
-                    part, filename, project, version, metadata
+                    part, filename, project, version, metadata, uploader
                 )
             finally:
                 held.release()
@@ -160,6 +169,7 @@ class Uploads:
         project: str,
         version: Version,
         metadata: ArchiveMetadata,
+        uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         """Refuse conflicts, then store (one upload per filename at a time)."""
         digest = part.hashes["sha256"]
@@ -187,6 +197,7 @@ class Uploads:
             ),
             size=part.size,
             upload_time=iso_time(self._clock.seconds()),
+            uploaded_by=uploader,
         )
         area = PRERELEASES if version.is_prerelease else RELEASES
         # fsync and rename in a thread; the listing is updated back here.
@@ -195,10 +206,11 @@ class Uploads:
         )
         stored = self._store.register(persisted)
         log.info(
-            "Uploaded {filename} ({size} bytes, sha256 {digest})",
+            "Uploaded {filename} ({size} bytes, sha256 {digest}) by {uploader}",
             filename=filename,
             size=part.size,
             digest=digest,
+            uploader=uploader or "an anonymous local client",
         )
         return True, stored
 

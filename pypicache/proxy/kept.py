@@ -31,14 +31,17 @@ class KeptMetadata:
     _store: IStore
     _sync: Callable[..., "Deferred[Any]"]
     max_digests: int = 100_000
-    _digests: dict[str, str] = attrs.field(factory=dict)
+    #: Raw digests (32 bytes, not 64 characters of hex: a long-running
+    #: daemon holds up to ``max_digests`` of them).
+    _digests: dict[str, bytes] = attrs.field(factory=dict)
     _keeping: dict[str, bytes] = attrs.field(factory=dict)
     #: When each of those is on disk (a cross-process lock waits for it).
     _written: "dict[str, Deferred[None]]" = attrs.field(factory=dict)
 
     def digest(self, filename: str) -> str | None:
         """The sha256 of the ``.metadata`` of a file not stored, if known."""
-        return self._digests.get(filename)
+        digest = self._digests.get(filename)
+        return None if digest is None else digest.hex()
 
     def knows(self, filename: str) -> bool:
         return filename in self._digests
@@ -47,7 +50,7 @@ class KeptMetadata:
         """Remember the digest of ``content`` (``None``: forget it)."""
         self._digests.pop(filename, None)
         if content is not None:
-            self._digests[filename] = hashlib.sha256(content).hexdigest()
+            self._digests[filename] = hashlib.sha256(content).digest()
             while len(self._digests) > self.max_digests:
                 del self._digests[next(iter(self._digests))]
 

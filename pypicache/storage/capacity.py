@@ -164,18 +164,20 @@ class Capacity:
         d.addErrback(lambda f: log.failure("Disk upkeep failed", f))
 
     def stop(self) -> "Deferred[Any]":
-        """Stop the periodic work and flush what was recorded."""
+        """Stop the periodic work and merge what was recorded into the record
+        (the log is empty at rest)."""
         for loop in self._loops:
             if loop.running:
                 loop.stop()
-        return self.flush()
+        return self.run_blocking(self.usage.flush, self.usage.take())
 
     def flush(self) -> "Deferred[Any]":
-        """Persist what was recorded since the last flush (in a thread), if anything."""
+        """Append what was recorded since the last flush to the log (in a
+        thread), if anything."""
         recorded = self.usage.take()
         if not recorded:
             return succeed(None)
-        return self.run_blocking(self.usage.flush, recorded)
+        return self.run_blocking(self.usage.append, recorded)
 
     def stored(self, stored: StoredFile) -> None:
         """A download was stored: count it, and evict if that went over the cap."""

@@ -4,13 +4,18 @@
 The filesystem's access time is usually off (``noatime``), so the daemon
 keeps its own record: serving a file costs one dict assignment
 (:meth:`Usage.record`), to a resolution of :data:`RESOLUTION` seconds, and
-what was recorded is merged into ``DIR/usage.json`` now and then and at stop
-(:meth:`Usage.flush`, blocking, run in a thread). The merge takes a ``flock``
-and keeps the later time of each file, so several ``--workers`` and
-``pypicache-admin`` share one file; the write is atomic.
+what was recorded is appended to ``DIR/usage.log`` now and then
+(:meth:`Usage.append`: a line per file served since, so a flush costs what
+was served, not what is stored) and merged into ``DIR/usage.json`` at stop,
+by eviction passes and once the log outgrows the record
+(:meth:`Usage.flush`, which rewrites it atomically and empties the log). Both
+are blocking (run in a thread) and take a ``flock``; reading replays the log
+over the record keeping the later time of each file, so several
+``--workers`` and ``pypicache-admin`` share one record.
 """
 
 import json
+import os
 import time
 from typing import Any
 
@@ -25,6 +30,13 @@ RESOLUTION = 60
 #: The file of the record, under the cache root.
 USAGE_FILE = "usage.json"
 
+#: Uses appended since ``usage.json`` was last written: ``<key>\t<time>`` lines.
+USAGE_LOG = "usage.log"
+
+#: The log is merged into the record once it is larger than this and than
+#: the record itself (so merging costs O(1) per use recorded).
+COMPACT_AT = 1024 * 1024
+
 #: What ``usage.json`` maps: ``"<project>/<filename>"`` to a time in seconds.
 UsageMap = dict[str, int]
 
@@ -34,13 +46,69 @@ def usage_key(project: str, filename: str) -> str:
 
 
 def read_usage(root: FilePath) -> UsageMap:
-    """The persisted record (empty if missing or unreadable; blocking)."""
+    """The persisted record with the log replayed over it (empty if missing
+    or unreadable; a torn or bad log line is skipped; blocking)."""
     try:
         data = json.loads(root.child(USAGE_FILE).getContent())
         used = data["used"]
-        return {str(k): int(v) for k, v in used.items()}
+        merged = {str(k): int(v) for k, v in used.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        merged = {}
+    try:
+        with open(root.child(USAGE_LOG).path, "rb") as log:
+            for line in log:
+                fields = line.decode("utf-8", "replace").split("\t")
+                if len(fields) == 2 and fields[1].endswith("\n"):
+                    key, when = fields[0], fields[1][:-1]
+                    if when.isdigit() and merged.get(key, 0) < int(when):
+                        merged[key] = int(when)
+    except OSError:
+        pass
+    return merged
+
+
+def _log_size(root: FilePath) -> int:
+    try:
+        return os.stat(root.child(USAGE_LOG).path).st_size
+    except OSError:
+        return 0
+
+
+def append_usage(root: FilePath, lock_path: str, recorded: UsageMap) -> None:
+    """Append ``recorded`` to the log under the record's lock, merging the log
+    into the record once it outgrows it (blocking, thread-safe)."""
+    held = try_lock(lock_path, wait=True)
+    assert held is not None
+    try:
+        # Starts on a line of its own, after a line a crash left torn.
+        lines = "\n" + "".join(
+            f"{key}\t{when}\n"
+            for key, when in recorded.items()
+            if "\n" not in key and "\t" not in key
+        )
+        with open(root.child(USAGE_LOG).path, "ab") as log:
+            log.write(lines.encode())
+        size = _log_size(root)
+        if size > COMPACT_AT:
+            try:
+                record = os.stat(root.child(USAGE_FILE).path).st_size
+            except OSError:
+                record = 0
+            if size > record:
+                _write(root, read_usage(root))
+    finally:
+        held.release()
+
+
+def _write(root: FilePath, merged: UsageMap) -> None:
+    """Make ``merged`` the record, then empty the log (a crash between the
+    two replays the log again: the later time of each file is kept)."""
+    content = {"resolution": RESOLUTION, "used": merged}
+    write_atomically(root.child(USAGE_FILE), json.dumps(content).encode())
+    try:
+        os.unlink(root.child(USAGE_LOG).path)
+    except FileNotFoundError:
+        pass
 
 
 def merge_usage(
@@ -60,9 +128,8 @@ def merge_usage(
                 merged[key] = when
         for key in forget:
             merged.pop(key, None)
-        if recorded or forget:
-            content = {"resolution": RESOLUTION, "used": merged}
-            write_atomically(root.child(USAGE_FILE), json.dumps(content).encode())
+        if recorded or forget or _log_size(root):
+            _write(root, merged)
         return merged
     finally:
         held.release()
@@ -89,6 +156,11 @@ class Usage:
         """What was recorded since the last call, emptied (reactor thread)."""
         recorded, self._recorded = self._recorded, {}
         return {usage_key(p, f): when for (p, f), when in recorded.items()}
+
+    def append(self, recorded: UsageMap) -> None:
+        """Persist what :meth:`take` gave cheaply: appended to the log
+        (blocking: run it in a thread)."""
+        append_usage(self._root, self._lock_path, recorded)
 
     def flush(
         self, recorded: UsageMap, forget: frozenset[str] = frozenset()

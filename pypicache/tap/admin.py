@@ -7,6 +7,8 @@
 - ``verify --cache DIR``: hash every stored file against its record;
 - ``export --cache DIR OUT.tar`` / ``import --cache DIR IN.tar``: the private
   index in one tar file;
+- ``token create|list|revoke --cache DIR ...``: access tokens
+  (:mod:`pypicache.tap.admintokens`);
 - ``withdrawn --cache DIR [--json]``: the cached files the upstream withdrew
   (kept on disk, no longer offered by ``/simple/``).
 
@@ -31,6 +33,7 @@ from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.storage.verify import stored_archives, verify_all
+from pypicache.tap.admintokens import TokenOptions, token
 from pypicache.tap.values import duration as _duration
 from pypicache.tap.values import size as _size
 
@@ -107,13 +110,14 @@ class WithdrawnOptions(_CacheOptions):
 
 
 class AdminOptions(usage.Options):
-    synopsis = "cleanup|verify|export|import|withdrawn --cache DIR ..."
+    synopsis = "cleanup|verify|export|import|token|withdrawn --cache DIR ..."
     longdesc = "Upkeep of a pypicache cache folder, also while the daemon runs."
     subCommands = [
         ["cleanup", None, CleanupOptions, "Evict mirrored files (or --dry-run)."],
         ["verify", None, VerifyOptions, "Check every stored file against its record."],
         ["export", None, ExportOptions, "Write the private index to a tar file."],
         ["import", None, ImportOptions, "Restore the private index from a tar file."],
+        ["token", None, TokenOptions, "Create, list or revoke access tokens."],
         [
             "withdrawn",
             None,
@@ -125,7 +129,7 @@ class AdminOptions(usage.Options):
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError(
-                "name a command: cleanup, verify, export, import, withdrawn"
+                "name a command: cleanup, verify, export, import, token, withdrawn"
             )
 
 
@@ -251,6 +255,7 @@ COMMANDS = {
     "verify": verify,
     "export": export,
     "import": import_,
+    "token": token,
     "withdrawn": withdrawn,
 }
 

@@ -51,6 +51,7 @@ from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
+from pypicache.web.tokens import TokenChecker, tokens_path
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
@@ -248,6 +249,7 @@ def build_live(
             max_file=prefetch_max_file,
             concurrency=prefetch_concurrency,
             ttl=page_ttl,
+            run_blocking=run_blocking,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
     uploads.closed = statuses.closed
@@ -257,7 +259,14 @@ def build_live(
 
     checker = users(auth_file) if auth_file else None
     failed = FailedLogins(reactor, auth_failures, auth_failure_window)
-    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
+    policy = AccessPolicy(
+        checker,
+        read_auth,
+        list(allow_from),
+        trust_proxy,
+        failed,
+        tokens=TokenChecker(tokens_path(store.root.path), reactor),
+    )
     bulk = BulkCacher(
         views=views,
         mirror=mirror,

@@ -77,8 +77,9 @@ class StatusRoutes:
 
     @route("/+status/<project>", methods=["POST", "PUT"])
     async def change(self, request: IRequest, project: str) -> bytes:
-        """Set the status (``status``, and optionally ``reason``): 200 with it."""
-        await self._policy.check(request, write=True)
+        """Set the status (``status``, and optionally ``reason``): 200 with it;
+        authenticated as uploads are (a token must be allowed the project)."""
+        await self._policy.check_change(request, normalize(project))
         name = self._private(project)
         given = _given(request)
         status, reason = check_status(given.get("status"), given.get("reason"))

@@ -8,7 +8,7 @@ import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import RunBlocking
-from pypicache.errors import BadRequest, NotFound
+from pypicache.errors import BadRequest, NotFound, PypicacheError
 from pypicache.index.names import normalize, parse_filename
 from pypicache.private.received import copy_body
 from pypicache.private.uploads import DIGEST_FIELDS, Uploads
@@ -18,6 +18,7 @@ from pypicache.storage.records import INCOMING, StoredFile
 from pypicache.web.access import AccessPolicy
 from pypicache.web.forms import Form, boundary_of, read_form
 from pypicache.web.routing import header, project_of, route
+from pypicache.web.tokens import Identity
 
 
 @attrs.define
@@ -42,7 +43,7 @@ class UploadRoutes:
     @route("/legacy/", methods=["POST"], strict_slashes=False)
     async def legacy_upload(self, request: IRequest) -> bytes:
         """The upload API of ``twine upload`` and ``uv publish``: 200 on success."""
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
             action = form.get(":action")
@@ -55,8 +56,9 @@ class UploadRoutes:
             if content is None or not content.filename:
                 raise BadRequest("No 'content' file part with a filename in the upload")
             fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
+            _may_upload(identity, content.filename)
             created, stored = await self._uploads.receive(
-                content, content.filename, fields
+                content, content.filename, fields, uploader=_uploader(identity)
             )
         finally:
             form.discard()
@@ -67,7 +69,7 @@ class UploadRoutes:
     @route("/uploadpackage/", methods=["POST"], strict_slashes=False)
     async def upload_package(self, request: IRequest) -> bytes:
         """The original pypicache's upload: a multipart field ``sdist`` (or a wheel)."""
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
             name = "sdist" if "sdist" in form.files else next(iter(form.files), None)
@@ -76,7 +78,10 @@ class UploadRoutes:
                 raise BadRequest(
                     "No file part (field 'sdist') with a filename in the upload"
                 )
-            created, stored = await self._uploads.receive(part, part.filename, {})
+            _may_upload(identity, part.filename)
+            created, stored = await self._uploads.receive(
+                part, part.filename, {}, uploader=_uploader(identity)
+            )
         finally:
             form.discard()
         return _stored_answer(request, created, stored)
@@ -86,13 +91,16 @@ class UploadRoutes:
         self, request: IRequest, project: str, filename: str
     ) -> bytes:
         """Upload the body as this file: 201, or 200 when identical bytes are there."""
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         try:
-            project_of(project, filename)
+            name = project_of(project, filename)
         except NotFound as e:
             raise BadRequest(e.message) from e
+        _may_change(identity, name)
         part = await self._run_blocking(copy_body, request.content, self._incoming())
-        created, stored = await self._uploads.receive(part, filename, {})
+        created, stored = await self._uploads.receive(
+            part, filename, {}, uploader=_uploader(identity)
+        )
         return _stored_answer(request, created, stored)
 
     @route("/packages/source/<letter>/<project>/<filename>", methods=["PUT"])
@@ -105,8 +113,10 @@ class UploadRoutes:
     async def delete_package(
         self, request: IRequest, project: str, filename: str
     ) -> bytes:
-        await self._policy.check(request, write=True)
-        self._uploads.delete_file(project_of(project, filename), filename)
+        identity = await self._policy.check(request, write=True)
+        name = project_of(project, filename)
+        _may_change(identity, name)
+        self._uploads.delete_file(name, filename)
         request.setResponseCode(204)
         return b""
 
@@ -114,15 +124,17 @@ class UploadRoutes:
     async def delete_release(
         self, request: IRequest, project: str, version: str
     ) -> bytes:
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
+        _may_change(identity, normalize(project))
         self._uploads.delete_release(normalize(project), version)
         request.setResponseCode(204)
         return b""
 
     @route("/packages/<project>/<filename>/yank", methods=["POST", "DELETE"])
     async def yank(self, request: IRequest, project: str, filename: str) -> bytes:
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         name = project_of(project, filename)
+        _may_change(identity, name)
         reason: str | bool = False
         if request.method == b"POST":
             reason = True
@@ -141,6 +153,28 @@ class UploadRoutes:
         self._uploads.yank(name, filename, reason)
         request.setResponseCode(204)
         return b""
+
+
+def _may_change(identity: Identity | None, project: str) -> None:
+    if identity is not None:
+        identity.check_change(project)
+
+
+def _may_upload(identity: Identity | None, filename: str) -> None:
+    """Refuse an upload the token used may not make (by the project its
+    filename names; a bad filename is refused by the upload itself)."""
+    if identity is None:
+        return
+    try:
+        project, _ = parse_filename(filename)
+    except PypicacheError:
+        return
+    _may_change(identity, project)
+
+
+def _uploader(identity: Identity | None) -> str | None:
+    """Who uploads, as the file's record keeps it."""
+    return None if identity is None else str(identity)
 
 
 def _stored_answer(request: IRequest, created: bool, stored: StoredFile) -> bytes:
