@@ -23,6 +23,7 @@ from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.web.app import add_error_handlers
+from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routing import register
 
@@ -103,6 +104,7 @@ def build_named(
         app = Klein()
         add_error_handlers(app)
         register(app, installer)
+        register(app, FileHostRoutes(installer, views, mirror))
         built[spec.name] = Named(
             spec, upstream, pages, store, installer, app.resource(), rule
         )
