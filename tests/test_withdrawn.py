@@ -411,3 +411,49 @@ def test_withdrawn_option_config_and_reload(tmp_path):
     with pytest.raises(usage.UsageError, match="hide or keep"):
         config.write_text(text.replace("[upstreams", 'withdrawn = "no"\n[upstreams'))
         Options().parseOptions(["--config", str(config)])
+
+
+def test_project_files_write_in_order_and_show_at_once(tmp_path):
+    """A record put is seen at once in this process; writes of one project
+    run one at a time, in order, so the file ends with the last record put
+    (an empty record removes it); another process's write shows after
+    ``recheck`` seconds."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from pypicache.proxy.projectfiles import ProjectFiles
+
+    pending: list[tuple[Deferred, object]] = []
+
+    def run_blocking(f, *args):
+        d: Deferred = Deferred()
+        pending.append((d, lambda: f(*args)))
+        return d
+
+    def finish_one() -> None:
+        d, call = pending.pop(0)
+        d.callback(call())
+
+    clock = Clock()
+    folder = FilePath(str(tmp_path)).child("records")
+    records = ProjectFiles(folder, clock, run_blocking)
+    first = records.put("lib", {"n": 1})
+    second = records.put("lib", {"n": 2})
+    assert records.get("lib") == {"n": 2}
+    assert len(pending) == 1, "one write at a time"
+    finish_one()
+    assert first.called and not second.called
+    assert json.loads(folder.child("lib.json").getContent()) == {"n": 1}
+    finish_one()
+    assert second.called
+    assert json.loads(folder.child("lib.json").getContent()) == {"n": 2}
+
+    version = records.version("lib")
+    folder.child("lib.json").setContent(b'{"n": 3}')  # another process
+    clock.advance(records.recheck)
+    assert records.get("lib") == {"n": 3} and records.version("lib") != version
+
+    records.put("lib", {})
+    finish_one()
+    assert not folder.child("lib.json").exists()
+    assert records.get("lib") == {}
