@@ -125,6 +125,8 @@ class _Dist:
     upload_time: str | None
     metadata: bytes | None
     metadata_sha256: str | None
+    #: Its PEP 740 provenance object, served at ``/integrity/<file>/provenance``.
+    provenance: bytes | None = None
 
 
 class Hold:
@@ -456,6 +458,7 @@ class FakeIndex(Resource):
         requires_python: str | None = None,
         upload_time: str | None = "2024-01-02T03:04:05.123456Z",
         metadata: bool = True,
+        provenance: bytes | None = None,
     ) -> str:
         """
         Register (or re-register) a dist file under its project.
@@ -470,6 +473,7 @@ class FakeIndex(Resource):
             C{requires-python} (not taken from the file).
         :param upload_time: the JSON C{upload-time}, or None to leave it out.
         :param metadata: for wheels, advertise and serve PEP 658 core metadata.
+        :param provenance: a PEP 740 provenance object, linked from JSON pages.
         :returns: the project's normalized name.
         """
         path = self.files_dir / path
@@ -499,6 +503,7 @@ class FakeIndex(Resource):
             upload_time=upload_time,
             metadata=meta,
             metadata_sha256=hashlib.sha256(meta).hexdigest() if meta else None,
+            provenance=provenance,
         )
         self._touch(project)
         return project
@@ -732,6 +737,12 @@ class FakeIndex(Resource):
             return self._file(request, segments[1])
         if len(segments) == 5 and segments[0] == "packages":
             return self._hosted_file(request, segments[1:])
+        if len(segments) == 3 and segments[0] == "integrity":
+            dist = self._dists.get(segments[1])
+            if dist is not None and dist.provenance is not None:
+                request.setHeader(b"content-type", b"application/json")
+                return dist.provenance
+
         return self._plain(request, 404, "not found")
 
     def _plain(self, request: Request, code: int, text: str) -> bytes:
@@ -927,6 +938,10 @@ class FakeIndex(Resource):
                 else ""
             )
             url = json.dumps(self._link(base, d))
+            if d.provenance is not None:
+                integrity = base.replace("/files/", "/integrity/")
+                provenance = json.dumps(f"{integrity}{quote(d.filename)}/provenance")
+                upload += f', "provenance": {provenance}'
             files.append(f"""{{
       "filename": {json.dumps(d.filename)},
       "url": {url},

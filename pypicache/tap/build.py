@@ -28,6 +28,7 @@ from pypicache.proxy.prefetch import (
 )
 from pypicache.proxy.projectfiles import ProjectFiles
 from pypicache.proxy.projectstatus import STATUS_FOLDER, Statuses, StatusRule
+from pypicache.proxy.provenance import Provenances
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.upstreams import (
@@ -47,7 +48,7 @@ from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
-from pypicache.storage.records import LOCKS
+from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
@@ -58,6 +59,7 @@ from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
+from pypicache.web.routes.provenance import ProvenanceRoutes
 from pypicache.web.routes.status import StatusRoutes
 
 log = Logger()
@@ -223,7 +225,13 @@ def build_live(
         max_size=max_cache_size,
         unused_after=evict_unused_after,
     )
-    mirror.on_stored = capacity.stored
+    provenances = Provenances(files, store, mirror, run_blocking)
+
+    def stored_from_upstream(stored: StoredFile) -> None:
+        capacity.stored(stored)
+        provenances.stored(stored)
+
+    mirror.on_stored = stored_from_upstream
     withdrawals = Withdrawals(
         ProjectFiles(store.root.child(WITHDRAWN), reactor, run_blocking)
     )
@@ -304,6 +312,7 @@ def build_live(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
         app.metrics.withdrawn = lambda: withdrawn_files(store.root.path)
+    app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(
             CacheControl(

@@ -55,7 +55,16 @@ class UploadRoutes:
             content = form.files.get("content")
             if content is None or not content.filename:
                 raise BadRequest("No 'content' file part with a filename in the upload")
-            fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
+            fields = {
+                k: form.get(k)
+                for k in (
+                    "name",
+                    "version",
+                    "metadata_version",
+                    "attestations",
+                    *DIGEST_FIELDS,
+                )
+            }
             _may_upload(identity, content.filename)
             created, stored = await self._uploads.receive(
                 content, content.filename, fields, uploader=_uploader(identity)
@@ -80,7 +89,10 @@ class UploadRoutes:
                 )
             _may_upload(identity, part.filename)
             created, stored = await self._uploads.receive(
-                part, part.filename, {}, uploader=_uploader(identity)
+                part,
+                part.filename,
+                {"attestations": form.get("attestations")},
+                uploader=_uploader(identity),
             )
         finally:
             form.discard()
