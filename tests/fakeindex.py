@@ -939,8 +939,9 @@ class FakeIndex(Resource):
             )
             url = json.dumps(self._link(base, d))
             if d.provenance is not None:
-                integrity = base.replace("/files/", "/integrity/")
-                provenance = json.dumps(f"{integrity}{quote(d.filename)}/provenance")
+                provenance = json.dumps(
+                    f"{base}integrity/{quote(d.filename)}/provenance"
+                )
                 upload += f', "provenance": {provenance}'
             files.append(f"""{{
       "filename": {json.dumps(d.filename)},

@@ -101,23 +101,54 @@ class BulkCacher:
         from pypicache.bulk.job import Job
         from pypicache.bulk.requirements import parse_requirements
 
+        self._check_lines(text, "requirements file")
+        parsed = await self.run_blocking(parse_requirements, text)
+        self._check_projects(parsed.requirements, "requirements file")
+        return await self._run_job(Job(self, params, parsed, emit))
+
+    async def warm(
+        self,
+        text: str,
+        fmt: str | None = None,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Cache exactly the files the lock file ``text`` names (``POST /+warm``).
+
+        :param fmt: one of :data:`pypicache.bulk.locks.FORMATS`, or ``None``
+            to tell by the content.
+        :raises BadRequest: unreadable, naming the line.
+        :raises UnprocessableEntity: not a lock (naming the entry), or more
+            than :attr:`max_projects` projects.
+        :raises PayloadTooLarge: more than :attr:`max_lines` lines.
+        """
+        from pypicache.bulk.locks import parse_lock
+        from pypicache.bulk.warm import LockJob
+
+        self._check_lines(text, "lock file")
+        lock = await self.run_blocking(parse_lock, text, fmt)
+        self._check_projects(lock.requirements, "lock file")
+        return await self._run_job(LockJob(self, lock, emit))
+
+    def _check_lines(self, text: str, what: str) -> None:
         lines = text.count("\n") + 1
         if lines > self.max_lines:
             raise PayloadTooLarge(
-                f"The requirements file has {lines} lines; at most {self.max_lines} "
+                f"The {what} has {lines} lines; at most {self.max_lines} "
                 "are accepted (--bulk-max-lines)"
             )
-        parsed = await self.run_blocking(parse_requirements, text)
-        projects = len({r.name for r in parsed.requirements})
+
+    def _check_projects(self, requirements: Any, what: str) -> None:
+        projects = len({r.name for r in requirements})
         if projects > self.max_projects:
             raise UnprocessableEntity(
-                f"The requirements file names {projects} projects; at most "
+                f"The {what} names {projects} projects; at most "
                 f"{self.max_projects} are accepted (--bulk-max-projects)"
             )
-        job = Job(self, params, parsed, emit)
+
+    async def _run_job(self, job: Any) -> dict[str, Any]:
         outcome = "failed"
         try:
-            report = await job.run()
+            report: dict[str, Any] = await job.run()
             outcome = "done"
             return report
         except CancelledError:

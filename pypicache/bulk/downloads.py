@@ -53,8 +53,18 @@ class JobFiles:
         abandoned: Callable[[], bool],
         concurrency: int,
         pins: PinSet | None = None,
+        strict: bool = False,
+        hash_source: str = "the --hash values",
     ) -> None:
+        """
+        :param strict: a file whose index page gives a digest that none of its
+            hashes allow fails without being fetched (else it is fetched, as the
+            proxy would serve it, then reported).
+        :param hash_source: how reports name the hashes asked for.
+        """
         self._pins = pins
+        self._strict = strict
+        self._hash_source = hash_source
         self._store = store
         self._views = views
         self._run_blocking = run_blocking
@@ -79,10 +89,11 @@ class JobFiles:
         project: str,
         version: str,
         info: DistFile,
-        target: Target,
+        target: Target | None,
         hashes: Mapping[str, frozenset[str]] | None = None,
     ) -> FileTask:
-        """Start caching a file for ``target`` (once per job); its task."""
+        """Start caching a file for ``target`` (once per job; ``None``: for no
+        target in particular, as a lock's files); its task."""
         task = self._files.get(info.filename)
         if task is None:
             task = FileTask(project, version, info, [], dict(hashes or {}), [])
@@ -90,7 +101,7 @@ class JobFiles:
             task.done = self._downloads.run(
                 lambda: Deferred.fromCoroutine(self._cache_file(task))
             )
-        if target.label not in task.targets:
+        if target is not None and target.label not in task.targets:
             task.targets.append(target.label)
         return task
 
@@ -110,6 +121,15 @@ class JobFiles:
             "filename": filename,
         }
         try:
+            refused = self._refused_by_page(task)
+            if refused is not None:
+                entry.update(
+                    sha256=task.info.hashes.get("sha256"),
+                    size=task.info.size,
+                    status="failed",
+                    reason=refused,
+                )
+                return self._done(task, entry)
             stored = await self.fetch(task.project, filename)
             entry.update(
                 sha256=stored.info.hashes.get("sha256"),
@@ -128,6 +148,10 @@ class JobFiles:
             log.failure("Bulk caching of {filename} failed", filename=filename)
             entry.setdefault("sha256", task.info.hashes.get("sha256"))
             entry.update(status="failed", reason=f"internal error: {e}")
+        return self._done(task, entry)
+
+    def _done(self, task: FileTask, entry: dict[str, Any]) -> dict[str, Any]:
+        filename = task.info.filename
         entry["targets"] = task.targets
         if task.notes:
             entry["notes"] = task.notes
@@ -138,6 +162,24 @@ class JobFiles:
             except Exception:
                 log.failure("Could not send progress for {filename}", filename=filename)
         return entry
+
+    def _refused_by_page(self, task: FileTask) -> str | None:
+        """In strict mode, why a file not stored yet is not fetched: its index
+        page gives a digest none of the wanted hashes allow."""
+        if not self._strict or not task.hashes:
+            return None
+        if self._store.find(task.project, task.info.filename) is not None:
+            return None
+        given = {
+            a: task.info.hashes[a].lower() for a in task.hashes if a in task.info.hashes
+        }
+        if not given or any(d in task.hashes[a] for a, d in given.items()):
+            return None
+        shown = ", ".join(f"{a}:{d}" for a, d in given.items())
+        return (
+            f"hash mismatch: the index page gives {shown}, not one of "
+            f"{self._hash_source}; not fetched"
+        )
 
     async def _check_hashes(
         self, stored: StoredFile, allowed: Mapping[str, frozenset[str]]
@@ -154,7 +196,7 @@ class JobFiles:
             if actual[algorithm] in allowed[algorithm]:
                 return None
         shown = ", ".join(f"{a}:{d}" for a, d in actual.items())
-        return f"hash mismatch: the file has {shown}, not one of the --hash values"
+        return f"hash mismatch: the file has {shown}, not one of {self._hash_source}"
 
     async def all_done(self) -> None:
         """Wait until every file wanted so far (and any wanted meanwhile) is done."""

@@ -37,6 +37,12 @@ STATUSES = ("fetched", "cached", "failed")
 class Job:
     """One ``POST /requirements.txt``: resolutions, downloads and the report."""
 
+    #: Whether a file the index page says is not one the hashes allow is left
+    #: unfetched (see :class:`~pypicache.bulk.downloads.JobFiles`).
+    strict_hashes = False
+    #: How reports name the hashes a file must match.
+    hash_source = "the --hash values"
+
     def __init__(
         self,
         cacher: Any,
@@ -58,6 +64,8 @@ class Job:
             lambda: self.abandoned,
             cacher.concurrency,
             self._pins,
+            strict=self.strict_hashes,
+            hash_source=self.hash_source,
         )
         self._lookups = Lookups(
             cacher.views,

@@ -122,14 +122,14 @@ class Options(UpstreamOptions, usage.Options):
             "bulk-concurrency",
             None,
             8,
-            "Downloads at once per POST /requirements.txt.",
+            "Downloads at once per POST /requirements.txt or /+warm.",
             int,
         ],
         [
             "bulk-auth",
             None,
             None,
-            "yes: POST /requirements.txt needs a user from --auth-file, as uploads "
+            "yes: POST /requirements.txt and /+warm need a user from --auth-file, as uploads "
             "do; no: it is a read (default: yes with --auth-file, else no).",
             yes_no,
         ],
@@ -145,7 +145,7 @@ class Options(UpstreamOptions, usage.Options):
             "bulk-jobs-per-client",
             None,
             2,
-            "POST /requirements.txt jobs one client address may run at once (then 429).",
+            "POST /requirements.txt and /+warm jobs one client address may run at once (then 429).",
             int,
         ],
         [

@@ -43,11 +43,12 @@ HOUR = 3600.0
 def route_kind(method: bytes, path: bytes) -> str:
     """The kind of route a request went to, as a label: ``page``, ``file``,
     ``json``, ``home``, ``stats``, ``health``, ``other`` for reads; ``bulk``
-    (``POST /requirements.txt``) or ``write`` (uploads, deletions, yanks)."""
+    (``POST /requirements.txt``, ``POST /+warm``) or ``write`` (uploads,
+    deletions, yanks)."""
     first = path[1:].split(b"/", 1)[0]
     if method == b"GET" or method == b"HEAD":
         return _READ_KINDS.get(first, "other")
-    return "bulk" if first == b"requirements.txt" else "write"
+    return "bulk" if first in (b"requirements.txt", b"+warm") else "write"
 
 
 class CountedFlights(dict[str, Any]):
@@ -142,7 +143,7 @@ class Metrics:
         )
         self.bulk_jobs = Counter(
             "pypicache_bulk_jobs",
-            "POST /requirements.txt jobs, by outcome (done, failed, cancelled).",
+            "POST /requirements.txt and POST /+warm jobs, by outcome (done, failed, cancelled).",
             ["outcome"],
             registry=registry,
         )

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_bulk -*-
-"""``POST /requirements.txt``: bulk caching over HTTP, with a JSON or NDJSON report."""
+"""``POST /requirements.txt`` and ``POST /+warm``: bulk caching over HTTP, with a JSON or NDJSON report."""
 
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -43,6 +43,17 @@ class BulkRoutes:
     @route("/requirements.txt", methods=["POST"])
     async def requirements(self, request: IRequest) -> Any:
         """Cache everything a requirements file needs; a JSON report, or NDJSON progress."""
+        return await self._limited(request, self._cache)
+
+    @route("/+warm", methods=["POST"])
+    async def warm(self, request: IRequest) -> Any:
+        """Cache exactly the files of a lock file; a JSON report, or NDJSON progress."""
+        return await self._limited(request, self._warm)
+
+    async def _limited(
+        self, request: IRequest, job: Callable[[IRequest], Awaitable[Any]]
+    ) -> Any:
+        """Run ``job`` within the client's share of bulk jobs, after access checks."""
         await self._policy.check(request, write=self._bulk_auth)
         client = self._policy.client_address(request)
         if self._running.get(client, 0) >= self._jobs_per_client:
@@ -53,7 +64,7 @@ class BulkRoutes:
             )
         self._running[client] = self._running.get(client, 0) + 1
         try:
-            return await self._cache(request)
+            return await job(request)
         finally:
             self._running[client] -= 1
             if not self._running[client]:
@@ -65,6 +76,37 @@ class BulkRoutes:
 
         params = parse_bulk_params(request.args)
         text = await self._requirements_text(request)
+        return await self._report(
+            request, lambda emit: self._bulk.run(text, params, emit)
+        )
+
+    async def _warm(self, request: IRequest) -> Any:
+        from pypicache.bulk.locks import FORMATS
+
+        fmt = None
+        for raw_key, values in request.args.items():
+            key = raw_key.decode("utf-8", "replace").strip().lower()
+            if key != "format":
+                raise BadRequest(f"Unknown parameter {key[:100]!r}; known: format")
+            if len(values) > 1:
+                raise BadRequest("format given more than once")
+            fmt = values[0].decode("utf-8", "replace").strip().lower()
+            if fmt not in FORMATS:
+                raise BadRequest(
+                    f"Unknown format {fmt[:100]!r}; known: {', '.join(FORMATS)}"
+                )
+        text = await self._requirements_text(request, "lock", "lock file")
+        return await self._report(
+            request, lambda emit: self._bulk.warm(text, fmt, emit)
+        )
+
+    async def _report(
+        self,
+        request: IRequest,
+        run: Callable[[Callable[[dict[str, Any]], None] | None], Any],
+    ) -> Any:
+        """The job's JSON report, or (``Accept: application/x-ndjson``) each
+        file's entry as it completes, then the totals."""
         if "application/x-ndjson" in (header(request, b"accept") or ""):
             request.setHeader(b"content-type", b"application/x-ndjson")
 
@@ -74,7 +116,7 @@ class BulkRoutes:
                 ):
                     request.write(json.dumps(entry).encode() + b"\n")
 
-            report = await Deferred.fromCoroutine(self._bulk.run(text, params, emit))
+            report = await Deferred.fromCoroutine(run(emit))
             emit(
                 {
                     "totals": report["totals"],
@@ -84,31 +126,36 @@ class BulkRoutes:
             )
             return b""
         request.setHeader(b"content-type", b"application/json")
-        report = await Deferred.fromCoroutine(self._bulk.run(text, params, None))
+        report = await Deferred.fromCoroutine(run(None))
         return json.dumps(report, indent=1).encode()
 
-    async def _requirements_text(self, request: IRequest) -> str:
-        """The requirements file: multipart field ``requirements``, or the raw body."""
+    async def _requirements_text(
+        self,
+        request: IRequest,
+        field: str = "requirements",
+        what: str = "requirements file",
+    ) -> str:
+        """The file: multipart field ``field``, or the raw body."""
         if boundary_of(header(request, b"content-type")) is not None:
             form = await read_form(request, self._run_blocking, self._store)
             try:
-                text = form.get("requirements")
-                part = form.files.get("requirements")
+                text = form.get(field)
+                part = form.files.get(field)
                 if part is not None:
                     with open(part.temp.path.path, "rb") as f:
                         raw = f.read(MAX_REQUIREMENTS_SIZE + 1)
                 elif text is not None:
                     raw = text.encode("utf-8")
                 else:
-                    raise BadRequest("No 'requirements' field in the form")
+                    raise BadRequest(f"No {field!r} field in the form")
             finally:
                 form.discard()
         else:
             request.content.seek(0)
             raw = request.content.read(MAX_REQUIREMENTS_SIZE + 1)
         if len(raw) > MAX_REQUIREMENTS_SIZE:
-            raise BadRequest("Requirements file too large")
+            raise BadRequest(f"{what.capitalize()} too large")
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise BadRequest("The requirements file is not UTF-8 text") from e
+            raise BadRequest(f"The {what} is not UTF-8 text") from e
