@@ -74,7 +74,7 @@ async def test_page_lists_upstream_files_with_attributes(world, dists):
     if world.index.mode == "json":
         assert new["size"] == dists["lib"].stat().st_size
         assert new["upload-time"] == "2024-01-02T03:04:05.123456Z"
-        assert page["meta"]["api-version"] == "1.1"
+        assert page["meta"]["api-version"] == "1.4"
     else:
         assert "upload-time" not in new  # never invented
         assert page["meta"]["api-version"] == "1.0"

@@ -634,16 +634,17 @@ def test_json_core_metadata_key():
 @pytest.mark.parametrize(
     "files, expected",
     [
-        ((), "1.1"),
-        ((PLAIN,), "1.1"),
-        ((PLAIN, FULL), "1.1"),
+        ((), "1.4"),
+        ((PLAIN,), "1.4"),
+        ((PLAIN, FULL), "1.4"),
         ((attrs.evolve(PLAIN, size=None),), "1.0"),
         ((FULL, attrs.evolve(PLAIN, size=None)), "1.0"),
-        ((attrs.evolve(PLAIN, size=0),), "1.1"),
+        ((attrs.evolve(PLAIN, size=0),), "1.4"),
     ],
 )
 def test_api_version(files, expected):
-    """The page declares api-version 1.1 only when every file has a size (PEP 700)."""
+    """The page declares api-version 1.4 (PEP 792, which carries the project
+    status) only when every file has a size (mandatory from 1.1, PEP 700)."""
     page = ProjectPage(name="foo", files=files)
     assert api_version(files) == expected
     assert json.loads(render_json_page(page, url_for))["meta"] == {
@@ -720,7 +721,7 @@ def test_html_page_head():
     body = render_html_page(ProjectPage(name="foo", files=(PLAIN,)), url_for).decode()
     assert body.startswith("<!DOCTYPE html>")
     assert "<title>Links for foo</title>" in body
-    assert '<meta name="pypi:repository-version" content="1.1">' in body
+    assert '<meta name="pypi:repository-version" content="1.4">' in body
     assert ">foo-0.9.tar.gz</a>" in body
 
 
@@ -748,7 +749,7 @@ NAMES = ["foo", "bar-baz", "zope-interface"]
 def test_render_html_index():
     """The HTML index links each project to ``<name>/`` (PEP 503)."""
     body = render_html_index(NAMES).decode()
-    assert '<meta name="pypi:repository-version" content="1.1">' in body
+    assert '<meta name="pypi:repository-version" content="1.4">' in body
     for name in NAMES:
         assert f'<a href="{name}/">{name}</a>' in body
     assert body.count("<a ") == len(NAMES)
@@ -765,7 +766,7 @@ def test_render_json_index(names):
     """The JSON index lists ``{"name": …}`` for each project (PEP 691)."""
     data = json.loads(render_json_index(names))
     assert data == {
-        "meta": {"api-version": "1.1"},
+        "meta": {"api-version": "1.4"},
         "projects": [{"name": n} for n in names],
     }
 

@@ -127,7 +127,9 @@ def test_commit_sidecar(store, root, clock):
 
 
 def test_commit_result(store, root, clock):
-    """Commit returns the StoredFile: path, info without URL, area, time, project."""
+    """Commit returns the StoredFile: path, info without URL, area, time,
+    project, and the scheme and host the mirrored file came from (its origin),
+    which a sidecar read again gives too."""
     stored = put(store)
     assert stored == StoredFile(
         path=root.preauthChild(f"mirror/foo/{WHEEL}"),
@@ -135,7 +137,9 @@ def test_commit_result(store, root, clock):
         area=MIRROR,
         stored_at=clock.seconds(),
         project="foo",
+        origin="https://files.example",
     )
+    assert store.stored_file(stored.path).origin == "https://files.example"
     assert stored.project == "foo"
     assert not stored.private
     assert stored.metadata_path == root.preauthChild(f"mirror/foo/{WHEEL}.metadata")

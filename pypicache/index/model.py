@@ -57,13 +57,23 @@ UrlFor = Callable[[DistFile], str]
 MetadataOf = Callable[[DistFile], bool | dict[str, str]]
 
 
+#: PEP 792 project status markers (``None`` on a page: ``active``).
+STATUSES = ("active", "archived", "quarantined", "deprecated")
+
+
 @attrs.frozen
 class ProjectPage:
-    """A project's file list, with the PEP 700 ``versions`` if the index gave them."""
+    """A project's file list, with the PEP 700 ``versions`` if the index gave them.
+
+    :ivar status: the PEP 792 project status marker (``None``: none given,
+        which means ``active``); :ivar status_reason: its free-form reason.
+    """
 
     name: str
     files: tuple[DistFile, ...] = ()
     versions: tuple[str, ...] | None = None
+    status: str | None = None
+    status_reason: str | None = None
 
     def file(self, filename: str) -> DistFile | None:
         """Return the file called ``filename``, or ``None``."""
@@ -78,6 +88,8 @@ class ProjectPage:
             "name": self.name,
             "files": [f.to_json() for f in self.files],
             "versions": list(self.versions) if self.versions is not None else None,
+            "status": self.status,
+            "status_reason": self.status_reason,
         }
 
     @classmethod
@@ -88,4 +100,6 @@ class ProjectPage:
             name=data["name"],
             files=tuple(DistFile.from_json(f) for f in data.get("files", ())),
             versions=tuple(versions) if versions is not None else None,
+            status=data.get("status"),
+            status_reason=data.get("status_reason"),
         )

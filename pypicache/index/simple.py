@@ -2,8 +2,9 @@
 """The simple repository API both ways: parse upstream pages, render ours.
 
 HTML is PEP 503 (with PEP 592, 629, 658/714 attributes); JSON is PEP 691 with
-the PEP 700 additions. Everything here is pure (no I/O, no reactor); it only
-logs the malformed file entries it leaves out of an upstream page.
+the PEP 700 additions; both carry the PEP 792 project status. Everything here
+is pure (no I/O, no reactor); it only logs the malformed file entries it leaves
+out of an upstream page.
 """
 
 import json
@@ -14,25 +15,23 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from twisted.logger import Logger
 
-from pypicache.errors import BadRequest, NotAcceptable
-from pypicache.index.model import DistFile, MetadataOf, ProjectPage, UrlFor
+from pypicache.errors import BadRequest
+from pypicache.index.model import (
+    STATUSES,
+    DistFile,
+    MetadataOf,
+    ProjectPage,
+    UrlFor,
+)
 from pypicache.index.names import parse_filename
+from pypicache.index.negotiation import HTML_TYPE as HTML_TYPE
+from pypicache.index.negotiation import JSON_TYPE as JSON_TYPE
+from pypicache.index.negotiation import OFFERED as OFFERED
+from pypicache.index.negotiation import TEXT_HTML as TEXT_HTML
+from pypicache.index.negotiation import UPSTREAM_ACCEPT as UPSTREAM_ACCEPT
+from pypicache.index.negotiation import negotiate as negotiate
 
 log = Logger()
-
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-HTML_TYPE = "application/vnd.pypi.simple.v1+html"
-TEXT_HTML = "text/html"
-_LATEST = {
-    "application/vnd.pypi.simple.latest+json": JSON_TYPE,
-    "application/vnd.pypi.simple.latest+html": HTML_TYPE,
-}
-#: What we offer, in the order ties are broken (HTML is the default).
-OFFERED = (TEXT_HTML, HTML_TYPE, JSON_TYPE)
-
-#: The ``Accept`` header we send upstream: JSON first, HTML as the fallback.
-UPSTREAM_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, {TEXT_HTML};q=0.01"
-
 
 # -- parsing -----------------------------------------------------------------
 
@@ -120,10 +119,33 @@ def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
     versions = data.get("versions")
     if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
         versions = None
+    marker = data.get("project-status")
+    if not isinstance(marker, dict):
+        marker = {}
+    status, reason = _status(name, marker.get("status"), marker.get("reason"))
     return ProjectPage(
         name=name,
         files=tuple(files),
         versions=tuple(versions) if versions is not None else None,
+        status=status,
+        status_reason=reason,
+    )
+
+
+def _status(name: str, status: Any, reason: Any) -> tuple[str | None, str | None]:
+    """A PEP 792 status marker and its reason as a page gives them; an
+    unknown status is left out (logged), as a page without one is ``active``."""
+    if status is None:
+        return None, None
+    if not isinstance(status, str) or status.strip().lower() not in STATUSES:
+        log.warn(
+            "Ignored the unknown project status {status!r} of {project}",
+            status=str(status)[:100],
+            project=name,
+        )
+        return None, None
+    return status.strip().lower(), (
+        reason if isinstance(reason, str) and reason else None
     )
 
 
@@ -152,10 +174,16 @@ class _AnchorParser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.base: str | None = None
         self.anchors: list[dict[str, str | None]] = []
+        self.meta: dict[str, str | None] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
+        elif tag == "meta":
+            attributes = dict(attrs)
+            self.meta.setdefault(
+                attributes.get("name") or "", attributes.get("content")
+            )
         elif tag == "a":
             attributes = dict(attrs)
             if attributes.get("href"):
@@ -205,15 +233,27 @@ def parse_html_page(text: str, page_url: str, name: str) -> ProjectPage:
             continue
         if f is not None:
             files.append(f)
-    return ProjectPage(name=name, files=tuple(files))
+    status, reason = _status(
+        name,
+        parser.meta.get("pypi:project-status"),
+        parser.meta.get("pypi:project-status-reason"),
+    )
+    return ProjectPage(
+        name=name, files=tuple(files), status=status, status_reason=reason
+    )
 
 
 # -- rendering ---------------------------------------------------------------
 
 
+#: The API version of our pages: PEP 792's, which carries the project status
+#: (1.2 and 1.3, PEP 708 and 740, add only optional fields).
+API_VERSION = "1.4"
+
+
 def api_version(files: Iterable[DistFile]) -> str:
     """PEP 700 makes ``size`` mandatory from 1.1: declare 1.0 where one is unknown."""
-    return "1.1" if all(f.size is not None for f in files) else "1.0"
+    return API_VERSION if all(f.size is not None for f in files) else "1.0"
 
 
 def _metadata_attribute(value: bool | dict[str, str]) -> str | None:
@@ -235,7 +275,7 @@ def _fragment(hashes: dict[str, str]) -> str:
 _HTML_HEAD = (
     "<!DOCTYPE html>\n<html>\n  <head>\n"
     '    <meta name="pypi:repository-version" content="{version}">\n'
-    "    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
+    "{status}    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
 )
 _HTML_TAIL = "  </body>\n</html>\n"
 
@@ -249,7 +289,19 @@ def render_html_page(
         ``offer``, what to say of its core metadata.
     """
     title = escape(f"Links for {page.name}")
-    parts = [_HTML_HEAD.format(version=api_version(page.files), title=title)]
+    status = ""
+    if page.status is not None:
+        status = (
+            f'    <meta name="pypi:project-status" content="{escape(page.status)}">\n'
+        )
+        if page.status_reason:
+            status += (
+                '    <meta name="pypi:project-status-reason" '
+                f'content="{escape(page.status_reason)}">\n'
+            )
+    parts = [
+        _HTML_HEAD.format(version=api_version(page.files), status=status, title=title)
+    ]
     for f in page.files:
         attributes = [f'href="{escape(url_for(f) + _fragment(f.hashes))}"']
         if f.requires_python:
@@ -293,7 +345,7 @@ def render_json_page(
         if f.provenance:
             entry["provenance"] = f.provenance
         files.append(entry)
-    data = {
+    data: dict[str, Any] = {
         "meta": {"api-version": api_version(page.files)},
         "name": page.name,
         "files": files,
@@ -301,6 +353,11 @@ def render_json_page(
             page.versions if page.versions is not None else versions_of(page)
         ),
     }
+    if page.status is not None:
+        marker = {"status": page.status}
+        if page.status_reason:
+            marker["reason"] = page.status_reason
+        data["project-status"] = marker
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
@@ -319,7 +376,7 @@ def versions_of(page: ProjectPage) -> list[str]:
 
 def render_html_index(names: Iterable[str]) -> bytes:
     """Render the project list as PEP 503 HTML (links relative to ``/simple/``)."""
-    parts = [_HTML_HEAD.format(version="1.1", title="Simple index")]
+    parts = [_HTML_HEAD.format(version=API_VERSION, status="", title="Simple index")]
     for name in names:
         parts.append(f'    <a href="{escape(name)}/">{escape(name)}</a><br/>\n')
     parts.append(_HTML_TAIL)
@@ -328,73 +385,8 @@ def render_html_index(names: Iterable[str]) -> bytes:
 
 def render_json_index(names: Iterable[str]) -> bytes:
     """Render the project list as PEP 691 JSON."""
-    data = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
+    data = {
+        "meta": {"api-version": API_VERSION},
+        "projects": [{"name": n} for n in names],
+    }
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
-
-
-# -- content negotiation -----------------------------------------------------
-
-
-def _parse_accept(header: str) -> list[tuple[str, float, int]]:
-    """Return ``(media range, q, position)`` for each entry of an Accept header."""
-    ranges = []
-    for position, item in enumerate(header.split(",")):
-        media, *params = (p.strip() for p in item.split(";"))
-        if not media:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        ranges.append((_LATEST.get(media.lower(), media.lower()), q, position))
-    return ranges
-
-
-def negotiate(accept: str | None, format_param: str | None = None) -> str:
-    """Choose the media type of a simple API response.
-
-    :param accept: the request's ``Accept`` header (``None``: HTML).
-    :param format_param: the ``?format=`` query parameter, which wins if given.
-    :returns: one of :data:`OFFERED`.
-    :raises NotAcceptable: if nothing we offer is acceptable.
-    """
-    if format_param:
-        # ``?format=application/vnd.pypi.simple.v1+json`` unquoted: ``+`` became a space.
-        format_param = format_param.strip().replace(" ", "+")
-        chosen = _LATEST.get(format_param.lower(), format_param.lower())
-        if chosen in OFFERED:
-            return chosen
-        raise NotAcceptable(
-            f"Unsupported format {format_param!r}; offered: {', '.join(OFFERED)}"
-        )
-    if not accept or not accept.strip():
-        return TEXT_HTML
-    ranges = _parse_accept(accept)
-    best: tuple[float, int, int, int] | None = None
-    chosen = None
-    for preference, offered in enumerate(OFFERED):
-        major = offered.split("/", 1)[0]
-        match = None  # (specificity, q, position) of the most specific range
-        for media, q, position in ranges:
-            if media == offered:
-                specificity = 2
-            elif media == f"{major}/*":
-                specificity = 1
-            elif media == "*/*":
-                specificity = 0
-            else:
-                continue
-            if match is None or specificity > match[0]:
-                match = (specificity, q, position)
-        if match is None or match[1] <= 0:
-            continue
-        key = (match[1], match[0], -match[2], -preference)
-        if best is None or key > best:
-            best, chosen = key, offered
-    if chosen is None:
-        raise NotAcceptable(f"None of {', '.join(OFFERED)} is acceptable")
-    return chosen

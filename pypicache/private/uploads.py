@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking
-from pypicache.errors import BadRequest, Conflict, NotFound
+from pypicache.errors import BadRequest, Conflict, Forbidden, NotFound
 from pypicache.index.archives import ArchiveMetadata, inspect_archive
 from pypicache.index.hygiene import check_metadata_version
 from pypicache.index.model import DistFile
@@ -119,6 +119,8 @@ class Uploads:
     _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
     #: Told of each file stored by an upload, for the metrics.
     on_upload: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
+    #: Why a project takes no uploads (archived, quarantined: PEP 792), or ``None``.
+    closed: Callable[[str], str | None] | None = attrs.field(default=None, kw_only=True)
 
     async def receive(
         self,
@@ -151,6 +153,9 @@ class Uploads:
         uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         project, version = parse_upload_filename(filename)
+        why = self.closed(project) if self.closed is not None else None
+        if why is not None:
+            raise Forbidden(why)
         if part.size == 0:
             raise BadRequest(f"{filename} is empty")
         if form.get("name") and canonicalize_name(form["name"] or "") != project:

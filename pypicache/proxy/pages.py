@@ -162,11 +162,13 @@ class ProjectPages:
             if (
                 response.page is not None
                 and not response.page.files
+                and response.page.status != "quarantined"
                 and cached is not None
                 and cached.page.files
             ):
                 # A captive portal or a broken mirror answers 200 with no
-                # links; a project that really lost every file answers 404.
+                # links; a project that really lost every file answers 404
+                # (or is quarantined: PEP 792 offers none of its files).
                 raise UpstreamError(
                     f"Upstream sent an empty page for {project!r}, which had files"
                 )

@@ -28,7 +28,7 @@ from pypicache.errors import NotFound
 from pypicache.index.model import ProjectPage
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.upstream import Upstream, mask_url
-from pypicache.storage.records import CachedPage
+from pypicache.storage.records import CachedPage, origin_of
 
 #: What an upstream may be called: it is a folder and a URL segment.
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -119,6 +119,7 @@ def _combined(parts: list[CachedPage]) -> CachedPage:
         min(p.fetched_at for p in parts),
         "|".join(p.etag or f"@{p.fetched_at}" for p in parts),
         None,
+        origins=frozenset(origin_of(f.url) for p in parts for f in p.page.files),
     )
 
 

@@ -11,8 +11,9 @@ from pypicache.index.model import DistFile, ProjectPage
 from pypicache.index.provenance import PROVENANCE
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.rules import Rules
+from pypicache.proxy.withdrawals import Withdrawals
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import CachedPage, StoredFile
+from pypicache.storage.records import CachedPage, StoredFile, origin_of
 
 log = Logger()
 
@@ -52,21 +53,51 @@ def advertised(
     return False
 
 
-def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
-    """The upstream page with what the disk knows added: sizes, metadata, extra files.
+def merge(
+    page: ProjectPage, stored: list[StoredFile], confirmed_at: float | None = None
+) -> ProjectPage:
+    """The upstream page with what the disk knows added (see :func:`merged`)."""
+    return merged(page, stored, confirmed_at)[0]
+
+
+def merged(
+    page: ProjectPage,
+    stored: list[StoredFile],
+    confirmed_at: float | None = None,
+    origins: frozenset[str | None] | None = None,
+) -> tuple[ProjectPage, dict[str, str], list[str]]:
+    """The upstream page with what the disk knows added: sizes, metadata,
+    extra files; and which mirrored files the upstream withdrew.
 
     A private file replaces an upstream file of the same name (``--mirror-private``).
-    A stored wheel's own metadata hash wins over the upstream's.
+    A stored wheel's own metadata hash wins over the upstream's. A mirrored
+    file the page does not list is withdrawn, and left out, if the page was
+    fetched (``confirmed_at``) after the file was stored and lists files
+    from the host the file came from; else (a stale page, a file of another
+    upstream) it is added as before. A quarantined page (PEP 792) offers no
+    file but private ones.
+
+    :param origins: where the files of the pages merged into ``page`` are
+        (``None``: where ``page``'s are).
+
+    :returns: the page, the withdrawn files (filename to reason) and the
+        stored mirrored files the page lists.
     """
+    quarantined = page.status == "quarantined"
     on_disk = {s.info.filename: s for s in stored}
     files = []
+    listed = []
     for f in page.files:
         s = on_disk.pop(f.filename, None)
         if s is None:
-            files.append(f)
+            if not quarantined:
+                files.append(f)
         elif s.private:
             files.append(local_info(s))
+        elif quarantined:
+            on_disk[f.filename] = s
         else:
+            listed.append(f.filename)
             local = local_info(s).core_metadata
             files.append(
                 attrs.evolve(
@@ -77,10 +108,29 @@ def merge(page: ProjectPage, stored: list[StoredFile]) -> ProjectPage:
                     ),
                 )
             )
-    files.extend(local_info(s) for s in on_disk.values())
-    return attrs.evolve(
-        page, files=tuple(files), versions=page.versions if not on_disk else None
+    withdrawn = {}
+    if quarantined:
+        why = "the project is quarantined upstream"
+        why += f": {page.status_reason}" if page.status_reason else ""
+        withdrawn = {n: why for n, s in on_disk.items() if not s.private}
+    elif on_disk and confirmed_at is not None:
+        hosts = origins or {origin_of(f.url) for f in page.files}
+        withdrawn = {
+            n: "no longer on the upstream's page"
+            for n, s in on_disk.items()
+            if not s.private
+            and s.stored_at is not None
+            and s.stored_at <= confirmed_at
+            and (s.origin is None or s.origin in hosts)
+        }
+    extra = [local_info(s) for n, s in on_disk.items() if n not in withdrawn]
+    files.extend(extra)
+    page = attrs.evolve(
+        page,
+        files=tuple(files),
+        versions=page.versions if not extra and not quarantined else None,
     )
+    return page, withdrawn, listed
 
 
 @attrs.define
@@ -125,20 +175,31 @@ class Views:
     #: What the team decided may be served (cooldown, blocks, yanks...);
     #: replaced whole on reload.
     rules: Rules = attrs.field(factory=Rules)
+    #: Where the mirrored files the upstream withdrew are recorded (``None``: nowhere).
+    withdrawals: Withdrawals | None = None
 
     def is_private(self, project: str) -> bool:
         """Whether the upstream must never be asked about ``project``."""
         return self._store.is_private(project) and project not in self.mirror_private
 
-    def local(self, project: str) -> View:
-        """The page of what is on disk; raises :class:`NotFound` if nothing is."""
+    def local(self, project: str, for_simple: bool = False) -> View:
+        """The page of what is on disk; raises :class:`NotFound` if nothing is.
+
+        :param for_simple: for ``/simple/`` while the upstream fails or lacks
+            the project: without the files recorded as withdrawn, whatever
+            ``--withdrawn`` says.
+        """
         stored = self._store.files(project)
         if not stored and not self._store.is_private(project):
             raise NotFound(f"No files of {project!r} on this server")
         rules = self.rules
+        key: tuple[Hashable, ...] = ("local", project, self._store.generation(project))
+        if for_simple and self.withdrawals is not None:
+            gone = self.withdrawals.files(project)
+            stored = [s for s in stored if s.private or s.info.filename not in gone]
+            key += ("simple", self.withdrawals.version(project))
         return View(
-            ("local", project, self._store.generation(project))
-            + rules.version("local", project),
+            key + rules.version("local", project),
             lambda: rules.page(
                 "local",
                 project,
@@ -171,6 +232,18 @@ class Views:
 
     def _merged(self, project: str, cached: CachedPage) -> View:
         rules = self.rules
+
+        def build() -> ProjectPage:
+            page, withdrawn, listed = merged(
+                cached.page,
+                self._store.files(project),
+                cached.fetched_at,
+                cached.origins,
+            )
+            if self.withdrawals is not None:
+                self.withdrawals.note(project, withdrawn, listed)
+            return rules.page("simple", project, page)
+
         return View(
             (
                 "simple",
@@ -180,9 +253,7 @@ class Views:
                 self._store.generation(project),
             )
             + rules.version("simple", project),
-            lambda: rules.page(
-                "simple", project, merge(cached.page, self._store.files(project))
-            ),
+            build,
         )
 
     async def simple(self, project: str) -> View:
@@ -200,7 +271,7 @@ class Views:
                 project=project,
                 reason=e.message,
             )
-            return self.local(project)
+            return self.local(project, for_simple=True)
         if self.on_cold is not None and self._mirror.pages.fresh(project) is cached:
             self.on_cold.page_fetched(project, cached.page)
         return self._merged(project, cached)

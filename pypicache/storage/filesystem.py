@@ -46,6 +46,7 @@ from pypicache.storage.records import (
     SIDECAR_SUFFIX,
     CachedPage,
     StoredFile,
+    origin_of,
 )
 
 
@@ -109,8 +110,9 @@ class FilesystemStore(ListedLayout):
             temp.path, temp.project, temp.area = moved, project, area
         target = temp.path.sibling(info.filename)
         stored_at = self._now()
+        origin = origin_of(info.url) if temp.area == MIRROR else None
         info = attrs.evolve(info, url=None)
-        sidecar = {"file": info.to_json(), "stored_at": stored_at}
+        sidecar = {"file": info.to_json(), "stored_at": stored_at, "origin": origin}
         written = []
         try:
             if metadata is not None:
@@ -139,6 +141,7 @@ class FilesystemStore(ListedLayout):
             area=temp.area,
             stored_at=stored_at,
             project=temp.project,
+            origin=origin,
         )
 
     def register(self, stored: StoredFile) -> StoredFile:
@@ -172,14 +175,22 @@ class FilesystemStore(ListedLayout):
         result with :meth:`register`."""
         write_atomically(stored.metadata_path, metadata)
         info = attrs.evolve(stored.info, core_metadata={"sha256": digest})
-        sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}
+        sidecar = {
+            "file": info.to_json(),
+            "stored_at": stored.stored_at,
+            "origin": stored.origin,
+        }
         write_atomically(
             stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
         )
         return attrs.evolve(stored, info=info)
 
     def update(self, stored: StoredFile, info: DistFile) -> StoredFile:
-        sidecar = {"file": info.to_json(), "stored_at": stored.stored_at}
+        sidecar = {
+            "file": info.to_json(),
+            "stored_at": stored.stored_at,
+            "origin": stored.origin,
+        }
         write_atomically(
             stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
         )

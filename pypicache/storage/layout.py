@@ -153,6 +153,7 @@ class Layout:
             area=area,
             stored_at=stored_at,
             project=project,
+            origin=data.get("origin"),
         )
 
     def _area_of(self, path: FilePath, version: Any) -> str:

@@ -49,6 +49,9 @@ class StoredFile:
     area: str
     stored_at: float | None = None
     project: str = ""
+    #: ``scheme://host[:port]`` of the URL a mirrored file came from (``None``:
+    #: not known), to tell the files of one upstream from another's.
+    origin: str | None = None
 
     @property
     def private(self) -> bool:
@@ -64,6 +67,15 @@ class StoredFile:
         return self.path.siblingExtension(PROVENANCE_SUFFIX)
 
 
+def origin_of(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of ``url`` (``None`` for none)."""
+    if not url:
+        return None
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme.lower()}://{host.lower()}" if rest else None
+
+
 @attrs.frozen
 class CachedPage:
     """An upstream project page with what is needed to revalidate it."""
@@ -72,6 +84,10 @@ class CachedPage:
     fetched_at: float
     etag: str | None = None
     last_modified: str | None = None
+    #: Where the files of the pages merged into this one are (``None``: the
+    #: page's own files say), for telling withdrawn files from another
+    #: upstream's; not stored.
+    origins: frozenset[str | None] | None = attrs.field(default=None, eq=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -8,11 +8,14 @@
 - ``export --cache DIR OUT.tar`` / ``import --cache DIR IN.tar``: the private
   index in one tar file;
 - ``token create|list|revoke --cache DIR ...``: access tokens
-  (:mod:`pypicache.tap.admintokens`).
+  (:mod:`pypicache.tap.admintokens`);
+- ``withdrawn --cache DIR [--json]``: the cached files the upstream withdrew
+  (kept on disk, no longer offered by ``/simple/``).
 
 Progress bars (tqdm) go to standard error when it is a terminal.
 """
 
+import json
 import os
 import sys
 import time
@@ -24,6 +27,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from pypicache.private.backup import BackupError, export_private, import_private
+from pypicache.proxy.withdrawals import withdrawn_files
 from pypicache.storage.capacity import evict_pass
 from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
@@ -100,8 +104,13 @@ class ImportOptions(_TarOptions):
         super().postOptions()
 
 
+class WithdrawnOptions(_CacheOptions):
+    synopsis = "--cache DIR [--json]"
+    optFlags = [["json", None, "One JSON object per file."]]
+
+
 class AdminOptions(usage.Options):
-    synopsis = "cleanup|verify|export|import|token --cache DIR ..."
+    synopsis = "cleanup|verify|export|import|token|withdrawn --cache DIR ..."
     longdesc = "Upkeep of a pypicache cache folder, also while the daemon runs."
     subCommands = [
         ["cleanup", None, CleanupOptions, "Evict mirrored files (or --dry-run)."],
@@ -109,12 +118,18 @@ class AdminOptions(usage.Options):
         ["export", None, ExportOptions, "Write the private index to a tar file."],
         ["import", None, ImportOptions, "Restore the private index from a tar file."],
         ["token", None, TokenOptions, "Create, list or revoke access tokens."],
+        [
+            "withdrawn",
+            None,
+            WithdrawnOptions,
+            "List the cached files the upstream withdrew.",
+        ],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError(
-                "name a command: cleanup, verify, export, import, token"
+                "name a command: cleanup, verify, export, import, token, withdrawn"
             )
 
 
@@ -215,12 +230,35 @@ def import_(options: Any, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def withdrawn(options: Any, out: TextIO, err: TextIO) -> int:
+    files = withdrawn_files(options["layout"].root.path)
+    for entry in files:
+        if options["json"]:
+            out.write(json.dumps(entry) + "\n")
+            continue
+        since = entry["since"]
+        when = (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+            if isinstance(since, (int, float))
+            else "?"
+        )
+        where = f" (upstream {entry['upstream']})" if entry["upstream"] else ""
+        out.write(
+            f"{entry['project']} {entry['filename']}{where} withdrawn since "
+            f"{when}: {entry['reason']}\n"
+        )
+    if not options["json"]:
+        out.write(f"{len(files)} withdrawn files kept on disk.\n")
+    return 0
+
+
 COMMANDS = {
     "cleanup": cleanup,
     "verify": verify,
     "export": export,
     "import": import_,
     "token": token,
+    "withdrawn": withdrawn,
 }
 
 

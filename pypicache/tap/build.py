@@ -29,6 +29,8 @@ from pypicache.proxy.prefetch import (
     DEFAULT_REQUESTS,
     Prefetcher,
 )
+from pypicache.proxy.projectfiles import ProjectFiles
+from pypicache.proxy.projectstatus import STATUS_FOLDER, Statuses, StatusRule
 from pypicache.proxy.provenance import Provenances
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
@@ -39,6 +41,12 @@ from pypicache.proxy.upstreams import (
     UpstreamSpec,
 )
 from pypicache.proxy.views import Views
+from pypicache.proxy.withdrawals import (
+    WITHDRAWN,
+    Withdrawals,
+    WithdrawnRule,
+    withdrawn_files,
+)
 from pypicache.proxy.yanks import LocalYanks
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
@@ -57,6 +65,7 @@ from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
 from pypicache.web.routes.provenance import ProvenanceRoutes
+from pypicache.web.routes.status import StatusRoutes
 from pypicache.web.tokens import TokenChecker, tokens_path
 
 log = Logger()
@@ -75,6 +84,8 @@ class Live:
     named: dict[str, Named] = attrs.field(factory=dict)
     #: The cooldown's rules (``min-age``), changed on reload.
     cooldown: Any = None
+    #: ``withdrawn = "hide" | "keep"`` (its ``mode``).
+    withdrawn: WithdrawnRule | None = None
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -128,6 +139,7 @@ def build_live(
     rules: Rules = Rules(),
     cooldown: CooldownSettings = CooldownSettings(),
     block: Sequence[str] = (),
+    withdrawn: str = "hide",
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -152,6 +164,8 @@ def build_live(
         :mod:`pypicache.proxy.rules`).
     :param cooldown: the cooldown (``min-age``), added to ``rules``.
     :param block: the block list's entries (``--block``), checked.
+    :param withdrawn: ``"hide"`` or ``"keep"`` the mirrored files the
+        upstream withdrew in ``/local/`` (:mod:`pypicache.proxy.withdrawals`).
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -186,6 +200,7 @@ def build_live(
         settings,
         page_ttl,
         page_max_age,
+        withdrawn,
     )
     pages = ProjectPages(
         upstream,
@@ -231,8 +246,26 @@ def build_live(
     mirror.on_stored = stored_from_upstream
     local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
     yanks = LocalYanks(local_yanks)
-    rules = with_block_list(rules, block).added(yanks)
-    views = Views(store, mirror, frozenset(mirror_private), rules=rules)
+    withdrawals = Withdrawals(
+        ProjectFiles(store.root.child(WITHDRAWN), reactor, run_blocking)
+    )
+    withdrawn_rule = WithdrawnRule(withdrawals, withdrawn)
+    statuses = Statuses(
+        ProjectFiles(store.root.preauthChild(STATUS_FOLDER), reactor, run_blocking)
+    )
+    rules = (
+        with_block_list(rules, block)
+        .added(StatusRule(statuses, store.is_private))
+        .added(withdrawn_rule)
+        .added(yanks)
+    )
+    views = Views(
+        store,
+        mirror,
+        frozenset(mirror_private),
+        rules=rules,
+        withdrawals=withdrawals,
+    )
     for each in named.values():
         if each.views is not None:
             # /upstreams/<name>/ follows the block list and the yanks too.
@@ -250,6 +283,7 @@ def build_live(
             run_blocking=run_blocking,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
+    uploads.closed = statuses.closed
 
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
@@ -301,6 +335,7 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
+        app.metrics.withdrawn = lambda: withdrawn_files(store.root.path)
     app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(
@@ -327,3 +362,5 @@ def build_live(
     live.cooldown.install()
     app.extra_routes.append(live.cooldown.client_routes(app))
     return live
+    app.extra_routes.append(StatusRoutes(statuses, store, policy))
+    return Live(app, upstream, pages, users, named, withdrawn_rule)

@@ -14,10 +14,13 @@ from twisted.web.resource import IResource
 
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.projectfiles import ProjectFiles
 from pypicache.proxy.provenance import Provenances
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import Upstream
 from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.proxy.views import Views
+from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.web.app import add_error_handlers
@@ -45,6 +48,8 @@ class Named:
     #: Its views: its own rules (cooldown), and the block list and local
     #: yanks of the default upstream (start-up, SIGHUP).
     views: Views | None = None
+    #: ``--withdrawn`` for ``/upstreams/<name>/local/``.
+    withdrawn: WithdrawnRule | None = None
 
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
@@ -67,6 +72,7 @@ def build_named(
     upstream_settings: dict[str, Any],
     page_ttl: float,
     page_max_age: int,
+    withdrawn: str = "hide",
 ) -> dict[str, Named]:
     """One :class:`Named` per spec; their stores in ``<cache>/upstreams/<name>/``.
 
@@ -93,7 +99,11 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        views = Views(store, mirror)
+        withdrawals = Withdrawals(
+            ProjectFiles(root.child(WITHDRAWN), reactor, run_blocking)
+        )
+        rule = WithdrawnRule(withdrawals, withdrawn)
+        views = Views(store, mirror, rules=Rules((rule,)), withdrawals=withdrawals)
         installer = InstallerRoutes(store, mirror, views)
         installer.page_max_age = page_max_age
         provenances = Provenances(upstream, store, mirror, run_blocking)
@@ -104,6 +114,13 @@ def build_named(
         register(app, FileHostRoutes(installer, views, mirror))
         register(app, ProvenanceRoutes(views, provenances))
         built[spec.name] = Named(
-            spec, upstream, pages, store, installer, app.resource(), views
+            spec,
+            upstream,
+            pages,
+            store,
+            installer,
+            app.resource(),
+            views=views,
+            withdrawn=rule,
         )
     return built

@@ -28,6 +28,7 @@ from pypicache.tap.values import (
     positive,
     rate,
     size,
+    withdrawn_mode,
     yes_no,
 )
 from pypicache.web.access import parse_cidr
@@ -277,6 +278,15 @@ class Options(CooldownOptions, UpstreamOptions, usage.Options):
             None,
             "PEM file of the certificate authorities trusted for upstream TLS, "
             "instead of the system's.",
+        ],
+        [
+            "withdrawn",
+            None,
+            "hide",
+            "hide: /local/ stops listing (and serving) cached files the upstream "
+            "withdrew, as /simple/ does; keep: /local/ goes on offering them "
+            "(kept on disk either way).",
+            withdrawn_mode,
         ],
     ]
 

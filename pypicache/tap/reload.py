@@ -139,6 +139,16 @@ def _block_list(live: "Live", site: Site, entries: Any) -> bool:
     return True
 
 
+def _withdrawn(live: "Live", site: Site, mode: str) -> bool:
+    """``withdrawn``, for ``/local/`` and each named upstream's."""
+    for named in live.named.values():
+        if named.withdrawn is not None:
+            named.withdrawn.mode = mode
+    if live.withdrawn is not None:
+        live.withdrawn.mode = mode
+    return True
+
+
 #: How each option that can change while the daemon runs is changed: a
 #: function of the live objects, the site and the new value, which returns
 #: whether it could (else it needs a restart).
@@ -168,6 +178,7 @@ APPLY: dict[str, Callable[["Live", Site, Any], bool]] = {
     "min-age-private": _cooldown("private", bool),
     "min-age-exempt": _cooldown("exempt", tuple),
     "block": _block_list,
+    "withdrawn": _withdrawn,
 }
 
 

@@ -155,6 +155,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         merge=options["merge"],
         cooldown=options.cooldown_settings(),
         block=options["block"],
+        withdrawn=options["withdrawn"],
     )
     app = live.app
     for named in live.named.values():

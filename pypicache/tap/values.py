@@ -79,3 +79,11 @@ def positive(value: str) -> float:
     if number < 0:
         raise ValueError("must not be negative")
     return number
+
+
+def withdrawn_mode(value: str) -> str:
+    """``hide`` or ``keep`` (``--withdrawn``)."""
+    mode = value.strip().lower()
+    if mode not in ("hide", "keep"):
+        raise ValueError(f"must be hide or keep, not {value!r}")
+    return mode

@@ -2,7 +2,7 @@
 """``GET /metrics`` (Prometheus's text format) and ``GET /+stats`` (JSON)."""
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,6 +33,8 @@ class MetricsRoutes:
     _clock: Any
     started: float
     metrics_auth: bool = False
+    #: The mirrored files the upstream withdrew (blocking: run in a thread).
+    withdrawn: Callable[[], list[dict[str, Any]]] | None = None
 
     @route("/metrics", methods=["GET", "HEAD"])
     async def metrics(self, request: IRequest) -> bytes:
@@ -55,4 +57,6 @@ class MetricsRoutes:
         result: dict[str, Any] = await self._run_blocking(
             self._metrics.stats, self._clock.seconds(), self.started
         )
+        if self.withdrawn is not None:
+            result["withdrawn"] = await self._run_blocking(self.withdrawn)
         return result

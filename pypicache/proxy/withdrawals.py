@@ -1,0 +1,152 @@
+# -*- test-case-name: tests.test_withdrawn -*-
+"""Files the upstream withdrew: cached here, and no longer on its page.
+
+:func:`~pypicache.proxy.views.merged` finds them when it builds a project's
+``/simple/`` page from a page fetched after they were stored (a stale page,
+or one older than the file, proves nothing) and leaves them out.
+:class:`Withdrawals` records them, one small JSON file per project in
+``DIR/withdrawn/``, so that ``/local/``, ``/+stats`` and ``pypicache-admin
+withdrawn`` know them across restarts and processes; a file listed again
+upstream (a quarantine lifted) leaves the record. :class:`WithdrawnRule`
+hides them from ``/local/`` and refuses their URLs (``withdrawn = "hide"``),
+or leaves them there (``"keep"``). The files stay on disk either way.
+"""
+
+import os
+from typing import Any, Hashable, Iterable
+
+import attrs
+from twisted.logger import Logger
+
+from pypicache.index.model import DistFile, ProjectPage
+from pypicache.proxy.projectfiles import ProjectFiles, read_folder
+from pypicache.storage.records import MIRROR
+
+log = Logger()
+
+#: The record's folder under the cache root.
+WITHDRAWN = "withdrawn"
+
+#: Where the named upstreams' stores are, under the cache root (as
+#: ``tap/named.py`` puts them).
+UPSTREAMS = "upstreams"
+
+#: What ``withdrawn`` may be set to.
+MODES = ("hide", "keep")
+
+
+def read_all(root: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every project's withdrawn files under the cache ``root`` (blocking):
+    project to filename to ``{"since": seconds, "reason": text}``."""
+    found = {}
+    for project, record in read_folder(os.path.join(root, WITHDRAWN)).items():
+        files = record.get("files")
+        if isinstance(files, dict) and files:
+            found[project] = files
+    return found
+
+
+def withdrawn_files(root: str) -> list[dict[str, Any]]:
+    """The withdrawn files still on disk under the cache ``root`` and each
+    named upstream's store in it (blocking): ``project``, ``filename``,
+    ``since``, ``reason``, and ``upstream`` (``None``: ``/simple/``'s)."""
+    stores: list[tuple[str | None, str]] = [(None, root)]
+    named = os.path.join(root, UPSTREAMS)
+    if os.path.isdir(named):
+        stores += [(n, os.path.join(named, n)) for n in sorted(os.listdir(named))]
+    found = []
+    for upstream, store in stores:
+        for project, files in read_all(store).items():
+            for filename, entry in sorted(files.items()):
+                if os.path.isfile(os.path.join(store, MIRROR, project, filename)):
+                    found.append(
+                        {
+                            "project": project,
+                            "filename": filename,
+                            "since": entry.get("since"),
+                            "reason": entry.get("reason"),
+                            "upstream": upstream,
+                        }
+                    )
+    return found
+
+
+@attrs.define
+class Withdrawals:
+    """The record of withdrawn files, per project (see the module's docstring)."""
+
+    records: ProjectFiles
+
+    def files(self, project: str) -> dict[str, dict[str, Any]]:
+        """The withdrawn files of ``project``: filename to since and reason."""
+        files = self.records.get(project).get("files")
+        return files if isinstance(files, dict) else {}
+
+    def version(self, project: str) -> Hashable:
+        """Changes whenever the project's record does."""
+        return self.records.version(project)
+
+    def note(
+        self, project: str, withdrawn: dict[str, str], listed: Iterable[str]
+    ) -> None:
+        """Record ``withdrawn`` (filename to reason) and forget the ``listed``
+        files (upstream lists them again); written in the background."""
+        before = self.files(project)
+        files = dict(before)
+        for name in listed:
+            files.pop(name, None)
+        for name, reason in withdrawn.items():
+            if files.get(name, {}).get("reason") != reason:
+                files[name] = {"since": self.records.clock.seconds(), "reason": reason}
+        if files == before:
+            return
+        for name in withdrawn:
+            if name not in before:
+                log.warn(
+                    "{filename} was withdrawn upstream ({reason}): no longer offered",
+                    filename=name,
+                    reason=withdrawn[name],
+                )
+        record = {"project": project, "files": files} if files else {}
+        self.records.put(project, record).addErrback(
+            lambda failure: log.failure(
+                "Could not record the withdrawn files of {project}",
+                failure,
+                project=project,
+            )
+        )
+
+
+@attrs.define
+class WithdrawnRule:
+    """Hides recorded withdrawn files from ``/local/`` and refuses their URLs
+    (``mode = "hide"``), or leaves them be (``"keep"``)."""
+
+    withdrawals: Withdrawals
+    mode: str = "hide"
+
+    def version(self, area: str, project: str) -> Hashable:
+        if self.mode != "hide" or area != "local":
+            return self.mode
+        return (self.mode, self.withdrawals.version(project))
+
+    def page(self, area: str, project: str, page: ProjectPage) -> ProjectPage:
+        if self.mode != "hide" or area != "local":
+            return page
+        gone = self.withdrawals.files(project)
+        if not gone:
+            return page
+        kept = tuple(f for f in page.files if f.filename not in gone)
+        return attrs.evolve(page, files=kept, versions=None)
+
+    def refusal(self, project: str, filename: str, info: DistFile | None) -> str | None:
+        if self.mode != "hide":
+            return None
+        entry = self.withdrawals.files(project).get(filename)
+        if entry is None:
+            return None
+        return (
+            f"{filename} was withdrawn by the upstream index "
+            f"({entry.get('reason') or 'no longer on its page'}); this server "
+            "keeps it but serves it no more (withdrawn = hide)"
+        )
