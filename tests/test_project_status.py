@@ -224,7 +224,7 @@ async def test_private_status_api(tmp_path):
 
         archived = json.dumps({"status": "archived", "reason": "use inhouse2"})
         answer = await post(archived)
-        assert answer.code == 401
+        assert answer.code == 401, await answer.text()
         answer = await post(json.dumps({"status": "gone"}), _basic())
         assert answer.code == 400
         assert "Unknown project status 'gone'" in await answer.text()

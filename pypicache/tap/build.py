@@ -348,7 +348,7 @@ def build_live(
             {n: b.site for n, b in named.items()},
         )
     )
-    live = Live(app, upstream, pages, users, named)
+    live = Live(app, upstream, pages, users, named, withdrawn=withdrawn_rule)
     live.cooldown = Cooldowns(
         cooldown,
         reactor,
@@ -361,6 +361,5 @@ def build_live(
     )
     live.cooldown.install()
     app.extra_routes.append(live.cooldown.client_routes(app))
-    return live
     app.extra_routes.append(StatusRoutes(statuses, store, policy))
-    return Live(app, upstream, pages, users, named, withdrawn_rule)
+    return live
