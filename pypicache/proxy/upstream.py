@@ -3,6 +3,7 @@
 
 import base64
 from typing import Any, Callable
+from weakref import WeakKeyDictionary
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
@@ -32,6 +33,19 @@ log = Logger()
 #: Largest project page we accept from upstream, decompressed (the biggest
 #: real ones are a few MB).
 MAX_PAGE_SIZE = 32 * 1024 * 1024
+
+
+#: Statuses whose body the caller reads: their outcome is counted once the
+#: body is read or fails (:meth:`Upstream.read_body`), or dropped
+#: (:meth:`Upstream.drop_body`), not when the headers arrive.
+READ_STATUSES = frozenset((200, 206))
+
+#: Each response of :data:`READ_STATUSES` not counted yet, with its status and
+#: the callback to tell. Any upstream's: a named upstream's file response
+#: may be read by the default one's ``read_body`` (``FileClient``).
+_uncounted: (
+    "WeakKeyDictionary[IResponse, tuple[int, Callable[[int | None, bool], None]]]"
+) = WeakKeyDictionary()
 
 
 def mask_url(url: str) -> str:
@@ -88,6 +102,10 @@ class Upstream:
     :ivar max_page_size: largest page accepted, decompressed.
     :ivar _run_blocking: where pages are decoded and parsed (a thread), but
         for small ones (:data:`~pypicache.proxy.bodies.SMALL_PAGE`).
+    :ivar on_answer: told of each request's final outcome, once: a status
+        (``200`` or ``206`` once the body is read whole; others when the
+        headers arrive), or ``None`` for a failure (with whether it timed
+        out), before the headers or while the body was read.
     """
 
     index_url: str
@@ -99,8 +117,7 @@ class Upstream:
     max_page_size: int = MAX_PAGE_SIZE
     _run_blocking: RunBlocking | None = None
     _credentials: tuple[str, str] | None = attrs.field(init=False, default=None)
-    #: Told of each answer's status, or of a failure (``None``, and whether
-    #: it was a timeout), for the metrics.
+    #: Told of each answer's final outcome (see above), for the metrics.
     on_answer: Callable[[int | None, bool], None] | None = attrs.field(
         default=None, kw_only=True
     )
@@ -185,8 +202,19 @@ class Upstream:
             if timer.active():
                 timer.cancel()
         if self.on_answer is not None:
-            self.on_answer(response.code, False)
+            if response.code in READ_STATUSES:
+                _uncounted[response] = (response.code, self.on_answer)
+            else:
+                self.on_answer(response.code, False)
         return response
+
+    def drop_body(self, response: IResponse, protocol: Any) -> None:
+        """Deliver a body the caller does not want to ``protocol`` (``discard()``,
+        ``abort()``), counting an uncounted answer by its status."""
+        pending = _uncounted.pop(response, None)
+        if pending is not None:
+            pending[1](pending[0], False)
+        response.deliverBody(protocol)
 
     async def read_body(
         self,
@@ -225,8 +253,16 @@ class Upstream:
         )
         if attach is not None:
             attach(reader)
+        pending = _uncounted.pop(response, None)
         response.deliverBody(reader)
-        await reader.done
+        try:
+            await reader.done
+        except BaseException as e:
+            if pending is not None:
+                pending[1](None, isinstance(e, UpstreamTimeout))
+            raise
+        if pending is not None:
+            pending[1](pending[0], False)
         return b"".join(chunks)
 
     async def fetch_page(
