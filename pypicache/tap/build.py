@@ -38,6 +38,7 @@ from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
+from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
@@ -64,6 +65,16 @@ class Live:
     users: Callable[[str], Htpasswd]
     #: The named upstreams, by name.
     named: dict[str, Named] = attrs.field(factory=dict)
+
+
+def _open_marks(root: FilePath) -> Marks | None:
+    """The refresh marks shared with the other workers (``None``, logged, if
+    the cache folder cannot map them: a refresh then reaches this process only)."""
+    try:
+        return Marks(root)
+    except (OSError, ValueError) as e:
+        log.warn("No refresh marks in {root} ({reason})", root=root.path, reason=e)
+        return None
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -180,6 +191,10 @@ def build_live(
         run_blocking=run_sync,
         locks=locks,
     )
+    marks = _open_marks(store.root)
+    if marks is not None:
+        for each in (pages, *(b.pages for b in named.values())):
+            each.marks = marks.watch()
     routed = RoutedPages(
         pages,
         {n: b.pages for n, b in named.items()},
@@ -271,6 +286,7 @@ def build_live(
                 routed,
                 {"": store, **{n: b.store for n, b in named.items()}},
                 capacity.removed,
+                marks,
             ),
             policy,
             {n: b.site for n, b in named.items()},
