@@ -40,7 +40,9 @@ def counted(**expected: float) -> dict[str, float]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_body_faults_after_headers_are_counted_as_such(worlds, dists):
+async def test_body_faults_after_headers_are_counted_as_such(
+    worlds, dists  # noqa: F811
+):
     """Pages and files: a body that stalls after its headers counts as one
     timeout, one reset midway as one error, a whole body as one ok; never an
     ok for the headers as well (no double counting)."""

@@ -22,7 +22,7 @@ PAGE = "/simple/trickle/"
 
 
 @pytest_twisted.ensureDeferred
-async def test_refresh_reaches_every_worker(workers, tmp_path: Path):
+async def test_refresh_reaches_every_worker(workers, tmp_path: Path):  # noqa: F811
     """Both workers hold the page fresh in memory; a refresh answered by one
     makes the other fetch the page again on its next request (and show the
     version published meanwhile), and a refresh answered by the other makes
@@ -52,7 +52,7 @@ async def test_refresh_reaches_every_worker(workers, tmp_path: Path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_purge_reaches_every_worker(workers, dists):
+async def test_purge_reaches_every_worker(workers, dists):  # noqa: F811
     """After ``DELETE /+cache/`` answered by one worker, the other no longer
     lists nor serves the purged file: ``/local/`` is 404 there and the file
     is downloaded again."""

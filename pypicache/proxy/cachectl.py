@@ -24,7 +24,7 @@ class CacheControl:
 
     _pages: RoutedPages
     _stores: dict[str, IStore]
-    #: Told of each file removed from the cache's own store (its size).
+    #: Told of each file removed, from any store (its size).
     on_removed: Callable[[StoredFile], None] | None = None
     #: Where the other processes on the cache folder (``--workers``) learn
     #: of a refresh or a purge (``None``: there are none).
@@ -51,7 +51,7 @@ class CacheControl:
                 if not stored.private:
                     store.remove(stored)
                     removed.setdefault(name, []).append(stored.info.filename)
-                    if name == "" and self.on_removed is not None:
+                    if self.on_removed is not None:
                         self.on_removed(stored)
         if self.marks is not None:
             self.marks.mark(project)

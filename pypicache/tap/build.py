@@ -170,6 +170,7 @@ def build_live(
         index_url, agent, reactor, run_blocking=run_blocking, **settings
     )
     run_sync = run_sync or run_blocking
+    usage = Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor)
     named = build_named(
         upstreams,
         cache,
@@ -182,6 +183,7 @@ def build_live(
         settings,
         page_ttl,
         page_max_age,
+        usage,
     )
     pages = ProjectPages(
         upstream,
@@ -212,17 +214,27 @@ def build_live(
         run_sync,
         downloads=flights,
     )
+    # One cap and one usage record for every store's mirrored files.
+    stores = {"": store, **{b.key: b.store for b in named.values()}}
+
+    def forget(key: str, project: str) -> None:
+        if key in stores:  # else an upstream no longer configured
+            stores[key].forget(project)
+
     capacity = Capacity(
         root=store.root,
-        usage=Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor),
+        usage=usage,
         lock_path=store.lock_path,
         clock=reactor,
         run_blocking=run_blocking,
-        forget=store.forget,
+        forget=forget,
         max_size=max_cache_size,
         unused_after=evict_unused_after,
     )
     mirror.on_stored = capacity.stored
+    for each in named.values():
+        if each.mirror is not None:
+            each.mirror.on_stored = capacity.stored
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(

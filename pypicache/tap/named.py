@@ -19,6 +19,8 @@ from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
+from pypicache.storage.records import UPSTREAMS
+from pypicache.storage.usage import Usage
 from pypicache.web.app import add_error_handlers
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routing import register
@@ -26,7 +28,7 @@ from pypicache.web.routing import register
 log = Logger()
 
 #: Where each named upstream's store is, in the cache folder.
-UPSTREAMS_FOLDER = "upstreams"
+UPSTREAMS_FOLDER = UPSTREAMS
 
 
 @attrs.define
@@ -39,6 +41,12 @@ class Named:
     store: FilesystemStore
     installer: InstallerRoutes
     site: IResource
+    mirror: Mirror | None = None
+
+    @property
+    def key(self) -> str:
+        """The store's name in the usage record and eviction: ``upstreams/<name>``."""
+        return f"{UPSTREAMS}/{self.spec.name}"
 
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
@@ -61,11 +69,14 @@ def build_named(
     upstream_settings: dict[str, Any],
     page_ttl: float,
     page_max_age: int,
+    usage: Usage | None = None,
 ) -> dict[str, Named]:
     """One :class:`Named` per spec; their stores in ``<cache>/upstreams/<name>/``.
 
     :param upstream_settings: the default upstream's settings (``timeout``,
         ``page_deadline``...), which a spec's own ``timeout`` overrides.
+    :param usage: the cache's one usage record, where the files each named
+        upstream serves are recorded as used (bounded disk).
     """
     built = {}
     for spec in specs:
@@ -87,12 +98,18 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        installer = InstallerRoutes(store, mirror, Views(store, mirror))
+        key = f"{UPSTREAMS}/{spec.name}"
+        installer = InstallerRoutes(
+            store,
+            mirror,
+            Views(store, mirror),
+            None if usage is None else usage.of_store(key),  # type: ignore[arg-type]
+        )
         installer.page_max_age = page_max_age
         app = Klein()
         add_error_handlers(app)
         register(app, installer)
         built[spec.name] = Named(
-            spec, upstream, pages, store, installer, app.resource()
+            spec, upstream, pages, store, installer, app.resource(), mirror
         )
     return built
