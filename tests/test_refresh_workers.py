@@ -71,3 +71,21 @@ async def test_purge_reaches_every_worker(workers, dists):  # noqa: F811
     code, body = await workers.request(on[2], "GET", path)
     assert code == 200 and body == dists["small"].read_bytes()
     assert workers.index.downloads(name) == 2
+
+
+def test_marks_are_seen_by_every_mapping(tmp_path: Path):
+    """A mark made through one mapping of DIR/marks (one process) is seen by
+    another's watcher: moved() until marked() has told which slot, once."""
+    from twisted.python.filepath import FilePath
+
+    from pypicache.storage.marks import Marks, slot_of
+
+    root = FilePath(str(tmp_path))
+    here, there = Marks(root), Marks(root)
+    watch = there.watch()
+    assert not watch.moved()
+    here.mark("requests")
+    assert watch.moved()
+    assert watch.marked() == {slot_of("requests")}
+    assert not watch.moved() and watch.marked() == frozenset()
+    assert (tmp_path / "marks").stat().st_size == (4096 + 1) * 8
