@@ -5,10 +5,10 @@
 by one process, but with ``--workers`` every worker keeps project pages in
 its memory and answers them without a system call (the fast lane). So the
 answering process marks the project in ``DIR/marks``, a small file that
-every process maps into its memory (``mmap``, shared): the first 8 bytes
-are an epoch, changed on every mark, and each project hashes (crc32 of its
-name) to one of :data:`SLOTS` 8-byte slots, set to new random bytes when it
-is marked. Before a process answers from its memory it compares the epoch
+every process maps into its memory (``mmap``, shared; no descriptor stays
+open): its first word (8 bytes) is an epoch, changed on every mark, and
+each project hashes (crc32 of its name) to one of :data:`SLOTS` words, set
+to new random bytes when it is marked. Before a process answers from its memory it compares the epoch
 with the one it last saw: one read of memory, no system call. Only when it
 moved does it compare the slots with its copy of them, to learn which
 projects were marked (several names may share a slot: they are all taken as
@@ -19,6 +19,7 @@ the answer to the refresh goes out after it, so no later request sees the
 old page in any worker.
 """
 
+import ctypes
 import mmap
 import os
 import zlib
@@ -38,8 +39,40 @@ _SIZE = (SLOTS + 1) * WIDTH
 
 
 def slot_of(project: str) -> int:
-    """The offset of ``project``'s slot in the map (the same in every process)."""
-    return (zlib.crc32(project.encode()) % SLOTS + 1) * WIDTH
+    """The index of ``project``'s slot among the words of the map (the same
+    in every process; the epoch is word 0)."""
+    return zlib.crc32(project.encode()) % SLOTS + 1
+
+
+def _map_shared(fd: int) -> memoryview:
+    """The file ``fd`` mapped shared, as a writable buffer.
+
+    Mapped with the C library's ``mmap`` so that no descriptor stays open
+    (Python's ``mmap`` keeps a duplicate for as long as the map lives): the
+    mapping lasts as long as the process, and closing ``fd`` leaves it be.
+    Python's ``mmap`` where that is not available.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.mmap
+    except (OSError, AttributeError):
+        return memoryview(mmap.mmap(fd, _SIZE))
+    call.restype = ctypes.c_void_p
+    call.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    address = call(
+        None, _SIZE, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0
+    )
+    if address is None or address == ctypes.c_void_p(-1).value:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return memoryview((ctypes.c_char * _SIZE).from_address(address)).cast("B")
 
 
 class Marks:
@@ -50,28 +83,31 @@ class Marks:
         try:
             if os.fstat(fd).st_size < _SIZE:
                 os.ftruncate(fd, _SIZE)  # zeros; the same size in every process
-            self._map = mmap.mmap(fd, _SIZE)
+            #: The map as 8-byte words: reading one is a read of memory.
+            self._words = _map_shared(fd).cast("Q")
         finally:
             os.close(fd)
 
     def mark(self, project: str) -> None:
-        """Tell every process that ``project`` changed (a slot, then the epoch)."""
-        offset = slot_of(project)
-        self._map[offset : offset + WIDTH] = os.urandom(WIDTH)
-        self._map[0:WIDTH] = os.urandom(WIDTH)
+        """Tell every process that ``project`` changed (its slot, then the epoch)."""
+        self._words[slot_of(project)] = _token()
+        self._words[0] = _token()
 
     def watch(self) -> "Watch":
         """A reader of the marks made from now on, with its own copy of them."""
-        return Watch(self._map)
+        return Watch(self._words)
+
+
+def _token() -> int:
+    return int.from_bytes(os.urandom(WIDTH), "little")
 
 
 class Watch:
     """What one reader has seen of the marks (each cache of pages has its own)."""
 
-    def __init__(self, shared: mmap.mmap) -> None:
-        #: The map as 8-byte words: reading one is a read of memory.
-        self._words = memoryview(shared).cast("Q")
-        self._seen = self._words.tolist()
+    def __init__(self, words: memoryview) -> None:
+        self._words = words
+        self._seen = words.tolist()
         self._epoch = self._seen[0]
 
     def moved(self) -> bool:
@@ -83,6 +119,4 @@ class Watch:
         """The slots (as :func:`slot_of` gives) marked since the last call."""
         now = self._words.tolist()
         seen, self._seen, self._epoch = self._seen, now, now[0]
-        return frozenset(
-            i * WIDTH for i, (a, b) in enumerate(zip(now, seen)) if i and a != b
-        )
+        return frozenset(i for i, (a, b) in enumerate(zip(now, seen)) if i and a != b)
