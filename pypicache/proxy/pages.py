@@ -84,7 +84,6 @@ class ProjectPages:
         for table in (self._memory, self._missing, self._failing):
             for project in [p for p in table if slot_of(p) in slots]:
                 del table[project]
-                self._store.forget(project)
 
     def _remember(self, project: str, cached: CachedPage) -> None:
         """Keep a page in memory, forgetting the least recently used past ``memory_size``."""

@@ -197,6 +197,8 @@ def build_live(
     if marks is not None:
         for each in (pages, *(b.pages for b in named.values())):
             each.marks = marks.watch()
+        for each_store in (store, *(b.store for b in named.values())):
+            each_store.follow_marks(marks.watch())
     routed = RoutedPages(
         pages,
         {n: b.pages for n, b in named.items()},
