@@ -12,6 +12,7 @@ from typing import Any
 import pytest_twisted
 
 from pypicache.web.metrics import Metrics
+from tests.fakeindex import JSON_TYPE
 from tests.test_metrics import parse, total
 from tests.test_upstream_faults import (  # noqa: F401 (fixtures)
     TIMEOUT,
@@ -45,7 +46,8 @@ async def test_body_faults_after_headers_are_counted_as_such(
 ):
     """Pages and files: a body that stalls after its headers counts as one
     timeout, one reset midway as one error, a whole body as one ok; never an
-    ok for the headers as well (no double counting)."""
+    ok for the headers as well (no double counting); a page read whole that
+    cannot be parsed is an error."""
     world = await worlds(timeout=TIMEOUT, metrics=Metrics())
     world.index.stall_page("lib", 10)
     assert (await ask(world.daemon, "simple/lib/")).code == 504
@@ -83,3 +85,8 @@ async def test_body_faults_after_headers_are_counted_as_such(
 
     assert (await ask(world.daemon, "simple/nothing-here/")).code == 404
     assert await outcomes(world) == counted(timeout=2, error=2, ok=2, **{"404": 1})
+
+    # A page that arrives whole but cannot be read is an error, not an ok.
+    world.index.page_body("lib", b"[" * 200_000, 200, {"Content-Type": JSON_TYPE})
+    assert (await ask(world.daemon, "simple/lib/")).code == 502
+    assert await outcomes(world) == counted(timeout=2, error=3, ok=2, **{"404": 1})

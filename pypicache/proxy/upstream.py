@@ -2,6 +2,8 @@
 """The client of the upstream index: pages with conditional GETs, streamed files."""
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -46,6 +48,22 @@ READ_STATUSES = frozenset((200, 206))
 _uncounted: (
     "WeakKeyDictionary[IResponse, tuple[int, Callable[[int | None, bool], None]]]"
 ) = WeakKeyDictionary()
+
+
+@contextmanager
+def _outcome(response: IResponse) -> Iterator[None]:
+    """Count ``response``'s outcome, if not counted yet, by how the block
+    ends: its status, or a timeout or an error (the outer block wins: a page
+    counts once parsed)."""
+    pending = _uncounted.pop(response, None)
+    try:
+        yield
+    except BaseException as e:
+        if pending is not None:
+            pending[1](None, isinstance(e, UpstreamTimeout))
+        raise
+    if pending is not None:
+        pending[1](pending[0], False)
 
 
 def mask_url(url: str) -> str:
@@ -253,16 +271,9 @@ class Upstream:
         )
         if attach is not None:
             attach(reader)
-        pending = _uncounted.pop(response, None)
-        response.deliverBody(reader)
-        try:
+        with _outcome(response):
+            response.deliverBody(reader)
             await reader.done
-        except BaseException as e:
-            if pending is not None:
-                pending[1](None, isinstance(e, UpstreamTimeout))
-            raise
-        if pending is not None:
-            pending[1](pending[0], False)
         return b"".join(chunks)
 
     async def fetch_page(
@@ -297,25 +308,28 @@ class Upstream:
             raise UpstreamError(
                 f"Upstream answered {response.code} for {mask_url(url)}"
             )
-        left = max(0.0, self.page_deadline - (self._clock.seconds() - started))
-        body = await self.read_body(response, self.max_page_size, deadline=left)
-        final_url = (
-            response.request.absoluteURI.decode("utf-8") if response.request else url
-        )
-        arguments = (
-            body,
-            _header(response, b"content-encoding"),
-            _header(response, b"content-type") or "text/html",
-            final_url,
-            project,
-            self.max_page_size,
-        )
-        if self._run_blocking is None:
-            page = read_page(*arguments)
-        else:
-            page = read_small_page(*arguments)
-            if page is None:
-                page = await self._run_blocking(read_page, *arguments)
+        with _outcome(response):  # a page that cannot be read is an error
+            left = max(0.0, self.page_deadline - (self._clock.seconds() - started))
+            body = await self.read_body(response, self.max_page_size, deadline=left)
+            final_url = (
+                response.request.absoluteURI.decode("utf-8")
+                if response.request
+                else url
+            )
+            arguments = (
+                body,
+                _header(response, b"content-encoding"),
+                _header(response, b"content-type") or "text/html",
+                final_url,
+                project,
+                self.max_page_size,
+            )
+            if self._run_blocking is None:
+                page = read_page(*arguments)
+            else:
+                page = read_small_page(*arguments)
+                if page is None:
+                    page = await self._run_blocking(read_page, *arguments)
         return PageResponse(
             page, _header(response, b"etag"), _header(response, b"last-modified")
         )
