@@ -126,6 +126,7 @@ def build_live(
     routes: Sequence[tuple[str, str]] = (),
     merge: Sequence[str] = (),
     rules: Rules = Rules(),
+    shared_marks: bool = False,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -148,6 +149,10 @@ def build_live(
         pairs; :param merge: routed projects looked up on the default too.
     :param rules: what may be served (cooldown, block list...; see
         :mod:`pypicache.proxy.rules`).
+    :param shared_marks: other processes serve this cache folder
+        (``--workers``): refreshes and purges are marked for them in
+        ``DIR/marks`` (:mod:`pypicache.storage.marks`), mapped for the life
+        of the process.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -193,7 +198,7 @@ def build_live(
         run_blocking=run_sync,
         locks=locks,
     )
-    marks = _open_marks(store.root)
+    marks = _open_marks(store.root) if shared_marks else None
     if marks is not None:
         for each in (pages, *(b.pages for b in named.values())):
             each.marks = marks.watch()

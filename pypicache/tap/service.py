@@ -153,6 +153,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         upstreams=options["upstream"],
         routes=options["route"],
         merge=options["merge"],
+        shared_marks=options["workers"] > 1,
     )
     app = live.app
     for named in live.named.values():
