@@ -5,8 +5,8 @@ import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
-from weakref import WeakKeyDictionary
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from weakref import WeakKeyDictionary
 
 import attrs
 from OpenSSL.SSL import Error as SSLError
