@@ -260,3 +260,21 @@ def test_racy_window_is_short():
     assert listing.trusted((1,))
     assert not listing.trusted((2,))
     assert not attrs.evolve(listing, read_at=1).trusted((1,))
+
+
+def test_a_marked_project_is_read_again_at_once(ours, theirs, root, monkeypatch):
+    """A purge marked by another process (DELETE /+cache/ on another worker)
+    is seen at the next use, even within the time a listing is used
+    unchecked; an unmarked project keeps its listing unchecked."""
+    from pypicache.storage.marks import Marks
+
+    monkeypatch.setattr(listings, "RECHECK_NS", 60 * 10**9)  # however slow this machine
+    ours.follow_marks(Marks(root).watch())
+    put(ours, "foo", wheel("foo", "1.0"))
+    put(ours, "bar", wheel("bar", "1.0"))
+    assert len(ours.files("foo")) == 1 and len(ours.files("bar")) == 1
+    theirs.remove(theirs.find("foo", wheel("foo", "1.0")))
+    theirs.remove(theirs.find("bar", wheel("bar", "1.0")))
+    Marks(root).mark("foo")
+    assert names(ours, "foo") == []
+    assert names(ours, "bar") == [wheel("bar", "1.0")]  # unmarked: not looked at

@@ -8,6 +8,7 @@ from twisted.logger import Logger
 
 from pypicache.proxy.upstreams import RoutedPages
 from pypicache.storage.interface import IStore
+from pypicache.storage.marks import Marks
 from pypicache.storage.records import StoredFile
 
 log = Logger()
@@ -23,12 +24,18 @@ class CacheControl:
 
     _pages: RoutedPages
     _stores: dict[str, IStore]
-    #: Told of each file removed from the cache's own store (its size).
+    #: Told of each file removed, from any store (its size).
     on_removed: Callable[[StoredFile], None] | None = None
+    #: Where the other processes on the cache folder (``--workers``) learn
+    #: of a refresh or a purge (``None``: there are none).
+    marks: Marks | None = None
 
     def refresh(self, project: str) -> None:
-        """Drop every cached page of ``project``: the next request fetches it."""
+        """Drop every cached page of ``project``, in every process: the next
+        request, whichever worker answers it, fetches it."""
         self._pages.forget(project)
+        if self.marks is not None:
+            self.marks.mark(project)
 
     def purge(self, project: str) -> dict[str, list[str]]:
         """Remove the mirrored files of ``project`` from every store, never a
@@ -44,8 +51,10 @@ class CacheControl:
                 if not stored.private:
                     store.remove(stored)
                     removed.setdefault(name, []).append(stored.info.filename)
-                    if name == "" and self.on_removed is not None:
+                    if self.on_removed is not None:
                         self.on_removed(stored)
+        if self.marks is not None:
+            self.marks.mark(project)
         if removed:
             log.info(
                 "Purged {count} mirrored files of {project}",

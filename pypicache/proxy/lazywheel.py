@@ -87,19 +87,19 @@ async def fetch_range(
     spec = f"{first}-{last}" if first is not None else f"-{last + 1}"
     response = await upstream.open_range(url, spec)
     if response.code != 206:
-        response.deliverBody(abort() if response.code == 200 else discard())
+        upstream.drop_body(response, abort() if response.code == 200 else discard())
         raise CannotRange(f"upstream answered {response.code} to Range: bytes={spec}")
     try:
         got_first, got_last, total = _content_range(response)
     except CannotRange:
-        response.deliverBody(abort())
+        upstream.drop_body(response, abort())
         raise
     want_first = first if first is not None else max(0, total - last - 1)
     want_last = min(last, total - 1) if first is not None else total - 1
     if (got_first, got_last) != (want_first, want_last) or (
         size is not None and total != size
     ):
-        response.deliverBody(abort())
+        upstream.drop_body(response, abort())
         raise CannotRange(
             f"asked for bytes={spec} of {size} bytes, "
             f"got {got_first}-{got_last}/{total}"

@@ -12,6 +12,7 @@ from pypicache.errors import NotFound, UpstreamError
 from pypicache.proxy.upstream import Upstream
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import HeldLock, Locks
+from pypicache.storage.marks import Watch, slot_of
 from pypicache.storage.records import CachedPage
 
 log = Logger()
@@ -38,6 +39,9 @@ class ProjectPages:
     #: One fetch per page across the processes on the cache folder (``None``:
     #: this process is the only one).
     _locks: Locks | None = None
+    #: The marks of refreshes and purges made by any process on the cache
+    #: folder (``None``: this process is the only one).
+    marks: Watch | None = None
     _memory: "OrderedDict[str, CachedPage]" = attrs.field(factory=OrderedDict)
     _missing: dict[str, float] = attrs.field(factory=dict)
     _failing: dict[str, float] = attrs.field(factory=dict)
@@ -45,6 +49,8 @@ class ProjectPages:
 
     def cached(self, project: str) -> CachedPage | None:
         """The cached page of ``project`` however old, without asking upstream."""
+        if self.marks is not None and self.marks.moved():
+            self._drop_marked()
         cached = self._memory.get(project)
         if cached is None:
             cached = self._store.read_page(project)
@@ -68,6 +74,16 @@ class ProjectPages:
         self._missing.pop(project, None)
         self._failing.pop(project, None)
         self._store.drop_page(project)
+
+    def _drop_marked(self) -> None:
+        """Forget what this process keeps of the projects another process
+        refreshed or purged: their pages are read again from the disk (or
+        fetched, once the refresh dropped them there too)."""
+        assert self.marks is not None
+        slots = self.marks.marked()
+        for table in (self._memory, self._missing, self._failing):
+            for project in [p for p in table if slot_of(p) in slots]:
+                del table[project]
 
     def _remember(self, project: str, cached: CachedPage) -> None:
         """Keep a page in memory, forgetting the least recently used past ``memory_size``."""

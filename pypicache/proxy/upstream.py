@@ -2,8 +2,11 @@
 """The client of the upstream index: pages with conditional GETs, streamed files."""
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from weakref import WeakKeyDictionary
 
 import attrs
 from OpenSSL.SSL import Error as SSLError
@@ -32,6 +35,35 @@ log = Logger()
 #: Largest project page we accept from upstream, decompressed (the biggest
 #: real ones are a few MB).
 MAX_PAGE_SIZE = 32 * 1024 * 1024
+
+
+#: Statuses whose body the caller reads: their outcome is counted once the
+#: body is read or fails (:meth:`Upstream.read_body`), or dropped
+#: (:meth:`Upstream.drop_body`), not when the headers arrive.
+READ_STATUSES = frozenset((200, 206))
+
+#: Each response of :data:`READ_STATUSES` not counted yet, with its status and
+#: the callback to tell. Any upstream's: a named upstream's file response
+#: may be read by the default one's ``read_body`` (``FileClient``).
+_uncounted: (
+    "WeakKeyDictionary[IResponse, tuple[int, Callable[[int | None, bool], None]]]"
+) = WeakKeyDictionary()
+
+
+@contextmanager
+def _outcome(response: IResponse) -> Iterator[None]:
+    """Count ``response``'s outcome, if not counted yet, by how the block
+    ends: its status, or a timeout or an error (the outer block wins: a page
+    counts once parsed)."""
+    pending = _uncounted.pop(response, None)
+    try:
+        yield
+    except BaseException as e:
+        if pending is not None:
+            pending[1](None, isinstance(e, UpstreamTimeout))
+        raise
+    if pending is not None:
+        pending[1](pending[0], False)
 
 
 def mask_url(url: str) -> str:
@@ -88,6 +120,10 @@ class Upstream:
     :ivar max_page_size: largest page accepted, decompressed.
     :ivar _run_blocking: where pages are decoded and parsed (a thread), but
         for small ones (:data:`~pypicache.proxy.bodies.SMALL_PAGE`).
+    :ivar on_answer: told of each request's final outcome, once: a status
+        (``200`` or ``206`` once the body is read whole; others when the
+        headers arrive), or ``None`` for a failure (with whether it timed
+        out), before the headers or while the body was read.
     """
 
     index_url: str
@@ -99,8 +135,7 @@ class Upstream:
     max_page_size: int = MAX_PAGE_SIZE
     _run_blocking: RunBlocking | None = None
     _credentials: tuple[str, str] | None = attrs.field(init=False, default=None)
-    #: Told of each answer's status, or of a failure (``None``, and whether
-    #: it was a timeout), for the metrics.
+    #: Told of each answer's final outcome (see above), for the metrics.
     on_answer: Callable[[int | None, bool], None] | None = attrs.field(
         default=None, kw_only=True
     )
@@ -185,8 +220,19 @@ class Upstream:
             if timer.active():
                 timer.cancel()
         if self.on_answer is not None:
-            self.on_answer(response.code, False)
+            if response.code in READ_STATUSES:
+                _uncounted[response] = (response.code, self.on_answer)
+            else:
+                self.on_answer(response.code, False)
         return response
+
+    def drop_body(self, response: IResponse, protocol: Any) -> None:
+        """Deliver a body the caller does not want to ``protocol`` (``discard()``,
+        ``abort()``), counting an uncounted answer by its status."""
+        pending = _uncounted.pop(response, None)
+        if pending is not None:
+            pending[1](pending[0], False)
+        response.deliverBody(protocol)
 
     async def read_body(
         self,
@@ -225,8 +271,9 @@ class Upstream:
         )
         if attach is not None:
             attach(reader)
-        response.deliverBody(reader)
-        await reader.done
+        with _outcome(response):
+            response.deliverBody(reader)
+            await reader.done
         return b"".join(chunks)
 
     async def fetch_page(
@@ -261,25 +308,28 @@ class Upstream:
             raise UpstreamError(
                 f"Upstream answered {response.code} for {mask_url(url)}"
             )
-        left = max(0.0, self.page_deadline - (self._clock.seconds() - started))
-        body = await self.read_body(response, self.max_page_size, deadline=left)
-        final_url = (
-            response.request.absoluteURI.decode("utf-8") if response.request else url
-        )
-        arguments = (
-            body,
-            _header(response, b"content-encoding"),
-            _header(response, b"content-type") or "text/html",
-            final_url,
-            project,
-            self.max_page_size,
-        )
-        if self._run_blocking is None:
-            page = read_page(*arguments)
-        else:
-            page = read_small_page(*arguments)
-            if page is None:
-                page = await self._run_blocking(read_page, *arguments)
+        with _outcome(response):  # a page that cannot be read is an error
+            left = max(0.0, self.page_deadline - (self._clock.seconds() - started))
+            body = await self.read_body(response, self.max_page_size, deadline=left)
+            final_url = (
+                response.request.absoluteURI.decode("utf-8")
+                if response.request
+                else url
+            )
+            arguments = (
+                body,
+                _header(response, b"content-encoding"),
+                _header(response, b"content-type") or "text/html",
+                final_url,
+                project,
+                self.max_page_size,
+            )
+            if self._run_blocking is None:
+                page = read_page(*arguments)
+            else:
+                page = read_small_page(*arguments)
+                if page is None:
+                    page = await self._run_blocking(read_page, *arguments)
         return PageResponse(
             page, _header(response, b"etag"), _header(response, b"last-modified")
         )

@@ -2,8 +2,10 @@
 """Keeping the mirror within ``--max-cache-size`` and ``--evict-unused-after``.
 
 :class:`Capacity` runs on the reactor: it flushes the usage record now and
-then, keeps the size of ``mirror/`` (recounted in a thread once the daemon
-answers, then kept up to date by each stored download and each pass), and
+then, keeps the size of the mirrored files (``mirror/`` and each named
+upstream's ``upstreams/<name>/mirror/``, under one cap: recounted in a
+thread once the daemon answers, then kept up to date by each stored
+download and each pass), and
 runs an eviction pass (:func:`evict_pass`, in a thread) periodically and when
 a download pushes the size over the cap. One process at a time evicts (a
 lock), so ``--workers`` and ``pypicache-admin cleanup`` take turns.
@@ -110,8 +112,9 @@ class Capacity:
     lock_path: LockPath
     clock: Any
     run_blocking: RunBlocking
-    #: Called with the project of each evicted file (its listing is read again).
-    forget: Callable[[str], None]
+    #: Called with the store (``""`` or ``"upstreams/<name>"``) and project of
+    #: each evicted file (its listing is read again).
+    forget: Callable[[str, str], None]
     max_size: int | None = None
     unused_after: float | None = None
     #: Bytes in ``mirror/``; ``None`` until the first count.
@@ -200,6 +203,7 @@ class Capacity:
         """A mirrored file was removed on request (``DELETE /+cache/``): uncount it."""
         if self.total is not None:
             self.total = max(0, self.total - (stored.info.size or 0))
+            self.files = max(0, self.files - 1)
 
     def run_pass(self) -> "Deferred[Any]":
         """One eviction pass in a thread (or one more after the current one)."""
@@ -232,8 +236,8 @@ class Capacity:
             self.on_evicted(len(result.evicted), sum(e.size for e in result.evicted))
         if self.max_size is not None and self.total > self.max_size:
             self._quiet_until = self.clock.seconds() + MIN_PASS_GAP
-        for project in {e.project for e in result.evicted}:
-            self.forget(project)
+        for store, project in {(e.store, e.project) for e in result.evicted}:
+            self.forget(store, project)
         if result.evicted:
             log.info(
                 "Evicted {count} mirrored files ({size} bytes); the mirror "

@@ -2,8 +2,10 @@
 """Which mirrored files go when the cache is over its size or unused for long,
 and their removal (blocking: run in a thread, or by ``pypicache-admin``).
 
-Only ``mirror/`` is ever touched: private files are never evicted, and do
-not count against ``--max-cache-size``. A file's last use is the later of
+Only mirrored files are ever touched, those of the cache's own ``mirror/``
+and of every named upstream's store (``upstreams/<name>/mirror/``), under
+one cap and least recently used first across them: private files are never
+evicted, and do not count against ``--max-cache-size``. A file's last use is the later of
 what :mod:`.usage` recorded and when it was stored (its archive's
 modification time), so a file stored a moment ago is as recent as one served.
 """
@@ -17,7 +19,12 @@ from twisted.python.filepath import FilePath
 
 from pypicache.index.names import METADATA_SUFFIX
 from pypicache.index.provenance import PROVENANCE_SUFFIX
-from pypicache.storage.layout import is_archive_name
+from pypicache.storage.layout import (
+    Layout,
+    is_archive_name,
+    mirror_stores,
+    store_root,
+)
 from pypicache.storage.locks import try_lock
 from pypicache.storage.pins import read_pins
 from pypicache.storage.records import MIRROR, SIDECAR_SUFFIX, TEMP_PREFIX
@@ -42,10 +49,12 @@ class Entry:
     size: int
     #: When it was stored (the archive's modification time).
     stored: float
+    #: The store it is in: ``""``, the cache's own, or ``"upstreams/<name>"``.
+    store: str = ""
 
     @property
     def key(self) -> str:
-        return usage_key(self.project, self.filename)
+        return usage_key(self.project, self.filename, self.store)
 
 
 @attrs.frozen
@@ -57,15 +66,24 @@ class Scan:
 
 
 def scan_mirror(root: FilePath) -> Scan:
-    """Every archive in ``mirror/`` and the bytes the folder holds
-    (temporary files of downloads under way left out; blocking)."""
+    """Every mirrored archive under the cache root ``root``, in every store
+    (:func:`~pypicache.storage.layout.mirror_stores`), and the bytes their
+    ``mirror/`` folders hold (temporary files of downloads under way left
+    out; blocking)."""
     entries: list[Entry] = []
     total = 0
-    top = root.child(MIRROR).path
+    for store, folder in mirror_stores(root):
+        total += _scan_store(folder.child(MIRROR).path, store, entries)
+    return Scan(entries, total)
+
+
+def _scan_store(top: str, store: str, entries: list[Entry]) -> int:
+    """Add the archives of one ``mirror/`` folder to ``entries``; its bytes."""
+    total = 0
     try:
         projects = [e for e in os.scandir(top) if e.is_dir(follow_symlinks=False)]
     except OSError:
-        return Scan([], 0)
+        return 0
     for project in projects:
         sizes: dict[str, int] = {}
         stamps: dict[str, float] = {}
@@ -87,8 +105,8 @@ def scan_mirror(root: FilePath) -> Scan:
             if is_archive_name(name) and name + SIDECAR_SUFFIX in sizes:
                 size += sizes[name + SIDECAR_SUFFIX]
                 size += sizes.get(name + METADATA_SUFFIX, 0)
-                entries.append(Entry(project.name, name, size, stamps[name]))
-    return Scan(entries, total)
+                entries.append(Entry(project.name, name, size, stamps[name], store))
+    return total
 
 
 def choose(
@@ -137,12 +155,18 @@ def evict(
     held), gone, or pinned: the archive is renamed out of sight first (it
     leaves every listing at once), then the pins are read, and a pinned
     archive is renamed back (see :mod:`.pins`).
+
+    :param lock_path: the cache's own store's; a named upstream's file is
+        under its store's own lock (as its mirror takes it).
     """
+    home = store_root(root, entry.store)
+    if entry.store:
+        lock_path = Layout(home).lock_path
     held = try_lock(lock_path(MIRROR, entry.project, entry.filename))
     if held is None:
         return False
     try:
-        folder = root.child(MIRROR).child(entry.project)
+        folder = home.child(MIRROR).child(entry.project)
         archive = folder.child(entry.filename)
         hidden = folder.child(TEMP_PREFIX + "evict-" + secrets.token_hex(8))
         try:

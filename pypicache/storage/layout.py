@@ -29,6 +29,7 @@ from pypicache.storage.records import (
     RELEASES,
     SIDECAR_SUFFIX,
     TEMP_PREFIX,
+    UPSTREAMS,
     StoredFile,
 )
 
@@ -39,6 +40,24 @@ def is_archive_name(name: str) -> bool:
         and not name.endswith((SIDECAR_SUFFIX, METADATA_SUFFIX))
         and is_distribution(name)
     )
+
+
+def mirror_stores(root: FilePath) -> list[tuple[str, FilePath]]:
+    """Every store under the cache root ``root`` that may hold mirrored
+    files, as ``(store, its root)``: the cache's own (``""``), then each named
+    upstream's (``"upstreams/<name>"``) found on disk, configured or not
+    (blocking). One cap and one usage record cover them all."""
+    stores = [("", root)]
+    for path in sorted(_subfolders(root.child(UPSTREAMS).path)):
+        name = os.path.basename(path)
+        if not name.startswith("."):
+            stores.append((f"{UPSTREAMS}/{name}", FilePath(path)))
+    return stores
+
+
+def store_root(root: FilePath, store: str) -> FilePath:
+    """The root of ``store`` (as :func:`mirror_stores` names it) under ``root``."""
+    return root.preauthChild(store) if store else root
 
 
 def is_tombstone_name(name: str) -> bool:

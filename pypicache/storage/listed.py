@@ -24,6 +24,7 @@ from pypicache.storage.layout import (
     is_tombstone_name,
 )
 from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
+from pypicache.storage.marks import Watch
 from pypicache.storage.records import DELETED, MIRROR, PRERELEASES, RELEASES, StoredFile
 from pypicache.storage.singles import SingleReads
 
@@ -174,6 +175,11 @@ class ListedLayout(Layout):
         another process; ``0`` while it has none (all empty listings look alike)."""
         listing = self._listings.get(project)
         return listing.version if listing is not None and listing.files else 0
+
+    def follow_marks(self, marks: Watch) -> None:
+        """Read again at once the listings of projects another process
+        purged (``DELETE /+cache/``; see :mod:`.marks`)."""
+        self._listings.marks = marks
 
     def forget(self, project: str) -> None:
         """Drop the in-memory listing of ``project`` so it is read again."""

@@ -19,6 +19,7 @@ import attrs
 from twisted.python.filepath import FilePath
 
 from pypicache.storage.layout import is_archive_name
+from pypicache.storage.marks import Watch, slot_of
 from pypicache.storage.records import SIDECAR_SUFFIX, StoredFile
 
 #: A folder changed less than this long (ns) before its listing was read may
@@ -112,11 +113,22 @@ class Listings:
     budget: int = DEFAULT_BUDGET
     _cache: "OrderedDict[str, Listing]" = attrs.field(factory=OrderedDict)
     _size: int = 0
+    #: Projects purged by any process on the cache folder: their listings
+    #: are read again at once, not after :data:`RECHECK_NS` (``None``: none).
+    marks: Watch | None = None
+
+    def _drop_marked(self) -> None:
+        assert self.marks is not None
+        slots = self.marks.marked()
+        for project in [p for p in self._cache if slot_of(p) in slots]:
+            self._forget(project)
 
     def get(self, project: str) -> Listing | None:
         """The project's listing, read or brought up to date as needed;
         ``None`` when it has no folder and nothing elsewhere (not kept, so
         names looked up and never stored do not fill memory)."""
+        if self.marks is not None and self.marks.moved():
+            self._drop_marked()
         now = time.monotonic_ns()
         listing = self._cache.get(project)
         if listing is not None and listing.fresh(now):
@@ -145,6 +157,8 @@ class Listings:
 
     def cached(self, project: str) -> Listing | None:
         """The project's listing if it is in memory and up to date, else ``None``."""
+        if self.marks is not None and self.marks.moved():
+            self._drop_marked()
         listing = self._cache.get(project)
         if listing is None:
             return None

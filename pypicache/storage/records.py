@@ -36,6 +36,11 @@ INCOMING = "private/.incoming"
 DELETED = "private/.deleted"
 
 
+#: The named upstreams' own stores: ``upstreams/<name>/`` (each a cache root
+#: of its own: ``mirror/``, ``pages/``, ``locks/``).
+UPSTREAMS = "upstreams"
+
+
 #: The lock files of work under way (``storage/locks.py``), named like temporaries.
 LOCKS = "locks"
 

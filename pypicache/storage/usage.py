@@ -37,12 +37,17 @@ USAGE_LOG = "usage.log"
 #: the record itself (so merging costs O(1) per use recorded).
 COMPACT_AT = 1024 * 1024
 
-#: What ``usage.json`` maps: ``"<project>/<filename>"`` to a time in seconds.
+#: What ``usage.json`` maps: ``"<project>/<filename>"`` (a file of the
+#: cache's own ``mirror/``) or ``"upstreams/<name>/<project>/<filename>"`` (one
+#: of a named upstream's store) to a time in seconds.
 UsageMap = dict[str, int]
 
 
-def usage_key(project: str, filename: str) -> str:
-    return f"{project}/{filename}"
+def usage_key(project: str, filename: str, store: str = "") -> str:
+    """The key of a mirrored file in the record; ``store`` is ``""`` (the
+    cache's own) or ``"upstreams/<name>"`` (see
+    :func:`~pypicache.storage.layout.mirror_stores`)."""
+    return f"{store}/{project}/{filename}" if store else f"{project}/{filename}"
 
 
 def read_usage(root: FilePath) -> UsageMap:
@@ -142,20 +147,24 @@ class Usage:
         self._root = root
         self._lock_path = lock_path
         self._now = getattr(clock, "seconds", None) or clock.time
-        self._recorded: dict[tuple[str, str], int] = {}
+        self._recorded: dict[tuple[str, str, str], int] = {}
 
-    def record(self, project: str, filename: str) -> None:
+    def record(self, project: str, filename: str, store: str = "") -> None:
         """Note that the archive ``filename`` of ``project`` was served now:
         the one call on the hot path (every route that serves an archive, from
         the disk or while it downloads, calls it, for mirrored files: private
-        ones are never evicted)."""
+        ones are never evicted). ``store``: see :func:`usage_key`."""
         now = int(self._now())
-        self._recorded[(project, filename)] = now - now % RESOLUTION
+        self._recorded[(project, filename, store)] = now - now % RESOLUTION
+
+    def of_store(self, store: str) -> "StoreUsage":
+        """What a named upstream's routes record their files' uses with."""
+        return StoreUsage(self, store)
 
     def take(self) -> UsageMap:
         """What was recorded since the last call, emptied (reactor thread)."""
         recorded, self._recorded = self._recorded, {}
-        return {usage_key(p, f): when for (p, f), when in recorded.items()}
+        return {usage_key(p, f, s): when for (p, f, s), when in recorded.items()}
 
     def append(self, recorded: UsageMap) -> None:
         """Persist what :meth:`take` gave cheaply: appended to the log
@@ -168,3 +177,15 @@ class Usage:
         """Persist what :meth:`take` gave (blocking: run it in a thread); the
         merged record."""
         return merge_usage(self._root, self._lock_path, recorded, forget)
+
+
+class StoreUsage:
+    """The uses of one named upstream's store, recorded in the cache's one
+    :class:`Usage` (so one cap covers every store)."""
+
+    def __init__(self, usage: Usage, store: str) -> None:
+        self._usage = usage
+        self._store = store
+
+    def record(self, project: str, filename: str) -> None:
+        self._usage.record(project, filename, self._store)

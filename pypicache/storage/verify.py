@@ -2,11 +2,14 @@
 """Checking stored files against their records (``pypicache-admin verify``).
 
 Every archive is hashed again and compared with the sha256 and size its
-sidecar recorded, and its core metadata with the recorded hash. A corrupt
-mirrored file is moved aside to ``DIR/corrupt/<project>/`` (with its sidecar
-and core metadata) under its download lock, archive first, so it leaves the
-listings at once and is fetched again on demand; a corrupt private file is
-only reported, since nothing else has it. Blocking throughout.
+sidecar recorded, and its core metadata with the recorded hash: the private
+files, the cache's own ``mirror/`` and every named upstream's
+(``upstreams/<name>/mirror/``). A corrupt mirrored file is moved aside to
+its store's ``corrupt/<project>/`` (``DIR/corrupt/`` or
+``DIR/upstreams/<name>/corrupt/``; with its sidecar and core metadata) under
+its download lock, archive first, so it leaves the listings at once and is
+fetched again on demand; a corrupt private file is only reported, since
+nothing else has it. Blocking throughout.
 """
 
 import hashlib
@@ -20,7 +23,7 @@ from twisted.python.filepath import FilePath
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX
 from pypicache.index.provenance import PROVENANCE_SUFFIX
-from pypicache.storage.layout import Layout, is_archive_name
+from pypicache.storage.layout import Layout, is_archive_name, mirror_stores
 from pypicache.storage.locks import try_lock
 from pypicache.storage.records import MIRROR, SIDECAR_SUFFIX
 
@@ -40,8 +43,15 @@ class Problem:
 
 
 def stored_archives(layout: Layout) -> Iterator[tuple[FilePath, bool]]:
-    """Every archive with a sidecar, mirrored (``True``) or private."""
-    mirror = layout.area(MIRROR).path
+    """Every archive with a sidecar, mirrored (``True``: in any store) or private."""
+    for _, root in mirror_stores(layout.root):
+        yield from _mirrored(root.child(MIRROR).path)
+    for path in layout.walk_private():
+        if path.siblingExtension(SIDECAR_SUFFIX).exists():
+            yield path, False
+
+
+def _mirrored(mirror: str) -> Iterator[tuple[FilePath, bool]]:
     try:
         projects = sorted(os.listdir(mirror))
     except OSError:
@@ -55,9 +65,6 @@ def stored_archives(layout: Layout) -> Iterator[tuple[FilePath, bool]]:
         for name in sorted(names):
             if is_archive_name(name) and name + SIDECAR_SUFFIX in names:
                 yield FilePath(os.path.join(folder, name)), True
-    for path in layout.walk_private():
-        if path.siblingExtension(SIDECAR_SUFFIX).exists():
-            yield path, False
 
 
 def _sha256(path: FilePath) -> tuple[str, int]:
@@ -101,8 +108,14 @@ def move_aside(
     layout: Layout, path: FilePath, lock_path: Callable[..., str]
 ) -> FilePath | None:
     """Move a corrupt mirrored archive, its sidecar and core metadata to
-    ``corrupt/<project>/``; where the archive went (``None``: busy or gone)."""
+    its store's ``corrupt/<project>/``; where the archive went (``None``: busy
+    or gone). ``layout`` and ``lock_path`` are the cache's own: a named
+    upstream's file is moved within its store, under its store's lock."""
     project = path.parent().basename()
+    home = path.parent().parent().parent()  # <store root>/mirror/<project>/<file>
+    if home != layout.root:
+        layout = Layout(home)
+        lock_path = layout.lock_path
     held = try_lock(lock_path(MIRROR, project, path.basename()))
     if held is None:
         return None

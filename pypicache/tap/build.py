@@ -51,6 +51,7 @@ from pypicache.proxy.yanks import LocalYanks
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
+from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
@@ -86,6 +87,16 @@ class Live:
     cooldown: Any = None
     #: ``withdrawn = "hide" | "keep"`` (its ``mode``).
     withdrawn: WithdrawnRule | None = None
+
+
+def _open_marks(root: FilePath) -> Marks | None:
+    """The refresh marks shared with the other workers (``None``, logged, if
+    the cache folder cannot map them: a refresh then reaches this process only)."""
+    try:
+        return Marks(root)
+    except (OSError, ValueError) as e:
+        log.warn("No refresh marks in {root} ({reason})", root=root.path, reason=e)
+        return None
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:
@@ -140,6 +151,7 @@ def build_live(
     cooldown: CooldownSettings = CooldownSettings(),
     block: Sequence[str] = (),
     withdrawn: str = "hide",
+    shared_marks: bool = False,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -166,6 +178,10 @@ def build_live(
     :param block: the block list's entries (``--block``), checked.
     :param withdrawn: ``"hide"`` or ``"keep"`` the mirrored files the
         upstream withdrew in ``/local/`` (:mod:`pypicache.proxy.withdrawals`).
+    :param shared_marks: other processes serve this cache folder
+        (``--workers``): refreshes and purges are marked for them in
+        ``DIR/marks`` (:mod:`pypicache.storage.marks`), mapped for the life
+        of the process.
     """
     store = FilesystemStore(
         FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
@@ -188,6 +204,7 @@ def build_live(
         index_url, agent, reactor, run_blocking=run_blocking, **settings
     )
     run_sync = run_sync or run_blocking
+    usage = Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor)
     named = build_named(
         upstreams,
         cache,
@@ -201,6 +218,7 @@ def build_live(
         page_ttl,
         page_max_age,
         withdrawn,
+        usage,
     )
     pages = ProjectPages(
         upstream,
@@ -210,6 +228,12 @@ def build_live(
         run_blocking=run_sync,
         locks=locks,
     )
+    marks = _open_marks(store.root) if shared_marks else None
+    if marks is not None:
+        for each in (pages, *(b.pages for b in named.values())):
+            each.marks = marks.watch()
+        for each_store in (store, *(b.store for b in named.values())):
+            each_store.follow_marks(marks.watch())
     routed = RoutedPages(
         pages,
         {n: b.pages for n, b in named.items()},
@@ -227,13 +251,20 @@ def build_live(
         run_sync,
         downloads=flights,
     )
+    # One cap and one usage record for every store's mirrored files.
+    stores = {"": store, **{b.key: b.store for b in named.values()}}
+
+    def forget(key: str, project: str) -> None:
+        if key in stores:  # else an upstream no longer configured
+            stores[key].forget(project)
+
     capacity = Capacity(
         root=store.root,
-        usage=Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor),
+        usage=usage,
         lock_path=store.lock_path,
         clock=reactor,
         run_blocking=run_blocking,
-        forget=store.forget,
+        forget=forget,
         max_size=max_cache_size,
         unused_after=evict_unused_after,
     )
@@ -244,6 +275,10 @@ def build_live(
         provenances.stored(stored)
 
     mirror.on_stored = stored_from_upstream
+    for each in named.values():
+        if each.mirror is not None:
+            # A named upstream's files count against the one cap too.
+            each.mirror.on_stored = _chained(capacity.stored, each.mirror.on_stored)
     local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
     yanks = LocalYanks(local_yanks)
     withdrawals = Withdrawals(
@@ -343,6 +378,7 @@ def build_live(
                 routed,
                 {"": store, **{n: b.store for n, b in named.items()}},
                 capacity.removed,
+                marks,
             ),
             policy,
             {n: b.site for n, b in named.items()},
@@ -363,3 +399,16 @@ def build_live(
     app.extra_routes.append(live.cooldown.client_routes(app))
     app.extra_routes.append(StatusRoutes(statuses, store, policy))
     return live
+
+
+def _chained(
+    *hooks: Callable[[StoredFile], None] | None
+) -> Callable[[StoredFile], None]:
+    """One ``on_stored`` hook calling each of ``hooks`` (``None`` ones left out)."""
+    kept = [h for h in hooks if h is not None]
+
+    def stored(stored_file: StoredFile) -> None:
+        for hook in kept:
+            hook(stored_file)
+
+    return stored

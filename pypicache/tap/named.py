@@ -23,6 +23,8 @@ from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
+from pypicache.storage.records import UPSTREAMS
+from pypicache.storage.usage import Usage
 from pypicache.web.app import add_error_handlers
 from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
@@ -32,7 +34,7 @@ from pypicache.web.routing import register
 log = Logger()
 
 #: Where each named upstream's store is, in the cache folder.
-UPSTREAMS_FOLDER = "upstreams"
+UPSTREAMS_FOLDER = UPSTREAMS
 
 
 @attrs.define
@@ -50,6 +52,12 @@ class Named:
     views: Views | None = None
     #: ``--withdrawn`` for ``/upstreams/<name>/local/``.
     withdrawn: WithdrawnRule | None = None
+    mirror: Mirror | None = None
+
+    @property
+    def key(self) -> str:
+        """The store's name in the usage record and eviction: ``upstreams/<name>``."""
+        return f"{UPSTREAMS}/{self.spec.name}"
 
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
@@ -73,11 +81,14 @@ def build_named(
     page_ttl: float,
     page_max_age: int,
     withdrawn: str = "hide",
+    usage: Usage | None = None,
 ) -> dict[str, Named]:
     """One :class:`Named` per spec; their stores in ``<cache>/upstreams/<name>/``.
 
     :param upstream_settings: the default upstream's settings (``timeout``,
         ``page_deadline``...), which a spec's own ``timeout`` overrides.
+    :param usage: the cache's one usage record, where the files each named
+        upstream serves are recorded as used (bounded disk).
     """
     built = {}
     for spec in specs:
@@ -104,7 +115,13 @@ def build_named(
         )
         rule = WithdrawnRule(withdrawals, withdrawn)
         views = Views(store, mirror, rules=Rules((rule,)), withdrawals=withdrawals)
-        installer = InstallerRoutes(store, mirror, views)
+        key = f"{UPSTREAMS}/{spec.name}"
+        installer = InstallerRoutes(
+            store,
+            mirror,
+            views,
+            None if usage is None else usage.of_store(key),  # type: ignore[arg-type]
+        )
         installer.page_max_age = page_max_age
         provenances = Provenances(upstream, store, mirror, run_blocking)
         mirror.on_stored = provenances.stored
@@ -122,5 +139,6 @@ def build_named(
             app.resource(),
             views=views,
             withdrawn=rule,
+            mirror=mirror,
         )
     return built

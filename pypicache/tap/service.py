@@ -156,6 +156,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         cooldown=options.cooldown_settings(),
         block=options["block"],
         withdrawn=options["withdrawn"],
+        shared_marks=options["workers"] > 1,
     )
     app = live.app
     for named in live.named.values():
