@@ -16,7 +16,6 @@ from pypicache.bulk.cacher import (
     BulkCacher,
 )
 from pypicache.private.uploads import Uploads
-from pypicache.proxy.blocklist import with_block_list
 from pypicache.proxy.cachectl import CacheControl
 from pypicache.proxy.cooldown import CooldownSettings
 from pypicache.proxy.firstseen import FirstSeen
@@ -29,8 +28,6 @@ from pypicache.proxy.prefetch import (
     DEFAULT_REQUESTS,
     Prefetcher,
 )
-from pypicache.proxy.projectfiles import ProjectFiles
-from pypicache.proxy.projectstatus import STATUS_FOLDER, Statuses, StatusRule
 from pypicache.proxy.provenance import Provenances
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
@@ -42,12 +39,9 @@ from pypicache.proxy.upstreams import (
 )
 from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import (
-    WITHDRAWN,
-    Withdrawals,
     WithdrawnRule,
     withdrawn_files,
 )
-from pypicache.proxy.yanks import LocalYanks
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
@@ -55,9 +49,9 @@ from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
-from pypicache.storage.yanks import YANKS_FILE, YankRecords
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
+from pypicache.tap.teamrules import chained, team_rules
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
@@ -278,33 +272,19 @@ def build_live(
     for each in named.values():
         if each.mirror is not None:
             # A named upstream's files count against the one cap too.
-            each.mirror.on_stored = _chained(capacity.stored, each.mirror.on_stored)
-    local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
-    yanks = LocalYanks(local_yanks)
-    withdrawals = Withdrawals(
-        ProjectFiles(store.root.child(WITHDRAWN), reactor, run_blocking)
-    )
-    withdrawn_rule = WithdrawnRule(withdrawals, withdrawn)
-    statuses = Statuses(
-        ProjectFiles(store.root.preauthChild(STATUS_FOLDER), reactor, run_blocking)
-    )
-    rules = (
-        with_block_list(rules, block)
-        .added(StatusRule(statuses, store.is_private))
-        .added(withdrawn_rule)
-        .added(yanks)
-    )
+            each.mirror.on_stored = chained(capacity.stored, each.mirror.on_stored)
+    team = team_rules(store, reactor, run_blocking, rules, block, withdrawn)
     views = Views(
         store,
         mirror,
         frozenset(mirror_private),
-        rules=rules,
-        withdrawals=withdrawals,
+        rules=team.rules,
+        withdrawals=team.withdrawals,
     )
     for each in named.values():
         if each.views is not None:
             # /upstreams/<name>/ follows the block list and the yanks too.
-            each.views.rules = with_block_list(each.views.rules, block).added(yanks)
+            each.views.rules = team.for_named(each.views.rules, block)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
             mirror,
@@ -318,7 +298,7 @@ def build_live(
             run_blocking=run_blocking,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
-    uploads.closed = statuses.closed
+    uploads.closed = team.statuses.closed
 
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
@@ -357,7 +337,7 @@ def build_live(
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
         capacity=capacity,
-        local_yanks=local_yanks,
+        local_yanks=team.local_yanks,
     )
     app.installer.page_max_age = page_max_age
     if metrics is not None:
@@ -384,7 +364,7 @@ def build_live(
             {n: b.site for n, b in named.items()},
         )
     )
-    live = Live(app, upstream, pages, users, named, withdrawn=withdrawn_rule)
+    live = Live(app, upstream, pages, users, named, withdrawn=team.withdrawn)
     live.cooldown = Cooldowns(
         cooldown,
         reactor,
@@ -397,18 +377,5 @@ def build_live(
     )
     live.cooldown.install()
     app.extra_routes.append(live.cooldown.client_routes(app))
-    app.extra_routes.append(StatusRoutes(statuses, store, policy))
+    app.extra_routes.append(StatusRoutes(team.statuses, store, policy))
     return live
-
-
-def _chained(
-    *hooks: Callable[[StoredFile], None] | None
-) -> Callable[[StoredFile], None]:
-    """One ``on_stored`` hook calling each of ``hooks`` (``None`` ones left out)."""
-    kept = [h for h in hooks if h is not None]
-
-    def stored(stored_file: StoredFile) -> None:
-        for hook in kept:
-            hook(stored_file)
-
-    return stored
