@@ -43,8 +43,8 @@ def dists(tmp_path):
 
 
 async def test_rules_hide_files_from_pages_and_refuse_them(tmp_path, dists):
-    """A rule's hidden file is on no page, and its URL and .metadata answer 404
-    with the rule's reason, cached or not; turning the rule off (a new
+    """A rule's hidden file is on no page (nor in the JSON API), and its URL
+    and .metadata answer 404 with the rule's reason, cached or not; turning the rule off (a new
     version) shows it again at once, and the stored file was kept."""
     rule = HideVersion("-2.0-")
     world = await start_world(tmp_path, dists, rules=Rules((rule,)))
@@ -81,6 +81,10 @@ async def test_rules_hide_files_from_pages_and_refuse_them(tmp_path, dists):
             await answer.content()
         assert (await d.get(hidden + ".metadata")).code == 404
         assert dists[1].name in world.mirror_files("ruled"), "kept on disk"
+        # The JSON API shows what /local/ offers.
+        document = await (await d.get("pypi/ruled/json")).json()
+        assert list(document["releases"]) == ["1.0"]
+        assert (await d.get("pypi/ruled/2.0/json")).code == 404
         rule.turn = 3
         rule.on = False
         page = await (await d.get("local/ruled/")).text()

@@ -155,7 +155,7 @@ class PypicacheApp:
                 self.bulk_auth,
                 self.bulk_jobs_per_client,
             ),
-            JsonApiRoutes(store, run_blocking),
+            JsonApiRoutes(store, run_blocking, self.views),
             AdminRoutes(store, policy, run_blocking),
             PageRoutes(store, self.index_url, self._open_figures()),
             *([self.metrics] if self.metrics is not None else []),

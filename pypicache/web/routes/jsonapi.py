@@ -11,7 +11,9 @@ from twisted.web.iweb import IRequest
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import NotFound
 from pypicache.index.names import normalize
+from pypicache.proxy.views import Views
 from pypicache.storage.interface import IStore
+from pypicache.storage.records import StoredFile
 from pypicache.web import jsonapi
 from pypicache.web.routing import base_url, redirect, route
 
@@ -22,6 +24,24 @@ class JsonApiRoutes:
 
     _store: IStore
     _run_blocking: RunBlocking
+    #: Whose rules (cooldown, block list, withdrawals, yanks...) the files
+    #: shown follow, as ``/local/`` pages do; ``None``: every stored file.
+    _views: Views | None = None
+
+    def _shown(self, name: str) -> list[StoredFile]:
+        """The project's stored files as ``/local/`` offers them: what the
+        rules hide left out, yanks as the rules say."""
+        stored = self._store.files(name)
+        if self._views is None or not stored:
+            return stored
+        offered = {f.filename: f for f in self._views.local(name).page.files}
+        return [
+            attrs.evolve(
+                s, info=attrs.evolve(s.info, yanked=offered[s.info.filename].yanked)
+            )
+            for s in stored
+            if s.info.filename in offered
+        ]
 
     @route("/pypi/<project>/json", methods=["GET", "HEAD"])
     @route("/pypi/<project>/json/", methods=["GET", "HEAD"])
@@ -42,7 +62,7 @@ class JsonApiRoutes:
             return redirect(
                 request, f"{depth}{quote(name)}/{suffix}{'/' if slash else ''}"
             )
-        releases = jsonapi.versions_of(self._store.files(name))
+        releases = jsonapi.versions_of(self._shown(name))
         if not releases:
             raise NotFound(f"No files of {name!r} on this server")
         try:
