@@ -252,6 +252,7 @@ def build_live(
         bulk_auth=bool(auth_file) if bulk_auth is None else bulk_auth,
         bulk_jobs_per_client=bulk_jobs_per_client,
         capacity=capacity,
+        clock=reactor,
     )
     app.installer.page_max_age = page_max_age
     if metrics is not None:

@@ -60,7 +60,8 @@ def read_core_metadata(stored: StoredFile) -> bytes | None:
     return read_sdist_metadata(stored.path.path)
 
 
-def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
+def core_info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
+    """The ``info`` of a release from its core metadata (``raw``; ``None``: unknown)."""
     info: dict[str, Any] = {key: None for key in _INFO_FIELDS.values()}
     info.update(
         name=project,
@@ -174,7 +175,7 @@ def project_json(
     with_releases: bool,
 ) -> dict[str, Any]:
     """The ``/pypi/<project>/json`` (or ``/<version>/json``) document."""
-    info = _info(metadata, project, str(version))
+    info = core_info(metadata, project, str(version))
     chosen = releases[version]
     info.update(
         package_url=f"{base_url}pypi/{project}/",

@@ -2,13 +2,15 @@
 """Private packages over HTTP: the upload APIs, deleting and yanking."""
 
 import json
-from urllib.parse import parse_qs
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import RunBlocking
-from pypicache.errors import BadRequest, NotFound
+from pypicache.errors import BadRequest, Forbidden, NotFound
 from pypicache.index.names import normalize, parse_filename
 from pypicache.private.received import copy_body
 from pypicache.private.uploads import DIGEST_FIELDS, Uploads
@@ -17,7 +19,51 @@ from pypicache.storage.interface import IStore
 from pypicache.storage.records import INCOMING, StoredFile
 from pypicache.web.access import AccessPolicy
 from pypicache.web.forms import Form, boundary_of, read_form
-from pypicache.web.routing import header, project_of, route
+from pypicache.web.routing import header, project_of, redirect, route
+
+#: Where a form of the web interface may send the browser back to: a page
+#: of the interface, relative to the route (see :func:`_answer`).
+_NEXT = re.compile(r"(\.\./)+\+ui/[A-Za-z0-9._~%/+-]*")
+
+
+def _url_form(request: IRequest) -> dict[str, str]:
+    """The fields of an ``application/x-www-form-urlencoded`` body (a form of
+    the web interface); ``{}`` for any other body."""
+    if not (header(request, b"content-type") or "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        return {}
+    request.content.seek(0)
+    fields = parse_qs(request.content.read(64 * 1024).decode("utf-8", "replace"))
+    return {k: v[0] for k, v in fields.items()}
+
+
+def refuse_cross_site(request: IRequest) -> None:
+    """Refuse a write that a browser sends from another site's page (a form
+    posted there, with this browser's credentials or from this machine).
+
+    :raises Forbidden: if ``Sec-Fetch-Site`` says so, or ``Origin`` names
+        another host than ``Host``.
+    """
+    site = header(request, b"sec-fetch-site")
+    origin = header(request, b"origin")
+    host = urlsplit("//" + (header(request, b"host") or "").strip()).hostname
+    if site in ("cross-site", "same-site") or (
+        origin is not None and urlsplit(origin).hostname != host
+    ):
+        raise Forbidden("Writes from another site's page are refused")
+
+
+def _answer(request: IRequest, fields: dict[str, str]) -> Any:
+    """``204``, or for a form of the web interface (a ``next`` field) ``303``
+    back to its page."""
+    target = fields.get("next")
+    if target is not None and _NEXT.fullmatch(target):
+        redirect(request, target)
+        request.setResponseCode(303)
+        return b""
+    request.setResponseCode(204)
+    return b""
 
 
 @attrs.define
@@ -42,6 +88,7 @@ class UploadRoutes:
     @route("/legacy/", methods=["POST"], strict_slashes=False)
     async def legacy_upload(self, request: IRequest) -> bytes:
         """The upload API of ``twine upload`` and ``uv publish``: 200 on success."""
+        refuse_cross_site(request)
         await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
@@ -67,6 +114,7 @@ class UploadRoutes:
     @route("/uploadpackage/", methods=["POST"], strict_slashes=False)
     async def upload_package(self, request: IRequest) -> bytes:
         """The original pypicache's upload: a multipart field ``sdist`` (or a wheel)."""
+        refuse_cross_site(request)
         await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
@@ -101,19 +149,25 @@ class UploadRoutes:
     ) -> bytes:
         return await self.put_package(request, project, filename)
 
-    @route("/packages/<project>/<filename>", methods=["DELETE"])
+    @route("/packages/<project>/<filename>", methods=["DELETE", "POST"])
     async def delete_package(
         self, request: IRequest, project: str, filename: str
     ) -> bytes:
+        """Delete a private file; ``POST`` is for HTML forms, with a field
+        ``_method=DELETE`` (and ``next``, the page to go back to)."""
+        refuse_cross_site(request)
+        fields = _url_form(request) if request.method == b"POST" else {}
+        if request.method == b"POST" and fields.get("_method") != "DELETE":
+            raise BadRequest("POST here takes a form with _method=DELETE")
         await self._policy.check(request, write=True)
         self._uploads.delete_file(project_of(project, filename), filename)
-        request.setResponseCode(204)
-        return b""
+        return _answer(request, fields)
 
     @route("/simple/<project>/<version>/", methods=["DELETE"], strict_slashes=False)
     async def delete_release(
         self, request: IRequest, project: str, version: str
     ) -> bytes:
+        refuse_cross_site(request)
         await self._policy.check(request, write=True)
         self._uploads.delete_release(normalize(project), version)
         request.setResponseCode(204)
@@ -121,26 +175,26 @@ class UploadRoutes:
 
     @route("/packages/<project>/<filename>/yank", methods=["POST", "DELETE"])
     async def yank(self, request: IRequest, project: str, filename: str) -> bytes:
+        """Yank (``POST``, with an optional ``reason``) or unyank (``DELETE``,
+        or a form's ``POST`` with ``_method=DELETE``)."""
+        refuse_cross_site(request)
         await self._policy.check(request, write=True)
         name = project_of(project, filename)
         reason: str | bool = False
+        fields: dict[str, str] = {}
         if request.method == b"POST":
             reason = True
             if boundary_of(header(request, b"content-type")) is not None:
                 form = await self._form(request)
                 form.discard()
                 reason = (form.get("reason") or "").strip() or True
-            elif (header(request, b"content-type") or "").startswith(
-                "application/x-www-form-urlencoded"
-            ):
-                request.content.seek(0)
-                fields = parse_qs(
-                    request.content.read(64 * 1024).decode("utf-8", "replace")
-                )
-                reason = (fields.get("reason") or [""])[0].strip() or True
+            else:
+                fields = _url_form(request)
+                reason = (fields.get("reason") or "").strip() or True
+                if fields.get("_method") == "DELETE":
+                    reason = False
         self._uploads.yank(name, filename, reason)
-        request.setResponseCode(204)
-        return b""
+        return _answer(request, fields)
 
 
 def _stored_answer(request: IRequest, created: bool, stored: StoredFile) -> bytes:
