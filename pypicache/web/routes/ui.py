@@ -216,13 +216,12 @@ class UiRoutes:
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
         _, releases = self._releases(name)
+        try:
+            chosen = jsonapi.pick_version(releases, version)
+        except KeyError:
+            raise NotFound(f"No files of {name} {version} on this server") from None
         stored = next(
-            (
-                s
-                for files in releases.values()
-                for s in files
-                if s.info.filename == filename and s.private
-            ),
+            (s for s in releases[chosen] if s.info.filename == filename and s.private),
             None,
         )
         if stored is None:
@@ -231,7 +230,7 @@ class UiRoutes:
             "confirm.html",
             root=ui.root_of(request.path),
             project=name,
-            release=version,
+            release=str(chosen),
             action=action,
             file=file_rows([stored])[0],
             auth=self._policy.checker is not None,

@@ -21,7 +21,7 @@ from pypicache.errors import PypicacheError
 from pypicache.index.names import normalize
 from pypicache.storage.records import StoredFile
 from pypicache.web import jsonapi
-from pypicache.web.ui.render import render
+from pypicache.web.ui.render import human_size, render, when
 
 #: The start of a requirement: its project name (PEP 508).
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
@@ -53,6 +53,14 @@ class FileRow:
     private: bool
     yanked: bool
     reason: str | None
+
+    @property
+    def size_text(self) -> str:
+        return human_size(self.size)
+
+    @property
+    def uploaded_text(self) -> str:
+        return when(self.uploaded)
 
 
 @attrs.frozen
