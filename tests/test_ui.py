@@ -171,6 +171,45 @@ def test_search_matches_names_summaries_and_keywords_best_first(tmp_path):
     assert catalog.matches(entries, names, "gam") == ["gamma"]
 
 
+def test_the_base_url_believes_forwarded_headers_only_from_a_trusted_proxy():
+    """Behind a proxy trusted with --trust-proxy, X-Forwarded-Proto, -Host and
+    -Prefix make the URL the set-up shows; otherwise Host alone does."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from pypicache.web.routes.ui import client_base
+
+    request = DummyRequest([b""])
+    request.isSecure = lambda: False
+    request.requestHeaders.setRawHeaders(b"host", [b"10.0.0.5:8080"])
+    for name, value in (
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"packages.example.org"),
+        (b"x-forwarded-prefix", b"/pypi/"),
+    ):
+        request.requestHeaders.setRawHeaders(name, [value])
+    assert client_base(request, trust_proxy=False) == "http://10.0.0.5:8080"
+    assert client_base(request, trust_proxy=True) == "https://packages.example.org/pypi"
+
+
+def test_the_upstreams_health_is_its_last_answer_and_last_failure():
+    """/+stats has when the upstream last answered (ok, 304, 404) and when and
+    how it last failed (error, timeout), the latest of each."""
+    metrics = Metrics()
+    assert metrics.stats(10.0, 0.0)["upstream_last_success"] is None
+    for moment, code, timed_out in (
+        (100.0, 200, False),
+        (200.0, None, True),
+        (300.0, 304, False),
+        (250.0, 503, False),
+    ):
+        metrics.wall_clock = lambda moment=moment: moment
+        metrics.count_upstream(code, timed_out)
+    stats = metrics.stats(400.0, 0.0)
+    assert stats["upstream_last_success"] == 300.0
+    assert stats["upstream_last_error"] == 250.0
+    assert stats["upstream_last_error_kind"] == "error"
+
+
 # -- on a daemon ---------------------------------------------------------------
 
 
@@ -241,6 +280,16 @@ async def test_pages_of_a_daemon_with_a_hostile_upload(world, tmp_path):
             b"script-src 'self'" in headers.getRawHeaders(b"content-security-policy")[0]
         )
         assert_inert(page)
+    _, simple = await get(world, "simple/evil/")
+    assert "data-yanked" not in simple  # the confirmation page changed nothing
+    assert (await get(world, "+ui/projects/?page=2"))[0].code == 404
+    assert (await get(world, "+ui/projects/?page=x"))[0].code == 400
+    assert (await get(world, "+ui/projects/evil/9.9/"))[0].code == 404
+    assert (await get(world, "+ui/projects/evil/1.0/evil-1.0.tar.gz/yank"))[
+        0
+    ].code == 404
+    assert (await get(world, "+ui/static/ui.css"))[0].code == 200
+    assert (await get(world, "+ui/static/nope.css"))[0].code == 404
     _, found = await get(world, "+ui/projects/?q=quite+unique")
     assert 'href="evil/"' in found and "lib/" not in found
     response, page = await get(world, "+ui/projects/evil/")

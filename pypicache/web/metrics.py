@@ -29,6 +29,7 @@ _READ_KINDS = {
     b"pypi": "json",
     b"index.json": "json",
     b"": "home",
+    b"+ui": "ui",
     b"metrics": "stats",
     b"+stats": "stats",
     b"health": "health",
@@ -43,7 +44,7 @@ HOUR = 3600.0
 
 def route_kind(method: bytes, path: bytes) -> str:
     """The kind of route a request went to, as a label: ``page``, ``file``,
-    ``json``, ``home``, ``stats``, ``health``, ``other`` for reads; ``bulk``
+    ``json``, ``home``, ``ui``, ``stats``, ``health``, ``other`` for reads; ``bulk``
     (``POST /requirements.txt``) or ``write`` (uploads, deletions, yanks)."""
     first = path[1:].split(b"/", 1)[0]
     if method == b"GET" or method == b"HEAD":
