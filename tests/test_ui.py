@@ -285,6 +285,8 @@ async def test_pages_of_a_daemon_with_a_hostile_upload(world, tmp_path):
     assert (await get(world, "+ui/projects/?page=2"))[0].code == 404
     assert (await get(world, "+ui/projects/?page=x"))[0].code == 400
     assert (await get(world, "+ui/projects/evil/9.9/"))[0].code == 404
+    response, page = await get(world, "+ui/projects/absent/")
+    assert response.code == 404 and "No files of <strong>absent</strong>" in page
     assert (await get(world, "+ui/projects/evil/1.0/evil-1.0.tar.gz/yank"))[
         0
     ].code == 404

@@ -45,6 +45,9 @@ PAGE_SIZE = 100
 #: Seconds a search waits for the search index being built.
 SEARCH_WAIT = 2.0
 
+#: Searches kept (their results, for the next pages).
+KEPT_SEARCHES = 32
+
 #: What the confirmation pages offer.
 ACTIONS = ("yank", "unyank", "delete")
 
@@ -89,6 +92,9 @@ class UiRoutes:
     catalog: Catalog
     _rendered: RenderCache = attrs.field(
         factory=lambda: RenderCache(max_bytes=16 * 1024**2, max_entries=256)
+    )
+    _searches: dict[tuple[int, int, str], tuple[list[str], list[str]]] = attrs.field(
+        factory=dict
     )
 
     @route("/+ui/", methods=["GET", "HEAD"])
@@ -170,9 +176,17 @@ class UiRoutes:
             up = "../../" if version is not None else "../"
             rest = f"{quote(version)}/" if version is not None else ""
             return redirect(request, f"{up}{quote(name)}/{rest}")
-        view, releases = self._releases(name)
-        private = self._store.is_private(name)
         root = ui.root_of(request.path)
+        base = client_base(request, self._policy.trust_proxy)
+        try:
+            view, releases = self._releases(name)
+        except NotFound:
+            if version is not None:
+                raise
+            request.setResponseCode(404)
+            data = ui.render("missing.html", root=root, base=base, project=name)
+            return send_page(request, *ui.both_forms(data))
+        private = self._store.is_private(name)
         if not releases:
             data = ui.render("empty.html", root=root, project=name, private=private)
             return send_page(request, *ui.both_forms(data))
@@ -180,7 +194,6 @@ class UiRoutes:
             chosen = jsonapi.pick_version(releases, version)
         except KeyError:
             raise NotFound(f"No files of {name} {version} on this server") from None
-        base = client_base(request, self._policy.trust_proxy)
         auth = self._policy.checker is not None
         slot = ("ui", name, version, base, auth)
         key = (view.key, private)
