@@ -308,7 +308,8 @@ async def test_pages_of_a_daemon_with_a_hostile_upload(world, tmp_path):
 async def test_yank_unyank_and_delete_through_the_forms_routes(world, tmp_path):
     """The forms post to the API's routes: yank with a reason answers 303 to
     the page named by ``next`` and /simple/ marks the file yanked; unyank is
-    a POST with _method=DELETE; a cross-site post is refused (403); a
+    a POST with _method=DELETE; a cross-site post (Sec-Fetch-Site, or an
+    Origin of another host) is refused (403); a
     ``next`` leaving the interface is ignored (204); delete removes it."""
     wheel = build_wheel(tmp_path / "dist", "mine", "1.0")
     (await twine_upload(world.daemon.url, [wheel], tmp_path)).check()
@@ -323,6 +324,10 @@ async def test_yank_unyank_and_delete_through_the_forms_routes(world, tmp_path):
     assert "yanked: broken" in ui_page
     response = await post_form(
         world, target, {"_method": "DELETE"}, {"Sec-Fetch-Site": "cross-site"}
+    )
+    assert response.code == 403
+    response = await post_form(
+        world, target, {"_method": "DELETE"}, {"Origin": "https://elsewhere.example"}
     )
     assert response.code == 403
     response = await post_form(

@@ -43,13 +43,18 @@ def refuse_cross_site(request: IRequest) -> None:
     posted there, with this browser's credentials or from this machine).
 
     :raises Forbidden: if ``Sec-Fetch-Site`` says so, or ``Origin`` names
-        another host than ``Host``.
+        another host than ``Host`` (or ``X-Forwarded-Host``).
     """
     site = header(request, b"sec-fetch-site")
     origin = header(request, b"origin")
-    host = urlsplit("//" + (header(request, b"host") or "").strip()).hostname
+    # A page cannot set X-Forwarded-Host on a form it posts: a proxy that
+    # rewrites Host says there which host the browser saw.
+    hosts = {
+        urlsplit("//" + (header(request, name) or "").split(",")[0].strip()).hostname
+        for name in (b"host", b"x-forwarded-host")
+    }
     if site in ("cross-site", "same-site") or (
-        origin is not None and urlsplit(origin).hostname != host
+        origin is not None and urlsplit(origin).hostname not in hosts - {None}
     ):
         raise Forbidden("Writes from another site's page are refused")
 
