@@ -371,3 +371,31 @@ def test_templates_are_package_data():
     non-editable install has them)."""
     setup = (Path(__file__).parent.parent / "setup.py").read_text()
     assert '"pypicache.web.ui": ["templates/*.html", "static/*"]' in setup
+
+
+def test_a_search_is_kept_for_its_next_pages():
+    """The same query over the same project list and index is searched once
+    (in a thread); a new list of names searches again."""
+    from twisted.internet.defer import Deferred, succeed
+
+    from pypicache.web.routes.ui import UiRoutes
+    from pypicache.web.ui.catalog import Catalog
+
+    searched = []
+
+    def run_blocking(f, *args):
+        searched.append(args[-1])
+        return succeed(f(*args))
+
+    routes = UiRoutes(None, None, None, run_blocking, Catalog(None, None, None))
+    names = ["alpha", "beta"]
+
+    def search(names, query):
+        d = Deferred.fromCoroutine(routes._search(names, query))
+        return [] if d.result is None else d.result
+
+    assert search(names, "alp") == ["alpha"]
+    assert search(names, "alp") == ["alpha"]
+    assert searched == ["alp"]
+    assert search(list(names), "alp") == ["alpha"]
+    assert searched == ["alp", "alp"]

@@ -119,9 +119,7 @@ class UiRoutes:
         names = await self._store.projects()
         complete = await self.catalog.ready(names, SEARCH_WAIT if query else 0)
         entries = self.catalog.entries
-        found = (
-            await self._run_blocking(matches, entries, names, query) if query else names
-        )
+        found = await self._search(names, query) if query else names
         pages = max(1, -(-len(found) // PAGE_SIZE))
         if not 1 <= page <= pages:
             raise NotFound(f"No page {page} (there are {pages})")
@@ -153,6 +151,22 @@ class UiRoutes:
             complete=complete,
         )
         return send_page(request, *ui.both_forms(data))
+
+    async def _search(self, names: list[str], query: str) -> list[str]:
+        """The names matching ``query``, searched in a thread (100,000 projects
+        take a few hundred ms), the last :data:`KEPT_SEARCHES` kept for the
+        next pages while neither the names nor the index change."""
+        key = (id(names), self.catalog.generation, query)
+        kept = self._searches.get(key)
+        if kept is not None and kept[0] is names:
+            return kept[1]
+        found: list[str] = await self._run_blocking(
+            matches, self.catalog.entries, names, query
+        )
+        self._searches[key] = (names, found)
+        while len(self._searches) > KEPT_SEARCHES:
+            del self._searches[next(iter(self._searches))]
+        return found
 
     def _releases(self, project: str) -> tuple[Any, dict[Version, list[StoredFile]]]:
         """The project's view (``/local/``'s, rules applied) and its files by version."""
