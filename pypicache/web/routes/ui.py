@@ -168,16 +168,20 @@ class UiRoutes:
             del self._searches[next(iter(self._searches))]
         return found
 
-    def _releases(self, project: str) -> tuple[Any, dict[Version, list[StoredFile]]]:
-        """The project's view (``/local/``'s, rules applied) and its files by version."""
-        view = self._views.local(project)
+    def _releases(
+        self, project: str, view: Any = None
+    ) -> dict[Version, list[StoredFile]]:
+        """The project's files by version, as its ``/local/`` view shows them
+        (the rules applied); raises :class:`NotFound` if it has none here."""
+        if view is None:
+            view = self._views.local(project)
         shown = {f.filename: f for f in view.page.files}
         files = [
             attrs.evolve(s, info=shown[s.info.filename])
             for s in self._store.files(project)
             if s.info.filename in shown
         ]
-        return view, jsonapi.versions_of(files)
+        return jsonapi.versions_of(files)
 
     @route("/+ui/projects/<project>/", methods=["GET", "HEAD"])
     @route("/+ui/projects/<project>/<version>/", methods=["GET", "HEAD"])
@@ -193,7 +197,7 @@ class UiRoutes:
         root = ui.root_of(request.path)
         base = client_base(request, self._policy.trust_proxy)
         try:
-            view, releases = self._releases(name)
+            view = self._views.local(name)
         except NotFound:
             if version is not None:
                 raise
@@ -201,19 +205,21 @@ class UiRoutes:
             data = ui.render("missing.html", root=root, base=base, project=name)
             return send_page(request, *ui.both_forms(data))
         private = self._store.is_private(name)
-        if not releases:
-            data = ui.render("empty.html", root=root, project=name, private=private)
-            return send_page(request, *ui.both_forms(data))
-        try:
-            chosen = jsonapi.pick_version(releases, version)
-        except KeyError:
-            raise NotFound(f"No files of {name} {version} on this server") from None
         auth = self._policy.checker is not None
+        # Kept per version of the view: a kept page costs no listing or parsing.
         slot = ("ui", name, version, base, auth)
         key = (view.key, private)
         plain = self._rendered.peek(slot, key)
         zipped = self._rendered.peek(slot + ("gzip",), key)
         if plain is None or zipped is None:
+            releases = self._releases(name, view)
+            if not releases:
+                data = ui.render("empty.html", root=root, project=name, private=private)
+                return send_page(request, *ui.both_forms(data))
+            try:
+                chosen = jsonapi.pick_version(releases, version)
+            except KeyError:
+                raise NotFound(f"No files of {name} {version} on this server") from None
             data = await self._run_blocking(
                 project_page,
                 root,
@@ -242,7 +248,7 @@ class UiRoutes:
         name = normalize(project)
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
-        _, releases = self._releases(name)
+        releases = self._releases(name)
         try:
             chosen = jsonapi.pick_version(releases, version)
         except KeyError:
