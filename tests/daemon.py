@@ -160,7 +160,11 @@ class World:
 
     def file_requests(self) -> list[str]:
         """The paths of every upstream request for a file."""
-        return [r.path for r in self.index.requests if r.path.startswith("/files/")]
+        return [
+            r.path
+            for r in self.index.requests
+            if r.path.startswith(("/files/", "/packages/"))
+        ]
 
 
 async def start_world(

@@ -9,6 +9,11 @@ L{FakeIndex.add}::
     /simple/<project>/            PEP 503 HTML / PEP 691 JSON page (API 1.1, PEP 700)
     /files/<filename>             the dist file, streamed (never read whole)
     /files/<filename>.metadata    PEP 658 metadata (of wheels added with metadata=True)
+    /packages/<aa>/<bb>/<60 hex>/<filename>[.metadata]
+                                  the same, in the public file host's layout: the
+                                  blake2b-256 hex digest of the file cut 2/2/60
+                                  (the pages link there when C{file_layout} is
+                                  C{"hosted"}; a path with another digest 404s)
 
 The pages are literal templates written here, independent of anything pypicache
 renders.  The two modes differ on purpose:
@@ -114,11 +119,14 @@ class _Dist:
     version: Version
     size: int
     sha256: str
+    blake2b: str
     yanked: bool | str | None
     requires_python: str | None
     upload_time: str | None
     metadata: bytes | None
     metadata_sha256: str | None
+    #: Its PEP 740 provenance object, served at ``/integrity/<file>/provenance``.
+    provenance: bytes | None = None
 
 
 class Hold:
@@ -326,12 +334,14 @@ def _read_wheel_metadata(path: Path) -> bytes | None:
     return None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _file_digests(path: Path) -> tuple[str, str]:
+    """The file's sha256 and blake2b-256 (the file host's path) hex digests."""
+    sha256, blake2b = hashlib.sha256(), hashlib.blake2b(digest_size=32)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha256.update(chunk)
+            blake2b.update(chunk)
+    return sha256.hexdigest(), blake2b.hexdigest()
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
@@ -398,6 +408,10 @@ class FakeIndex(Resource):
     #: set to None on an instance to send none.
     page_cache_control: str | None = "max-age=600, public"
     file_cache_control: str | None = "max-age=365000000, immutable, public"
+    #: Where pages link files: C{"files"} (C{/files/<filename>}) or
+    #: C{"hosted"} (C{/packages/<aa>/<bb>/<60 hex>/<filename>}, the public
+    #: file host's layout); both are served either way.
+    file_layout: Literal["files", "hosted"] = "files"
 
     def __init__(
         self,
@@ -444,6 +458,7 @@ class FakeIndex(Resource):
         requires_python: str | None = None,
         upload_time: str | None = "2024-01-02T03:04:05.123456Z",
         metadata: bool = True,
+        provenance: bytes | None = None,
     ) -> str:
         """
         Register (or re-register) a dist file under its project.
@@ -458,6 +473,7 @@ class FakeIndex(Resource):
             C{requires-python} (not taken from the file).
         :param upload_time: the JSON C{upload-time}, or None to leave it out.
         :param metadata: for wheels, advertise and serve PEP 658 core metadata.
+        :param provenance: a PEP 740 provenance object, linked from JSON pages.
         :returns: the project's normalized name.
         """
         path = self.files_dir / path
@@ -473,18 +489,21 @@ class FakeIndex(Resource):
             is_wheel = False
         meta = _read_wheel_metadata(path) if (metadata and is_wheel) else None
         project = canonicalize_name(name)
+        sha256, blake2b = _file_digests(path)
         self._dists[filename] = _Dist(
             path=path,
             filename=filename,
             project=project,
             version=version,
             size=path.stat().st_size,
-            sha256=_file_sha256(path),
+            sha256=sha256,
+            blake2b=blake2b,
             yanked=yanked,
             requires_python=requires_python,
             upload_time=upload_time,
             metadata=meta,
             metadata_sha256=hashlib.sha256(meta).hexdigest() if meta else None,
+            provenance=provenance,
         )
         self._touch(project)
         return project
@@ -506,6 +525,18 @@ class FakeIndex(Resource):
         """The sha256 the pages advertise for C{filename}."""
         return self._dists[filename].sha256
 
+    def hosted_path(self, filename: str) -> str:
+        """C{<aa>/<bb>/<60 hex>/<filename>}: where the file host layout keeps
+        C{filename} (the blake2b-256 of its bytes, as the public index cuts it)."""
+        digest = self._dists[filename].blake2b
+        return f"{digest[:2]}/{digest[2:4]}/{digest[4:]}/{quote(filename)}"
+
+    def _link(self, base: str, dist: _Dist) -> str:
+        """A file's URL on a page: below C{base}, as C{file_layout} says."""
+        if self.file_layout == "hosted":
+            return base + "packages/" + self.hosted_path(dist.filename)
+        return base + "files/" + quote(dist.filename)
+
     # -- recording ----------------------------------------------------------
 
     def count(self, path_substring: str, method: str | None = None) -> int:
@@ -518,11 +549,20 @@ class FakeIndex(Resource):
 
     def downloads(self, served_name: str) -> int:
         """
-        How many GETs asked for exactly C{/files/<served_name>} (unlike L{count},
+        How many GETs asked for exactly C{/files/<served_name>} or its
+        C{/packages/<aa>/<bb>/<60 hex>/<served_name>} (unlike L{count},
         C{"x.whl"} does not also match C{"x.whl.metadata"}).
         """
-        path = "/files/" + quote(served_name)
-        return sum(1 for r in self.requests if r.method == "GET" and r.path == path)
+        name = quote(served_name)
+        return sum(
+            1
+            for r in self.requests
+            if r.method == "GET"
+            and (
+                r.path == "/files/" + name
+                or (r.path.startswith("/packages/") and r.path.endswith("/" + name))
+            )
+        )
 
     def paths(self) -> list[str]:
         """The recorded request paths, in order."""
@@ -695,6 +735,14 @@ class FakeIndex(Resource):
                 return self._project(request, rest[0], slash=len(rest) == 2)
         if len(segments) == 2 and segments[0] == "files":
             return self._file(request, segments[1])
+        if len(segments) == 5 and segments[0] == "packages":
+            return self._hosted_file(request, segments[1:])
+        if len(segments) == 3 and segments[0] == "integrity":
+            dist = self._dists.get(segments[1])
+            if dist is not None and dist.provenance is not None:
+                request.setHeader(b"content-type", b"application/json")
+                return dist.provenance
+
         return self._plain(request, 404, "not found")
 
     def _plain(self, request: Request, code: int, text: str) -> bytes:
@@ -838,9 +886,9 @@ class FakeIndex(Resource):
         request.setHeader(b"content-type", content_type.encode())
         if self.mode == "json":
             host = request.getHost()
-            base = f"http://{host.host}:{host.port}/files/"
+            base = f"http://{host.host}:{host.port}/"
         else:
-            base = "../../files/"
+            base = "../../"
         if content_type == JSON_TYPE:
             return self._json_page(project, dists, base)
         return self._html_page(project, dists, base)
@@ -848,9 +896,7 @@ class FakeIndex(Resource):
     def _html_page(self, project: str, dists: list[_Dist], base: str) -> bytes:
         anchors = []
         for d in dists:
-            attrs_ = [
-                f'href="{html.escape(base + quote(d.filename))}#sha256={d.sha256}"'
-            ]
+            attrs_ = [f'href="{html.escape(self._link(base, d))}#sha256={d.sha256}"']
             if d.requires_python is not None:
                 attrs_.append(
                     f'data-requires-python="{html.escape(d.requires_python)}"'
@@ -891,7 +937,12 @@ class FakeIndex(Resource):
                 if d.upload_time is not None
                 else ""
             )
-            url = json.dumps(base + quote(d.filename))
+            url = json.dumps(self._link(base, d))
+            if d.provenance is not None:
+                provenance = json.dumps(
+                    f"{base}integrity/{quote(d.filename)}/provenance"
+                )
+                upload += f', "provenance": {provenance}'
             files.append(f"""{{
       "filename": {json.dumps(d.filename)},
       "url": {url},
@@ -931,6 +982,15 @@ class FakeIndex(Resource):
             return NOT_DONE_YET
         self._send(request, dist, served_name, is_metadata)
         return NOT_DONE_YET
+
+    def _hosted_file(self, request: Request, segments: list[str]) -> bytes | int:
+        """C{/packages/<aa>/<bb>/<60 hex>/<served name>}: the file if the
+        digest in the path is its own, as on the public file host."""
+        served_name = segments[3]
+        dist = self._dists.get(served_name.removesuffix(".metadata"))
+        if dist is None or "".join(segments[:3]) != dist.blake2b:
+            return self._plain(request, 404, f"no file at {'/'.join(segments)}")
+        return self._file(request, served_name)
 
     def _send(
         self, request: Request, dist: _Dist, served_name: str, is_metadata: bool

@@ -686,7 +686,7 @@ def test_write_needs_credentials(checker):
 def test_write_with_good_credentials(checker):
     """With users, a write with good credentials gives the user name."""
     req = request("10.0.0.5", {b"Authorization": basic("bob", "builder")})
-    assert success(check(AccessPolicy(checker=checker), req, write=True)) == "bob"
+    assert success(check(AccessPolicy(checker=checker), req, write=True)).user == "bob"
 
 
 def test_write_with_wrong_credentials(checker):
@@ -725,7 +725,7 @@ def test_read_auth(checker):
     bad = request("10.0.0.5", {b"Authorization": basic("alice", "wrong")})
     failure(check(policy, bad, write=False), Unauthorized)
     good = request("10.0.0.5", {b"Authorization": basic("alice", "wonderland")})
-    assert success(check(policy, good, write=False)) == "alice"
+    assert success(check(policy, good, write=False)).user == "alice"
 
 
 def test_check_uses_login_cache(checker, blocking):
@@ -733,7 +733,7 @@ def test_check_uses_login_cache(checker, blocking):
     policy = AccessPolicy(checker=checker, read_auth=True)
     for _ in range(5):
         req = request("10.0.0.5", {b"Authorization": basic("alice", "wonderland")})
-        assert success(check(policy, req, write=False)) == "alice"
+        assert success(check(policy, req, write=False)).user == "alice"
     assert blocking.calls == 1
 
 
@@ -743,7 +743,7 @@ def test_utf8_user_name(tmp_path, clock, blocking):
     write_htpasswd(path, "zoë:".encode() + ALICE + b"\n")
     policy = AccessPolicy(checker=Htpasswd(str(path), blocking, clock))
     req = request("10.0.0.5", {b"Authorization": basic("zoë", "wonderland")})
-    assert success(check(policy, req, write=True)) == "zoë"
+    assert success(check(policy, req, write=True)).user == "zoë"
 
 
 def test_allow_from_accepts_list():

@@ -110,10 +110,11 @@ def request(peer: str, user: str = "alice", password: str = "guess") -> DummyReq
 
 
 def write(policy: AccessPolicy, peer: str, password: str = "guess") -> defer.Deferred:
-    """``policy.check`` of a write from ``peer`` as alice, as a Deferred."""
+    """``policy.check`` of a write from ``peer`` as alice, as a Deferred of
+    the user name."""
     return defer.ensureDeferred(
         policy.check(request(peer, password=password), write=True)
-    )
+    ).addCallback(lambda identity: identity.user)
 
 
 def login(checker: Htpasswd, user: bytes, password: bytes) -> defer.Deferred:

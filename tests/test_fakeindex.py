@@ -290,6 +290,35 @@ async def test_json_mode_negotiates(http, running_json) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_hosted_file_layout(http, running_json) -> None:
+    """
+    With file_layout "hosted", pages link files (and their .metadata) at
+    /packages/<aa>/<bb>/<60 hex>/<filename>, the blake2b-256 of the bytes cut
+    2/2/60 as the public file host does; another digest there 404s.
+    """
+    index, name = running_json.index, "foo-1.0-py3-none-any.whl"
+    index.file_layout = "hosted"
+    wheel = index.files_dir / name
+    digest = hashlib.blake2b(wheel.read_bytes(), digest_size=32).hexdigest()
+    path = f"{digest[:2]}/{digest[2:4]}/{digest[4:]}/{name}"
+    assert index.hosted_path(name) == path
+    response = await http.get(running_json.url + "foo/", headers={"Accept": JSON_TYPE})
+    page = json.loads(await response.text())
+    urls = {f["filename"]: f["url"] for f in page["files"]}
+    assert urls[name] == f"{running_json.root}packages/{path}"
+    html_page = await (await http.get(running_json.url + "foo/")).text()
+    assert f'href="{running_json.root}packages/{path}#sha256=' in html_page
+    answer = await http.get(urls[name])
+    assert answer.code == 200 and await answer.content() == wheel.read_bytes()
+    assert (await http.get(urls[name] + ".metadata")).code == 200
+    assert index.downloads(name) == 1
+    wrong = f"{running_json.root}packages/00/00/{'0' * 60}/{name}"
+    answer = await http.get(wrong)
+    assert answer.code == 404
+    await answer.content()
+
+
+@pytest_twisted.ensureDeferred
 async def test_yanked_and_listing(http, dists: Path) -> None:
     """Yanked files carry data-yanked / "yanked"; /simple/ lists the projects."""
     index = _make_index(dists, "json")

@@ -191,7 +191,9 @@ async def test_failed_prefetch_has_no_effect_on_clients(tmp_path, tree):
         world.index.heal_page("lib")
         world.index.heal("mid-1.0-py3-none-any.whl.metadata")
         assert b"lib-1.5-py3-none-any.whl" in await get_ok(world, "/simple/lib/")
-        metadata = await get_ok(world, "/packages/mid/mid-1.0-py3-none-any.whl.metadata")
+        metadata = await get_ok(
+            world, "/packages/mid/mid-1.0-py3-none-any.whl.metadata"
+        )
         assert metadata == metadata_text("mid", "1.0", requires=["deep"]).encode()
     finally:
         await world.stop()
@@ -317,3 +319,54 @@ async def test_prefetch_never_holds_the_clients_answer(tmp_path, tree):
         await settled(world)
     finally:
         await world.stop()
+
+
+def _page(name: str, count: int) -> ProjectPage:
+    """``count`` versions of ``name``, a universal wheel each, oldest first."""
+    return ProjectPage(
+        name=name,
+        files=tuple(
+            DistFile(filename=f"{name}-{i}.0-py3-none-any.whl", url=f"u/{i}")
+            for i in range(count)
+        ),
+    )
+
+
+def test_pick_groups_versions_and_checks_newest_first():
+    """pick takes the newest version the specifier allows; texts that are one
+    version ("2.0", "2.0.0") are one group, whose best wheel wins."""
+    ranks, python = _tag_ranks(), Version("3.11")
+    page = _page("many", 500)
+    assert pick(page, None, ranks, python).filename == "many-499.0-py3-none-any.whl"
+    assert (
+        pick(page, SpecifierSet("<100"), ranks, python).filename
+        == "many-99.0-py3-none-any.whl"
+    )
+    tagged = ProjectPage(
+        name="two",
+        files=(
+            DistFile(filename="two-2.0-py2-none-any.whl", url="a"),
+            DistFile(filename="two-2.0.0-py3-none-any.whl", url="b"),
+            DistFile(filename="two-1.0-py3-none-any.whl", url="c"),
+        ),
+    )
+    assert pick(tagged, None, ranks, python).filename == "two-2.0.0-py3-none-any.whl"
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_pages_are_picked_from_in_a_thread():
+    """A page of more than PICK_INLINE files is picked from through
+    run_blocking (off the reactor); a small one on the reactor."""
+    from pypicache.proxy.prefetch import PICK_INLINE, Prefetcher, _Walk
+
+    calls = []
+
+    def run_blocking(f, *args):
+        calls.append(len(args[0].files))
+        return task.deferLater(reactor, 0, f, *args)
+
+    prefetcher = Prefetcher(None, None, reactor, run_blocking=run_blocking)
+    for count in (PICK_INLINE, PICK_INLINE + 1):
+        # A walk with no budget stops right after the pick.
+        await prefetcher._expand(_Walk(0), "many", _page("many", count), None, 0)
+    assert calls == [PICK_INLINE + 1]

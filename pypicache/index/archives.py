@@ -28,6 +28,11 @@ import attrs
 from twisted.logger import Logger
 
 from pypicache.errors import BadRequest
+from pypicache.index.hygiene import (
+    check_container,
+    check_metadata_version,
+    metadata_version_of,
+)
 
 log = Logger()
 
@@ -359,7 +364,8 @@ def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
     """Check an uploaded archive and read its metadata (blocking: run it in a thread).
 
     :raises BadRequest: if it does not open, holds a member outside its folder,
-        or has no readable metadata (see :class:`Archive`).
+        has no readable metadata (see :class:`Archive`), or is refused by
+        :mod:`~pypicache.index.hygiene` (format, polyglot, Metadata-Version).
     """
     if filename.endswith(".whl"):
         raw = wheel_metadata(path, filename)
@@ -369,6 +375,8 @@ def inspect_archive(path: str, filename: str) -> ArchiveMetadata:
         if "PKG-INFO" not in pkg_info:
             raise BadRequest(f"{filename} has no PKG-INFO in its top folder")
         raw, core = pkg_info["PKG-INFO"], None
+    check_container(path, filename)
+    check_metadata_version(metadata_version_of(raw), f"The metadata of {filename}")
     import pkginfo  # here: only uploads and the folder scan need it
 
     dist: Any = pkginfo.Distribution()

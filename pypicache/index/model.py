@@ -16,6 +16,7 @@ class DistFile:
     :ivar yanked: ``False``, ``True``, or the reason (a non-empty string).
     :ivar core_metadata: ``False``, ``True``, or a dict of hashes of the
         ``.metadata`` file (PEP 658/714).
+    :ivar uploaded_by: who uploaded a private file (never on index pages).
     """
 
     filename: str
@@ -27,14 +28,19 @@ class DistFile:
     size: int | None = None
     upload_time: str | None = None
     provenance: str | None = None
+    #: Who uploaded a private file (user, and token id), where known.
+    uploaded_by: str | None = None
 
     def recorded_metadata(self) -> bool | dict[str, str]:
         """What this record says of the file's core metadata."""
         return self.core_metadata
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-able dict (our own storage form, not the PEP 691 one)."""
-        return attrs.asdict(self)
+        """Return a JSON-able dict (our own storage form, not the PEP 691 one);
+        ``uploaded_by`` only where known (cached pages stay as they were)."""
+        return attrs.asdict(
+            self, filter=lambda a, v: v is not None or a.name != "uploaded_by"
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "DistFile":

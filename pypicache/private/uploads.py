@@ -3,6 +3,7 @@
 
 import datetime
 import hashlib
+import os
 from typing import Callable
 
 import attrs
@@ -15,13 +16,21 @@ from twisted.logger import Logger
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest, Conflict, NotFound
 from pypicache.index.archives import ArchiveMetadata, inspect_archive
+from pypicache.index.hygiene import check_metadata_version
 from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename, parse_filename
+from pypicache.index.provenance import PROVENANCE, provenance_of_upload
 from pypicache.private.received import FilePart
-from pypicache.storage.atomic import full_disk_is_507
+from pypicache.storage.atomic import TempFile, full_disk_is_507, write_atomically
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks
-from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES, StoredFile
+from pypicache.storage.records import (
+    MIRROR,
+    PRERELEASES,
+    RELEASES,
+    SIDECAR_SUFFIX,
+    StoredFile,
+)
 
 log = Logger()
 
@@ -48,11 +57,46 @@ def parse_upload_filename(filename: str) -> tuple[str, Version]:
     if not filename.endswith((".whl", ".tar.gz", ".zip")):
         raise BadRequest(
             f"Only wheels and sdists (.whl, .tar.gz, .zip) can be uploaded, not {filename!r}"
+            + (
+                ": an sdist must be a .tar.gz (PEP 625); .tar.bz2, .tar.xz and other "
+                "forms are refused"
+                if ".tar" in filename or filename.endswith((".tgz", ".tbz", ".txz"))
+                else ""
+            )
         )
     project, version = parse_filename(filename)
     if version is None:
         raise BadRequest(f"No valid version in {filename!r}")
     return project, version
+
+
+def persist_attested(
+    store: IStore,
+    temp: TempFile,
+    info: DistFile,
+    core: bytes | None,
+    area: str,
+    provenance: bytes | None,
+) -> StoredFile:
+    """Store an upload and its provenance object beside it (blocking): if the
+    provenance cannot be written, the archive is taken back out."""
+    project = parse_filename(info.filename)[0]
+    persisted = store.persist(temp, info, core, project, area)
+    if provenance is not None:
+        try:
+            write_atomically(persisted.provenance_path, provenance)
+        except BaseException:
+            for path in (
+                persisted.path,
+                persisted.path.siblingExtension(SIDECAR_SUFFIX),
+                persisted.metadata_path,
+            ):
+                try:
+                    os.unlink(path.path)
+                except FileNotFoundError:
+                    pass
+            raise
+    return persisted
 
 
 def _same_version(a: str, b: Version) -> bool:
@@ -77,17 +121,22 @@ class Uploads:
     on_upload: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
 
     async def receive(
-        self, part: FilePart, filename: str, form: dict[str, str | None] | None = None
+        self,
+        part: FilePart,
+        filename: str,
+        form: dict[str, str | None] | None = None,
+        uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         """Validate an upload and store it; its temporary file is always used up.
 
         :param form: the upload API's fields (``name``, ``version``, digests).
+        :param uploader: who uploads (kept in the file's record).
         :returns: whether it was stored now (``False``: identical bytes were there).
         :raises BadRequest: bad filename, digests, archive or metadata.
         :raises Conflict: other bytes under this filename exist or existed.
         """
         try:
-            result = await self._receive(part, filename, form or {})
+            result = await self._receive(part, filename, form or {}, uploader)
         finally:
             part.temp.discard()
         if result[0] and self.on_upload is not None:
@@ -95,7 +144,11 @@ class Uploads:
         return result
 
     async def _receive(
-        self, part: FilePart, filename: str, form: dict[str, str | None]
+        self,
+        part: FilePart,
+        filename: str,
+        form: dict[str, str | None],
+        uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         project, version = parse_upload_filename(filename)
         if part.size == 0:
@@ -108,12 +161,20 @@ class Uploads:
             raise BadRequest(
                 f"The form's version {form['version']!r} does not match {filename!r}"
             )
+        if form.get("metadata_version"):
+            check_metadata_version(form["metadata_version"], "The upload form")
         for field, algorithm in DIGEST_FIELDS.items():
             claimed = (form.get(field) or "").strip().lower()
             if claimed and claimed != part.hashes[algorithm]:
                 raise BadRequest(
                     f"{field} does not match the uploaded bytes of {filename}"
                 )
+        attestations = form.get("attestations")
+        provenance = None
+        if attestations and attestations.strip():
+            provenance = await self._run_blocking(
+                provenance_of_upload, attestations, filename, part.hashes["sha256"]
+            )
         metadata = await self._run_blocking(
             inspect_archive, part.temp.path.path, filename
         )
@@ -139,7 +200,13 @@ class Uploads:
                 # Another process may have stored it since this one listed its folder.
                 self._store.reread(area, project, filename)
                 return await self._store_checked(
-                    part, filename, project, version, metadata
+                    part,
+                    filename,
+                    project,
+                    version,
+                    metadata,
+                    uploader=uploader,
+                    provenance=provenance,
                 )
             finally:
                 held.release()
@@ -155,12 +222,25 @@ class Uploads:
         project: str,
         version: Version,
         metadata: ArchiveMetadata,
+        uploader: str | None = None,
+        provenance: bytes | None = None,
     ) -> tuple[bool, StoredFile]:
-        """Refuse conflicts, then store (one upload per filename at a time)."""
+        """Refuse conflicts, then store (one upload per filename at a time).
+
+        :param provenance: the PEP 740 provenance object of its attestations,
+            kept beside it (also when identical bytes are there without one).
+        """
         digest = part.hashes["sha256"]
         existing = self._store.find(project, filename)
         if existing is not None and existing.private:
             if existing.info.hashes.get("sha256") == digest:
+                if provenance is not None and not existing.provenance_path.exists():
+                    await self._run_blocking(
+                        write_atomically, existing.provenance_path, provenance
+                    )
+                    existing = self._store.update(
+                        existing, attrs.evolve(existing.info, provenance=PROVENANCE)
+                    )
                 return False, existing
             raise Conflict(
                 f"File already exists: {filename} was uploaded with other contents"
@@ -182,18 +262,21 @@ class Uploads:
             ),
             size=part.size,
             upload_time=iso_time(self._clock.seconds()),
+            uploaded_by=uploader,
+            provenance=PROVENANCE if provenance is not None else None,
         )
         area = PRERELEASES if version.is_prerelease else RELEASES
         # fsync and rename in a thread; the listing is updated back here.
         persisted = await self._run_blocking(
-            self._store.persist, part.temp, info, core, project, area
+            persist_attested, self._store, part.temp, info, core, area, provenance
         )
         stored = self._store.register(persisted)
         log.info(
-            "Uploaded {filename} ({size} bytes, sha256 {digest})",
+            "Uploaded {filename} ({size} bytes, sha256 {digest}) by {uploader}",
             filename=filename,
             size=part.size,
             digest=digest,
+            uploader=uploader or "an anonymous local client",
         )
         return True, stored
 

@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from pypicache.concurrency import RunBlocking
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
@@ -61,6 +62,11 @@ def _tag_ranks() -> dict[Tag, int]:
     return {tag: rank for rank, tag in enumerate(sys_tags())}
 
 
+#: Pages of at most this many files are picked from on the reactor (a
+#: thread trip costs more); larger ones in a thread (3,000 files: tens of ms).
+PICK_INLINE = 200
+
+
 def _wheel_rank(filename: str, ranks: dict[Tag, int]) -> int | None:
     """The best rank of a wheel's tags here, or ``None`` if none fits."""
     parts = filename[: -len(".whl")].split("-")
@@ -87,8 +93,8 @@ def pick(
     the index offers that sdist's ``.metadata``. ``None`` when the newest
     version has neither (a resolver would build it: nothing to prefetch).
     """
-    versions: dict[str, Version | None] = {}
-    candidates: list[tuple[Version, DistFile]] = []
+    # Files grouped by version text: each version is parsed and checked once.
+    groups: dict[str, list[DistFile]] = {}
     for f in page.files:
         if f.yanked or f.url is None:
             continue
@@ -99,25 +105,28 @@ def pick(
             text = name[: -len(".tar.gz")].rpartition("-")[2]
         else:
             continue
-        if text not in versions:
-            try:
-                versions[text] = Version(text)
-            except InvalidVersion:
-                versions[text] = None
-        version = versions[text]
-        if version is None or version.is_prerelease:
+        group = groups.get(text)
+        if group is None:
+            groups[text] = [f]
+        else:
+            group.append(f)
+    # Texts that are one version ("1.0", "1.0.0") share a group.
+    by_version: dict[Version, list[DistFile]] = {}
+    for text, files in groups.items():
+        try:
+            by_version.setdefault(Version(text), []).extend(files)
+        except InvalidVersion:
+            continue
+    # Newest first, each checked only until one is picked (``contains`` is
+    # costly, and a 3,000-file page is read on the reactor).
+    for version in sorted(by_version, reverse=True):
+        if version.is_prerelease:
             continue
         if specifier is not None and not specifier.contains(version):
             continue
-        candidates.append((version, f))
-    candidates.sort(key=lambda c: c[0], reverse=True)
-    seen: set[Version] = set()
-    for version, _ in candidates:
-        if version in seen:
-            continue
-        seen.add(version)
+        files = by_version[version]
         best: tuple[int, DistFile] | None = None
-        for f in (f for v, f in candidates if v == version):
+        for f in files:
             if not _python_fits(f, python):
                 continue
             if f.filename.endswith(".whl"):
@@ -129,9 +138,7 @@ def pick(
         if best is not None:
             return best[1]
         if any(
-            not f.filename.endswith(".whl") and _python_fits(f, python)
-            for v, f in candidates
-            if v == version
+            not f.filename.endswith(".whl") and _python_fits(f, python) for f in files
         ):
             return None  # a resolver would take this version's sdist, and build it
     return None
@@ -206,6 +213,9 @@ class Prefetcher:
     _ranks: dict[Tag, int] = attrs.field(factory=_tag_ranks)
     _python: Version = attrs.field(factory=_this_python)
     _recent: "OrderedDict[str, float]" = attrs.field(factory=OrderedDict)
+    #: Where a large page's pick is made (a thread: it parses every version),
+    #: ``None``: on the reactor.
+    run_blocking: "RunBlocking | None" = None
     _limit: DeferredSemaphore = attrs.field(init=False)
     #: Walks under way (for tests and shutdown: each fires when its walk ends).
     walks: list[Deferred[Any]] = attrs.field(factory=list)
@@ -264,7 +274,12 @@ class Prefetcher:
     ) -> None:
         """Fetch the ``.metadata`` of the pick of ``page``; below ``depth``,
         walk its dependencies' pages, all at once."""
-        chosen = pick(page, specifier, self._ranks, self._python)
+        if self.run_blocking is not None and len(page.files) > PICK_INLINE:
+            chosen = await self.run_blocking(
+                pick, page, specifier, self._ranks, self._python
+            )
+        else:
+            chosen = pick(page, specifier, self._ranks, self._python)
         if chosen is None or not walk.take():
             return
         try:

@@ -8,6 +8,7 @@ from twisted.logger import Logger
 
 from pypicache.errors import NotFound, UpstreamError
 from pypicache.index.model import DistFile, ProjectPage
+from pypicache.index.provenance import PROVENANCE
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.rules import Rules
 from pypicache.storage.interface import IStore
@@ -17,8 +18,12 @@ log = Logger()
 
 
 def local_info(stored: StoredFile) -> DistFile:
-    """A stored file as pages show it: core metadata only if servable from disk."""
+    """A stored file as pages show it: core metadata only if servable from
+    disk, a provenance only if one is kept beside it (:data:`PROVENANCE`)."""
     info = stored.info
+    if info.provenance:
+        kept = stored.provenance_path.exists()
+        info = attrs.evolve(info, provenance=PROVENANCE if kept else None)
     servable = stored.metadata_path.exists() or info.filename.endswith(".whl")
     if not servable:
         return attrs.evolve(info, core_metadata=False)

@@ -16,6 +16,7 @@ import attrs
 from twisted.python.filepath import FilePath
 
 from pypicache.index.names import METADATA_SUFFIX
+from pypicache.index.provenance import PROVENANCE_SUFFIX
 from pypicache.storage.layout import is_archive_name
 from pypicache.storage.locks import try_lock
 from pypicache.storage.pins import read_pins
@@ -157,6 +158,7 @@ def evict(
         for path in (
             archive.siblingExtension(SIDECAR_SUFFIX),
             archive.siblingExtension(METADATA_SUFFIX),
+            archive.siblingExtension(PROVENANCE_SUFFIX),
             hidden,
         ):
             try:

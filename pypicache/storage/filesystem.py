@@ -204,6 +204,7 @@ class FilesystemStore(ListedLayout):
             stored.path,
             stored.path.siblingExtension(SIDECAR_SUFFIX),
             stored.metadata_path,
+            stored.provenance_path,
         ):
             try:
                 os.unlink(path.path)

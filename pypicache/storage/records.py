@@ -8,6 +8,7 @@ from twisted.python.filepath import FilePath
 
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.index.names import METADATA_SUFFIX
+from pypicache.index.provenance import PROVENANCE_SUFFIX
 
 SIDECAR_SUFFIX = ".json"
 
@@ -56,6 +57,11 @@ class StoredFile:
     @property
     def metadata_path(self) -> FilePath:
         return self.path.siblingExtension(METADATA_SUFFIX)
+
+    @property
+    def provenance_path(self) -> FilePath:
+        """Its PEP 740 provenance object, if it has one."""
+        return self.path.siblingExtension(PROVENANCE_SUFFIX)
 
 
 @attrs.frozen

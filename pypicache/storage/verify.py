@@ -19,6 +19,7 @@ from twisted.python.filepath import FilePath
 
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX
+from pypicache.index.provenance import PROVENANCE_SUFFIX
 from pypicache.storage.layout import Layout, is_archive_name
 from pypicache.storage.locks import try_lock
 from pypicache.storage.records import MIRROR, SIDECAR_SUFFIX
@@ -112,7 +113,7 @@ def move_aside(
             os.replace(path.path, aside.child(path.basename()).path)
         except FileNotFoundError:
             return None
-        for suffix in (SIDECAR_SUFFIX, METADATA_SUFFIX):
+        for suffix in (SIDECAR_SUFFIX, METADATA_SUFFIX, PROVENANCE_SUFFIX):
             try:
                 os.replace(
                     path.siblingExtension(suffix).path,

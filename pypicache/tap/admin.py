@@ -6,7 +6,9 @@
   its locks, its pins), or with ``--dry-run`` only say what would go;
 - ``verify --cache DIR``: hash every stored file against its record;
 - ``export --cache DIR OUT.tar`` / ``import --cache DIR IN.tar``: the private
-  index in one tar file.
+  index in one tar file;
+- ``token create|list|revoke --cache DIR ...``: access tokens
+  (:mod:`pypicache.tap.admintokens`).
 
 Progress bars (tqdm) go to standard error when it is a terminal.
 """
@@ -27,6 +29,7 @@ from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.storage.verify import stored_archives, verify_all
+from pypicache.tap.admintokens import TokenOptions, token
 from pypicache.tap.values import duration as _duration
 from pypicache.tap.values import size as _size
 
@@ -98,18 +101,21 @@ class ImportOptions(_TarOptions):
 
 
 class AdminOptions(usage.Options):
-    synopsis = "cleanup|verify|export|import --cache DIR ..."
+    synopsis = "cleanup|verify|export|import|token --cache DIR ..."
     longdesc = "Upkeep of a pypicache cache folder, also while the daemon runs."
     subCommands = [
         ["cleanup", None, CleanupOptions, "Evict mirrored files (or --dry-run)."],
         ["verify", None, VerifyOptions, "Check every stored file against its record."],
         ["export", None, ExportOptions, "Write the private index to a tar file."],
         ["import", None, ImportOptions, "Restore the private index from a tar file."],
+        ["token", None, TokenOptions, "Create, list or revoke access tokens."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("name a command: cleanup, verify, export, import")
+            raise usage.UsageError(
+                "name a command: cleanup, verify, export, import, token"
+            )
 
 
 def _bar(err: TextIO, total: int | None, unit: str) -> Any:
@@ -207,7 +213,13 @@ def import_(options: Any, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-COMMANDS = {"cleanup": cleanup, "verify": verify, "export": export, "import": import_}
+COMMANDS = {
+    "cleanup": cleanup,
+    "verify": verify,
+    "export": export,
+    "import": import_,
+    "token": token,
+}
 
 
 def main(

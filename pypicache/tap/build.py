@@ -26,6 +26,8 @@ from pypicache.proxy.prefetch import (
     DEFAULT_REQUESTS,
     Prefetcher,
 )
+from pypicache.proxy.provenance import Provenances
+from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import MAX_PAGE_SIZE, Upstream, make_agent
 from pypicache.proxy.upstreams import (
     FileClient,
@@ -33,22 +35,23 @@ from pypicache.proxy.upstreams import (
     Router,
     UpstreamSpec,
 )
-from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.pins import Pins
-from pypicache.storage.records import LOCKS
+from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.named import Named, build_named
 from pypicache.web.access import AccessPolicy
+from pypicache.web.tokens import TokenChecker, tokens_path
 from pypicache.web.app import PypicacheApp
 from pypicache.web.attempts import DEFAULT_FAILURES, DEFAULT_WINDOW, FailedLogins
 from pypicache.web.htpasswd import Htpasswd
 from pypicache.web.metrics import CountedFlights, Metrics
 from pypicache.web.routes.cache import CacheRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
+from pypicache.web.routes.provenance import ProvenanceRoutes
 
 log = Logger()
 
@@ -207,7 +210,13 @@ def build_live(
         max_size=max_cache_size,
         unused_after=evict_unused_after,
     )
-    mirror.on_stored = capacity.stored
+    provenances = Provenances(files, store, mirror, run_blocking)
+
+    def stored_from_upstream(stored: StoredFile) -> None:
+        capacity.stored(stored)
+        provenances.stored(stored)
+
+    mirror.on_stored = stored_from_upstream
     views = Views(store, mirror, frozenset(mirror_private), rules=rules)
     if prefetch_depth > 0:
         views.on_cold = Prefetcher(
@@ -219,6 +228,7 @@ def build_live(
             max_file=prefetch_max_file,
             concurrency=prefetch_concurrency,
             ttl=page_ttl,
+            run_blocking=run_blocking,
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
 
@@ -227,7 +237,14 @@ def build_live(
 
     checker = users(auth_file) if auth_file else None
     failed = FailedLogins(reactor, auth_failures, auth_failure_window)
-    policy = AccessPolicy(checker, read_auth, list(allow_from), trust_proxy, failed)
+    policy = AccessPolicy(
+        checker,
+        read_auth,
+        list(allow_from),
+        trust_proxy,
+        failed,
+        tokens=TokenChecker(tokens_path(store.root.path), reactor),
+    )
     bulk = BulkCacher(
         views=views,
         mirror=mirror,
@@ -265,6 +282,7 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
+    app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(
             CacheControl(

@@ -14,13 +14,16 @@ from twisted.web.resource import IResource
 
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.provenance import Provenances
 from pypicache.proxy.upstream import Upstream
 from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.proxy.views import Views
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.web.app import add_error_handlers
+from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
+from pypicache.web.routes.provenance import ProvenanceRoutes
 from pypicache.web.routing import register
 
 log = Logger()
@@ -87,11 +90,16 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        installer = InstallerRoutes(store, mirror, Views(store, mirror))
+        views = Views(store, mirror)
+        installer = InstallerRoutes(store, mirror, views)
         installer.page_max_age = page_max_age
+        provenances = Provenances(upstream, store, mirror, run_blocking)
+        mirror.on_stored = provenances.stored
         app = Klein()
         add_error_handlers(app)
         register(app, installer)
+        register(app, FileHostRoutes(installer, views, mirror))
+        register(app, ProvenanceRoutes(views, provenances))
         built[spec.name] = Named(
             spec, upstream, pages, store, installer, app.resource()
         )

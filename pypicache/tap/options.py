@@ -204,6 +204,14 @@ class Options(UpstreamOptions, usage.Options):
             duration,
         ],
         [
+            "hsts",
+            None,
+            None,
+            "Answers on ssl: listeners carry Strict-Transport-Security with this "
+            "max-age (suffixes s, m, h, d: 365d); browsers then use HTTPS only.",
+            duration,
+        ],
+        [
             "access-log",
             None,
             None,

@@ -166,6 +166,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         access_events=json_log.access if json_log is not None else None,
         ready=app.ready_answers(),
         metrics=metrics,
+        hsts=options["hsts"],
     )
     _StartupScan(app, reactor).setServiceParent(top)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)

@@ -11,11 +11,15 @@ import attrs
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from pypicache.errors import Forbidden, Unauthorized
 from pypicache.web.attempts import FailedLogins
 from pypicache.web.htpasswd import as_bytes, printable
+from pypicache.web.tokens import TOKEN_USER, Identity, TokenChecker
+
+log = Logger()
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -194,6 +198,8 @@ class AccessPolicy:
         ``allow_from`` and ``failed_logins`` (never for the loopback rule).
     :ivar failed_logins: the failed logins per client address, or ``None`` for
         no limit; an address past its limit gets ``429`` before any password check.
+    :ivar tokens: the access tokens (user ``__token__``), accepted where users
+        are (with a ``checker``).
     """
 
     checker: ICredentialsChecker | None = None
@@ -201,6 +207,7 @@ class AccessPolicy:
     allow_from: Sequence[IPNetwork] = attrs.field(default=(), converter=tuple)
     trust_proxy: bool = False
     failed_logins: FailedLogins | None = None
+    tokens: TokenChecker | None = None
 
     def client_address(self, request: IRequest) -> str:
         """The client's IP address: the peer's, or with ``trust_proxy`` the proxy's report.
@@ -231,11 +238,13 @@ class AccessPolicy:
         """Whether reads need a user (``--read-auth`` with users configured)."""
         return self.checker is not None and self.read_auth
 
-    async def check(self, request: IRequest, write: bool) -> str | None:
+    async def check(self, request: IRequest, write: bool) -> Identity | None:
         """Decide whether a request may go on.
 
         :param write: ``True`` for uploads and deletions, ``False`` for reads.
-        :returns: the authenticated user name, or ``None`` when none was needed.
+        :returns: who is asking (a user, and the token used if any), or
+            ``None`` when no credentials were needed. A route that changes a
+            project then asks :meth:`Identity.check_change`.
         :raises Forbidden: for a client outside ``allow_from``, or a write without
             configured users that is not from loopback or comes through a proxy.
         :raises Unauthorized: for missing or wrong credentials where they are needed.
@@ -259,12 +268,41 @@ class AccessPolicy:
         if self.failed_logins is not None:
             self.failed_logins.check(address)
         try:
-            avatar = await self.checker.requestAvatarId(UsernamePassword(*credentials))
-        except UnauthorizedLogin:
+            if credentials[0] == TOKEN_USER and self.tokens is not None:
+                record = self.tokens.check(credentials[1])
+                identity = Identity(record.user, record)
+            else:
+                avatar = await self.checker.requestAvatarId(
+                    UsernamePassword(*credentials)
+                )
+                identity = Identity(printable(as_bytes(avatar)))
+        except UnauthorizedLogin as e:
             if self.failed_logins is not None:
                 self.failed_logins.failed(address)
+            if credentials[0] == TOKEN_USER:
+                raise Unauthorized(f"Bad token: {e.args[0] if e.args else e}") from None
             raise Unauthorized("Unknown user or wrong password") from None
-        return printable(as_bytes(avatar))
+        if write:
+            log.info(
+                "{method} {path} by {identity}",
+                method=request.method.decode("ascii", "replace"),
+                path=request.uri.decode("ascii", "replace")[:200],
+                identity=str(identity),
+            )
+        return identity
+
+    async def check_change(
+        self, request: IRequest, project: str | None
+    ) -> Identity | None:
+        """:meth:`check` a write that changes ``project`` (``None``: no one
+        project), and that the token used, if any, may make it.
+
+        :raises Forbidden: a read-only token, or one scoped to other projects.
+        """
+        identity = await self.check(request, write=True)
+        if identity is not None:
+            identity.check_change(project)
+        return identity
 
     def _check_local_write(self, request: IRequest) -> None:
         ip = as_ip(_peer(request))

@@ -228,10 +228,14 @@ class PypicacheSite(Site):
     #: Where each request is counted (``/metrics``), if anywhere.
     metrics: Metrics | None = None
     client_address: Callable[[IRequest], str] = staticmethod(lambda r: _peer(r))
+    #: The ``Strict-Transport-Security`` value of answers over TLS, if any.
+    hsts: bytes | None = None
 
     def getResourceFor(self, request: Any) -> Any:
         if self.access_events is not None or self.metrics is not None:
             request.pypicache_started = self.reactor.seconds()
+        if self.hsts is not None and request.isSecure():
+            request.setHeader(b"strict-transport-security", self.hsts)
         return super().getResourceFor(request)
 
     def protocol(self) -> Any:  # type: ignore[override]
@@ -259,6 +263,7 @@ def make_site(
     access_events: Callable[[dict[str, Any]], None] | None = None,
     ready: ReadyAnswers | None = None,
     metrics: Metrics | None = None,
+    hsts: float | None = None,
 ) -> Site:
     """The daemon's ``Site``: access lines to ``access_log`` if given, else to twistd's log.
 
@@ -266,6 +271,7 @@ def make_site(
     :param access_events: given an :func:`access_event` per request (``--json-log``).
     :param ready: the fast lane's answers; ``None``: no fast lane.
     :param metrics: where each request is counted (:func:`account`).
+    :param hsts: seconds of ``Strict-Transport-Security`` on answers over TLS.
     """
     site: PypicacheSite
     if access_log is None:
@@ -284,6 +290,8 @@ def make_site(
         if client_address is not None:
             site.client_address = client_address
     site.metrics = metrics
+    if hsts is not None:
+        site.hsts = b"max-age=%d" % int(hsts)
     site.displayTracebacks = False
     return site
 

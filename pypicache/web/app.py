@@ -32,6 +32,7 @@ from pypicache.web.guard import Guarded, relative_location
 from pypicache.web.ready import ReadyAnswers
 from pypicache.web.routes.admin import AdminRoutes
 from pypicache.web.routes.bulk import BulkRoutes
+from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routes.jsonapi import JsonApiRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
@@ -125,12 +126,15 @@ class PypicacheApp:
     clock: Any = None
 
     installer: InstallerRoutes = attrs.field(init=False)
+    #: The same files under the public index's file-host layout (lock files).
+    filehost: FileHostRoutes = attrs.field(init=False)
     #: The web interface (``/+ui/``).
     ui: UiRoutes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         usage = self.capacity.usage if self.capacity is not None else None
         self.installer = InstallerRoutes(self.store, self.mirror, self.views, usage)
+        self.filehost = FileHostRoutes(self.installer, self.views, self.mirror)
         if self.clock is None:
             from twisted.internet import reactor
 
@@ -145,6 +149,7 @@ class PypicacheApp:
         store, policy, run_blocking = self.store, self.policy, self.run_blocking
         return [
             self.installer,
+            self.filehost,
             UploadRoutes(store, self.uploads, policy, run_blocking),
             BulkRoutes(
                 store,
@@ -182,12 +187,12 @@ class PypicacheApp:
             register(app, group)
         inner: Any = app.resource()
         if fast_reads:
-            inner = FastReads(inner, self.installer, answer_error)
+            inner = FastReads(inner, self.installer, answer_error, self.filehost)
         return Guarded(inner, self.policy)
 
     def ready_answers(self) -> ReadyAnswers:
         """The answers of the site's fast lane (see :mod:`pypicache.web.fastlane`)."""
-        return ReadyAnswers(self.installer, self.policy)
+        return ReadyAnswers(self.installer, self.policy, self.filehost)
 
     async def rescan(self) -> ScanReport:
         """Index archives dropped into ``private/``."""

@@ -26,7 +26,7 @@ it is sent.
 import time
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
 from twisted.web.server import version as SERVER
 from zope.interface import implementer
@@ -90,11 +90,19 @@ class FastChannel(HTTPChannel):
     :param answers: what the lane can answer.
     """
 
-    def __init__(self, answers: ReadyAnswers) -> None:
+    def __init__(self, answers: ReadyAnswers, hsts: bytes | None = None) -> None:
         super().__init__()
         self._answers = answers
+        self._hsts = hsts
+        #: Header lines every answer here carries (HSTS over TLS).
+        self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
         self._sender: _Pieces | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self._hsts is not None and ISSLTransport.providedBy(self.transport):
+            self._extra = b"Strict-Transport-Security: " + self._hsts + b"\r\n"
 
     def _idle(self) -> bool:
         """Whether ``HTTPChannel`` holds no part of a request: the next bytes
@@ -149,7 +157,7 @@ class FastChannel(HTTPChannel):
         prefix = status_line(version, ready.code)
         if version == b"HTTP/1.1" and not keep_alive:
             prefix += b"Connection: close\r\n"
-        prefix += _SERVER + _Clock.date_line() + ready.headers + b"\r\n"
+        prefix += _SERVER + _Clock.date_line() + self._extra + ready.headers + b"\r\n"
         head.code = ready.code
         head.sentLength = ready.sent
         body = ready.body
@@ -245,4 +253,4 @@ def fast_protocol(site: Any) -> Any:
     """The protocol of a site with a fast lane (``site.ready``): the
     ``HTTPChannel`` twisted.web would use (HTTP/2 where TLS negotiates it),
     as a :class:`FastChannel`."""
-    return _GenericHTTPChannelProtocol(FastChannel(site.ready))
+    return _GenericHTTPChannelProtocol(FastChannel(site.ready, site.hsts))

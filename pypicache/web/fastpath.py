@@ -2,7 +2,8 @@
 """The hot reads, answered without Klein's routing and Deferreds.
 
 A ``GET`` or ``HEAD`` of a project page (``/simple/<project>/``,
-``/local/<project>/``) or of a stored file (``/packages/<project>/<filename>``)
+``/local/<project>/``) or of a stored file (``/packages/<project>/<filename>``,
+or ``/packages/<2>/<2>/<60>/<filename>`` in the file-host layout)
 calls its route's method directly, when the answer needs no waiting: a fresh
 or private page, a file on disk. Everything else, and every request Klein
 would route differently or refuse (a path or ``Host`` it cannot decode), goes
@@ -18,6 +19,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
+from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import NOT_READY, InstallerRoutes
 
 
@@ -39,6 +41,7 @@ class FastReads(Resource):
     :param installer: the routes of the installer API.
     :param on_error: turns an exception raised by a route into the response
         body, as the Klein app's error handlers do.
+    :param filehost: the routes of the file-host layout, if served.
     """
 
     isLeaf = True
@@ -48,11 +51,13 @@ class FastReads(Resource):
         klein: Resource,
         installer: InstallerRoutes,
         on_error: Callable[[IRequest, Failure], bytes],
+        filehost: FileHostRoutes | None = None,
     ) -> None:
         super().__init__()
         self._klein = klein
         self._installer = installer
         self._on_error = on_error
+        self._filehost = filehost
 
     def render(self, request: Any) -> Any:
         method = request.method
@@ -66,7 +71,7 @@ class FastReads(Resource):
         if answer is NOT_READY:
             return self._klein.render(request)
         # As Klein does: the route's segments move to prepath.
-        taken = 3 if request.postpath[0] == b"packages" else 2
+        taken = len(request.postpath) if request.postpath[0] == b"packages" else 2
         request.prepath = request.postpath[:taken]
         request.postpath = request.postpath[taken:]
         try:
@@ -80,6 +85,8 @@ class FastReads(Resource):
         """The route method for this path, bound to its arguments; ``None`` for
         any path the fast path leaves to Klein."""
         segments = request.postpath
+        if len(segments) == 5 and self._filehost is not None:
+            return self._hosted(request, segments)
         if request.prepath or len(segments) != 3 or not segments[1]:
             return None
         area = segments[0]
@@ -107,6 +114,27 @@ class FastReads(Resource):
         if not routable_host(request.getRequestHostname()):
             return None
         return call
+
+    def _hosted(self, request: Any, segments: list[bytes]) -> Callable[[], Any] | None:
+        """:meth:`_route` for ``/packages/<2>/<2>/<60>/<filename>``: the
+        lengths Klein's route takes, else ``None``."""
+        if request.prepath or segments[0] != b"packages" or not segments[4]:
+            return None
+        try:
+            first, second, rest, filename = (s.decode("utf-8") for s in segments[1:])
+        except UnicodeDecodeError:
+            return None
+        if (
+            len(first) != 2
+            or len(second) != 2
+            or len(rest) != 60
+            or not routable_host(request.getRequestHostname())
+        ):
+            return None
+        assert self._filehost is not None
+        return functools.partial(
+            self._filehost.file_now, request, first, second, rest, filename
+        )
 
 
 def _deliver(request: Any, answer: Any) -> Any:

@@ -128,6 +128,8 @@ def file_entry(stored: StoredFile, base_url: str) -> dict[str, Any]:
         "url": f"{base_url}packages/{stored.project}/{filename}",
         "yanked": yanked,
         "yanked_reason": info.yanked if isinstance(info.yanked, str) else None,
+        # pypicache's own: who uploaded a private file (user, token id).
+        "uploaded_by": info.uploaded_by,
     }
 
 

@@ -10,7 +10,8 @@ way. Answered here:
 
 - a project page ``/simple/<name>/`` or ``/local/<name>/`` (``name``
   normalized, no query) that needs no upstream request: ``200`` or ``304``;
-- a stored archive ``/packages/<project>/<filename>`` of at most
+- a stored archive ``/packages/<project>/<filename>`` (or
+  ``/packages/<2>/<2>/<60>/<filename>``, the file-host layout) of at most
   :data:`~pypicache.web.sendfile.FIRST_CHUNK` bytes, without ``Range`` or
   ``If-Modified-Since``: ``200`` or ``304`` (larger ones go by ``sendfile``);
 - a stored ``.metadata`` file: ``200``.
@@ -33,12 +34,16 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.fastpath import routable_host
 from pypicache.web.files import IMMUTABLE, etag_of
 from pypicache.web.heads import RequestHead
+from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routing import Body, etag_matches
 from pypicache.web.sendfile import FIRST_CHUNK
 
 _PAGE = re.compile(rb"/(simple|local)/([a-z0-9]+(?:-[a-z0-9]+)*)/")
 _FILE = re.compile(rb"/packages/([A-Za-z0-9._-]+)/([A-Za-z0-9._+-]+)")
+_HOSTED = re.compile(
+    rb"/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/([A-Za-z0-9._+-]+)"
+)
 _HOST = re.compile(rb"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 #: Request headers that make a request unusual: left to twisted.web.
@@ -83,11 +88,18 @@ class ReadyAnswers:
     :param installer: the routes whose answers these are.
     :param policy: the access policy (reads needing credentials are never
         answered here; ``--allow-from`` is checked as the guard checks it).
+    :param filehost: the routes of the file-host layout, if served.
     """
 
-    def __init__(self, installer: InstallerRoutes, policy: AccessPolicy) -> None:
+    def __init__(
+        self,
+        installer: InstallerRoutes,
+        policy: AccessPolicy,
+        filehost: FileHostRoutes | None = None,
+    ) -> None:
         self._installer = installer
         self._policy = policy
+        self._filehost = filehost
 
     def answer(self, head: RequestHead) -> Ready | None:
         """The answer to ``head``, or ``None`` to leave it to twisted.web."""
@@ -114,7 +126,9 @@ class ReadyAnswers:
                 )
                 return None if body is None else _page(head, body)
             file = _FILE.fullmatch(target)
-            if file is None or any(name in headers for name in _FILE_CONDITIONS):
+            if file is None:
+                return self._hosted(head, target)
+            if any(name in headers for name in _FILE_CONDITIONS):
                 return None
             self._policy.check_address(head)
             project, filename = file.group(1).decode(), file.group(2).decode()
@@ -127,6 +141,20 @@ class ReadyAnswers:
             return _archive(head, stored.path.path, etag_of(stored.info.hashes))
         except Exception:
             return None  # twisted.web answers it, with the error's status
+
+    def _hosted(self, head: RequestHead, target: bytes) -> Ready | None:
+        """:meth:`answer` for ``/packages/<2>/<2>/<60>/<filename>`` (else ``None``);
+        the host and unusual headers are checked already."""
+        hosted = _HOSTED.fullmatch(target) if self._filehost is not None else None
+        if hosted is None or any(name in head.headers for name in _FILE_CONDITIONS):
+            return None
+        assert self._filehost is not None
+        self._policy.check_address(head)
+        first, second, rest, filename = (g.decode() for g in hosted.groups())
+        stored = self._filehost.stored_ready(first, second, rest, filename)
+        if stored is None:
+            return None
+        return _archive(head, stored.path.path, etag_of(stored.info.hashes))
 
 
 def _page(head: RequestHead, body: Body) -> Ready:

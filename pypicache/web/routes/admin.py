@@ -32,7 +32,7 @@ class AdminRoutes:
     @route("/+rescan", methods=["POST"])
     async def rescan(self, request: IRequest) -> bytes:
         """Index archives dropped into ``private/`` by hand; a JSON report."""
-        await self._policy.check(request, write=True)
+        await self._policy.check_change(request, None)
         report = await rescan(self._store, self._run_blocking)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(report.to_json(), indent=1).encode()

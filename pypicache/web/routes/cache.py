@@ -35,8 +35,10 @@ class CacheRoutes:
     @route("/+refresh/<project>", methods=["POST"])
     async def refresh(self, request: IRequest, project: str) -> bytes:
         """Drop the cached pages of a project: the next request fetches them."""
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         name = normalize(project)
+        if identity is not None:
+            identity.check_change(name)
         self._control.refresh(name)
         return _json(request, {"project": name, "refreshed": True})
 
@@ -44,8 +46,10 @@ class CacheRoutes:
     async def purge(self, request: IRequest, project: str) -> bytes:
         """Remove a project's mirrored files (never private ones); JSON names
         them: ``removed`` from the cache's own store, ``upstreams`` by upstream."""
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         name = normalize(project)
+        if identity is not None:
+            identity.check_change(name)
         removed = self._control.purge(name)
         own = removed.pop("", [])
         return _json(request, {"project": name, "removed": own, "upstreams": removed})

@@ -25,6 +25,7 @@ from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.hits import mark_cache_hit
 from pypicache.web.rendered import RenderCache, gzipped, media_of, plain
+from pypicache.web.routes.provenance import with_provenance_urls
 from pypicache.web.routing import (
     Body,
     accepts_gzip,
@@ -159,7 +160,7 @@ class InstallerRoutes:
         accept_encoding: bytes | None,
     ) -> Body:
         def render(renderer: Callable[..., bytes]) -> bytes:
-            page = view.page
+            page = with_provenance_urls(view.page)
             return renderer(page, lambda f: file_url(page.name, f.filename), offer)
 
         return self._page_body(

@@ -2,15 +2,12 @@
 """Private packages over HTTP: the upload APIs, deleting and yanking."""
 
 import json
-import re
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import RunBlocking
-from pypicache.errors import BadRequest, Forbidden, NotFound
+from pypicache.errors import BadRequest, NotFound, PypicacheError
 from pypicache.index.names import normalize, parse_filename
 from pypicache.private.received import copy_body
 from pypicache.private.uploads import DIGEST_FIELDS, Uploads
@@ -18,57 +15,10 @@ from pypicache.storage.atomic import TempFile
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import INCOMING, StoredFile
 from pypicache.web.access import AccessPolicy
+from pypicache.web.browserforms import answer, refuse_cross_site, url_form
 from pypicache.web.forms import Form, boundary_of, read_form
-from pypicache.web.routing import header, project_of, redirect, route
-
-#: Where a form of the web interface may send the browser back to: a page
-#: of the interface, relative to the route (see :func:`_answer`).
-_NEXT = re.compile(r"(\.\./)+\+ui/[A-Za-z0-9._~%/+-]*")
-
-
-def _url_form(request: IRequest) -> dict[str, str]:
-    """The fields of an ``application/x-www-form-urlencoded`` body (a form of
-    the web interface); ``{}`` for any other body."""
-    if not (header(request, b"content-type") or "").startswith(
-        "application/x-www-form-urlencoded"
-    ):
-        return {}
-    request.content.seek(0)
-    fields = parse_qs(request.content.read(64 * 1024).decode("utf-8", "replace"))
-    return {k: v[0] for k, v in fields.items()}
-
-
-def refuse_cross_site(request: IRequest) -> None:
-    """Refuse a write that a browser sends from another site's page (a form
-    posted there, with this browser's credentials or from this machine).
-
-    :raises Forbidden: if ``Sec-Fetch-Site`` says so, or ``Origin`` names
-        another host than ``Host`` (or ``X-Forwarded-Host``).
-    """
-    site = header(request, b"sec-fetch-site")
-    origin = header(request, b"origin")
-    # A page cannot set X-Forwarded-Host on a form it posts: a proxy that
-    # rewrites Host says there which host the browser saw.
-    hosts = {
-        urlsplit("//" + (header(request, name) or "").split(",")[0].strip()).hostname
-        for name in (b"host", b"x-forwarded-host")
-    }
-    if site in ("cross-site", "same-site") or (
-        origin is not None and urlsplit(origin).hostname not in hosts - {None}
-    ):
-        raise Forbidden("Writes from another site's page are refused")
-
-
-def _answer(request: IRequest, fields: dict[str, str]) -> Any:
-    """``204``, or for a form of the web interface (a ``next`` field) ``303``
-    back to its page."""
-    target = fields.get("next")
-    if target is not None and _NEXT.fullmatch(target):
-        redirect(request, target)
-        request.setResponseCode(303)
-        return b""
-    request.setResponseCode(204)
-    return b""
+from pypicache.web.routing import header, project_of, route
+from pypicache.web.tokens import Identity
 
 
 @attrs.define
@@ -94,7 +44,7 @@ class UploadRoutes:
     async def legacy_upload(self, request: IRequest) -> bytes:
         """The upload API of ``twine upload`` and ``uv publish``: 200 on success."""
         refuse_cross_site(request)
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
             action = form.get(":action")
@@ -106,9 +56,19 @@ class UploadRoutes:
             content = form.files.get("content")
             if content is None or not content.filename:
                 raise BadRequest("No 'content' file part with a filename in the upload")
-            fields = {k: form.get(k) for k in ("name", "version", *DIGEST_FIELDS)}
+            fields = {
+                k: form.get(k)
+                for k in (
+                    "name",
+                    "version",
+                    "metadata_version",
+                    "attestations",
+                    *DIGEST_FIELDS,
+                )
+            }
+            _may_upload(identity, content.filename)
             created, stored = await self._uploads.receive(
-                content, content.filename, fields
+                content, content.filename, fields, uploader=_uploader(identity)
             )
         finally:
             form.discard()
@@ -120,7 +80,7 @@ class UploadRoutes:
     async def upload_package(self, request: IRequest) -> bytes:
         """The original pypicache's upload: a multipart field ``sdist`` (or a wheel)."""
         refuse_cross_site(request)
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
             name = "sdist" if "sdist" in form.files else next(iter(form.files), None)
@@ -129,7 +89,13 @@ class UploadRoutes:
                 raise BadRequest(
                     "No file part (field 'sdist') with a filename in the upload"
                 )
-            created, stored = await self._uploads.receive(part, part.filename, {})
+            _may_upload(identity, part.filename)
+            created, stored = await self._uploads.receive(
+                part,
+                part.filename,
+                {"attestations": form.get("attestations")},
+                uploader=_uploader(identity),
+            )
         finally:
             form.discard()
         return _stored_answer(request, created, stored)
@@ -139,13 +105,16 @@ class UploadRoutes:
         self, request: IRequest, project: str, filename: str
     ) -> bytes:
         """Upload the body as this file: 201, or 200 when identical bytes are there."""
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         try:
-            project_of(project, filename)
+            name = project_of(project, filename)
         except NotFound as e:
             raise BadRequest(e.message) from e
+        _may_change(identity, name)
         part = await self._run_blocking(copy_body, request.content, self._incoming())
-        created, stored = await self._uploads.receive(part, filename, {})
+        created, stored = await self._uploads.receive(
+            part, filename, {}, uploader=_uploader(identity)
+        )
         return _stored_answer(request, created, stored)
 
     @route("/packages/source/<letter>/<project>/<filename>", methods=["PUT"])
@@ -161,19 +130,22 @@ class UploadRoutes:
         """Delete a private file; ``POST`` is for HTML forms, with a field
         ``_method=DELETE`` (and ``next``, the page to go back to)."""
         refuse_cross_site(request)
-        fields = _url_form(request) if request.method == b"POST" else {}
+        fields = url_form(request) if request.method == b"POST" else {}
         if request.method == b"POST" and fields.get("_method") != "DELETE":
             raise BadRequest("POST here takes a form with _method=DELETE")
-        await self._policy.check(request, write=True)
-        self._uploads.delete_file(project_of(project, filename), filename)
-        return _answer(request, fields)
+        identity = await self._policy.check(request, write=True)
+        name = project_of(project, filename)
+        _may_change(identity, name)
+        self._uploads.delete_file(name, filename)
+        return answer(request, fields)
 
     @route("/simple/<project>/<version>/", methods=["DELETE"], strict_slashes=False)
     async def delete_release(
         self, request: IRequest, project: str, version: str
     ) -> bytes:
         refuse_cross_site(request)
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
+        _may_change(identity, normalize(project))
         self._uploads.delete_release(normalize(project), version)
         request.setResponseCode(204)
         return b""
@@ -183,8 +155,9 @@ class UploadRoutes:
         """Yank (``POST``, with an optional ``reason``) or unyank (``DELETE``,
         or a form's ``POST`` with ``_method=DELETE``)."""
         refuse_cross_site(request)
-        await self._policy.check(request, write=True)
+        identity = await self._policy.check(request, write=True)
         name = project_of(project, filename)
+        _may_change(identity, name)
         reason: str | bool = False
         fields: dict[str, str] = {}
         if request.method == b"POST":
@@ -194,12 +167,34 @@ class UploadRoutes:
                 form.discard()
                 reason = (form.get("reason") or "").strip() or True
             else:
-                fields = _url_form(request)
+                fields = url_form(request)
                 reason = (fields.get("reason") or "").strip() or True
                 if fields.get("_method") == "DELETE":
                     reason = False
         self._uploads.yank(name, filename, reason)
-        return _answer(request, fields)
+        return answer(request, fields)
+
+
+def _may_change(identity: Identity | None, project: str) -> None:
+    if identity is not None:
+        identity.check_change(project)
+
+
+def _may_upload(identity: Identity | None, filename: str) -> None:
+    """Refuse an upload the token used may not make (by the project its
+    filename names; a bad filename is refused by the upload itself)."""
+    if identity is None:
+        return
+    try:
+        project, _ = parse_filename(filename)
+    except PypicacheError:
+        return
+    _may_change(identity, project)
+
+
+def _uploader(identity: Identity | None) -> str | None:
+    """Who uploads, as the file's record keeps it."""
+    return None if identity is None else str(identity)
 
 
 def _stored_answer(request: IRequest, created: bool, stored: StoredFile) -> bytes:
