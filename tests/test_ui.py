@@ -62,6 +62,7 @@ def stored(filename: str, private: bool, yanked: bool | str = False) -> StoredFi
             size=1234,
             requires_python=">=3" + HOSTILE,
             yanked=yanked,
+            uploaded_by="user " + HOSTILE,
         ),
         area=RELEASES if private else MIRROR,
         stored_at=1_700_000_000.0,
@@ -71,7 +72,8 @@ def stored(filename: str, private: bool, yanked: bool | str = False) -> StoredFi
 
 def test_every_package_field_is_escaped_on_the_project_page():
     """Summary, license, author, maintainer, keywords, Requires-Python,
-    classifiers, project URLs, requirements, the description, yank reasons:
+    classifiers, project URLs, requirements, the description, yank reasons,
+    the uploader:
     none of the markup a package supplies reaches the page as markup, and
     only http(s) URLs become links."""
     releases = {
@@ -93,6 +95,7 @@ def test_every_package_field_is_escaped_on_the_project_page():
     ).decode()
     assert_inert(page)
     assert "&lt;script&gt;" in page  # shown as text, not dropped silently
+    assert "private upload by user &lt;script&gt;" in page
     assert 'href="javascript' not in page
     assert '<a href="../../../+ui/projects/evil/">' in page  # the requirement
 

@@ -53,6 +53,8 @@ class FileRow:
     private: bool
     yanked: bool
     reason: str | None
+    #: Who uploaded a private file (the user, or the access token).
+    uploaded_by: str | None = None
 
     @property
     def size_text(self) -> str:
@@ -107,6 +109,7 @@ def file_rows(files: list[StoredFile]) -> list[FileRow]:
                 private=s.private,
                 yanked=info.yanked is not False,
                 reason=info.yanked if isinstance(info.yanked, str) else None,
+                uploaded_by=getattr(info, "uploaded_by", None),
             )
         )
     return rows
