@@ -13,7 +13,7 @@ from pypicache.index.archives import (
     read_sdist_metadata,
     read_wheel_metadata,
 )
-from pypicache.index.names import parse_filename
+from pypicache.index.names import METADATA_SUFFIX, parse_filename
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import StoredFile
 
@@ -48,16 +48,21 @@ def read_core_metadata(stored: StoredFile) -> bytes | None:
     the archive counts as none, and the archive is read through the bounded
     reader of :mod:`pypicache.index.archives`.
     """
+    return read_metadata_at(stored.path.path, stored.info.filename)
+
+
+def read_metadata_at(path: str, filename: str) -> bytes | None:
+    """:func:`read_core_metadata` of the archive at ``path`` called ``filename``."""
     try:
-        with open(stored.metadata_path.path, "rb") as f:
+        with open(path + METADATA_SUFFIX, "rb") as f:
             content = f.read(MAX_METADATA + 1)
         if len(content) <= MAX_METADATA:
             return content
     except FileNotFoundError:
         pass
-    if stored.info.filename.endswith(".whl"):
-        return read_wheel_metadata(stored.path.path)
-    return read_sdist_metadata(stored.path.path)
+    if filename.endswith(".whl"):
+        return read_wheel_metadata(path)
+    return read_sdist_metadata(path)
 
 
 def core_info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:

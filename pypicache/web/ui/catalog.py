@@ -21,14 +21,11 @@ from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import PypicacheError
-from pypicache.index.archives import (
-    MAX_METADATA,
-    read_sdist_metadata,
-    read_wheel_metadata,
-)
-from pypicache.index.names import METADATA_SUFFIX, parse_filename
+from pypicache.index.names import parse_filename
 from pypicache.storage.layout import is_archive_name
+from pypicache.storage.listings import folder_stamps
 from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES
+from pypicache.web.jsonapi import read_metadata_at
 
 log = Logger()
 
@@ -55,29 +52,10 @@ class Entry:
     stamp: tuple[int | None, ...]
 
 
-def _stamp(folders: tuple[str, ...]) -> tuple[int | None, ...]:
-    stamps: list[int | None] = []
-    for folder in folders:
-        try:
-            stamps.append(os.stat(folder).st_mtime_ns)
-        except OSError:
-            stamps.append(None)
-    return tuple(stamps)
-
-
 def _metadata(path: str, filename: str) -> bytes | None:
     """The core metadata beside an archive, or in it (``None`` if unreadable)."""
     try:
-        with open(path + METADATA_SUFFIX, "rb") as f:
-            content = f.read(MAX_METADATA + 1)
-        if len(content) <= MAX_METADATA:
-            return content
-    except OSError:
-        pass
-    try:
-        if filename.endswith(".whl"):
-            return read_wheel_metadata(path)
-        return read_sdist_metadata(path)
+        return read_metadata_at(path, filename)
     except (PypicacheError, OSError, ValueError):
         return None
 
@@ -88,7 +66,7 @@ def read_entry(name: str, folders: tuple[str, ...], private_from: int) -> Entry:
     :param folders: the project's folders, mirror first; those from index
         ``private_from`` on hold private files.
     """
-    stamp = _stamp(folders)
+    stamp = folder_stamps(folders)
     candidates = []
     private = False
     for index, folder in enumerate(folders):
@@ -135,7 +113,7 @@ def build(
     for name in names:
         folders = folders_of(name)
         kept = old.get(name)
-        if kept is not None and kept.stamp == _stamp(folders):
+        if kept is not None and kept.stamp == folder_stamps(folders):
             entries[name] = kept
         else:
             entries[name] = read_entry(name, folders, private_from)
