@@ -14,7 +14,11 @@ setup(
     # editable install as well as after a regular one.
     package_dir={"": "."},
     packages=find_packages(include=["pypicache", "pypicache.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["pypicache_plugin.py"]},
+    package_data={
+        "twisted.plugins": ["pypicache_plugin.py"],
+        # The web interface's templates, stylesheet, script and icon.
+        "pypicache.web.ui": ["templates/*.html", "static/*"],
+    },
     install_requires=[
         "Twisted[tls]>=24.7",
         "prometheus-client>=0.17",
@@ -31,6 +35,10 @@ setup(
         "tomli>=1.1; python_version < '3.11'",
         # Progress bars of pypicache-admin (cleanup, verify, export, import).
         "tqdm>=4.60",
+        # The web interface: templates with autoescaping, and long descriptions
+        # rendered and sanitized as the public index does (Markdown too).
+        "Jinja2>=3.1",
+        "readme_renderer[md]>=43",
     ],
     entry_points={
         "console_scripts": [
@@ -47,6 +55,8 @@ setup(
             "build>=1.0",
             # Property-based fuzzing of the parsers (tests/test_fuzz.py).
             "hypothesis>=6.100",
+            # The web interface in a real browser (tests/test_ui_browser.py).
+            "selenium>=4.20",
         ],
     },
     classifiers=[

@@ -38,7 +38,8 @@ task.react(lambda reactor: ensureDeferred(main(reactor)))
 """
 
 #: Loaded only by what needs them: bulk caching (the resolver, the requirements
-#: parser, packaging's markers and metadata), reading archives (pkginfo).
+#: parser, packaging's markers and metadata), reading archives (pkginfo),
+#: rendering descriptions (readme_renderer, docutils: project pages).
 LAZY = [
     "resolvelib",
     "pip_requirements_parser",
@@ -48,6 +49,8 @@ LAZY = [
     "pypicache.bulk.job",
     "pypicache.bulk.source",
     "pypicache.bulk.targets",
+    "readme_renderer",
+    "docutils",
 ]
 
 

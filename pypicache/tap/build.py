@@ -338,6 +338,7 @@ def build_live(
         bulk_jobs_per_client=bulk_jobs_per_client,
         capacity=capacity,
         local_yanks=team.local_yanks,
+        clock=reactor,
     )
     app.installer.page_max_age = page_max_age
     if metrics is not None:

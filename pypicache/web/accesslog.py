@@ -24,8 +24,8 @@ from twisted.web.server import Site
 
 from pypicache.web.fastlane import fast_protocol
 from pypicache.web.hits import CACHE_HIT
-from pypicache.web.ready import ReadyAnswers
 from pypicache.web.metrics import Metrics, route_kind
+from pypicache.web.ready import ReadyAnswers
 
 log = Logger()
 

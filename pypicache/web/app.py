@@ -38,8 +38,10 @@ from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routes.jsonapi import JsonApiRoutes
 from pypicache.web.routes.metrics import MetricsRoutes
 from pypicache.web.routes.pages import PageRoutes
+from pypicache.web.routes.ui import UiRoutes
 from pypicache.web.routes.uploads import UploadRoutes
 from pypicache.web.routing import register
+from pypicache.web.ui.catalog import Catalog
 
 log = Logger()
 
@@ -123,15 +125,27 @@ class PypicacheApp:
     extra_routes: list[object] = attrs.field(factory=list)
     #: The team's yanks of upstream files (``None``: yanks are private only).
     local_yanks: YankRecords | None = None
+    #: The reactor's clock (the web interface's search index).
+    clock: Any = None
 
     installer: InstallerRoutes = attrs.field(init=False)
     #: The same files under the public index's file-host layout (lock files).
     filehost: FileHostRoutes = attrs.field(init=False)
+    #: The web interface (``/+ui/``).
+    ui: UiRoutes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         usage = self.capacity.usage if self.capacity is not None else None
         self.installer = InstallerRoutes(self.store, self.mirror, self.views, usage)
         self.filehost = FileHostRoutes(self.installer, self.views, self.mirror)
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            self.clock = reactor
+        catalog = Catalog(self.store, self.run_blocking, self.clock)
+        self.ui = UiRoutes(
+            self.store, self.views, self.policy, self.run_blocking, catalog
+        )
 
     def route_groups(self) -> list[object]:
         """One object per group of routes, each with the collaborators it needs."""
@@ -157,7 +171,10 @@ class PypicacheApp:
             ),
             JsonApiRoutes(store, run_blocking, self.views),
             AdminRoutes(store, policy, run_blocking),
-            PageRoutes(store, self.index_url, self._open_figures()),
+            PageRoutes(
+                store, self.index_url, self._open_figures(), policy, self.ui.catalog
+            ),
+            self.ui,
             *([self.metrics] if self.metrics is not None else []),
             *self.extra_routes,
         ]

@@ -13,7 +13,7 @@ from pypicache.index.archives import (
     read_sdist_metadata,
     read_wheel_metadata,
 )
-from pypicache.index.names import parse_filename
+from pypicache.index.names import METADATA_SUFFIX, parse_filename
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import StoredFile
 
@@ -48,19 +48,25 @@ def read_core_metadata(stored: StoredFile) -> bytes | None:
     the archive counts as none, and the archive is read through the bounded
     reader of :mod:`pypicache.index.archives`.
     """
+    return read_metadata_at(stored.path.path, stored.info.filename)
+
+
+def read_metadata_at(path: str, filename: str) -> bytes | None:
+    """:func:`read_core_metadata` of the archive at ``path`` called ``filename``."""
     try:
-        with open(stored.metadata_path.path, "rb") as f:
+        with open(path + METADATA_SUFFIX, "rb") as f:
             content = f.read(MAX_METADATA + 1)
         if len(content) <= MAX_METADATA:
             return content
     except FileNotFoundError:
         pass
-    if stored.info.filename.endswith(".whl"):
-        return read_wheel_metadata(stored.path.path)
-    return read_sdist_metadata(stored.path.path)
+    if filename.endswith(".whl"):
+        return read_wheel_metadata(path)
+    return read_sdist_metadata(path)
 
 
-def _info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
+def core_info(raw: bytes | None, project: str, version: str) -> dict[str, Any]:
+    """The ``info`` of a release from its core metadata (``raw``; ``None``: unknown)."""
     info: dict[str, Any] = {key: None for key in _INFO_FIELDS.values()}
     info.update(
         name=project,
@@ -176,7 +182,7 @@ def project_json(
     with_releases: bool,
 ) -> dict[str, Any]:
     """The ``/pypi/<project>/json`` (or ``/<version>/json``) document."""
-    info = _info(metadata, project, str(version))
+    info = core_info(metadata, project, str(version))
     chosen = releases[version]
     info.update(
         package_url=f"{base_url}pypi/{project}/",

@@ -13,6 +13,7 @@ the twistd process, which empties the folder at start), and any worker
 answers ``/metrics`` with the sum over all of them.
 """
 
+import time
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -28,6 +29,7 @@ _READ_KINDS = {
     b"pypi": "json",
     b"index.json": "json",
     b"": "home",
+    b"+ui": "ui",
     b"metrics": "stats",
     b"+stats": "stats",
     b"health": "health",
@@ -42,7 +44,7 @@ HOUR = 3600.0
 
 def route_kind(method: bytes, path: bytes) -> str:
     """The kind of route a request went to, as a label: ``page``, ``file``,
-    ``json``, ``home``, ``stats``, ``health``, ``other`` for reads; ``bulk``
+    ``json``, ``home``, ``ui``, ``stats``, ``health``, ``other`` for reads; ``bulk``
     (``POST /requirements.txt``, ``POST /+warm``) or ``write`` (uploads,
     deletions, yanks)."""
     first = path[1:].split(b"/", 1)[0]
@@ -124,6 +126,16 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.upstream_last = Gauge(
+            "pypicache_upstream_last_answer_timestamp_seconds",
+            "When the upstream last answered (ok, 304, 404) or failed (error,"
+            " timeout), in seconds since the epoch.",
+            ["outcome"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        #: The wall clock of :attr:`upstream_last` (a test may replace it).
+        self.wall_clock: Callable[[], float] = time.time
         self.in_flight = Gauge(
             "pypicache_downloads_in_flight",
             "Files being downloaded from the upstream now.",
@@ -204,9 +216,11 @@ class Metrics:
     def count_upstream(self, code: int | None, timed_out: bool = False) -> None:
         """The upstream answered with status ``code``, or failed (``None``)."""
         if code is None:
-            self.upstream.labels("timeout" if timed_out else "error").inc()
+            outcome = "timeout" if timed_out else "error"
         else:
-            self.upstream.labels(_outcome(code)).inc()
+            outcome = _outcome(code)
+        self.upstream.labels(outcome).inc()
+        self.upstream_last.labels(outcome).set(self.wall_clock())
 
     def count_download(self, change: int) -> None:
         """A download from the upstream started (``1``) or ended (``-1``)."""
@@ -315,7 +329,26 @@ class Metrics:
             ),
             "cache_size_bytes": int(size or 0),
             "cache_files": int(files or 0),
+            **_upstream_health(values),
         }
+
+
+def _upstream_health(values: dict[Any, float]) -> dict[str, Any]:
+    """When the upstream last answered and last failed (epoch seconds, or
+    ``None``), and how it last failed (``error`` or ``timeout``)."""
+    last = {
+        dict(labels).get("outcome"): value
+        for (name, labels), value in values.items()
+        if name == "pypicache_upstream_last_answer_timestamp_seconds" and value
+    }
+    answered = [last[k] for k in ("ok", "304", "404") if k in last]
+    failed = {k: last[k] for k in ("error", "timeout") if k in last}
+    kind = max(failed, key=lambda k: failed[k]) if failed else None
+    return {
+        "upstream_last_success": max(answered) if answered else None,
+        "upstream_last_error": failed[kind] if kind is not None else None,
+        "upstream_last_error_kind": kind,
+    }
 
 
 def _hits_misses(values: dict[Any, float]) -> tuple[float, float]:

@@ -26,6 +26,11 @@ class RenderCache:
         self._bytes = 0
         self._entries: OrderedDict[Hashable, tuple[Hashable, Body]] = OrderedDict()
 
+    def peek(self, slot: Hashable, version: Hashable) -> Body | None:
+        """The body of ``slot`` at ``version`` if kept (for bodies built asynchronously)."""
+        entry = self._entries.get(slot)
+        return entry[1] if entry is not None and entry[0] == version else None
+
     def get(self, slot: Hashable, version: Hashable, build: Callable[[], Body]) -> Body:
         """The body of ``slot`` at ``version``, built by ``build`` unless kept."""
         entry = self._entries.get(slot)

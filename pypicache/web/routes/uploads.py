@@ -20,6 +20,7 @@ from pypicache.storage.interface import IStore
 from pypicache.storage.records import INCOMING, StoredFile
 from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
+from pypicache.web.browserforms import answer, refuse_cross_site, url_form
 from pypicache.web.forms import Form, boundary_of, read_form
 from pypicache.web.routing import header, project_of, route
 from pypicache.web.tokens import Identity
@@ -53,6 +54,7 @@ class UploadRoutes:
     @route("/legacy/", methods=["POST"], strict_slashes=False)
     async def legacy_upload(self, request: IRequest) -> bytes:
         """The upload API of ``twine upload`` and ``uv publish``: 200 on success."""
+        refuse_cross_site(request)
         identity = await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
@@ -88,6 +90,7 @@ class UploadRoutes:
     @route("/uploadpackage/", methods=["POST"], strict_slashes=False)
     async def upload_package(self, request: IRequest) -> bytes:
         """The original pypicache's upload: a multipart field ``sdist`` (or a wheel)."""
+        refuse_cross_site(request)
         identity = await self._policy.check(request, write=True)
         form = await self._form(request)
         try:
@@ -131,21 +134,27 @@ class UploadRoutes:
     ) -> bytes:
         return await self.put_package(request, project, filename)
 
-    @route("/packages/<project>/<filename>", methods=["DELETE"])
+    @route("/packages/<project>/<filename>", methods=["DELETE", "POST"])
     async def delete_package(
         self, request: IRequest, project: str, filename: str
     ) -> bytes:
+        """Delete a private file; ``POST`` is for HTML forms, with a field
+        ``_method=DELETE`` (and ``next``, the page to go back to)."""
+        refuse_cross_site(request)
+        fields = url_form(request) if request.method == b"POST" else {}
+        if request.method == b"POST" and fields.get("_method") != "DELETE":
+            raise BadRequest("POST here takes a form with _method=DELETE")
         identity = await self._policy.check(request, write=True)
         name = project_of(project, filename)
         _may_change(identity, name)
         self._uploads.delete_file(name, filename)
-        request.setResponseCode(204)
-        return b""
+        return answer(request, fields)
 
     @route("/simple/<project>/<version>/", methods=["DELETE"], strict_slashes=False)
     async def delete_release(
         self, request: IRequest, project: str, version: str
     ) -> bytes:
+        refuse_cross_site(request)
         identity = await self._policy.check(request, write=True)
         _may_change(identity, normalize(project))
         self._uploads.delete_release(normalize(project), version)
@@ -157,7 +166,10 @@ class UploadRoutes:
         """Yank (``POST``, with an optional ``reason`` field) or unyank
         (``DELETE``) a file, or a release when ``target`` is a version: a
         private file's own flag, else a local yank of the upstream's
-        (:mod:`pypicache.proxy.yanks`), shown until unyanked."""
+        (:mod:`pypicache.proxy.yanks`), shown until unyanked. The web
+        interface's forms post ``_method=DELETE`` to unyank, and ``next``.
+        """
+        refuse_cross_site(request)
         identity = await self._policy.check(request, write=True)
         try:
             name, kind = parse_filename(target)[0], "files"
@@ -169,9 +181,15 @@ class UploadRoutes:
         if name != normalize(project):
             raise BadRequest(f"{target!r} is not a file of project {project!r}")
         _may_change(identity, name)
-        reason = await self._reason(request) if request.method == b"POST" else None
+        fields: dict[str, str] = {}
+        unyank = request.method == b"DELETE"
+        reason: str | None = None
+        if not unyank:
+            reason, fields = await self._yank_form(request)
+            if fields.get("_method") == "DELETE":
+                unyank, reason = True, None
         if self._is_private(name, target if kind == "files" else None):
-            flag: str | bool = False if request.method == b"DELETE" else reason or True
+            flag: str | bool = False if unyank else reason or True
             if kind == "files":
                 self._uploads.yank(name, target, flag)
             else:
@@ -190,8 +208,7 @@ class UploadRoutes:
                 target=target,
                 reason=f" ({reason})" if reason else "",
             )
-        request.setResponseCode(204)
-        return b""
+        return answer(request, fields)
 
     def _is_private(self, project: str, filename: str | None) -> bool:
         """Whether a yank of this file (or release) is the private index's own."""
@@ -202,9 +219,10 @@ class UploadRoutes:
         stored = self._store.find(project, filename)
         return stored is not None and stored.private
 
-    async def _reason(self, request: IRequest) -> str:
-        """The ``reason`` of a yank, ``""`` if none: no body, or a multipart
-        or urlencoded form whose one field is ``reason``.
+    async def _yank_form(self, request: IRequest) -> tuple[str, dict[str, str]]:
+        """The ``reason`` of a yank (``""`` if none), and the form's fields:
+        no body, or a multipart or urlencoded form of ``reason`` (and, from
+        the web interface, ``next`` and ``_method=DELETE``).
 
         :raises BadRequest: another body, or other fields.
         """
@@ -229,10 +247,18 @@ class UploadRoutes:
                     "(curl -F reason=... or -d reason=...), or nothing"
                 )
             fields = {}
-        others = sorted(name for name in fields if name != "reason")
+        others = sorted(name for name in fields if name not in _YANK_FIELDS)
         if others:
             raise BadRequest(f"A yank takes one form field, reason, not {others}")
-        return checked_reason((fields.get("reason") or [""])[0])
+        single = {name: values[0] for name, values in fields.items()}
+        if single.get("_method", "DELETE") != "DELETE":
+            raise BadRequest("_method may only be DELETE")
+        return checked_reason(single.get("reason", "")), single
+
+
+#: The fields a yank's form may have: ``reason``; ``next`` and ``_method``
+#: from the web interface's forms.
+_YANK_FIELDS = ("reason", "next", "_method")
 
 
 def _may_change(identity: Identity | None, project: str) -> None:

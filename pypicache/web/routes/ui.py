@@ -1,0 +1,271 @@
+# -*- test-case-name: tests.test_ui -*-
+"""The web interface for people, under ``/+ui/`` (never an installer's path):
+the project list with its search, project and release pages, the confirmation
+pages of the private projects' actions, and the static files.
+
+Pages read what the JSON API reads (:class:`~pypicache.proxy.views.Views`'
+disk-only view, with the rules applied, and :mod:`pypicache.web.jsonapi`);
+project pages are rendered in a thread once per version of the project
+(:class:`~pypicache.web.rendered.RenderCache`, keyed like ``/local/`` pages)
+and answered with an ``ETag``. Nothing here changes anything: the forms post
+to the API's own routes (:mod:`pypicache.web.routes.uploads`).
+"""
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import attrs
+from packaging.version import Version
+from twisted.web.iweb import IRequest
+
+from pypicache.concurrency import RunBlocking
+from pypicache.errors import BadRequest, NotFound
+from pypicache.index.names import normalize
+from pypicache.proxy.views import Views
+from pypicache.storage.records import StoredFile
+from pypicache.web import jsonapi
+from pypicache.web.access import AccessPolicy
+from pypicache.web.rendered import RenderCache
+from pypicache.web.routing import (
+    accepts_gzip,
+    base_url,
+    header,
+    query_arg,
+    redirect,
+    route,
+    send_body,
+)
+from pypicache.web.ui import render as ui
+from pypicache.web.ui.catalog import Catalog, matches
+from pypicache.web.ui.release import file_rows, project_page
+
+#: Projects per page of the list.
+PAGE_SIZE = 100
+
+#: Seconds a search waits for the search index being built.
+SEARCH_WAIT = 2.0
+
+#: Searches kept (their results, for the next pages).
+KEPT_SEARCHES = 32
+
+#: What the confirmation pages offer.
+ACTIONS = ("yank", "unyank", "delete")
+
+
+def client_base(request: IRequest, trust_proxy: bool) -> str:
+    """This server's URL as the client sees it, without the final slash.
+
+    Behind a proxy trusted with ``--trust-proxy``, its ``X-Forwarded-Proto``,
+    ``X-Forwarded-Host`` and ``X-Forwarded-Prefix`` say it; otherwise the
+    request's own scheme and ``Host`` (the pages' script corrects the shown
+    URLs from the browser's address bar in any case).
+    """
+    base = base_url(request).rstrip("/")
+    if not trust_proxy:
+        return base
+    scheme, _, host = base.partition("://")
+    forwarded_scheme = (header(request, b"x-forwarded-proto") or "").split(",")[0]
+    forwarded_host = (header(request, b"x-forwarded-host") or "").split(",")[0]
+    prefix = (header(request, b"x-forwarded-prefix") or "").split(",")[0].strip()
+    if forwarded_scheme.strip() in ("http", "https"):
+        scheme = forwarded_scheme.strip()
+    if forwarded_host.strip():
+        host = forwarded_host.strip()
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    return f"{scheme}://{host}{quote(prefix, safe='/')}"
+
+
+def send_page(request: IRequest, plain: Any, zipped: Any) -> Any:
+    """Answer with a page, gzipped for clients that accept it."""
+    gzip = accepts_gzip(request.getHeader(b"accept-encoding"))
+    return send_body(request, zipped if gzip else plain)
+
+
+@attrs.define
+class UiRoutes:
+    """``/+ui/...``: pages for people, each with the interface's security headers."""
+
+    _store: Any
+    _views: Views
+    _policy: AccessPolicy
+    _run_blocking: RunBlocking
+    catalog: Catalog
+    _rendered: RenderCache = attrs.field(
+        factory=lambda: RenderCache(max_bytes=16 * 1024**2, max_entries=256)
+    )
+    _searches: dict[tuple[int, int, str], tuple[list[str], list[str]]] = attrs.field(
+        factory=dict
+    )
+
+    @route("/+ui/", methods=["GET", "HEAD"])
+    async def ui_root(self, request: IRequest) -> bytes:
+        return redirect(request, "projects/")
+
+    @route("/+ui/static/<name>", methods=["GET", "HEAD"])
+    async def static(self, request: IRequest, name: str) -> Any:
+        body = ui.static_file(name)
+        if body is None:
+            raise NotFound(f"No static file {name!r}")
+        return send_body(request, body)
+
+    @route("/+ui/projects/", methods=["GET", "HEAD"])
+    async def projects(self, request: IRequest) -> Any:
+        """Every project, or those matching ``?q=``; ``?page=N`` of :data:`PAGE_SIZE`."""
+        query = (query_arg(request, b"q") or "").strip()[:200]
+        try:
+            page = int(query_arg(request, b"page") or "1")
+        except ValueError:
+            raise BadRequest("?page= takes a number") from None
+        names = await self._store.projects()
+        complete = await self.catalog.ready(names, SEARCH_WAIT if query else 0)
+        entries = self.catalog.entries
+        found = await self._search(names, query) if query else names
+        pages = max(1, -(-len(found) // PAGE_SIZE))
+        if not 1 <= page <= pages:
+            raise NotFound(f"No page {page} (there are {pages})")
+        shown = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        rows = [
+            {
+                "name": name,
+                "private": self._store.is_private(name),
+                "version": getattr(entries.get(name), "version", None),
+                "summary": getattr(entries.get(name), "summary", ""),
+            }
+            for name in shown
+        ]
+
+        def link(n: int) -> str:
+            return "?" + urlencode({**({"q": query} if query else {}), "page": n})
+
+        data = ui.render(
+            "projects.html",
+            root=ui.root_of(request.path),
+            query=query,
+            rows=rows,
+            total=len(names),
+            found=len(found),
+            page=page,
+            pages=pages,
+            previous=link(page - 1) if page > 1 else None,
+            next=link(page + 1) if page < pages else None,
+            complete=complete,
+        )
+        return send_page(request, *ui.both_forms(data))
+
+    async def _search(self, names: list[str], query: str) -> list[str]:
+        """The names matching ``query``, searched in a thread (100,000 projects
+        take a few hundred ms), the last :data:`KEPT_SEARCHES` kept for the
+        next pages while neither the names nor the index change."""
+        key = (id(names), self.catalog.generation, query)
+        kept = self._searches.get(key)
+        if kept is not None and kept[0] is names:
+            return kept[1]
+        found: list[str] = await self._run_blocking(
+            matches, self.catalog.entries, names, query
+        )
+        self._searches[key] = (names, found)
+        while len(self._searches) > KEPT_SEARCHES:
+            del self._searches[next(iter(self._searches))]
+        return found
+
+    def _releases(
+        self, project: str, view: Any = None
+    ) -> dict[Version, list[StoredFile]]:
+        """The project's files by version, as its ``/local/`` view shows them
+        (the rules applied); raises :class:`NotFound` if it has none here."""
+        if view is None:
+            view = self._views.local(project)
+        shown = {f.filename: f for f in view.page.files}
+        files = [
+            attrs.evolve(s, info=shown[s.info.filename])
+            for s in self._store.files(project)
+            if s.info.filename in shown
+        ]
+        return jsonapi.versions_of(files)
+
+    @route("/+ui/projects/<project>/", methods=["GET", "HEAD"])
+    @route("/+ui/projects/<project>/<version>/", methods=["GET", "HEAD"])
+    async def project(
+        self, request: IRequest, project: str, version: str | None = None
+    ) -> Any:
+        """A project at its newest version, or at ``version``."""
+        name = normalize(project)
+        if name != project:
+            up = "../../" if version is not None else "../"
+            rest = f"{quote(version)}/" if version is not None else ""
+            return redirect(request, f"{up}{quote(name)}/{rest}")
+        root = ui.root_of(request.path)
+        base = client_base(request, self._policy.trust_proxy)
+        try:
+            view = self._views.local(name)
+        except NotFound:
+            if version is not None:
+                raise
+            request.setResponseCode(404)
+            data = ui.render("missing.html", root=root, base=base, project=name)
+            return send_page(request, *ui.both_forms(data))
+        private = self._store.is_private(name)
+        auth = self._policy.checker is not None
+        # Kept per version of the view: a kept page costs no listing or parsing.
+        slot = ("ui", name, version, base, auth)
+        key = (view.key, private)
+        plain = self._rendered.peek(slot, key)
+        zipped = self._rendered.peek(slot + ("gzip",), key)
+        if plain is None or zipped is None:
+            releases = self._releases(name, view)
+            if not releases:
+                data = ui.render("empty.html", root=root, project=name, private=private)
+                return send_page(request, *ui.both_forms(data))
+            try:
+                chosen = jsonapi.pick_version(releases, version)
+            except KeyError:
+                raise NotFound(f"No files of {name} {version} on this server") from None
+            data = await self._run_blocking(
+                project_page,
+                root,
+                base,
+                auth,
+                name,
+                private,
+                releases,
+                chosen,
+                version is not None,
+            )
+            made = ui.both_forms(data)
+            plain = self._rendered.get(slot, key, lambda: made[0])
+            zipped = self._rendered.get(slot + ("gzip",), key, lambda: made[1])
+        return send_page(request, plain, zipped)
+
+    @route(
+        "/+ui/projects/<project>/<version>/<filename>/<action>",
+        methods=["GET", "HEAD"],
+    )
+    async def confirm(
+        self, request: IRequest, project: str, version: str, filename: str, action: str
+    ) -> Any:
+        """The confirmation step of an action on a private file: a form that
+        posts to the API's route (nothing changes on this ``GET``)."""
+        name = normalize(project)
+        if action not in ACTIONS:
+            raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
+        releases = self._releases(name)
+        try:
+            chosen = jsonapi.pick_version(releases, version)
+        except KeyError:
+            raise NotFound(f"No files of {name} {version} on this server") from None
+        stored = next(
+            (s for s in releases[chosen] if s.info.filename == filename and s.private),
+            None,
+        )
+        if stored is None:
+            raise NotFound(f"No private file {filename!r} in project {name!r}")
+        data = ui.render(
+            "confirm.html",
+            root=ui.root_of(request.path),
+            project=name,
+            release=str(chosen),
+            action=action,
+            file=file_rows([stored])[0],
+            auth=self._policy.checker is not None,
+        )
+        return send_page(request, *ui.both_forms(data))
