@@ -44,11 +44,14 @@ def big(tmp_path_factory):
 
 @pytest_twisted.async_yield_fixture()
 async def world(tmp_path, big):
-    """A daemon with ``big`` already cached (downloaded once)."""
+    """A daemon with ``big`` already cached (downloaded once, and stored)."""
     w = await start_world(tmp_path, [big], timeout=10)
     response = await w.daemon.get(f"packages/big/{big.name}")
     assert response.code == 200
     assert await response.content() == big.read_bytes()
+    # Its client had it once verified; stored (synced, renamed, its spool
+    # closed) next: the tests count the stored file's descriptors.
+    await w.stored("big", big.name)
     yield w
     await w.stop()
 
