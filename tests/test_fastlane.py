@@ -122,6 +122,7 @@ async def lanes(tmp_path, dists):
     response = await t.daemon.get(f"packages/lane-thing/{dists['wheel'].name}")
     assert response.code == 200
     await response.content()
+    await world.stored("lane-thing", dists["wheel"].name)
     assert (await put(t.daemon, dists["secret"])).code == 201
     await t.same(request("GET", "/simple/lane-thing/", close=True))
     t.calls.clear()
