@@ -282,7 +282,8 @@ class AccessPolicy:
             if credentials[0] == TOKEN_USER:
                 raise Unauthorized(f"Bad token: {e.args[0] if e.args else e}") from None
             raise Unauthorized("Unknown user or wrong password") from None
-        if write:
+        if write and request.method not in (b"GET", b"HEAD"):
+            # A change (not a read that needs credentials: /metrics).
             log.info(
                 "{method} {path} by {identity}",
                 method=request.method.decode("ascii", "replace"),
