@@ -39,6 +39,11 @@ setup(
         # rendered and sanitized as the public index does (Markdown too).
         "Jinja2>=3.1",
         "readme_renderer[md]>=43",
+        # S3-compatible object storage (pypicache/storage/s3/): signing and
+        # the S3 protocol; 1.36 has conditional writes (If-Match and
+        # If-None-Match on PutObject and CompleteMultipartUpload) and the
+        # request checksum setting.
+        "botocore>=1.36",
     ],
     entry_points={
         "console_scripts": [
@@ -57,6 +62,8 @@ setup(
             "hypothesis>=6.100",
             # The web interface in a real browser (tests/test_ui_browser.py).
             "selenium>=4.20",
+            # moto's standalone S3 server on loopback (tests/s3server.py).
+            "moto[server]>=5.1",
         ],
     },
     classifiers=[
