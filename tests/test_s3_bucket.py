@@ -16,18 +16,15 @@ from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from pypicache.errors import InsufficientStorage, NotFound
-from pypicache.storage.s3 import bucket as bucket_module
+from pypicache.storage.records import TEMP_PREFIX
 from pypicache.storage.s3 import transfer
 from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket
 from pypicache.storage.s3.errors import BucketError, InvalidRange, PreconditionFailed
 from pypicache.storage.s3.settings import (
     MIN_PART_SIZE,
-    S3ConfigError,
-    S3Location,
     S3Settings,
 )
 from pypicache.storage.s3.threads import BucketThreads
-from pypicache.storage.records import TEMP_PREFIX
 from tests.s3server import ACCESS_KEY_ID, S3Bucket, serve
 
 MiB = 1024 * 1024
@@ -60,9 +57,7 @@ def settings_of(s3: S3Bucket, **more: Any) -> S3Settings:
 @pytest.fixture
 def bucket(s3: S3Bucket, threads: BucketThreads) -> Bucket:
     settings = settings_of(s3, **{"s3-part-size": "5M"})
-    return Bucket(
-        settings.client(), s3.bucket, threads, part_size=settings.part_size
-    )
+    return Bucket(settings.client(), s3.bucket, threads, part_size=settings.part_size)
 
 
 def write_file(path: Path, size: int) -> str:
@@ -81,83 +76,6 @@ def write_file(path: Path, size: int) -> str:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# Settings
-
-
-def test_location_parses_bucket_and_prefix() -> None:
-    """``s3://bucket/some/prefix/`` gives the bucket and the prefix without
-    its slashes; keys go under the prefix (at the root without one)."""
-    location = S3Location.parse("s3://my-bucket/some/prefix/")
-    assert (location.bucket, location.prefix) == ("my-bucket", "some/prefix")
-    assert location.key("projects/a.json") == "some/prefix/projects/a.json"
-    assert S3Location.parse("s3://my-bucket").key("x") == "x"
-    assert str(location) == "s3://my-bucket/some/prefix"
-
-
-@pytest.mark.parametrize(
-    "url, message",
-    [
-        ("http://bucket/x", "expected s3://bucket/prefix"),
-        ("s3://Bad_Bucket/x", "is not a bucket name"),
-        ("s3://ab", "is not a bucket name"),
-        ("s3://bucket/a//b", "empty, '.' or '..' segment"),
-        ("s3://bucket/a/../b", "empty, '.' or '..' segment"),
-        ("s3://bucket/a\nb", "control character"),
-    ],
-)
-def test_location_refuses_bad_urls(url: str, message: str) -> None:
-    """A bad ``storage`` URL is refused with a message naming what is wrong."""
-    with pytest.raises(S3ConfigError, match=message):
-        S3Location.parse(url)
-
-
-def test_settings_from_mapping() -> None:
-    """Options as the command line gives them (strings, ``None`` for unset)
-    become settings; path-style addressing is the default with an endpoint."""
-    settings = S3Settings.from_mapping(
-        {
-            "storage": "s3://b-1/p",
-            "s3-endpoint-url": "http://minio:9000",
-            "s3-region": None,
-            "s3-part-size": "64MiB",
-            "s3-presign-expiry": "60",
-            "s3-access-key-id": "AK",
-            "s3-secret-access-key": "SK",
-            "cache": "/unrelated",
-        }
-    )
-    assert settings.location == S3Location("b-1", "p")
-    assert settings.addressing_style == "path"
-    assert settings.part_size == 64 * MiB
-    assert settings.presign_expiry == 60
-    assert (settings.access_key_id, settings.secret_access_key) == ("AK", "SK")
-    assert "SK" not in repr(settings)
-    assert S3Settings.from_mapping({"storage": "s3://b-1"}).addressing_style == "auto"
-
-
-@pytest.mark.parametrize(
-    "more, message",
-    [
-        ({"storage": None}, "storage: an s3://bucket/prefix URL is required"),
-        ({"s3-endpoint-url": "minio:9000"}, "s3-endpoint-url: expected an http"),
-        ({"s3-addressing-style": "dns"}, "s3-addressing-style: one of"),
-        ({"s3-part-size": "1M"}, "s3-part-size: between 5 MiB and 5 GiB"),
-        ({"s3-part-size": "lots"}, "s3-part-size: expected a number of bytes"),
-        ({"s3-presign-expiry": "0"}, "s3-presign-expiry: between 1 and"),
-        ({"s3-presign-expiry": 1e9}, "s3-presign-expiry: expected a whole number"),
-        ({"s3-threads": "0"}, "s3-threads: between 1 and 1000"),
-        ({"s3-access-key-id": "AK"}, "go together"),
-        ({"s3-session-token": "T"}, "s3-session-token needs s3-access-key-id"),
-        ({"s3-checksums": "never"}, "s3-checksums: one of"),
-        ({"s3-region": 3}, "s3-region: expected a string"),
-    ],
-)
-def test_settings_refuse_bad_values(more: dict[str, Any], message: str) -> None:
-    """Each bad setting is refused with a message that names its key."""
-    with pytest.raises(S3ConfigError, match=message):
-        S3Settings.from_mapping({"storage": "s3://bucket/p", **more})
 
 
 # Conditional writes and reads
@@ -203,7 +121,9 @@ async def test_conditional_get(bucket: Bucket) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_small_file_is_one_put_with_metadata(bucket: Bucket, tmp_path: Path) -> None:
+async def test_small_file_is_one_put_with_metadata(
+    bucket: Bucket, tmp_path: Path
+) -> None:
     """A file below the part size goes up in one PUT (a plain MD5 ETag) with
     its user metadata, which ``head`` gives back with the size."""
     path = tmp_path / "small.whl"
@@ -214,7 +134,11 @@ async def test_small_file_is_one_put_with_metadata(bucket: Bucket, tmp_path: Pat
     assert etag == '"%s"' % hashlib.md5(b"wheel bytes").hexdigest()
     info = await bucket.head("files/small.whl")
     assert info is not None
-    assert (info.size, info.etag, dict(info.metadata)) == (11, etag, {"sha256": "ab" * 32})
+    assert (info.size, info.etag, dict(info.metadata)) == (
+        11,
+        etag,
+        {"sha256": "ab" * 32},
+    )
     assert info.last_modified is not None
     assert await bucket.head("files/other.whl") is None
     with pytest.raises(PreconditionFailed):
@@ -255,14 +179,14 @@ async def test_failed_multipart_upload_leaves_nothing(
     upload is aborted: no object under the key and no open upload."""
     source = tmp_path / "big.whl"
     write_file(source, 2 * MIN_PART_SIZE + 1)
-    real = transfer.upload_part
+    real = transfer.Multipart.send
 
-    def failing(*args: Any) -> str:
-        if args[4] == 2:
+    def failing(self: Any, number: int, offset: int, length: int) -> Any:
+        if number == 2:
             raise OSError(5, "Input/output error")
-        return real(*args)
+        return real(self, number, offset, length)
 
-    monkeypatch.setattr(bucket_module, "upload_part", failing)
+    monkeypatch.setattr(transfer.Multipart, "send", failing)
     with pytest.raises(OSError):
         await bucket.upload_file("files/big.whl", str(source))
     assert await bucket.head("files/big.whl") is None
@@ -387,7 +311,10 @@ def record_requests(bucket: Bucket) -> list[tuple[str, str]]:
     def before_send(request: Any, **kwargs: Any) -> None:
         auth = request.headers.get("Authorization", b"")
         seen.append(
-            (auth.decode() if isinstance(auth, bytes) else auth, threading.current_thread().name)
+            (
+                auth.decode() if isinstance(auth, bytes) else auth,
+                threading.current_thread().name,
+            )
         )
 
     bucket.client.meta.events.register("before-send.s3", before_send)
@@ -410,7 +337,9 @@ async def test_credentials_from_the_environment(
     assert threading.current_thread().name != seen[0][1]
 
     explicit = await Bucket.open(
-        settings_of(s3, **{"s3-access-key-id": "explicit", "s3-secret-access-key": "s"}),
+        settings_of(
+            s3, **{"s3-access-key-id": "explicit", "s3-secret-access-key": "s"}
+        ),
         threads,
     )
     seen = record_requests(explicit)

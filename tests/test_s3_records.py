@@ -92,7 +92,9 @@ def test_key_layout() -> None:
     )
     assert KEYS.provenance(MIRROR, "foo", "f.whl").endswith("/f.whl.provenance")
     assert Keys().page("foo") == "pages/foo.json"
-    assert KEYS.upstream("torch").page("foo") == "pypicache/upstreams/torch/pages/foo.json"
+    assert (
+        KEYS.upstream("torch").page("foo") == "pypicache/upstreams/torch/pages/foo.json"
+    )
     assert KEYS.project_of("pypicache/projects/foo.json") == "foo"
     assert KEYS.project_of("pypicache/pages/foo.json") is None
     for bad in ["Foo_Bar", "../x", "a/b"]:
@@ -136,7 +138,9 @@ async def test_add_creates_then_updates_the_record(
     assert again.etag == second.etag
     with pytest.raises(RecordConflict):
         await records.add("foo", wheel("foo-1.1.tar.gz", sha="b" * 64))
-    replaced = await records.add("foo", wheel("foo-1.1.tar.gz", sha="b" * 64), replace=True)
+    replaced = await records.add(
+        "foo", wheel("foo-1.1.tar.gz", sha="b" * 64), replace=True
+    )
     assert replaced.files["foo-1.1.tar.gz"].info.hashes == {"sha256": "b" * 64}
     removed = await records.remove("foo", "foo-1.0.tar.gz", {"sha256": "a" * 64})
     assert list(removed.files) == ["foo-1.1.tar.gz"]
@@ -220,7 +224,10 @@ async def test_views_revalidate_after_max_age_with_304s(
     assert list((await reader.get("foo")).files) == ["foo-1.0.tar.gz"]
     assert gets == [200, 304]
     clock.advance(2.5)
-    assert sorted((await reader.get("foo")).files) == ["foo-1.0.tar.gz", "foo-1.1.tar.gz"]
+    assert sorted((await reader.get("foo")).files) == [
+        "foo-1.0.tar.gz",
+        "foo-1.1.tar.gz",
+    ]
     assert gets == [200, 304, 200]
     assert reader.requests == {"fetched": 2, "not_modified": 1, "absent": 0}
 

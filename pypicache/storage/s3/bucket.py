@@ -26,14 +26,19 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking
-from pypicache.storage.s3.errors import PreconditionFailed, translate
+from pypicache.storage.s3.errors import (
+    PreconditionFailed,
+    is_missing_key,
+    status_of,
+    translate,
+)
 from pypicache.storage.s3.settings import MAX_PARTS, S3Settings
 from pypicache.storage.s3.transfer import (
+    Multipart,
     ObjectInfo,
     check_metadata,
     download,
     put_file,
-    upload_part,
 )
 
 log = Logger()
@@ -93,7 +98,9 @@ class Bucket:
             presign_expiry=settings.presign_expiry,
         )
 
-    async def _call(self, operation: str, key: str, f: Callable[..., Any], *args: Any) -> Any:
+    async def _call(
+        self, operation: str, key: str, f: Callable[..., Any], *args: Any
+    ) -> Any:
         """``f(*args)`` in a thread, botocore's errors translated."""
 
         def call() -> Any:
@@ -123,10 +130,9 @@ class Bucket:
             try:
                 response = request()
             except ClientError as e:
-                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if status == 304:
+                if status_of(e) == 304:
                     return NOT_MODIFIED
-                if status == 404:
+                if is_missing_key(e):
                     return None
                 raise
             with response["Body"] as body:
@@ -163,8 +169,7 @@ class Bucket:
             try:
                 return request()
             except ClientError as e:
-                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if status == 404 and if_match is not None:
+                if is_missing_key(e) and if_match is not None:
                     raise PreconditionFailed(f"PUT {key}: the object is gone", key)
                 raise
 
@@ -182,7 +187,7 @@ class Bucket:
             try:
                 return ObjectInfo.from_response(key, request())
             except ClientError as e:
-                if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                if is_missing_key(e):
                     return None
                 raise
 
@@ -227,55 +232,36 @@ class Bucket:
             )
             return str(response["ETag"])
         part = max(part, math.ceil(size / MAX_PARTS))
-        created = await self._call(
-            "CreateMultipartUpload", key, self._api("create_multipart_upload", key, **extra)
+        upload = await self._call(
+            "CreateMultipartUpload",
+            key,
+            Multipart.create,
+            self.client,
+            self.name,
+            key,
+            local_path,
+            extra,
         )
-        upload_id = created["UploadId"]
         try:
             parts = []
             for number, offset in enumerate(range(0, size, part), start=1):
-                etag = await self._call(
-                    "UploadPart",
-                    key,
-                    upload_part,
-                    self.client,
-                    self.name,
-                    key,
-                    upload_id,
-                    number,
-                    local_path,
-                    offset,
-                    min(part, size - offset),
+                length = min(part, size - offset)
+                parts.append(
+                    await self._call(
+                        "UploadPart", key, upload.send, number, offset, length
+                    )
                 )
-                parts.append({"ETag": etag, "PartNumber": number})
-            condition = {"IfNoneMatch": "*"} if if_none_match else {}
-            done = await self._call(
-                "CompleteMultipartUpload",
-                key,
-                self._api(
-                    "complete_multipart_upload",
-                    key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    **condition,
-                ),
+            return await self._call(
+                "CompleteMultipartUpload", key, upload.complete, parts, if_none_match
             )
         except BaseException:
-            await self._abort(key, upload_id)
+            try:
+                await self._call("AbortMultipartUpload", key, upload.abort)
+            except Exception:
+                # The first failure matters more; a lifecycle rule on the
+                # bucket removes what is left.
+                log.failure("Could not abort the multipart upload of {key}", key=key)
             raise
-        return str(done["ETag"])
-
-    async def _abort(self, key: str, upload_id: str) -> None:
-        """Abort a multipart upload; a failure to is logged, never raised
-        (the original failure matters more; a bucket lifecycle rule cleans up)."""
-        try:
-            await self._call(
-                "AbortMultipartUpload",
-                key,
-                self._api("abort_multipart_upload", key, UploadId=upload_id),
-            )
-        except Exception:
-            log.failure("Could not abort the multipart upload of {key}", key=key)
 
     async def open_uploads(self, prefix: str = "") -> list[tuple[str, str]]:
         """The multipart uploads under way (or left behind) under ``prefix``:
@@ -286,7 +272,9 @@ class Bucket:
                 Bucket=self.name, Prefix=prefix
             )
             return [
-                (u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])
+                (u["Key"], u["UploadId"])
+                for page in pages
+                for u in page.get("Uploads", [])
             ]
 
         return await self._call("ListMultipartUploads", prefix, fetch)
@@ -329,7 +317,7 @@ class Bucket:
             try:
                 return request()
             except ClientError as e:
-                if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                if is_missing_key(e):
                     return None
                 raise
 

@@ -53,6 +53,13 @@ def code_of(error: Any) -> str:
     return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
 
 
+def is_missing_key(error: Any) -> bool:
+    """Whether a botocore ``ClientError`` says the key does not exist (a 404
+    other than ``NoSuchBucket``: a missing bucket is a misconfiguration, not
+    an absent object; a ``HEAD`` has no body to tell them apart)."""
+    return status_of(error) == 404 and code_of(error) != "NoSuchBucket"
+
+
 def translate(error: Exception, operation: str, key: str) -> Exception:
     """The :class:`BucketError` to raise for a botocore exception.
 
@@ -67,9 +74,7 @@ def translate(error: Exception, operation: str, key: str) -> Exception:
     if isinstance(error, ClientError):
         status, code = status_of(error), code_of(error)
         if status == 412 or code == "PreconditionFailed":
-            return PreconditionFailed(
-                f"{operation} {key}: precondition failed", key
-            )
+            return PreconditionFailed(f"{operation} {key}: precondition failed", key)
         if status == 409 and code == "ConditionalRequestConflict":
             return PreconditionFailed(
                 f"{operation} {key}: a concurrent conditional write", key, conflict=True

@@ -249,7 +249,9 @@ class ProjectRecords:
             started = self._clock.seconds()
             try:
                 if current.etag is None:
-                    etag = await self.bucket.put(key, new.to_bytes(), if_none_match=True)
+                    etag = await self.bucket.put(
+                        key, new.to_bytes(), if_none_match=True
+                    )
                 else:
                     etag = await self.bucket.put(
                         key, new.to_bytes(), if_match=current.etag
@@ -288,9 +290,9 @@ class ProjectRecords:
         def change(current: ProjectRecord) -> ProjectRecord | None:
             existing = current.files.get(record.info.filename)
             if existing is not None and not replace:
-                ours, theirs = record.info.hashes.get("sha256"), existing.info.hashes.get(
+                ours, theirs = record.info.hashes.get(
                     "sha256"
-                )
+                ), existing.info.hashes.get("sha256")
                 if ours and ours == theirs:
                     return None
                 raise RecordConflict(
@@ -339,7 +341,9 @@ class PageRecords:
         try:
             return CachedPage.from_json(json.loads(data)), object_etag
         except (ValueError, KeyError, TypeError, AttributeError):
-            log.warn("The cached page of {project} is damaged: ignored", project=project)
+            log.warn(
+                "The cached page of {project} is damaged: ignored", project=project
+            )
             return None
 
     async def write(self, project: str, cached: CachedPage) -> str:

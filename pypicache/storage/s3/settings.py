@@ -81,7 +81,11 @@ class S3Location:
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
     def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return (
+            f"s3://{self.bucket}/{self.prefix}"
+            if self.prefix
+            else f"s3://{self.bucket}"
+        )
 
 
 @attrs.frozen
@@ -151,7 +155,11 @@ class S3Settings:
         endpoint = text("s3-endpoint-url")
         if endpoint is not None:
             scheme, sep, rest = endpoint.partition("://")
-            if scheme.lower() not in ("http", "https") or not sep or not rest.strip("/"):
+            if (
+                scheme.lower() not in ("http", "https")
+                or not sep
+                or not rest.strip("/")
+            ):
                 raise S3ConfigError(
                     f"s3-endpoint-url: expected an http:// or https:// URL, got {endpoint!r}"
                 )
@@ -240,7 +248,9 @@ class S3Settings:
             raise S3ConfigError(f"s3-profile: {e}") from e
 
 
-def _number(config: Mapping[str, Any], name: str, default: int, sizes: bool = False) -> int:
+def _number(
+    config: Mapping[str, Any], name: str, default: int, sizes: bool = False
+) -> int:
     """An integer setting (a string from the command line, an int from TOML);
     sizes may carry a unit: ``16M``, ``16MiB``, ``1G``."""
     value = config.get(name)

@@ -21,7 +21,9 @@ class BucketThreads(service.Service):
         self._reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=size, name=name)
 
-    def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    def __call__(
+        self, f: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Deferred[Any]:
         """Run ``f(*args, **kwargs)`` in one of the threads."""
         return deferToThreadPool(self._reactor, self.pool, f, *args, **kwargs)
 

@@ -20,6 +20,7 @@ from pypicache.storage.atomic import (
     open_locked_temp,
     remove_quietly,
 )
+from pypicache.storage.s3.errors import is_missing_key
 
 #: Bytes read (from a response) or written (to a file) at a time.
 CHUNK = 256 * 1024
@@ -67,7 +68,9 @@ def check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     total = 0
     for name, value in metadata.items():
         if not _META_NAME.fullmatch(name):
-            raise ValueError(f"metadata name {name!r}: lower-case ASCII letters, digits, - and _")
+            raise ValueError(
+                f"metadata name {name!r}: lower-case ASCII letters, digits, - and _"
+            )
         if not (value.isascii() and value.isprintable()):
             raise ValueError(f"metadata {name}: the value must be printable ASCII")
         total += len(name) + len(value)
@@ -126,32 +129,74 @@ def put_file(
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         return client.put_object(
-            Bucket=bucket, Key=key, Body=FileWindow(f, 0, size), ContentLength=size, **extra
-        )
-
-
-def upload_part(
-    client: Any,
-    bucket: str,
-    key: str,
-    upload_id: str,
-    number: int,
-    path: str,
-    offset: int,
-    length: int,
-) -> str:
-    """Send part ``number`` (``length`` bytes of ``path`` from ``offset``);
-    return its ETag."""
-    with open(path, "rb") as f:
-        response = client.upload_part(
             Bucket=bucket,
             Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=FileWindow(f, offset, length),
-            ContentLength=length,
+            Body=FileWindow(f, 0, size),
+            ContentLength=size,
+            **extra,
         )
-    return str(response["ETag"])
+
+
+@attrs.define
+class Multipart:
+    """One multipart upload of a local file, step by step (each step blocks).
+
+    With request checksums on (botocore's default), as s3transfer does: the
+    upload declares CRC32, every part carries its own, the completion lists them.
+    """
+
+    client: Any
+    bucket: str
+    key: str
+    path: str
+    upload_id: str
+    algorithm: str | None
+
+    @classmethod
+    def create(
+        cls, client: Any, bucket: str, key: str, path: str, extra: Mapping[str, Any]
+    ) -> "Multipart":
+        """Start the upload (``extra``: metadata, content type)."""
+        mode = getattr(client.meta.config, "request_checksum_calculation", None)
+        algorithm = "CRC32" if mode != "when_required" else None
+        checksum = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+        created = client.create_multipart_upload(
+            Bucket=bucket, Key=key, **extra, **checksum
+        )
+        return cls(client, bucket, key, path, created["UploadId"], algorithm)
+
+    def _params(self) -> dict[str, Any]:
+        return {"Bucket": self.bucket, "Key": self.key, "UploadId": self.upload_id}
+
+    def send(self, number: int, offset: int, length: int) -> dict[str, Any]:
+        """Send part ``number``: ``length`` bytes of the file from ``offset``,
+        read as they are sent; return what the completion lists of it."""
+        checksum = {"ChecksumAlgorithm": self.algorithm} if self.algorithm else {}
+        with open(self.path, "rb") as f:
+            response = self.client.upload_part(
+                PartNumber=number,
+                Body=FileWindow(f, offset, length),
+                ContentLength=length,
+                **self._params(),
+                **checksum,
+            )
+        sent = {"ETag": str(response["ETag"]), "PartNumber": number}
+        member = f"Checksum{self.algorithm}"
+        if self.algorithm and member in response:
+            sent[member] = response[member]
+        return sent
+
+    def complete(self, parts: list[dict[str, Any]], if_none_match: bool) -> str:
+        """Make the object of ``parts`` visible; return its ETag."""
+        condition = {"IfNoneMatch": "*"} if if_none_match else {}
+        done = self.client.complete_multipart_upload(
+            MultipartUpload={"Parts": parts}, **self._params(), **condition
+        )
+        return str(done["ETag"])
+
+    def abort(self) -> None:
+        """Drop the parts sent; nothing becomes visible."""
+        self.client.abort_multipart_upload(**self._params())
 
 
 def download(client: Any, bucket: str, key: str, path: str) -> ObjectInfo | None:
@@ -167,7 +212,7 @@ def download(client: Any, bucket: str, key: str, path: str) -> ObjectInfo | None
     try:
         response = client.get_object(Bucket=bucket, Key=key)
     except ClientError as e:
-        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+        if is_missing_key(e):
             return None
         raise
     body = response["Body"]
