@@ -22,10 +22,12 @@ import math
 import os
 from typing import Any, Awaitable, Callable, Mapping
 
+from botocore.exceptions import ClientError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking
+from pypicache.errors import NotFound
 from pypicache.storage.s3.errors import (
     PreconditionFailed,
     is_missing_key,
@@ -121,7 +123,6 @@ class Bucket:
         """A small object whole, with its ETag; :data:`NOT_MODIFIED` if it
         still has ``etag`` (a conditional ``GET``, answered ``304``); ``None``
         if there is no such object."""
-        from botocore.exceptions import ClientError
 
         params = {"IfNoneMatch": etag} if etag else {}
         request = self._api("get_object", key, **params)
@@ -164,7 +165,6 @@ class Bucket:
         request = self._api("put_object", key, **params)
 
         def send() -> Any:
-            from botocore.exceptions import ClientError
 
             try:
                 return request()
@@ -179,7 +179,6 @@ class Bucket:
     async def head(self, key: str) -> ObjectInfo | None:
         """What S3 knows of ``key`` (size, ETag, user metadata, last
         modified), or ``None`` if there is no such object."""
-        from botocore.exceptions import ClientError
 
         request = self._api("head_object", key)
 
@@ -306,14 +305,10 @@ class Bucket:
         :raises NotFound: there is no such object.
         :raises InvalidRange: ``start`` is past the end of the object.
         """
-        from pypicache.errors import NotFound
-
         wanted = f"bytes={start}-{'' if end is None else end}"
         request = self._api("get_object", key, Range=wanted)
 
         def open_range() -> Any:
-            from botocore.exceptions import ClientError
-
             try:
                 return request()
             except ClientError as e:

@@ -3,6 +3,8 @@
 
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from pypicache.errors import Conflict, PypicacheError
 
 
@@ -69,8 +71,6 @@ def translate(error: Exception, operation: str, key: str) -> Exception:
     credentials) :class:`BucketError` naming the operation and the key.
     Anything not from botocore is returned as it is.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     if isinstance(error, ClientError):
         status, code = status_of(error), code_of(error)
         if status == 412 or code == "PreconditionFailed":

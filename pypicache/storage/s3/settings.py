@@ -12,6 +12,9 @@ import re
 from typing import Any, Mapping
 
 import attrs
+import botocore.exceptions
+import botocore.session
+from botocore.config import Config
 
 #: Parts of a multipart upload: S3's smallest part (but the last) is 5 MiB.
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -220,10 +223,6 @@ class S3Settings:
 
         :raises S3ConfigError: the profile does not exist.
         """
-        import botocore.exceptions
-        import botocore.session
-        from botocore.config import Config
-
         try:
             session = botocore.session.Session(profile=self.profile)
             return session.create_client(

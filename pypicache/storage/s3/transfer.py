@@ -12,6 +12,7 @@ import re
 from typing import IO, Any, Mapping
 
 import attrs
+from botocore.exceptions import ClientError
 from twisted.python.filepath import FilePath
 
 from pypicache.storage.atomic import (
@@ -207,7 +208,6 @@ def download(client: Any, bucket: str, key: str, path: str) -> ObjectInfo | None
     :raises InsufficientStorage: the disk is full.
     :raises botocore.exceptions.ClientError: the store failed.
     """
-    from botocore.exceptions import ClientError
 
     try:
         response = client.get_object(Bucket=bucket, Key=key)
