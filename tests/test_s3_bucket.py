@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -208,12 +208,12 @@ async def test_download_to_is_atomic(
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(transfer.os, "fsync", full)
-    with pytest.raises(InsufficientStorage):
-        await bucket.download_to("a.whl", str(target))
+    with monkeypatch.context() as patched:
+        patched.setattr(transfer.os, "fsync", full)
+        with pytest.raises(InsufficientStorage):
+            await bucket.download_to("a.whl", str(target))
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["a.whl"]
-    monkeypatch.undo()
     info = await bucket.download_to("a.whl", str(target))
     assert info is not None and info.size == len(b"new contents")
     assert target.read_bytes() == b"new contents"
@@ -289,7 +289,7 @@ async def test_presigned_url_fetched_with_treq(bucket: Bucket) -> None:
     url = await bucket.presign("files/a.whl", expires=60)
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
     pool = HTTPConnectionPool(reactor, persistent=False)
-    client = treq.client.HTTPClient(Agent(reactor, pool=pool))
+    client = HTTPClient(Agent(reactor, pool=pool))
     try:
         response = await client.get(url)
         assert response.code == 200
