@@ -8,6 +8,18 @@ happen. One at a time, a conditional write is atomic as on S3, and tests of
 concurrent writers test pypicache, not moto's race. (Read-modify-write
 sequences from several clients still interleave request by request.)
 
+What moto 5.2 does of the S3 features pypicache relies on (probed against
+this server): ``If-None-Match: *`` on ``PutObject`` and on
+``CompleteMultipartUpload`` (``412``; the failed upload stays open until
+aborted, as on S3), ``If-Match`` on ``PutObject`` (``412``; ``404
+NoSuchKey`` when the key is gone, as on S3), conditional ``GET`` (``304``),
+ranges (``206``; ``416`` past the end), parts of at least 5 MiB (``400
+EntityTooSmall`` below, but the last), CRC32 part checksums, presigned
+``GET``. Not done: ``If-Match`` on ``CompleteMultipartUpload`` (ignored),
+``409 ConditionalRequestConflict`` (never sent), the expiry of presigned
+URLs (not checked), and a non-``*`` ``If-None-Match`` on ``PutObject`` is
+ignored (S3 refuses it).
+
 A test module makes its own fixtures from these helpers (module scope: one
 server per module, a fresh bucket per test)::
 

@@ -147,18 +147,31 @@ async def test_small_file_is_one_put_with_metadata(
         await bucket.upload_file("x", str(path), metadata={"Bad Name": "v"})
 
 
+@pytest.mark.parametrize("checksums", ["when_supported", "when_required"])
 @pytest_twisted.ensureDeferred
-async def test_multipart_upload_round_trips(bucket: Bucket, tmp_path: Path) -> None:
+async def test_multipart_upload_round_trips(
+    s3: S3Bucket, threads: BucketThreads, tmp_path: Path, checksums: str
+) -> None:
     """A file larger than the part size goes up in parts (its ETag says how
-    many), comes back byte for byte through download_to, and leaves no open
-    upload behind; create-only, a second upload fails on completion and is
-    aborted."""
+    many; each part with a CRC32 unless checksums are off), comes back byte
+    for byte through download_to, and leaves no open upload behind;
+    create-only, a second upload fails on completion and is aborted."""
+    settings = settings_of(s3, **{"s3-part-size": "5M", "s3-checksums": checksums})
+    bucket = Bucket(settings.client(), s3.bucket, threads, part_size=settings.part_size)
+    part_checksums: list[bool] = []
+    bucket.client.meta.events.register(
+        "before-send.s3.UploadPart",
+        lambda request, **kw: part_checksums.append(
+            "x-amz-checksum-crc32" in {k.lower() for k in request.headers.keys()}
+        ),
+    )
     source = tmp_path / "big.tar.gz"
     digest = write_file(source, 2 * MIN_PART_SIZE + 12345)
     etag = await bucket.upload_file(
         "files/big.tar.gz", str(source), metadata={"sha256": digest}, if_none_match=True
     )
     assert etag.strip('"').endswith("-3")
+    assert part_checksums == [checksums == "when_supported"] * 3
     target = tmp_path / "copy" / "big.tar.gz"
     target.parent.mkdir()
     info = await bucket.download_to("files/big.tar.gz", str(target))
