@@ -22,6 +22,7 @@ from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket
 from pypicache.storage.s3.errors import BucketError, InvalidRange, PreconditionFailed
 from pypicache.storage.s3.settings import (
     MIN_PART_SIZE,
+    S3ConfigError,
     S3Settings,
 )
 from pypicache.storage.s3.threads import BucketThreads
@@ -359,6 +360,29 @@ async def test_credentials_from_the_environment(
     await explicit.get("k")
     assert "Credential=explicit/" in seen[0][0]
     assert ACCESS_KEY_ID not in seen[0][0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentials_from_a_shared_file_profile(
+    s3: S3Bucket, threads: BucketThreads, monkeypatch: Any, tmp_path: Path
+) -> None:
+    """With ``s3-profile`` and no keys in the environment, the client signs
+    with the profile's keys from the shared credentials file; a profile that
+    is not there is a configuration error naming ``s3-profile``."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[pypicache]\naws_access_key_id = from-the-file\n"
+        "aws_secret_access_key = file-secret\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    bucket = await Bucket.open(settings_of(s3, **{"s3-profile": "pypicache"}), threads)
+    seen = record_requests(bucket)
+    await bucket.put("k", b"v")
+    assert "Credential=from-the-file/" in seen[0][0]
+    with pytest.raises(S3ConfigError, match="s3-profile"):
+        await Bucket.open(settings_of(s3, **{"s3-profile": "nowhere"}), threads)
 
 
 @pytest_twisted.ensureDeferred
