@@ -3,6 +3,9 @@
 import pytest
 from twisted.internet.task import Clock
 
+#: The S3 fixtures (``s3server``, ``s3``, ``threads``): moto's server on loopback.
+pytest_plugins = ["tests.s3server"]
+
 
 @pytest.fixture
 def clock() -> Clock:

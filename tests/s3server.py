@@ -20,16 +20,10 @@ EntityTooSmall`` below, but the last), CRC32 part checksums, presigned
 URLs (not checked), and a non-``*`` ``If-None-Match`` on ``PutObject`` is
 ignored (S3 refuses it).
 
-A test module makes its own fixtures from these helpers (module scope: one
-server per module, a fresh bucket per test)::
-
-    @pytest.fixture(scope="module")
-    def s3server(tmp_path_factory):
-        yield from serve(tmp_path_factory.mktemp("moto"))
-
-    @pytest.fixture
-    def s3(s3server, monkeypatch):
-        return s3server.new_bucket(monkeypatch)
+A pytest plugin (``tests/conftest.py`` loads it) with three fixtures:
+``s3server`` (one server per test module), ``s3`` (a fresh bucket per test,
+the environment set to dummy credentials: :class:`S3Bucket`) and
+``threads`` (a started :class:`BucketThreads`, stopped after the test).
 """
 
 import http.client
@@ -43,6 +37,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import attrs
+import pytest
+
+from pypicache.storage.s3.threads import BucketThreads
 
 #: Seconds moto has to start answering (it imports every service first).
 STARTUP = 60.0
@@ -208,3 +205,27 @@ def serve(directory: Path) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3server(tmp_path_factory: Any) -> Iterator[S3Server]:
+    """moto's S3 server for the tests of one module."""
+    yield from serve(tmp_path_factory.mktemp("moto"))
+
+
+@pytest.fixture
+def s3(s3server: S3Server, monkeypatch: Any) -> S3Bucket:
+    """A bucket of the test's own, and the environment's dummy credentials."""
+    return s3server.new_bucket(monkeypatch)
+
+
+@pytest.fixture
+def threads() -> Iterator[BucketThreads]:
+    """The bucket's threads, started for one test."""
+    # Imported here: this plugin loads before pytest-twisted installs its reactor.
+    from twisted.internet import reactor
+
+    pool = BucketThreads(reactor, size=4)
+    pool.startService()
+    yield pool
+    pool.stopService()

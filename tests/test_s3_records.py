@@ -24,25 +24,7 @@ from pypicache.storage.s3.records import (
 )
 from pypicache.storage.s3.settings import S3Settings
 from pypicache.storage.s3.threads import BucketThreads
-from tests.s3server import S3Bucket, serve
-
-
-@pytest.fixture(scope="module")
-def s3server(tmp_path_factory: Any) -> Any:
-    yield from serve(tmp_path_factory.mktemp("moto"))
-
-
-@pytest.fixture
-def s3(s3server: Any, monkeypatch: Any) -> S3Bucket:
-    return s3server.new_bucket(monkeypatch)
-
-
-@pytest.fixture
-def threads() -> Any:
-    pool = BucketThreads(reactor, size=4)
-    pool.startService()
-    yield pool
-    pool.stopService()
+from tests.s3server import S3Bucket
 
 
 def daemon_bucket(s3: S3Bucket, threads: BucketThreads) -> Bucket:
