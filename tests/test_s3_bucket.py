@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -259,6 +260,28 @@ async def test_read_range_stops_when_the_consumer_fails(bucket: Bucket) -> None:
     with pytest.raises(ConnectionError):
         await bucket.read_range("r", 0, None, gone, chunk_size=1000)
     assert seen == [1000]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_read_range_closes_the_response(bucket: Bucket) -> None:
+    """Cancelling a read_range (Klein does it when the client goes away)
+    while the consumer holds it back stops the reading and closes the S3
+    response: its connection is not left half read."""
+    await bucket.put("r", b"x" * 10_000)
+    bodies: list[Any] = []
+    bucket.client.meta.events.register(
+        "after-call.s3.GetObject", lambda parsed, **kw: bodies.append(parsed["Body"])
+    )
+    held = Deferred()
+    reading = Deferred.fromCoroutine(
+        bucket.read_range("r", 0, None, lambda chunk: held, chunk_size=1000)
+    )
+    while not bodies or not held.callbacks:
+        await deferLater(reactor, 0.01)
+    reading.cancel()
+    with pytest.raises(CancelledError):
+        await reading
+    assert bodies[0]._raw_stream.closed
 
 
 # Listing, deleting, presigning
