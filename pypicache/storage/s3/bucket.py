@@ -281,6 +281,8 @@ class Bucket:
     async def download_to(self, key: str, local_path: str) -> ObjectInfo | None:
         """Fetch ``key`` into ``local_path`` atomically (temporary file beside
         it, fsync, rename; a failure leaves nothing); ``None`` if absent.
+        It holds one of the bucket's threads for the whole transfer: size
+        the pool for the downloads that may run at once.
 
         :raises InsufficientStorage: the disk is full.
         """
