@@ -316,7 +316,7 @@ class Measures:
             stdout=subprocess.DEVNULL,
         )
         figures: dict[str, Any] = json.loads(out.read_text())
-        for case in ("one", "many", "many_older"):
+        for case in ("one", "one_group", "many", "many_older"):
             f = figures[case]
             print(
                 f"  pypicache: UI page {case}: cold {f['cold_ms']} ms "

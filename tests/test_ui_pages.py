@@ -1,8 +1,10 @@
-"""The web interface's pages on a daemon: a whole release deleted through its
-confirmation form, and the project list kept while what it shows is the same."""
+"""The web interface's pages: releases of many files in groups, a whole
+release deleted through its confirmation form, the project list and the
+project pages kept while what they show is the same."""
 
 import re
 
+import pytest
 import pytest_twisted
 from packaging.version import Version
 
@@ -167,3 +169,60 @@ async def test_the_project_list_is_rendered_again_only_when_it_changes(
     _, page = await get(world, "+ui/projects/")
     assert 'href="two/"' in page
     assert rendered == ["projects.html"] * 2
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "demo-1.0-py3-none-any.whl",
+        "demo-2.0rc1-7-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "demo-1.0.post1.tar.gz",
+        "old-style-name-0.9.tar.gz",
+        "demo-3.0.zip",
+        "demo-1.0-py3.8.egg",
+    ],
+)
+def test_versions_of_reads_versions_as_parse_filename_does(filename):
+    """The JSON API's and the web interface's grouping by version reads a
+    wheel's or an sdist's version from its name without parsing the whole
+    name, and finds what parse_filename finds (files without one left out)."""
+    from pypicache.index.names import parse_filename
+    from pypicache.web.jsonapi import versions_of
+
+    file = stored(filename, True)
+    _, version = parse_filename(filename)
+    assert versions_of([file, file]) == ({version: [file, file]} if version else {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_project_page_lists_nothing(world, tmp_path, monkeypatch):
+    """A project page asked again, while the project is unchanged, is
+    answered from what was kept without listing the project's files (its
+    key is checked alone); an upload to the project shows at once."""
+    dist = tmp_path / "dist"
+    (
+        await twine_upload(
+            world.daemon.url, [build_wheel(dist, "kept", "1.0")], tmp_path
+        )
+    ).check()
+    views = world.daemon.app.views
+    assert views.local("kept").key == views.local_key("kept")
+    first, page = await get(world, "+ui/projects/kept/")
+    assert first.code == 200 and "kept-1.0" in page
+    listed = []
+    real = world.daemon.app.store.files
+    monkeypatch.setattr(
+        world.daemon.app.store, "files", lambda p: listed.append(p) or real(p)
+    )
+    again, _ = await get(world, "+ui/projects/kept/")
+    assert again.code == 200 and listed == []
+    (
+        await twine_upload(
+            world.daemon.url, [build_wheel(dist, "kept", "2.0")], tmp_path
+        )
+    ).check()
+    _, page = await get(world, "+ui/projects/kept/")
+    assert "kept 2.0" in page.replace('<span class="version">', "").replace(
+        "</span>", ""
+    )
+    assert "kept" in listed
