@@ -30,6 +30,7 @@ from pypicache.web.ui.filetable import (
     Group,
     escape_text,
     file_rows,
+    files_table,
     group_of,
     groups_of,
 )
@@ -219,6 +220,9 @@ def release_context(
         "total": len(releases[chosen]),
         "deletable": any(s.private for s in releases[chosen]),
         "prerelease": chosen.is_prerelease,
+        # Lists of thousands of rows, made in Python (escaped there).
+        "files_table": files_table,
+        "versions_list": versions_list,
     }
 
 

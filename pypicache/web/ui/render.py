@@ -53,13 +53,7 @@ def environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    from pypicache.web.ui.filetable import files_table
-    from pypicache.web.ui.release import versions_list
-
     env.filters["size"] = human_size
-    # Lists of thousands of rows, made in Python (escaped there).
-    env.globals["files_table"] = files_table
-    env.globals["versions_list"] = versions_list
     env.filters["when"] = when
     env.globals["version"] = __version__
     return env
