@@ -185,6 +185,19 @@ def _pypicache_version() -> str:
         return "?"
 
 
+def _context(bench: Bench) -> dict[str, Any]:
+    """What the results say of the run before any measure."""
+    return {
+        "mode": bench.cfg["mode"],
+        "machine": procs.machine(),
+        "tools": servers.versions(),
+        "config": bench.cfg,
+        "load_average_start": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "subjects": {},
+    }
+
+
 def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Run every measurement, filling ``results`` as it goes (kept if a step fails)."""
     wanted = (
@@ -196,17 +209,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if unknown:
         sys.exit(f"unknown peer(s) {unknown}; known: {', '.join(peers.KNOWN)}")
     bench = Bench(args, results)
-    results.update(
-        {
-            "mode": bench.cfg["mode"],
-            "machine": procs.machine(),
-            "tools": servers.versions(),
-            "config": bench.cfg,
-            "load_average_start": os.getloadavg(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "subjects": {},
-        }
-    )
+    results.update(_context(bench))
     subjects = bench.setup(wanted)
     results["build_seconds"] = bench.manifest["build_seconds"]
     for name, version, start in subjects:
@@ -238,17 +241,8 @@ def run_only(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """``--only ui``: one measure of pypicache alone (no upstream, no peers)."""
     bench = Bench(args, results)
     bench.runs.mkdir(parents=True, exist_ok=True)
-    results.update(
-        {
-            "mode": bench.cfg["mode"],
-            "machine": procs.machine(),
-            "tools": servers.versions(),
-            "config": bench.cfg,
-            "load_average_start": os.getloadavg(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "subjects": {"pypicache": {"version": _pypicache_version()}},
-        }
-    )
+    results.update(_context(bench))
+    results["subjects"]["pypicache"] = {"version": _pypicache_version()}
     print("pypicache web interface, project page of many files:", flush=True)
     results["subjects"]["pypicache"]["ui_pages"] = bench.ui_pages()
     results["load_average_end"] = os.getloadavg()

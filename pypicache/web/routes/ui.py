@@ -234,6 +234,19 @@ class UiRoutes:
             self._listings.popitem(last=False)
         return releases
 
+    def _release(
+        self, project: str, version: str
+    ) -> tuple[dict[Version, list[StoredFile]], Version]:
+        """The project's files by version, and the version asked for.
+
+        :raises NotFound: if it has no files of that version here.
+        """
+        releases = self._releases(project)
+        try:
+            return releases, jsonapi.pick_version(releases, version)
+        except KeyError:
+            raise NotFound(f"No files of {project} {version} on this server") from None
+
     @route("/+ui/projects/<project>/", methods=["GET", "HEAD"])
     @route("/+ui/projects/<project>/<version>/", methods=["GET", "HEAD"])
     async def project(
@@ -308,27 +321,16 @@ class UiRoutes:
         name = normalize(project)
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
-        releases = self._releases(name)
-        try:
-            chosen = jsonapi.pick_version(releases, version)
-        except KeyError:
-            raise NotFound(f"No files of {name} {version} on this server") from None
+        releases, chosen = self._release(name, version)
         stored = next(
             (s for s in releases[chosen] if s.info.filename == filename and s.private),
             None,
         )
         if stored is None:
             raise NotFound(f"No private file {filename!r} in project {name!r}")
-        data = ui.render(
-            "confirm.html",
-            root=ui.root_of(request.path),
-            project=name,
-            release=str(chosen),
-            action=action,
-            file=file_rows([stored])[0],
-            auth=self._policy.checker is not None,
+        return self._confirmation(
+            request, "confirm.html", name, chosen, action, file=file_rows([stored])[0]
         )
-        return send_page(request, *ui.both_forms(data))
 
     @route("/+ui/projects/<project>/<version>/<action>", methods=["GET", "HEAD"])
     async def confirm_release(
@@ -341,21 +343,36 @@ class UiRoutes:
             raise NotFound(
                 f"No action {action!r} on a release (there is {', '.join(RELEASE_ACTIONS)})"
             )
-        releases = self._releases(name)
-        try:
-            chosen = jsonapi.pick_version(releases, version)
-        except KeyError:
-            raise NotFound(f"No files of {name} {version} on this server") from None
+        releases, chosen = self._release(name, version)
         files = [s for s in releases[chosen] if s.private]
         if not files:
             raise NotFound(f"No private files of {name} {chosen} to {action}")
-        data = ui.render(
+        return self._confirmation(
+            request,
             "confirm_release.html",
+            name,
+            chosen,
+            action,
+            files=file_rows(files),
+        )
+
+    def _confirmation(
+        self,
+        request: IRequest,
+        template: str,
+        project: str,
+        chosen: Version,
+        action: str,
+        **more: Any,
+    ) -> Any:
+        """A confirmation page: its form posts to the API's route."""
+        data = ui.render(
+            template,
             root=ui.root_of(request.path),
-            project=name,
+            project=project,
             release=str(chosen),
             action=action,
-            files=file_rows(files),
             auth=self._policy.checker is not None,
+            **more,
         )
         return send_page(request, *ui.both_forms(data))
