@@ -21,13 +21,13 @@ Then, in this process, it builds the daemon's objects
 ``twistd``) and calls the route of ``/+ui/projects/<project>/`` itself with a
 request that accepts gzip, timing each call (wall clock, and the CPU time of
 the whole process): *cold* is a page rendered for the first time (a fresh
-:class:`~pypicache.web.routes.ui.UiRoutes`, the project's listing already in
-memory as after any ``/simple/`` request, no description kept; median of
-``--rounds``), *warm* a
-page asked for again (kept; median of 20), *first* the first page of the
-process (templates compiled, modules imported). ``uibench-many`` is measured
-at its newest version and at an older one (``/+ui/projects/uibench-many/1.0.500/``,
-cold, after the newest: another version of the same project).
+:class:`~pypicache.web.routes.ui.UiRoutes`, no description kept, the
+project's listing already in memory as after any ``/simple/`` request;
+median of ``--rounds``), *warm* a page asked for again (kept; median of 20),
+*first* the first page of the process (templates compiled, modules
+imported). Two pages are measured right after the project's main page:
+``uibench-many`` at an older version (``1.0.500`` with 3,000 files) and
+``uibench-one``'s ``cp312`` wheels (``/+ui/projects/uibench-one/1.0/?files=cp312``).
 """
 
 from __future__ import annotations
@@ -92,6 +92,12 @@ def many_releases(count: int) -> list[str]:
             f"uibench_many-{version}.tar.gz",
         ]
     return names
+
+
+def older_version(count: int) -> str:
+    """The version of ``uibench-many`` halfway down its list (``1.0.500``)."""
+    i = count // 6
+    return f"1.{i // 1000}.{i % 1000}"
 
 
 def build(root: Path, count: int) -> Path:
@@ -198,7 +204,9 @@ async def timed(
     }
 
 
-async def run(reactor: Any, root: Path, rounds: int, profile: str | None) -> Any:
+async def run(
+    reactor: Any, root: Path, count: int, rounds: int, profile: str | None
+) -> Any:
     from functools import partial
 
     from twisted.internet.threads import deferToThreadPool
@@ -235,7 +243,7 @@ async def run(reactor: Any, root: Path, rounds: int, profile: str | None) -> Any
             "one": ("uibench-one", None, None),
             "one_group": ("uibench-one", "1.0", "cp312"),
             "many": ("uibench-many", None, None),
-            "many_older": ("uibench-many", "1.0.500", None),
+            "many_older": ("uibench-many", older_version(count), None),
         }
         # The listing of the project measured in memory (two of 3,000 files
         # do not fit the store's default budget of listings together).
@@ -289,7 +297,7 @@ def measure(work: Path, count: int, rounds: int = 5, profile: str | None = None)
     result: dict[str, Any] = {}
 
     async def main(reactor: Any) -> None:
-        result.update(await run(reactor, root, rounds, profile))
+        result.update(await run(reactor, root, count, rounds, profile))
 
     try:
         task.react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
