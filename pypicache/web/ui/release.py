@@ -43,7 +43,7 @@ _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)
 MAX_RENDERED = 1024 * 1024
 
 #: Releases whose parsed metadata and rendered description are kept.
-KEPT_DESCRIPTIONS = 64
+KEPT_DESCRIPTIONS = 32
 
 
 @attrs.frozen
