@@ -96,7 +96,8 @@ async def test_a_release_is_deleted_through_its_confirmation_form(world, tmp_pat
     to the API's route, ``/simple/<project>/<version>/``: refused cross-site
     (403) and without ``_method`` (400); then a 303 back to the project page,
     the release gone from /simple/ and the UI, the other release kept. No
-    such page for an unknown action or version."""
+    such page for an unknown action or version. (And ``?files=`` shows one
+    group of a release's files, ``404`` for a group it lacks.)"""
     dist = tmp_path / "dist"
     old = [build_wheel(dist, "mine", "1.0"), build_sdist(dist, "mine", "1.0")]
     new = build_wheel(dist, "mine", "2.0")
@@ -114,6 +115,10 @@ async def test_a_release_is_deleted_through_its_confirmation_form(world, tmp_pat
     assert 'name="_method" value="DELETE"' in confirm
     _, simple = await get(world, "simple/mine/")
     assert all(p.name in simple for p in [*old, new])  # the GET changed nothing
+    response, source = await get(world, "+ui/projects/mine/1.0/?files=source")
+    assert response.code == 200 and "Files of 1.0: Source distributions" in source
+    assert f">{old[1].name}</a>" in source and f">{old[0].name}</a>" not in source
+    assert (await get(world, "+ui/projects/mine/1.0/?files=cp27"))[0].code == 404
     assert (await get(world, "+ui/projects/mine/1.0/wipe"))[0].code == 404
     assert (await get(world, "+ui/projects/mine/9.9/delete"))[0].code == 404
     assert (await get(world, "+ui/projects/absent/1.0/delete"))[0].code == 404
