@@ -112,6 +112,7 @@ class UiRoutes:
     _searches: dict[tuple[int, int, str], tuple[list[str], list[str]]] = attrs.field(
         factory=dict
     )
+    #: Per project, its files by version as of one key of its view.
     _listings: "OrderedDict[str, tuple[Hashable, dict[Version, list[StoredFile]]]]" = (
         attrs.field(factory=OrderedDict)
     )
