@@ -72,8 +72,9 @@ def main() -> None:
     parser.add_argument("--work", default=str(BENCH / "work"))
     args = parser.parse_args()
     variants = dict(
-        v.split("=", 1)
-        for v in (args.variant or ["off=--prefetch-depth=0", "on=--prefetch-depth=3"])
+        v.split("=", 1) for v in (
+            args.variant or ["off=--prefetch-depth=0", "on=--prefetch-depth=3"]
+        )
     )
     sources = dict(v.split("=", 1) for v in args.source)
     unknown = set(sources) - set(variants)

@@ -120,9 +120,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, procs.on_signal)
     work = procs.ROOT / "bench" / "work"
     cache = cachetree.build(work / f"cache-{args.files}", args.files)
-    projects = (
-        args.files + cachetree.FILES_PER_PROJECT - 1
-    ) // cachetree.FILES_PER_PROJECT
+    projects = (args.files + cachetree.FILES_PER_PROJECT - 1) // cachetree.FILES_PER_PROJECT
     runs: dict[str, list[dict[str, Any]]] = {str(s): [] for s in sources}
     for n in range(args.runs):
         for k, source in enumerate(sources):
@@ -133,17 +131,10 @@ def main() -> None:
         source: {key: statistics.median(r[key] for r in results) for key in results[0]}
         for source, results in runs.items()
     }
-    print(
-        f"\nMedians of {args.runs} runs, {args.files:,} files ({projects:,} projects):"
-    )
+    print(f"\nMedians of {args.runs} runs, {args.files:,} files ({projects:,} projects):")
     for source, figures in medians.items():
         print(f"  {source}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
-    result = {
-        "files": args.files,
-        "projects": projects,
-        "runs": runs,
-        "medians": medians,
-    }
+    result = {"files": args.files, "projects": projects, "runs": runs, "medians": medians}
     (work / "footprint.json").write_text(json.dumps(result, indent=1))
 
 
