@@ -35,13 +35,20 @@ def project_name(i: int) -> str:
 PRIVATE_PROJECT = project_name(0)
 
 
+def complete(root: Path) -> bool:
+    """Whether the folder at ``root`` was made whole; if not, it is removed."""
+    if (root / ".bench-complete").exists():
+        return True
+    if root.exists():
+        shutil.rmtree(root)
+    return False
+
+
 def build(root: Path, count: int) -> Path:
     """A cache folder at ``root`` with ``count`` archives (reused when complete)."""
     done = root / ".bench-complete"
-    if done.exists():
+    if complete(root):
         return root
-    if root.exists():
-        shutil.rmtree(root)
     root.mkdir(parents=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

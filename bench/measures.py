@@ -2,7 +2,8 @@
 What the benchmark measures on each subject (see docs/benchmark.rst, "The
 measures"): installs with pip and uv, the big file cold and warm, request rates
 of pages and a wheel with their CPU cost, and, for pypicache alone, start-up on
-caches of many files and single-flight of concurrent cold downloads.
+caches of many files, single-flight of concurrent cold downloads, and the
+web interface's project page of 3,000 files (``uipages.py``).
 
 :class:`Measures` is the base of ``run.Bench``, which sets up the upstream and
 the subjects and gives it ``cfg``, ``work``, ``runs``, ``manifest``,
@@ -11,7 +12,10 @@ the subjects and gives it ``cfg``, ``work``, ``runs``, ``manifest``,
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -291,3 +295,33 @@ class Measures:
             "upstream_fetches": fetches,
             "verified": good,
         }
+
+    def ui_pages(self) -> dict[str, Any]:
+        """The web interface's project page of ``many_files`` files, rendered
+        on the server: ``bench/uipages.py`` in a process of its own (a reactor
+        of its own; the objects of this checkout)."""
+        out = self.runs / "ui-pages.json"
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve().parent / "uipages.py"),
+                "--work",
+                str(self.work),
+                "--files",
+                str(self.cfg["many_files"]),
+                "--json",
+                str(out),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        figures: dict[str, Any] = json.loads(out.read_text())
+        for case in ("one", "one_group", "many", "many_older"):
+            f = figures[case]
+            print(
+                f"  pypicache: UI page {case}: cold {f['cold_ms']} ms "
+                f"(CPU {f['cold_cpu_ms']} ms), warm {f['warm_ms']} ms, "
+                f"{f['gzip_bytes']:,} B gzipped",
+                flush=True,
+            )
+        return figures

@@ -62,12 +62,27 @@ def measures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("cpu_many_json_gz", f"CPU s per 1,000 req, {many} page JSON gzip", LOWER),
         ("single_flight", "upstream fetches of 1 file, 8 cold clients at once", LOWER),
     ]
+    versions = f"{cfg['many_files'] // 3:,}"
+    for case, label in (
+        ("one", f"UI project page, {many} release"),
+        ("one_group", "UI page of its cp312 wheels"),
+        ("many", f"UI project page, {many} project, {versions} versions"),
+        ("many_older", f"UI page of another of its {versions} versions"),
+    ):
+        rows.append((f"ui_{case}_cold", f"{label}, cold, ms", LOWER))
+        rows.append((f"ui_{case}_cold_cpu", f"{label}, cold, CPU ms", LOWER))
+        if case in ("one", "many"):
+            rows.append((f"ui_{case}_warm", f"{label}, warm, ms", LOWER))
     return rows
 
 
 def value(figures: dict[str, Any], key: str) -> float | None:
     if key == "single_flight":
         return figures.get("single_flight", {}).get("upstream_fetches")
+    if key.startswith("ui_"):
+        case, _, which = key[3:].removesuffix("_cpu").rpartition("_")
+        which += "_cpu" if key.endswith("_cpu") else ""
+        return figures.get("ui_pages", {}).get(case, {}).get(f"{which}_ms")
     if key.startswith("startup_") and key != "startup_empty":
         return figures.get("startup_cached", {}).get(key[len("startup_") :])
     v = figures.get(key)
@@ -118,6 +133,13 @@ def table(results: dict[str, Any]) -> str:
             for n in names
             if key in subjects[n].get("remarks", {})
         )
+        if key.startswith("ui_"):
+            ui = subjects["pypicache"]["ui_pages"]
+            remarks = f"pypicache: target < {ui['target_ms']} ms"
+            if key == "ui_one_cold":
+                remarks += f"; first page of the process {ui['first_ms']} ms"
+            if key.endswith("_cpu"):
+                remarks = "CPU time of the process (all threads)"
         if key == "single_flight":
             sf = subjects["pypicache"]["single_flight"]
             remarks = f"pypicache: {sf['verified']}/{sf['clients']} verified; target 1"

@@ -5,6 +5,7 @@ processes on 127.0.0.1::
     python bench/run.py                          # full size, peers proxpi and devpi
     python bench/run.py --quick                  # smoke run: small sizes, short loads
     python bench/run.py --peers proxpi --quick   # one peer; --peers none: no peer
+    python bench/run.py --only ui                # one measure alone: the UI's page
 
 It builds a synthetic upstream in ``bench/work/`` (``synthetic.py``: wheels,
 sdists and pre-rendered PEP 503/691 pages; kept and reused), serves it with
@@ -184,6 +185,19 @@ def _pypicache_version() -> str:
         return "?"
 
 
+def _context(bench: Bench) -> dict[str, Any]:
+    """What the results say of the run before any measure."""
+    return {
+        "mode": bench.cfg["mode"],
+        "machine": procs.machine(),
+        "tools": servers.versions(),
+        "config": bench.cfg,
+        "load_average_start": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "subjects": {},
+    }
+
+
 def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Run every measurement, filling ``results`` as it goes (kept if a step fails)."""
     wanted = (
@@ -195,17 +209,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if unknown:
         sys.exit(f"unknown peer(s) {unknown}; known: {', '.join(peers.KNOWN)}")
     bench = Bench(args, results)
-    results.update(
-        {
-            "mode": bench.cfg["mode"],
-            "machine": procs.machine(),
-            "tools": servers.versions(),
-            "config": bench.cfg,
-            "load_average_start": os.getloadavg(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "subjects": {},
-        }
-    )
+    results.update(_context(bench))
     subjects = bench.setup(wanted)
     results["build_seconds"] = bench.manifest["build_seconds"]
     for name, version, start in subjects:
@@ -226,6 +230,21 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if "pypicache" in results["subjects"]:
         results["subjects"]["pypicache"]["startup_cached"] = bench.startup()
         results["subjects"]["pypicache"]["single_flight"] = bench.single_flight()
+    print("pypicache web interface, project page of many files:", flush=True)
+    if "pypicache" in results["subjects"]:
+        results["subjects"]["pypicache"]["ui_pages"] = bench.ui_pages()
+    results["load_average_end"] = os.getloadavg()
+    results["seconds"] = round(time.perf_counter() - START, 1)
+
+
+def run_only(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """``--only ui``: one measure of pypicache alone (no upstream, no peers)."""
+    bench = Bench(args, results)
+    bench.runs.mkdir(parents=True, exist_ok=True)
+    results.update(_context(bench))
+    results["subjects"]["pypicache"] = {"version": _pypicache_version()}
+    print("pypicache web interface, project page of many files:", flush=True)
+    results["subjects"]["pypicache"]["ui_pages"] = bench.ui_pages()
     results["load_average_end"] = os.getloadavg()
     results["seconds"] = round(time.perf_counter() - START, 1)
 
@@ -260,17 +279,25 @@ def main() -> None:
         "--daemon-arg=--access-log=access.log (repeatable; not for the start-up "
         "and single-flight measures)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["ui"],
+        help="run one measure alone: ui, the web interface's project page of "
+        "3,000 files rendered on the server (no upstream, no peers; written to "
+        "results-ui.json)",
+    )
     args = parser.parse_args()
     atexit.register(procs.stop_all)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, procs.on_signal)
     # A --quick run keeps its own file, so it never overwrites the full figures.
     out = Path(args.work).resolve() / (
-        "results-quick.json" if args.quick else "results.json"
+        f"results{'-' + args.only if args.only else ''}"
+        f"{'-quick' if args.quick else ''}.json"
     )
     results: dict[str, Any] = {}
     try:
-        run(args, results)
+        (run_only if args.only else run)(args, results)
     except BaseException as e:
         procs.stop_all()
         results["error"] = f"{e.__class__.__name__}: {e}"

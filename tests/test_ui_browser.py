@@ -94,8 +94,10 @@ async def test_browsing_filtering_following_and_yanking(browser, tmp_path):
     (its script ran); typing into the filter leaves only the matching
     project; the private project's README is rendered; its requires-dist
     link leads to the cached project's page; a yank through the
-    confirmation form shows on the page and in /simple/; no page logs a
-    console error; it fits a phone's width without scrolling sideways."""
+    confirmation form shows on the page and in /simple/; a release deleted
+    through its confirmation form is gone from the page and from /simple/;
+    no page logs a console error; it fits a phone's width without
+    scrolling sideways."""
     up = tmp_path / "up"
     lib = build_wheel(up, "lib", "1.0")
     app = build_wheel(up, "app", "1.0", requires=["lib"])
@@ -218,7 +220,33 @@ async def test_browsing_filtering_following_and_yanking(browser, tmp_path):
         response = await daemon.get("simple/mine/")
         page = (await response.content()).decode()
         assert 'data-yanked="Broken build"' in page
+
+        def deleting(driver):
+            from selenium.webdriver.common.by import By
+
+            driver.get(daemon.url + "+ui/projects/mine/2.0rc1/")
+            driver.find_element(By.LINK_TEXT, "Delete release 2.0rc1…").click()
+            wait_until(lambda: driver.current_url.endswith("/2.0rc1/delete"))
+            doomed = [
+                e.text for e in driver.find_elements(By.CSS_SELECTOR, "ul.doomed code")
+            ]
+            driver.save_screenshot(str(shots / "delete-release.png"))
+            driver.find_element(By.CSS_SELECTOR, "form.confirm button").click()
+            wait_until(lambda: driver.current_url.endswith("/+ui/projects/mine/"))
+            versions = [
+                e.text
+                for e in driver.find_elements(By.CSS_SELECTOR, "ol.versions li a")
+            ]
+            return doomed, versions, console_errors(driver)
+
+        doomed, versions, errors = await in_thread(deleting, browser)
+        assert doomed == [mine[1].name]
+        assert versions == ["1.0"] and errors == []
+        response = await daemon.get("simple/mine/")
+        page = (await response.content()).decode()
+        assert mine[1].name not in page and mine[0].name in page
         assert sorted(p.name for p in shots.iterdir()) == [
+            "delete-release.png",
             "home-desktop.png",
             "project-desktop.png",
             "project-phone-dark.png",

@@ -25,7 +25,7 @@ def local_info(stored: StoredFile) -> DistFile:
     if info.provenance:
         kept = stored.provenance_path.exists()
         info = attrs.evolve(info, provenance=PROVENANCE if kept else None)
-    servable = stored.metadata_path.exists() or info.filename.endswith(".whl")
+    servable = info.filename.endswith(".whl") or stored.metadata_path.exists()
     if not servable:
         return attrs.evolve(info, core_metadata=False)
     if info.core_metadata is False:
@@ -205,6 +205,14 @@ class Views:
                 project,
                 ProjectPage(name=project, files=tuple(local_info(s) for s in stored)),
             ),
+        )
+
+    def local_key(self, project: str) -> Hashable:
+        """The key :meth:`local` gives its view (not ``for_simple``), without
+        listing the project's files: for a caller that keeps what it made of
+        that view (the web interface's pages) to check it is still current."""
+        return ("local", project, self._store.generation(project)) + self.rules.version(
+            "local", project
         )
 
     def simple_now(self, project: str) -> View | None:

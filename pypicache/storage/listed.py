@@ -227,11 +227,13 @@ class ListedLayout(Layout):
             if project not in self._folders(area):
                 continue
             try:
-                names = os.listdir(os.path.join(self._area_paths[area], project))
+                # Read until the first archive: a project of thousands of
+                # files is not listed whole on every request.
+                with os.scandir(os.path.join(self._area_paths[area], project)) as it:
+                    if any(wanted(entry.name) for entry in it):
+                        return True
             except OSError:
                 continue
-            if any(wanted(name) for name in names):
-                return True
         return False
 
     def _folders(self, area: str) -> frozenset[str]:

@@ -5,7 +5,7 @@ import datetime
 import json
 from typing import Any
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from pypicache.errors import BadRequest
 from pypicache.index.archives import (
@@ -139,10 +139,34 @@ def file_entry(stored: StoredFile, base_url: str) -> dict[str, Any]:
 
 
 def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
-    """The stored files grouped by version (files without a version are left out)."""
+    """The stored files grouped by version (files without a version are left out).
+
+    A wheel's version is the second part of its name, an sdist's the part
+    after its last dash (as ``packaging`` reads them; stored names are
+    valid): each distinct version is parsed once, as a release of 3,000
+    wheels has one (:func:`parse_filename` takes some 30 µs a wheel).
+    """
     releases: dict[Version, list[StoredFile]] = {}
+    parsed: dict[str, Version] = {}
     for stored in files:
-        _, version = parse_filename(stored.info.filename)
+        filename = stored.info.filename
+        version: Version | None = None
+        text = None
+        if filename.endswith(".whl") and filename.count("-") in (4, 5):
+            text = filename.split("-", 2)[1]
+        elif filename.endswith((".tar.gz", ".zip")):
+            stem = filename[: -7 if filename.endswith(".tar.gz") else -4]
+            name, dash, text = stem.rpartition("-")
+            text = text if dash and name else None
+        if text is not None:
+            version = parsed.get(text)
+            if version is None:
+                try:
+                    version = parsed[text] = Version(text)
+                except InvalidVersion:
+                    pass
+        if version is None:
+            _, version = parse_filename(filename)
         if version is not None:
             releases.setdefault(version, []).append(stored)
     return releases

@@ -11,7 +11,8 @@ and answered with an ``ETag``. Nothing here changes anything: the forms post
 to the API's own routes (:mod:`pypicache.web.routes.uploads`).
 """
 
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Hashable
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -37,7 +38,8 @@ from pypicache.web.routing import (
 )
 from pypicache.web.ui import render as ui
 from pypicache.web.ui.catalog import Catalog, matches
-from pypicache.web.ui.release import file_rows, project_page
+from pypicache.web.ui.filetable import file_rows, group_of
+from pypicache.web.ui.release import page_forms
 
 #: Projects per page of the list.
 PAGE_SIZE = 100
@@ -48,8 +50,12 @@ SEARCH_WAIT = 2.0
 #: Searches kept (their results, for the next pages).
 KEPT_SEARCHES = 32
 
-#: What the confirmation pages offer.
+#: Projects whose files by version are kept (for their other versions' pages).
+KEPT_LISTINGS = 32
+
+#: What the confirmation pages offer, for a file and for a whole release.
 ACTIONS = ("yank", "unyank", "delete")
+RELEASE_ACTIONS = ("delete",)
 
 
 def client_base(request: IRequest, trust_proxy: bool) -> str:
@@ -81,6 +87,16 @@ def send_page(request: IRequest, plain: Any, zipped: Any) -> Any:
     return send_body(request, zipped if gzip else plain)
 
 
+@attrs.frozen
+class ListRow:
+    """A project in the list: what its line shows."""
+
+    name: str
+    private: bool
+    version: str | None
+    summary: str
+
+
 @attrs.define
 class UiRoutes:
     """``/+ui/...``: pages for people, each with the interface's security headers."""
@@ -95,6 +111,14 @@ class UiRoutes:
     )
     _searches: dict[tuple[int, int, str], tuple[list[str], list[str]]] = attrs.field(
         factory=dict
+    )
+    #: Per project, its files by version as of one key of its view.
+    _listings: "OrderedDict[str, tuple[Hashable, dict[Version, list[StoredFile]]]]" = (
+        attrs.field(factory=OrderedDict)
+    )
+    #: Pages of the project list (and of searches), kept apart from project pages.
+    _lists: RenderCache = attrs.field(
+        factory=lambda: RenderCache(max_bytes=4 * 1024**2, max_entries=64)
     )
 
     @route("/+ui/", methods=["GET", "HEAD"])
@@ -124,33 +148,44 @@ class UiRoutes:
         if not 1 <= page <= pages:
             raise NotFound(f"No page {page} (there are {pages})")
         shown = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        rows = [
-            {
-                "name": name,
-                "private": self._store.is_private(name),
-                "version": getattr(entries.get(name), "version", None),
-                "summary": getattr(entries.get(name), "summary", ""),
-            }
+        rows = tuple(
+            ListRow(
+                name,
+                self._store.is_private(name),
+                getattr(entries.get(name), "version", None),
+                getattr(entries.get(name), "summary", ""),
+            )
             for name in shown
-        ]
-
-        def link(n: int) -> str:
-            return "?" + urlencode({**({"q": query} if query else {}), "page": n})
-
-        data = ui.render(
-            "projects.html",
-            root=ui.root_of(request.path),
-            query=query,
-            rows=rows,
-            total=len(names),
-            found=len(found),
-            page=page,
-            pages=pages,
-            previous=link(page - 1) if page > 1 else None,
-            next=link(page + 1) if page < pages else None,
-            complete=complete,
         )
-        return send_page(request, *ui.both_forms(data))
+        root = ui.root_of(request.path)
+        # Kept while what it shows is the same: its rows (names, private
+        # marks, newest versions and summaries) and counts.
+        slot = ("list", root, query, page)
+        key = (rows, len(names), len(found), complete)
+        plain = self._lists.peek(slot, key)
+        zipped = self._lists.peek(slot + ("gzip",), key)
+        if plain is None or zipped is None:
+
+            def link(n: int) -> str:
+                return "?" + urlencode({**({"q": query} if query else {}), "page": n})
+
+            data = ui.render(
+                "projects.html",
+                root=root,
+                query=query,
+                rows=rows,
+                total=len(names),
+                found=len(found),
+                page=page,
+                pages=pages,
+                previous=link(page - 1) if page > 1 else None,
+                next=link(page + 1) if page < pages else None,
+                complete=complete,
+            )
+            made = ui.both_forms(data)
+            plain = self._lists.get(slot, key, lambda: made[0])
+            zipped = self._lists.get(slot + ("gzip",), key, lambda: made[1])
+        return send_page(request, plain, zipped)
 
     async def _search(self, names: list[str], query: str) -> list[str]:
         """The names matching ``query``, searched in a thread (100,000 projects
@@ -172,23 +207,54 @@ class UiRoutes:
         self, project: str, view: Any = None
     ) -> dict[Version, list[StoredFile]]:
         """The project's files by version, as its ``/local/`` view shows them
-        (the rules applied); raises :class:`NotFound` if it has none here."""
+        (the rules applied); raises :class:`NotFound` if it has none here.
+
+        Kept per version of the view (:data:`KEPT_LISTINGS` projects): the
+        pages of its other versions list, parse and sort nothing again.
+        """
         if view is None:
             view = self._views.local(project)
+        kept = self._listings.get(project)
+        if kept is not None and kept[0] == view.key:
+            self._listings.move_to_end(project)
+            return kept[1]
         shown = {f.filename: f for f in view.page.files}
         files = [
-            attrs.evolve(s, info=shown[s.info.filename])
+            (
+                s
+                if shown[s.info.filename] is s.info
+                else attrs.evolve(s, info=shown[s.info.filename])
+            )
             for s in self._store.files(project)
             if s.info.filename in shown
         ]
-        return jsonapi.versions_of(files)
+        releases = jsonapi.versions_of(files)
+        self._listings[project] = (view.key, releases)
+        self._listings.move_to_end(project)
+        while len(self._listings) > KEPT_LISTINGS:
+            self._listings.popitem(last=False)
+        return releases
+
+    def _release(
+        self, project: str, version: str
+    ) -> tuple[dict[Version, list[StoredFile]], Version]:
+        """The project's files by version, and the version asked for.
+
+        :raises NotFound: if it has no files of that version here.
+        """
+        releases = self._releases(project)
+        try:
+            return releases, jsonapi.pick_version(releases, version)
+        except KeyError:
+            raise NotFound(f"No files of {project} {version} on this server") from None
 
     @route("/+ui/projects/<project>/", methods=["GET", "HEAD"])
     @route("/+ui/projects/<project>/<version>/", methods=["GET", "HEAD"])
     async def project(
         self, request: IRequest, project: str, version: str | None = None
     ) -> Any:
-        """A project at its newest version, or at ``version``."""
+        """A project at its newest version, or at ``version``; ``?files=``
+        a group of its files (a Python tag, or ``source``)."""
         name = normalize(project)
         if name != project:
             up = "../../" if version is not None else "../"
@@ -196,22 +262,26 @@ class UiRoutes:
             return redirect(request, f"{up}{quote(name)}/{rest}")
         root = ui.root_of(request.path)
         base = client_base(request, self._policy.trust_proxy)
-        try:
-            view = self._views.local(name)
-        except NotFound:
-            if version is not None:
-                raise
-            request.setResponseCode(404)
-            data = ui.render("missing.html", root=root, base=base, project=name)
-            return send_page(request, *ui.both_forms(data))
         private = self._store.is_private(name)
         auth = self._policy.checker is not None
-        # Kept per version of the view: a kept page costs no listing or parsing.
-        slot = ("ui", name, version, base, auth)
-        key = (view.key, private)
+        # Kept per version of the view (checked without listing the files):
+        # a kept page costs no listing, parsing or sorting.
+        group = query_arg(request, b"files")
+        group = group[:100] if group is not None else None
+        slot = ("ui", name, version, base, auth, group)
+        key = (self._views.local_key(name), private)
         plain = self._rendered.peek(slot, key)
         zipped = self._rendered.peek(slot + ("gzip",), key)
         if plain is None or zipped is None:
+            try:
+                view = self._views.local(name)
+            except NotFound:
+                if version is not None:
+                    raise
+                request.setResponseCode(404)
+                data = ui.render("missing.html", root=root, base=base, project=name)
+                return send_page(request, *ui.both_forms(data))
+            key = (view.key, private)
             releases = self._releases(name, view)
             if not releases:
                 data = ui.render("empty.html", root=root, project=name, private=private)
@@ -220,8 +290,12 @@ class UiRoutes:
                 chosen = jsonapi.pick_version(releases, version)
             except KeyError:
                 raise NotFound(f"No files of {name} {version} on this server") from None
-            data = await self._run_blocking(
-                project_page,
+            if group is not None and not any(
+                group_of(s.info.filename) == group for s in releases[chosen]
+            ):
+                raise NotFound(f"No files of {name} {chosen} in group {group!r}")
+            made = await self._run_blocking(
+                page_forms,
                 root,
                 base,
                 auth,
@@ -230,8 +304,8 @@ class UiRoutes:
                 releases,
                 chosen,
                 version is not None,
+                group,
             )
-            made = ui.both_forms(data)
             plain = self._rendered.get(slot, key, lambda: made[0])
             zipped = self._rendered.get(slot + ("gzip",), key, lambda: made[1])
         return send_page(request, plain, zipped)
@@ -248,24 +322,58 @@ class UiRoutes:
         name = normalize(project)
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
-        releases = self._releases(name)
-        try:
-            chosen = jsonapi.pick_version(releases, version)
-        except KeyError:
-            raise NotFound(f"No files of {name} {version} on this server") from None
+        releases, chosen = self._release(name, version)
         stored = next(
             (s for s in releases[chosen] if s.info.filename == filename and s.private),
             None,
         )
         if stored is None:
             raise NotFound(f"No private file {filename!r} in project {name!r}")
+        return self._confirmation(
+            request, "confirm.html", name, chosen, action, file=file_rows([stored])[0]
+        )
+
+    @route("/+ui/projects/<project>/<version>/<action>", methods=["GET", "HEAD"])
+    async def confirm_release(
+        self, request: IRequest, project: str, version: str, action: str
+    ) -> Any:
+        """The confirmation step of an action on a whole release of private
+        files: a form that posts to the API's route (nothing changes here)."""
+        name = normalize(project)
+        if action not in RELEASE_ACTIONS:
+            raise NotFound(
+                f"No action {action!r} on a release (there is {', '.join(RELEASE_ACTIONS)})"
+            )
+        releases, chosen = self._release(name, version)
+        files = [s for s in releases[chosen] if s.private]
+        if not files:
+            raise NotFound(f"No private files of {name} {chosen} to {action}")
+        return self._confirmation(
+            request,
+            "confirm_release.html",
+            name,
+            chosen,
+            action,
+            files=file_rows(files),
+        )
+
+    def _confirmation(
+        self,
+        request: IRequest,
+        template: str,
+        project: str,
+        chosen: Version,
+        action: str,
+        **more: Any,
+    ) -> Any:
+        """A confirmation page: its form posts to the API's route."""
         data = ui.render(
-            "confirm.html",
+            template,
             root=ui.root_of(request.path),
-            project=name,
+            project=project,
             release=str(chosen),
             action=action,
-            file=file_rows([stored])[0],
             auth=self._policy.checker is not None,
+            **more,
         )
         return send_page(request, *ui.both_forms(data))

@@ -150,16 +150,24 @@ class UploadRoutes:
         self._uploads.delete_file(name, filename)
         return answer(request, fields)
 
-    @route("/simple/<project>/<version>/", methods=["DELETE"], strict_slashes=False)
+    @route(
+        "/simple/<project>/<version>/",
+        methods=["DELETE", "POST"],
+        strict_slashes=False,
+    )
     async def delete_release(
         self, request: IRequest, project: str, version: str
     ) -> bytes:
+        """Delete every private file of a release; ``POST`` is for HTML forms,
+        with a field ``_method=DELETE`` (and ``next``, the page to go back to)."""
         refuse_cross_site(request)
+        fields = url_form(request) if request.method == b"POST" else {}
+        if request.method == b"POST" and fields.get("_method") != "DELETE":
+            raise BadRequest("POST here takes a form with _method=DELETE")
         identity = await self._policy.check(request, write=True)
         _may_change(identity, normalize(project))
         self._uploads.delete_release(normalize(project), version)
-        request.setResponseCode(204)
-        return b""
+        return answer(request, fields)
 
     @route("/packages/<project>/<target>/yank", methods=["POST", "DELETE"])
     async def yank(self, request: IRequest, project: str, target: str) -> bytes:

@@ -11,23 +11,39 @@ routes run it in a thread.
 """
 
 import email.message
+import functools
 import re
 from typing import Any
 
 import attrs
+from markupsafe import Markup
 from packaging.version import Version
 
 from pypicache.errors import PypicacheError
 from pypicache.index.names import normalize
 from pypicache.storage.records import StoredFile
 from pypicache.web import jsonapi
-from pypicache.web.ui.render import human_size, render, when
+from pypicache.web.jsonapi import read_metadata_at
+from pypicache.web.routing import Body
+from pypicache.web.ui.filetable import (
+    GROUP_AT,
+    Group,
+    escape_text,
+    file_rows,
+    files_table,
+    group_of,
+    groups_of,
+)
+from pypicache.web.ui.render import both_forms, render
 
 #: The start of a requirement: its project name (PEP 508).
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 
 #: Descriptions longer than this are shown as plain text (rendering is costly).
 MAX_RENDERED = 1024 * 1024
+
+#: Releases whose parsed metadata and rendered description are kept.
+KEPT_DESCRIPTIONS = 32
 
 
 @attrs.frozen
@@ -41,28 +57,27 @@ class VersionRow:
     selected: bool
 
 
-@attrs.frozen
-class FileRow:
-    """One file of the selected release."""
-
-    filename: str
-    size: int | None
-    sha256: str | None
-    uploaded: float | str | None
-    requires_python: str | None
-    private: bool
-    yanked: bool
-    reason: str | None
-    #: Who uploaded a private file (the user, or the access token).
-    uploaded_by: str | None = None
-
-    @property
-    def size_text(self) -> str:
-        return human_size(self.size)
-
-    @property
-    def uploaded_text(self) -> str:
-        return when(self.uploaded)
+def versions_list(rows: list[VersionRow], here: str) -> Markup:
+    """The list of versions as HTML, made without a template loop (a project
+    may have thousands), escaped here."""
+    prefix = escape_text(here)
+    items = []
+    for v in rows:
+        version = escape_text(v.version)
+        badges = '\n  <span class="badge pre">pre</span>' if v.prerelease else ""
+        if v.yanked:
+            reason = f": {escape_text(v.reason)}" if v.reason else ""
+            badges += f'\n  <span class="badge yanked">yanked{reason}</span>'
+        if v.selected:
+            items.append(
+                f'<li class="selected"><a href="{prefix}{version}/" '
+                f'aria-current="page">{version}</a>{badges}</li>\n'
+            )
+        else:
+            items.append(
+                f'<li><a href="{prefix}{version}/">{version}</a>{badges}</li>\n'
+            )
+    return Markup('<ol class="versions">\n' + "".join(items) + "</ol>\n")
 
 
 @attrs.frozen
@@ -87,29 +102,6 @@ def version_rows(
         rows.append(
             VersionRow(
                 str(version), version.is_prerelease, yanked, reason, version == chosen
-            )
-        )
-    return rows
-
-
-def file_rows(files: list[StoredFile]) -> list[FileRow]:
-    """A release's files: wheels first, by name."""
-    rows = []
-    for s in sorted(
-        files, key=lambda s: (not s.info.filename.endswith(".whl"), s.info.filename)
-    ):
-        info = s.info
-        rows.append(
-            FileRow(
-                filename=info.filename,
-                size=info.size,
-                sha256=info.hashes.get("sha256"),
-                uploaded=info.upload_time or s.stored_at,
-                requires_python=info.requires_python,
-                private=s.private,
-                yanked=info.yanked is not False,
-                reason=info.yanked if isinstance(info.yanked, str) else None,
-                uploaded_by=getattr(info, "uploaded_by", None),
             )
         )
     return rows
@@ -155,16 +147,12 @@ def describe(text: str | None, content_type: str | None) -> str | None:
     return rendered
 
 
-def release_context(
-    project: str,
-    private: bool,
-    releases: dict[Version, list[StoredFile]],
-    chosen: Version,
-    metadata: bytes | None,
+def metadata_context(
+    metadata: bytes | None, project: str, version: str
 ) -> dict[str, Any]:
-    """What the project template shows of ``chosen`` (its core metadata parsed,
+    """What the project template shows of a release's core metadata (parsed,
     its description rendered)."""
-    info = jsonapi.core_info(metadata, project, str(chosen))
+    info = jsonapi.core_info(metadata, project, version)
     urls = [
         (label, url, safe_url(url))
         for label, url in (info.get("project_urls") or {}).items()
@@ -173,9 +161,6 @@ def release_context(
         if info.get(key) and all(u != info[key] for _, u, _ in urls):
             urls.append((label, info[key], safe_url(info[key])))
     return {
-        "project": project,
-        "private": private,
-        "release": str(chosen),
         "info": info,
         "summary": info.get("summary"),
         "license": info.get("license_expression") or info.get("license"),
@@ -185,9 +170,59 @@ def release_context(
         "description": describe(
             info.get("description"), info.get("description_content_type")
         ),
+    }
+
+
+@functools.lru_cache(maxsize=KEPT_DESCRIPTIONS)
+def described(
+    path: str, filename: str, sha256: str | None, project: str, version: str
+) -> dict[str, Any]:
+    """:func:`metadata_context` of the archive at ``path`` (blocking: reads
+    it), kept by its name and digest: the page of a release rendered again
+    (the project changed) parses and renders its description no more. Never
+    changed by its callers."""
+    try:
+        metadata = read_metadata_at(path, filename)
+    except (PypicacheError, OSError):  # a broken archive: no metadata shown
+        metadata = None
+    return metadata_context(metadata, project, version)
+
+
+def release_context(
+    project: str,
+    private: bool,
+    releases: dict[Version, list[StoredFile]],
+    chosen: Version,
+    metadata: bytes | None | dict[str, Any],
+    group: str | None = None,
+) -> dict[str, Any]:
+    """What the project template shows of ``chosen``: ``metadata`` is its core
+    metadata, or what :func:`metadata_context` made of it; ``group``, the
+    group of files shown (:func:`~pypicache.web.ui.filetable.group_of`;
+    ``None``: every file, or the groups' list for a release of many)."""
+    if not isinstance(metadata, dict):
+        metadata = metadata_context(metadata, project, str(chosen))
+    files = releases[chosen]
+    groups = groups_of(s.info.filename for s in files) if len(files) > GROUP_AT else []
+    if group is not None:
+        files = [s for s in files if group_of(s.info.filename) == group]
+    elif groups:
+        files = []
+    return {
+        "project": project,
+        "private": private,
+        "release": str(chosen),
+        **metadata,
         "versions": version_rows(releases, chosen),
-        "files": file_rows(releases[chosen]),
+        "files": file_rows(files),
+        "groups": groups,
+        "group": Group(group, len(files)) if group is not None else None,
+        "total": len(releases[chosen]),
+        "deletable": any(s.private for s in releases[chosen]),
         "prerelease": chosen.is_prerelease,
+        # Lists of thousands of rows, made in Python (escaped there).
+        "files_table": files_table,
+        "versions_list": versions_list,
     }
 
 
@@ -200,22 +235,26 @@ def project_page(
     releases: dict[Version, list[StoredFile]],
     chosen: Version,
     pinned: bool,
+    group: str | None = None,
 ) -> bytes:
     """The project page of ``chosen`` (blocking: reads the core metadata).
 
     :param root: the relative URL of the site's root; :param base: its
         absolute URL as the client sees it (for the install commands);
         :param auth: whether writes need a user; :param pinned: whether the
-        URL names the version.
+        URL names the version; :param group: the group of files shown.
     """
-    best = sorted(releases[chosen], key=lambda s: not s.info.filename.endswith(".whl"))[
-        0
-    ]
-    try:
-        metadata = jsonapi.read_core_metadata(best)
-    except (PypicacheError, OSError):  # a broken archive: no metadata shown
-        metadata = None
-    context = release_context(project, private, releases, chosen, metadata)
+    best = min(releases[chosen], key=lambda s: not s.info.filename.endswith(".whl"))
+    digest = best.info.hashes.get("sha256")
+    args = (best.path.path, best.info.filename, digest, project, str(chosen))
+    metadata = described(*args) if digest else described.__wrapped__(*args)
+    context = release_context(project, private, releases, chosen, metadata, group)
     return render(
         "project.html", root=root, base=base, auth=auth, pinned=pinned, **context
     )
+
+
+def page_forms(*args: Any) -> tuple[Body, Body]:
+    """:func:`project_page` as sent, plain and gzipped (blocking: the page
+    of a release of 3,000 files takes milliseconds to compress)."""
+    return both_forms(project_page(*args))

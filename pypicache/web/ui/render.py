@@ -5,6 +5,7 @@ the headers every page of the web interface carries, and its static files."""
 import datetime
 import functools
 import importlib.resources
+import re
 from typing import Any
 
 from pypicache import __version__
@@ -31,6 +32,12 @@ STATIC_TYPES = {
     ".js": b"text/javascript; charset=utf-8",
     ".svg": b"image/svg+xml",
 }
+
+
+#: An ISO 8601 moment in UTC, as uploads and the public index record them.
+_UTC_ISO = re.compile(
+    r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d)(?::\d\d(?:\.\d+)?)?(?:Z|[+-]00:?00)"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,6 +135,9 @@ def when(value: float | str | None) -> str:
     if value is None or value == "":
         return "–"
     if isinstance(value, str):
+        utc = _UTC_ISO.fullmatch(value)
+        if utc is not None:  # as recorded here: no parsing (3,000 files a page)
+            return f"{utc[1]} {utc[2]} UTC"
         try:
             moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
