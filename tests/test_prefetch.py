@@ -52,8 +52,15 @@ def private_secret(tmp_path_factory):
     return build_wheel(tmp_path_factory.mktemp("private"), "secret", "9.0")
 
 
+def never_shed(world):
+    """Walks start however late (a loaded test machine must not shed them)."""
+    if world.daemon.app.views.on_cold is not None:
+        world.daemon.app.views.on_cold.max_lag = float("inf")
+    return world
+
+
 async def world_with(tmp_path, tree, private_secret, **options):
-    world = await start_world(tmp_path, tree.values(), timeout=5, **options)
+    world = never_shed(await start_world(tmp_path, tree.values(), timeout=5, **options))
     if private_secret is not None:
         assert (await put(world.daemon, private_secret)).code == 201
     return world
@@ -395,3 +402,30 @@ async def test_prefetch_follows_the_block_list_and_local_yanks(tmp_path, tree):
         assert "/simple/deep/" not in paths
     finally:
         await world.stop()
+
+
+def test_no_walk_when_the_reactor_is_behind():
+    """A walk scheduled after a cold page is not made when it starts more than
+    ``max_lag`` late (the reactor busy with clients' requests): it is counted
+    as shed, and the project is not noted as walked, so a later cold page of
+    it may walk; on time, the walk starts."""
+    from pypicache.proxy.prefetch import Prefetcher
+
+    started = []
+
+    class Counted(Prefetcher):
+        def _start(self, project, page):
+            started.append(project)
+
+    clock = task.Clock()
+    prefetcher = Counted(None, None, clock, max_lag=0.05)
+    page = _page("late", 1)
+    prefetcher.page_fetched("late", page)
+    clock.advance(0.06)
+    assert (started, prefetcher.shed) == ([], 1)
+    prefetcher.page_fetched("late", page)  # not "walked lately"
+    clock.advance(0.05)
+    assert (started, prefetcher.shed) == (["late"], 1)
+    prefetcher.page_fetched("late", page)  # walked lately now
+    clock.advance(0)
+    assert started == ["late"]
