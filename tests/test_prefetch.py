@@ -6,6 +6,7 @@ import pytest_twisted
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from twisted.internet import reactor, task
+from twisted.logger import formatEvent, globalLogPublisher
 
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.prefetch import _tag_ranks, dependencies, pick
@@ -77,6 +78,20 @@ async def settled(world) -> None:
     raise AssertionError("prefetch did not end")
 
 
+def walk_events():
+    """Start collecting the texts of prefetch's "Prefetch below" log events."""
+    texts = []
+
+    def observer(event):
+        if event.get("log_namespace") == "pypicache.proxy.prefetch":
+            text = formatEvent(event)
+            if text.startswith("Prefetch below"):
+                texts.append(text)
+
+    globalLogPublisher.addObserver(observer)
+    return texts, observer
+
+
 def upstream_paths(world) -> list[str]:
     return [r.path for r in world.index.requests]
 
@@ -97,9 +112,11 @@ async def test_prefetch_fetches_the_picked_metadata_and_dependency_pages(
     dependencies (within their specifiers, markers for this interpreter, no
     extras, never a private project); the client then finds them cached."""
     world = await world_with(tmp_path, tree, private_secret, prefetch_depth=2)
+    texts, observer = walk_events()
     try:
         await get_ok(world, "/simple/app/")
         await settled(world)
+        assert texts == []  # within its budget: no log event for the walk
         paths = upstream_paths(world)
         assert sorted(p for p in paths if p.startswith("/simple/")) == [
             "/simple/app/",
@@ -120,14 +137,16 @@ async def test_prefetch_fetches_the_picked_metadata_and_dependency_pages(
         await get_ok(world, "/simple/secret/")
         assert len(world.index.requests) == before
     finally:
+        globalLogPublisher.removeObserver(observer)
         await world.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
     """A walk makes at most ``requests`` upstream requests, at most
-    ``concurrency`` at a time; a project walked lately is not walked again,
-    one the budget left out is, from a client's cold page."""
+    ``concurrency`` at a time (and logs that it used them all); a project
+    walked lately is not walked again, one the budget left out is, from a
+    client's cold page."""
     world = await world_with(
         tmp_path,
         tree,
@@ -137,6 +156,7 @@ async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
         prefetch_concurrency=1,
     )
     try:
+        texts, observer = walk_events()
         hold = world.index.hold_page("lib")
         await get_ok(world, "/simple/app/")
         await hold.wait_for(1)
@@ -151,6 +171,8 @@ async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
             "/simple/lib/",
             "/simple/mid/",
         ]
+        globalLogPublisher.removeObserver(observer)
+        assert texts == ["Prefetch below app used all its 3 upstream requests"]
         # mid was planned by that walk: its page, now cold for nobody, is not
         # walked again when a client asks for it.
         await get_ok(world, "/simple/mid/")

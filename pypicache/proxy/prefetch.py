@@ -281,11 +281,12 @@ class Prefetcher:
 
         def done(result: Any) -> None:
             self.walks.remove(d)
-            log.debug(
-                "Prefetch below {project}: {used} upstream requests",
-                project=project,
-                used=self.requests - walk.left,
-            )
+            if walk.left <= 0:  # a log event per walk costs more than it tells
+                log.debug(
+                    "Prefetch below {project} used all its {used} upstream requests",
+                    project=project,
+                    used=self.requests,
+                )
 
         d.addBoth(done)
 
