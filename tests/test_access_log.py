@@ -1,4 +1,6 @@
-"""``--access-log FILE``: combined-format lines, written in batches, reopened after rotation."""
+"""The access log: with ``--access-log FILE``, combined-format lines written in
+batches and reopened after rotation; without it, the same lines gathered into
+one event of twistd's log per batch."""
 
 import os
 import re
@@ -7,12 +9,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.web.test.requesthelper import DummyRequest
 
 from pypicache.tap import Options
 from pypicache.web.accesslog import (
+    AccessLines,
     AccessLoggedSite,
     BufferedLogFile,
     combined_formatter,
@@ -136,12 +139,13 @@ async def serve(world, access_log):
 
 
 def access_events():
-    """Start collecting twistd log events that carry access lines."""
+    """Start collecting the text of twistd log events that carry access lines."""
     events = []
 
     def observer(event):
-        if "log_io" in event and '"GET /' in str(event["log_io"]):
-            events.append(event["log_io"])
+        text = formatEvent(event)
+        if '"GET /' in text or '"HEAD /' in text:
+            events.append(text)
 
     globalLogPublisher.addObserver(observer)
     return events, observer
@@ -179,15 +183,55 @@ async def test_access_log_file(world, tmp_path):
 
 
 async def test_default_access_lines_go_to_twistd_log(world):
-    """Without --access-log, access lines go to twistd's log, as before."""
+    """Without --access-log, each request's combined-format line goes to
+    twistd's log (in batches: see the next test), and what is still gathered
+    when the site stops is logged then."""
     events, observer = access_events()
     port = await serve(world, None)
     try:
-        await rawhttp.request(port.getHost().port, rawhttp.build("GET", "/health"))
+        number = port.getHost().port
+        headers = {"User-Agent": "tester/1.0"}
+        for target in ("/simple/logged/", "/simple/no-such-thing-here/", "/health"):
+            await rawhttp.request(number, rawhttp.build("GET", target, headers))
     finally:
         await port.stopListening()
         globalLogPublisher.removeObserver(observer)
-    assert len(events) == 1 and '"GET /health HTTP/1.1" 200' in events[0]
+    lines = [line for text in events for line in text.splitlines()]
+    matches = [LINE.match(line) for line in lines]
+    assert all(matches), lines
+    assert [(m["request"], m["status"], m["agent"]) for m in matches] == [
+        ("GET /simple/logged/ HTTP/1.1", "200", "tester/1.0"),
+        ("GET /simple/no-such-thing-here/ HTTP/1.1", "404", "tester/1.0"),
+        ("GET /health HTTP/1.1", "200", "tester/1.0"),
+    ]
+
+
+def test_access_lines_batched_into_one_event():
+    """Access lines for twistd's log wait for the batch window (one timer per
+    batch), then go out as one ``pypicache.web.accesslog`` info event whose
+    text is the lines; a full batch goes at once; closing logs what is kept."""
+    clock = task.Clock()
+    published = []
+    globalLogPublisher.addObserver(published.append)
+    try:
+        lines = AccessLines(clock, window=0.5, limit=3)
+        lines.write("one\n")
+        lines.write("two\n")
+        assert published == [] and len(clock.getDelayedCalls()) == 1
+        clock.advance(0.5)
+        assert [formatEvent(e) for e in published] == ["one\ntwo"]
+        assert published[0]["log_namespace"] == "pypicache.web.accesslog"
+        assert published[0]["log_level"].name == "info"
+        for n in range(4):
+            lines.write(f"{n}\n")
+        assert [formatEvent(e) for e in published[1:]] == ["0\n1\n2"]
+        lines.close()
+        assert [formatEvent(e) for e in published[2:]] == ["3"]
+        assert clock.getDelayedCalls() == []
+        lines.close()
+        assert len(published) == 3
+    finally:
+        globalLogPublisher.removeObserver(published.append)
 
 
 def test_access_log_option(tmp_path, monkeypatch):

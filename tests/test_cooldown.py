@@ -408,16 +408,18 @@ def test_options_and_config_keys(tmp_path):
 async def test_prefetch_picks_what_clients_are_offered(tmp_path, wheels):
     """Prefetch below a cold page picks among the files the cooldown lets
     through: it stores cool 2.0, and never asks the upstream for 3.0."""
-    from tests.test_prefetch import settled
+    from tests.test_prefetch import never_shed, settled
 
     app = build_wheel(tmp_path, "app", "1.0", requires=["cool"])
     files = aged(wheels) + [(app, {"upload_time": ago(30)})]
-    world = await start_world(
-        tmp_path,
-        files,
-        cooldown=WEEK,
-        prefetch_depth=1,
-        prefetch_max_file=10_000_000,
+    world = never_shed(
+        await start_world(
+            tmp_path,
+            files,
+            cooldown=WEEK,
+            prefetch_depth=1,
+            prefetch_max_file=10_000_000,
+        )
     )
     try:
         assert "app-1.0-" in await page(world.daemon, "simple/app/")

@@ -6,6 +6,7 @@ import pytest_twisted
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from twisted.internet import reactor, task
+from twisted.logger import formatEvent, globalLogPublisher
 
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.prefetch import _tag_ranks, dependencies, pick
@@ -52,8 +53,15 @@ def private_secret(tmp_path_factory):
     return build_wheel(tmp_path_factory.mktemp("private"), "secret", "9.0")
 
 
+def never_shed(world):
+    """Walks start however late (a loaded test machine must not shed them)."""
+    if world.daemon.app.views.on_cold is not None:
+        world.daemon.app.views.on_cold.max_lag = float("inf")
+    return world
+
+
 async def world_with(tmp_path, tree, private_secret, **options):
-    world = await start_world(tmp_path, tree.values(), timeout=5, **options)
+    world = never_shed(await start_world(tmp_path, tree.values(), timeout=5, **options))
     if private_secret is not None:
         assert (await put(world.daemon, private_secret)).code == 201
     return world
@@ -68,6 +76,20 @@ async def settled(world) -> None:
             return
         await sleep(0.01)
     raise AssertionError("prefetch did not end")
+
+
+def walk_events():
+    """Start collecting the texts of prefetch's "Prefetch below" log events."""
+    texts = []
+
+    def observer(event):
+        if event.get("log_namespace") == "pypicache.proxy.prefetch":
+            text = formatEvent(event)
+            if text.startswith("Prefetch below"):
+                texts.append(text)
+
+    globalLogPublisher.addObserver(observer)
+    return texts, observer
 
 
 def upstream_paths(world) -> list[str]:
@@ -90,9 +112,11 @@ async def test_prefetch_fetches_the_picked_metadata_and_dependency_pages(
     dependencies (within their specifiers, markers for this interpreter, no
     extras, never a private project); the client then finds them cached."""
     world = await world_with(tmp_path, tree, private_secret, prefetch_depth=2)
+    texts, observer = walk_events()
     try:
         await get_ok(world, "/simple/app/")
         await settled(world)
+        assert texts == []  # within its budget: no log event for the walk
         paths = upstream_paths(world)
         assert sorted(p for p in paths if p.startswith("/simple/")) == [
             "/simple/app/",
@@ -113,14 +137,16 @@ async def test_prefetch_fetches_the_picked_metadata_and_dependency_pages(
         await get_ok(world, "/simple/secret/")
         assert len(world.index.requests) == before
     finally:
+        globalLogPublisher.removeObserver(observer)
         await world.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
     """A walk makes at most ``requests`` upstream requests, at most
-    ``concurrency`` at a time; a project walked lately is not walked again,
-    one the budget left out is, from a client's cold page."""
+    ``concurrency`` at a time (and logs that it used them all); a project
+    walked lately is not walked again, one the budget left out is, from a
+    client's cold page."""
     world = await world_with(
         tmp_path,
         tree,
@@ -130,6 +156,7 @@ async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
         prefetch_concurrency=1,
     )
     try:
+        texts, observer = walk_events()
         hold = world.index.hold_page("lib")
         await get_ok(world, "/simple/app/")
         await hold.wait_for(1)
@@ -144,6 +171,8 @@ async def test_prefetch_respects_its_bounds(tmp_path, tree, private_secret):
             "/simple/lib/",
             "/simple/mid/",
         ]
+        globalLogPublisher.removeObserver(observer)
+        assert texts == ["Prefetch below app used all its 3 upstream requests"]
         # mid was planned by that walk: its page, now cold for nobody, is not
         # walked again when a client asks for it.
         await get_ok(world, "/simple/mid/")
@@ -395,3 +424,30 @@ async def test_prefetch_follows_the_block_list_and_local_yanks(tmp_path, tree):
         assert "/simple/deep/" not in paths
     finally:
         await world.stop()
+
+
+def test_no_walk_when_the_reactor_is_behind():
+    """A walk scheduled after a cold page is not made when it starts more than
+    ``max_lag`` late (the reactor busy with clients' requests): it is counted
+    as shed, and the project is not noted as walked, so a later cold page of
+    it may walk; on time, the walk starts."""
+    from pypicache.proxy.prefetch import Prefetcher
+
+    started = []
+
+    class Counted(Prefetcher):
+        def _start(self, project, page):
+            started.append(project)
+
+    clock = task.Clock()
+    prefetcher = Counted(None, None, clock, max_lag=0.05)
+    page = _page("late", 1)
+    prefetcher.page_fetched("late", page)
+    clock.advance(0.06)
+    assert (started, prefetcher.shed) == ([], 1)
+    prefetcher.page_fetched("late", page)  # not "walked lately"
+    clock.advance(0.05)
+    assert (started, prefetcher.shed) == (["late"], 1)
+    prefetcher.page_fetched("late", page)  # walked lately now
+    clock.advance(0)
+    assert started == ["late"]

@@ -1,7 +1,7 @@
 """``twistd pypicache --workers 2``: real processes sharing one socket and one cache folder.
 
-Which worker served a request is read from the twistd log: every access line
-is relayed with the tag ``worker-<n>/<pid>``, and a probe's ``User-Agent``
+Which worker served a request is read from the twistd log: every batch of
+access lines is relayed with the tag ``worker-<n>/<pid>``, and a probe's ``User-Agent``
 names it. A keep-alive connection stays with the worker that accepted it, so
 :func:`pinned` finds one connection per worker and the tests aim requests at
 a chosen worker with it.
@@ -94,7 +94,11 @@ class Workers:
 
     async def served_by(self, agent: str) -> int:
         """The worker whose access line names ``agent``."""
-        line = rb"\[worker-(\d+)/\d+\] [^\n]*" + re.escape(agent.encode())
+        # Access lines come in batches: one event, the lines below its first
+        # indented by a tab.
+        line = rb"\[worker-(\d+)/\d+\] [^\n]*(?:\n\t[^\n]*)*?" + re.escape(
+            agent.encode()
+        )
         match = await bounded(self.twistd.wait_for(line))
         return int(match.group(1))
 

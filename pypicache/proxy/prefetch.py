@@ -17,6 +17,9 @@ at most ``requests`` per walk, ``depth`` levels; a project walked recently is
 not walked again. Never a private project, never anything for a client: the
 walk starts after the client's page is answered and its failures are only
 logged (at debug level: the client's own request will say what is wrong).
+Never at the clients' expense: a walk is not made when the reactor is behind
+(its start, scheduled for the next turn, comes more than ``max_lag`` late),
+as it is when clients keep it busy; their requests go first.
 """
 
 import email
@@ -52,6 +55,9 @@ DEFAULT_REQUESTS = 64
 DEFAULT_CONCURRENCY = 8
 #: Default largest wheel downloaded ahead of a client (0: none).
 DEFAULT_MAX_FILE = 0
+#: Seconds late a walk may start (the reactor busy with clients' requests
+#: for longer: the walk is not made).
+MAX_LAG = 0.05
 
 
 def _this_python() -> Version:
@@ -199,6 +205,9 @@ class Prefetcher:
     :ivar max_walks: walks under way at most (a cold page past them starts none).
     :ivar remember: how many recently walked projects are remembered (and
         not walked again for ``ttl`` seconds).
+    :ivar max_lag: seconds late a walk may start after its page was answered;
+        later, the reactor is behind with clients' requests: no walk.
+    :ivar shed: walks not made for that.
     """
 
     _mirror: Mirror
@@ -211,6 +220,8 @@ class Prefetcher:
     max_walks: int = 32
     ttl: float = 600.0
     remember: int = 4096
+    max_lag: float = MAX_LAG
+    shed: int = 0
     _ranks: dict[Tag, int] = attrs.field(factory=_tag_ranks)
     _python: Version = attrs.field(factory=_this_python)
     _recent: "OrderedDict[str, float]" = attrs.field(factory=OrderedDict)
@@ -230,7 +241,9 @@ class Prefetcher:
         walks under way."""
         if len(self.walks) >= self.max_walks or self._walked_lately(project):
             return
-        self._clock.callLater(0, self._start, project, page)
+        self._clock.callLater(
+            0, self._start_unless_late, project, page, self._clock.seconds()
+        )
 
     def _walked_lately(self, project: str) -> bool:
         """Whether ``project`` was planned by a walk in the last ``ttl``; if
@@ -245,6 +258,17 @@ class Prefetcher:
             self._recent.popitem(last=False)
         return False
 
+    def _start_unless_late(
+        self, project: str, page: ProjectPage, scheduled: float
+    ) -> None:
+        """Walk below ``page`` unless this call comes more than ``max_lag``
+        late (then ``project`` is not noted as walked)."""
+        if self._clock.seconds() - scheduled > self.max_lag:
+            self.shed += 1
+            self._recent.pop(project, None)
+            return
+        self._start(project, page)
+
     def _start(self, project: str, page: ProjectPage) -> None:
         walk = _Walk(self.requests, {project})
         d = Deferred.fromCoroutine(self._expand(walk, project, page, None, 0))
@@ -257,11 +281,12 @@ class Prefetcher:
 
         def done(result: Any) -> None:
             self.walks.remove(d)
-            log.debug(
-                "Prefetch below {project}: {used} upstream requests",
-                project=project,
-                used=self.requests - walk.left,
-            )
+            if walk.left <= 0:  # a log event per walk costs more than it tells
+                log.debug(
+                    "Prefetch below {project} used all its {used} upstream requests",
+                    project=project,
+                    used=self.requests,
+                )
 
         d.addBoth(done)
 
