@@ -84,7 +84,7 @@ class Download:
 
     def follow_noted(self, lock_path: str) -> None:
         """Serve what the process holding this file's lock has written so far:
-        it notes the name of its temporary file, beside ours, in the lock file."""
+        it notes the name of its temporary file, beside ours, in the lock's note."""
         if self.following:
             self.grew()
             return

@@ -195,15 +195,13 @@ class Layout:
                     yield FilePath(os.path.join(folder, name))
 
     def lock_path(self, area: str, project: str | None, name: str) -> str:
-        """The lock file that serializes work on ``name`` across processes.
+        """The name of the lock that serializes work on ``name`` across processes.
 
-        Lock files live in ``locks/`` (created if missing), named like
-        temporary files, so a start-up removes what a crash left.
+        No file is made at that path: the locks of ``locks/`` are bytes of
+        its one lock table (:mod:`pypicache.storage.locks`).
         """
-        directory = self.area(LOCKS)
-        directory.makedirs(ignoreExistingDirectory=True)
         digest = hashlib.sha256(f"{area}/{project}/{name}".encode()).hexdigest()[:40]
-        return os.path.join(directory.path, f"{TEMP_PREFIX}lock-{digest}")
+        return os.path.join(self.area(LOCKS).path, f"lock-{digest}")
 
     def page_stamp(self, project: str) -> float | None:
         """When the cached page of ``project`` was last written, if it is there."""

@@ -41,7 +41,7 @@ DELETED = "private/.deleted"
 UPSTREAMS = "upstreams"
 
 
-#: The lock files of work under way (``storage/locks.py``), named like temporaries.
+#: The locks of work under way: one lock table (``storage/locks.py``).
 LOCKS = "locks"
 
 

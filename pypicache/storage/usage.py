@@ -9,7 +9,7 @@ what was recorded is appended to ``DIR/usage.log`` now and then
 was served, not what is stored) and merged into ``DIR/usage.json`` at stop,
 by eviction passes and once the log outgrows the record
 (:meth:`Usage.flush`, which rewrites it atomically and empties the log). Both
-are blocking (run in a thread) and take a ``flock``; reading replays the log
+are blocking (run in a thread) and take the record's lock; reading replays the log
 over the record keeping the later time of each file, so several
 ``--workers`` and ``pypicache-admin`` share one record.
 """

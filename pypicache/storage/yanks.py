@@ -3,7 +3,7 @@
 ``DIR/local-yanks.json``.
 
 The record is small (what people decided, one entry per yank). Every change
-is made under a ``flock`` on the record's lock file, read, changed and
+is made under the record's lock (:mod:`pypicache.storage.locks`), read, changed and
 written atomically (:func:`~pypicache.storage.atomic.write_atomically`), so
 several ``--workers``, and an import, share one file. Each process keeps the
 record in memory and reads it again when the file changed (checked with one
@@ -175,7 +175,7 @@ def _frozen(kinds: dict[str, dict[str, dict[str, Any]]]) -> ProjectYanks:
 class YankRecords:
     """The record in memory, kept in step with the file.
 
-    :param root: the cache folder; :param lock_path: the record's lock file.
+    :param root: the cache folder; :param lock_path: the record's lock.
     """
 
     def __init__(self, root: FilePath, lock_path: str) -> None:
