@@ -66,3 +66,25 @@ def in_background(
             "Could not write {what} to disk", failure, what=f.__name__
         )
     )
+
+
+class NotReady(Exception):
+    """An answer that is not there yet (see :func:`result_now`)."""
+
+
+def result_now(d: "Deferred[T]") -> T:
+    """The result of ``d`` if it has fired (a failure is raised): for the hot
+    paths that answer at once when a store answers from memory, and else
+    leave the request to their asynchronous path.
+
+    :raises NotReady: ``d`` has not fired yet (it is left running).
+    """
+    if not d.called or d.paused:
+        raise NotReady()
+    box: list[Any] = []
+    d.addBoth(lambda result: box.append(result))
+    if not box:  # chained to another Deferred that has not fired
+        raise NotReady()
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]  # type: ignore[no-any-return]

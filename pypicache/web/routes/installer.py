@@ -7,6 +7,7 @@ from urllib.parse import quote
 import attrs
 from twisted.web.iweb import IRequest
 
+from pypicache.concurrency import NotReady, result_now
 from pypicache.errors import MethodNotAllowed, NotFound
 from pypicache.index.model import DistFile, MetadataOf
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
@@ -20,7 +21,7 @@ from pypicache.index.simple import (
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import StoredFile
+from pypicache.storage.records import Opened, StoredFile
 from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.hits import mark_cache_hit
@@ -197,24 +198,37 @@ class InstallerRoutes:
                 return None
             offer = self._views.offered
         else:
-            view = self._views.local(name)
+            try:
+                view = self._views.local_now(name)
+            except NotReady:
+                return None
             offer = DistFile.recorded_metadata
         return self._project_body(
             area, name, view, offer, accept, None, accept_encoding
         )
 
-    def stored_ready(self, project: str, filename: str) -> StoredFile | None:
-        """The stored archive :meth:`package_now` would serve, or ``None``.
+    def stored_ready(
+        self, project: str, filename: str
+    ) -> tuple[StoredFile, Opened] | None:
+        """The stored archive :meth:`package_now` would serve from a local
+        file, and that file, or ``None``.
 
         :raises PypicacheError: where :meth:`package_now` would answer an error.
         """
         check_filename(filename)
         if filename.endswith(METADATA_SUFFIX):
             return None
-        stored = self._views.find(project_of(project, filename), filename)
-        if stored is not None:
-            self.record_use(stored)
-        return stored
+        try:
+            stored = self._views.find_now(project_of(project, filename), filename)
+            if stored is None:
+                return None
+            opened = result_now(self._store.open(stored))
+        except NotReady:
+            return None
+        if opened.url is not None:
+            return None  # a redirect: twisted.web answers it
+        self.record_use(stored)
+        return stored, opened
 
     def metadata_ready(self, project: str, filename: str) -> bytes | None:
         """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
@@ -227,18 +241,24 @@ class InstallerRoutes:
             return None
         archive = filename[: -len(METADATA_SUFFIX)]
         name = project_of(project, archive)
-        if self._views.rules:
-            self._views.check(name, archive)
-        path = self._store.metadata_file(name, archive)
-        return None if path is None else path.getContent()
+        try:
+            if self._views.rules:
+                self._views.check_now(name, archive)
+            opened = result_now(self._store.open_metadata(name, archive))
+        except NotReady:
+            return None
+        if opened is None or opened.url is not None:
+            return None
+        return opened.path.getContent()  # type: ignore[no-any-return]
 
     @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
-    def local_page(self, request: IRequest, project: str) -> Any:
+    async def local_page(self, request: IRequest, project: str) -> Any:
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
+        view = await self._views.local(name)
         mark_cache_hit(request, True)  # /local/ is what is stored
-        return self._send_project(request, "local", name, self._views.local(name))
+        return self._send_project(request, "local", name, view)
 
     def simple_page_now(self, request: IRequest, project: str) -> Any:
         """:meth:`simple_page`'s answer if it needs no upstream request, else :data:`NOT_READY`."""
@@ -273,11 +293,15 @@ class InstallerRoutes:
             "or PUT /packages/<project>/<filename>"
         )
 
-    def serve(self, request: IRequest, stored: StoredFile) -> Any:
+    def serve(self, request: IRequest, stored: StoredFile, opened: Opened) -> Any:
         """Answer with a stored archive, recording its use: every path that
         serves one goes through here, or through :meth:`stored_ready`."""
         self.record_use(stored)
-        return serve_stored(request, stored)
+        return serve_stored(request, stored, opened)
+
+    async def serve_later(self, request: IRequest, stored: StoredFile) -> Any:
+        """:meth:`serve`, once the store has opened the file."""
+        return self.serve(request, stored, await self._store.open(stored))
 
     def record_use(self, stored: StoredFile) -> None:
         """Record that a mirrored archive is served (bounded disk)."""
@@ -288,15 +312,19 @@ class InstallerRoutes:
         """:meth:`package`'s answer for a stored archive or stored core metadata,
         else :data:`NOT_READY`."""
         check_filename(filename)
-        if filename.endswith(METADATA_SUFFIX):
-            return self._metadata_now(
-                request, project, filename[: -len(METADATA_SUFFIX)]
-            )
-        stored = self._views.find(project_of(project, filename), filename)
-        if stored is None:
+        try:
+            if filename.endswith(METADATA_SUFFIX):
+                return self._metadata_now(
+                    request, project, filename[: -len(METADATA_SUFFIX)]
+                )
+            stored = self._views.find_now(project_of(project, filename), filename)
+            if stored is None:
+                return NOT_READY
+            opened = result_now(self._store.open(stored))
+        except NotReady:
             return NOT_READY
         mark_cache_hit(request, True)
-        return self.serve(request, stored)
+        return self.serve(request, stored, opened)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
@@ -306,6 +334,11 @@ class InstallerRoutes:
         if filename.endswith(METADATA_SUFFIX):
             archive = filename[: -len(METADATA_SUFFIX)]
             name = project_of(project, archive)
+            if self._views.rules:
+                await self._views.check(name, archive)
+            opened = await self._store.open_metadata(name, archive)
+            if opened is None and await self._views.is_private(name):
+                raise NotFound(f"No core metadata for {archive!r}")
             await self._views.check_upstream(name, archive)
             metadata = await self._mirror.metadata(name, archive)
             mark_cache_hit(request, False)
@@ -320,10 +353,10 @@ class InstallerRoutes:
         return await self.package(request, project, filename)
 
     async def _archive(self, request: IRequest, project: str, filename: str) -> Any:
-        stored = self._views.find(project, filename)
+        stored = await self._views.find(project, filename)
         if stored is not None:
             mark_cache_hit(request, True)
-            return self.serve(request, stored)
+            return await self.serve_later(request, stored)
         await self._views.check_upstream(project, filename)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
@@ -338,26 +371,26 @@ class InstallerRoutes:
         download = await self._mirror.download(project, filename)
         mark_cache_hit(request, False)
         if download.stored is not None:
-            return self.serve(request, download.stored)
+            return await self.serve_later(request, download.stored)
         if download.error is not None:
             raise download.error
         if self._usage is not None:
             self._usage.record(project, filename)
-        return DownloadStream(download)
+        return DownloadStream(download, self._store.open)
 
     def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:
         """The core metadata of ``filename`` if it is on disk, else :data:`NOT_READY`
         (or :class:`NotFound` for a private project)."""
         name = project_of(project, filename)
         if self._views.rules:
-            self._views.check(name, filename)
-        path = self._store.metadata_file(name, filename)
-        if path is None:
-            if self._views.is_private(name):
-                raise NotFound(f"No core metadata for {filename!r}")
+            self._views.check_now(name, filename)
+        opened = result_now(self._store.open_metadata(name, filename))
+        if opened is None and self._views.is_private_now(name):
+            raise NotFound(f"No core metadata for {filename!r}")
+        if opened is None or opened.url is not None:
             return NOT_READY
         mark_cache_hit(request, True)
-        return _metadata_answer(request, path.getContent())
+        return _metadata_answer(request, opened.path.getContent())
 
 
 def _metadata_answer(request: IRequest, content: bytes) -> bytes:

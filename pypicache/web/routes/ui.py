@@ -127,7 +127,7 @@ class UiRoutes:
         rows = [
             {
                 "name": name,
-                "private": self._store.is_private(name),
+                "private": await self._store.is_private(name),
                 "version": getattr(entries.get(name), "version", None),
                 "summary": getattr(entries.get(name), "summary", ""),
             }
@@ -168,17 +168,17 @@ class UiRoutes:
             del self._searches[next(iter(self._searches))]
         return found
 
-    def _releases(
+    async def _releases(
         self, project: str, view: Any = None
     ) -> dict[Version, list[StoredFile]]:
         """The project's files by version, as its ``/local/`` view shows them
         (the rules applied); raises :class:`NotFound` if it has none here."""
         if view is None:
-            view = self._views.local(project)
+            view = await self._views.local(project)
         shown = {f.filename: f for f in view.page.files}
         files = [
             attrs.evolve(s, info=shown[s.info.filename])
-            for s in self._store.files(project)
+            for s in await self._store.files(project)
             if s.info.filename in shown
         ]
         return jsonapi.versions_of(files)
@@ -197,14 +197,14 @@ class UiRoutes:
         root = ui.root_of(request.path)
         base = client_base(request, self._policy.trust_proxy)
         try:
-            view = self._views.local(name)
+            view = await self._views.local(name)
         except NotFound:
             if version is not None:
                 raise
             request.setResponseCode(404)
             data = ui.render("missing.html", root=root, base=base, project=name)
             return send_page(request, *ui.both_forms(data))
-        private = self._store.is_private(name)
+        private = await self._store.is_private(name)
         auth = self._policy.checker is not None
         # Kept per version of the view: a kept page costs no listing or parsing.
         slot = ("ui", name, version, base, auth)
@@ -212,7 +212,7 @@ class UiRoutes:
         plain = self._rendered.peek(slot, key)
         zipped = self._rendered.peek(slot + ("gzip",), key)
         if plain is None or zipped is None:
-            releases = self._releases(name, view)
+            releases = await self._releases(name, view)
             if not releases:
                 data = ui.render("empty.html", root=root, project=name, private=private)
                 return send_page(request, *ui.both_forms(data))
@@ -248,7 +248,7 @@ class UiRoutes:
         name = normalize(project)
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
-        releases = self._releases(name)
+        releases = await self._releases(name)
         try:
             chosen = jsonapi.pick_version(releases, version)
         except KeyError:
