@@ -27,6 +27,7 @@ from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.hits import mark_cache_hit
 from pypicache.web.rendered import RenderCache, gzipped, media_of, plain
 from pypicache.web.routes.provenance import with_provenance_urls
+from pypicache.web.routes.readyanswers import ReadyAnswers
 from pypicache.web.routing import (
     Body,
     accepts_gzip,
@@ -53,7 +54,7 @@ def _negotiated(request: IRequest) -> tuple[bytes | None, bytes | None, bytes | 
 
 
 @attrs.define
-class InstallerRoutes:
+class InstallerRoutes(ReadyAnswers):
     """What pip, uv and other installers read: the simple API and the files."""
 
     _store: IStore
@@ -177,87 +178,27 @@ class InstallerRoutes:
             accept_encoding,
         )
 
-    # -- answers ready at once, for web/fastlane (no request object) -----------
-
-    def page_ready(
-        self,
-        area: str,
-        name: str,
-        accept: bytes | None,
-        accept_encoding: bytes | None,
-    ) -> Body | None:
-        """The body of the page ``/<area>/<name>/`` (``name`` normalized, no
-        query) if it needs no waiting, as :meth:`simple_page_now` and
-        :meth:`local_page` would send it; ``None`` otherwise.
-
-        :raises NotFound: where those would answer 404.
-        """
-        if area == "simple":
-            view = self._views.simple_now(name)
-            if view is None:
-                return None
-            offer = self._views.offered
-        else:
-            try:
-                view = self._views.local_now(name)
-            except NotReady:
-                return None
-            offer = DistFile.recorded_metadata
-        return self._project_body(
-            area, name, view, offer, accept, None, accept_encoding
-        )
-
-    def stored_ready(
-        self, project: str, filename: str
-    ) -> tuple[StoredFile, Opened] | None:
-        """The stored archive :meth:`package_now` would serve from a local
-        file, and that file, or ``None``.
-
-        :raises PypicacheError: where :meth:`package_now` would answer an error.
-        """
-        check_filename(filename)
-        if filename.endswith(METADATA_SUFFIX):
-            return None
-        try:
-            stored = self._views.find_now(project_of(project, filename), filename)
-            if stored is None:
-                return None
-            opened = result_now(self._store.open(stored))
-        except NotReady:
-            return None
-        if opened.url is not None:
-            return None  # a redirect: twisted.web answers it
-        self.record_use(stored)
-        return stored, opened
-
-    def metadata_ready(self, project: str, filename: str) -> bytes | None:
-        """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
-        answers with if it is on disk, else ``None``.
-
-        :raises PypicacheError: where :meth:`package_now` would answer an error.
-        """
-        check_filename(filename)
-        if not filename.endswith(METADATA_SUFFIX):
-            return None
-        archive = filename[: -len(METADATA_SUFFIX)]
-        name = project_of(project, archive)
-        try:
-            if self._views.rules:
-                self._views.check_now(name, archive)
-            opened = result_now(self._store.open_metadata(name, archive))
-        except NotReady:
-            return None
-        if opened is None or opened.url is not None:
-            return None
-        return opened.path.getContent()  # type: ignore[no-any-return]
-
-    @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
-    async def local_page(self, request: IRequest, project: str) -> Any:
+    def local_page_now(self, request: IRequest, project: str) -> Any:
+        """:meth:`local_page`'s answer if the store gives it at once, else
+        :data:`NOT_READY`."""
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        view = await self._views.local(name)
+        try:
+            view = self._views.local_now(name)
+        except NotReady:
+            return NOT_READY
         mark_cache_hit(request, True)  # /local/ is what is stored
+        return self._send_project(request, "local", name, view)
+
+    @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
+    async def local_page(self, request: IRequest, project: str) -> Any:
+        now = self.local_page_now(request, project)
+        if now is not NOT_READY:
+            return now
+        name = normalize(project)
+        view = await self._views.local(name)
+        mark_cache_hit(request, True)
         return self._send_project(request, "local", name, view)
 
     def simple_page_now(self, request: IRequest, project: str) -> Any:
