@@ -756,3 +756,39 @@ def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
     assert [p for p in kept if not p.exists()] == []
     assert metadata_file(store, "p", "p-1.0-py3-none-any.whl") is None
     assert metadata_file(store, "m", "m-2.0-py3-none-any.whl") is not None
+
+
+# -- answers at once (concurrency.result_now) ---------------------------------
+
+
+def test_result_now_of_a_fired_deferred():
+    """``result_now`` gives the result of a fired Deferred, and raises the
+    error of a failed one (which is then not logged as unhandled)."""
+    from twisted.internet.defer import fail, succeed
+
+    from pypicache.concurrency import result_now
+
+    assert result_now(succeed(5)) == 5
+    failed = fail(KeyError("x"))
+    with pytest.raises(KeyError):
+        result_now(failed)
+    assert failed.result is None
+
+
+def test_result_now_of_a_deferred_not_fired():
+    """``result_now`` raises NotReady for a Deferred that has not fired, or
+    waits on another, and leaves it running."""
+    from pypicache.concurrency import NotReady, result_now
+
+    waiting = Deferred()
+    with pytest.raises(NotReady):
+        result_now(waiting)
+    inner = Deferred()
+    chained = Deferred()
+    chained.callback(None)
+    chained.addCallback(lambda _: inner)
+    with pytest.raises(NotReady):
+        result_now(chained)
+    waiting.callback(1)
+    inner.callback(2)
+    assert result_now(waiting) == 1 and result_now(chained) == 2

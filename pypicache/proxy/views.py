@@ -284,6 +284,19 @@ class Views:
         if reason is not None:
             raise NotFound(reason)
 
+    def stored_now(
+        self, project: str, filename: str
+    ) -> tuple[StoredFile, Opened] | None:
+        """:meth:`find` and how to serve the file found, if the store answers
+        at once (``None``: not stored).
+
+        :raises NotReady: it does not.
+        """
+        stored = self.find_now(project, filename)
+        if stored is None:
+            return None
+        return stored, result_now(self._store.open(stored))
+
     def open(self, stored: StoredFile) -> "Deferred[Opened]":
         """How to serve (or read) the bytes of a stored file."""
         return self._store.open(stored)

@@ -17,7 +17,7 @@ from typing import Any, Hashable
 import attrs
 from twisted.web.iweb import IRequest
 
-from pypicache.concurrency import NotReady, result_now
+from pypicache.concurrency import NotReady
 from pypicache.index.filehost import check_url, hosted_path, project_from
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
@@ -75,33 +75,35 @@ class FileHostRoutes:
 
         :raises PypicacheError: where :meth:`file_now` would answer an error.
         """
+        found = self._found_now(first, second, rest, filename)
+        if found is None or found[1].url is not None:
+            return None
+        self._installer.record_use(found[0])
+        return found
+
+    def _found_now(
+        self, first: str, second: str, rest: str, filename: str
+    ) -> tuple[StoredFile, Opened] | None:
+        """The stored archive servable at once at this path, and how to serve
+        it; ``None`` if there is none, or the store does not answer at once."""
         path = hosted_path(first, second, rest, filename)
         try:
-            stored = self._views.find_now(project_from(filename), filename)
-            if stored is None or not self._servable(stored, path):
+            found = self._views.stored_now(project_from(filename), filename)
+            if found is None or not self._servable(found[0], path):
                 return None
-            opened = result_now(self._views.open(stored))
         except NotReady:
             return None
-        if opened.url is not None:
-            return None
-        self._installer.record_use(stored)
-        return stored, opened
+        return found
 
     def file_now(
         self, request: IRequest, first: str, second: str, rest: str, filename: str
     ) -> Any:
         """:meth:`file`'s answer for a stored archive, else :data:`NOT_READY`."""
-        path = hosted_path(first, second, rest, filename)
-        try:
-            stored = self._views.find_now(project_from(filename), filename)
-            if stored is None or not self._servable(stored, path):
-                return NOT_READY
-            opened = result_now(self._views.open(stored))
-        except NotReady:
+        found = self._found_now(first, second, rest, filename)
+        if found is None:
             return NOT_READY
         mark_cache_hit(request, True)
-        return self._installer.serve(request, stored, opened)
+        return self._installer.serve(request, *found)
 
     @route(
         "/packages/<string(length=2):first>/<string(length=2):second>"

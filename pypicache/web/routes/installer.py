@@ -258,14 +258,13 @@ class InstallerRoutes(ReadyAnswers):
                 return self._metadata_now(
                     request, project, filename[: -len(METADATA_SUFFIX)]
                 )
-            stored = self._views.find_now(project_of(project, filename), filename)
-            if stored is None:
-                return NOT_READY
-            opened = result_now(self._store.open(stored))
+            found = self._views.stored_now(project_of(project, filename), filename)
         except NotReady:
             return NOT_READY
+        if found is None:
+            return NOT_READY
         mark_cache_hit(request, True)
-        return self.serve(request, stored, opened)
+        return self.serve(request, *found)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:

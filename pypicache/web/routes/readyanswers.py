@@ -59,16 +59,13 @@ class ReadyAnswers:
         if filename.endswith(METADATA_SUFFIX):
             return None
         try:
-            stored = self._views.find_now(project_of(project, filename), filename)
-            if stored is None:
-                return None
-            opened = result_now(self._store.open(stored))
+            found = self._views.stored_now(project_of(project, filename), filename)
         except NotReady:
             return None
-        if opened.url is not None:
-            return None  # a redirect: twisted.web answers it
-        self.record_use(stored)
-        return stored, opened
+        if found is None or found[1].url is not None:
+            return None  # not stored, or a redirect: twisted.web answers it
+        self.record_use(found[0])
+        return found  # type: ignore[no-any-return]
 
     def metadata_ready(self, project: str, filename: str) -> bytes | None:
         """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
