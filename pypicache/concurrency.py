@@ -3,7 +3,7 @@
 
 from typing import Any, Callable, Coroutine, Generic, Hashable, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -51,21 +51,6 @@ class SingleFlight(Generic[T]):
 
 class RunBlocking(Protocol):
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]: ...
-
-
-def in_background(
-    run_blocking: RunBlocking | None, f: Callable[..., Any], *args: Any
-) -> None:
-    """Write to disk in a thread without making the client wait (synchronously without one).
-
-    For what is also kept in memory: cached pages. A failure is logged.
-    """
-    d = run_blocking(f, *args) if run_blocking is not None else maybeDeferred(f, *args)
-    d.addErrback(
-        lambda failure: log.failure(
-            "Could not write {what} to disk", failure, what=f.__name__
-        )
-    )
 
 
 class NotReady(Exception):

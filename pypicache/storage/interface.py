@@ -9,6 +9,14 @@ paths (a cached page, a cached file) take such an answer with
 path only when it has not fired. The contract tests
 (``tests/test_store_contract.py``) run against every store.
 
+Pages are built synchronously, after the checks that may wait: a page of a
+project is built from :meth:`IStore.files` taken at once (keyed by
+:meth:`IStore.generation`), and the rules (cooldown, project status) ask
+:meth:`IStore.is_private` and :meth:`IStore.find` at once while they filter
+it. So a store must answer those at once for a project whose
+:meth:`IStore.is_private` it has just answered at once (its in-memory view
+of the project); the filesystem store always does.
+
 What stays synchronous is not storage: :meth:`IStore.open_temp` (a local spool
 file, for every store), :meth:`IStore.lock_path` (local locks),
 :meth:`IStore.generation` and :attr:`IStore.private_changes` (what this
