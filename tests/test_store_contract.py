@@ -138,12 +138,15 @@ async def test_private_files_first_and_shadowing(store):
 @pytest_twisted.ensureDeferred
 async def test_commit_without_replace_refuses_a_stored_name(store):
     """``replace=False`` (uploads) fails with AlreadyStored carrying the
-    stored record, and leaves the stored bytes as they were."""
+    stored record, for other bytes and the same bytes alike (the upload
+    code answers 409 or 200 from it), and leaves the stored bytes as they were."""
     first = await put(store, area=RELEASES, replace=False)
     with pytest.raises(AlreadyStored) as caught:
         await put(store, area=RELEASES, content=b"other bytes", replace=False)
     assert caught.value.existing == first
-    assert caught.value.existing.info.hashes == first.info.hashes
+    with pytest.raises(AlreadyStored) as again:
+        await put(store, area=RELEASES, replace=False)  # the same bytes
+    assert again.value.existing.info.hashes == first.info.hashes
     assert await read(store, await store.find("foo", WHEEL)) == CONTENT
 
 
