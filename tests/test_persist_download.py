@@ -13,7 +13,7 @@ from twisted.python.filepath import FilePath
 import pypicache.storage.filesystem as filesystem
 from pypicache.errors import InsufficientStorage
 from pypicache.index.model import DistFile
-from pypicache.proxy.kept import persist_download
+from pypicache.proxy.kept import kept_and_own, persist_download
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.records import MIRROR
 from tests.packages import build_wheel
@@ -24,12 +24,13 @@ def own_metadata(wheel) -> bytes:
         return archive.read("pstore-1.0.dist-info/METADATA")
 
 
-def store_download(store, wheel):
+async def store_download(store, wheel):
     temp = store.open_temp("pstore", MIRROR)
     temp.write(wheel.read_bytes())
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     info = DistFile(filename=wheel.name, hashes={"sha256": digest}, core_metadata=True)
-    return persist_download(store, maybeDeferred, temp, info)
+    previous, own = await kept_and_own(store, maybeDeferred, temp, wheel.name)
+    return await persist_download(store, temp, info, previous, own)
 
 
 @pytest_twisted.ensureDeferred

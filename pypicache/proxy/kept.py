@@ -123,22 +123,38 @@ class Persisted:
     not_kept: Exception | None = None
 
 
-async def persist_download(
-    store: IStore, run_blocking: RunBlocking, temp: TempFile, info: DistFile
-) -> Persisted:
-    """Commit a verified download; a wheel's own ``METADATA`` goes beside it
-    in the same commit, read from the temporary file (in a thread), its
-    sha256 in the record.
+async def kept_and_own(
+    store: IStore, run_blocking: RunBlocking, temp: TempFile, filename: str
+) -> tuple[bytes | None, bytes | None]:
+    """The ``.metadata`` kept ahead of a wheel being downloaded, and the
+    wheel's own ``METADATA``, read from its complete temporary file (in a
+    thread); ``(None, None)`` for another archive. Read before the download
+    is verified, so that its commit starts as its clients complete."""
+    if not filename.endswith(".whl"):
+        return None, None
+    assert temp.project is not None
+    ahead = await store.open_metadata(temp.project, filename)
+    return await run_blocking(_previous_and_own, ahead, temp, filename)  # type: ignore[no-any-return]
 
-    A ``.metadata`` kept ahead of the wheel is replaced by the wheel's own,
-    or removed if the wheel has none. If the metadata does not fit (a full
-    disk), the wheel is committed without it.
+
+async def persist_download(
+    store: IStore,
+    temp: TempFile,
+    info: DistFile,
+    previous: bytes | None = None,
+    own: bytes | None = None,
+) -> Persisted:
+    """Commit a verified download at once; a wheel's own ``METADATA``
+    (``own``, see :func:`kept_and_own`) goes beside it in the same commit,
+    its sha256 in the record.
+
+    A ``.metadata`` kept ahead of the wheel (``previous``) is replaced by the
+    wheel's own, or removed if the wheel has none. If the metadata does not
+    fit (a full disk), the wheel is committed without it.
     """
     if not info.filename.endswith(".whl"):
         return Persisted(await store.commit(temp, info))
     assert temp.project is not None
-    ahead = await store.open_metadata(temp.project, info.filename)
-    previous, own = await run_blocking(_previous_and_own, ahead, temp, info.filename)
     if own is None:
         stored = await store.commit(temp, info)
         if previous is not None:

@@ -18,6 +18,7 @@ from pypicache.proxy.download import Download
 from pypicache.proxy.kept import (
     KeptMetadata,
     Persisted,
+    kept_and_own,
     not_kept,
     persist_download,
 )
@@ -209,11 +210,14 @@ class Mirror:
             log.warn("No hash to verify {filename} against", filename=info.filename)
         digests = {**info.hashes, "sha256": hashes.sha256.hexdigest()}
         stored_info = attrs.evolve(info, hashes=digests, size=download.written)
+        kept, own = await kept_and_own(
+            self._store, self._run_blocking, download.temp, info.filename
+        )
         # Verified: its clients complete now, while it is committed (a
-        # wheel's metadata beside it).
+        # wheel's metadata beside it), the commit under way at once.
         download.verify()
         persisted = await persist_download(
-            self._store, self._run_blocking, download.temp, stored_info
+            self._store, download.temp, stored_info, kept, own
         )
         download.stored = persisted.stored
         self._metadata_kept(persisted)
