@@ -247,7 +247,7 @@ async def run(
         }
         # The listing of the project measured in memory (two of 3,000 files
         # do not fit the store's default budget of listings together).
-        app.store.files("uibench-one")
+        await app.store.files("uibench-one")
         out: dict[str, Any] = {"rounds": rounds, "target_ms": TARGET_MS}
         out["first_ms"] = round((await timed(fresh(), "uibench-one", None))["ms"], 1)
         if profile is not None:
@@ -258,7 +258,7 @@ async def run(
 
             profiler = cProfile.Profile()
             project, version, group = cases[profile]
-            app.store.files(project)
+            await app.store.files(project)
             routes = fresh()
             # In this thread, so that the profile has the rendering too.
             routes._run_blocking = maybeDeferred
@@ -268,7 +268,7 @@ async def run(
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
         for key, (project, version, group) in cases.items():
             cold, warm = [], []
-            app.store.files(project)
+            await app.store.files(project)
             for _ in range(rounds):
                 routes = fresh()
                 if version is not None:  # another page of a project shown

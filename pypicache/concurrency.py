@@ -3,7 +3,7 @@
 
 from typing import Any, Callable, Coroutine, Generic, Hashable, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -53,16 +53,23 @@ class RunBlocking(Protocol):
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]: ...
 
 
-def in_background(
-    run_blocking: RunBlocking | None, f: Callable[..., Any], *args: Any
-) -> None:
-    """Write to disk in a thread without making the client wait (synchronously without one).
+class NotReady(Exception):
+    """An answer that is not there yet (see :func:`result_now`)."""
 
-    For what is also kept in memory: cached pages. A failure is logged.
+
+def result_now(d: "Deferred[T]") -> T:
+    """The result of ``d`` if it has fired (a failure is raised): for the hot
+    paths that answer at once when a store answers from memory, and else
+    leave the request to their asynchronous path.
+
+    :raises NotReady: ``d`` has not fired yet (it is left running).
     """
-    d = run_blocking(f, *args) if run_blocking is not None else maybeDeferred(f, *args)
-    d.addErrback(
-        lambda failure: log.failure(
-            "Could not write {what} to disk", failure, what=f.__name__
-        )
-    )
+    if not d.called or d.paused:  # paused: chained to one that has not fired
+        raise NotReady()
+    # Read, not added a callback to: this runs several times per request on
+    # the hot paths, where a callback costs more than the rest.
+    result = d.result
+    if isinstance(result, Failure):
+        d.addErrback(lambda _: None)  # handled here: never logged as unhandled
+        result.raiseException()
+    return result  # type: ignore[no-any-return]

@@ -121,9 +121,9 @@ def _private_index(cache: Run) -> None:
     for name in ("priv", "keep", "drop"):
         cache.add_private(name)
     store = FilesystemStore(FilePath(str(cache.cache)))
-    keep = store.find("keep", cache.dists["keep"].name)
-    store.update(keep, attrs.evolve(keep.info, yanked="broken"))
-    store.remove(store.find("drop", cache.dists["drop"].name))
+    keep = store.find_now("keep", cache.dists["keep"].name)
+    store.update(keep, attrs.evolve(keep.info, yanked="broken"))  # fires at once
+    store.remove(store.find_now("drop", cache.dists["drop"].name))
 
 
 @pytest_twisted.ensureDeferred

@@ -442,11 +442,11 @@ async def test_a_file_asked_for_before_its_page_is_judged_by_the_page(tmp_path, 
         answer = await d.get(f"packages/cool/{new}.metadata")
         assert answer.code == 404
         assert "held back by the cooldown" in await answer.text()
-        d.app.mirror.pages.forget("cool")
+        await d.app.mirror.pages.forget("cool")
         answer = await d.get(f"packages/cool/{new}")
         assert answer.code == 404
         assert "held back by the cooldown" in await answer.text()
-        d.app.mirror.pages.forget("cool")
+        await d.app.mirror.pages.forget("cool")
         assert (await d.head(f"packages/cool/{new}")).code == 404
         assert not world.asked_about(new)
         old = await d.get(f"packages/cool/{wheels['2.0'].name}")

@@ -91,7 +91,7 @@ async def upstream_files_listed(world: World, dists: dict[str, Path]) -> None:
     assert answer.code == 200
     names = {f["filename"] for f in json.loads(answer.body)["files"]}
     assert names == {dists["lib"].name, dists["lib11"].name}
-    assert not world.daemon.app.store.is_private("lib")
+    assert not await world.daemon.app.store.is_private("lib")
 
 
 def private_files(cache: Path) -> list[str]:

@@ -14,8 +14,8 @@ from twisted.internet.defer import DeferredList, ensureDeferred
 
 from pypicache.index.model import DistFile
 from pypicache.proxy.lazywheel import metadata_from
+from pypicache.proxy.merging import advertised
 from pypicache.proxy.ranges import Missing, Pieces, SparseFile
-from pypicache.proxy.views import advertised
 from tests.clients import clean_env, pip_install, run, uv_binary
 from tests.daemon import start_world
 from tests.packages import build_wheel

@@ -26,7 +26,7 @@ def info(filename: str, **kwargs) -> DistFile:
 def put(store, project, filename, area=MIRROR, **kwargs):
     temp = store.open_temp(project, area)
     temp.write(CONTENT)
-    return store.commit(temp, info(filename, **kwargs))
+    return result_of(store.commit(temp, info(filename, **kwargs)))
 
 
 def wheel(project: str, version: str) -> str:
@@ -50,7 +50,7 @@ def theirs(root) -> FilesystemStore:
 
 
 def names(store, project):
-    return [s.info.filename for s in store.files(project)]
+    return [s.info.filename for s in store.listed_files(project)]
 
 
 def later():
@@ -66,7 +66,7 @@ def test_file_stored_by_another_process_is_listed(ours, theirs):
     put(theirs, "foo", wheel("foo", "2.0"))
     later()
     assert names(ours, "foo") == [wheel("foo", "1.0"), wheel("foo", "2.0")]
-    assert ours.find("foo", wheel("foo", "2.0")) is not None
+    assert ours.find_now("foo", wheel("foo", "2.0")) is not None
 
 
 def test_upload_by_another_process_makes_the_project_private(ours, theirs):
@@ -74,8 +74,8 @@ def test_upload_by_another_process_makes_the_project_private(ours, theirs):
     assert names(ours, "bar") == []
     put(theirs, "bar", wheel("bar", "1.0"), area=RELEASES)
     later()
-    assert ours.is_private("bar")
-    [stored] = ours.files("bar")
+    assert ours.private_now("bar")
+    [stored] = ours.listed_files("bar")
     assert stored.private
 
 
@@ -83,8 +83,8 @@ def test_removal_by_another_process_is_seen(ours, theirs):
     """A file another process deletes leaves the listing."""
     put(ours, "foo", wheel("foo", "1.0"))
     put(ours, "foo", wheel("foo", "2.0"))
-    assert len(ours.files("foo")) == 2
-    theirs.remove(theirs.find("foo", wheel("foo", "1.0")))
+    assert len(ours.listed_files("foo")) == 2
+    result_of(theirs.remove(theirs.find_now("foo", wheel("foo", "1.0"))))
     later()
     assert names(ours, "foo") == [wheel("foo", "2.0")]
 
@@ -92,11 +92,11 @@ def test_removal_by_another_process_is_seen(ours, theirs):
 def test_yank_by_another_process_is_seen(ours, theirs):
     """A sidecar another process rewrites (a yank) shows its new content."""
     put(ours, "foo", wheel("foo", "1.0"), area=RELEASES)
-    assert ours.files("foo")[0].info.yanked is False
-    stored = theirs.find("foo", wheel("foo", "1.0"))
-    theirs.update(stored, attrs.evolve(stored.info, yanked="broken"))
+    assert ours.listed_files("foo")[0].info.yanked is False
+    stored = theirs.find_now("foo", wheel("foo", "1.0"))
+    result_of(theirs.update(stored, attrs.evolve(stored.info, yanked="broken")))
     later()
-    assert ours.files("foo")[0].info.yanked == "broken"
+    assert ours.listed_files("foo")[0].info.yanked == "broken"
 
 
 def test_generation_follows_changes_made_elsewhere(ours, theirs):
@@ -117,19 +117,19 @@ def test_change_within_one_timestamp_tick_is_seen(ours, theirs):
     modification time; a listing read that recently is checked again anyway."""
     folder = ours.project_dir(MIRROR, "foo").path
     put(ours, "foo", wheel("foo", "1.0"))
-    assert len(ours.files("foo")) == 1
+    assert len(ours.listed_files("foo")) == 1
     stamp = os.stat(folder).st_mtime_ns
     put(theirs, "foo", wheel("foo", "2.0"))
     os.utime(folder, ns=(stamp, stamp))
     later()
-    assert len(ours.files("foo")) == 2
+    assert len(ours.listed_files("foo")) == 2
 
 
 def test_only_changed_sidecars_are_read_again(ours, theirs, monkeypatch):
     """When a folder changes, the files that did not change are not read again."""
     for i in range(20):
         put(ours, "foo", wheel("foo", f"1.{i}"))
-    assert len(ours.files("foo")) == 20
+    assert len(ours.listed_files("foo")) == 20
     read = []
     real = ours.stored_file
     monkeypatch.setattr(
@@ -137,7 +137,7 @@ def test_only_changed_sidecars_are_read_again(ours, theirs, monkeypatch):
     )
     put(theirs, "foo", wheel("foo", "2.0"))
     later()
-    assert len(ours.files("foo")) == 21
+    assert len(ours.listed_files("foo")) == 21
     assert [p.basename() for p in read] == [wheel("foo", "2.0")]
 
 
@@ -146,11 +146,11 @@ def test_a_listing_just_checked_is_not_checked_again(ours, monkeypatch):
     used without looking at its folders again."""
     monkeypatch.setattr(listings, "RECHECK_NS", 60 * 10**9)  # however slow this machine
     put(ours, "foo", wheel("foo", "1.0"))
-    ours.files("foo")
+    ours.listed_files("foo")
     stats = []
     monkeypatch.setattr(listings, "folder_stamps", lambda f: stats.append(f))
     for _ in range(10):
-        assert len(ours.files("foo")) == 1
+        assert len(ours.listed_files("foo")) == 1
         assert ours.generation("foo") != 0
     assert stats == []
 
@@ -163,7 +163,7 @@ def test_listings_in_memory_are_bounded(root):
         for v in range(3):
             put(store, f"p{i}", wheel(f"p{i}", f"1.{v}"))
     for i in range(8):
-        assert len(store.files(f"p{i}")) == 3
+        assert len(store.listed_files(f"p{i}")) == 3
     assert store._listings._size <= 10
     assert len(store._listings._cache) == 3
     assert names(store, "p0") == [wheel("p0", f"1.{v}") for v in range(3)]
@@ -174,7 +174,7 @@ def test_the_budget_counts_files_added_through_this_process(root):
     against the budget, and leave it with the listing."""
     store = FilesystemStore(root, listing_budget=100)
     put(store, "foo", wheel("foo", "1.0"))
-    store.files("foo")
+    store.listed_files("foo")
     for v in range(1, 5):
         put(store, "foo", wheel("foo", f"1.{v}"))
     assert store._listings._size == 5
@@ -188,14 +188,14 @@ def test_one_listing_larger_than_the_budget_is_kept(root):
     store = FilesystemStore(root, listing_budget=2)
     for v in range(5):
         put(store, "big", wheel("big", f"1.{v}"))
-    assert len(store.files("big")) == 5
+    assert len(store.listed_files("big")) == 5
     assert list(store._listings._cache) == ["big"]
 
 
 def test_names_never_stored_take_no_memory(ours):
     """Looking up projects with nothing on disk keeps nothing in memory."""
     for i in range(100):
-        assert ours.files(f"nothing-{i}") == []
+        assert ours.listed_files(f"nothing-{i}") == []
         assert ours.generation(f"nothing-{i}") == 0
     assert len(ours._listings._cache) == 0
 
@@ -205,8 +205,8 @@ def test_find_does_not_load_the_listing(ours, theirs):
     (an upload's duplicate check must not pull a listing into memory)."""
     for v in range(5):
         put(theirs, "up", wheel("up", f"1.{v}"), area=RELEASES)
-    assert ours.find("up", wheel("up", "1.3")).private
-    assert ours.find("up", wheel("up", "9.9")) is None
+    assert ours.find_now("up", wheel("up", "1.3")).private
+    assert ours.find_now("up", wheel("up", "9.9")) is None
     assert "up" not in ours._listings._cache
 
 
@@ -217,8 +217,8 @@ def test_private_file_wins_over_the_mirrored_one(ours):
     put(ours, "foo", name, area=MIRROR)
     put(ours, "foo", name, area=RELEASES)
     fresh = FilesystemStore(ours.root)
-    assert fresh.find("foo", name).private
-    assert [s.private for s in fresh.files("foo")] == [True]
+    assert fresh.find_now("foo", name).private
+    assert [s.private for s in fresh.listed_files("foo")] == [True]
 
 
 def test_stray_archive_is_listed_after_a_rescan(ours, root):
@@ -230,13 +230,13 @@ def test_stray_archive_is_listed_after_a_rescan(ours, root):
     folder.child(name).setContent(CONTENT)
     sidecar = {"file": info(name).to_json(), "stored_at": 1.0}
     folder.child(name + ".json").setContent(json.dumps(sidecar).encode())
-    assert ours.files("stray") == []
-    ours.install_strays(ours.read_strays())
+    assert ours.listed_files("stray") == []
+    ours.use_strays(ours.strays_on_disk())
     assert names(ours, "stray") == [name]
-    assert ours.is_private("stray")
+    assert ours.private_now("stray")
     assert "stray" in result_of(ours.projects())
-    ours.remove(ours.find("stray", name))
-    assert ours.files("stray") == []
+    result_of(ours.remove(ours.find_now("stray", name)))
+    assert ours.listed_files("stray") == []
 
 
 def test_projects_lists_folders_with_an_indexed_archive(ours, theirs, root):
@@ -272,9 +272,9 @@ def test_a_marked_project_is_read_again_at_once(ours, theirs, root, monkeypatch)
     ours.follow_marks(Marks(root).watch())
     put(ours, "foo", wheel("foo", "1.0"))
     put(ours, "bar", wheel("bar", "1.0"))
-    assert len(ours.files("foo")) == 1 and len(ours.files("bar")) == 1
-    theirs.remove(theirs.find("foo", wheel("foo", "1.0")))
-    theirs.remove(theirs.find("bar", wheel("bar", "1.0")))
+    assert len(ours.listed_files("foo")) == 1 and len(ours.listed_files("bar")) == 1
+    result_of(theirs.remove(theirs.find_now("foo", wheel("foo", "1.0"))))
+    result_of(theirs.remove(theirs.find_now("bar", wheel("bar", "1.0"))))
     Marks(root).mark("foo")
     assert names(ours, "foo") == []
     assert names(ours, "bar") == [wheel("bar", "1.0")]  # unmarked: not looked at

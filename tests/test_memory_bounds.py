@@ -49,5 +49,5 @@ def test_unknown_projects_are_not_listed_in_memory(tmp_path):
     """Asking the store for the files of projects it never stored keeps nothing in memory."""
     store = FilesystemStore(FilePath(str(tmp_path)))
     for i in range(1000):
-        assert store.files(f"nosuch{i}") == []
+        assert store.listed_files(f"nosuch{i}") == []
     assert len(store._listings._cache) == 0

@@ -484,7 +484,7 @@ async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
     """A downloaded file is synced and renamed, and a fetched page written,
     through ``run_sync`` (threads that wait on the disk), apart from
     ``run_blocking``, whose threads parse pages and read archives. A wheel's
-    own metadata is kept beside it in that same call, before the wheel is
+    own metadata is kept beside it in that same commit, before the wheel is
     listed: no second trip to a thread, no second sidecar written."""
     from twisted.internet.threads import deferToThread
 
@@ -502,8 +502,8 @@ async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
         assert await response.content() == dists["lib"].read_bytes()
         # The page is written, then its cross-process lock let go, in one call.
         await world.stored("lib", name)
-        assert "persist_download" in synced and "_page_then_unlock" in synced
-        assert "persist_metadata" not in synced
+        assert "_persist" in synced and "write_atomically" in synced
+        assert "_beside" not in synced and "_write_ahead" not in synced
         assert name + ".metadata" in world.mirror_files("lib")
     finally:
         await world.stop()

@@ -5,7 +5,7 @@ import os
 import time
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface.verify import verifyObject
@@ -69,7 +69,13 @@ def put(
     """Store ``content`` as ``filename`` through ``open_temp`` and ``commit``."""
     temp = store.open_temp(project, area)
     temp.write(content)
-    return store.commit(temp, info_for(filename, **kwargs), metadata)
+    return result_of(store.commit(temp, info_for(filename, **kwargs), metadata))
+
+
+def metadata_file(store, project, filename):
+    """The path of the stored core metadata of ``filename``, or ``None``."""
+    opened = result_of(store.open_metadata(project, filename))
+    return None if opened is None else opened.path
 
 
 def listing(directory: FilePath) -> list[str]:
@@ -158,7 +164,7 @@ def test_commit_areas(store, root, area, folder, private):
     stored = put(store, area=area)
     assert stored.path == root.preauthChild(f"{folder}/foo/{WHEEL}")
     assert stored.private is private
-    assert store.find("foo", WHEEL).area == area
+    assert store.find_now("foo", WHEEL).area == area
 
 
 def test_commit_leaves_no_temporary(store, root):
@@ -174,8 +180,8 @@ def test_commit_replaces(store):
     put(store, content=b"old", size=3)
     stored = put(store, content=b"newer", size=5)
     assert stored.path.getContent() == b"newer"
-    assert store.find("foo", WHEEL).info.size == 5
-    assert len(store.files("foo")) == 1
+    assert store.find_now("foo", WHEEL).info.size == 5
+    assert len(store.listed_files("foo")) == 1
 
 
 @pytest.mark.parametrize(
@@ -185,7 +191,7 @@ def test_commit_unsafe_filename(store, filename):
     """Commit refuses a filename that is not a single safe path segment."""
     temp = store.open_temp("foo", MIRROR)
     with pytest.raises(BadRequest):
-        store.commit(temp, DistFile(filename=filename), None)
+        result_of(store.commit(temp, DistFile(filename=filename), None))
     temp.discard()
 
 
@@ -211,7 +217,7 @@ def test_temp_never_listed(store):
     temp = store.open_temp("foo", MIRROR)
     temp.write(CONTENT)
     temp.flush_and_sync()
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
     assert result_of(store.projects()) == []
     temp.discard()
 
@@ -223,7 +229,7 @@ def test_temp_not_listed_beside_files(store):
     temp = store.open_temp("foo", MIRROR)
     temp.write(CONTENT)
     temp.flush_and_sync()
-    assert [s.info.filename for s in store.files("foo")] == [WHEEL]
+    assert [s.info.filename for s in store.listed_files("foo")] == [WHEEL]
     temp.discard()
 
 
@@ -235,7 +241,7 @@ def test_discard(store):
     assert temp.file.closed
     assert not temp.path.exists()
     temp.discard()
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
 
 
 @pytest.mark.parametrize(
@@ -255,7 +261,7 @@ def test_cleanup_removes_temporaries(root, folder):
     directory.makedirs(ignoreExistingDirectory=True)
     directory.child(TEMP_PREFIX + "0123456789abcdef").setContent(b"partial")
     directory.child("keep-1.0.tar.gz").setContent(b"x")
-    FilesystemStore(root).remove_temporaries()
+    result_of(FilesystemStore(root).remove_temporaries())
     assert listing(directory) == ["keep-1.0.tar.gz"]
 
 
@@ -276,10 +282,10 @@ def test_cleanup_keeps_temporaries_still_being_written(root):
     store = FilesystemStore(root)
     temp = store.open_temp("foo", MIRROR)
     temp.write(CONTENT)
-    store.remove_temporaries()
+    result_of(store.remove_temporaries())
     assert os.path.exists(temp.path.path)
     temp.file.close()
-    store.remove_temporaries()
+    result_of(store.remove_temporaries())
     assert not os.path.exists(temp.path.path)
 
 
@@ -294,7 +300,7 @@ def test_cleanup_keeps_recent_sidecars_without_archive(root):
     os.utime(old.path, (1000, 1000))
     new = folder.child("foo-2.0.tar.gz.json")
     new.setContent(b"{}")
-    store.remove_temporaries(before=time.time() - 60)
+    result_of(store.remove_temporaries(before=time.time() - 60))
     assert not old.exists()
     assert new.exists()
 
@@ -330,7 +336,7 @@ def test_files_sorted_private_first(store):
     put(store, filename="foo-1.0.tar.gz")
     put(store, filename="foo-3.0rc1.tar.gz", area=PRERELEASES)
     put(store, filename="foo-1.5.tar.gz", area=RELEASES)
-    assert [(s.info.filename, s.area) for s in store.files("foo")] == [
+    assert [(s.info.filename, s.area) for s in store.listed_files("foo")] == [
         ("foo-1.5.tar.gz", RELEASES),
         ("foo-3.0rc1.tar.gz", PRERELEASES),
         ("foo-1.0.tar.gz", MIRROR),
@@ -340,14 +346,14 @@ def test_files_sorted_private_first(store):
 
 def test_files_unknown_project(store):
     """A project with nothing stored has no files."""
-    assert store.files("nothing") == []
+    assert store.listed_files("nothing") == []
 
 
 def test_files_read_from_disk(root, store, clock):
     """A new store lists what an earlier one committed, with the sidecar's info."""
     put(store, requires_python=">=3.8", metadata=METADATA)
     again = FilesystemStore(root)
-    [stored] = again.files("foo")
+    [stored] = again.listed_files("foo")
     assert stored.info == info_for(url=None, requires_python=">=3.8")
     assert stored.stored_at == clock.seconds()
     assert stored.area == MIRROR
@@ -357,28 +363,28 @@ def test_private_shadows_mirror(store):
     """A private file and a mirrored file of the same name list once, as the private one."""
     put(store, area=MIRROR)
     put(store, area=RELEASES)
-    [stored] = store.files("foo")
+    [stored] = store.listed_files("foo")
     assert stored.area == RELEASES
-    assert store.find("foo", WHEEL).area == RELEASES
+    assert store.find_now("foo", WHEEL).area == RELEASES
 
 
 def test_find(store):
     """``find`` returns the stored file by name, or None."""
     stored = put(store)
-    assert store.find("foo", WHEEL) == stored
-    assert store.find("foo", SDIST) is None
-    assert store.find("bar", WHEEL) is None
+    assert store.find_now("foo", WHEEL) == stored
+    assert store.find_now("foo", SDIST) is None
+    assert store.find_now("bar", WHEEL) is None
 
 
 def test_find_deleted_behind_our_back(store):
     """A file removed from disk is not found, and the project's generation changes."""
     put(store)
-    [listed] = store.files("foo")  # the listing is now cached
+    [listed] = store.listed_files("foo")  # the listing is now cached
     before = store.generation("foo")
     os.remove(listed.path.path)  # by an operator or another process
-    assert store.find("foo", WHEEL) is None
+    assert store.find_now("foo", WHEEL) is None
     assert store.generation("foo") != before
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
 
 
 def test_projects(store):
@@ -400,7 +406,7 @@ def test_projects_listed_through_the_thread_pool(root):
         work.append((f, args, Deferred()))
         return work[-1][2]
 
-    store = FilesystemStore(root, run_blocking=run_blocking)
+    store = FilesystemStore(root, run_blocking=run_blocking, run_sync=maybeDeferred)
     put(store, project="foo")
     first, second = store.projects(), store.projects()
     assert len(work) == 1
@@ -421,7 +427,7 @@ def test_projects_ignores_empty_and_hidden(store, root):
     root.preauthChild("mirror/empty").makedirs()
     store.open_temp("tempy", MIRROR).discard()
     store.open_temp("writing", MIRROR).write(b"x")
-    store.write_metadata("metaonly", "metaonly-1.0.tar.gz", METADATA)
+    result_of(store.write_metadata("metaonly", "metaonly-1.0.tar.gz", METADATA))
     hidden = root.preauthChild("mirror/.hidden")
     hidden.makedirs()
     hidden.child("hidden-1.0.tar.gz").setContent(b"x")
@@ -437,7 +443,7 @@ def test_non_archives_not_listed(store, root, filename):
     directory = root.preauthChild("mirror/foo")
     directory.makedirs()
     directory.child(filename).setContent(b"{}")
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
     assert result_of(store.projects()) == []
 
 
@@ -449,7 +455,7 @@ def test_archive_without_sidecar_is_not_listed(store, root, filename):
     directory = root.preauthChild("private/releases/foo")
     directory.makedirs()
     directory.child(filename).setContent(b"x" * 123)
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
     assert result_of(store.projects()) == []
 
 
@@ -473,7 +479,7 @@ def test_archive_with_unusable_sidecar_is_not_listed(store, root, sidecar):
     directory.makedirs()
     directory.child(SDIST).setContent(b"abcd")
     directory.child(SDIST + ".json").setContent(sidecar)
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
 
 
 def test_sidecar_filename_is_the_archives(store, root):
@@ -485,7 +491,7 @@ def test_sidecar_filename_is_the_archives(store, root):
         "file": DistFile(filename="other-9.tar.gz", url="https://x/", size=4).to_json()
     }
     directory.child(SDIST + ".json").setContent(json.dumps(sidecar).encode())
-    [stored] = store.files("foo")
+    [stored] = store.listed_files("foo")
     assert (stored.info.filename, stored.info.url) == (SDIST, None)
 
 
@@ -512,8 +518,8 @@ def test_generation_unchanged_by_reads(store):
     """Listing and finding do not change the generation."""
     put(store)
     before = store.generation("foo")
-    store.files("foo")
-    store.find("foo", WHEEL)
+    store.listed_files("foo")
+    store.find_now("foo", WHEEL)
     result_of(store.projects())
     assert store.generation("foo") == before
 
@@ -527,9 +533,9 @@ def test_generation_unchanged_by_discard(store):
 def test_commit_visible_after_listing(store):
     """A file committed after a listing was cached shows up in the next listing."""
     put(store)
-    assert len(store.files("foo")) == 1
+    assert len(store.listed_files("foo")) == 1
     put(store, filename=SDIST)
-    assert [s.info.filename for s in store.files("foo")] == [WHEEL, SDIST]
+    assert [s.info.filename for s in store.listed_files("foo")] == [WHEEL, SDIST]
 
 
 # -- core metadata -------------------------------------------------------------
@@ -540,58 +546,58 @@ def test_add_metadata(store, root, clock):
     stored = put(store)
     before = store.generation("foo")
     clock.advance(60)
-    updated = store.add_metadata("foo", WHEEL, METADATA, "cd" * 32)
+    updated = result_of(store.add_metadata("foo", WHEEL, METADATA, "cd" * 32))
     assert updated.info.core_metadata == {"sha256": "cd" * 32}
     assert updated.stored_at == stored.stored_at
     assert stored.metadata_path.getContent() == METADATA
     assert store.generation("foo") != before
-    assert store.find("foo", WHEEL).info.core_metadata == {"sha256": "cd" * 32}
-    assert FilesystemStore(root).find("foo", WHEEL).info.core_metadata == {
+    assert store.find_now("foo", WHEEL).info.core_metadata == {"sha256": "cd" * 32}
+    assert FilesystemStore(root).find_now("foo", WHEEL).info.core_metadata == {
         "sha256": "cd" * 32
     }
-    assert store.metadata_file("foo", WHEEL) == stored.metadata_path
+    assert metadata_file(store, "foo", WHEEL) == stored.metadata_path
 
 
 def test_add_metadata_unknown_file(store):
     """``add_metadata`` for a file not stored raises KeyError."""
     with pytest.raises(KeyError):
-        store.add_metadata("foo", WHEEL, METADATA, "cd" * 32)
+        result_of(store.add_metadata("foo", WHEEL, METADATA, "cd" * 32))
 
 
 def test_write_metadata_ahead_of_archive(store, root):
     """``write_metadata`` keeps upstream metadata in the mirror before the archive exists."""
-    store.write_metadata("foo", WHEEL, METADATA)
-    path = store.metadata_file("foo", WHEEL)
+    result_of(store.write_metadata("foo", WHEEL, METADATA))
+    path = metadata_file(store, "foo", WHEEL)
     assert path == root.preauthChild(f"mirror/foo/{WHEEL}.metadata")
     assert path.getContent() == METADATA
-    assert store.files("foo") == []
+    assert store.listed_files("foo") == []
 
 
 def test_write_metadata_overwrites(store):
     """Writing metadata again replaces it."""
-    store.write_metadata("foo", WHEEL, b"old")
-    store.write_metadata("foo", WHEEL, METADATA)
-    assert store.metadata_file("foo", WHEEL).getContent() == METADATA
+    result_of(store.write_metadata("foo", WHEEL, b"old"))
+    result_of(store.write_metadata("foo", WHEEL, METADATA))
+    assert metadata_file(store, "foo", WHEEL).getContent() == METADATA
 
 
 def test_metadata_file_absent(store):
     """Without stored metadata ``metadata_file`` is None."""
     put(store)
-    assert store.metadata_file("foo", WHEEL) is None
-    assert store.metadata_file("bar", WHEEL) is None
+    assert metadata_file(store, "foo", WHEEL) is None
+    assert metadata_file(store, "bar", WHEEL) is None
 
 
 def test_metadata_file_prefers_private(store):
     """The metadata of a private file wins over mirrored metadata of the same name."""
-    store.write_metadata("foo", WHEEL, b"mirrored")
+    result_of(store.write_metadata("foo", WHEEL, b"mirrored"))
     put(store, area=RELEASES, metadata=b"private")
-    assert store.metadata_file("foo", WHEEL).getContent() == b"private"
+    assert metadata_file(store, "foo", WHEEL).getContent() == b"private"
 
 
 def test_metadata_from_commit(store):
     """Metadata given to ``commit`` is found by ``metadata_file``."""
     stored = put(store, area=PRERELEASES, metadata=METADATA)
-    assert store.metadata_file("foo", WHEEL) == stored.metadata_path
+    assert metadata_file(store, "foo", WHEEL) == stored.metadata_path
 
 
 @pytest.mark.parametrize(
@@ -600,9 +606,9 @@ def test_metadata_from_commit(store):
 def test_metadata_unsafe_filename(store, filename):
     """Metadata look-ups and writes refuse unsafe filenames."""
     with pytest.raises(BadRequest):
-        store.metadata_file("foo", filename)
+        metadata_file(store, "foo", filename)
     with pytest.raises(BadRequest):
-        store.write_metadata("foo", filename, METADATA)
+        result_of(store.write_metadata("foo", filename, METADATA))
 
 
 # -- pages ---------------------------------------------------------------------
@@ -647,26 +653,30 @@ PAGE = ProjectPage(
 )
 def test_page_round_trip(store, root, cached):
     """A written page reads back equal, from this store and from a new one."""
-    store.write_page("foo", cached)
-    assert store.read_page("foo") == cached
-    assert FilesystemStore(root).read_page("foo") == cached
+    result_of(store.write_page("foo", cached))
+    assert result_of(store.read_page("foo")) == cached
+    assert result_of(FilesystemStore(root).read_page("foo")) == cached
 
 
 def test_page_overwrite(store):
     """Writing a page again replaces it."""
-    store.write_page("foo", CachedPage(page=PAGE, fetched_at=1.0, etag='"a"'))
-    store.write_page("foo", CachedPage(page=PAGE, fetched_at=2.0, etag='"b"'))
-    assert store.read_page("foo").etag == '"b"'
+    result_of(
+        store.write_page("foo", CachedPage(page=PAGE, fetched_at=1.0, etag='"a"'))
+    )
+    result_of(
+        store.write_page("foo", CachedPage(page=PAGE, fetched_at=2.0, etag='"b"'))
+    )
+    assert result_of(store.read_page("foo")).etag == '"b"'
 
 
 def test_page_absent(store):
     """A project without a cached page reads as None."""
-    assert store.read_page("foo") is None
+    assert result_of(store.read_page("foo")) is None
 
 
 def test_page_file_location(store, root):
     """Pages are kept as ``pages/<project>.json`` with no temporary left over."""
-    store.write_page("foo", CachedPage(page=PAGE, fetched_at=1.0))
+    result_of(store.write_page("foo", CachedPage(page=PAGE, fetched_at=1.0)))
     assert listing(root.child("pages")) == ["foo.json"]
 
 
@@ -691,7 +701,7 @@ def test_page_file_location(store, root):
 def test_page_corrupt(store, root, content):
     """A corrupt page file reads as None instead of raising."""
     root.child("pages").child("foo.json").setContent(content)
-    assert store.read_page("foo") is None
+    assert result_of(store.read_page("foo")) is None
 
 
 @pytest.mark.parametrize(
@@ -706,7 +716,7 @@ def test_page_corrupt(store, root, content):
 def test_page_corrupt_file_entry(store, root, content):
     """A page file whose page or file entries are not objects reads as None instead of raising."""
     root.child("pages").child("foo.json").setContent(content)
-    assert store.read_page("foo") is None
+    assert result_of(store.read_page("foo")) is None
 
 
 def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
@@ -740,9 +750,45 @@ def test_startup_removes_leftovers_of_an_unfinished_store(tmp_path):
     dropped.mkdir()
     (dropped / "p-3.0-py3-none-any.whl").write_bytes(b"PK")
     store = FilesystemStore(root)
-    store.remove_temporaries()
+    result_of(store.remove_temporaries())
     assert (dropped / "p-3.0-py3-none-any.whl").exists()
     assert [p for p in leftovers if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
-    assert store.metadata_file("p", "p-1.0-py3-none-any.whl") is None
-    assert store.metadata_file("m", "m-2.0-py3-none-any.whl") is not None
+    assert metadata_file(store, "p", "p-1.0-py3-none-any.whl") is None
+    assert metadata_file(store, "m", "m-2.0-py3-none-any.whl") is not None
+
+
+# -- answers at once (concurrency.result_now) ---------------------------------
+
+
+def test_result_now_of_a_fired_deferred():
+    """``result_now`` gives the result of a fired Deferred, and raises the
+    error of a failed one (which is then not logged as unhandled)."""
+    from twisted.internet.defer import fail, succeed
+
+    from pypicache.concurrency import result_now
+
+    assert result_now(succeed(5)) == 5
+    failed = fail(KeyError("x"))
+    with pytest.raises(KeyError):
+        result_now(failed)
+    assert failed.result is None
+
+
+def test_result_now_of_a_deferred_not_fired():
+    """``result_now`` raises NotReady for a Deferred that has not fired, or
+    waits on another, and leaves it running."""
+    from pypicache.concurrency import NotReady, result_now
+
+    waiting = Deferred()
+    with pytest.raises(NotReady):
+        result_now(waiting)
+    inner = Deferred()
+    chained = Deferred()
+    chained.callback(None)
+    chained.addCallback(lambda _: inner)
+    with pytest.raises(NotReady):
+        result_now(chained)
+    waiting.callback(1)
+    inner.callback(2)
+    assert result_now(waiting) == 1 and result_now(chained) == 2

@@ -211,7 +211,7 @@ async def test_a_kept_project_page_lists_nothing(world, tmp_path, monkeypatch):
         )
     ).check()
     views = world.daemon.app.views
-    assert views.local("kept").key == views.local_key("kept")
+    assert (await views.local("kept")).key == views.local_key("kept")
     first, page = await get(world, "+ui/projects/kept/")
     assert first.code == 200 and "kept-1.0" in page
     listed = []

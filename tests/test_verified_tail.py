@@ -1,7 +1,7 @@
 """A cold file's clients complete once it is verified, before it is stored.
 
-The sync and rename of a downloaded file (``persist_download``, in the sync
-threads) is held here by a test double of ``run_sync`` to see what clients and
+The sync and rename of a downloaded file (the store's ``_persist``, in the
+sync threads) is held here by a test double of ``run_sync`` to see what clients and
 later requests get meanwhile, and what a failure of it leaves.
 """
 
@@ -34,7 +34,7 @@ def dists(tmp_path_factory):
 
 
 class HeldPersist:
-    """``run_sync`` that parks ``persist_download`` until :meth:`release`,
+    """``run_sync`` that parks the store's ``_persist`` until :meth:`release`,
     then runs it, or raises :attr:`failure` in its stead."""
 
     def __init__(self) -> None:
@@ -44,7 +44,7 @@ class HeldPersist:
         self.failure: Exception | None = None
 
     def __call__(self, f, *args):
-        if f.__name__ != "persist_download":
+        if f.__name__ != "_persist":
             return deferToThread(f, *args)
 
         def held(*args):

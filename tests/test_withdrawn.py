@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.python.filepath import FilePath
 
 from pypicache.index.model import DistFile, ProjectPage
-from pypicache.proxy.views import merged
+from pypicache.proxy.merging import merged
 from pypicache.storage.records import MIRROR, RELEASES, StoredFile
 from pypicache.tap.admin import main as admin
 from pypicache.web.metrics import Metrics

@@ -77,7 +77,9 @@ class JobFiles:
     async def fetch(self, project: str, filename: str) -> StoredFile:
         """The stored file, fetched through the proxy unless it was there."""
         if filename not in self._before:
-            self._before[filename] = self._store.find(project, filename) is not None
+            self._before[filename] = (
+                await self._store.find(project, filename) is not None
+            )
         stored = await self._views.fetch(project, filename)
         if self._pins is not None and not self._pins.pin(stored):
             # Evicted between its fetch and its pin: fetched again, now pinned.
@@ -121,7 +123,7 @@ class JobFiles:
             "filename": filename,
         }
         try:
-            refused = self._refused_by_page(task)
+            refused = await self._refused_by_page(task)
             if refused is not None:
                 entry.update(
                     sha256=task.info.hashes.get("sha256"),
@@ -163,12 +165,12 @@ class JobFiles:
                 log.failure("Could not send progress for {filename}", filename=filename)
         return entry
 
-    def _refused_by_page(self, task: FileTask) -> str | None:
+    async def _refused_by_page(self, task: FileTask) -> str | None:
         """In strict mode, why a file not stored yet is not fetched: its index
         page gives a digest none of the wanted hashes allow."""
         if not self._strict or not task.hashes:
             return None
-        if self._store.find(task.project, task.info.filename) is not None:
+        if await self._store.find(task.project, task.info.filename) is not None:
             return None
         given = {
             a: task.info.hashes[a].lower() for a in task.hashes if a in task.info.hashes
@@ -189,8 +191,9 @@ class JobFiles:
         for algorithm in allowed:
             digest = stored.info.hashes.get(algorithm)
             if digest is None:
+                opened = await self._store.open(stored)
                 digest = await self._run_blocking(
-                    file_digest, stored.path.path, algorithm
+                    file_digest, opened.path.path, algorithm
                 )
             actual[algorithm] = digest.lower()
             if actual[algorithm] in allowed[algorithm]:

@@ -135,15 +135,17 @@ class Lookups:
                 raw = await self._mirror.metadata(project, file.filename, whole=False)
             except PypicacheError:
                 # No PEP 658 metadata, no ranges: read it from the wheel itself.
-                stored = await self._fetch(project, file.filename)
-                raw = await self._run_blocking(read_wheel_metadata, stored.path.path)
+                opened = await self._views.open(
+                    await self._fetch(project, file.filename)
+                )
+                raw = await self._run_blocking(read_wheel_metadata, opened.path.path)
                 if raw is None:
                     return DistMetadata(
                         unknown="dependencies unknown: the wheel has no METADATA"
                     )
             return parse_core_metadata(raw)
-        stored = await self._fetch(project, file.filename)
-        return await self._run_blocking(sdist_metadata, stored.path.path)  # type: ignore[no-any-return]
+        opened = await self._views.open(await self._fetch(project, file.filename))
+        return await self._run_blocking(sdist_metadata, opened.path.path)  # type: ignore[no-any-return]
 
     def prefetch(self, projects: list[str], target: Target) -> None:
         """Fetch pages (and the likely metadata) ahead of the resolver, a few at a time."""

@@ -23,7 +23,7 @@ from pypicache.index.names import METADATA_SUFFIX, parse_filename
 from pypicache.private.uploads import iso_time, parse_upload_filename
 from pypicache.storage.atomic import write_atomically
 from pypicache.storage.filesystem import FilesystemStore
-from pypicache.storage.records import SIDECAR_SUFFIX, StoredFile
+from pypicache.storage.records import SIDECAR_SUFFIX
 
 log = Logger()
 
@@ -123,23 +123,14 @@ def scan_private(store: FilesystemStore, now: float) -> ScanReport:
     return report
 
 
-def scan_and_index(
-    store: FilesystemStore, now: float
-) -> tuple[ScanReport, dict[str, dict[str, StoredFile]]]:
-    """:func:`scan_private`, then the archives outside their project's folders
-    (blocking)."""
-    report = scan_private(store, now)
-    return report, store.read_strays()
-
-
 async def rescan(store: FilesystemStore, run_blocking: RunBlocking) -> ScanReport:
     """Index archives dropped into ``private/`` (in a thread), then list them.
 
     Archives in their project's folders show through the store's listings as
     soon as their sidecars are written; those elsewhere are installed here.
     """
-    report, strays = await run_blocking(scan_and_index, store, time.time())
-    store.install_strays(strays)
+    report = await run_blocking(scan_private, store, time.time())
+    await store.install_strays(await store.read_strays())
     return report  # type: ignore[no-any-return]
 
 
@@ -148,5 +139,5 @@ async def start_up(store: FilesystemStore, run_blocking: RunBlocking) -> ScanRep
     (temporary files nobody holds; sidecars without archives from before it
     started, less a second for the coarse clock of file times), then
     :func:`rescan`."""
-    await run_blocking(store.remove_temporaries, time.time() - 1.0)
+    await store.remove_temporaries(time.time() - 1.0)
     return await rescan(store, run_blocking)

@@ -3,7 +3,6 @@
 
 import datetime
 import hashlib
-import os
 from typing import Callable
 
 import attrs
@@ -21,16 +20,10 @@ from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename, parse_filename
 from pypicache.index.provenance import PROVENANCE, provenance_of_upload
 from pypicache.private.received import FilePart
-from pypicache.storage.atomic import TempFile, full_disk_is_507, write_atomically
-from pypicache.storage.interface import IStore
+from pypicache.storage.atomic import full_disk_is_507
+from pypicache.storage.interface import AlreadyStored, IStore
 from pypicache.storage.locks import Locks
-from pypicache.storage.records import (
-    MIRROR,
-    PRERELEASES,
-    RELEASES,
-    SIDECAR_SUFFIX,
-    StoredFile,
-)
+from pypicache.storage.records import MIRROR, PRERELEASES, RELEASES, StoredFile
 
 log = Logger()
 
@@ -68,35 +61,6 @@ def parse_upload_filename(filename: str) -> tuple[str, Version]:
     if version is None:
         raise BadRequest(f"No valid version in {filename!r}")
     return project, version
-
-
-def persist_attested(
-    store: IStore,
-    temp: TempFile,
-    info: DistFile,
-    core: bytes | None,
-    area: str,
-    provenance: bytes | None,
-) -> StoredFile:
-    """Store an upload and its provenance object beside it (blocking): if the
-    provenance cannot be written, the archive is taken back out."""
-    project = parse_filename(info.filename)[0]
-    persisted = store.persist(temp, info, core, project, area)
-    if provenance is not None:
-        try:
-            write_atomically(persisted.provenance_path, provenance)
-        except BaseException:
-            for path in (
-                persisted.path,
-                persisted.path.siblingExtension(SIDECAR_SUFFIX),
-                persisted.metadata_path,
-            ):
-                try:
-                    os.unlink(path.path)
-                except FileNotFoundError:
-                    pass
-            raise
-    return persisted
 
 
 def _same_version(a: str, b: Version) -> bool:
@@ -203,7 +167,7 @@ class Uploads:
                 )
             try:
                 # Another process may have stored it since this one listed its folder.
-                self._store.reread(area, project, filename)
+                await self._store.reread(area, project, filename)
                 return await self._store_checked(
                     part,
                     filename,
@@ -236,21 +200,10 @@ class Uploads:
             kept beside it (also when identical bytes are there without one).
         """
         digest = part.hashes["sha256"]
-        existing = self._store.find(project, filename)
+        existing = await self._store.find(project, filename)
         if existing is not None and existing.private:
-            if existing.info.hashes.get("sha256") == digest:
-                if provenance is not None and not existing.provenance_path.exists():
-                    await self._run_blocking(
-                        write_atomically, existing.provenance_path, provenance
-                    )
-                    existing = self._store.update(
-                        existing, attrs.evolve(existing.info, provenance=PROVENANCE)
-                    )
-                return False, existing
-            raise Conflict(
-                f"File already exists: {filename} was uploaded with other contents"
-            )
-        tombstone = self._store.tombstone(project, filename)
+            return await self._identical(existing, digest, provenance)
+        tombstone = await self._store.tombstone(project, filename)
         if tombstone is not None and tombstone.get("sha256") != digest:
             raise Conflict(
                 f"File already exists: {filename} was deleted, and its name cannot be reused for other contents"
@@ -271,11 +224,20 @@ class Uploads:
             provenance=PROVENANCE if provenance is not None else None,
         )
         area = PRERELEASES if version.is_prerelease else RELEASES
-        # fsync and rename in a thread; the listing is updated back here.
-        persisted = await self._run_blocking(
-            persist_attested, self._store, part.temp, info, core, area, provenance
-        )
-        stored = self._store.register(persisted)
+        try:
+            stored = await self._store.commit(
+                part.temp,
+                info,
+                core,
+                project,
+                area,
+                replace=False,
+                provenance=provenance,
+            )
+        except AlreadyStored as e:
+            # Stored meanwhile (by another process, or another daemon on the
+            # same object store).
+            return await self._identical(e.existing, digest, provenance)
         log.info(
             "Uploaded {filename} ({size} bytes, sha256 {digest}) by {uploader}",
             filename=filename,
@@ -285,19 +247,35 @@ class Uploads:
         )
         return True, stored
 
-    def delete_file(self, project: str, filename: str) -> StoredFile:
+    async def _identical(
+        self, existing: StoredFile, digest: str, provenance: bytes | None
+    ) -> tuple[bool, StoredFile]:
+        """An upload of a stored file's name: identical bytes (``False``, the
+        file, its provenance kept if it had none), else :class:`Conflict`."""
+        if existing.info.hashes.get("sha256") != digest:
+            raise Conflict(
+                f"File already exists: {existing.info.filename} was uploaded with other contents"
+            )
+        if provenance is not None and not existing.info.provenance:
+            kept = await self._store.add_provenance(existing, provenance)
+            existing = await self._store.update(
+                kept, attrs.evolve(kept.info, provenance=PROVENANCE)
+            )
+        return False, existing
+
+    async def delete_file(self, project: str, filename: str) -> StoredFile:
         """Delete one stored file (private, or a cached mirror copy).
 
         :raises NotFound: no such file.
         """
-        stored = self._store.find(project, filename)
+        stored = await self._store.find(project, filename)
         if stored is None:
             raise NotFound(f"No file {filename!r} in {project!r}")
-        self._store.remove(stored)
+        await self._store.remove(stored)
         log.info("Deleted {filename}", filename=filename)
         return stored
 
-    def delete_release(self, project: str, version: str) -> list[StoredFile]:
+    async def delete_release(self, project: str, version: str) -> list[StoredFile]:
         """Delete every private file of one release.
 
         :raises NotFound: the release has no private files.
@@ -308,27 +286,29 @@ class Uploads:
             raise BadRequest(f"Invalid version {version!r}") from e
         doomed = [
             s
-            for s in self._store.files(project)
+            for s in await self._store.files(project)
             if s.private and parse_filename(s.info.filename)[1] == wanted
         ]
         if not doomed:
             raise NotFound(f"No private files of {project} {version}")
         for stored in doomed:
-            self._store.remove(stored)
+            await self._store.remove(stored)
             log.info("Deleted {filename}", filename=stored.info.filename)
         return doomed
 
-    def yank(self, project: str, filename: str, reason: str | bool) -> StoredFile:
+    async def yank(self, project: str, filename: str, reason: str | bool) -> StoredFile:
         """Set (a reason or ``True``) or clear (``False``) the yanked flag of a private file.
 
         :raises NotFound: no such private file.
         """
-        stored = self._store.find(project, filename)
+        stored = await self._store.find(project, filename)
         if stored is None or stored.area == MIRROR:
             raise NotFound(f"No private file {filename!r} in {project!r}")
-        return self._store.update(stored, attrs.evolve(stored.info, yanked=reason))
+        return await self._store.update(
+            stored, attrs.evolve(stored.info, yanked=reason)
+        )
 
-    def yank_release(
+    async def yank_release(
         self, project: str, version: str, reason: str | bool
     ) -> list[StoredFile]:
         """:meth:`yank` every private file of one release.
@@ -338,11 +318,12 @@ class Uploads:
         wanted = Version(version)
         files = [
             s
-            for s in self._store.files(project)
+            for s in await self._store.files(project)
             if s.private and parse_filename(s.info.filename)[1] == wanted
         ]
         if not files:
             raise NotFound(f"No private files of {project} {version}")
         return [
-            self._store.update(s, attrs.evolve(s.info, yanked=reason)) for s in files
+            await self._store.update(s, attrs.evolve(s.info, yanked=reason))
+            for s in files
         ]

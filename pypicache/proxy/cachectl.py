@@ -30,26 +30,25 @@ class CacheControl:
     #: of a refresh or a purge (``None``: there are none).
     marks: Marks | None = None
 
-    def refresh(self, project: str) -> None:
+    async def refresh(self, project: str) -> None:
         """Drop every cached page of ``project``, in every process: the next
         request, whichever worker answers it, fetches it."""
-        self._pages.forget(project)
+        await self._pages.forget(project)
         if self.marks is not None:
             self.marks.mark(project)
 
-    def purge(self, project: str) -> dict[str, list[str]]:
+    async def purge(self, project: str) -> dict[str, list[str]]:
         """Remove the mirrored files of ``project`` from every store, never a
         private one; return their names by store (as :attr:`stores` names them).
 
-        All in one turn of the reactor: no request sees a listing that names a
-        removed file. Clients already reading one finish (it is unlinked, not
-        truncated).
+        Each file is unlisted once it is removed. Clients already reading
+        one finish (it is unlinked, not truncated).
         """
         removed: dict[str, list[str]] = {}
         for name, store in self._stores.items():
-            for stored in store.files(project):
+            for stored in await store.files(project):
                 if not stored.private:
-                    store.remove(stored)
+                    await store.remove(stored)
                     removed.setdefault(name, []).append(stored.info.filename)
                     if self.on_removed is not None:
                         self.on_removed(stored)

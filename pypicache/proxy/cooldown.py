@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from pypicache.concurrency import result_now
 from pypicache.errors import BadRequest
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.index.names import parse_filename
@@ -170,9 +171,11 @@ class Cooldown:
         return settings.min_age or None
 
     def _private(self, project: str, filename: str) -> bool:
-        if not self._store.is_private(project):
+        # Rules are applied as pages are built: the store answers at once
+        # (from memory) there.
+        if not result_now(self._store.is_private(project)):
             return False
-        stored = self._store.find(project, filename)
+        stored = result_now(self._store.find(project, filename))
         return stored is not None and stored.private
 
     def _time(
@@ -254,7 +257,7 @@ class Cooldown:
     def page(self, area: str, project: str, page: ProjectPage) -> ProjectPage:
         seen = self._first_seen.see(project, (f.filename for f in page.files))
         cut = self._cutoff(project, self._clock.seconds())
-        some_private = area == "private" or self._store.is_private(project)
+        some_private = area == "private" or result_now(self._store.is_private(project))
         kept, held, unknown = [], [], 0
         due: float | None = None
         for f in page.files:

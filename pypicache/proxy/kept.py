@@ -10,12 +10,12 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from pypicache.concurrency import NotReady, RunBlocking, result_now
 from pypicache.index.archives import read_wheel_metadata
 from pypicache.index.model import DistFile
-from pypicache.index.names import METADATA_SUFFIX
-from pypicache.storage.atomic import TempFile, remove_quietly
+from pypicache.storage.atomic import TempFile
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import StoredFile
+from pypicache.storage.records import Opened, StoredFile
 
 log = Logger()
 
@@ -66,7 +66,11 @@ class KeptMetadata:
         """Keep core metadata without making its client wait for the disk
         (``fsync``); it is served from memory until it is written."""
         self._keeping[filename] = content
-        if self._store.find(project, filename) is None:
+        try:
+            stored = result_now(self._store.find(project, filename))
+        except NotReady:
+            stored = None  # told again once the archive is stored
+        if stored is None:
             self.remember(filename, content)
         d = Deferred.fromCoroutine(self._keep(project, filename, content))
         d.addErrback(
@@ -88,10 +92,10 @@ class KeptMetadata:
         bytes are served all the same and fetched again next time).
 
         Not once the archive is stored: its own metadata is kept then."""
-        if self._store.find(project, filename) is not None:
+        if await self._store.find(project, filename) is not None:
             return
         try:
-            await self._sync(self._store.write_metadata, project, filename, content)
+            await self._store.write_metadata(project, filename, content)
         except Exception as e:
             not_kept(filename, e)
 
@@ -119,35 +123,63 @@ class Persisted:
     not_kept: Exception | None = None
 
 
-def persist_download(store: IStore, temp: TempFile, info: DistFile) -> Persisted:
-    """Sync and rename a verified download into place (blocking: the thread
-    that stores files); a wheel's own ``METADATA`` goes beside it in the same
-    step, read from the temporary file, its sha256 in the sidecar.
+async def kept_and_own(
+    store: IStore, run_blocking: RunBlocking, temp: TempFile, filename: str
+) -> tuple[bytes | None, bytes | None]:
+    """The ``.metadata`` kept ahead of a wheel being downloaded, and the
+    wheel's own ``METADATA``, read from its complete temporary file (in a
+    thread); ``(None, None)`` for another archive. Read before the download
+    is verified, so that its commit starts as its clients complete."""
+    if not filename.endswith(".whl"):
+        return None, None
+    assert temp.project is not None
+    ahead = await store.open_metadata(temp.project, filename)
+    return await run_blocking(_previous_and_own, ahead, temp, filename)  # type: ignore[no-any-return]
 
-    A ``.metadata`` kept ahead of the wheel is replaced by the wheel's own,
-    or removed if the wheel has none. One sync of the sidecar, and no second
-    trip to a thread, where reading the metadata after the rename took both.
+
+async def persist_download(
+    store: IStore,
+    temp: TempFile,
+    info: DistFile,
+    previous: bytes | None = None,
+    own: bytes | None = None,
+) -> Persisted:
+    """Commit a verified download at once; a wheel's own ``METADATA``
+    (``own``, see :func:`kept_and_own`) goes beside it in the same commit,
+    its sha256 in the record.
+
+    A ``.metadata`` kept ahead of the wheel (``previous``) is replaced by the
+    wheel's own, or removed if the wheel has none. If the metadata does not
+    fit (a full disk), the wheel is committed without it.
     """
     if not info.filename.endswith(".whl"):
-        return Persisted(store.persist(temp, info))
-    ahead = temp.path.sibling(info.filename + METADATA_SUFFIX)
-    try:
-        previous: bytes | None = ahead.getContent()
-    except OSError:
-        previous = None
-    own = read_wheel_metadata(temp.path.path, info.filename)
+        return Persisted(await store.commit(temp, info))
+    assert temp.project is not None
     if own is None:
-        stored = store.persist(temp, info)
+        stored = await store.commit(temp, info)
         if previous is not None:
-            remove_quietly(ahead)
+            await store.drop_metadata(temp.project, info.filename)
         return Persisted(stored, None, previous)
-    if own != previous:
-        try:
-            assert temp.project is not None
-            store.write_metadata(temp.project, info.filename, own)
-        except Exception as e:
-            # It did not fit (a full disk): the wheel may still.
-            return Persisted(store.persist(temp, info), own, previous, e)
     digest = hashlib.sha256(own).hexdigest()
     described = attrs.evolve(info, core_metadata={"sha256": digest})
-    return Persisted(store.persist(temp, described), own, previous)
+    try:
+        stored = await store.commit(temp, described, own if own != previous else None)
+    except Exception as e:
+        if own == previous:
+            raise
+        # It did not fit (a full disk): the wheel may still.
+        return Persisted(await store.commit(temp, info), own, previous, e)
+    return Persisted(stored, own, previous)
+
+
+def _previous_and_own(
+    ahead: Opened | None, temp: TempFile, filename: str
+) -> tuple[bytes | None, bytes | None]:
+    """The ``.metadata`` kept ahead of a wheel, and the wheel's own (blocking)."""
+    previous = None
+    if ahead is not None:
+        try:
+            previous = ahead.path.getContent()
+        except OSError:
+            pass
+    return previous, read_wheel_metadata(temp.path.path, filename)

@@ -18,6 +18,7 @@ from pypicache.proxy.download import Download
 from pypicache.proxy.kept import (
     KeptMetadata,
     Persisted,
+    kept_and_own,
     not_kept,
     persist_download,
 )
@@ -117,7 +118,7 @@ class Mirror:
                     ),
                     lambda: download.follow_noted(path),
                 )
-            stored = self._store.reread(MIRROR, download.project, info.filename)
+            stored = await self._store.reread(MIRROR, download.project, info.filename)
             if download.following:
                 if stored is not None and download.follows(stored.path.path):
                     download.written = stored.info.size or download.written
@@ -209,13 +210,16 @@ class Mirror:
             log.warn("No hash to verify {filename} against", filename=info.filename)
         digests = {**info.hashes, "sha256": hashes.sha256.hexdigest()}
         stored_info = attrs.evolve(info, hashes=digests, size=download.written)
-        # Verified: its clients complete now, while it is synced and renamed in
-        # a thread (a wheel's metadata beside it); listed back here after.
-        download.verify()
-        persisted = await self._sync(
-            persist_download, self._store, download.temp, stored_info
+        kept, own = await kept_and_own(
+            self._store, self._run_blocking, download.temp, info.filename
         )
-        download.stored = self._store.register(persisted.stored)
+        # Verified: its clients complete now, while it is committed (a
+        # wheel's metadata beside it), the commit under way at once.
+        download.verify()
+        persisted = await persist_download(
+            self._store, download.temp, stored_info, kept, own
+        )
+        download.stored = persisted.stored
         self._metadata_kept(persisted)
         if self.on_stored is not None:
             self.on_stored(download.stored)
@@ -255,22 +259,21 @@ class Mirror:
         metadata did not fit on the disk: see :func:`persist_download`).
         What could not be kept (a full disk) is still returned.
         """
-        kept = stored.metadata_path
-        if kept.exists():
-            return kept.getContent()
-        content = await self._run_blocking(read_wheel_metadata, stored.path.path)
+        kept = await self._store.open_metadata(stored.project, stored.info.filename)
+        if kept is not None:
+            return kept.path.getContent()  # type: ignore[no-any-return]
+        opened = await self._store.open(stored)
+        content = await self._run_blocking(read_wheel_metadata, opened.path.path)
         self._kept.remember(stored.info.filename, None)
         if content is None:
             return None
         try:
-            # Written and synced in a thread; listed back here.
-            updated = await self._sync(
-                self._store.persist_metadata,
-                stored,
+            await self._store.add_metadata(
+                stored.project,
+                stored.info.filename,
                 content,
                 hashlib.sha256(content).hexdigest(),
             )
-            self._store.register(updated)
         except Exception as e:
             not_kept(stored.info.filename, e)
         return content
@@ -285,16 +288,16 @@ class Mirror:
         being_kept = self._kept.being_kept(filename)
         if being_kept is not None:
             return being_kept
-        path = self._store.metadata_file(project, filename)
-        if path is not None:
-            content = path.getContent()
+        opened = await self._store.open_metadata(project, filename)
+        if opened is not None:
+            content: bytes = opened.path.getContent()
             if (
                 not self._kept.knows(filename)
-                and self._store.find(project, filename) is None
+                and await self._store.find(project, filename) is None
             ):
                 self._kept.remember(filename, content)
             return content
-        stored = self._store.find(project, filename)
+        stored = await self._store.find(project, filename)
         if stored is not None and filename.endswith(".whl"):
             content = await self._extract_metadata(stored)
             if content is not None:
@@ -322,9 +325,9 @@ class Mirror:
         except OSError:
             lock = None  # a full disk: fetched all the same, and not kept
         try:
-            path = self._store.metadata_file(project, filename)
-            if path is not None:  # another process fetched it meanwhile
-                return path.getContent()
+            opened = await self._store.open_metadata(project, filename)
+            if opened is not None:  # another process fetched it meanwhile
+                return opened.path.getContent()  # type: ignore[no-any-return]
             return await self._fetch_metadata_now(project, info, whole)
         finally:
             if lock is not None:
@@ -350,7 +353,7 @@ class Mirror:
                     "Upstream offers a .metadata for {filename} but has none",
                     filename=filename,
                 )
-        if self._store.find(project, filename) is not None:
+        if await self._store.find(project, filename) is not None:
             raise NotFound(f"No readable METADATA in {filename!r}")
         if self.in_flight(filename) is None:
             try:

@@ -7,7 +7,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pypicache.concurrency import RunBlocking, SingleFlight, in_background
+from pypicache.concurrency import NotReady, RunBlocking, SingleFlight, result_now
 from pypicache.errors import NotFound, UpstreamError
 from pypicache.proxy.upstream import Upstream
 from pypicache.storage.interface import IStore
@@ -47,33 +47,53 @@ class ProjectPages:
     _failing: dict[str, float] = attrs.field(factory=dict)
     _flights: SingleFlight[CachedPage] = attrs.field(factory=SingleFlight)
 
-    def cached(self, project: str) -> CachedPage | None:
-        """The cached page of ``project`` however old, without asking upstream."""
+    def _in_memory(self, project: str) -> CachedPage | None:
         if self.marks is not None and self.marks.moved():
             self._drop_marked()
         cached = self._memory.get(project)
-        if cached is None:
-            cached = self._store.read_page(project)
-            if cached is not None:
-                self._remember(project, cached)
-        else:
+        if cached is not None:
             self._memory.move_to_end(project)
         return cached
 
-    def fresh(self, project: str) -> CachedPage | None:
-        """The cached page of ``project`` if it is younger than ``ttl``, else ``None``."""
-        cached = self.cached(project)
+    async def cached(self, project: str) -> CachedPage | None:
+        """The cached page of ``project`` however old, without asking upstream."""
+        cached = self._in_memory(project)
+        if cached is None:
+            cached = await self._store.read_page(project)
+            if cached is not None:
+                self._remember(project, cached)
+        return cached
+
+    def cached_now(self, project: str) -> CachedPage | None:
+        """:meth:`cached`, if the store answers at once.
+
+        :raises NotReady: it does not.
+        """
+        cached = self._in_memory(project)
+        if cached is None:
+            cached = result_now(self._store.read_page(project))
+            if cached is not None:
+                self._remember(project, cached)
+        return cached
+
+    def fresh_now(self, project: str) -> CachedPage | None:
+        """The cached page of ``project`` if it is younger than ``ttl`` (and
+        the store answers at once), else ``None``."""
+        try:
+            cached = self.cached_now(project)
+        except NotReady:
+            return None
         if cached is not None and self._clock.seconds() - cached.fetched_at < self.ttl:
             return cached
         return None
 
-    def forget(self, project: str) -> None:
-        """Drop the cached page of ``project``, here and on disk: the next
-        request fetches it (unconditionally)."""
+    async def forget(self, project: str) -> None:
+        """Drop the cached page of ``project``, here and in the store: the
+        next request fetches it (unconditionally)."""
         self._memory.pop(project, None)
         self._missing.pop(project, None)
         self._failing.pop(project, None)
-        self._store.drop_page(project)
+        await self._store.drop_page(project)
 
     def _drop_marked(self) -> None:
         """Forget what this process keeps of the projects another process
@@ -116,7 +136,7 @@ class ProjectPages:
         :raises UpstreamError: upstream failed and nothing is cached.
         """
         now = self._clock.seconds()
-        cached = self.cached(project)
+        cached = await self.cached(project)
         if cached is not None and now - cached.fetched_at < self.ttl:
             return cached
         if self._missing.get(project, 0) > now:
@@ -146,15 +166,11 @@ class ProjectPages:
             return await self._fetch(project, cached, None)
         try:
             # Another process may have fetched it while this one waited: read
-            # it back (a large page in a thread) if it was written since.
-            stamp = self._store.page_stamp(project)
+            # it back if it was written since.
+            stamp = await self._store.page_stamp(project)
             on_disk = None
             if stamp is not None and (cached is None or stamp > cached.fetched_at):
-                on_disk = (
-                    self._store.read_page(project)
-                    if self._run_blocking is None
-                    else await self._run_blocking(self._store.read_page, project)
-                )
+                on_disk = await self._store.read_page(project)
             if on_disk is not None and (
                 cached is None or on_disk.fetched_at > cached.fetched_at
             ):
@@ -217,26 +233,15 @@ class ProjectPages:
             page, self._clock.seconds(), response.etag, response.last_modified
         )
         self._remember(project, fresh)
-        if lock is None:
-            in_background(self._run_blocking, self._store.write_page, project, fresh)
-        else:
-            # Other processes wait for the page on disk, not for this client.
-            in_background(
-                self._run_blocking,
-                _page_then_unlock,
-                self._store,
-                project,
-                fresh,
-                lock.handover(),
+        # Written without making the client wait; other processes wait for
+        # the page in the store, not for this client.
+        written = self._store.write_page(project, fresh)
+        written.addErrback(
+            lambda failure: log.failure(
+                "Could not store the page of {project}", failure, project=project
             )
+        )
+        if lock is not None:
+            held = lock.handover()
+            written.addBoth(lambda _: held.release())
         return fresh
-
-
-def _page_then_unlock(
-    store: IStore, project: str, fresh: CachedPage, lock: HeldLock
-) -> None:
-    """Write a fetched page, then let the next process look at it (in a thread)."""
-    try:
-        store.write_page(project, fresh)
-    finally:
-        lock.release()

@@ -343,7 +343,7 @@ class Prefetcher:
             if name in walk.planned:
                 continue
             walk.planned.add(name)
-            if self._views.is_private(name):
+            if await self._views.is_private(name):
                 continue
             below.append(
                 Deferred.fromCoroutine(
@@ -363,7 +363,7 @@ class Prefetcher:
         try:
             if (
                 self._mirror.in_flight(filename) is None
-                and self._views.find(project, filename) is None
+                and await self._views.find(project, filename) is None
             ):
                 await self._limit.run(fetch)
         except Exception as e:
@@ -380,7 +380,7 @@ class Prefetcher:
         if self._walked_lately(project):
             return
         pages = self._mirror.pages
-        cached = pages.fresh(project)
+        cached = pages.fresh_now(project)
         if cached is None:
             if not walk.take():
                 self._recent.pop(project, None)

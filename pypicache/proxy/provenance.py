@@ -20,7 +20,6 @@ from pypicache.index.model import DistFile
 from pypicache.index.provenance import MAX_PROVENANCE, check_provenance
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.upstream import mask_url
-from pypicache.storage.atomic import write_atomically
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import StoredFile
 
@@ -72,9 +71,9 @@ class Provenances:
         :raises UpstreamError: the upstream's cannot be fetched or is malformed.
         """
         if stored is not None:
-            path = stored.provenance_path
-            if path.exists():
-                return path.getContent()  # type: ignore[no-any-return]
+            opened = await self._store.open_provenance(stored)
+            if opened is not None:
+                return opened.path.getContent()  # type: ignore[no-any-return]
         if private or (stored is not None and stored.private):
             raise NotFound(f"No provenance for {filename!r}")
         info = await self._mirror.describe(project, filename)
@@ -89,7 +88,7 @@ class Provenances:
         filename = info.filename
         response = await self._upstream.open_file(info.provenance)
         content: bytes = await self._upstream.read_body(response, MAX_PROVENANCE)
-        stored = self._store.find(project, filename)
+        stored = await self._store.find(project, filename)
         digest = (stored.info if stored is not None else info).hashes.get("sha256")
         try:
             await self._run_blocking(check_provenance, content, filename, digest)
@@ -108,9 +107,9 @@ class Provenances:
         return content
 
     async def _keep(self, stored: StoredFile, content: bytes) -> None:
-        await self._run_blocking(write_atomically, stored.provenance_path, content)
-        # The record is written again, so that pages (of /local/) list it.
-        current = self._store.find(stored.project, stored.info.filename)
-        if current is not None:
-            self._store.update(current, current.info)
+        # The record is written again too, so that pages (of /local/) list it.
+        current = await self._store.find(stored.project, stored.info.filename)
+        if current is None:
+            return  # removed meanwhile
+        await self._store.add_provenance(current, content)
         log.info("Kept the provenance of {filename}", filename=stored.info.filename)

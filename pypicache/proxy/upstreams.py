@@ -140,14 +140,20 @@ class RoutedPages:
             for n in self.router.sources(project)
         ]
 
-    def cached(self, project: str) -> CachedPage | None:
-        parts = [p.cached(project) for p in self._pages(project)]
+    async def cached(self, project: str) -> CachedPage | None:
+        parts = [await p.cached(project) for p in self._pages(project)]
         if any(p is None for p in parts):
             return None
         return _combined(parts)  # type: ignore[arg-type]
 
-    def fresh(self, project: str) -> CachedPage | None:
-        parts = [p.fresh(project) for p in self._pages(project)]
+    def cached_now(self, project: str) -> CachedPage | None:
+        parts = [p.cached_now(project) for p in self._pages(project)]
+        if any(p is None for p in parts):
+            return None
+        return _combined(parts)  # type: ignore[arg-type]
+
+    def fresh_now(self, project: str) -> CachedPage | None:
+        parts = [p.fresh_now(project) for p in self._pages(project)]
         if any(p is None for p in parts):
             return None
         return _combined(parts)  # type: ignore[arg-type]
@@ -177,11 +183,11 @@ class RoutedPages:
             raise NotFound(f"No project {project!r} on its upstreams")
         return _combined(parts)
 
-    def forget(self, project: str) -> None:
+    async def forget(self, project: str) -> None:
         """Drop every cached page of ``project``: the next request fetches it."""
-        self.default.forget(project)
+        await self.default.forget(project)
         for pages in self.named.values():
-            pages.forget(project)
+            await pages.forget(project)
 
 
 @attrs.define

@@ -4,133 +4,20 @@
 from typing import Callable, Hashable, Protocol
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from pypicache.concurrency import NotReady, result_now
 from pypicache.errors import NotFound, UpstreamError
 from pypicache.index.model import DistFile, ProjectPage
-from pypicache.index.provenance import PROVENANCE
+from pypicache.proxy.merging import advertised, local_info, merged
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.withdrawals import Withdrawals
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import CachedPage, StoredFile, origin_of
+from pypicache.storage.records import CachedPage, Opened, StoredFile
 
 log = Logger()
-
-
-def local_info(stored: StoredFile) -> DistFile:
-    """A stored file as pages show it: core metadata only if servable from
-    disk, a provenance only if one is kept beside it (:data:`PROVENANCE`)."""
-    info = stored.info
-    if info.provenance:
-        kept = stored.provenance_path.exists()
-        info = attrs.evolve(info, provenance=PROVENANCE if kept else None)
-    servable = info.filename.endswith(".whl") or stored.metadata_path.exists()
-    if not servable:
-        return attrs.evolve(info, core_metadata=False)
-    if info.core_metadata is False:
-        return attrs.evolve(info, core_metadata=True)
-    return info
-
-
-def advertised(
-    f: DistFile, digest_of: Callable[[str], str | None]
-) -> bool | dict[str, str]:
-    """What a page says of the core metadata of a file.
-
-    Every wheel has some (read by ranges, or from the whole wheel, when the
-    upstream offers no ``.metadata``): its sha256 where the upstream, the
-    stored wheel or a kept ``.metadata`` gives it, else ``true`` (PEP 658/714:
-    hash unknown).
-
-    :param digest_of: the sha256 of a kept ``.metadata`` of a file not stored.
-    """
-    if isinstance(f.core_metadata, dict):
-        return f.core_metadata
-    if f.core_metadata or f.filename.endswith(".whl"):
-        digest = digest_of(f.filename)
-        return {"sha256": digest} if digest is not None else True
-    return False
-
-
-def merge(
-    page: ProjectPage, stored: list[StoredFile], confirmed_at: float | None = None
-) -> ProjectPage:
-    """The upstream page with what the disk knows added (see :func:`merged`)."""
-    return merged(page, stored, confirmed_at)[0]
-
-
-def merged(
-    page: ProjectPage,
-    stored: list[StoredFile],
-    confirmed_at: float | None = None,
-    origins: frozenset[str | None] | None = None,
-) -> tuple[ProjectPage, dict[str, str], list[str]]:
-    """The upstream page with what the disk knows added: sizes, metadata,
-    extra files; and which mirrored files the upstream withdrew.
-
-    A private file replaces an upstream file of the same name (``--mirror-private``).
-    A stored wheel's own metadata hash wins over the upstream's. A mirrored
-    file the page does not list is withdrawn, and left out, if the page was
-    fetched (``confirmed_at``) after the file was stored and lists files
-    from the host the file came from; else (a stale page, a file of another
-    upstream) it is added as before. A quarantined page (PEP 792) offers no
-    file but private ones.
-
-    :param origins: where the files of the pages merged into ``page`` are
-        (``None``: where ``page``'s are).
-
-    :returns: the page, the withdrawn files (filename to reason) and the
-        stored mirrored files the page lists.
-    """
-    quarantined = page.status == "quarantined"
-    on_disk = {s.info.filename: s for s in stored}
-    files = []
-    listed = []
-    for f in page.files:
-        s = on_disk.pop(f.filename, None)
-        if s is None:
-            if not quarantined:
-                files.append(f)
-        elif s.private:
-            files.append(local_info(s))
-        elif quarantined:
-            on_disk[f.filename] = s
-        else:
-            listed.append(f.filename)
-            local = local_info(s).core_metadata
-            files.append(
-                attrs.evolve(
-                    f,
-                    size=s.info.size if s.info.size is not None else f.size,
-                    core_metadata=(
-                        local if isinstance(local, dict) else f.core_metadata or local
-                    ),
-                )
-            )
-    withdrawn = {}
-    if quarantined:
-        why = "the project is quarantined upstream"
-        why += f": {page.status_reason}" if page.status_reason else ""
-        withdrawn = {n: why for n, s in on_disk.items() if not s.private}
-    elif on_disk and confirmed_at is not None:
-        hosts = origins or {origin_of(f.url) for f in page.files}
-        withdrawn = {
-            n: "no longer on the upstream's page"
-            for n, s in on_disk.items()
-            if not s.private
-            and s.stored_at is not None
-            and s.stored_at <= confirmed_at
-            and (s.origin is None or s.origin in hosts)
-        }
-    extra = [local_info(s) for n, s in on_disk.items() if n not in withdrawn]
-    files.extend(extra)
-    page = attrs.evolve(
-        page,
-        files=tuple(files),
-        versions=page.versions if not extra and not quarantined else None,
-    )
-    return page, withdrawn, listed
 
 
 @attrs.define
@@ -178,19 +65,51 @@ class Views:
     #: Where the mirrored files the upstream withdrew are recorded (``None``: nowhere).
     withdrawals: Withdrawals | None = None
 
-    def is_private(self, project: str) -> bool:
+    async def is_private(self, project: str) -> bool:
         """Whether the upstream must never be asked about ``project``."""
-        return self._store.is_private(project) and project not in self.mirror_private
+        if project in self.mirror_private:
+            return False
+        return await self._store.is_private(project)
 
-    def local(self, project: str, for_simple: bool = False) -> View:
+    def is_private_now(self, project: str) -> bool:
+        """:meth:`is_private` if the store answers at once.
+
+        :raises NotReady: it does not.
+        """
+        if project in self.mirror_private:
+            return False
+        return result_now(self._store.is_private(project))
+
+    async def local(self, project: str, for_simple: bool = False) -> View:
         """The page of what is on disk; raises :class:`NotFound` if nothing is.
 
         :param for_simple: for ``/simple/`` while the upstream fails or lacks
             the project: without the files recorded as withdrawn, whatever
             ``--withdrawn`` says.
         """
-        stored = self._store.files(project)
-        if not stored and not self._store.is_private(project):
+        stored = await self._store.files(project)
+        known = bool(stored) or await self._store.is_private(project)
+        return self._local(project, stored, known, for_simple)
+
+    def local_now(self, project: str) -> View:
+        """:meth:`local` if the store answers at once.
+
+        :raises NotReady: it does not.
+        """
+        stored = result_now(self._store.files(project))
+        known = bool(stored) or result_now(self._store.is_private(project))
+        return self._local(project, stored, known, False)
+
+    def _local(
+        self,
+        project: str,
+        stored: list[StoredFile],
+        known: bool,
+        for_simple: bool,
+    ) -> View:
+        """:meth:`local` of ``stored``; ``known``: the project has files or
+        is private."""
+        if not known:
             raise NotFound(f"No files of {project!r} on this server")
         rules = self.rules
         key: tuple[Hashable, ...] = ("local", project, self._store.generation(project))
@@ -216,35 +135,49 @@ class Views:
         )
 
     def simple_now(self, project: str) -> View | None:
-        """The combined page if it needs no upstream request (private, or fresh), else ``None``."""
-        if self.is_private(project):
-            rules = self.rules
-            return View(
-                ("private", project, self._store.generation(project))
-                + rules.version("private", project),
-                lambda: rules.page(
-                    "private",
-                    project,
-                    ProjectPage(
-                        name=project,
-                        files=tuple(
-                            local_info(s)
-                            for s in self._store.files(project)
-                            if s.private
-                        ),
+        """The combined page if it needs no upstream request (private, or
+        fresh) and the store answers at once, else ``None``."""
+        try:
+            private = self.is_private_now(project)
+        except NotReady:
+            return None
+        if private:
+            return self._private(project, None)
+        cached = self._mirror.pages.fresh_now(project)
+        return None if cached is None else self._merged(project, cached, None)
+
+    def _files(self, project: str, files: list[StoredFile] | None) -> list[StoredFile]:
+        """``files``, else what the store answers at once (read when a page is built)."""
+        return files if files is not None else result_now(self._store.files(project))
+
+    def _private(self, project: str, files: list[StoredFile] | None) -> View:
+        """The page of a private project (``files``: its stored files, or
+        ``None`` to ask the store at once when the page is built)."""
+        rules = self.rules
+        return View(
+            ("private", project, self._store.generation(project))
+            + rules.version("private", project),
+            lambda: rules.page(
+                "private",
+                project,
+                ProjectPage(
+                    name=project,
+                    files=tuple(
+                        local_info(s) for s in self._files(project, files) if s.private
                     ),
                 ),
-            )
-        cached = self._mirror.pages.fresh(project)
-        return None if cached is None else self._merged(project, cached)
+            ),
+        )
 
-    def _merged(self, project: str, cached: CachedPage) -> View:
+    def _merged(
+        self, project: str, cached: CachedPage, files: list[StoredFile] | None
+    ) -> View:
         rules = self.rules
 
         def build() -> ProjectPage:
             page, withdrawn, listed = merged(
                 cached.page,
-                self._store.files(project),
+                self._files(project, files),
                 cached.fetched_at,
                 cached.origins,
             )
@@ -269,45 +202,78 @@ class Views:
         view = self.simple_now(project)
         if view is not None:
             return view
+        if await self.is_private(project):
+            return self._private(project, await self._store.files(project))
         try:
             cached = await self._mirror.pages.get(project)
         except (UpstreamError, NotFound) as e:
-            if not self._store.files(project):
+            if not await self._store.files(project):
                 raise
             log.warn(
                 "Serving {project} from disk only: {reason}",
                 project=project,
                 reason=e.message,
             )
-            return self.local(project, for_simple=True)
-        if self.on_cold is not None and self._mirror.pages.fresh(project) is cached:
+            return await self.local(project, for_simple=True)
+        if self.on_cold is not None and self._mirror.pages.fresh_now(project) is cached:
             self.on_cold.page_fetched(project, cached.page)
-        return self._merged(project, cached)
+        return self._merged(project, cached, await self._store.files(project))
 
     def offered(self, f: DistFile) -> bool | dict[str, str]:
         """What ``/simple/`` pages say of a file's core metadata (see :func:`advertised`)."""
         return advertised(f, self._mirror.metadata_digest)
 
-    def find(self, project: str, filename: str) -> StoredFile | None:
+    async def find(self, project: str, filename: str) -> StoredFile | None:
         """A stored file; raises :class:`NotFound` for a private project that
         lacks it, or for a file the :attr:`rules` refuse (stored or not)."""
-        stored = self._store.find(project, filename)
-        if stored is None and self.is_private(project):
+        stored = await self._store.find(project, filename)
+        if stored is None and await self.is_private(project):
             raise NotFound(f"No file {filename!r} in private project {project!r}")
         if self.rules:
-            self.check(project, filename, stored)
+            await self.check(project, filename, stored)
         return stored
 
-    def check(
+    def find_now(self, project: str, filename: str) -> StoredFile | None:
+        """:meth:`find` if the store answers at once.
+
+        :raises NotReady: it does not.
+        """
+        stored = result_now(self._store.find(project, filename))
+        if stored is None and self.is_private_now(project):
+            raise NotFound(f"No file {filename!r} in private project {project!r}")
+        if self.rules:
+            self._check(project, filename, stored, self._mirror.pages.cached_now)
+        return stored
+
+    async def check(
         self, project: str, filename: str, stored: StoredFile | None = None
     ) -> None:
         """Raise :class:`NotFound` with the reason if the :attr:`rules` refuse
         the file (told by what is stored, else by the cached page)."""
         if stored is None:
-            stored = self._store.find(project, filename)
+            stored = await self._store.find(project, filename)
+        if stored is None:
+            await self._mirror.pages.cached(project)  # read, if it is not yet
+        self._check(project, filename, stored, self._mirror.pages.cached_now)
+
+    def check_now(self, project: str, filename: str) -> None:
+        """:meth:`check` if the store answers at once.
+
+        :raises NotReady: it does not.
+        """
+        stored = result_now(self._store.find(project, filename))
+        self._check(project, filename, stored, self._mirror.pages.cached_now)
+
+    def _check(
+        self,
+        project: str,
+        filename: str,
+        stored: StoredFile | None,
+        cached_now: Callable[[str], CachedPage | None],
+    ) -> None:
         info = stored.info if stored is not None else None
         if info is None:
-            cached = self._mirror.pages.cached(project)
+            cached = cached_now(project)
             info = cached.page.file(filename) if cached is not None else None
         reason = self.rules.refusal(project, filename, info)
         if reason is not None:
@@ -319,16 +285,33 @@ class Views:
         fetched by describes it (the cached page, fetched again if not
         fresh, as the download does), so that a file the cached page did not
         list is judged by what the upstream says of it."""
-        if not self.rules or self._store.find(project, filename) is not None:
+        if not self.rules or await self._store.find(project, filename) is not None:
             return
         cached = await self._mirror.pages.get(project)
         reason = self.rules.refusal(project, filename, cached.page.file(filename))
         if reason is not None:
             raise NotFound(reason)
 
+    def stored_now(
+        self, project: str, filename: str
+    ) -> tuple[StoredFile, Opened] | None:
+        """:meth:`find` and how to serve the file found, if the store answers
+        at once (``None``: not stored).
+
+        :raises NotReady: it does not.
+        """
+        stored = self.find_now(project, filename)
+        if stored is None:
+            return None
+        return stored, result_now(self._store.open(stored))
+
+    def open(self, stored: StoredFile) -> "Deferred[Opened]":
+        """How to serve (or read) the bytes of a stored file."""
+        return self._store.open(stored)
+
     async def fetch(self, project: str, filename: str) -> StoredFile:
         """A stored file, downloaded first if need be (for bulk caching)."""
-        stored = self.find(project, filename)
+        stored = await self.find(project, filename)
         if stored is not None:
             return stored
         await self.check_upstream(project, filename)

@@ -13,6 +13,10 @@ Beside each archive ``<filename>.json`` holds what was learned about it (a
 ``<filename>.metadata`` its core metadata. Temporary files start with ``.tmp-``
 and are never listed or served. The sidecar is written before the archive is
 renamed into place, so a listed archive always has its sidecar.
+
+Reads answer at once from the listings (an already-fired Deferred: the hot
+paths take it with :func:`~pypicache.concurrency.result_now`); writes that
+sync go to the ``run_sync`` threads, whole-tree work to ``run_blocking``.
 """
 
 import json
@@ -21,6 +25,7 @@ import time
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
@@ -34,7 +39,7 @@ from pypicache.storage.atomic import (
     remove_quietly,
     write_atomically,
 )
-from pypicache.storage.interface import IStore
+from pypicache.storage.interface import AlreadyStored, IStore
 from pypicache.storage.listed import ListedLayout
 from pypicache.storage.listings import DEFAULT_BUDGET
 from pypicache.storage.records import (
@@ -45,14 +50,27 @@ from pypicache.storage.records import (
     RELEASES,
     SIDECAR_SUFFIX,
     CachedPage,
+    Opened,
     StoredFile,
     origin_of,
 )
 
 
+def _now(f: Any, *args: Any) -> "Deferred[Any]":
+    """Call ``f`` here and now: its result or failure as a fired Deferred."""
+    try:
+        return succeed(f(*args))
+    except Exception:
+        return fail()
+
+
 @implementer(IStore)
 class FilesystemStore(ListedLayout):
-    """The store on a local filesystem (the reading half is :class:`ListedLayout`)."""
+    """The store on a local filesystem (the reading half is :class:`ListedLayout`).
+
+    :param run_blocking: where whole folders are read (default: at once).
+    :param run_sync: where files are written and synced (default: ``run_blocking``).
+    """
 
     def __init__(
         self,
@@ -60,11 +78,85 @@ class FilesystemStore(ListedLayout):
         clock: Any = time,
         listing_budget: int = DEFAULT_BUDGET,
         run_blocking: RunBlocking | None = None,
+        run_sync: RunBlocking | None = None,
     ) -> None:
         super().__init__(root, listing_budget, run_blocking)
+        self._run_sync = run_sync or self._run_blocking
         self._now = getattr(clock, "seconds", None) or clock.time
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self.area(area).makedirs(ignoreExistingDirectory=True)
+
+    # -- reading -------------------------------------------------------------
+
+    def files(self, project: str) -> "Deferred[list[StoredFile]]":
+        return _now(self.listed_files, project)
+
+    def read_files(self, projects: list[str]) -> "Deferred[list[StoredFile]]":
+        return self._run_blocking(self.read_files_now, list(projects))
+
+    def find(self, project: str, filename: str) -> "Deferred[StoredFile | None]":
+        return _now(self.find_now, project, filename)
+
+    def is_private(self, project: str) -> "Deferred[bool]":
+        return _now(self.private_now, project)
+
+    def reread(
+        self, area: str, project: str, filename: str
+    ) -> "Deferred[StoredFile | None]":
+        """The archive ``filename`` as the disk has it now, listed if it is there.
+
+        For a caller holding its lock: another process may have stored it a
+        moment ago, sooner than a listing would notice.
+        """
+        return _now(self._reread, area, project, filename)
+
+    def _reread(self, area: str, project: str, filename: str) -> StoredFile | None:
+        stored = self.stored_file(self.project_dir(area, project).child(filename))
+        if stored is not None and self.find_now(project, filename) != stored:
+            self._indexed(stored)
+        return stored
+
+    def tombstone(
+        self, project: str, filename: str
+    ) -> "Deferred[dict[str, Any] | None]":
+        return _now(self._tombstone, project, filename)
+
+    def _tombstone(self, project: str, filename: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self._tombstone_path(project, filename).getContent())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _tombstone_path(self, project: str, filename: str) -> FilePath:
+        return self.project_dir(DELETED, project).child(
+            check_filename(filename) + SIDECAR_SUFFIX
+        )
+
+    # -- serving ---------------------------------------------------------------
+
+    def open(self, stored: StoredFile) -> "Deferred[Opened]":
+        return succeed(Opened(stored.path))
+
+    def open_metadata(self, project: str, filename: str) -> "Deferred[Opened | None]":
+        return _now(self._metadata_file, project, filename)
+
+    def _metadata_file(self, project: str, filename: str) -> Opened | None:
+        check_filename(filename)
+        stored = self.find_now(project, filename)
+        if stored is not None and stored.metadata_path.isfile():
+            return Opened(stored.metadata_path)
+        if stored is None:
+            # Fetched from upstream ahead of its archive; a private one counts
+            # only beside its listed archive (a crash may have left one behind).
+            path = self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
+            if path.isfile():
+                return Opened(path)
+        return None
+
+    def open_provenance(self, stored: StoredFile) -> "Deferred[Opened | None]":
+        path = stored.provenance_path
+        return succeed(Opened(path) if path.isfile() else None)
 
     # -- writing -------------------------------------------------------------
 
@@ -81,25 +173,53 @@ class FilesystemStore(ListedLayout):
         metadata: bytes | None = None,
         project: str | None = None,
         area: str | None = None,
-    ) -> StoredFile:
-        return self.register(self.persist(temp, info, metadata, project, area))
+        *,
+        replace: bool = True,
+        provenance: bytes | None = None,
+    ) -> "Deferred[StoredFile]":
+        if not replace:
+            try:
+                existing = self.find_now(
+                    project or temp.project or "", check_filename(info.filename)
+                )
+            except BaseException:
+                return fail()
+            if existing is not None and existing.private:
+                return fail(AlreadyStored(existing))
+        d = self._run_sync(
+            self._persist, temp, info, metadata, project, area, replace, provenance
+        )
+        return d.addCallback(self._indexed)
 
-    def persist(
+    def _persist(
         self,
         temp: TempFile,
         info: DistFile,
-        metadata: bytes | None = None,
-        project: str | None = None,
-        area: str | None = None,
+        metadata: bytes | None,
+        project: str | None,
+        area: str | None,
+        replace: bool,
+        provenance: bytes | None,
     ) -> StoredFile:
-        """The disk half of :meth:`commit`: sync, sidecar, rename (blocking, thread-safe).
+        """The disk half of :meth:`commit`: sync, sidecar, rename (blocking,
+        thread-safe). With ``replace=False`` the caller holds the lock of the
+        filename (:meth:`lock_path`), so nothing stores it meanwhile.
 
-        On failure nothing it wrote is left (the caller discards ``temp``), so
-        what is served does not change.
+        On failure nothing it wrote is left, so what is served does not
+        change, and ``temp`` is left open: the caller may commit it again
+        (without its metadata, say), or discard it.
 
         :raises InsufficientStorage: the disk is full.
         """
         check_filename(info.filename)
+        if not replace:
+            existing = self.stored_file(
+                self.project_dir(
+                    area or temp.area, project or temp.project or ""
+                ).child(info.filename)
+            )
+            if existing is not None:
+                raise AlreadyStored(existing)
         temp.flush_and_sync()
         if project is not None and area is not None:
             # An upload spooled to INCOMING: move it (same filesystem) beside its target first.
@@ -113,13 +233,24 @@ class FilesystemStore(ListedLayout):
         origin = origin_of(info.url) if temp.area == MIRROR else None
         info = attrs.evolve(info, url=None)
         sidecar = {"file": info.to_json(), "stored_at": stored_at, "origin": origin}
+        stored = StoredFile(
+            path=target,
+            info=info,
+            area=temp.area,
+            stored_at=stored_at,
+            project=temp.project or "",
+            origin=origin,
+        )
         written = []
         try:
-            if metadata is not None:
-                written.append(target.siblingExtension(METADATA_SUFFIX))
-                write_atomically(written[-1], metadata)
-            written.append(target.siblingExtension(SIDECAR_SUFFIX))
-            write_atomically(written[-1], json.dumps(sidecar).encode())
+            for path, content in (
+                (stored.metadata_path, metadata),
+                (stored.provenance_path, provenance),
+                (target.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()),
+            ):
+                if content is not None:
+                    written.append(path)
+                    write_atomically(path, content)
             with full_disk_is_507(info.filename):
                 os.replace(temp.path.path, target.path)
                 # Renamed: from here a failure must also take the archive back
@@ -128,81 +259,62 @@ class FilesystemStore(ListedLayout):
                 written.append(target)
                 fsync_directory(target.parent())
         except BaseException:
+            if target in written:
+                # Renamed: the temporary file is gone too.
+                temp.file.close()
             for path in written:
                 remove_quietly(path)
             raise
-        finally:
-            # Open (and locked) until renamed: see open_locked_temp.
-            temp.file.close()
-        assert temp.project is not None
-        return StoredFile(
-            path=target,
-            info=info,
-            area=temp.area,
-            stored_at=stored_at,
-            project=temp.project,
-            origin=origin,
+        # Open (and locked) until renamed: see open_locked_temp.
+        temp.file.close()
+        return stored
+
+    def update(self, stored: StoredFile, info: DistFile) -> "Deferred[StoredFile]":
+        updated = attrs.evolve(stored, info=info)
+        return self._run_sync(self._write_record, updated).addCallback(self._indexed)
+
+    def _write_record(self, stored: StoredFile) -> StoredFile:
+        """Write the sidecar of ``stored`` again (blocking, thread-safe)."""
+        sidecar = {
+            "file": stored.info.to_json(),
+            "stored_at": stored.stored_at,
+            "origin": stored.origin,
+        }
+        write_atomically(
+            stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
         )
-
-    def register(self, stored: StoredFile) -> StoredFile:
-        """The memory half of :meth:`commit`: list a persisted file (reactor thread)."""
-        return self._indexed(stored)
-
-    def reread(self, area: str, project: str, filename: str) -> StoredFile | None:
-        """The archive ``filename`` as the disk has it now, listed if it is there.
-
-        For a caller holding its lock: another process may have stored it a
-        moment ago, sooner than a listing would notice.
-        """
-        stored = self.stored_file(self.project_dir(area, project).child(filename))
-        if stored is not None and self.find(project, filename) != stored:
-            self.register(stored)
         return stored
 
     def add_metadata(
         self, project: str, filename: str, metadata: bytes, digest: str
-    ) -> StoredFile:
-        stored = self.find(project, filename)
+    ) -> "Deferred[StoredFile]":
+        stored = self.find_now(project, filename)
         if stored is None:
-            raise KeyError(filename)
-        return self.register(self.persist_metadata(stored, metadata, digest))
-
-    def persist_metadata(
-        self, stored: StoredFile, metadata: bytes, digest: str
-    ) -> StoredFile:
-        """The disk half of :meth:`add_metadata` (blocking, thread-safe): the
-        ``.metadata`` file and the sidecar that records its hash; list the
-        result with :meth:`register`."""
-        write_atomically(stored.metadata_path, metadata)
-        info = attrs.evolve(stored.info, core_metadata={"sha256": digest})
-        sidecar = {
-            "file": info.to_json(),
-            "stored_at": stored.stored_at,
-            "origin": stored.origin,
-        }
-        write_atomically(
-            stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
+            return fail(KeyError(filename))
+        updated = attrs.evolve(
+            stored, info=attrs.evolve(stored.info, core_metadata={"sha256": digest})
         )
-        return attrs.evolve(stored, info=info)
+        d = self._run_sync(self._beside, updated, stored.metadata_path, metadata)
+        return d.addCallback(self._indexed)
 
-    def update(self, stored: StoredFile, info: DistFile) -> StoredFile:
-        sidecar = {
-            "file": info.to_json(),
-            "stored_at": stored.stored_at,
-            "origin": stored.origin,
-        }
-        write_atomically(
-            stored.path.siblingExtension(SIDECAR_SUFFIX), json.dumps(sidecar).encode()
-        )
-        return self._indexed(attrs.evolve(stored, info=info))
+    def add_provenance(
+        self, stored: StoredFile, content: bytes
+    ) -> "Deferred[StoredFile]":
+        d = self._run_sync(self._beside, stored, stored.provenance_path, content)
+        return d.addCallback(self._indexed)
 
-    def _tombstone_path(self, project: str, filename: str) -> FilePath:
-        return self.project_dir(DELETED, project).child(
-            check_filename(filename) + SIDECAR_SUFFIX
-        )
+    def _beside(self, stored: StoredFile, path: FilePath, content: bytes) -> StoredFile:
+        """Write ``content`` beside an archive, then its record (blocking)."""
+        write_atomically(path, content)
+        return self._write_record(stored)
 
-    def remove(self, stored: StoredFile) -> None:
+    def remove(self, stored: StoredFile) -> "Deferred[None]":
         self._folder_cache.clear()
+        d = self._run_sync(self._delete, stored)
+        return d.addCallback(lambda _: self._unlisted(stored))
+
+    def _delete(self, stored: StoredFile) -> None:
+        """The disk half of :meth:`remove` (blocking, thread-safe)."""
         if stored.private:
             path = self._tombstone_path(stored.project, stored.info.filename)
             path.parent().makedirs(ignoreExistingDirectory=True)
@@ -221,37 +333,35 @@ class FilesystemStore(ListedLayout):
                 os.unlink(path.path)
             except FileNotFoundError:
                 pass
-        self._unlisted(stored)
 
-    def tombstone(self, project: str, filename: str) -> dict[str, Any] | None:
+    def write_metadata(
+        self, project: str, filename: str, metadata: bytes
+    ) -> "Deferred[None]":
         try:
-            record = json.loads(self._tombstone_path(project, filename).getContent())
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
+            path = self._ahead(project, filename)
+        except BaseException:
+            return fail()
+        return self._run_sync(self._write_ahead, path, metadata)
 
-    def metadata_file(self, project: str, filename: str) -> FilePath | None:
+    def _ahead(self, project: str, filename: str) -> FilePath:
+        """Where core metadata fetched ahead of its archive is kept."""
         check_filename(filename)
-        stored = self.find(project, filename)
-        if stored is not None and stored.metadata_path.isfile():
-            return stored.metadata_path
-        if stored is None:
-            # Fetched from upstream ahead of its archive; a private one counts
-            # only beside its listed archive (a crash may have left one behind).
-            path = self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
-            if path.isfile():
-                return path
-        return None
+        return self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
 
-    def write_metadata(self, project: str, filename: str, metadata: bytes) -> None:
-        check_filename(filename)
-        directory = self.project_dir(MIRROR, project)
-        directory.makedirs(ignoreExistingDirectory=True)
-        write_atomically(directory.child(filename + METADATA_SUFFIX), metadata)
+    @staticmethod
+    def _write_ahead(path: FilePath, metadata: bytes) -> None:
+        path.parent().makedirs(ignoreExistingDirectory=True)
+        write_atomically(path, metadata)
+
+    def drop_metadata(self, project: str, filename: str) -> "Deferred[None]":
+        return _now(lambda: remove_quietly(self._ahead(project, filename)))
 
     # -- pages ---------------------------------------------------------------
 
-    def read_page(self, project: str) -> CachedPage | None:
+    def read_page(self, project: str) -> "Deferred[CachedPage | None]":
+        return succeed(self._read_page(project))
+
+    def _read_page(self, project: str) -> CachedPage | None:
         try:
             return CachedPage.from_json(
                 json.loads(self.page_path(project).getContent())
@@ -259,5 +369,29 @@ class FilesystemStore(ListedLayout):
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def write_page(self, project: str, cached: CachedPage) -> None:
-        write_atomically(self.page_path(project), json.dumps(cached.to_json()).encode())
+    def write_page(self, project: str, cached: CachedPage) -> "Deferred[None]":
+        return self._run_sync(
+            write_atomically,
+            self.page_path(project),
+            json.dumps(cached.to_json()).encode(),
+        )
+
+    def drop_page(self, project: str) -> "Deferred[None]":
+        return _now(self.drop_page_now, project)
+
+    def page_stamp(self, project: str) -> "Deferred[float | None]":
+        return succeed(self.page_stamp_now(project))
+
+    # -- maintenance -------------------------------------------------------------
+
+    def read_strays(self) -> "Deferred[dict[str, dict[str, StoredFile]]]":
+        return self._run_blocking(self.strays_on_disk)
+
+    def install_strays(
+        self, strays: dict[str, dict[str, StoredFile]]
+    ) -> "Deferred[None]":
+        self.use_strays(strays)
+        return succeed(None)
+
+    def remove_temporaries(self, before: float | None = None) -> "Deferred[None]":
+        return self._run_blocking(self.remove_leftovers, before)

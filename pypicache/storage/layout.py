@@ -110,7 +110,7 @@ class Layout:
     def project_dir(self, area: str, project: str) -> FilePath:
         return self.area(area).child(project)
 
-    def remove_temporaries(self, before: float | None = None) -> None:
+    def remove_leftovers(self, before: float | None = None) -> None:
         """Delete what a crash may have left behind: temporary files, and the
         sidecars and core metadata of an archive that never got renamed into
         place (a bare ``.metadata`` in ``mirror/`` is kept: it is fetched ahead
@@ -203,14 +203,14 @@ class Layout:
         digest = hashlib.sha256(f"{area}/{project}/{name}".encode()).hexdigest()[:40]
         return os.path.join(self.area(LOCKS).path, f"lock-{digest}")
 
-    def page_stamp(self, project: str) -> float | None:
+    def page_stamp_now(self, project: str) -> float | None:
         """When the cached page of ``project`` was last written, if it is there."""
         try:
             return os.stat(self.page_path(project).path).st_mtime
         except OSError:
             return None
 
-    def drop_page(self, project: str) -> None:
+    def drop_page_now(self, project: str) -> None:
         """Delete the cached page of ``project``, if it is there."""
         try:
             os.unlink(self.page_path(project).path)

@@ -4,7 +4,7 @@
 The listings are read from the disk when needed and kept in a bounded cache
 that notices changes made by other processes (:mod:`.listings`); only the few
 archives dropped outside their project's folders are held in memory as a whole
-(found by :meth:`ListedLayout.read_strays`, installed by the rescan).
+(found by :meth:`ListedLayout.strays_on_disk`, installed by the rescan).
 """
 
 import os
@@ -97,7 +97,7 @@ class ListedLayout(Layout):
 
         return self._listing_projects.run(key, listed)
 
-    def read_strays(self) -> dict[str, dict[str, StoredFile]]:
+    def strays_on_disk(self) -> dict[str, dict[str, StoredFile]]:
         """Indexed private archives outside their project's folders, by project
         and filename (blocking, thread-safe)."""
         strays: dict[str, dict[str, StoredFile]] = {}
@@ -119,8 +119,8 @@ class ListedLayout(Layout):
             return ()
         return self._project_folders(project)[1:]
 
-    def install_strays(self, strays: dict[str, dict[str, StoredFile]]) -> None:
-        """Use what :meth:`read_strays` found (after a rescan)."""
+    def use_strays(self, strays: dict[str, dict[str, StoredFile]]) -> None:
+        """Use what :meth:`strays_on_disk` found (after a rescan)."""
         for project in {*self._strays, *strays}:
             self._listings.forget(project)
         self._strays = strays
@@ -131,16 +131,21 @@ class ListedLayout(Layout):
         """Counts changes to private files made through this store."""
         return self._private_changes
 
-    def files(self, project: str) -> list[StoredFile]:
+    def listed_files(self, project: str) -> list[StoredFile]:
+        """The project's listing, read or brought up to date as needed (reactor thread)."""
         listing = self._listings.get(project)
         return [] if listing is None else _ordered(listing.files.values())
 
-    def read_files(self, project: str) -> list[StoredFile]:
-        """What :meth:`files` gives, read from the disk and not kept
+    def read_files_now(self, projects: list[str]) -> list[StoredFile]:
+        """What :meth:`listed_files` gives for each of ``projects``, read from the disk and not kept
         (blocking, thread-safe): for reading every project at once."""
-        return _ordered(self._listings.read_uncached(project).values())
+        return [
+            s
+            for project in projects
+            for s in _ordered(self._listings.read_uncached(project).values())
+        ]
 
-    def find(self, project: str, filename: str) -> StoredFile | None:
+    def find_now(self, project: str, filename: str) -> StoredFile | None:
         """A stored archive: from its listing when that is in memory, else read
         from the disk alone (an upload's duplicate check must not pull a whole
         listing into memory)."""
@@ -211,7 +216,7 @@ class ListedLayout(Layout):
             self._private_changes += 1
         self._listings.changed(stored.project, stored.info.filename, None)
 
-    def is_private(self, project: str) -> bool:
+    def private_now(self, project: str) -> bool:
         """A project with private files: listed, dropped in its folder and not
         yet scanned, or deleted (a tombstone).
 

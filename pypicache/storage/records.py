@@ -72,6 +72,18 @@ class StoredFile:
         return self.path.siblingExtension(PROVENANCE_SUFFIX)
 
 
+@attrs.frozen
+class Opened:
+    """How to serve the bytes of a stored file (an archive, its core
+    metadata, its provenance)."""
+
+    #: A local file holding the bytes: the filesystem store's own file; an
+    #: object store may fetch a local copy.
+    path: FilePath
+    #: Where a client may be sent for them instead (a short-lived URL), if anywhere.
+    url: str | None = None
+
+
 def origin_of(url: str | None) -> str | None:
     """``scheme://host[:port]`` of ``url`` (``None`` for none)."""
     if not url:

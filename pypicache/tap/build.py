@@ -177,8 +177,12 @@ def build_live(
         ``DIR/marks`` (:mod:`pypicache.storage.marks`), mapped for the life
         of the process.
     """
+    run_sync = run_sync or run_blocking
     store = FilesystemStore(
-        FilePath(os.path.abspath(cache)), clock=reactor, run_blocking=run_blocking
+        FilePath(os.path.abspath(cache)),
+        clock=reactor,
+        run_blocking=run_blocking,
+        run_sync=run_sync,
     )
     locks = Locks(reactor)
     endpoints = OutboundEndpoints(
@@ -197,7 +201,6 @@ def build_live(
     upstream = Upstream(
         index_url, agent, reactor, run_blocking=run_blocking, **settings
     )
-    run_sync = run_sync or run_blocking
     usage = Usage(store.root, store.lock_path(LOCKS, None, USAGE_FILE), reactor)
     named = build_named(
         upstreams,

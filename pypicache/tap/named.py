@@ -62,7 +62,7 @@ class Named:
     def clean_up(self, run_blocking: Any) -> None:
         """Once the daemon answers: remove the temporary files a crash left in
         this upstream's store (as the start-up scan does in the cache's)."""
-        d = run_blocking(self.store.remove_temporaries, time.time() - 1.0)
+        d = self.store.remove_temporaries(time.time() - 1.0)
         d.addErrback(
             lambda f: log.failure("Clean-up of {name} failed", f, name=self.spec.name)
         )
@@ -100,7 +100,9 @@ def build_named(
         )
         root = FilePath(os.path.abspath(cache)).child(UPSTREAMS_FOLDER).child(spec.name)
         root.makedirs(ignoreExistingDirectory=True)
-        store = FilesystemStore(root, clock=reactor, run_blocking=run_blocking)
+        store = FilesystemStore(
+            root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
+        )
         pages = ProjectPages(
             upstream,
             store,

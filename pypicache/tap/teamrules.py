@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from pypicache.concurrency import RunBlocking
+from pypicache.concurrency import RunBlocking, result_now
 from pypicache.proxy.blocklist import with_block_list
 from pypicache.proxy.projectfiles import ProjectFiles
 from pypicache.proxy.projectstatus import STATUS_FOLDER, Statuses, StatusRule
@@ -56,7 +56,7 @@ def team_rules(
     )
     chained = (
         with_block_list(rules, block)
-        .added(StatusRule(statuses, store.is_private))
+        .added(StatusRule(statuses, lambda p: result_now(store.is_private(p))))
         .added(withdrawn_rule)
         .added(yanks)
     )

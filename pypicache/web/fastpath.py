@@ -98,7 +98,7 @@ class FastReads(Resource):
                 method = (
                     self._installer.simple_page_now
                     if area == b"simple"
-                    else self._installer.local_page
+                    else self._installer.local_page_now
                 )
                 call = functools.partial(method, request, project)
             elif area == b"packages" and segments[2]:

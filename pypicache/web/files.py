@@ -4,7 +4,7 @@
 import os
 import re
 import stat
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from pypicache.errors import PypicacheError
 from pypicache.proxy.download import Download
-from pypicache.storage.records import StoredFile
+from pypicache.storage.records import Opened, StoredFile
 from pypicache.web.sendfile import FileSender
 from pypicache.web.tailsend import DownloadSender, can_send
 
@@ -192,11 +192,16 @@ class StoredArchive(resource.Resource):
         return ArchiveFile(self._path).render(request)
 
 
-def serve_stored(request: IRequest, stored: StoredFile) -> Any:
-    """Answer a request for a stored archive: ``304``, or the file."""
+def serve_stored(request: IRequest, stored: StoredFile, opened: Opened) -> Any:
+    """Answer a request for a stored archive: ``304``, the file the store
+    opened, or a redirect to where the store says it is."""
     if set_file_headers(request, stored.info.hashes):
         return b""
-    return StoredArchive(stored.path.path)
+    if opened.url is not None:
+        request.setResponseCode(http.FOUND)
+        request.setHeader(b"location", opened.url.encode())
+        return b""
+    return StoredArchive(opened.path.path)
 
 
 @implementer(IPushProducer)
@@ -273,9 +278,18 @@ class DownloadStream(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, download: Download) -> None:
+    def __init__(
+        self,
+        download: Download,
+        open_stored: "Callable[[StoredFile], Deferred[Opened]]",
+    ) -> None:
         super().__init__()
         self.download = download
+        #: How the stored file is opened once complete (the store's ``open``).
+        self.open_stored = open_stored
+
+    async def _opened(self) -> Opened:
+        return await self.open_stored(await self.download.stored_file())
 
     def render_HEAD(self, request: Any) -> bytes:
         """The headers of the file: its length if known; no body, no waiting."""
@@ -294,9 +308,9 @@ class DownloadStream(resource.Resource):
         if request.getHeader(b"range"):
             # Ranges are answered from the stored file once it is complete and
             # verified (a part of unverified bytes could look complete).
-            done = Deferred.fromCoroutine(download.stored_file())
+            done = Deferred.fromCoroutine(self._opened())
             request.notifyFinish().addErrback(lambda _: done.cancel())
-            done.addCallback(lambda stored: _render_stored(request, stored))
+            done.addCallback(lambda opened: _render_stored(request, opened))
             done.addErrback(lambda f: _error(request, f))
             return NOT_DONE_YET
         if download.length is not None:
@@ -308,10 +322,10 @@ class DownloadStream(resource.Resource):
         return NOT_DONE_YET
 
 
-def _render_stored(request: Any, stored: StoredFile) -> None:
+def _render_stored(request: Any, opened: Opened) -> None:
     """Answer from the stored file, now that the download is complete."""
     if not request.finished and not getattr(request, "_disconnected", False):
-        request.render(ArchiveFile(stored.path.path))
+        request.render(ArchiveFile(opened.path.path))
 
 
 def _error(request: Any, failure: Any) -> None:

@@ -14,7 +14,6 @@ from pypicache.index.archives import (
     read_wheel_metadata,
 )
 from pypicache.index.names import METADATA_SUFFIX, parse_filename
-from pypicache.storage.interface import IStore
 from pypicache.storage.records import StoredFile
 
 #: Core metadata fields and the ``info`` keys they fill.
@@ -254,9 +253,6 @@ def index_entry(stored: StoredFile) -> dict[str, Any]:
     }
 
 
-def index_body(store: IStore, projects: list[str]) -> bytes:
-    """``/index.json``: every archive of ``projects``, read from ``store``'s
-    disk (blocking: run it in a thread)."""
-    return json.dumps(
-        [index_entry(s) for p in projects for s in store.read_files(p)]
-    ).encode()
+def index_body(files: list[StoredFile]) -> bytes:
+    """``/index.json``: every archive of ``files`` (blocking: run it in a thread)."""
+    return json.dumps([index_entry(s) for s in files]).encode()

@@ -135,10 +135,11 @@ class ReadyAnswers:
             if filename.endswith(".metadata"):
                 content = self._installer.metadata_ready(project, filename)
                 return None if content is None else _metadata(head, content)
-            stored = self._installer.stored_ready(project, filename)
-            if stored is None:
+            ready = self._installer.stored_ready(project, filename)
+            if ready is None:
                 return None
-            return _archive(head, stored.path.path, etag_of(stored.info.hashes))
+            stored, opened = ready
+            return _archive(head, opened.path.path, etag_of(stored.info.hashes))
         except Exception:
             return None  # twisted.web answers it, with the error's status
 
@@ -151,10 +152,11 @@ class ReadyAnswers:
         assert self._filehost is not None
         self._policy.check_address(head)
         first, second, rest, filename = (g.decode() for g in hosted.groups())
-        stored = self._filehost.stored_ready(first, second, rest, filename)
-        if stored is None:
+        ready = self._filehost.stored_ready(first, second, rest, filename)
+        if ready is None:
             return None
-        return _archive(head, stored.path.path, etag_of(stored.info.hashes))
+        stored, opened = ready
+        return _archive(head, opened.path.path, etag_of(stored.info.hashes))
 
 
 def _page(head: RequestHead, body: Body) -> Ready:

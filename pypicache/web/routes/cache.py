@@ -39,7 +39,7 @@ class CacheRoutes:
         name = normalize(project)
         if identity is not None:
             identity.check_change(name)
-        self._control.refresh(name)
+        await self._control.refresh(name)
         return _json(request, {"project": name, "refreshed": True})
 
     @route("/+cache/<project>", methods=["DELETE"])
@@ -50,7 +50,7 @@ class CacheRoutes:
         name = normalize(project)
         if identity is not None:
             identity.check_change(name)
-        removed = self._control.purge(name)
+        removed = await self._control.purge(name)
         own = removed.pop("", [])
         return _json(request, {"project": name, "removed": own, "upstreams": removed})
 

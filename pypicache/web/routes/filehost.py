@@ -17,10 +17,11 @@ from typing import Any, Hashable
 import attrs
 from twisted.web.iweb import IRequest
 
+from pypicache.concurrency import NotReady
 from pypicache.index.filehost import check_url, hosted_path, project_from
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
-from pypicache.storage.records import StoredFile
+from pypicache.storage.records import Opened, StoredFile
 from pypicache.web.hits import mark_cache_hit
 from pypicache.web.routes.installer import NOT_READY, InstallerRoutes
 from pypicache.web.routing import route
@@ -48,7 +49,7 @@ class FileHostRoutes:
         filename = stored.info.filename
         if stored.private:
             check_url(None, path, filename)
-        cached = self._mirror.pages.cached(stored.project or project_from(filename))
+        cached = self._mirror.pages.cached_now(stored.project or project_from(filename))
         if cached is None:
             return False
         version = (cached.fetched_at, cached.etag)  # as the views key a page
@@ -68,28 +69,41 @@ class FileHostRoutes:
 
     def stored_ready(
         self, first: str, second: str, rest: str, filename: str
-    ) -> StoredFile | None:
-        """The stored archive :meth:`file_now` would serve, or ``None``.
+    ) -> tuple[StoredFile, Opened] | None:
+        """The stored archive :meth:`file_now` would serve from a local
+        file, and that file, or ``None``.
 
         :raises PypicacheError: where :meth:`file_now` would answer an error.
         """
-        path = hosted_path(first, second, rest, filename)
-        stored = self._views.find(project_from(filename), filename)
-        if stored is None or not self._servable(stored, path):
+        found = self._found_now(first, second, rest, filename)
+        if found is None or found[1].url is not None:
             return None
-        self._installer.record_use(stored)
-        return stored
+        self._installer.record_use(found[0])
+        return found
+
+    def _found_now(
+        self, first: str, second: str, rest: str, filename: str
+    ) -> tuple[StoredFile, Opened] | None:
+        """The stored archive servable at once at this path, and how to serve
+        it; ``None`` if there is none, or the store does not answer at once."""
+        path = hosted_path(first, second, rest, filename)
+        try:
+            found = self._views.stored_now(project_from(filename), filename)
+            if found is None or not self._servable(found[0], path):
+                return None
+        except NotReady:
+            return None
+        return found
 
     def file_now(
         self, request: IRequest, first: str, second: str, rest: str, filename: str
     ) -> Any:
         """:meth:`file`'s answer for a stored archive, else :data:`NOT_READY`."""
-        path = hosted_path(first, second, rest, filename)
-        stored = self._views.find(project_from(filename), filename)
-        if stored is None or not self._servable(stored, path):
+        found = self._found_now(first, second, rest, filename)
+        if found is None:
             return NOT_READY
         mark_cache_hit(request, True)
-        return self._installer.serve(request, stored)
+        return self._installer.serve(request, *found)
 
     @route(
         "/packages/<string(length=2):first>/<string(length=2):second>"

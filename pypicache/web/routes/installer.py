@@ -7,6 +7,7 @@ from urllib.parse import quote
 import attrs
 from twisted.web.iweb import IRequest
 
+from pypicache.concurrency import NotReady, result_now
 from pypicache.errors import MethodNotAllowed, NotFound
 from pypicache.index.model import DistFile, MetadataOf
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
@@ -20,12 +21,13 @@ from pypicache.index.simple import (
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
 from pypicache.storage.interface import IStore
-from pypicache.storage.records import StoredFile
+from pypicache.storage.records import Opened, StoredFile
 from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.hits import mark_cache_hit
 from pypicache.web.rendered import RenderCache, gzipped, media_of, plain
 from pypicache.web.routes.provenance import with_provenance_urls
+from pypicache.web.routes.readyanswers import ReadyAnswers
 from pypicache.web.routing import (
     Body,
     accepts_gzip,
@@ -52,7 +54,7 @@ def _negotiated(request: IRequest) -> tuple[bytes | None, bytes | None, bytes | 
 
 
 @attrs.define
-class InstallerRoutes:
+class InstallerRoutes(ReadyAnswers):
     """What pip, uv and other installers read: the simple API and the files."""
 
     _store: IStore
@@ -176,69 +178,28 @@ class InstallerRoutes:
             accept_encoding,
         )
 
-    # -- answers ready at once, for web/fastlane (no request object) -----------
-
-    def page_ready(
-        self,
-        area: str,
-        name: str,
-        accept: bytes | None,
-        accept_encoding: bytes | None,
-    ) -> Body | None:
-        """The body of the page ``/<area>/<name>/`` (``name`` normalized, no
-        query) if it needs no waiting, as :meth:`simple_page_now` and
-        :meth:`local_page` would send it; ``None`` otherwise.
-
-        :raises NotFound: where those would answer 404.
-        """
-        if area == "simple":
-            view = self._views.simple_now(name)
-            if view is None:
-                return None
-            offer = self._views.offered
-        else:
-            view = self._views.local(name)
-            offer = DistFile.recorded_metadata
-        return self._project_body(
-            area, name, view, offer, accept, None, accept_encoding
-        )
-
-    def stored_ready(self, project: str, filename: str) -> StoredFile | None:
-        """The stored archive :meth:`package_now` would serve, or ``None``.
-
-        :raises PypicacheError: where :meth:`package_now` would answer an error.
-        """
-        check_filename(filename)
-        if filename.endswith(METADATA_SUFFIX):
-            return None
-        stored = self._views.find(project_of(project, filename), filename)
-        if stored is not None:
-            self.record_use(stored)
-        return stored
-
-    def metadata_ready(self, project: str, filename: str) -> bytes | None:
-        """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
-        answers with if it is on disk, else ``None``.
-
-        :raises PypicacheError: where :meth:`package_now` would answer an error.
-        """
-        check_filename(filename)
-        if not filename.endswith(METADATA_SUFFIX):
-            return None
-        archive = filename[: -len(METADATA_SUFFIX)]
-        name = project_of(project, archive)
-        if self._views.rules:
-            self._views.check(name, archive)
-        path = self._store.metadata_file(name, archive)
-        return None if path is None else path.getContent()
-
-    @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
-    def local_page(self, request: IRequest, project: str) -> Any:
+    def local_page_now(self, request: IRequest, project: str) -> Any:
+        """:meth:`local_page`'s answer if the store gives it at once, else
+        :data:`NOT_READY`."""
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
+        try:
+            view = self._views.local_now(name)
+        except NotReady:
+            return NOT_READY
         mark_cache_hit(request, True)  # /local/ is what is stored
-        return self._send_project(request, "local", name, self._views.local(name))
+        return self._send_project(request, "local", name, view)
+
+    @route("/local/<project>/", methods=["GET", "HEAD"], strict_slashes=False)
+    async def local_page(self, request: IRequest, project: str) -> Any:
+        now = self.local_page_now(request, project)
+        if now is not NOT_READY:
+            return now
+        name = normalize(project)
+        view = await self._views.local(name)
+        mark_cache_hit(request, True)
+        return self._send_project(request, "local", name, view)
 
     def simple_page_now(self, request: IRequest, project: str) -> Any:
         """:meth:`simple_page`'s answer if it needs no upstream request, else :data:`NOT_READY`."""
@@ -273,11 +234,15 @@ class InstallerRoutes:
             "or PUT /packages/<project>/<filename>"
         )
 
-    def serve(self, request: IRequest, stored: StoredFile) -> Any:
+    def serve(self, request: IRequest, stored: StoredFile, opened: Opened) -> Any:
         """Answer with a stored archive, recording its use: every path that
         serves one goes through here, or through :meth:`stored_ready`."""
         self.record_use(stored)
-        return serve_stored(request, stored)
+        return serve_stored(request, stored, opened)
+
+    async def serve_later(self, request: IRequest, stored: StoredFile) -> Any:
+        """:meth:`serve`, once the store has opened the file."""
+        return self.serve(request, stored, await self._store.open(stored))
 
     def record_use(self, stored: StoredFile) -> None:
         """Record that a mirrored archive is served (bounded disk)."""
@@ -288,15 +253,18 @@ class InstallerRoutes:
         """:meth:`package`'s answer for a stored archive or stored core metadata,
         else :data:`NOT_READY`."""
         check_filename(filename)
-        if filename.endswith(METADATA_SUFFIX):
-            return self._metadata_now(
-                request, project, filename[: -len(METADATA_SUFFIX)]
-            )
-        stored = self._views.find(project_of(project, filename), filename)
-        if stored is None:
+        try:
+            if filename.endswith(METADATA_SUFFIX):
+                return self._metadata_now(
+                    request, project, filename[: -len(METADATA_SUFFIX)]
+                )
+            found = self._views.stored_now(project_of(project, filename), filename)
+        except NotReady:
+            return NOT_READY
+        if found is None:
             return NOT_READY
         mark_cache_hit(request, True)
-        return self.serve(request, stored)
+        return self.serve(request, *found)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
@@ -306,6 +274,11 @@ class InstallerRoutes:
         if filename.endswith(METADATA_SUFFIX):
             archive = filename[: -len(METADATA_SUFFIX)]
             name = project_of(project, archive)
+            if self._views.rules:
+                await self._views.check(name, archive)
+            opened = await self._store.open_metadata(name, archive)
+            if opened is None and await self._views.is_private(name):
+                raise NotFound(f"No core metadata for {archive!r}")
             await self._views.check_upstream(name, archive)
             metadata = await self._mirror.metadata(name, archive)
             mark_cache_hit(request, False)
@@ -320,10 +293,10 @@ class InstallerRoutes:
         return await self.package(request, project, filename)
 
     async def _archive(self, request: IRequest, project: str, filename: str) -> Any:
-        stored = self._views.find(project, filename)
+        stored = await self._views.find(project, filename)
         if stored is not None:
             mark_cache_hit(request, True)
-            return self.serve(request, stored)
+            return await self.serve_later(request, stored)
         await self._views.check_upstream(project, filename)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
@@ -338,26 +311,26 @@ class InstallerRoutes:
         download = await self._mirror.download(project, filename)
         mark_cache_hit(request, False)
         if download.stored is not None:
-            return self.serve(request, download.stored)
+            return await self.serve_later(request, download.stored)
         if download.error is not None:
             raise download.error
         if self._usage is not None:
             self._usage.record(project, filename)
-        return DownloadStream(download)
+        return DownloadStream(download, self._store.open)
 
     def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:
         """The core metadata of ``filename`` if it is on disk, else :data:`NOT_READY`
         (or :class:`NotFound` for a private project)."""
         name = project_of(project, filename)
         if self._views.rules:
-            self._views.check(name, filename)
-        path = self._store.metadata_file(name, filename)
-        if path is None:
-            if self._views.is_private(name):
-                raise NotFound(f"No core metadata for {filename!r}")
+            self._views.check_now(name, filename)
+        opened = result_now(self._store.open_metadata(name, filename))
+        if opened is None and self._views.is_private_now(name):
+            raise NotFound(f"No core metadata for {filename!r}")
+        if opened is None or opened.url is not None:
             return NOT_READY
         mark_cache_hit(request, True)
-        return _metadata_answer(request, path.getContent())
+        return _metadata_answer(request, opened.path.getContent())
 
 
 def _metadata_answer(request: IRequest, content: bytes) -> bytes:

@@ -28,13 +28,14 @@ class JsonApiRoutes:
     #: shown follow, as ``/local/`` pages do; ``None``: every stored file.
     _views: Views | None = None
 
-    def _shown(self, name: str) -> list[StoredFile]:
+    async def _shown(self, name: str) -> list[StoredFile]:
         """The project's stored files as ``/local/`` offers them: what the
         rules hide left out, yanks as the rules say."""
-        stored = self._store.files(name)
+        stored = await self._store.files(name)
         if self._views is None or not stored:
             return stored
-        offered = {f.filename: f for f in self._views.local(name).page.files}
+        view = await self._views.local(name)
+        offered = {f.filename: f for f in view.page.files}
         return [
             attrs.evolve(
                 s, info=attrs.evolve(s.info, yanked=offered[s.info.filename].yanked)
@@ -62,7 +63,7 @@ class JsonApiRoutes:
             return redirect(
                 request, f"{depth}{quote(name)}/{suffix}{'/' if slash else ''}"
             )
-        releases = jsonapi.versions_of(self._shown(name))
+        releases = jsonapi.versions_of(await self._shown(name))
         if not releases:
             raise NotFound(f"No files of {name!r} on this server")
         try:
@@ -72,7 +73,10 @@ class JsonApiRoutes:
         best = sorted(
             releases[chosen], key=lambda s: not s.info.filename.endswith(".whl")
         )[0]
-        metadata = await self._run_blocking(jsonapi.read_core_metadata, best)
+        opened = await self._store.open(best)
+        metadata = await self._run_blocking(
+            jsonapi.read_metadata_at, opened.path.path, best.info.filename
+        )
         document = jsonapi.project_json(
             name, releases, chosen, metadata, base_url(request), version is None
         )
@@ -84,6 +88,7 @@ class JsonApiRoutes:
         """Every archive on disk, with sha256, size and when it was added
         (the projects' files are read in a thread, and not kept)."""
         projects = await self._store.projects()
-        body = await self._run_blocking(jsonapi.index_body, self._store, projects)
+        files = await self._store.read_files(projects)
+        body = await self._run_blocking(jsonapi.index_body, files)
         request.setHeader(b"content-type", b"application/json")
         return body

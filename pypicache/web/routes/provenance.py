@@ -53,9 +53,9 @@ class ProvenanceRoutes:
     async def provenance(self, request: IRequest, project: str, filename: str) -> Any:
         check_filename(filename)
         name = project_of(project, filename)
-        stored = self._views.find(name, filename)
+        stored = await self._views.find(name, filename)
         content = await self._provenances.get(
-            name, filename, stored, self._views.is_private(name)
+            name, filename, stored, await self._views.is_private(name)
         )
         request.setHeader(b"content-type", PROVENANCE_TYPE)
         request.setHeader(b"cache-control", b"public, max-age=600")

@@ -52,9 +52,9 @@ class StatusRoutes:
     _store: IStore
     _policy: AccessPolicy
 
-    def _private(self, project: str) -> str:
+    async def _private(self, project: str) -> str:
         name = normalize(project)
-        if not self._store.is_private(name):
+        if not await self._store.is_private(name):
             raise NotFound(
                 f"No private project {name!r}: statuses are set on private "
                 "projects (an upstream project carries its upstream's)"
@@ -73,14 +73,14 @@ class StatusRoutes:
     async def show(self, request: IRequest, project: str) -> bytes:
         """The status of a private project (``active`` if none was set); the
         guard has checked the read."""
-        return self._answer(request, self._private(project))
+        return self._answer(request, await self._private(project))
 
     @route("/+status/<project>", methods=["POST", "PUT"])
     async def change(self, request: IRequest, project: str) -> bytes:
         """Set the status (``status``, and optionally ``reason``): 200 with it;
         authenticated as uploads are (a token must be allowed the project)."""
         await self._policy.check_change(request, normalize(project))
-        name = self._private(project)
+        name = await self._private(project)
         given = _given(request)
         status, reason = check_status(given.get("status"), given.get("reason"))
         await self._statuses.set(name, status, reason)

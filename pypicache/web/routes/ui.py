@@ -148,15 +148,19 @@ class UiRoutes:
         if not 1 <= page <= pages:
             raise NotFound(f"No page {page} (there are {pages})")
         shown = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        rows = tuple(
-            ListRow(
-                name,
-                self._store.is_private(name),
-                getattr(entries.get(name), "version", None),
-                getattr(entries.get(name), "summary", ""),
+        listed = []
+        for name in shown:
+            entry = entries.get(name)
+            private = await self._store.is_private(name)
+            listed.append(
+                ListRow(
+                    name,
+                    private,
+                    getattr(entry, "version", None),
+                    getattr(entry, "summary", ""),
+                )
             )
-            for name in shown
-        )
+        rows = tuple(listed)
         root = ui.root_of(request.path)
         # Kept while what it shows is the same: its rows (names, private
         # marks, newest versions and summaries) and counts.
@@ -203,7 +207,7 @@ class UiRoutes:
             del self._searches[next(iter(self._searches))]
         return found
 
-    def _releases(
+    async def _releases(
         self, project: str, view: Any = None
     ) -> dict[Version, list[StoredFile]]:
         """The project's files by version, as its ``/local/`` view shows them
@@ -213,7 +217,7 @@ class UiRoutes:
         pages of its other versions list, parse and sort nothing again.
         """
         if view is None:
-            view = self._views.local(project)
+            view = await self._views.local(project)
         kept = self._listings.get(project)
         if kept is not None and kept[0] == view.key:
             self._listings.move_to_end(project)
@@ -225,7 +229,7 @@ class UiRoutes:
                 if shown[s.info.filename] is s.info
                 else attrs.evolve(s, info=shown[s.info.filename])
             )
-            for s in self._store.files(project)
+            for s in await self._store.files(project)
             if s.info.filename in shown
         ]
         releases = jsonapi.versions_of(files)
@@ -235,14 +239,14 @@ class UiRoutes:
             self._listings.popitem(last=False)
         return releases
 
-    def _release(
+    async def _release(
         self, project: str, version: str
     ) -> tuple[dict[Version, list[StoredFile]], Version]:
         """The project's files by version, and the version asked for.
 
         :raises NotFound: if it has no files of that version here.
         """
-        releases = self._releases(project)
+        releases = await self._releases(project)
         try:
             return releases, jsonapi.pick_version(releases, version)
         except KeyError:
@@ -262,7 +266,7 @@ class UiRoutes:
             return redirect(request, f"{up}{quote(name)}/{rest}")
         root = ui.root_of(request.path)
         base = client_base(request, self._policy.trust_proxy)
-        private = self._store.is_private(name)
+        private = await self._store.is_private(name)
         auth = self._policy.checker is not None
         # Kept per version of the view (checked without listing the files):
         # a kept page costs no listing, parsing or sorting.
@@ -274,7 +278,7 @@ class UiRoutes:
         zipped = self._rendered.peek(slot + ("gzip",), key)
         if plain is None or zipped is None:
             try:
-                view = self._views.local(name)
+                view = await self._views.local(name)
             except NotFound:
                 if version is not None:
                     raise
@@ -282,7 +286,7 @@ class UiRoutes:
                 data = ui.render("missing.html", root=root, base=base, project=name)
                 return send_page(request, *ui.both_forms(data))
             key = (view.key, private)
-            releases = self._releases(name, view)
+            releases = await self._releases(name, view)
             if not releases:
                 data = ui.render("empty.html", root=root, project=name, private=private)
                 return send_page(request, *ui.both_forms(data))
@@ -322,7 +326,7 @@ class UiRoutes:
         name = normalize(project)
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
-        releases, chosen = self._release(name, version)
+        releases, chosen = await self._release(name, version)
         stored = next(
             (s for s in releases[chosen] if s.info.filename == filename and s.private),
             None,
@@ -344,7 +348,7 @@ class UiRoutes:
             raise NotFound(
                 f"No action {action!r} on a release (there is {', '.join(RELEASE_ACTIONS)})"
             )
-        releases, chosen = self._release(name, version)
+        releases, chosen = await self._release(name, version)
         files = [s for s in releases[chosen] if s.private]
         if not files:
             raise NotFound(f"No private files of {name} {chosen} to {action}")

@@ -147,7 +147,7 @@ class UploadRoutes:
         identity = await self._policy.check(request, write=True)
         name = project_of(project, filename)
         _may_change(identity, name)
-        self._uploads.delete_file(name, filename)
+        await self._uploads.delete_file(name, filename)
         return answer(request, fields)
 
     @route(
@@ -166,7 +166,7 @@ class UploadRoutes:
             raise BadRequest("POST here takes a form with _method=DELETE")
         identity = await self._policy.check(request, write=True)
         _may_change(identity, normalize(project))
-        self._uploads.delete_release(normalize(project), version)
+        await self._uploads.delete_release(normalize(project), version)
         return answer(request, fields)
 
     @route("/packages/<project>/<target>/yank", methods=["POST", "DELETE"])
@@ -196,12 +196,12 @@ class UploadRoutes:
             reason, fields = await self._yank_form(request)
             if fields.get("_method") == "DELETE":
                 unyank, reason = True, None
-        if self._is_private(name, target if kind == "files" else None):
+        if await self._is_private(name, target if kind == "files" else None):
             flag: str | bool = False if unyank else reason or True
             if kind == "files":
-                self._uploads.yank(name, target, flag)
+                await self._uploads.yank(name, target, flag)
             else:
-                self._uploads.yank_release(name, target, flag)
+                await self._uploads.yank_release(name, target, flag)
         elif self.local_yanks is None:
             raise NotFound(f"No private file {target!r} in {project!r}")
         else:
@@ -218,13 +218,13 @@ class UploadRoutes:
             )
         return answer(request, fields)
 
-    def _is_private(self, project: str, filename: str | None) -> bool:
+    async def _is_private(self, project: str, filename: str | None) -> bool:
         """Whether a yank of this file (or release) is the private index's own."""
-        if self.views is None or self.views.is_private(project):
+        if self.views is None or await self.views.is_private(project):
             return True
         if filename is None:
             return False
-        stored = self._store.find(project, filename)
+        stored = await self._store.find(project, filename)
         return stored is not None and stored.private
 
     async def _yank_form(self, request: IRequest) -> tuple[str, dict[str, str]]:

@@ -1,0 +1,89 @@
+# -*- test-case-name: tests.test_fastlane -*-
+"""The installer API's answers ready at once, for ``web/fastlane`` (no
+request object): what :class:`~.installer.InstallerRoutes` would send, when
+it needs no waiting."""
+
+from typing import Any
+
+from pypicache.concurrency import NotReady, result_now
+from pypicache.index.model import DistFile
+from pypicache.index.names import METADATA_SUFFIX, check_filename
+from pypicache.storage.records import Opened, StoredFile
+from pypicache.web.routing import Body, project_of
+
+
+class ReadyAnswers:
+    """Mixed into :class:`~.installer.InstallerRoutes` (whose ``_views``,
+    ``_store``, ``_project_body`` and ``record_use`` these use)."""
+
+    _views: Any
+    _store: Any
+
+    def page_ready(
+        self,
+        area: str,
+        name: str,
+        accept: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body | None:
+        """The body of the page ``/<area>/<name>/`` (``name`` normalized, no
+        query) if it needs no waiting, as :meth:`simple_page_now` and
+        :meth:`local_page` would send it; ``None`` otherwise.
+
+        :raises NotFound: where those would answer 404.
+        """
+        if area == "simple":
+            view = self._views.simple_now(name)
+            if view is None:
+                return None
+            offer = self._views.offered
+        else:
+            try:
+                view = self._views.local_now(name)
+            except NotReady:
+                return None
+            offer = DistFile.recorded_metadata
+        return self._project_body(
+            area, name, view, offer, accept, None, accept_encoding
+        )
+
+    def stored_ready(
+        self, project: str, filename: str
+    ) -> tuple[StoredFile, Opened] | None:
+        """The stored archive :meth:`package_now` would serve from a local
+        file, and that file, or ``None``.
+
+        :raises PypicacheError: where :meth:`package_now` would answer an error.
+        """
+        check_filename(filename)
+        if filename.endswith(METADATA_SUFFIX):
+            return None
+        try:
+            found = self._views.stored_now(project_of(project, filename), filename)
+        except NotReady:
+            return None
+        if found is None or found[1].url is not None:
+            return None  # not stored, or a redirect: twisted.web answers it
+        self.record_use(found[0])
+        return found  # type: ignore[no-any-return]
+
+    def metadata_ready(self, project: str, filename: str) -> bytes | None:
+        """The core metadata ``/packages/<project>/<filename>`` (a ``.metadata``)
+        answers with if it is on disk, else ``None``.
+
+        :raises PypicacheError: where :meth:`package_now` would answer an error.
+        """
+        check_filename(filename)
+        if not filename.endswith(METADATA_SUFFIX):
+            return None
+        archive = filename[: -len(METADATA_SUFFIX)]
+        name = project_of(project, archive)
+        try:
+            if self._views.rules:
+                self._views.check_now(name, archive)
+            opened = result_now(self._store.open_metadata(name, archive))
+        except NotReady:
+            return None
+        if opened is None or opened.url is not None:
+            return None
+        return opened.path.getContent()  # type: ignore[no-any-return]
