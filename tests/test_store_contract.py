@@ -1,7 +1,7 @@
 """The storage contract: what every store behind :class:`IStore` must do.
 
 Each test runs against every store factory in :data:`FACTORIES`; a new store
-joins by adding one ``async def make(tmp_path) -> IStore`` there. The tests
+joins by adding one ``async def make(tmp_path, request) -> IStore`` there. The tests
 use the interface only (no paths of a store's own layout), and await every
 answer: a store may answer at once or later.
 """
@@ -27,6 +27,10 @@ from pypicache.storage.records import (
     RELEASES,
     CachedPage,
 )
+from pypicache.storage.s3.bucket import Bucket
+from pypicache.storage.s3.keys import Keys
+from pypicache.storage.s3.settings import S3Settings
+from pypicache.storage.s3.store import S3Store
 
 WHEEL = "foo-1.0-py3-none-any.whl"
 SDIST = "foo-1.0.tar.gz"
@@ -40,13 +44,32 @@ async def make_filesystem(tmp_path) -> IStore:
     return FilesystemStore(FilePath(str(tmp_path)), run_blocking=run)
 
 
-#: Every store the contract holds for, by name.
-FACTORIES = {"filesystem": make_filesystem}
+async def make_s3(tmp_path, request) -> IStore:
+    """The S3 store on a bucket of moto's server, its local folder in ``tmp_path``."""
+    from twisted.internet import reactor
+
+    s3 = request.getfixturevalue("s3")
+    threads = request.getfixturevalue("threads")
+    settings = S3Settings.from_mapping(
+        {"storage": s3.url("pypi"), "s3-endpoint-url": s3.endpoint}
+    )
+    bucket = await Bucket.open(settings, threads)
+    return S3Store(
+        bucket, Keys("pypi"), FilePath(str(tmp_path)), reactor, deferToThread
+    )
+
+
+#: Every store the contract holds for, by name: ``make(tmp_path, request)``
+#: (``request`` gives the fixtures a store needs).
+FACTORIES = {
+    "filesystem": lambda tmp_path, request: make_filesystem(tmp_path),
+    "s3": make_s3,
+}
 
 
 @pytest_twisted.async_fixture(params=sorted(FACTORIES))
 async def store(request, tmp_path) -> IStore:
-    return await FACTORIES[request.param](tmp_path)
+    return await FACTORIES[request.param](tmp_path, request)
 
 
 def info_for(filename=WHEEL, content=CONTENT, **kwargs) -> DistFile:

@@ -223,6 +223,20 @@ class ProjectRecords:
         while len(self._views) > self.max_projects:
             self._views.popitem(last=False)
 
+    def fresh(self, project: str, margin: float = 0.0) -> ProjectRecord | None:
+        """The view of ``project`` if it is younger than ``max_age - margin``
+        (``None``: it must be revalidated first); no request is made."""
+        view = self._views.get(project)
+        if view is not None and self._clock.seconds() - view.checked < (
+            self.max_age - margin
+        ):
+            return view.record
+        return None
+
+    async def refresh(self, project: str) -> ProjectRecord:
+        """The record of ``project`` revalidated now, however young its view."""
+        return await self._reads.run(project, lambda: self._read(project))
+
     def forget(self, project: str) -> None:
         """Drop the view of ``project``: the next :meth:`get` reads it."""
         self._views.pop(project, None)
