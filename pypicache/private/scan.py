@@ -128,7 +128,15 @@ async def rescan(store: FilesystemStore, run_blocking: RunBlocking) -> ScanRepor
 
     Archives in their project's folders show through the store's listings as
     soon as their sidecars are written; those elsewhere are installed here.
+
+    :raises BadRequest: the store is not a folder (an object store: upload
+        the files with twine instead).
     """
+    if not isinstance(store, FilesystemStore):
+        raise BadRequest(
+            "The store is an object store: there is no private/ folder to scan; "
+            "upload archives with twine instead"
+        )
     report = await run_blocking(scan_private, store, time.time())
     await store.install_strays(await store.read_strays())
     return report  # type: ignore[no-any-return]
@@ -140,4 +148,6 @@ async def start_up(store: FilesystemStore, run_blocking: RunBlocking) -> ScanRep
     started, less a second for the coarse clock of file times), then
     :func:`rescan`."""
     await store.remove_temporaries(time.time() - 1.0)
+    if not isinstance(store, FilesystemStore):
+        return ScanReport()  # an object store: no folder to scan
     return await rescan(store, run_blocking)

@@ -1,7 +1,6 @@
 # -*- test-case-name: tests.test_tap -*-
 """Building the objects behind the web site from the options (the tests build theirs here too)."""
 
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
@@ -43,7 +42,6 @@ from pypicache.proxy.withdrawals import (
     withdrawn_files,
 )
 from pypicache.storage.capacity import Capacity
-from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
@@ -51,6 +49,7 @@ from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
+from pypicache.tap.stores import make_store
 from pypicache.tap.teamrules import chained, team_rules
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
@@ -146,6 +145,9 @@ def build_live(
     block: Sequence[str] = (),
     withdrawn: str = "hide",
     shared_marks: bool = False,
+    s3_bucket: Any = None,
+    s3_prefix: str = "",
+    s3_redirect: bool = False,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -176,13 +178,14 @@ def build_live(
         (``--workers``): refreshes and purges are marked for them in
         ``DIR/marks`` (:mod:`pypicache.storage.marks`), mapped for the life
         of the process.
+    :param s3_bucket: the :class:`~pypicache.storage.s3.bucket.Bucket` files
+        and records are kept in (``--storage s3://...``; ``cache`` is then the
+        local working folder), under ``s3_prefix``; ``s3_redirect``: serve
+        archives by presigned URLs. ``None``: the filesystem store on ``cache``.
     """
     run_sync = run_sync or run_blocking
-    store = FilesystemStore(
-        FilePath(os.path.abspath(cache)),
-        clock=reactor,
-        run_blocking=run_blocking,
-        run_sync=run_sync,
+    store = make_store(
+        cache, reactor, run_blocking, run_sync, s3_bucket, s3_prefix, s3_redirect
     )
     locks = Locks(reactor)
     endpoints = OutboundEndpoints(

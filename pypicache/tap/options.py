@@ -21,6 +21,7 @@ from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_RE
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
 from pypicache.tap.cooldownopts import CooldownOptions
+from pypicache.tap.s3opts import S3Options
 from pypicache.tap.upstreamopts import UpstreamOptions
 from pypicache.tap.values import (
     duration,
@@ -41,7 +42,7 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 MAX_WORKERS = 64
 
 
-class Options(CooldownOptions, UpstreamOptions, usage.Options):
+class Options(CooldownOptions, UpstreamOptions, S3Options, usage.Options):
     """``twistd pypicache`` options."""
 
     synopsis = (
@@ -349,6 +350,7 @@ class Options(CooldownOptions, UpstreamOptions, usage.Options):
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be positive")
         self.check_upstreams()
+        self.check_storage()
         if self["auth-file"] is not None and not os.path.isfile(self["auth-file"]):
             raise usage.UsageError(f"--auth-file {self['auth-file']!r} is not a file")
         if not 1 <= self["workers"] <= MAX_WORKERS:

@@ -10,11 +10,15 @@ from twisted.application import internet, service, strports
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from pypicache.storage.capacity import Capacity
+from pypicache.storage.s3.bucket import Bucket
+from pypicache.storage.s3.settings import S3ConfigError
+from pypicache.storage.s3.threads import BucketThreads
 from pypicache.tap.build import build_live
 from pypicache.tap.jsonlog import JsonLog
 from pypicache.tap.options import Options
@@ -157,6 +161,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         block=options["block"],
         withdrawn=options["withdrawn"],
         shared_marks=options["workers"] > 1,
+        **_object_store(options, top, reactor),
     )
     app = live.app
     for named in live.named.values():
@@ -177,6 +182,36 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     if app.capacity is not None:
         _DiskUpkeep(app.capacity, reactor).setServiceParent(top)
     return top, site
+
+
+def _object_store(
+    options: Options, top: service.MultiService, reactor: Any
+) -> dict[str, Any]:
+    """``build_live``'s arguments for ``--storage s3://...`` (none for the
+    filesystem): the bucket, through threads of its own (a service)."""
+    settings = options.s3
+    if settings is None:
+        return {}
+    try:
+        # Made before the reactor runs (botocore reads its models and
+        # resolves credentials): nothing waits on it yet.
+        client = settings.client()
+    except S3ConfigError as e:
+        raise usage.UsageError(str(e)) from e
+    threads = BucketThreads(reactor, size=settings.threads)
+    threads.setServiceParent(top)
+    bucket = Bucket(
+        client,
+        settings.location.bucket,
+        threads,
+        part_size=settings.part_size,
+        presign_expiry=settings.presign_expiry,
+    )
+    return {
+        "s3_bucket": bucket,
+        "s3_prefix": settings.location.prefix,
+        "s3_redirect": bool(options["s3-redirect"]),
+    }
 
 
 def freeze_start_up_objects() -> None:

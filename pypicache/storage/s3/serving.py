@@ -68,8 +68,8 @@ class LocalCopies:
         self, key: str, path: FilePath, sha256: str | None
     ) -> "Deferred[Opened]":
         """How to serve the archive under ``key``, whose sha256 is ``sha256``."""
-        if not self.redirect and path.path in self._archives:
-            if self._archives[path.path] == sha256:
+        if not self.redirect and self._archives.get(path.path, "") == sha256:
+            if os.path.isfile(path.path):  # not evicted
                 return succeed(Opened(path))
         return ensureDeferred(self._archive(key, path, sha256))
 

@@ -90,6 +90,16 @@ class S3View:
         self._generations: dict[str, tuple[str | None, int]] = {}
         self.private_changes = 0
 
+    @property
+    def root(self) -> FilePath:
+        """The local working folder (what is kept per daemon lives there)."""
+        return self.local.root
+
+    def forget(self, project: str) -> None:
+        """Read the record of ``project`` afresh next time (its local copies
+        were evicted, say)."""
+        self.records.forget(project)
+
     # -- records ---------------------------------------------------------------
 
     def _saw(self, record: ProjectRecord) -> ProjectRecord:

@@ -1,0 +1,32 @@
+# -*- test-case-name: tests.test_s3_daemon -*-
+"""The daemon's store: the filesystem store on ``--cache``, or the object
+store on ``--storage s3://...`` with ``--cache`` as its local working folder."""
+
+import os
+from typing import Any
+
+from twisted.python.filepath import FilePath
+
+from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.s3.keys import Keys
+from pypicache.storage.s3.store import S3Store
+
+
+def make_store(
+    cache: str,
+    reactor: Any,
+    run_blocking: Any,
+    run_sync: Any,
+    s3_bucket: Any = None,
+    s3_prefix: str = "",
+    s3_redirect: bool = False,
+) -> Any:
+    """The store :func:`~pypicache.tap.build.build_live` serves from."""
+    root = FilePath(os.path.abspath(cache))
+    if s3_bucket is not None:
+        return S3Store(
+            s3_bucket, Keys(s3_prefix), root, reactor, run_sync, redirect=s3_redirect
+        )
+    return FilesystemStore(
+        root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
+    )
