@@ -146,12 +146,20 @@ async def test_concurrent_uploads_of_one_filename_one_wins(world, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_uv_cold_install_through_an_s3_daemon(world, tmp_path):
-    """uv installs a cold file through an S3-backed daemon."""
+    """uv installs a cold file through an S3-backed daemon; the folder scan
+    (POST /+rescan), which has no folder to scan there, is refused with 400."""
     result = await uv_pip_install(
         world["a"].url + "simple/", ["cold"], tmp_path / "t", tmp_path
     )
     result.check()
     assert (tmp_path / "t" / "cold").is_dir()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        response = await treq.post(world["a"].url + "+rescan", pool=pool)
+        assert response.code == 400
+        assert "object store" in (await response.content()).decode()
+    finally:
+        await pool.closeCachedConnections()
 
 
 async def _upload(url: str, wheel: Path, tmp: Path) -> Any:
