@@ -89,6 +89,8 @@ class S3View:
         #: project -> (the ETag last seen of its record, its generation)
         self._generations: dict[str, tuple[str | None, int]] = {}
         self.private_changes = 0
+        #: When the bucket's project records were last listed, and their names.
+        self._names: tuple[float, list[str]] | None = None
 
     @property
     def root(self) -> FilePath:
@@ -103,12 +105,14 @@ class S3View:
     # -- records ---------------------------------------------------------------
 
     def _saw(self, record: ProjectRecord) -> ProjectRecord:
+        """Note ``record`` as the latest seen: a new ETag is a new generation
+        (and the project list is listed again)."""
         seen = self._generations.get(record.project)
-        if seen is None:
-            if record.etag is not None and record.files:
-                self._generations[record.project] = (record.etag, next(self._counter))
-        elif seen[0] != record.etag:
+        if (seen is None and record.etag is not None and record.files) or (
+            seen is not None and seen[0] != record.etag
+        ):
             self._generations[record.project] = (record.etag, next(self._counter))
+            self._names = None
         return record
 
     def _record(
@@ -158,10 +162,16 @@ class S3View:
         return ensureDeferred(self._projects())
 
     async def _projects(self) -> list[str]:
-        names = await self.records.projects()
+        """The projects with a record (one listing of ``projects/``, kept
+        ``max_age`` seconds), less those this daemon's fresh view shows
+        empty (every file removed): no request per project."""
+        now = self._clock.seconds()
+        if self._names is None or now - self._names[0] >= self.records.max_age:
+            self._names = (now, await self.records.projects())
         found = []
-        for name in names:
-            if (await self._record(name)).files:
+        for name in self._names[1]:
+            view = self.records.fresh(name)
+            if view is None or view.files:
                 found.append(name)
         return found
 
