@@ -97,6 +97,11 @@ class S3View:
         """The local working folder (what is kept per daemon lives there)."""
         return self.local.root
 
+    def area(self, area: str) -> FilePath:
+        """An area of the local folder (its local copies: the web
+        interface's search reads summaries from those it finds)."""
+        return self.local.area(area)
+
     def forget(self, project: str) -> None:
         """Read the record of ``project`` afresh next time (its local copies
         were evicted, say)."""
