@@ -3,9 +3,12 @@
 
 from typing import Any, Callable, Coroutine, Generic, Hashable, Protocol, TypeVar
 
+from twisted.application import service
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 log = Logger()
 
@@ -73,3 +76,31 @@ def result_now(d: "Deferred[T]") -> T:
         d.addErrback(lambda _: None)  # handled here: never logged as unhandled
         result.raiseException()
     return result  # type: ignore[no-any-return]
+
+
+class ThreadPoolService(service.Service):
+    """A thread pool as a ``run_blocking`` (call it), started and stopped
+    with its parent service (under twistd: with the reactor).
+
+    :param ready: threads started with it; the rest are started when work
+        arrives.
+    """
+
+    def __init__(self, reactor: Any, size: int, name: str, ready: int = 0) -> None:
+        self._reactor = reactor
+        self.pool = ThreadPool(minthreads=ready, maxthreads=size, name=name)
+
+    def __call__(
+        self, f: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> "Deferred[Any]":
+        """Run ``f(*args, **kwargs)`` in one of the threads."""
+        return deferToThreadPool(self._reactor, self.pool, f, *args, **kwargs)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        """Stop the threads (waiting for the calls under way)."""
+        super().stopService()
+        self.pool.stop()

@@ -231,3 +231,22 @@ async def test_a_kept_project_page_lists_nothing(world, tmp_path, monkeypatch):
         "</span>", ""
     )
     assert "kept" in listed
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_project_list_leaves_out_blocked_projects(tmp_path):
+    """A project the block list hides whole is not in the web interface's
+    project list (nor found by a search), as it is not in ``/simple/``;
+    the others are."""
+    w = await start_world(tmp_path, [], metrics=Metrics(), block=["hidden-one"])
+    try:
+        dist = tmp_path / "dist"
+        wheels = [build_wheel(dist, "hidden-one", "1.0")]
+        wheels.append(build_wheel(dist, "shown-one", "1.0"))
+        (await twine_upload(w.daemon.url, wheels, tmp_path)).check()
+        _, page = await get(w, "+ui/projects/")
+        assert "shown-one" in page and "hidden-one" not in page
+        _, found = await get(w, "+ui/projects/?q=one")
+        assert "shown-one" in found and "hidden-one" not in found
+    finally:
+        await w.stop()

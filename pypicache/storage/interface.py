@@ -173,7 +173,8 @@ class IStore(Interface):
     # -- this process's view (synchronous) ---------------------------------------
 
     def lock_path(area: str, project: str | None, name: str) -> str:
-        """The local lock file that serializes work on ``name`` across processes."""
+        """The name of the local lock that serializes work on ``name`` across
+        processes (see ``storage/locks.py``)."""
 
     def generation(project: str) -> int:
         """A number that changes whenever the project's stored files change

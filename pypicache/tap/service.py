@@ -3,18 +3,16 @@
 
 import gc
 import os
-from functools import partial
 from typing import Any
 
 from twisted.application import internet, service, strports
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
+from pypicache.concurrency import ThreadPoolService
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.s3.bucket import Bucket
 from pypicache.storage.s3.settings import S3ConfigError
@@ -37,19 +35,6 @@ SYNC_THREADS = 16
 UPSTREAM_CONNECTIONS = 32
 
 
-class _ThreadPoolService(service.Service):
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
-
-
 def _thread_pool(
     parent: Any, reactor: Any, name: str, size: int, ready: int = 0
 ) -> Any:
@@ -58,9 +43,9 @@ def _thread_pool(
     :param ready: threads started with it; the rest are started when work
         arrives, each by the reactor thread, which waits until it runs.
     """
-    threads = ThreadPool(minthreads=ready, maxthreads=size, name=name)
-    _ThreadPoolService(threads).setServiceParent(parent)
-    return partial(deferToThreadPool, reactor, threads)
+    threads = ThreadPoolService(reactor, size, name, ready)
+    threads.setServiceParent(parent)
+    return threads
 
 
 class _ConnectionPoolService(service.Service):

@@ -116,6 +116,8 @@ class UiRoutes:
     _listings: "OrderedDict[str, tuple[Hashable, dict[Version, list[StoredFile]]]]" = (
         attrs.field(factory=OrderedDict)
     )
+    #: The project list without hidden projects, and what it was made from.
+    _shown: tuple[list[str], frozenset[str], list[str]] | None = None
     #: Pages of the project list (and of searches), kept apart from project pages.
     _lists: RenderCache = attrs.field(
         factory=lambda: RenderCache(max_bytes=4 * 1024**2, max_entries=64)
@@ -140,7 +142,7 @@ class UiRoutes:
             page = int(query_arg(request, b"page") or "1")
         except ValueError:
             raise BadRequest("?page= takes a number") from None
-        names = await self._store.projects()
+        names = self._unhidden(await self._store.projects())
         complete = await self.catalog.ready(names, SEARCH_WAIT if query else 0)
         entries = self.catalog.entries
         found = await self._search(names, query) if query else names
@@ -190,6 +192,20 @@ class UiRoutes:
             plain = self._lists.get(slot, key, lambda: made[0])
             zipped = self._lists.get(slot + ("gzip",), key, lambda: made[1])
         return send_page(request, plain, zipped)
+
+    def _unhidden(self, names: list[str]) -> list[str]:
+        """``names`` without the projects a rule hides whole (the block
+        list), as ``/simple/`` lists them; the same list object while neither
+        changes, so that searches stay kept."""
+        hidden = self._views.rules.hidden()
+        if not hidden:
+            return names
+        kept = self._shown
+        if kept is not None and kept[0] is names and kept[1] == hidden:
+            return kept[2]
+        shown = [n for n in names if n not in hidden]
+        self._shown = (names, hidden, shown)
+        return shown
 
     async def _search(self, names: list[str], query: str) -> list[str]:
         """The names matching ``query``, searched in a thread (100,000 projects
