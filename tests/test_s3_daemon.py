@@ -73,8 +73,9 @@ async def world(tmp_path: Path, s3: S3Bucket) -> Any:
     await b.start()
     state = {"upstream": upstream, "a": a, "b": b}
     yield state
-    for daemon in (state["a"], state["b"]):
-        await daemon.stop()
+    for daemon in (state["a"], state["b"], state.get("c")):
+        if daemon is not None:
+            await daemon.stop()
     await state["upstream"].stop()
 
 
@@ -147,7 +148,9 @@ async def test_concurrent_uploads_of_one_filename_one_wins(world, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_uv_cold_install_through_an_s3_daemon(world, tmp_path):
     """uv installs a cold file through an S3-backed daemon; the folder scan
-    (POST /+rescan), which has no folder to scan there, is refused with 400."""
+    (POST /+rescan), which has no folder to scan there, is refused with 400;
+    a daemon with --s3-redirect sends clients to a presigned URL of the
+    stored file, which serves its bytes."""
     result = await uv_pip_install(
         world["a"].url + "simple/", ["cold"], tmp_path / "t", tmp_path
     )
@@ -158,6 +161,29 @@ async def test_uv_cold_install_through_an_s3_daemon(world, tmp_path):
         response = await treq.post(world["a"].url + "+rescan", pool=pool)
         assert response.code == 400
         assert "object store" in (await response.content()).decode()
+    finally:
+        await pool.closeCachedConnections()
+
+    c = S3Daemon(tmp_path, "c", world["a"].s3, world["a"].upstream)
+    world["c"] = c
+    await c.start("--s3-redirect")
+    name = "cold-1.0-py3-none-any.whl"
+    started = reactor.seconds()
+    while name not in (await c.get("local/cold/"))[1]:
+        assert reactor.seconds() - started < 10, "never stored"
+        await deferLater(reactor, 0.2)
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        answer = await treq.get(
+            c.url + f"packages/cold/{name}", pool=pool, allow_redirects=False
+        )
+        await answer.content()
+        assert answer.code in (302, 303, 307), answer.code
+        [location] = answer.headers.getRawHeaders("location")
+        assert location.startswith(c.s3.endpoint) and "Signature" in location
+        fetched = await treq.get(location, pool=pool)
+        body = await fetched.content()
+        assert fetched.code == 200 and body[:2] == b"PK"
     finally:
         await pool.closeCachedConnections()
 
