@@ -55,6 +55,9 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
+            # Runs the suite on every core (pytest.ini: -n auto): most of its
+            # time is spent waiting on pip, uv, twine and twistd subprocesses.
+            "pytest-xdist>=3.6",
             "uv>=0.4",
             "twine>=6",
             "build>=1.0",

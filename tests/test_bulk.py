@@ -496,6 +496,7 @@ async def test_hundreds_of_lines_do_not_block_other_clients(tmp_path):
 
     loop = task.LoopingCall(tick)
     loop.start(0.01)
+    began = reactor.seconds()
     try:
         posting = Deferred.fromCoroutine(
             world.report("".join(f"many{i}\n" for i in range(300)))
@@ -507,13 +508,17 @@ async def test_hundreds_of_lines_do_not_block_other_clients(tmp_path):
             await response.content()
             answered.append(reactor.seconds() - start)
         report = await posting
+        took = reactor.seconds() - began
     finally:
         loop.stop()
         await world.stop()
     assert report["totals"]["fetched"] == 300 and report["totals"]["resolved"] == 300
     assert len(answered) > 5
-    assert max(answered) < 0.5, answered
-    assert stalls[0] < 0.5
+    # Caching on the reactor would hold a client for most of the job; the bound
+    # grows with the job's time, so a loaded machine (parallel tests) slows both.
+    bound = max(0.5, took / 4)
+    assert max(answered) < bound, answered
+    assert stalls[0] < bound
 
 
 @pytest_twisted.ensureDeferred
