@@ -107,3 +107,19 @@ def test_storage_options():
     ]:
         with pytest.raises(usage.UsageError, match=message):
             parse(*args)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_file_goes_up_in_parts(s3, threads, tmp_path):
+    """A file larger than the part size is uploaded in parts (nothing left
+    open in the bucket) and opens, through another daemon's store, with
+    its bytes."""
+    store = await s3_store(s3, threads, tmp_path / "one")
+    store.bucket.part_size = 5 * 1024 * 1024
+    content = b"PK" + bytes(range(256)) * (6 * 4096)  # 6 MiB and 2 bytes
+    stored = await put(store, content=content)
+    assert await store.bucket.open_uploads() == []
+    other = await s3_store(s3, threads, tmp_path / "two")
+    [seen] = await other.files("foo")
+    assert (await other.open(seen)).path.getContent() == content
+    assert seen.info == stored.info
