@@ -24,6 +24,7 @@ from pypicache.private.uploads import iso_time, parse_upload_filename
 from pypicache.storage.atomic import write_atomically
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.records import SIDECAR_SUFFIX
+from pypicache.storage.verify import sha256_file
 
 log = Logger()
 
@@ -44,15 +45,6 @@ class ScanReport:
             "broken": self.broken,
             "already_indexed": self.known,
         }
-
-
-def sha256_file(path: str) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def index_archive(store: FilesystemStore, path: str, stored_at: float) -> None:

@@ -67,6 +67,12 @@ def _mirrored(mirror: str) -> Iterator[tuple[FilePath, bool]]:
                 yield FilePath(os.path.join(folder, name)), True
 
 
+def sha256_file(path: str) -> str:
+    """The sha256 of the file at ``path``, read in chunks (blocking)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _sha256(path: FilePath) -> tuple[str, int]:
     with open(path.path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256")

@@ -8,7 +8,6 @@ copy this process wrote or checked is served at once. With ``s3-redirect``
 clients are sent to a short-lived presigned URL instead.
 """
 
-import hashlib
 import os
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -25,18 +24,15 @@ from pypicache.storage.atomic import (
 from pypicache.storage.records import Opened, StoredFile
 from pypicache.storage.s3.bucket import Bucket
 from pypicache.storage.s3.errors import BucketError
+from pypicache.storage.verify import sha256_file
 
 
 def sha256_of(path: str) -> str | None:
     """The sha256 of the file at ``path`` (``None``: there is none)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1024 * 1024), b""):
-                digest.update(chunk)
+        return sha256_file(path)
     except FileNotFoundError:
         return None
-    return digest.hexdigest()
 
 
 def _move(temp: TempFile, target: FilePath) -> None:
