@@ -22,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from pypicache import tap
+from pypicache.concurrency import ThreadPoolService
 from pypicache.errors import TooManyRequests, Unauthorized
-from pypicache.tap.service import _ThreadPoolService
 from pypicache.web import htpasswd as htpasswd_module
 from pypicache.web.access import AccessPolicy
 from pypicache.web.attempts import FailedLogins, client_key
@@ -354,7 +354,7 @@ def test_make_service_runs_bcrypt_in_its_own_pool(tmp_path, htpasswd_path):
         "4",
     )
     top = tap.makeService(options, reactor=MemoryReactorClock())
-    pools = {s.pool.name: s.pool for s in top if isinstance(s, _ThreadPoolService)}
+    pools = {s.pool.name: s.pool for s in top if isinstance(s, ThreadPoolService)}
     assert set(pools) == {"pypicache", "pypicache-bcrypt", "pypicache-sync"}
     assert pools["pypicache-bcrypt"].max == 2
     top.startService()
