@@ -6,7 +6,7 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -153,8 +153,9 @@ class TempFile:
         remove_quietly(self.path)
 
 
-def write_atomically(path: FilePath, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a synced temporary file and a rename.
+def write_atomically(path: FilePath, content: bytes | Iterable[bytes]) -> None:
+    """Write ``content`` (bytes, or chunks of them: streamed) to ``path``
+    through a synced temporary file and a rename.
 
     On any failure the temporary file is removed and ``path`` is left as it was.
 
@@ -164,7 +165,8 @@ def write_atomically(path: FilePath, content: bytes) -> None:
         temp, f = open_locked_temp(path.parent())
     try:
         with full_disk_is_507(path.basename()), f:
-            f.write(content)
+            for chunk in [content] if isinstance(content, bytes) else content:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
             # Renamed while still open: the lock keeps the clean-up off it.

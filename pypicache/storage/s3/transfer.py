@@ -17,9 +17,7 @@ from twisted.python.filepath import FilePath
 
 from pypicache.storage.atomic import (
     fsync_directory,
-    full_disk_is_507,
-    open_locked_temp,
-    remove_quietly,
+    write_atomically,
 )
 from pypicache.storage.s3.errors import is_missing_key
 
@@ -218,24 +216,9 @@ def download(client: Any, bucket: str, key: str, path: str) -> ObjectInfo | None
     body = response["Body"]
     target = FilePath(os.path.abspath(path))
     try:
-        with full_disk_is_507(target.basename()):
-            temp, f = open_locked_temp(target.parent())
-    except BaseException:
+        # iter_chunks checks the length S3 announced at the end.
+        write_atomically(target, body.iter_chunks(CHUNK))
+    finally:
         body.close()
-        raise
-    try:
-        with full_disk_is_507(target.basename()), f:
-            try:
-                # iter_chunks checks the length S3 announced at the end.
-                for chunk in body.iter_chunks(CHUNK):
-                    f.write(chunk)
-            finally:
-                body.close()
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(temp.path, target.path)
-    except BaseException:
-        remove_quietly(temp)
-        raise
     fsync_directory(target.parent())
     return ObjectInfo.from_response(key, response)
