@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_ui_descriptions -*-
+"""A project's files by version, grouped once per version of its view.
+
+A project page shows the list of every version (newest first, pre-releases
+and yanks marked) and one release's files. Grouping 3,000 files by version,
+sorting a thousand versions and finding the newest takes a page tens of
+milliseconds; a :class:`Listing` does it once, and the routes keep it per
+version of the project's view (``Views.local_key``), so that every other
+page of the project (another version, a group of files) reuses it.
+"""
+
+import attrs
+from markupsafe import Markup
+from packaging.version import Version
+
+from pypicache.storage.records import StoredFile
+from pypicache.web import jsonapi
+from pypicache.web.ui.filetable import escape_text
+
+
+@attrs.frozen
+class VersionRow:
+    """One version in the list: yanked when all its files are (with a reason)."""
+
+    version: str
+    prerelease: bool
+    yanked: bool
+    reason: str | None
+    selected: bool
+
+
+@attrs.frozen(eq=False)
+class Listing:
+    """A project's files by version (as :func:`~pypicache.web.jsonapi.versions_of`
+    groups them), its versions newest first and the one shown by default."""
+
+    releases: dict[Version, list[StoredFile]]
+    #: Every version's row, newest first, none selected.
+    rows: tuple[VersionRow, ...]
+    #: Where each version's row is in :attr:`rows`.
+    places: dict[Version, int]
+    #: :func:`~pypicache.web.jsonapi.latest` (``None``: no versions).
+    latest: Version | None
+
+    @classmethod
+    def of(cls, releases: dict[Version, list[StoredFile]]) -> "Listing":
+        """The listing of files grouped by version."""
+        rows = []
+        places = {}
+        for place, version in enumerate(sorted(releases, reverse=True)):
+            yanked, reason = True, None
+            for s in releases[version]:
+                flag = s.info.yanked
+                if flag is False:
+                    yanked = False
+                elif reason is None and isinstance(flag, str):
+                    reason = flag
+            rows.append(
+                VersionRow(str(version), version.is_prerelease, yanked, reason, False)
+            )
+            places[version] = place
+        latest = jsonapi.latest(releases) if releases else None
+        return cls(releases, tuple(rows), places, latest)
+
+    @classmethod
+    def of_files(cls, files: list[StoredFile]) -> "Listing":
+        """The listing of ``files`` (grouped here)."""
+        return cls.of(jsonapi.versions_of(files))
+
+    def pick(self, text: str | None) -> Version:
+        """The version asked for (``None``: the newest); raises ``KeyError``
+        if absent, :class:`~pypicache.errors.BadRequest` if invalid."""
+        if text is None:
+            if self.latest is None:
+                raise KeyError(text)
+            return self.latest
+        return jsonapi.pick_version(self.releases, text)
+
+    def version_rows(self, chosen: Version) -> list[VersionRow]:
+        """Every version, newest first, ``chosen`` selected."""
+        rows = list(self.rows)
+        place = self.places.get(chosen)
+        if place is not None:
+            rows[place] = attrs.evolve(rows[place], selected=True)
+        return rows
+
+
+def versions_list(rows: list[VersionRow], here: str) -> Markup:
+    """The list of versions as HTML, made without a template loop (a project
+    may have thousands), escaped here."""
+    prefix = escape_text(here)
+    items = []
+    for v in rows:
+        version = escape_text(v.version)
+        badges = '\n  <span class="badge pre">pre</span>' if v.prerelease else ""
+        if v.yanked:
+            reason = f": {escape_text(v.reason)}" if v.reason else ""
+            badges += f'\n  <span class="badge yanked">yanked{reason}</span>'
+        if v.selected:
+            items.append(
+                f'<li class="selected"><a href="{prefix}{version}/" '
+                f'aria-current="page">{version}</a>{badges}</li>\n'
+            )
+        else:
+            items.append(
+                f'<li><a href="{prefix}{version}/">{version}</a>{badges}</li>\n'
+            )
+    return Markup('<ol class="versions">\n' + "".join(items) + "</ol>\n")
