@@ -142,14 +142,13 @@ def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
 
     A wheel's version is the second part of its name, an sdist's the part
     after its last dash (as ``packaging`` reads them; stored names are
-    valid): each distinct version is parsed once, as a release of 3,000
-    wheels has one (:func:`parse_filename` takes some 30 µs a wheel).
+    valid): files are grouped by that text first, and each distinct text is
+    parsed once, as a release of 3,000 wheels has one (:func:`parse_filename`
+    takes some 30 µs a wheel).
     """
-    releases: dict[Version, list[StoredFile]] = {}
-    parsed: dict[str, Version] = {}
+    by_text: dict[str | None, list[StoredFile]] = {}
     for stored in files:
         filename = stored.info.filename
-        version: Version | None = None
         text = None
         if filename.endswith(".whl") and filename.count("-") in (4, 5):
             text = filename.split("-", 2)[1]
@@ -157,17 +156,26 @@ def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
             stem = filename[: -7 if filename.endswith(".tar.gz") else -4]
             name, dash, text = stem.rpartition("-")
             text = text if dash and name else None
+        group = by_text.get(text)
+        if group is None:
+            by_text[text] = [stored]
+        else:
+            group.append(stored)
+    releases: dict[Version, list[StoredFile]] = {}
+    for text, group in by_text.items():
+        version: Version | None = None
         if text is not None:
-            version = parsed.get(text)
-            if version is None:
-                try:
-                    version = parsed[text] = Version(text)
-                except InvalidVersion:
-                    pass
-        if version is None:
-            _, version = parse_filename(filename)
+            try:
+                version = Version(text)
+            except InvalidVersion:
+                pass
         if version is not None:
-            releases.setdefault(version, []).append(stored)
+            releases.setdefault(version, []).extend(group)
+            continue
+        for stored in group:  # read as the whole name says
+            _, found = parse_filename(stored.info.filename)
+            if found is not None:
+                releases.setdefault(found, []).append(stored)
     return releases
 
 

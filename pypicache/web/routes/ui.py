@@ -246,7 +246,11 @@ class UiRoutes:
                 if shown[s.info.filename] is s.info
                 else attrs.evolve(s, info=shown[s.info.filename])
             )
-            for s in await self._store.files(project)
+            for s in (
+                view.stored
+                if view.stored is not None
+                else await self._store.files(project)
+            )
             if s.info.filename in shown
         ]
         listing = Listing.of_files(files)
