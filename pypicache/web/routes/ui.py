@@ -37,7 +37,7 @@ from pypicache.web.routing import (
 from pypicache.web.ui import render as ui
 from pypicache.web.ui.catalog import Catalog, matches
 from pypicache.web.ui.descriptions import Descriptions
-from pypicache.web.ui.filetable import file_rows, group_of
+from pypicache.web.ui.filetable import file_rows
 from pypicache.web.ui.listing import Listing
 from pypicache.web.ui.release import page_forms
 
@@ -313,9 +313,7 @@ class UiRoutes:
                 chosen = listing.pick(version)
             except KeyError:
                 raise NotFound(f"No files of {name} {version} on this server") from None
-            if group is not None and not any(
-                group_of(s.info.filename) == group for s in listing.releases[chosen]
-            ):
+            if group is not None and group not in listing.grouped(chosen)[1]:
                 raise NotFound(f"No files of {name} {chosen} in group {group!r}")
             made = await self._run_blocking(
                 page_forms,

@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from pypicache.storage.records import StoredFile
 from pypicache.web import jsonapi
-from pypicache.web.ui.filetable import escape_text
+from pypicache.web.ui.filetable import Group, escape_text, group_of, natural
 
 
 class VersionRow(NamedTuple):
@@ -45,6 +45,12 @@ class Listing:
     places: dict[Version, int]
     #: :func:`~pypicache.web.jsonapi.latest` (``None``: no versions).
     latest: Version | None
+    #: Per version, its groups of files (:meth:`grouped`), made on first use.
+    _grouped: dict[Version, tuple[list[Group], dict[str, list[StoredFile]]]] = (
+        attrs.field(factory=dict, init=False)
+    )
+    #: Per version, :meth:`best`.
+    _best: dict[Version, StoredFile] = attrs.field(factory=dict, init=False)
 
     @classmethod
     def of(cls, releases: dict[Version, list[StoredFile]]) -> "Listing":
@@ -83,6 +89,38 @@ class Listing:
                 raise KeyError(text)
             return self.latest
         return jsonapi.pick_version(self.releases, text)
+
+    def grouped(
+        self, version: Version
+    ) -> tuple[list[Group], dict[str, list[StoredFile]]]:
+        """The groups of ``version``'s files (:func:`groups_of`) and the
+        files of each, made once (a release of 3,000 files has a page per
+        group: each would read every name again). Thread-safe: two threads
+        may both make it, alike."""
+        kept = self._grouped.get(version)
+        if kept is None:
+            files: dict[str, list[StoredFile]] = {}
+            for s in self.releases[version]:
+                key = group_of(s.info.filename)
+                found = files.get(key)
+                if found is None:
+                    files[key] = [s]
+                else:
+                    found.append(s)
+            groups = [Group(key, len(files[key])) for key in sorted(files, key=natural)]
+            kept = self._grouped[version] = (groups, files)
+        return kept
+
+    def best(self, version: Version) -> StoredFile:
+        """The file whose core metadata a page of ``version`` shows: its
+        first wheel, else its first file (found once)."""
+        kept = self._best.get(version)
+        if kept is None:
+            kept = self._best[version] = min(
+                self.releases[version],
+                key=lambda s: not s.info.filename.endswith(".whl"),
+            )
+        return kept
 
     def version_rows(self, chosen: Version) -> list[VersionRow]:
         """Every version, newest first, ``chosen`` selected."""

@@ -31,8 +31,6 @@ from pypicache.web.ui.filetable import (
     Group,
     file_rows,
     files_table,
-    group_of,
-    groups_of,
 )
 from pypicache.web.ui.listing import Listing, VersionRow, versions_list
 from pypicache.web.ui.render import both_forms, render
@@ -158,9 +156,9 @@ def release_context(
         metadata = metadata_context(metadata, project, str(chosen))
     listing = releases if isinstance(releases, Listing) else Listing.of(releases)
     files = every = listing.releases[chosen]
-    groups = groups_of(s.info.filename for s in files) if len(files) > GROUP_AT else []
+    groups = listing.grouped(chosen)[0] if len(files) > GROUP_AT else []
     if group is not None:
-        files = [s for s in files if group_of(s.info.filename) == group]
+        files = listing.grouped(chosen)[1].get(group, [])
     elif groups:
         files = []
     return {
@@ -201,8 +199,7 @@ def project_page(
         :param auth: whether writes need a user; :param pinned: whether the
         URL names the version; :param group: the group of files shown.
     """
-    files = listing.releases[chosen]
-    best = min(files, key=lambda s: not s.info.filename.endswith(".whl"))
+    best = listing.best(chosen)
     digest = best.info.hashes.get("sha256")
     args = (best.path.path, best.info.filename, digest, project, str(chosen))
     parsed = described(*args) if digest else described.__wrapped__(*args)
