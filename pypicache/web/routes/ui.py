@@ -7,7 +7,10 @@ Pages read what the JSON API reads (:class:`~pypicache.proxy.views.Views`'
 disk-only view, with the rules applied, and :mod:`pypicache.web.jsonapi`);
 project pages are rendered in a thread once per version of the project
 (:class:`~pypicache.web.rendered.RenderCache`, keyed like ``/local/`` pages)
-and answered with an ``ETag``. Nothing here changes anything: the forms post
+and answered with an ``ETag``; its files are grouped by version once per
+version too (:class:`~pypicache.web.ui.listing.Listing`), and descriptions
+are rendered once and kept on disk for every process
+(:class:`~pypicache.web.ui.descriptions.Descriptions`). Nothing here changes anything: the forms post
 to the API's own routes (:mod:`pypicache.web.routes.uploads`).
 """
 
@@ -239,21 +242,10 @@ class UiRoutes:
         if kept is not None and kept[0] == view.key:
             self._listings.move_to_end(project)
             return kept[1]
-        shown = {f.filename: f for f in view.page.files}
-        files = [
-            (
-                s
-                if shown[s.info.filename] is s.info
-                else attrs.evolve(s, info=shown[s.info.filename])
-            )
-            for s in (
-                view.stored
-                if view.stored is not None
-                else await self._store.files(project)
-            )
-            if s.info.filename in shown
-        ]
-        listing = Listing.of_files(files)
+        stored = view.stored
+        if stored is None:
+            stored = await self._store.files(project)
+        listing = Listing.of_shown(stored, view.page.files)
         self._listings[project] = (view.key, listing)
         self._listings.move_to_end(project)
         while len(self._listings) > KEPT_LISTINGS:

@@ -9,12 +9,13 @@ version of the project's view (``Views.local_key``), so that every other
 page of the project (another version, a group of files) reuses it.
 """
 
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import attrs
 from markupsafe import Markup
 from packaging.version import Version
 
+from pypicache.index.model import DistFile
 from pypicache.storage.records import StoredFile
 from pypicache.web import jsonapi
 from pypicache.web.ui.filetable import Group, escape_text, group_of, natural
@@ -77,8 +78,19 @@ class Listing:
         return cls(releases, tuple(rows), places, latest)
 
     @classmethod
-    def of_files(cls, files: list[StoredFile]) -> "Listing":
-        """The listing of ``files`` (grouped here)."""
+    def of_shown(cls, stored: list[StoredFile], shown: Iterable[DistFile]) -> "Listing":
+        """The listing of the ``stored`` files a page ``shown`` lists, each
+        as the page shows it (the rules applied: a yank by rule shows)."""
+        page = {f.filename: f for f in shown}
+        files = [
+            (
+                s
+                if page[s.info.filename] is s.info
+                else attrs.evolve(s, info=page[s.info.filename])
+            )
+            for s in stored
+            if s.info.filename in page
+        ]
         return cls.of(jsonapi.versions_of(files))
 
     def pick(self, text: str | None) -> Version:
