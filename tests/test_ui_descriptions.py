@@ -126,16 +126,26 @@ def test_a_listing_groups_once_as_the_json_api_does():
     """A Listing's versions are newest first, yanked when all their files
     are (with the first reason), and its default version is the JSON API's
     (the newest final with a file not yanked; the newest if there is none)."""
-    releases = jsonapi.versions_of(
-        [
-            stored("p-2.0rc1-py3-none-any.whl", True),
-            stored("p-1.5-py3-none-any.whl", True, yanked="broken"),
-            stored("p-1.5.tar.gz", True, yanked=True),
-            stored("p-1.2.tar.gz", True),
-            stored("p-1.2.0-py3-none-any.whl", True),
-            stored("p-1.0.tar.gz", True, yanked=True),
-        ]
-    )
+    files = [
+        stored("p-2.0rc1-py3-none-any.whl", True),
+        stored("p-1.5-py3-none-any.whl", True, yanked="broken"),
+        stored("p-1.5.tar.gz", True, yanked=True),
+        stored("p-1.2.tar.gz", True),
+        stored("p-1.2.0-py3-none-any.whl", True),
+        stored("p-1.0.tar.gz", True, yanked=True),
+        stored("p-01.1.tar.gz", True),
+        stored("p-1.1.0.tar.gz", True),
+    ]
+    releases = jsonapi.versions_of(files)
+    # Versions shown as str() writes them, whichever name came first.
+    shown = Listing.of_shown(files, [s.info for s in files])
+    assert [r.version for r in shown.rows] == [
+        str(v) for v in sorted(releases, reverse=True)
+    ]
+    assert [r.prerelease for r in shown.rows] == [
+        v.is_prerelease for v in sorted(releases, reverse=True)
+    ]
+    del releases[Version("1.1")]
     listing = Listing.of(releases)
     assert listing.latest == jsonapi.latest(releases) == Version("1.2")
     assert len(releases[Version("1.2")]) == 2  # 1.2 and 1.2.0 are one version

@@ -54,8 +54,14 @@ class Listing:
     _best: dict[Version, StoredFile] = attrs.field(factory=dict, init=False)
 
     @classmethod
-    def of(cls, releases: dict[Version, list[StoredFile]]) -> "Listing":
-        """The listing of files grouped by version."""
+    def of(
+        cls,
+        releases: dict[Version, list[StoredFile]],
+        finals: dict[Version, str] | None = None,
+    ) -> "Listing":
+        """The listing of files grouped by version (``finals``: final
+        versions and their text, see :func:`~pypicache.web.jsonapi.versions_of`)."""
+        finals = finals or {}
         rows = []
         places = {}
         latest = None
@@ -68,10 +74,13 @@ class Listing:
                     yanked = False
                 elif reason is None and isinstance(flag, str):
                     reason = flag
-            prerelease = version.is_prerelease
+            text = finals.get(version)
+            prerelease = text is None and version.is_prerelease
             if latest is None and not prerelease and not yanked:
                 latest = version  # as jsonapi.latest: the newest final, unyanked
-            rows.append(VersionRow(str(version), prerelease, yanked, reason, False))
+            rows.append(
+                VersionRow(text or str(version), prerelease, yanked, reason, False)
+            )
             places[version] = place
         if latest is None and order:
             latest = order[0]
@@ -91,7 +100,8 @@ class Listing:
             for s in stored
             if s.info.filename in page
         ]
-        return cls.of(jsonapi.versions_of(files))
+        finals: dict[Version, str] = {}
+        return cls.of(jsonapi.versions_of(files, finals), finals)
 
     def pick(self, text: str | None) -> Version:
         """The version asked for (``None``: the newest); raises ``KeyError``
