@@ -5,6 +5,7 @@ Server-side render time of the web interface's project page, for a project of
     python bench/run.py --only ui                 # this measure alone, in the table
     python bench/uipages.py --files 3000          # the same, printed in ms
     python bench/uipages.py --profile one         # and a cProfile of one cold page
+    python bench/uipages.py --profile one --rendered   # ... of a first render
 
 It builds ``<work>/ui-<files>/`` (``bench/work/ui-3000/``; reused), a
 pypicache cache folder with two private projects in its on-disk layout:
@@ -20,12 +21,17 @@ Then, in this process, it builds the daemon's objects
 (:func:`pypicache.tap.build.build_app`, blocking work in a thread pool as in
 ``twistd``) and calls the route of ``/+ui/projects/<project>/`` itself with a
 request that accepts gzip, timing each call (wall clock, and the CPU time of
-the whole process): *cold* is a page rendered for the first time (a fresh
-:class:`~pypicache.web.routes.ui.UiRoutes`, no description kept, the
-project's listing already in memory as after any ``/simple/`` request;
-median of ``--rounds``), *warm* a page asked for again (kept; median of 20),
-*first* the first page of the process (templates compiled, modules
-imported). Two pages are measured right after the project's main page:
+the whole process): *cold* is a page as a fresh process renders it (a fresh
+:class:`~pypicache.web.routes.ui.UiRoutes`: nothing kept in memory; the
+description kept in ``<root>/ui/descriptions/`` by an earlier process, as
+an upload or the first view leaves it; the project's listing already in
+memory as after any ``/simple/`` request; median of ``--rounds``),
+*rendered* the same page with no description kept anywhere (rendered, and
+written to a new folder: the first view of a release ever; taken in turn
+with *cold*, median of ``--rounds``), *warm* a page asked for again (kept;
+median of 20), *first* the first page of the process (templates compiled,
+modules imported, the README rendered: the descriptions' folder is emptied
+at the start). ``renders`` counts the descriptions rendered in all. Two pages are measured right after the project's main page:
 ``uibench-many`` at an older version (``1.0.500`` with 3,000 files) and
 ``uibench-one``'s ``cp312`` wheels (``/+ui/projects/uibench-one/1.0/?files=cp312``).
 """

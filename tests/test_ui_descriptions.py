@@ -106,7 +106,7 @@ def test_a_corrupt_or_stale_kept_file_is_rendered_again(tmp_path, content):
     assert Descriptions.under(root).html(README, None) == html
 
 
-def test_the_renderer_stamp_names_what_renders(monkeypatch, tmp_path):
+def test_the_renderer_stamp_names_what_renders():
     """A kept rendering is used only by the renderer that made it: the stamp
     holds the layout's format and the versions of readme_renderer, docutils
     and the sanitizer."""
