@@ -245,7 +245,9 @@ class UiRoutes:
         stored = view.stored
         if stored is None:
             stored = await self._store.files(project)
-        listing = Listing.of_shown(stored, view.page.files)
+        # Grouped in a thread (3,000 files take milliseconds); the page, with
+        # the rules applied, is built here.
+        listing = await self._run_blocking(Listing.of_shown, stored, view.page.files)
         self._listings[project] = (view.key, listing)
         self._listings.move_to_end(project)
         while len(self._listings) > KEPT_LISTINGS:
