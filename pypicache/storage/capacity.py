@@ -12,7 +12,7 @@ lock), so ``--workers`` and ``pypicache-admin cleanup`` take turns.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -103,6 +103,65 @@ def evict_pass(
         held.release()
 
 
+class Evictor(Protocol):
+    """Runs eviction passes over one kind of store (:class:`FolderEvictor`,
+    :class:`~pypicache.storage.s3.eviction.BucketEvictor`)."""
+
+    #: Whether other daemons change the same mirror (its size is then
+    #: counted again now and then, limits or not).
+    shared: bool
+
+    def run(
+        self,
+        usage: Usage | None,
+        recorded: UsageMap,
+        now: float,
+        max_size: int | None,
+        unused_after: float | None,
+        dry_run: bool = False,
+        progress: Callable[[Entry], None] | None = None,
+        planned: Callable[[int], None] | None = None,
+    ) -> "Deferred[PassResult]":
+        """One pass, as :func:`evict_pass` (nothing is evicted without limits:
+        it counts); never blocks the reactor."""
+
+
+@attrs.frozen
+class FolderEvictor:
+    """Eviction passes over the cache folder ``root`` (:func:`evict_pass`, in a thread)."""
+
+    root: FilePath
+    lock_path: LockPath
+    run_blocking: RunBlocking
+    shared = False
+
+    def run(
+        self,
+        usage: Usage | None,
+        recorded: UsageMap,
+        now: float,
+        max_size: int | None,
+        unused_after: float | None,
+        dry_run: bool = False,
+        progress: Callable[[Entry], None] | None = None,
+        planned: Callable[[int], None] | None = None,
+    ) -> "Deferred[PassResult]":
+        assert usage is not None
+        return self.run_blocking(
+            evict_pass,
+            self.root,
+            self.lock_path,
+            usage,
+            recorded,
+            now,
+            max_size,
+            unused_after,
+            dry_run,
+            progress,
+            planned,
+        )
+
+
 @attrs.define
 class Capacity:
     """The reactor's half of bounded disk: usage flushes, size, eviction passes."""
@@ -127,6 +186,8 @@ class Capacity:
     )
     #: Told of the mirror's size and file count when they change.
     on_size: Callable[[int, int], None] | None = attrs.field(default=None, kw_only=True)
+    #: What runs the passes (default: :class:`FolderEvictor` on ``root``).
+    evictor: Evictor | None = attrs.field(default=None, kw_only=True)
     _running: bool = False
     _again: bool = False
     _added: int = 0
@@ -134,6 +195,10 @@ class Capacity:
     _loops: list[LoopingCall] = attrs.field(factory=list)
     _passes: LoopingCall | None = None
     _started: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.evictor is None:
+            self.evictor = FolderEvictor(self.root, self.lock_path, self.run_blocking)
 
     @property
     def evicts(self) -> bool:
@@ -144,7 +209,9 @@ class Capacity:
         (the first pass, right away, is the start-up count)."""
         self._every(FLUSH_INTERVAL, self.flush, now=False)
         self._started = True
-        if self.evicts:
+        assert self.evictor is not None
+        if self.evicts or (self.on_size is not None and self.evictor.shared):
+            # A shared mirror (a bucket) changes under every daemon: recounted.
             self._passes = self._every(PASS_INTERVAL, self.run_pass, now=True)
         elif self.on_size is not None:
             self._logged(self.run_pass())  # counts the mirror, evicts nothing
@@ -215,11 +282,9 @@ class Capacity:
     async def _pass(self) -> None:
         self._running = True
         self._added = 0
+        assert self.evictor is not None
         try:
-            result = await self.run_blocking(
-                evict_pass,
-                self.root,
-                self.lock_path,
+            result = await self.evictor.run(
                 self.usage,
                 self.usage.take(),
                 self.clock.seconds(),

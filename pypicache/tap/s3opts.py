@@ -96,13 +96,6 @@ class S3Options:
                 "--workers cannot be used with --storage s3://: run several "
                 "daemons on the bucket behind a load balancer instead"
             )
-        for name in ("max-cache-size", "evict-unused-after"):
-            if self[name] is not None:
-                raise usage.UsageError(
-                    f"--{name} is not supported with --storage s3:// yet: the "
-                    "bucket keeps every stored file (each daemon's local copies "
-                    "are disposable)"
-                )
         if self["upstream"]:
             raise usage.UsageError(
                 "--upstream (named upstreams) is not supported with --storage s3:// yet"
