@@ -26,11 +26,13 @@ when it was stored (or last served through this one).
 
 from collections.abc import Callable
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pypicache.concurrency import RunBlocking
-from pypicache.index.names import METADATA_SUFFIX
+from pypicache.errors import BadRequest
+from pypicache.index.names import METADATA_SUFFIX, normalize
 from pypicache.index.provenance import PROVENANCE_SUFFIX
 from pypicache.storage.capacity import PassResult
 from pypicache.storage.eviction import Entry, Scan, choose
@@ -38,6 +40,7 @@ from pypicache.storage.layout import is_archive_name
 from pypicache.storage.locks import try_lock
 from pypicache.storage.pins import read_pins
 from pypicache.storage.records import MIRROR
+from pypicache.storage.s3.keys import checked_project
 from pypicache.storage.s3.lease import Lease
 from pypicache.storage.s3.records import FileRecord
 from pypicache.storage.s3.store import S3Store
@@ -120,10 +123,27 @@ class BucketEvictor:
         )
 
     async def scan(self) -> Scan:
-        """What the bucket's mirror holds (listed in the bucket's threads)."""
+        """What the bucket's mirror holds (listed in the bucket's threads),
+        each archive stored when its project's record says (or, not
+        recorded, when its object was written)."""
         prefix = self.store.keys.area_prefix(MIRROR)
         infos = await self.store.bucket.list_info(prefix)
-        return await self._run_blocking(scan_objects, infos, prefix)  # type: ignore[no-any-return]
+        scan: Scan = await self._run_blocking(scan_objects, infos, prefix)
+        stamps: dict[tuple[str, str], float] = {}
+        for project in sorted({e.project for e in scan.entries}):
+            try:
+                record = await self.store.records.get(checked_project(project))
+            except BadRequest:
+                continue  # not a key pypicache wrote: left alone
+            for name, entry in record.files.items():
+                if entry.area == MIRROR and entry.stored_at is not None:
+                    stamps[project, name] = entry.stored_at
+        entries = [
+            attrs.evolve(e, stored=stamps.get((e.project, e.filename), e.stored))
+            for e in scan.entries
+            if (e.project, e.filename) in stamps or e.project == normalize(e.project)
+        ]
+        return Scan(entries, scan.total)
 
     async def _run(
         self,
@@ -180,7 +200,11 @@ class BucketEvictor:
         objects, then this daemon's local copies. Skipped (``False``) while
         this daemon downloads it (its download lock is held)."""
         store = self.store
-        stored = store._stored(entry.project, FileRecord(_bare(entry.filename), MIRROR))
+        try:
+            bare = _bare(entry.filename)
+        except BadRequest:
+            return False  # not a name pypicache stores under
+        stored = store._stored(entry.project, FileRecord(bare, MIRROR))
         path = store.lock_path(MIRROR, entry.project, entry.filename)
         held = await self._run_blocking(try_lock, path)
         if held is None:
