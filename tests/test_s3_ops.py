@@ -5,7 +5,6 @@ admin command against moto's server, with the fake index as the upstream."""
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -13,13 +12,17 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
+from twisted.python.filepath import FilePath
 from twisted.web.client import HTTPConnectionPool
 
+from pypicache.concurrency import NotReady, result_now
 from pypicache.errors import NotFound
 from pypicache.storage.eviction import GRACE
 from pypicache.storage.records import MIRROR, RELEASES
 from pypicache.storage.s3.eviction import BucketEvictor
 from pypicache.storage.s3.lease import LEASE_SECONDS, Lease
+from pypicache.storage.s3.store import S3Store
+from pypicache.storage.s3.view import ANSWER_MARGIN
 from tests.clients import clean_env, pip_install, run, twine_upload
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
@@ -93,6 +96,27 @@ async def test_the_lease_has_one_holder(s3, threads, tmp_path):
     assert await a.acquire()
     data, _ = await store.bucket.get(key)
     assert json.loads(data)["holder"] == "a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_at_once_leave_is_private_at_once(s3, threads, tmp_path):
+    """files answers at once only while is_private would too (the page built
+    from it asks is_private at once in the same turn): a view in its last
+    ANSWER_MARGIN seconds is revalidated first, never half answered."""
+    made = await s3_store(s3, threads, tmp_path / "w")
+    await put(made, "proj", NEW)
+    clock = Clock()
+    clock.advance(time.time())
+    store = S3Store(
+        made.bucket, made.keys, FilePath(str(tmp_path / "r")), clock, deferToThread
+    )
+    assert [s.info.filename for s in await store.files("proj")] == [NEW]
+    clock.advance(store.records.max_age - ANSWER_MARGIN / 2)
+    later = store.files("proj")
+    with pytest.raises(NotReady):
+        result_now(later)
+    await later
+    assert result_now(store.files("proj")) and not result_now(store.is_private("proj"))
 
 
 async def admin(s3, tmp_path, *args: str):

@@ -15,8 +15,8 @@ well within :data:`LEASE_SECONDS` (NTP does).
 
 import json
 import os
-import socket
 import secrets
+import socket
 from typing import Any
 
 from twisted.logger import Logger
