@@ -121,8 +121,9 @@ async def test_files_at_once_leave_is_private_at_once(s3, threads, tmp_path):
 
 async def admin(s3, tmp_path, *args: str):
     """``python -m pypicache.tap.admin ARGS`` pointed at the test's bucket."""
-    command = [sys.executable, "-m", "pypicache.tap.admin", *args]
+    command = [sys.executable, "-m", "pypicache.tap.admin", args[0]]
     command += ["--storage", s3.url("pypi"), "--s3-endpoint-url", s3.endpoint]
+    command += args[1:]
     return await run(command, {**clean_env(tmp_path), **s3.env}, cwd=tmp_path)
 
 
