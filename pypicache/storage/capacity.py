@@ -9,6 +9,12 @@ download and each pass), and
 runs an eviction pass (:func:`evict_pass`, in a thread) periodically and when
 a download pushes the size over the cap. One process at a time evicts (a
 lock), so ``--workers`` and ``pypicache-admin cleanup`` take turns.
+
+The passes go through an :class:`Evictor`: :class:`FolderEvictor` on the
+cache folder, or the bucket's
+(:class:`~pypicache.storage.s3.eviction.BucketEvictor`, one pass at a time
+on the whole bucket under a lease), whose mirror other daemons change too:
+it is recounted periodically even without limits, for the metrics.
 """
 
 from collections.abc import Callable

@@ -12,6 +12,10 @@
 - ``withdrawn --cache DIR [--json]``: the cached files the upstream withdrew
   (kept on disk, no longer offered by ``/simple/``).
 
+``cleanup`` and ``verify`` also work on a bucket: ``--storage s3://B/P`` and
+the daemon's ``--s3-*`` options (:mod:`pypicache.tap.adminbucket`); the
+others refuse it, saying why.
+
 Progress bars (tqdm) go to standard error when it is a terminal.
 """
 
@@ -79,7 +83,8 @@ class _CacheOptions(S3StoreOptions, usage.Options):
 
 class CleanupOptions(_CacheOptions):
     synopsis = (
-        "--cache DIR [--max-cache-size SIZE] [--evict-unused-after AGE] [--dry-run]"
+        "--cache DIR | --storage s3://B/P [--s3-...] [--max-cache-size SIZE] "
+        "[--evict-unused-after AGE] [--dry-run]"
     )
     optFlags = [["dry-run", "n", "Only say what would be evicted and the space freed."]]
     optParameters = [
@@ -108,7 +113,7 @@ class CleanupOptions(_CacheOptions):
 
 
 class VerifyOptions(_CacheOptions):
-    synopsis = "--cache DIR"
+    synopsis = "--cache DIR | --storage s3://B/P [--s3-...]"
 
 
 class _TarOptions(_CacheOptions):
