@@ -2,6 +2,7 @@
 the bucket's eviction and its lease in process, then real daemons and the
 admin command against moto's server, with the fake index as the upstream."""
 
+import io
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ from pypicache.storage.s3.eviction import BucketEvictor
 from pypicache.storage.s3.lease import LEASE_SECONDS, Lease
 from pypicache.storage.s3.store import S3Store
 from pypicache.storage.s3.view import ANSWER_MARGIN
+from pypicache.tap.admin import main
 from tests.clients import clean_env, pip_install, run, twine_upload
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
@@ -240,3 +242,35 @@ async def test_admin_refuses_what_a_bucket_cannot_do(s3, tmp_path):
         assert result.code == 2, result
         assert "not with --storage s3://" in result.err, result
     assert not (tmp_path / "out.tar").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_verify_and_cleanup_on_a_bucket(s3, threads, tmp_path):
+    """``pypicache-admin verify --storage ...`` reads every listed archive
+    back: a corrupt mirrored one is removed (record, then object), a corrupt
+    private one only reported, exit 1; ``cleanup`` while another holder has
+    the eviction lease evicts nothing and exits 1."""
+    store = await s3_store(s3, threads, tmp_path / "a")
+    bad = await put(store, "old", OLD, content=b"o" * 100)
+    await put(store, "new", NEW, content=b"n" * 100)
+    mine = await put(store, "mine", MINE, area=RELEASES, content=b"m" * 100)
+    for stored in (bad, mine):
+        await store.bucket.put(store._key(stored), b"x" * 100)
+    argv = ["--storage", s3.url("pypi"), "--s3-endpoint-url", s3.endpoint]
+    out = io.StringIO()
+    assert await deferToThread(main, ["verify", *argv], out, io.StringIO()) == 1
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "3 files checked, 2 corrupt.", lines
+    assert any("mine" in line and "left in place (private)" in line for line in lines)
+    assert any("old" in line and "removed" in line for line in lines)
+    assert await store.reread(MIRROR, "old", OLD) is None
+    assert await store.bucket.head(store._key(bad)) is None
+    assert await store.reread(RELEASES, "mine", MINE) is not None
+
+    holder = BucketEvictor(store, deferToThread)
+    assert await holder.lease.acquire()
+    err = io.StringIO()
+    cleanup = ["cleanup", *argv, "--evict-unused-after", "1s"]
+    assert await deferToThread(main, cleanup, io.StringIO(), err) == 1
+    assert "Another process is evicting" in err.getvalue()
+    assert await store.reread(MIRROR, "new", NEW) is not None
