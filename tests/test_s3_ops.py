@@ -9,15 +9,14 @@ import time
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.filepath import FilePath
-from twisted.web.client import HTTPConnectionPool
 
 from pypicache.concurrency import NotReady, result_now
 from pypicache.errors import NotFound
+from pypicache.storage.capacity import EvictionPass
 from pypicache.storage.eviction import GRACE
 from pypicache.storage.records import MIRROR, RELEASES
 from pypicache.storage.s3.eviction import BucketEvictor
@@ -28,7 +27,7 @@ from pypicache.tap.admin import main
 from tests.clients import clean_env, pip_install, run, twine_upload
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
-from tests.test_s3_daemon import S3Daemon
+from tests.test_s3_daemon import S3Daemon, _bytes
 from tests.test_s3_store import s3_store
 from tests.test_store_contract import put
 
@@ -57,13 +56,12 @@ async def test_bucket_eviction_takes_the_least_recently_used_mirrored_file(
 
     holder = BucketEvictor(other, deferToThread)
     assert await holder.lease.acquire()
-    busy = await BucketEvictor(store, deferToThread).run(None, used, later, 1500, None)
+    asked = EvictionPass(None, used, later, 1500, None)
+    busy = await BucketEvictor(store, deferToThread).run(asked)
     assert busy.busy and not busy.evicted and (busy.total, busy.files) == (2000, 2)
     await holder.lease.release()
 
-    result = await BucketEvictor(store, deferToThread).run(
-        None, used, later, 1500, None
-    )
+    result = await BucketEvictor(store, deferToThread).run(asked)
     assert [e.key for e in result.evicted] == [f"old/{OLD}"]
     assert (result.total, result.files) == (1000, 1)
     assert await store.reread(MIRROR, "old", OLD) is None
@@ -148,15 +146,6 @@ def mirror_bytes(s3) -> int:
     return sum(item["Size"] for item in listed.get("Contents", []))
 
 
-async def get_bytes(daemon: S3Daemon, path: str) -> tuple[int, bytes]:
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    try:
-        response = await treq.get(daemon.url + path, pool=pool)
-        return response.code, await response.content()
-    finally:
-        await pool.closeCachedConnections()
-
-
 async def stats(daemon: S3Daemon) -> dict:
     code, text = await daemon.get("+stats")
     assert code == 200, text
@@ -220,7 +209,7 @@ async def test_daemons_evict_count_and_refetch_on_one_bucket(s3, tmp_path):
             assert (code == 200) is there, (project, code, text)
 
         before = index.downloads(cold.name)
-        code, body = await get_bytes(b, f"packages/cold/{cold.name}")
+        code, body = await _bytes(b, f"packages/cold/{cold.name}")
         assert code == 200 and body == cold.read_bytes()
         assert index.downloads(cold.name) == before + 1
 

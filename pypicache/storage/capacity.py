@@ -109,6 +109,22 @@ def evict_pass(
         held.release()
 
 
+@attrs.frozen
+class EvictionPass:
+    """What one eviction pass is asked to do (see :func:`evict_pass`)."""
+
+    #: The usage record to flush and read (``None``: none, on a bucket).
+    usage: Usage | None
+    #: Uses recorded since the last flush.
+    recorded: UsageMap
+    now: float
+    max_size: int | None
+    unused_after: float | None
+    dry_run: bool = False
+    progress: Callable[[Entry], None] | None = None
+    planned: Callable[[int], None] | None = None
+
+
 class Evictor(Protocol):
     """Runs eviction passes over one kind of store (:class:`FolderEvictor`,
     :class:`~pypicache.storage.s3.eviction.BucketEvictor`)."""
@@ -117,19 +133,9 @@ class Evictor(Protocol):
     #: counted again now and then, limits or not).
     shared: bool
 
-    def run(
-        self,
-        usage: Usage | None,
-        recorded: UsageMap,
-        now: float,
-        max_size: int | None,
-        unused_after: float | None,
-        dry_run: bool = False,
-        progress: Callable[[Entry], None] | None = None,
-        planned: Callable[[int], None] | None = None,
-    ) -> "Deferred[PassResult]":
-        """One pass, as :func:`evict_pass` (nothing is evicted without limits:
-        it counts); never blocks the reactor."""
+    def run(self, asked: EvictionPass) -> "Deferred[PassResult]":
+        """One pass (nothing is evicted without limits: it counts); never
+        blocks the reactor."""
 
 
 @attrs.frozen
@@ -141,30 +147,13 @@ class FolderEvictor:
     run_blocking: RunBlocking
     shared = False
 
-    def run(
-        self,
-        usage: Usage | None,
-        recorded: UsageMap,
-        now: float,
-        max_size: int | None,
-        unused_after: float | None,
-        dry_run: bool = False,
-        progress: Callable[[Entry], None] | None = None,
-        planned: Callable[[int], None] | None = None,
-    ) -> "Deferred[PassResult]":
-        assert usage is not None
+    def run(self, asked: EvictionPass) -> "Deferred[PassResult]":
+        assert asked.usage is not None
         return self.run_blocking(
             evict_pass,
             self.root,
             self.lock_path,
-            usage,
-            recorded,
-            now,
-            max_size,
-            unused_after,
-            dry_run,
-            progress,
-            planned,
+            *attrs.astuple(asked, recurse=False),
         )
 
 
@@ -291,11 +280,13 @@ class Capacity:
         assert self.evictor is not None
         try:
             result = await self.evictor.run(
-                self.usage,
-                self.usage.take(),
-                self.clock.seconds(),
-                self.max_size,
-                self.unused_after,
+                EvictionPass(
+                    self.usage,
+                    self.usage.take(),
+                    self.clock.seconds(),
+                    self.max_size,
+                    self.unused_after,
+                )
             )
         finally:
             self._running = False

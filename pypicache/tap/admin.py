@@ -33,6 +33,7 @@ from twisted.python.filepath import FilePath
 
 from pypicache.private.backup import BackupError, export_private, import_private
 from pypicache.proxy.withdrawals import withdrawn_files
+from pypicache.storage.capacity import EvictionPass
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
@@ -189,14 +190,16 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
     with _store(options) as store:
         result = wait(
             make_evictor(store, run_here).run(
-                usage_record,
-                {},
-                time.time(),
-                options["max-cache-size"],
-                options["evict-unused-after"],
-                dry_run=dry,
-                progress=lambda entry: bar.update(1),
-                planned=lambda count: setattr(bar, "total", count),
+                EvictionPass(
+                    usage_record,
+                    {},
+                    time.time(),
+                    options["max-cache-size"],
+                    options["evict-unused-after"],
+                    dry_run=dry,
+                    progress=lambda entry: bar.update(1),
+                    planned=lambda count: setattr(bar, "total", count),
+                )
             )
         )
     bar.close()

@@ -83,14 +83,7 @@ def bucket_store(settings: S3Settings, local: str | None) -> Iterator[S3Store]:
     """The store on the bucket of ``settings``; its local folder is
     ``local`` (a daemon's ``--cache``: its pins and local copies are
     honoured) or a temporary one, removed after."""
-    client = settings.client()
-    bucket = Bucket(
-        client,
-        settings.location.bucket,
-        run_here,
-        part_size=settings.part_size,
-        presign_expiry=settings.presign_expiry,
-    )
+    bucket = wait(Deferred.fromCoroutine(Bucket.open(settings, run_here)))
     folder = local or tempfile.mkdtemp(prefix="pypicache-admin-")
     try:
         yield S3Store(

@@ -24,7 +24,6 @@ local folder): a file served only through other daemons counts as used
 when it was stored (or last served through this one).
 """
 
-from collections.abc import Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -34,7 +33,7 @@ from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest
 from pypicache.index.names import METADATA_SUFFIX, normalize
 from pypicache.index.provenance import PROVENANCE_SUFFIX
-from pypicache.storage.capacity import PassResult
+from pypicache.storage.capacity import EvictionPass, PassResult
 from pypicache.storage.eviction import Entry, Scan, choose
 from pypicache.storage.layout import is_archive_name
 from pypicache.storage.locks import try_lock
@@ -46,7 +45,7 @@ from pypicache.storage.s3.records import FileRecord
 from pypicache.storage.s3.store import S3Store
 from pypicache.storage.s3.transfer import ObjectInfo
 from pypicache.storage.s3.view import _bare
-from pypicache.storage.usage import Usage, UsageMap
+from pypicache.storage.usage import UsageMap
 
 log = Logger()
 
@@ -98,29 +97,8 @@ class BucketEvictor:
             store.bucket, store.keys.lease(EVICT_LEASE), store._clock
         )
 
-    def run(
-        self,
-        usage: Usage | None,
-        recorded: UsageMap,
-        now: float,
-        max_size: int | None,
-        unused_after: float | None,
-        dry_run: bool = False,
-        progress: Callable[[Entry], None] | None = None,
-        planned: Callable[[int], None] | None = None,
-    ) -> "Deferred[PassResult]":
-        return Deferred.fromCoroutine(
-            self._run(
-                usage,
-                recorded,
-                now,
-                max_size,
-                unused_after,
-                dry_run,
-                progress,
-                planned,
-            )
-        )
+    def run(self, asked: EvictionPass) -> "Deferred[PassResult]":
+        return Deferred.fromCoroutine(self._run(asked))
 
     async def scan(self) -> Scan:
         """What the bucket's mirror holds (listed in the bucket's threads),
@@ -145,17 +123,10 @@ class BucketEvictor:
         ]
         return Scan(entries, scan.total)
 
-    async def _run(
-        self,
-        usage: Usage | None,
-        recorded: UsageMap,
-        now: float,
-        max_size: int | None,
-        unused_after: float | None,
-        dry_run: bool,
-        progress: Callable[[Entry], None] | None,
-        planned: Callable[[int], None] | None,
-    ) -> PassResult:
+    async def _run(self, asked: EvictionPass) -> PassResult:
+        usage, recorded, now = asked.usage, asked.recorded, asked.now
+        max_size, unused_after = asked.max_size, asked.unused_after
+        dry_run, progress, planned = asked.dry_run, asked.progress, asked.planned
         merged: UsageMap = dict(recorded)
         if usage is not None:
             merged = await self._run_blocking(usage.flush, recorded)
