@@ -25,6 +25,7 @@ from pypicache.storage.s3.store import S3Store
 from pypicache.storage.s3.view import ANSWER_MARGIN
 from pypicache.tap.admin import main
 from tests.clients import clean_env, pip_install, run, twine_upload
+from tests.daemon import start_world
 from tests.fakeindex import FakeIndex, start_fake_index
 from tests.packages import build_wheel
 from tests.test_s3_daemon import S3Daemon, _bytes
@@ -263,3 +264,29 @@ async def test_admin_verify_and_cleanup_on_a_bucket(s3, threads, tmp_path):
     assert await deferToThread(main, cleanup, io.StringIO(), err) == 1
     assert "Another process is evicting" in err.getvalue()
     assert await store.reread(MIRROR, "new", NEW) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_view_listing_an_evicted_file_fetches_it_again(s3, threads, tmp_path):
+    """A daemon whose view of a project (kept a minute here) still lists a
+    mirrored file that another daemon evicted from the bucket answers its
+    request with the file fetched again from the upstream: not a 404, not a
+    500."""
+    wheel = build_wheel(tmp_path / "up", "cold", "1.0")
+    other = await s3_store(s3, threads, tmp_path / "other")
+    world = await start_world(
+        tmp_path, [wheel], s3_bucket=other.bucket, s3_prefix="pypi"
+    )
+    try:
+        world.daemon.app.store.records.max_age = 60.0
+        stored = await put(other, "cold", wheel.name, content=wheel.read_bytes())
+        response = await world.daemon.get("local/cold/")
+        assert wheel.name in await response.text()  # the daemon's view lists it
+        await other.remove(stored)  # evicted through another daemon
+        assert world.index.downloads(wheel.name) == 0
+        response = await world.daemon.get(f"packages/cold/{wheel.name}")
+        assert response.code == 200
+        assert await response.content() == wheel.read_bytes()
+        assert world.index.downloads(wheel.name) == 1
+    finally:
+        await world.stop()
