@@ -24,7 +24,6 @@ local folder): a file served only through other daemons counts as used
 when it was stored (or last served through this one).
 """
 
-
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
