@@ -88,18 +88,20 @@ def parse(*args: str) -> Options:
 
 def test_storage_options():
     """--storage defaults to the filesystem; s3:// reads the s3-* settings;
-    bad settings, --workers, eviction and named upstreams are refused with S3."""
+    bad settings, --workers and named upstreams are refused with S3; the
+    eviction limits are taken (they evict from the bucket)."""
     assert parse().s3 is None and parse()["storage"] == "filesystem"
     options = parse(
         "--storage", "s3://bucket/prefix", "--s3-endpoint-url", "http://m:9000"
     )
     assert options.s3.location.bucket == "bucket"
     assert options.s3.addressing_style == "path"
+    limited = parse("--storage", "s3://bucket", "--max-cache-size", "1G")
+    assert limited["max-cache-size"] == 1024**3
     for args, message in [
         (["--storage", "ftp://x"], "s3://bucket/prefix"),
         (["--storage", "s3://b", "--s3-checksums", "never"], "s3-checksums"),
         (["--storage", "s3://bucket", "--workers", "2"], "--workers"),
-        (["--storage", "s3://bucket", "--max-cache-size", "1G"], "--max-cache-size"),
         (
             ["--storage", "s3://bucket", "--upstream", "x=http://127.0.0.1:2/simple/"],
             "--upstream",

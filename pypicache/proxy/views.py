@@ -307,7 +307,12 @@ class Views:
         stored = self.find_now(project, filename)
         if stored is None:
             return None
-        return stored, result_now(self._store.open(stored))
+        opening = self._store.open(stored)
+        if not opening.called:
+            # Left behind: the asynchronous path opens it again and meets
+            # its failure (a file evicted from the bucket meanwhile).
+            opening.addErrback(lambda _: None)
+        return stored, result_now(opening)
 
     def open(self, stored: StoredFile) -> "Deferred[Opened]":
         """How to serve (or read) the bytes of a stored file."""
