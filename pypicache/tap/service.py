@@ -25,6 +25,7 @@ from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
 from pypicache.web.metrics import SAMPLE_INTERVAL, Metrics
+from pypicache.web.watchdog import ReactorWatchdog
 
 log = Logger()
 
@@ -102,6 +103,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     internet.TimerService(
         SAMPLE_INTERVAL, lambda: run_blocking(metrics.sample, reactor.seconds())
     ).setServiceParent(top)
+    ReactorWatchdog(reactor, metrics).setServiceParent(top)
     live = build_live(
         cache=options["cache"],
         index_url=options["index-url"],

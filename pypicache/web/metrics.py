@@ -178,6 +178,25 @@ class Metrics:
             ["kind", "mode"],
             registry=registry,
         )
+        # The reactor's health (pypicache/web/watchdog.py).
+        self.reactor_lag = Histogram(
+            "pypicache_reactor_lag_seconds",
+            "How late the reactor ran a timer due every 50 ms (what blocked it).",
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.reactor_stalls = Counter(
+            "pypicache_reactor_stalls",
+            "Timers the reactor ran more than 100 ms late.",
+            registry=registry,
+        )
+        self.gc_pause = Histogram(
+            "pypicache_gc_pause_seconds",
+            "Garbage collections, by generation, and how long each took.",
+            ["generation"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+        )
         #: (kind, status) -> the children a request's end touches.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._hits = {
