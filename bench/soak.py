@@ -915,9 +915,86 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
             "ok": p99 is not None and p99 < TARGET_CACHED_PAGE_P99_MS,
         },
     }
+    results["reactor"] = reactor_health(port)
     results["stopped_processes"] = True
     bench.stop(daemon)
     bench.stop(upstream)
+
+
+def reactor_health(port: int) -> dict[str, Any]:
+    """The daemon's watchdog figures from ``/metrics`` (``pypicache/web/watchdog.py``):
+    ticks, how many ran more than 25 and 100 ms late, garbage collections by
+    generation (count and seconds). Empty for a tree without the watchdog."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(
+            (
+                "pypicache_reactor_",
+                "pypicache_gc_pause_",
+                "pypicache_request_duration_seconds_sum",
+                "pypicache_request_duration_seconds_count",
+            )
+        ):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    ticks = values.get("pypicache_reactor_lag_seconds_count")
+    if not ticks:
+        return {}
+
+    def within(le: str) -> float:
+        return values.get(f'pypicache_reactor_lag_seconds_bucket{{le="{le}"}}', 0.0)
+
+    gc_ = {
+        g: {
+            "count": int(
+                values.get(f'pypicache_gc_pause_seconds_count{{generation="{g}"}}', 0)
+            ),
+            "seconds": round(
+                values.get(f'pypicache_gc_pause_seconds_sum{{generation="{g}"}}', 0.0),
+                3,
+            ),
+            "over_10_ms": int(
+                values.get(f'pypicache_gc_pause_seconds_count{{generation="{g}"}}', 0)
+                - values.get(
+                    f'pypicache_gc_pause_seconds_bucket{{generation="{g}",le="0.01"}}',
+                    0,
+                )
+            ),
+        }
+        for g in ("0", "1", "2")
+    }
+    return {
+        "ticks": int(ticks),
+        "late_over_25_ms": int(ticks - within("0.025")),
+        "late_over_100_ms": int(ticks - within("0.1")),
+        "late_seconds": round(values.get("pypicache_reactor_lag_seconds_sum", 0.0), 2),
+        "gc": gc_,
+        # What the daemon itself measured (request parsed to answer written),
+        # against what the clients see.
+        "daemon_mean_ms": {
+            kind: round(
+                1000
+                * values.get(
+                    f'pypicache_request_duration_seconds_sum{{kind="{kind}"}}', 0
+                )
+                / count,
+                1,
+            )
+            for kind in ("page", "file", "write")
+            if (
+                count := values.get(
+                    f'pypicache_request_duration_seconds_count{{kind="{kind}"}}'
+                )
+            )
+        },
+    }
 
 
 def report(results: dict[str, Any]) -> str:
@@ -1026,6 +1103,19 @@ def report(results: dict[str, Any]) -> str:
         f"iowait {mc['iowait_percent']}%, steal {mc['steal_percent']}%; "
         f"stalled intervals: {results['stalled_intervals']}"
     )
+    health = results.get("reactor")
+    if health:
+        lines.append(
+            f"reactor ticks (every 50 ms, whole run): {health['ticks']:,}, "
+            f"late > 25 ms {health['late_over_25_ms']:,}, > 100 ms {health['late_over_100_ms']:,}; "
+            "GC "
+            + ", ".join(
+                f"gen{g} {v['count']:,} ({v['seconds']} s, {v['over_10_ms']} > 10 ms)"
+                for g, v in health["gc"].items()
+            )
+            + "; daemon-side mean ms "
+            + ", ".join(f"{k} {v}" for k, v in health.get("daemon_mean_ms", {}).items())
+        )
     log = results["daemon_log"]["counts"]
     lines.append(
         f"daemon log: {results['daemon_log_mb']} MB; warn/error lines: {log or 'none'}; "

@@ -106,3 +106,17 @@ def test_gc_pauses_bounded() -> None:
         pauses("start", {"generation": 0})
         pauses("stop", {"generation": i})
     assert [g for g, _ in pauses.drain()] == [7, 8, 9]
+
+
+def test_blocked_stack_reads_no_source() -> None:
+    """The stack is formatted from code objects alone: no source file is read
+    into ``linecache`` (which kept a megabyte of source in a soak)."""
+    import linecache
+    import sys
+
+    from pypicache.web.watchdog import _format
+
+    linecache.clearcache()
+    text = _format(sys._getframe())
+    assert "test_blocked_stack_reads_no_source" in text.splitlines()[-1]
+    assert not linecache.cache

@@ -42,6 +42,10 @@ THRESHOLD = 0.1
 #: Seconds between two logged stalls (every stall is counted).
 LOG_EVERY = 1.0
 
+#: Innermost frames of a blocked stack logged (the reactor's own outer
+#: frames, the same every time, are left out).
+STACK_FRAMES = 24
+
 #: Collections slower than this (seconds) are logged (all are counted).
 GC_LOG_THRESHOLD = 0.02
 
@@ -54,7 +58,9 @@ class GCPauses:
         keeps the latest ``keep``).
     """
 
-    def __init__(self, keep: int = 10_000, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, keep: int = 10_000, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self._clock = clock
         self._started: float | None = None
         self.pending: deque[tuple[int, float]] = deque(maxlen=keep)
@@ -65,7 +71,9 @@ class GCPauses:
         if phase == "start":
             self._started = self._clock()
         elif self._started is not None:
-            self.pending.append((info.get("generation", -1), self._clock() - self._started))
+            self.pending.append(
+                (info.get("generation", -1), self._clock() - self._started)
+            )
             self._started = None
 
     def install(self) -> None:
@@ -210,4 +218,16 @@ class ReactorWatchdog(service.Service):
                 continue
             frame = sys._current_frames().get(self._reactor_thread or -1)
             if frame is not None:
-                self._seen = (due, "".join(traceback.format_stack(frame)))
+                self._seen = (due, _format(frame))
+
+
+def _format(frame: Any) -> str:
+    """The innermost frames of a stack, one line each, without their source
+    lines (reading them would keep every source file in ``linecache``: a
+    megabyte that grew in a soak)."""
+    summary = traceback.StackSummary.extract(
+        traceback.walk_stack(frame), limit=STACK_FRAMES, lookup_lines=False
+    )
+    return "".join(
+        f"  {f.filename}:{f.lineno} in {f.name}\n" for f in reversed(summary)
+    )
