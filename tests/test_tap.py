@@ -214,28 +214,8 @@ def test_start_up_objects_are_frozen_out_of_the_collector():
 
     from pypicache.tap.service import freeze_start_up_objects
 
-    thresholds = gc.get_threshold()
     try:
         freeze_start_up_objects()
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
-        gc.set_threshold(*thresholds)
-
-
-def test_collector_thresholds_raised_once_running():
-    """Once the daemon runs, the youngest generation is collected every
-    20,000 objects, not 700 (fewer collections, fewer promotions, shorter
-    pauses of the reactor; docs/benchmark.rst, "Session 7")."""
-    import gc
-
-    from pypicache.tap.service import GC_THRESHOLDS, freeze_start_up_objects
-
-    thresholds = gc.get_threshold()
-    try:
-        freeze_start_up_objects()
-        assert gc.get_threshold() == GC_THRESHOLDS
-        assert GC_THRESHOLDS[0] >= 10_000
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)

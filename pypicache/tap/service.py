@@ -201,26 +201,19 @@ def _object_store(
     }
 
 
-#: The garbage collector's thresholds once the daemon runs (Python's are
-#: 700, 10, 10). Under load a request's objects live for milliseconds, so
-#: with 700 most of what a young collection finds is still in use: it is
-#: walked and promoted, the older generations swell, and their collections
-#: pause the reactor (21 ms a middle one, 120 ms a full one, under the soak).
-#: Collecting the youngest every 20,000 objects lets most of them die first:
-#: refcounting frees them, and each collection walks only what is alive.
-GC_THRESHOLDS = (20_000, 20, 10)
-
-
 def freeze_start_up_objects() -> None:
     """Move what start-up made (modules, classes, routes: tens of thousands of
     objects that live as long as the process) out of the garbage collector's
     view, so that its full collections, which pause the reactor, walk only what
     requests made (``gc.freeze``: with 65,832 start-up objects a full
-    collection took 50 ms, and 0 ms after); then raise the collector's
-    thresholds (:data:`GC_THRESHOLDS`)."""
+    collection took 50 ms, and 0 ms after).
+
+    The collector's thresholds stay Python's (700, 10, 10): raised to 20,000
+    for the youngest generation, the soak spent as long collecting, in a few
+    long pauses (127 ms each) instead of many short ones (docs/benchmark.rst,
+    "Session 7")."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class _StartupScan(service.Service):
