@@ -232,6 +232,29 @@ async def test_every_wheel_offers_core_metadata(tmp_path, tree, mode):
         await world.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_upstream_metadata_hash_is_not_remembered_again(tmp_path, tree):
+    """A ``.metadata`` fetched from an upstream whose page gives its hash is
+    kept on disk, and pages offer the upstream's hash, but its digest is not
+    remembered in memory too (5 MB of them in a ten-minute soak)."""
+    world = await start_world(tmp_path, list(tree.values()), "json", timeout=5)
+    try:
+        path = tree["lib2"]
+        code, content = await get_metadata(world, path)
+        assert code == 200
+        assert (await kept(world, path)).read_bytes() == content
+        kept_metadata = world.daemon.app.mirror._kept
+        assert not kept_metadata.knows(path.name)
+        response = await world.daemon.get("simple/lib/", headers={"Accept": JSON})
+        files = {
+            f["filename"]: f for f in json.loads(await response.content())["files"]
+        }
+        digest = hashlib.sha256(content).hexdigest()
+        assert files[path.name]["core-metadata"] == {"sha256": digest}
+    finally:
+        await world.stop()
+
+
 # -- reading METADATA by ranges --------------------------------------------------
 
 

@@ -381,6 +381,7 @@ class Mirror:
         filename = info.filename
         response = await self._upstream.open_file(info.url + ".metadata")
         content = await self._upstream.read_body(response, MAX_METADATA)
+        expected = None
         if isinstance(info.core_metadata, dict):
             expected = preferred_hash(info.core_metadata)
             if (
@@ -389,5 +390,7 @@ class Mirror:
             ):
                 log.warn("Hash mismatch for {filename}.metadata", filename=filename)
                 raise HashMismatch(f"Hash mismatch for {filename}.metadata")
-        self._kept.keep_later(project, filename, content)
+        # Where the page gives a hash, pages say it (merging.advertised): no
+        # digest of ours to remember.
+        self._kept.keep_later(project, filename, content, remember=not expected)
         return content
