@@ -124,7 +124,7 @@ class ReadyAnswers:
                     headers.get(b"accept"),
                     headers.get(b"accept-encoding"),
                 )
-                return None if body is None else _page(head, body)
+                return None if body is None else _page_kept(head, body)
             file = _FILE.fullmatch(target)
             if file is None:
                 return self._hosted(head, target)
@@ -157,6 +157,34 @@ class ReadyAnswers:
             return None
         stored, opened = ready
         return _archive(head, opened.path.path, etag_of(stored.info.hashes))
+
+
+#: Answers made by :func:`_page` lately: ``(body, method, If-None-Match)`` to
+#: the body and its answer (a page's body is kept per version, so the same
+#: object comes back until the page changes). At most :data:`_PAGES_MAX`
+#: answers holding :data:`_PAGES_BYTES` bytes of bodies (which may outlive
+#: their page's version in the render cache until the next clearing).
+_PAGES: dict[tuple[int, bytes, bytes | None], tuple[Body, Ready]] = {}
+_PAGES_MAX = 256
+_PAGES_BYTES = 64 * 1024**2
+_pages_bytes = 0
+
+
+def _page_kept(head: RequestHead, body: Body) -> Ready:
+    """:func:`_page`, made once per body, method and ``If-None-Match``."""
+    key = (id(body), head.method, head.headers.get(b"if-none-match"))
+    kept = _PAGES.get(key)
+    if kept is not None and kept[0] is body:
+        return kept[1]
+    global _pages_bytes
+    ready = _page(head, body)
+    size = int(body.length)
+    if len(_PAGES) >= _PAGES_MAX or _pages_bytes + size > _PAGES_BYTES:
+        _PAGES.clear()
+        _pages_bytes = 0
+    _PAGES[key] = (body, ready)
+    _pages_bytes += size
+    return ready
 
 
 def _page(head: RequestHead, body: Body) -> Ready:
