@@ -23,6 +23,8 @@ the connection's later requests waiting (buffered, with backpressure) until
 it is sent.
 """
 
+import os
+import socket
 import time
 from typing import Any, Callable
 
@@ -85,21 +87,42 @@ def _socket_of(transport: Any) -> Any:
     return None
 
 
-def send_now(transport: Any, pieces: list[bytes]) -> tuple[bytes, ...]:
+def send_now(transport: Any, pieces: list[bytes], file: int = -1) -> tuple[bytes, ...]:
     """Send ``pieces`` straight to the socket where the transport allows it
     (one ``sendmsg``, no copy, no wait for the reactor's next turn); return
     what is left to send, the transport's to write as it drains.
 
-    Only when nothing is buffered in the transport, so bytes keep their order;
-    on any socket error nothing is taken as sent and the transport finds out.
+    With ``file`` (an in-memory file holding ``pieces[1:]``), those go by
+    ``sendfile`` from it once ``pieces[0]`` is sent. Only when nothing is
+    buffered in the transport, so bytes keep their order; on a socket error
+    the rest is left, and the transport finds out when it writes it.
     """
     sock = _socket_of(transport)
     if sock is None:
         return tuple(pieces)
+    sent = 0
     try:
-        sent = sock.send(pieces[0]) if len(pieces) == 1 else sock.sendmsg(pieces)
+        if file < 0:
+            sent = sock.send(pieces[0]) if len(pieces) == 1 else sock.sendmsg(pieces)
+        else:
+            # MSG_MORE: the headers leave with the file's first bytes.
+            sent = sock.send(pieces[0], socket.MSG_MORE)
+            if sent == len(pieces[0]):
+                size = sent + sum(map(len, pieces[1:]))
+                while sent < size:
+                    done = os.sendfile(
+                        sock.fileno(), file, sent - len(pieces[0]), size - sent
+                    )
+                    if not done:
+                        break
+                    sent += done
     except OSError:
-        return tuple(pieces)
+        pass  # full (EAGAIN), or gone: the rest goes through the transport
+    return _after(pieces, sent)
+
+
+def _after(pieces: list[bytes], sent: int) -> tuple[bytes, ...]:
+    """What is left of ``pieces`` once their first ``sent`` bytes are sent."""
     if not sent:
         return tuple(pieces)
     left: list[bytes] = []
@@ -208,7 +231,7 @@ class FastChannel(HTTPChannel):
         head.sentLength = ready.sent
         body = ready.body
         if len(body) > 1:
-            left = send_now(self.transport, [prefix, *body])
+            left = send_now(self.transport, [prefix, *body], ready.file)
             if left:
                 if left[0] is prefix:
                     left = (_joined(prefix, body[0]),) + left[2:]
