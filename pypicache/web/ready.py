@@ -82,6 +82,7 @@ def header_line(name: bytes, value: bytes) -> bytes:
     return spelled + b": " + value + b"\r\n"
 
 
+@functools.lru_cache(maxsize=32)
 def status_line(version: bytes, code: int) -> bytes:
     return b"%s %d %s\r\n" % (version, code, RESPONSES[code])
 
