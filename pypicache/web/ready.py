@@ -172,7 +172,7 @@ class ReadyAnswers:
 #: cache until the next clearing).
 _PAGES: dict[tuple[int, bytes, bytes | None], tuple[Body, Ready]] = {}
 _PAGES_MAX = 256
-_PAGES_BYTES = 64 * 1024**2
+_PAGES_BYTES = 32 * 1024**2
 _pages_bytes = 0
 
 #: A body larger than this is also kept in an in-memory file (``memfd``), so
@@ -254,7 +254,7 @@ def _page(head: RequestHead, body: Body) -> Ready:
 #: ``Accept-Ranges`` on) and its bytes; at most :data:`SMALL_FILES_BYTES`
 #: bytes of files in all, the least recently sent going first.
 _FILES: "OrderedDict[str, tuple[tuple[int, ...], bytes, bytes]]" = OrderedDict()
-SMALL_FILES_BYTES = 32 * 1024**2
+SMALL_FILES_BYTES = 16 * 1024**2
 _files_bytes = 0
 
 
