@@ -10,18 +10,17 @@
 - request heads are read once and remembered.
 """
 
-import re
 import socket
 import time
 
 from twisted.internet.threads import deferToThread
 
 from pypicache.proxy.blocklist import with_block_list
-from pypicache.web import fastlane, ready, routes
+from pypicache.web import fastlane, ready
 from pypicache.web.heads import parse_head
 from tests import test_fastlane
 from tests.daemon import start_world
-from tests.test_fastlane import JSON, lanes_for, request
+from tests.test_fastlane import JSON, lanes_for, pad_pages, read_all, request
 
 #: The fixtures of tests/test_fastlane.py: its wheels, and its two sites.
 dists = test_fastlane.dists
@@ -37,10 +36,7 @@ def _talk_slowly(port, data, wait):
         s.connect(("127.0.0.1", port))
         s.sendall(data)
         time.sleep(wait)
-        chunks = []
-        while chunk := s.recv(1 << 16):
-            chunks.append(chunk)
-    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", b"".join(chunks))
+        return read_all(s)
 
 
 def _framing(answer):
@@ -77,14 +73,7 @@ async def test_large_page_to_a_slow_reader(tmp_path, dists, monkeypatch):
     client's socket is full the rest goes through the transport: the bytes
     of pipelined answers (large, small, HEAD, a 404 from twisted.web) are
     those twisted.web sends, in order, and the lane answered every page."""
-    plain = routes.installer.plain
-    monkeypatch.setattr(
-        routes.installer,
-        "plain",
-        lambda data, media, max_age: plain(
-            data + b"<!--" + b"x" * 3_000_000 + b"-->", media, max_age
-        ),
-    )
+    pad_pages(monkeypatch, 3_000_000)
     rests = []
     send_pieces = fastlane.FastChannel._send_pieces
     monkeypatch.setattr(
