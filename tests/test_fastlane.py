@@ -67,9 +67,14 @@ def _talk(port, pieces, pause):
             if i:
                 time.sleep(pause)
             s.sendall(piece)
-        chunks = []
-        while chunk := s.recv(1 << 16):
-            chunks.append(chunk)
+        return read_all(s)
+
+
+def read_all(s):
+    """What ``s`` reads until the server closes, ``Date`` values blanked."""
+    chunks = []
+    while chunk := s.recv(1 << 16):
+        chunks.append(chunk)
     return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", b"".join(chunks))
 
 
@@ -256,18 +261,23 @@ async def test_pipelined_and_split_requests(lanes, dists):
     assert lanes.calls == []
 
 
-async def test_large_body_in_pieces(tmp_path, dists, monkeypatch):
-    """A page larger than one piece is sent as the transport drains, and the
-    requests pipelined behind it wait for it; alike, from the lane. Requests
-    pipelined behind one that waits for the upstream come back to the lane."""
+def pad_pages(monkeypatch, size):
+    """Make every page rendered from now on ``size`` bytes longer (a comment)."""
     plain = routes.installer.plain
     monkeypatch.setattr(
         routes.installer,
         "plain",
         lambda data, media, max_age: plain(
-            data + b"<!--" + b"x" * 400_000 + b"-->", media, max_age
+            data + b"<!--" + b"x" * size + b"-->", media, max_age
         ),
     )
+
+
+async def test_large_body_in_pieces(tmp_path, dists, monkeypatch):
+    """A page larger than one piece is sent as the transport drains, and the
+    requests pipelined behind it wait for it; alike, from the lane. Requests
+    pipelined behind one that waits for the upstream come back to the lane."""
+    pad_pages(monkeypatch, 400_000)
     world = await start_world(tmp_path, [dists["wheel"]], timeout=5)
     lanes = await lanes_for(world)
     try:

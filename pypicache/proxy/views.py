@@ -81,7 +81,10 @@ class Views:
         """
         if project in self.mirror_private:
             return False
-        return result_now(self._store.is_private(project))
+        store = self._store
+        if getattr(store, "answers_now", False):
+            return store.private_now(project)  # type: ignore[attr-defined,no-any-return]
+        return result_now(store.is_private(project))
 
     async def local(self, project: str, for_simple: bool = False) -> View:
         """The page of what is on disk; raises :class:`NotFound` if nothing is.
@@ -242,7 +245,7 @@ class Views:
 
         :raises NotReady: it does not.
         """
-        stored = result_now(self._store.find(project, filename))
+        stored = self._found_now(project, filename)
         if stored is None and self.is_private_now(project):
             raise NotFound(f"No file {filename!r} in private project {project!r}")
         if self.rules:
@@ -265,8 +268,19 @@ class Views:
 
         :raises NotReady: it does not.
         """
-        stored = result_now(self._store.find(project, filename))
+        stored = self._found_now(project, filename)
         self._check(project, filename, stored, self._mirror.pages.cached_now)
+
+    def _found_now(self, project: str, filename: str) -> StoredFile | None:
+        """The store's ``find``, answered at once (without a Deferred where
+        the store's reads answer at once).
+
+        :raises NotReady: it does not.
+        """
+        store = self._store
+        if getattr(store, "answers_now", False):
+            return store.find_now(project, filename)  # type: ignore[attr-defined,no-any-return]
+        return result_now(store.find(project, filename))
 
     def _check(
         self,
@@ -307,7 +321,10 @@ class Views:
         stored = self.find_now(project, filename)
         if stored is None:
             return None
-        opening = self._store.open(stored)
+        store = self._store
+        if getattr(store, "answers_now", False):
+            return stored, store.open_now(stored)  # type: ignore[attr-defined]
+        opening = store.open(stored)
         if not opening.called:
             # Left behind: the asynchronous path opens it again and meets
             # its failure (a file evicted from the bucket meanwhile).

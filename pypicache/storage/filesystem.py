@@ -82,6 +82,8 @@ class FilesystemStore(ListedLayout):
     ) -> None:
         super().__init__(root, listing_budget, run_blocking)
         self._run_sync = run_sync or self._run_blocking
+        #: Hot paths may call ``find_now``, ``private_now``, ``open_now``: no Deferreds.
+        self.answers_now = type(self) is FilesystemStore  # (a subclass may wait)
         self._now = getattr(clock, "seconds", None) or clock.time
         for area in (MIRROR, RELEASES, PRERELEASES, INCOMING, DELETED, "pages"):
             self.area(area).makedirs(ignoreExistingDirectory=True)
@@ -136,7 +138,7 @@ class FilesystemStore(ListedLayout):
     # -- serving ---------------------------------------------------------------
 
     def open(self, stored: StoredFile) -> "Deferred[Opened]":
-        return succeed(Opened(stored.path))
+        return succeed(self.open_now(stored))
 
     def open_metadata(self, project: str, filename: str) -> "Deferred[Opened | None]":
         return _now(self._metadata_file, project, filename)

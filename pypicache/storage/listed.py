@@ -25,7 +25,14 @@ from pypicache.storage.layout import (
 )
 from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
 from pypicache.storage.marks import Watch
-from pypicache.storage.records import DELETED, MIRROR, PRERELEASES, RELEASES, StoredFile
+from pypicache.storage.records import (
+    DELETED,
+    MIRROR,
+    PRERELEASES,
+    RELEASES,
+    Opened,
+    StoredFile,
+)
 from pypicache.storage.singles import SingleReads
 
 #: Longest time (s) the project names are kept without looking again.
@@ -159,6 +166,10 @@ class ListedLayout(Layout):
             self._listings.forget(project)
             return None
         return stored
+
+    def open_now(self, stored: StoredFile) -> Opened:
+        """How to serve a stored archive: its local file."""
+        return Opened(stored.path)
 
     def _read_one(self, project: str, filename: str) -> StoredFile | None:
         """What the project's listing would give for ``filename``, read alone."""

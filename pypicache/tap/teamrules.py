@@ -54,9 +54,14 @@ def team_rules(
     statuses = Statuses(
         ProjectFiles(store.root.preauthChild(STATUS_FOLDER), reactor, run_blocking)
     )
+    is_private: Callable[[str], bool] = (
+        store.private_now  # no Deferred per file served
+        if getattr(store, "answers_now", False)
+        else lambda p: result_now(store.is_private(p))
+    )
     chained = (
         with_block_list(rules, block)
-        .added(StatusRule(statuses, lambda p: result_now(store.is_private(p))))
+        .added(StatusRule(statuses, is_private))
         .added(withdrawn_rule)
         .added(yanks)
     )

@@ -23,9 +23,12 @@ the connection's later requests waiting (buffered, with backpressure) until
 it is sent.
 """
 
+import os
+import socket
 import time
 from typing import Any, Callable
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
 from twisted.web.server import version as SERVER
@@ -66,6 +69,72 @@ def _joined(prefix: bytes, piece: bytes) -> bytes:
         _JOINED.pop(next(iter(_JOINED)))
     _JOINED[prefix] = (piece, joined)
     return joined
+
+
+def _socket_of(transport: Any) -> Any:
+    """The socket of ``transport`` if bytes may go to it directly: a plain TCP
+    connection (no TLS), connected, with nothing buffered; else ``None``."""
+    if (
+        type(transport) is tcp.Server
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+    ):
+        return transport.socket
+    return None
+
+
+def send_now(transport: Any, pieces: list[bytes], file: int = -1) -> tuple[bytes, ...]:
+    """Send ``pieces`` straight to the socket where the transport allows it
+    (one ``sendmsg``, no copy, no wait for the reactor's next turn); return
+    what is left to send, the transport's to write as it drains.
+
+    With ``file`` (an in-memory file holding ``pieces[1:]``), those go by
+    ``sendfile`` from it once ``pieces[0]`` is sent. Only when nothing is
+    buffered in the transport, so bytes keep their order; on a socket error
+    the rest is left, and the transport finds out when it writes it.
+    """
+    sock = _socket_of(transport)
+    if sock is None:
+        return tuple(pieces)
+    sent = 0
+    try:
+        if file < 0:
+            sent = sock.send(pieces[0]) if len(pieces) == 1 else sock.sendmsg(pieces)
+        else:
+            # MSG_MORE: the headers leave with the file's first bytes.
+            sent = sock.send(pieces[0], socket.MSG_MORE)
+            if sent == len(pieces[0]):
+                size = sent + sum(map(len, pieces[1:]))
+                while sent < size:
+                    done = os.sendfile(
+                        sock.fileno(), file, sent - len(pieces[0]), size - sent
+                    )
+                    if not done:
+                        break
+                    sent += done
+    except OSError:
+        pass  # full (EAGAIN), or gone: the rest goes through the transport
+    return _after(pieces, sent)
+
+
+def _after(pieces: list[bytes], sent: int) -> tuple[bytes, ...]:
+    """What is left of ``pieces`` once their first ``sent`` bytes are sent."""
+    if not sent:
+        return tuple(pieces)
+    left: list[bytes] = []
+    for piece in pieces:
+        if sent >= len(piece):
+            sent -= len(piece)
+        elif sent:
+            left.append(piece[sent:])
+            sent = 0
+        else:
+            left.append(piece)
+    return tuple(left)
 
 
 class _Clock:
@@ -162,10 +231,16 @@ class FastChannel(HTTPChannel):
         head.sentLength = ready.sent
         body = ready.body
         if len(body) > 1:
-            first = _joined(prefix, body[0])
-            self._send_pieces(head, (first,) + body[1:], rest, keep_alive)
-            return False
-        self.transport.write(prefix + body[0] if body else prefix)
+            left = send_now(self.transport, [prefix, *body], ready.file)
+            if left:
+                if left[0] is prefix:
+                    left = (_joined(prefix, body[0]),) + left[2:]
+                self._send_pieces(head, left, rest, keep_alive)
+                return False
+        else:
+            data = prefix + body[0] if body else prefix
+            for piece in send_now(self.transport, [data]):
+                self.transport.write(piece)
         self._done(head, keep_alive)
         return keep_alive and not self.transport.disconnecting
 

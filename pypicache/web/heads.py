@@ -94,9 +94,36 @@ class RequestHead:
         return connection is None or b"close" not in connection.lower().split(b" ")
 
 
+#: Heads read lately (a client sends the same head again and again), to what
+#: :func:`_read` made of them; at most :data:`_KEPT_MAX` heads of at most
+#: :data:`_KEPT_BYTES` bytes each.
+_KEPT: dict[bytes, Any] = {}
+_KEPT_MAX = 256
+_KEPT_BYTES = 2048
+
+
 def parse_head(head: bytes, transport: Any) -> RequestHead | None:
     """Read a request head (without its final ``CRLF CRLF``), or ``None`` to
-    leave it to twisted.web."""
+    leave it to twisted.web.
+
+    A head read before is not read again: its parts are shared (the headers
+    are never changed once read)."""
+    parts = _KEPT.get(head, _KEPT)
+    if parts is _KEPT:
+        parts = _read(head)
+        if len(head) <= _KEPT_BYTES:
+            if len(_KEPT) >= _KEPT_MAX:
+                _KEPT.clear()
+            _KEPT[head] = parts
+    if parts is None:
+        return None
+    return RequestHead(*parts, transport)
+
+
+def _read(
+    head: bytes,
+) -> tuple[bytes, bytes, bytes, dict[bytes, bytes], list[tuple[bytes, bytes]]] | None:
+    """The parts of a :class:`RequestHead` read from ``head``, or ``None``."""
     if (
         b"\0" in head
         or head.count(b"\n") != head.count(b"\r")
@@ -125,4 +152,4 @@ def parse_head(head: bytes, transport: Any) -> RequestHead | None:
         value = value.strip(b" \t")
         headers[key] = value
         raw.append((name, value))
-    return RequestHead(method, target, version, headers, raw, transport)
+    return method, target, version, headers, raw

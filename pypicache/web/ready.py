@@ -25,6 +25,7 @@ import math
 import os
 import re
 import stat
+from collections import OrderedDict
 from typing import NamedTuple
 
 from twisted.web.http import RESPONSES, datetimeToString
@@ -36,7 +37,7 @@ from pypicache.web.files import IMMUTABLE, etag_of
 from pypicache.web.heads import RequestHead
 from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
-from pypicache.web.routing import Body, etag_matches
+from pypicache.web.routing import PIECE, Body, etag_matches
 from pypicache.web.sendfile import FIRST_CHUNK
 
 _PAGE = re.compile(rb"/(simple|local)/([a-z0-9]+(?:-[a-z0-9]+)*)/")
@@ -60,13 +61,16 @@ class Ready(NamedTuple):
 
     :ivar code: the status; :ivar headers: the header lines after ``Date``;
     :ivar body: what to send after them (nothing for ``HEAD``, ``304``);
-    :ivar sent: the body's length as the access log counts it.
+    :ivar sent: the body's length as the access log counts it;
+    :ivar file: a descriptor of an in-memory file holding the body (a
+        large page's), to ``sendfile`` from, or ``-1``.
     """
 
     code: int
     headers: bytes
     body: tuple[bytes, ...]
     sent: int
+    file: int = -1
 
 
 @functools.lru_cache(maxsize=64)
@@ -78,6 +82,7 @@ def header_line(name: bytes, value: bytes) -> bytes:
     return spelled + b": " + value + b"\r\n"
 
 
+@functools.lru_cache(maxsize=32)
 def status_line(version: bytes, code: int) -> bytes:
     return b"%s %d %s\r\n" % (version, code, RESPONSES[code])
 
@@ -124,7 +129,7 @@ class ReadyAnswers:
                     headers.get(b"accept"),
                     headers.get(b"accept-encoding"),
                 )
-                return None if body is None else _page(head, body)
+                return None if body is None else _page_kept(head, body)
             file = _FILE.fullmatch(target)
             if file is None:
                 return self._hosted(head, target)
@@ -159,6 +164,72 @@ class ReadyAnswers:
         return _archive(head, opened.path.path, etag_of(stored.info.hashes))
 
 
+#: Answers made by :func:`_page` lately: ``(body, method, If-None-Match)`` to
+#: the body and its answer (a page's body is kept per version, so the same
+#: object comes back until the page changes). At most :data:`_PAGES_MAX`
+#: answers holding :data:`_PAGES_BYTES` bytes of bodies and of their
+#: in-memory files (bodies may outlive their page's version in the render
+#: cache until the next clearing).
+_PAGES: dict[tuple[int, bytes, bytes | None], tuple[Body, Ready]] = {}
+_PAGES_MAX = 256
+_PAGES_BYTES = 32 * 1024**2
+_pages_bytes = 0
+
+#: A body larger than this is also kept in an in-memory file (``memfd``), so
+#: that it goes to a plain TCP socket by ``sendfile``, not copied from Python.
+FILE_BODY = PIECE
+
+
+def _page_kept(head: RequestHead, body: Body) -> Ready:
+    """:func:`_page`, made once per body, method and ``If-None-Match``."""
+    key = (id(body), head.method, head.headers.get(b"if-none-match"))
+    kept = _PAGES.get(key)
+    if kept is not None and kept[0] is body:
+        return kept[1]
+    global _pages_bytes
+    ready = _page(head, body)
+    size = int(body.length)
+    if ready.sent > FILE_BODY:
+        ready = ready._replace(file=_body_file(ready.body))
+        size += size if ready.file >= 0 else 0
+    if (
+        kept is not None
+        or len(_PAGES) >= _PAGES_MAX
+        or _pages_bytes + size > _PAGES_BYTES
+    ):
+        forget_pages()
+    _PAGES[key] = (body, ready)
+    _pages_bytes += size
+    return ready
+
+
+def forget_pages() -> None:
+    """Drop the answers :func:`_page_kept` keeps, closing their files."""
+    global _pages_bytes
+    for _, ready in _PAGES.values():
+        if ready.file >= 0:
+            os.close(ready.file)
+    _PAGES.clear()
+    _pages_bytes = 0
+
+
+def _body_file(pieces: tuple[bytes, ...]) -> int:
+    """An in-memory file holding ``pieces``, or ``-1`` where there is none."""
+    try:
+        fd = os.memfd_create("pypicache-page", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return -1
+    try:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
 def _page(head: RequestHead, body: Body) -> Ready:
     """As :func:`~pypicache.web.routing.send_body` answers."""
     lines = []
@@ -178,18 +249,66 @@ def _page(head: RequestHead, body: Body) -> Ready:
     return Ready(200, b"".join(lines), body.pieces, int(body.length))
 
 
+#: Copies of small stored archives the lane sent lately: path to the file's
+#: identity when read (:func:`_identity`), its ``200`` header lines (from
+#: ``Accept-Ranges`` on) and its bytes; at most :data:`SMALL_FILES_BYTES`
+#: bytes of files in all, the least recently sent going first.
+_FILES: "OrderedDict[str, tuple[tuple[int, ...], bytes, bytes]]" = OrderedDict()
+SMALL_FILES_BYTES = 16 * 1024**2
+_files_bytes = 0
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file is replaced or changed (a stored file is
+    replaced by a rename: a new inode)."""
+    return (
+        status.st_dev,
+        status.st_ino,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    )
+
+
 def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready | None:
-    """As :func:`~pypicache.web.files.serve_stored` and ``StoredArchive`` answer."""
-    lines = [
-        b"Cache-Control: " + IMMUTABLE + b"\r\n",
-        b"Content-Type: " + OCTETS + b"\r\n",
-    ]
+    """As :func:`~pypicache.web.files.serve_stored` and ``StoredArchive`` answer.
+
+    The file's bytes come from a copy in memory while a ``stat`` shows the
+    file unchanged, else from the file (and are kept, if small enough)."""
+    lines = b"Cache-Control: " + IMMUTABLE + b"\r\nContent-Type: " + OCTETS + b"\r\n"
     tags = head.headers.get(b"if-none-match")
     if etag is not None and tags:
         # Request.setETag's comparison: whitespace-separated tags, or "*".
         words = tags.split()
         if etag in words or b"*" in words:
-            return Ready(304, b"".join(lines) + b"ETag: " + etag + b"\r\n", (), 0)
+            return Ready(304, lines + b"ETag: " + etag + b"\r\n", (), 0)
+    kept = _small_file(path)
+    if kept is None:
+        return None
+    rest, data = kept
+    if etag is not None:
+        rest += b"ETag: " + etag + b"\r\n"
+    if head.method == b"HEAD":
+        return Ready(200, lines + rest, (), 0)
+    return Ready(200, lines + rest, (data,) if data else (), len(data))
+
+
+def _small_file(path: str) -> tuple[bytes, bytes] | None:
+    """The header lines (``Accept-Ranges``, ``Content-Length``,
+    ``Last-Modified``) and the bytes of the regular file at ``path``, if it
+    has at most :data:`~pypicache.web.sendfile.FIRST_CHUNK` bytes; else ``None``."""
+    global _files_bytes
+    kept = _FILES.get(path)
+    if kept is not None:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        if _identity(status) == kept[0]:
+            _FILES.move_to_end(path)
+            return kept[1], kept[2]
+        _FILES.pop(path)
+        _files_bytes -= len(kept[2])
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -199,19 +318,25 @@ def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready | None:
         size = status.st_size
         if not stat.S_ISREG(status.st_mode) or size > FIRST_CHUNK:
             return None
-        data = b"" if head.method == b"HEAD" else os.pread(fd, size, 0)
+        data = os.pread(fd, size, 0)
     except OSError:
         return None
     finally:
         os.close(fd)
-    if head.method != b"HEAD" and len(data) != size:
+    if len(data) != size:
         return None
-    lines.append(b"Accept-Ranges: bytes\r\nContent-Length: %d\r\n" % size)
     modified = datetimeToString(int(math.ceil(status.st_mtime)))
-    lines.append(b"Last-Modified: " + modified + b"\r\n")
-    if etag is not None:
-        lines.append(b"ETag: " + etag + b"\r\n")
-    return Ready(200, b"".join(lines), (data,) if data else (), len(data))
+    rest = b"Accept-Ranges: bytes\r\nContent-Length: %d\r\nLast-Modified: %s\r\n" % (
+        size,
+        modified,
+    )
+    if size <= SMALL_FILES_BYTES:
+        _FILES[path] = (_identity(status), rest, data)
+        _files_bytes += size
+        while _files_bytes > SMALL_FILES_BYTES:
+            _, (_, _, old) = _FILES.popitem(last=False)
+            _files_bytes -= len(old)
+    return rest, data
 
 
 def _metadata(head: RequestHead, content: bytes) -> Ready:
