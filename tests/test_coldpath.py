@@ -63,3 +63,19 @@ def test_page_serialized_in_the_sync_thread(tmp_path):
     written = json.loads(store.page_path("a").getContent())
     assert written == cached.to_json()
     assert store._read_page("a") == cached
+
+
+def test_access_line_escaping_remembered():
+    """A field that needs escaping (uv's ``User-Agent`` is JSON, quotes and
+    all) is escaped once and remembered: every request of that client repeats
+    it. The escaping itself is unchanged."""
+    from pypicache.web import accesslog
+
+    agent = b'uv/0.9 {"installer":{"name":"uv"},"ci":null}\x01'
+    expected = 'uv/0.9 {\\"installer\\":{\\"name\\":\\"uv\\"},\\"ci\\":null}\\x01'
+    accesslog._escaped.cache_clear()
+    assert accesslog._field(agent) == expected
+    assert accesslog._field(agent) == expected
+    assert accesslog._escaped.cache_info().hits == 1
+    assert accesslog._field(b"pip/24.0") == "pip/24.0"
+    assert accesslog._field(None) == "-"
