@@ -4,15 +4,12 @@ install pays for the pages it fetches (issue 9)."""
 import json
 
 import attrs
-import pytest_twisted
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.python.filepath import FilePath
 
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.records import CachedPage
-from tests.daemon import start_world
-from tests.packages import build_wheel
 
 FILES = [
     DistFile("a-1.0-py3-none-any.whl"),
@@ -82,44 +79,3 @@ def test_access_line_escaping_remembered():
     assert accesslog._escaped.cache_info().hits == 1
     assert accesslog._field(b"pip/24.0") == "pip/24.0"
     assert accesslog._field(None) == "-"
-
-
-@pytest_twisted.ensureDeferred
-async def test_cold_wheel_client_does_not_wait_for_its_metadata_read(
-    tmp_path, monkeypatch
-):
-    """A cold wheel's client completes once its bytes are verified, before
-    the wheel's own metadata is read from it (a trip to the threads that
-    also parse pages); the wheel is stored with that metadata beside it once
-    the read is done."""
-    from pypicache.proxy import mirror
-
-    held: Deferred = Deferred()
-    real = mirror.kept_and_own
-
-    async def kept_and_own(*args):
-        await held
-        return await real(*args)
-
-    monkeypatch.setattr(mirror, "kept_and_own", kept_and_own)
-    wheel = build_wheel(tmp_path / "dists", "coldlib", "1.0")
-    world = await start_world(tmp_path, [wheel], timeout=10)
-    try:
-        from twisted.internet import reactor
-
-        async def fetch() -> bytes:
-            response = await world.daemon.get(f"packages/coldlib/{wheel.name}")
-            assert response.code == 200
-            return await response.content()
-
-        body = Deferred.fromCoroutine(fetch()).addTimeout(5, reactor)
-        assert await body == wheel.read_bytes()  # not a timeout
-        assert not held.called
-        assert wheel.name not in world.mirror_files("coldlib")
-        held.callback(None)
-        await world.stored("coldlib", wheel.name)
-        assert wheel.name + ".metadata" in world.mirror_files("coldlib")
-    finally:
-        if not held.called:
-            held.callback(None)
-        await world.stop()

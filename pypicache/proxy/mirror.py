@@ -185,16 +185,16 @@ class Mirror:
             )
             await spool.written()
             stored_info = verified(download, hashes, expected)
-            # Verified: its clients complete now, while it is committed (a
-            # wheel's metadata read from it in a thread, to go beside it),
-            # once a flush to the disk begun meanwhile is over.
-            download.verify()
             kept, own = await kept_and_own(
                 self._store, self._run_blocking, download.temp, info.filename
             )
         except BaseException:
             await spool.drained(quietly=True)  # no thread on the file discarded
             raise
+        # Verified: its clients complete now, while it is committed (a
+        # wheel's metadata beside it), the commit under way at once (once
+        # a flush to the disk begun meanwhile is over).
+        download.verify()
         await spool.drained()
         persisted = await persist_download(
             self._store, download.temp, stored_info, kept, own
