@@ -65,7 +65,7 @@ def _now(f: Any, *args: Any) -> "Deferred[Any]":
 
 
 def _write_page(path: FilePath, cached: CachedPage) -> None:
-    """Store a cached page (blocking)."""
+    """Store a cached page (blocking; in a thread, as its serialization is)."""
     write_atomically(path, json.dumps(cached.to_json()).encode())
 
 
@@ -375,8 +375,6 @@ class FilesystemStore(ListedLayout):
             return None
 
     def write_page(self, project: str, cached: CachedPage) -> "Deferred[None]":
-        # Serialized in the thread too (a page is immutable): a page of
-        # thousands of files is CPU work the reactor need not wait for.
         return self._run_sync(_write_page, self.page_path(project), cached)
 
     def drop_page(self, project: str) -> "Deferred[None]":
