@@ -158,6 +158,64 @@ def test_flushed_to_disk_as_it_goes(tmp_path, monkeypatch):
     download.temp.discard()
 
 
+@pytest_twisted.ensureDeferred
+async def test_flush_beside_the_writes(tmp_path, monkeypatch):
+    """A flush to the disk runs beside the writes, never before them: while
+    one is under way the next chunks are still written (and the upstream not
+    paused), ``written`` fires without it, and ``drained`` (before the file
+    is stored or discarded) waits for it."""
+    monkeypatch.setattr(spooling, "SYNC_EVERY", 2 * CHUNK)
+    flushes: list[Deferred] = []
+
+    def run_sync(f, *args):
+        if f is spooling._flush:
+            d = Deferred()
+            flushes.append(d)
+            return d.addCallback(lambda _: f(*args))
+        return succeed(f(*args))
+
+    download = new_download(tmp_path)
+    flow = Flow()
+    spool = Spool(download, Hashes("sha256"), run_sync)
+    spool.attach(flow)
+    data = chunks(INLINE_BYTES + 8 * CHUNK)
+    for chunk in data:
+        spool.received(chunk)
+    assert len(flushes) == 1  # one at a time
+    assert download.written == sum(map(len, data))  # not held behind it
+    assert flow.calls == []
+    await spool.written()
+    drained = Deferred.fromCoroutine(spool.drained())
+    assert not drained.called
+    flushes.pop().callback(None)  # done: the bytes written since call for another
+    assert not drained.called
+    flushes.pop().callback(None)
+    await drained
+    assert not flushes
+    download.temp.discard()
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_flush_fails_the_download(tmp_path, monkeypatch):
+    """A flush that fails (a full disk) is raised by ``written`` and ``drained``."""
+    monkeypatch.setattr(spooling, "SYNC_EVERY", 2 * CHUNK)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", full)
+    download = new_download(tmp_path)
+    spool = Spool(download, Hashes("sha256"), deferToThread)
+    for chunk in chunks(INLINE_BYTES + 4 * CHUNK):
+        spool.received(chunk)
+    await spool.drained(quietly=True)
+    with pytest.raises(InsufficientStorage):
+        await spool.written()
+    with pytest.raises(InsufficientStorage):
+        await spool.drained()
+    download.temp.discard()
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     """A wheel with 12 MB of random bytes stored uncompressed."""
@@ -196,5 +254,58 @@ async def test_cold_large_file_by_sendfile_to_every_client(tmp_path, big, monkey
         assert sum(sent) > 3 * len(expected) // 2
         assert world.index.downloads(big.name) == 1
         assert big.name in world.mirror_files("bigcold")
+    finally:
+        await world.stop()
+
+
+def read_late(url: str, wait: float) -> bytes:
+    """GET ``url`` over a blocking socket, reading nothing for ``wait``
+    seconds (the daemon's socket fills up), then all of it: the body."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.socket() as s:
+        # A small window: the daemon's socket fills up within the wait.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.connect((parts.hostname, parts.port))
+        s.sendall(
+            f"GET {parts.path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        time.sleep(wait)
+        received = []
+        while data := s.recv(1024 * 1024):
+            received.append(data)
+    return b"".join(received).partition(b"\r\n\r\n")[2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sender_ahead_of_download_does_not_spin(tmp_path, big, monkeypatch):
+    """A client sent every byte written so far stops watching its socket for
+    room until the download writes more: a socket with room, watched while
+    there is nothing to send, woke the reactor thousands of times a second
+    (a busy loop that slowed the very download it waited for)."""
+    from pypicache.web import sendfile as sending
+
+    wakes = []
+    real = sending._Writable.doWrite
+
+    def do_write(self):
+        wakes.append(1)
+        return real(self)
+
+    monkeypatch.setattr(sending._Writable, "doWrite", do_write)
+    world = await start_world(tmp_path, [big], timeout=10)
+    world.index.rate = 6 * 1024 * 1024  # two seconds for the 12 MB
+    try:
+        url = world.daemon.url + f"packages/bigcold/{big.name}"
+        # The client fills its socket first (the sender waits for room),
+        # then reads faster than the upstream sends.
+        body = await deferToThread(read_late, url, 1.0)
+        assert body == big.read_bytes()
+        # One wake per time the socket filled up, at most: a few dozen
+        # (thousands when it spun).
+        assert 0 < len(wakes) < 100
     finally:
         await world.stop()

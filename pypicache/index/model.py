@@ -37,10 +37,27 @@ class DistFile:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-able dict (our own storage form, not the PEP 691 one);
-        ``uploaded_by`` only where known (cached pages stay as they were)."""
-        return attrs.asdict(
-            self, filter=lambda a, v: v is not None or a.name != "uploaded_by"
-        )
+        ``uploaded_by`` only where known (cached pages stay as they were).
+
+        What ``attrs.asdict`` gives, field by field, written out: a page of
+        3,000 files is stored once per fetch, and ``asdict`` took a fifth of a
+        second of the reactor for it.
+        """
+        metadata = self.core_metadata
+        data = {
+            "filename": self.filename,
+            "url": self.url,
+            "hashes": dict(self.hashes),
+            "requires_python": self.requires_python,
+            "yanked": self.yanked,
+            "core_metadata": dict(metadata) if isinstance(metadata, dict) else metadata,
+            "size": self.size,
+            "upload_time": self.upload_time,
+            "provenance": self.provenance,
+        }
+        if self.uploaded_by is not None:
+            data["uploaded_by"] = self.uploaded_by
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "DistFile":

@@ -24,8 +24,8 @@ from pypicache.proxy.kept import (
 )
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.spool import Hashes, Spool
-from pypicache.proxy.upstream import Upstream, mask_url
+from pypicache.proxy.spool import Hashes, Spool, verified
+from pypicache.proxy.upstream import Upstream
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks
@@ -183,39 +183,19 @@ class Mirror:
             await self._upstream.read_body(
                 response, 0, spool.received, attach=spool.attach
             )
-        finally:
-            await spool.drained(quietly=True)
-        await spool.drained()
-        if info.size is not None and download.written != info.size:
-            raise UpstreamError(
-                f"Upstream sent {download.written} bytes of {info.filename}, the index says {info.size}"
+            await spool.written()
+            stored_info = verified(download, hashes, expected)
+            kept, own = await kept_and_own(
+                self._store, self._run_blocking, download.temp, info.filename
             )
-        if download.length is not None and download.written != download.length:
-            raise UpstreamError(
-                f"Upstream sent {download.written} of {download.length} bytes of {info.filename}"
-            )
-        if expected and hashes.checked.hexdigest() != expected[1]:
-            log.warn(
-                "Hash mismatch for {filename} from {url}: expected {algorithm} {expected}, got {actual}",
-                filename=info.filename,
-                url=mask_url(info.url),
-                algorithm=expected[0],
-                expected=expected[1],
-                actual=hashes.checked.hexdigest(),
-            )
-            raise HashMismatch(
-                f"Hash mismatch for {info.filename}: upstream bytes do not match the index"
-            )
-        if expected is None:
-            log.warn("No hash to verify {filename} against", filename=info.filename)
-        digests = {**info.hashes, "sha256": hashes.sha256.hexdigest()}
-        stored_info = attrs.evolve(info, hashes=digests, size=download.written)
-        kept, own = await kept_and_own(
-            self._store, self._run_blocking, download.temp, info.filename
-        )
+        except BaseException:
+            await spool.drained(quietly=True)  # no thread on the file discarded
+            raise
         # Verified: its clients complete now, while it is committed (a
-        # wheel's metadata beside it), the commit under way at once.
+        # wheel's metadata beside it), the commit under way at once (once
+        # a flush to the disk begun meanwhile is over).
         download.verify()
+        await spool.drained()
         persisted = await persist_download(
             self._store, download.temp, stored_info, kept, own
         )
@@ -227,7 +207,7 @@ class Mirror:
             "Stored {filename} ({size} bytes, sha256 {digest})",
             filename=info.filename,
             size=download.written,
-            digest=digests["sha256"],
+            digest=stored_info.hashes["sha256"],
         )
 
     def _metadata_kept(self, persisted: Persisted) -> None:

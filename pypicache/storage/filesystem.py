@@ -64,6 +64,11 @@ def _now(f: Any, *args: Any) -> "Deferred[Any]":
         return fail()
 
 
+def _write_page(path: FilePath, cached: CachedPage) -> None:
+    """Store a cached page (blocking; in a thread, as its serialization is)."""
+    write_atomically(path, json.dumps(cached.to_json()).encode())
+
+
 @implementer(IStore)
 class FilesystemStore(ListedLayout):
     """The store on a local filesystem (the reading half is :class:`ListedLayout`).
@@ -372,11 +377,7 @@ class FilesystemStore(ListedLayout):
             return None
 
     def write_page(self, project: str, cached: CachedPage) -> "Deferred[None]":
-        return self._run_sync(
-            write_atomically,
-            self.page_path(project),
-            json.dumps(cached.to_json()).encode(),
-        )
+        return self._run_sync(_write_page, self.page_path(project), cached)
 
     def drop_page(self, project: str) -> "Deferred[None]":
         return _now(self.drop_page_now, project)

@@ -15,6 +15,7 @@ removed (as ``logrotate`` does, with or without ``create``), so no signal is
 needed; twistd already uses ``SIGUSR1`` for its own log file.
 """
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -53,6 +54,14 @@ def _field(value: bytes | None) -> str:
     text = value.decode("latin-1")
     if text.isprintable() and '"' not in text and "\\" not in text:
         return text
+    return _escaped(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _escaped(text: str) -> str:
+    """:func:`_field`'s escaping, remembered: a client sends the same
+    ``User-Agent`` with every request, and uv's (JSON, quotes and all) took
+    half a millisecond per request, a character at a time."""
     return "".join(
         (
             "\\" + c

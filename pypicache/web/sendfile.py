@@ -282,10 +282,15 @@ class _Writable:
         self._watched = False
         self._sender.writer_lost(reason)
 
-    def close(self) -> None:
+    def unwatch(self) -> None:
+        """Stop watching (a sender with nothing to send yet must not be told
+        of room over and over: the socket has room, and the reactor would spin)."""
         if self._watched:
             self._watched = False
             self._reactor.removeWriter(self)
+
+    def close(self) -> None:
+        self.unwatch()
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)

@@ -63,7 +63,11 @@ class DownloadSender(FileSender):
             if left <= 0:
                 if download.complete and self._offset >= self._end:
                     self._finish()
-                return  # until the download writes more
+                elif self._writable is not None:
+                    # Until the download writes more (:meth:`_grew`): a
+                    # socket with room would wake the reactor without end.
+                    self._writable.unwatch()
+                return
             if self._socket is not None and self._flushed:
                 self._sendfile(min(left, 16 * 1024 * 1024))
             else:
