@@ -8,8 +8,6 @@ from typing import Any
 from twisted.python.filepath import FilePath
 
 from pypicache.storage.filesystem import FilesystemStore
-from pypicache.storage.s3.keys import Keys
-from pypicache.storage.s3.store import S3Store
 
 
 def make_store(
@@ -24,6 +22,11 @@ def make_store(
     """The store :func:`~pypicache.tap.build.build_live` serves from."""
     root = FilePath(os.path.abspath(cache))
     if s3_bucket is not None:
+        # Imported here: botocore and the object store cost start-up time
+        # and memory that a daemon on the filesystem does not need.
+        from pypicache.storage.s3.keys import Keys
+        from pypicache.storage.s3.store import S3Store
+
         return S3Store(
             s3_bucket, Keys(s3_prefix), root, reactor, run_sync, redirect=s3_redirect
         )
