@@ -28,7 +28,6 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, parse_tag, sys_tags
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -44,6 +43,7 @@ from pypicache.proxy.views import Views
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
 log = Logger()
 
@@ -89,7 +89,7 @@ def _wheel_rank(filename: str, ranks: dict[Tag, int]) -> int | None:
 
 def pick(
     page: ProjectPage,
-    specifier: SpecifierSet | None,
+    specifier: "SpecifierSet | None",
     ranks: dict[Tag, int],
     python: Version,
 ) -> DistFile | None:
@@ -154,6 +154,9 @@ def pick(
 def _python_fits(f: DistFile, python: Version) -> bool:
     if not f.requires_python:
         return True
+    # Imported at the first pick (its regular expression: start-up time).
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         return SpecifierSet(f.requires_python).contains(python, prereleases=True)
     except InvalidSpecifier:
@@ -222,7 +225,9 @@ class Prefetcher:
     remember: int = 4096
     max_lag: float = MAX_LAG
     shed: int = 0
-    _ranks: dict[Tag, int] = attrs.field(factory=_tag_ranks)
+    #: This interpreter's tags, ranked at the first pick (``sys_tags`` costs
+    #: the daemon's start-up 15 ms).
+    _ranks: dict[Tag, int] | None = None
     _python: Version = attrs.field(factory=_this_python)
     _recent: "OrderedDict[str, float]" = attrs.field(factory=OrderedDict)
     #: Where a large page's pick is made (a thread: it parses every version),
@@ -295,7 +300,7 @@ class Prefetcher:
         walk: _Walk,
         project: str,
         page: ProjectPage,
-        specifier: SpecifierSet | None,
+        specifier: "SpecifierSet | None",
         level: int,
     ) -> None:
         """Fetch the ``.metadata`` of the pick of ``page``; below ``depth``,
@@ -306,6 +311,8 @@ class Prefetcher:
                 page = self._views.rules.page("simple", project, page)
             except NotFound:
                 return
+        if self._ranks is None:
+            self._ranks = _tag_ranks()
         if self.run_blocking is not None and len(page.files) > PICK_INLINE:
             chosen = await self.run_blocking(
                 pick, page, specifier, self._ranks, self._python
@@ -372,7 +379,7 @@ class Prefetcher:
             )
 
     async def _follow(
-        self, walk: _Walk, project: str, specifier: SpecifierSet, level: int
+        self, walk: _Walk, project: str, specifier: "SpecifierSet", level: int
     ) -> None:
         """A dependency's page (fetched unless fresh), then below it; not if
         another walk went there lately, nor past the walk's budget (then a
