@@ -23,6 +23,7 @@ as it is when clients keep it busy; their requests go first.
 """
 
 import email
+import functools
 import platform
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ def _this_python() -> Version:
     return Version(platform.python_version())
 
 
+@functools.cache  # at the first pick, not at start-up (sys_tags: 15 ms)
 def _tag_ranks() -> dict[Tag, int]:
     """This interpreter's tags, best first (as installers rank them)."""
     return {tag: rank for rank, tag in enumerate(sys_tags())}
@@ -154,8 +156,7 @@ def pick(
 def _python_fits(f: DistFile, python: Version) -> bool:
     if not f.requires_python:
         return True
-    # Imported at the first pick (its regular expression: start-up time).
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # not at start-up
 
     try:
         return SpecifierSet(f.requires_python).contains(python, prereleases=True)
@@ -225,9 +226,6 @@ class Prefetcher:
     remember: int = 4096
     max_lag: float = MAX_LAG
     shed: int = 0
-    #: This interpreter's tags, ranked at the first pick (``sys_tags`` costs
-    #: the daemon's start-up 15 ms).
-    _ranks: dict[Tag, int] | None = None
     _python: Version = attrs.field(factory=_this_python)
     _recent: "OrderedDict[str, float]" = attrs.field(factory=OrderedDict)
     #: Where a large page's pick is made (a thread: it parses every version),
@@ -311,14 +309,12 @@ class Prefetcher:
                 page = self._views.rules.page("simple", project, page)
             except NotFound:
                 return
-        if self._ranks is None:
-            self._ranks = _tag_ranks()
         if self.run_blocking is not None and len(page.files) > PICK_INLINE:
             chosen = await self.run_blocking(
-                pick, page, specifier, self._ranks, self._python
+                pick, page, specifier, _tag_ranks(), self._python
             )
         else:
-            chosen = pick(page, specifier, self._ranks, self._python)
+            chosen = pick(page, specifier, _tag_ranks(), self._python)
         if chosen is None or not walk.take():
             return
         try:
