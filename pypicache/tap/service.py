@@ -244,7 +244,7 @@ class AfterFirstAnswer(service.Service):
         self.done = False
 
     def add(self, f: Callable[..., Any], *args: Any) -> None:
-        """Run ``f(*args)`` then (at once if that was already)."""
+        """Run ``f(*args)`` after the first answer (at once if it has come)."""
         if self.done:
             f(*args)
         else:
@@ -260,8 +260,8 @@ class AfterFirstAnswer(service.Service):
         site = self.site
 
         def answered(request: Any) -> None:
-            del site.log  # the class's again
-            site.log(request)
+            site.__dict__.pop("log", None)  # the class's again
+            type(site).log(site, request)
             self._run()
 
         site.log = answered  # type: ignore[method-assign]
