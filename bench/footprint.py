@@ -5,6 +5,7 @@ serving every project of a large cache (not run in CI)::
     python bench/footprint.py                      # 100,000 files (10,000 projects), 5 runs
     python bench/footprint.py --files 10000 --runs 3
     python bench/footprint.py --source /tmp/old --source .   # A/B of two source trees
+    python bench/footprint.py --work /tmp/fp        # its cache and runs elsewhere
 
 For each run and each ``--source`` (a folder with a ``pypicache`` package and
 its ``twisted/plugins``, put first on the daemon's ``PYTHONPATH``; default: this
@@ -23,7 +24,8 @@ repository), in turn, so that both see the same machine:
    peak): the RSS after serving every project.
 
 The upstream is a closed port on 127.0.0.1: nothing of this asks it anything.
-Prints one line per run and the medians, and writes ``bench/work/footprint.json``.
+Prints one line per run and the medians, and writes ``footprint.json`` into
+``--work`` (default ``bench/work/``).
 See docs/benchmark.rst, "Footprint".
 """
 
@@ -109,6 +111,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100_000, help="files in the cache")
     parser.add_argument("--runs", type=int, default=5, help="runs per source (medians)")
     parser.add_argument(
+        "--work",
+        type=Path,
+        default=procs.ROOT / "bench" / "work",
+        help="folder of the cache and the runs (default: bench/work)",
+    )
+    parser.add_argument(
         "--source",
         action="append",
         type=Path,
@@ -118,7 +126,7 @@ def main() -> None:
     sources = [s.resolve() for s in args.source or [procs.ROOT]]
     atexit.register(procs.stop_all)
     signal.signal(signal.SIGTERM, procs.on_signal)
-    work = procs.ROOT / "bench" / "work"
+    work = args.work.resolve()
     cache = cachetree.build(work / f"cache-{args.files}", args.files)
     projects = (args.files + cachetree.FILES_PER_PROJECT - 1) // cachetree.FILES_PER_PROJECT
     runs: dict[str, list[dict[str, Any]]] = {str(s): [] for s in sources}

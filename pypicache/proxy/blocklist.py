@@ -13,10 +13,9 @@ installed here, wherever it comes from.
 """
 
 from collections.abc import Iterable
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 import attrs
-from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from pypicache.errors import BadRequest, NotFound
@@ -24,8 +23,11 @@ from pypicache.index.model import DistFile, ProjectPage
 from pypicache.index.names import normalize, parse_filename
 from pypicache.proxy.rules import Area, Rules
 
+if TYPE_CHECKING:  # imported with packaging.requirements, by parse_entry
+    from packaging.specifiers import SpecifierSet
 
-def parse_entry(entry: str) -> tuple[str, SpecifierSet, str]:
+
+def parse_entry(entry: str) -> "tuple[str, SpecifierSet, str]":
     """One entry of the block list: its normalized name, its specifier (empty
     for the whole project) and the entry as given.
 
@@ -60,7 +62,7 @@ class BlockList:
     """The rule; build it with :meth:`of`. Replaced whole on reload."""
 
     #: Per normalized name, its entries: ``(specifier, entry as given)``.
-    entries: dict[str, tuple[tuple[SpecifierSet, str], ...]]
+    entries: "dict[str, tuple[tuple[SpecifierSet, str], ...]]"
     _hidden: frozenset[str] = attrs.field(init=False)
 
     @_hidden.default

@@ -23,12 +23,12 @@ as it is when clients keep it busy; their requests go first.
 """
 
 import email
+import functools
 import platform
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag, parse_tag, sys_tags
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -44,6 +44,7 @@ from pypicache.proxy.views import Views
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
 log = Logger()
 
@@ -64,6 +65,7 @@ def _this_python() -> Version:
     return Version(platform.python_version())
 
 
+@functools.cache  # at the first pick, not at start-up (sys_tags: 15 ms)
 def _tag_ranks() -> dict[Tag, int]:
     """This interpreter's tags, best first (as installers rank them)."""
     return {tag: rank for rank, tag in enumerate(sys_tags())}
@@ -89,7 +91,7 @@ def _wheel_rank(filename: str, ranks: dict[Tag, int]) -> int | None:
 
 def pick(
     page: ProjectPage,
-    specifier: SpecifierSet | None,
+    specifier: "SpecifierSet | None",
     ranks: dict[Tag, int],
     python: Version,
 ) -> DistFile | None:
@@ -154,6 +156,8 @@ def pick(
 def _python_fits(f: DistFile, python: Version) -> bool:
     if not f.requires_python:
         return True
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # not at start-up
+
     try:
         return SpecifierSet(f.requires_python).contains(python, prereleases=True)
     except InvalidSpecifier:
@@ -222,7 +226,6 @@ class Prefetcher:
     remember: int = 4096
     max_lag: float = MAX_LAG
     shed: int = 0
-    _ranks: dict[Tag, int] = attrs.field(factory=_tag_ranks)
     _python: Version = attrs.field(factory=_this_python)
     _recent: "OrderedDict[str, float]" = attrs.field(factory=OrderedDict)
     #: Where a large page's pick is made (a thread: it parses every version),
@@ -295,7 +298,7 @@ class Prefetcher:
         walk: _Walk,
         project: str,
         page: ProjectPage,
-        specifier: SpecifierSet | None,
+        specifier: "SpecifierSet | None",
         level: int,
     ) -> None:
         """Fetch the ``.metadata`` of the pick of ``page``; below ``depth``,
@@ -308,10 +311,10 @@ class Prefetcher:
                 return
         if self.run_blocking is not None and len(page.files) > PICK_INLINE:
             chosen = await self.run_blocking(
-                pick, page, specifier, self._ranks, self._python
+                pick, page, specifier, _tag_ranks(), self._python
             )
         else:
-            chosen = pick(page, specifier, self._ranks, self._python)
+            chosen = pick(page, specifier, _tag_ranks(), self._python)
         if chosen is None or not walk.take():
             return
         try:
@@ -372,7 +375,7 @@ class Prefetcher:
             )
 
     async def _follow(
-        self, walk: _Walk, project: str, specifier: SpecifierSet, level: int
+        self, walk: _Walk, project: str, specifier: "SpecifierSet", level: int
     ) -> None:
         """A dependency's page (fetched unless fresh), then below it; not if
         another walk went there lately, nor past the walk's budget (then a

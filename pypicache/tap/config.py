@@ -13,7 +13,6 @@ wins over the file.
 """
 
 import getopt
-import tomllib
 from typing import Any, Sequence
 
 from twisted.python import usage
@@ -56,6 +55,8 @@ def read_config(path: str) -> dict[str, Any]:
 
     :raises ConfigError: if it cannot be read or is not TOML.
     """
+    import tomllib  # only with --config (its regular expressions: start-up time)
+
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

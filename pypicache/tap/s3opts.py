@@ -1,11 +1,12 @@
 # -*- test-case-name: tests.test_s3_daemon -*-
 """The options of the object store: ``--storage s3://bucket/prefix`` and the ``s3-*`` settings."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
-from pypicache.storage.s3.settings import S3ConfigError, S3Settings
+if TYPE_CHECKING:
+    from pypicache.storage.s3.settings import S3Settings
 
 
 class S3StoreOptions:
@@ -71,11 +72,14 @@ class S3StoreOptions:
     def read_storage(self) -> None:
         """Read the object store's settings into ``self.s3`` (``None``: the
         filesystem, and the ``s3-*`` settings are not used)."""
-        self.s3: S3Settings | None = None
+        self.s3: "S3Settings | None" = None
         storage = self["storage"]  # type: ignore[index]
         if storage in (None, FILESYSTEM):
             self["storage"] = FILESYSTEM  # type: ignore[index]
             return
+        # Imported only for an object store: botocore costs start-up time and memory.
+        from pypicache.storage.s3.settings import S3ConfigError, S3Settings
+
         try:
             self.s3 = S3Settings.from_mapping(
                 {k: self[k] for k in ("storage", *_S3_KEYS)}  # type: ignore[index]

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_tap -*-
-"""The services twistd runs: thread pools, the connection pool, listeners, the start-up scan."""
+"""The services twistd runs: thread pools, the connection pool, listeners,
+and what waits for the first answer (the start-up scan, the mirror's count)."""
 
 import gc
 import os
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application import internet, service, strports
 from twisted.internet.defer import Deferred
@@ -14,9 +15,6 @@ from twisted.web.server import Site
 
 from pypicache.concurrency import ThreadPoolService
 from pypicache.storage.capacity import Capacity
-from pypicache.storage.s3.bucket import Bucket
-from pypicache.storage.s3.settings import S3ConfigError
-from pypicache.storage.s3.threads import BucketThreads
 from pypicache.tap.build import build_live
 from pypicache.tap.jsonlog import JsonLog
 from pypicache.tap.options import Options
@@ -151,8 +149,6 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         **_object_store(options, top, reactor),
     )
     app = live.app
-    for named in live.named.values():
-        reactor.callWhenRunning(named.clean_up, run_blocking)
     site = make_site(
         app.resource(),
         limited_request_factory(options["max-upload-size"]),
@@ -164,10 +160,17 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         metrics=metrics,
         hsts=options["hsts"],
     )
-    _StartupScan(app, reactor).setServiceParent(top)
+    # What can wait waits for the first answer: the collector's freeze and
+    # every walk of the cache folder.
+    after = AfterFirstAnswer(site, reactor)
+    after.setServiceParent(top)
+    after.add(freeze_start_up_objects)
+    for named in live.named.values():
+        after.add(named.clean_up, run_blocking)
+    after.add(_start_up_scan, app)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)
     if app.capacity is not None:
-        _DiskUpkeep(app.capacity, reactor).setServiceParent(top)
+        _DiskUpkeep(app.capacity, after).setServiceParent(top)
     return top, site
 
 
@@ -179,6 +182,11 @@ def _object_store(
     settings = options.s3
     if settings is None:
         return {}
+    # Imported only here, with --storage s3:// (botocore: start-up time and memory).
+    from pypicache.storage.s3.bucket import Bucket
+    from pypicache.storage.s3.settings import S3ConfigError
+    from pypicache.storage.s3.threads import BucketThreads
+
     try:
         # Made before the reactor runs (botocore reads its models and
         # resolves credentials): nothing waits on it yet.
@@ -216,35 +224,96 @@ def freeze_start_up_objects() -> None:
     gc.freeze()
 
 
-class _StartupScan(service.Service):
-    """Once listening, clean up after a crash and index archives dropped into
-    ``private/`` (in a thread): nothing walks the cache before the daemon answers."""
+#: Seconds the work that can wait waits for a first request before it starts
+#: anyway (:class:`AfterFirstAnswer`).
+FIRST_ANSWER_WAIT = 1.0
 
-    def __init__(self, app: PypicacheApp, reactor: Any) -> None:
-        self.app = app
+
+class AfterFirstAnswer(service.Service):
+    """Start-up work that can wait (the walks of the cache folder: the scan of
+    ``private/``, the clean-up after a crash, the count of the mirror; the
+    collector's freeze) runs once the daemon has answered its first request,
+    or after :data:`FIRST_ANSWER_WAIT` seconds without one: nothing walks the
+    cache while the first client waits, and a walk in a thread would hold the
+    GIL the reactor needs to answer.
+
+    The first answer is seen through ``site.log`` (which every answered
+    request goes through, whichever lane answered it; see
+    :func:`pypicache.web.accesslog.account`), wrapped on the instance until
+    then.
+    """
+
+    def __init__(self, site: Site, reactor: Any) -> None:
+        self.site = site
         self.reactor = reactor
+        self._work: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._waiting: Any = None
+        self.done = False
+
+    def add(self, f: Callable[..., Any], *args: Any) -> None:
+        """Run ``f(*args)`` after the first answer (at once if it has come)."""
+        if self.done:
+            f(*args)
+        else:
+            self._work.append((f, args))
 
     def startService(self) -> None:
         super().startService()
-        self.reactor.callWhenRunning(self._scan)
+        self.reactor.callWhenRunning(self._wait)
 
-    def _scan(self) -> None:
-        freeze_start_up_objects()
-        d = Deferred.fromCoroutine(self.app.start_up())
-        d.addErrback(lambda f: log.failure("Start-up scan failed", f))
+    def _wait(self) -> None:
+        if self.done or not self.running:
+            return
+        site = self.site
+
+        def answered(request: Any) -> None:
+            site.__dict__.pop("log", None)  # the class's again
+            type(site).log(site, request)
+            self._run()
+
+        site.log = answered  # type: ignore[method-assign]
+        self._waiting = self.reactor.callLater(FIRST_ANSWER_WAIT, self._run)
+
+    def _run(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._stop_waiting()
+        work, self._work = self._work, []
+        for f, args in work:
+            try:
+                f(*args)
+            except Exception:
+                log.failure("Start-up work failed: {f!r}", f=f)
+
+    def _stop_waiting(self) -> None:
+        self.site.__dict__.pop("log", None)
+        if self._waiting is not None and self._waiting.active():
+            self._waiting.cancel()
+        self._waiting = None
+
+    def stopService(self) -> Any:
+        self._stop_waiting()
+        return super().stopService()
+
+
+def _start_up_scan(app: PypicacheApp) -> None:
+    """Clean up after a crash and index archives dropped into ``private/`` (in a thread)."""
+    d = Deferred.fromCoroutine(app.start_up())
+    d.addErrback(lambda f: log.failure("Start-up scan failed", f))
 
 
 class _DiskUpkeep(service.Service):
-    """Once listening, the usage record's flushes and the eviction passes
-    (the first counts the mirror, in a thread); at stop, a last flush."""
+    """After the first answer, the usage record's flushes and the eviction
+    passes (the first counts the mirror, in a thread); at stop, a last flush."""
 
-    def __init__(self, capacity: Capacity, reactor: Any) -> None:
+    def __init__(self, capacity: Capacity, after: AfterFirstAnswer) -> None:
         self.capacity = capacity
-        self.reactor = reactor
+        after.add(self._start)
 
-    def startService(self) -> None:
-        super().startService()
-        self.reactor.callWhenRunning(self.capacity.start)
+    def _start(self) -> None:
+        if self.running:
+            self.capacity.start()
 
     def stopService(self) -> Any:
         super().stopService()

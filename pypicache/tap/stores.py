@@ -9,9 +9,6 @@ from twisted.python.filepath import FilePath
 
 from pypicache.storage.capacity import Evictor, FolderEvictor
 from pypicache.storage.filesystem import FilesystemStore
-from pypicache.storage.s3.eviction import BucketEvictor
-from pypicache.storage.s3.keys import Keys
-from pypicache.storage.s3.store import S3Store
 
 
 def make_store(
@@ -26,6 +23,11 @@ def make_store(
     """The store :func:`~pypicache.tap.build.build_live` serves from."""
     root = FilePath(os.path.abspath(cache))
     if s3_bucket is not None:
+        # Imported here: botocore and the object store cost start-up time
+        # and memory that a daemon on the filesystem does not need.
+        from pypicache.storage.s3.keys import Keys
+        from pypicache.storage.s3.store import S3Store
+
         return S3Store(
             s3_bucket, Keys(s3_prefix), root, reactor, run_sync, redirect=s3_redirect
         )
@@ -37,6 +39,8 @@ def make_store(
 def make_evictor(store: Any, run_blocking: Any) -> Evictor:
     """What runs eviction passes (and counts the mirror) over ``store``'s
     mirrored files: the cache folder's, or the bucket's (under its lease)."""
-    if isinstance(store, S3Store):
-        return BucketEvictor(store, run_blocking)
-    return FolderEvictor(store.root, store.lock_path, run_blocking)
+    if isinstance(store, FilesystemStore):
+        return FolderEvictor(store.root, store.lock_path, run_blocking)
+    from pypicache.storage.s3.eviction import BucketEvictor
+
+    return BucketEvictor(store, run_blocking)

