@@ -65,6 +65,8 @@ class S3View:
     :param run_blocking: where local files are hashed, moved and written.
     :param redirect: serve archives by a presigned URL (``s3-redirect``).
     :param max_age: seconds a view of a record is used as it is.
+    :param local_size: most bytes of local copies of archives kept in
+        ``local`` (least recently served evicted first; ``None``: no bound).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class S3View:
         run_blocking: RunBlocking,
         redirect: bool = False,
         max_age: float = 2.0,
+        local_size: int | None = None,
     ) -> None:
         self.bucket = bucket
         self.keys = keys
@@ -84,7 +87,9 @@ class S3View:
         self.local = FilesystemStore(local, clock=clock, run_blocking=run_blocking)
         self.records = ProjectRecords(bucket, keys, clock, max_age=max_age)
         self.pages = PageRecords(bucket, keys)
-        self.copies = LocalCopies(bucket, run_blocking, redirect)
+        self.copies = LocalCopies(
+            bucket, run_blocking, redirect, local_size, local, clock
+        )
         self._counter = itertools.count(1)
         #: project -> (the ETag last seen of its record, its generation)
         self._generations: dict[str, tuple[str | None, int]] = {}
@@ -219,8 +224,8 @@ class S3View:
 
     # -- serving ---------------------------------------------------------------
 
-    def open(self, stored: StoredFile) -> "Deferred[Opened]":
-        return self.copies.archive(self._key(stored), stored.path, _sha256(stored.info))
+    def open(self, stored: StoredFile, stream: bool = False) -> "Deferred[Opened]":
+        return self.copies.archive(self._key(stored), stored, stream)
 
     def open_metadata(self, project: str, filename: str) -> "Deferred[Opened | None]":
         async def opened() -> Opened | None:
