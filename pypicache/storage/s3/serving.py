@@ -129,9 +129,8 @@ class LocalCopies:
         self._opening: dict[str, list[Deferred[Download | None]]] = {}
         self._scanned = root is None
         self._evicting = False
-        #: Objects fetched from the bucket (``GET``s of archives), for tests
-        #: and metrics.
-        self.fetches = 0
+        #: Seconds after it was last served during which a copy stays.
+        self.in_use_seconds = IN_USE_SECONDS
         #: local paths of metadata and provenance copies made by this process
         self._small: set[str] = set()
 
@@ -214,6 +213,7 @@ class LocalCopies:
             return self._fetching[path]
         if sha256 is not None and await self._run_blocking(sha256_of, path) == sha256:
             self._remember(path, sha256, os.path.getsize(path))
+            self.evict()
             return None
         return await self._fetch(key, stored, sha256)
 
@@ -246,7 +246,6 @@ class LocalCopies:
             raise
         download.length = info.size
         download.started = True
-        self.fetches += 1
         self._fetching[stored.path.path] = download
         Deferred.fromCoroutine(
             fill(
@@ -295,7 +294,7 @@ class LocalCopies:
                         self._archives[path] = (entry[0], entry[1], modified)
             assert self.max_size is not None
             gone = []
-            recent = self._now() - IN_USE_SECONDS
+            recent = self._now() - self.in_use_seconds
             for path, (_, size, used) in list(self._archives.items()):
                 if self.size <= self.max_size:
                     break
