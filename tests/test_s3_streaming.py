@@ -283,3 +283,30 @@ async def test_open_without_stream_waits_for_the_copy(s3, threads, tmp_path):
     )
     assert len(watched.gets) == 1
     assert fetching.CHUNK < len(BIG)
+
+
+def test_the_local_size_option_reaches_the_store(s3, tmp_path):
+    """``--s3-local-size 20G`` bounds the daemon's local copies: it goes from
+    the command line to the store the daemon serves from."""
+    from twisted.application.service import MultiService
+
+    from pypicache.tap.options import Options
+    from pypicache.tap.service import _object_store
+    from pypicache.tap.stores import make_store
+
+    options = Options()
+    options.parseOptions(
+        [
+            "--cache",
+            str(tmp_path),
+            "--storage",
+            s3.url("pypi"),
+            "--s3-local-size",
+            "20G",
+        ]
+        + ["--s3-endpoint-url", s3.endpoint]
+    )
+    made = _object_store(options, MultiService(), reactor)
+    assert made["s3_local_size"] == 20 * 1024**3
+    store = make_store(str(tmp_path), reactor, None, None, **made)
+    assert store.copies.max_size == 20 * 1024**3

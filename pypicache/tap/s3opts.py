@@ -69,6 +69,13 @@ class S3Options:
         ],
         ["s3-max-attempts", None, None, "Tries of a failed request (default 4)."],
         [
+            "s3-local-size",
+            None,
+            None,
+            "Most bytes of local copies of archives kept under --cache (the "
+            "least recently served go first; default: no bound), e.g. 20G.",
+        ],
+        [
             "s3-checksums",
             None,
             None,
@@ -125,4 +132,5 @@ _S3_KEYS = [
     "s3-threads",
     "s3-max-attempts",
     "s3-checksums",
+    "s3-local-size",
 ]

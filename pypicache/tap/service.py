@@ -196,6 +196,7 @@ def _object_store(
         "s3_bucket": bucket,
         "s3_prefix": settings.location.prefix,
         "s3_redirect": bool(options["s3-redirect"]),
+        "s3_local_size": settings.local_size,
     }
 
 

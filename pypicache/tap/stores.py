@@ -20,12 +20,19 @@ def make_store(
     s3_bucket: Any = None,
     s3_prefix: str = "",
     s3_redirect: bool = False,
+    s3_local_size: int | None = None,
 ) -> Any:
     """The store :func:`~pypicache.tap.build.build_live` serves from."""
     root = FilePath(os.path.abspath(cache))
     if s3_bucket is not None:
         return S3Store(
-            s3_bucket, Keys(s3_prefix), root, reactor, run_sync, redirect=s3_redirect
+            s3_bucket,
+            Keys(s3_prefix),
+            root,
+            reactor,
+            run_sync,
+            redirect=s3_redirect,
+            local_size=s3_local_size,
         )
     return FilesystemStore(
         root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
