@@ -287,8 +287,12 @@ async def test_open_without_stream_waits_for_the_copy(s3, threads, tmp_path):
 
 def test_the_local_size_option_reaches_the_store(s3, tmp_path):
     """``--s3-local-size 20G`` bounds the daemon's local copies: it goes from
-    the command line to the store the daemon serves from."""
+    the command line to the store the daemon serves from; the daemon sweeps
+    abandoned uploads every hour."""
+    from twisted.application.internet import TimerService
     from twisted.application.service import MultiService
+
+    from pypicache.storage.s3.orphans import SWEEP_EVERY, sweep
 
     from pypicache.tap.options import Options
     from pypicache.tap.service import _object_store
@@ -306,7 +310,41 @@ def test_the_local_size_option_reaches_the_store(s3, tmp_path):
         ]
         + ["--s3-endpoint-url", s3.endpoint]
     )
-    made = _object_store(options, MultiService(), reactor)
+    top = MultiService()
+    made = _object_store(options, top, reactor)
+    [sweeper] = [s for s in top if isinstance(s, TimerService)]
+    assert sweeper.step == SWEEP_EVERY and sweeper.call[0] is sweep
     assert made["s3_local_size"] == 20 * 1024**3
     store = make_store(str(tmp_path), reactor, None, None, **made)
     assert store.copies.max_size == 20 * 1024**3
+
+
+@pytest_twisted.ensureDeferred
+async def test_abandoned_multipart_uploads_are_aborted(s3, threads):
+    """The multipart uploads a killed daemon left open under the store's
+    prefix are aborted once older than the age given (a day by default);
+    younger ones and those under another prefix are left alone; the
+    sweep of a daemon on S3 does it with the clock's time."""
+    from pypicache.storage.s3.orphans import (
+        ABANDONED_AFTER,
+        abort_abandoned_uploads,
+        sweep,
+    )
+
+    bucket = await open_bucket(s3, threads)
+    keys = Keys("pypi")
+    key = keys.archive(RELEASES, "big", WHEEL)
+
+    def start(k: str) -> str:
+        made = bucket.client.create_multipart_upload(Bucket=bucket.name, Key=k)
+        return str(made["UploadId"])
+
+    await threads(start, key)
+    await threads(start, "other/files/x.whl")
+    [(_, _, started), _] = sorted(await bucket.open_uploads(), reverse=True)
+    assert await abort_abandoned_uploads(bucket, keys, started + 60) == []
+    clock = Clock()
+    clock.advance(started + ABANDONED_AFTER + 1)
+    await sweep(bucket, keys, clock)
+    assert [u[0] for u in await bucket.open_uploads()] == ["other/files/x.whl"]
+    assert await abort_abandoned_uploads(bucket, keys, started + 1e6) == []
