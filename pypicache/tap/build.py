@@ -49,7 +49,7 @@ from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
-from pypicache.tap.stores import make_store
+from pypicache.tap.stores import make_store, named_stores
 from pypicache.tap.teamrules import chained, team_rules
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
@@ -228,6 +228,7 @@ def build_live(
         page_max_age,
         withdrawn,
         usage,
+        named_stores(store, s3_prefix, reactor, run_sync) if s3_bucket else None,
     )
     pages = ProjectPages(
         upstream,

@@ -98,11 +98,6 @@ class S3Options:
             )
         except S3ConfigError as e:
             raise usage.UsageError(str(e)) from e
-        if self["workers"] > 1:
-            raise usage.UsageError(
-                "--workers cannot be used with --storage s3://: run several "
-                "daemons on the bucket behind a load balancer instead"
-            )
         for name in ("max-cache-size", "evict-unused-after"):
             if self[name] is not None:
                 raise usage.UsageError(
@@ -110,10 +105,6 @@ class S3Options:
                     "bucket keeps every stored file (each daemon's local copies "
                     "are disposable)"
                 )
-        if self["upstream"]:
-            raise usage.UsageError(
-                "--upstream (named upstreams) is not supported with --storage s3:// yet"
-            )
 
 
 #: ``storage``'s default: the ``--cache`` folder.

@@ -3,7 +3,7 @@
 store on ``--storage s3://...`` with ``--cache`` as its local working folder."""
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from twisted.python.filepath import FilePath
 
@@ -37,3 +37,25 @@ def make_store(
     return FilesystemStore(
         root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
     )
+
+
+def named_stores(
+    store: S3Store, prefix: str, reactor: Any, run_sync: Any
+) -> Callable[[FilePath, str], S3Store]:
+    """How the named upstreams' stores are made on S3: on the bucket of
+    ``store``, each under ``<prefix>/upstreams/<name>/``, its local folder
+    ``<cache>/upstreams/<name>``, sharing the local copies (and their bound)
+    of ``store``."""
+
+    def make(root: FilePath, name: str) -> S3Store:
+        return S3Store(
+            store.bucket,
+            Keys(prefix).upstream(name),
+            root,
+            reactor,
+            run_sync,
+            redirect=store.copies.redirect,
+            copies=store.copies,
+        )
+
+    return make

@@ -39,6 +39,7 @@ from pypicache.storage.records import (
     PRERELEASES,
     RELEASES,
     TEMP_PREFIX,
+    UPSTREAMS,
     Opened,
     StoredFile,
 )
@@ -70,11 +71,14 @@ def sha256_of(path: str) -> str | None:
 
 
 def _found_copies(root: str) -> list[tuple[float, str, int]]:
-    """The archives under the archive areas of ``root`` (blocking): ``(last
-    modified, path, size)``, oldest first."""
+    """The archives under the archive areas of ``root`` and of the named
+    upstreams' folders in it (blocking): ``(last modified, path, size)``,
+    oldest first."""
     found = []
-    for area in ARCHIVE_AREAS:
-        for folder, dirs, files in os.walk(os.path.join(root, area)):
+    named = os.path.join(root, UPSTREAMS)
+    stores = [root] + [os.path.join(named, n) for n in _names(named)]
+    for area in [os.path.join(s, a) for s in stores for a in ARCHIVE_AREAS]:
+        for folder, dirs, files in os.walk(area):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 if name.startswith((TEMP_PREFIX, ".")) or name.endswith(_NOT_ARCHIVES):
@@ -86,6 +90,13 @@ def _found_copies(root: str) -> list[tuple[float, str, int]]:
                     continue
                 found.append((status.st_mtime, path, status.st_size))
     return sorted(found)
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
 
 
 def _remove(paths: list[str]) -> None:
