@@ -86,7 +86,7 @@ class S3Options:
     def check_storage(self) -> None:
         """Read the object store's settings into ``self.s3`` (``None``: the
         filesystem, and the ``s3-*`` settings are not used), refusing what
-        only works on one folder."""
+        only works on one folder (eviction from the store)."""
         self.s3: S3Settings | None = None
         storage = self["storage"]
         if storage in (None, FILESYSTEM):
@@ -103,7 +103,7 @@ class S3Options:
                 raise usage.UsageError(
                     f"--{name} is not supported with --storage s3:// yet: the "
                     "bucket keeps every stored file (each daemon's local copies "
-                    "are disposable)"
+                    "are disposable: --s3-local-size bounds them)"
                 )
 
 
