@@ -293,7 +293,6 @@ def test_the_local_size_option_reaches_the_store(s3, tmp_path):
     from twisted.application.service import MultiService
 
     from pypicache.storage.s3.orphans import SWEEP_EVERY, sweep
-
     from pypicache.tap.options import Options
     from pypicache.tap.service import _object_store
     from pypicache.tap.stores import make_store

@@ -14,46 +14,24 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from pypicache.storage.records import MIRROR, RELEASES
 from pypicache.storage.s3.keys import Keys
-from tests.fakeindex import FakeIndex, start_fake_index
+from tests.fakeindex import FakeIndex
 from tests.s3server import S3Bucket
-from tests.test_crash import STARTUP, bounded
+from tests.test_crash import bounded
 from tests.test_s3_streaming import open_bucket
-from tests.test_workers import Workers, dists, spawn_two_workers  # noqa: F401
+from tests.test_workers import dists, start_workers  # noqa: F401
 
 
 @pytest_twisted.async_yield_fixture()
 async def s3workers(
     tmp_path: Path, s3: S3Bucket, dists: dict[str, Path]  # noqa: F811
 ) -> Any:
+    """Two workers on one bucket, in front of an upstream offering ``big``."""
     index = FakeIndex(tmp_path / "upstream", "json")
     index.add(dists["big"])
-    upstream = await bounded(start_fake_index(index))
-    pidfile = tmp_path / "twistd.pid"
-    twistd = spawn_two_workers(
-        tmp_path,
-        upstream,
-        "--storage",
-        s3.url("pypi"),
-        "--s3-endpoint-url",
-        s3.endpoint,
-        pidfile=str(pidfile),
-    )
-    port = await bounded(twistd.port, STARTUP)
-    running = Workers(
-        twistd,
-        index,
-        upstream,
-        f"http://127.0.0.1:{port}/",
-        pidfile,
-        tmp_path / "cache",
+    running = await start_workers(
+        tmp_path, index, "--storage", s3.url("pypi"), "--s3-endpoint-url", s3.endpoint
     )
     try:
-        for n in (1, 2):
-            try:
-                await bounded(twistd.wait_for(b"Worker %d ready" % n), STARTUP)
-            except Exception:
-                print(twistd.output.decode(errors="replace")[-5000:])
-                raise
         yield running
     finally:
         await running.close()
