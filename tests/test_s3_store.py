@@ -92,7 +92,9 @@ def test_storage_options():
     upstreams are accepted (tests/test_s3_workers.py, test_s3_upstreams.py)."""
     assert parse().s3 is None and parse()["storage"] == "filesystem"
     assert parse("--storage", "s3://bucket", "--workers", "2")["workers"] == 2
-    named = parse("--storage", "s3://b", "--upstream", "x=http://127.0.0.1:2/simple/")
+    named = parse(
+        "--storage", "s3://bucket", "--upstream", "x=http://127.0.0.1:2/simple/"
+    )
     assert [spec.name for spec in named["upstream"]] == ["x"]
     options = parse(
         "--storage", "s3://bucket/prefix", "--s3-endpoint-url", "http://m:9000"
