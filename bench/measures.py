@@ -320,8 +320,14 @@ class Measures:
             f = figures[case]
             print(
                 f"  pypicache: UI page {case}: cold {f['cold_ms']} ms "
-                f"(CPU {f['cold_cpu_ms']} ms), warm {f['warm_ms']} ms, "
-                f"{f['gzip_bytes']:,} B gzipped",
+                f"(CPU {f['cold_cpu_ms']} ms), "
+                + (
+                    f"description rendered {f['rendered_ms']} ms "
+                    f"(CPU {f['rendered_cpu_ms']} ms), "
+                    if "rendered_ms" in f
+                    else ""
+                )
+                + f"warm {f['warm_ms']} ms, {f['gzip_bytes']:,} B gzipped",
                 flush=True,
             )
         return figures

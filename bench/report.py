@@ -71,6 +71,10 @@ def measures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     ):
         rows.append((f"ui_{case}_cold", f"{label}, cold, ms", LOWER))
         rows.append((f"ui_{case}_cold_cpu", f"{label}, cold, CPU ms", LOWER))
+        rows.append((f"ui_{case}_rendered", f"{label}, first render, ms", LOWER))
+        rows.append(
+            (f"ui_{case}_rendered_cpu", f"{label}, first render, CPU ms", LOWER)
+        )
         if case in ("one", "many"):
             rows.append((f"ui_{case}_warm", f"{label}, warm, ms", LOWER))
     return rows

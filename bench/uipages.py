@@ -5,6 +5,7 @@ Server-side render time of the web interface's project page, for a project of
     python bench/run.py --only ui                 # this measure alone, in the table
     python bench/uipages.py --files 3000          # the same, printed in ms
     python bench/uipages.py --profile one         # and a cProfile of one cold page
+    python bench/uipages.py --profile one --rendered   # ... of a first render
 
 It builds ``<work>/ui-<files>/`` (``bench/work/ui-3000/``; reused), a
 pypicache cache folder with two private projects in its on-disk layout:
@@ -20,12 +21,17 @@ Then, in this process, it builds the daemon's objects
 (:func:`pypicache.tap.build.build_app`, blocking work in a thread pool as in
 ``twistd``) and calls the route of ``/+ui/projects/<project>/`` itself with a
 request that accepts gzip, timing each call (wall clock, and the CPU time of
-the whole process): *cold* is a page rendered for the first time (a fresh
-:class:`~pypicache.web.routes.ui.UiRoutes`, no description kept, the
-project's listing already in memory as after any ``/simple/`` request;
-median of ``--rounds``), *warm* a page asked for again (kept; median of 20),
-*first* the first page of the process (templates compiled, modules
-imported). Two pages are measured right after the project's main page:
+the whole process): *cold* is a page as a fresh process renders it (a fresh
+:class:`~pypicache.web.routes.ui.UiRoutes`: nothing kept in memory; the
+description kept in ``<root>/ui/descriptions/`` by an earlier process, as
+an upload or the first view leaves it; the project's listing already in
+memory as after any ``/simple/`` request; median of ``--rounds``),
+*rendered* the same page with no description kept anywhere (rendered, and
+written to a new folder: the first view of a release ever; taken in turn
+with *cold*, median of ``--rounds``), *warm* a page asked for again (kept;
+median of 20), *first* the first page of the process (templates compiled,
+modules imported, the README rendered: the descriptions' folder is emptied
+at the start). ``renders`` counts the descriptions rendered in all. Two pages are measured right after the project's main page:
 ``uibench-many`` at an older version (``1.0.500`` with 3,000 files) and
 ``uibench-one``'s ``cp312`` wheels (``/+ui/projects/uibench-one/1.0/?files=cp312``).
 """
@@ -205,7 +211,12 @@ async def timed(
 
 
 async def run(
-    reactor: Any, root: Path, count: int, rounds: int, profile: str | None
+    reactor: Any,
+    root: Path,
+    count: int,
+    rounds: int,
+    profile: str | None,
+    rendered: bool = False,
 ) -> Any:
     from functools import partial
 
@@ -227,17 +238,39 @@ async def run(
             run_blocking=partial(deferToThreadPool, reactor, threads),
         )
 
-        def fresh() -> Any:
-            """Routes that kept nothing (nor the descriptions rendered)."""
-            from pypicache.web.ui import release
+        from twisted.python.filepath import FilePath
 
+        from pypicache.web.ui import release
+
+        kept = FilePath(str(root))  # descriptions kept in <root>/ui/descriptions/
+        try:
+            from pypicache.web.ui.descriptions import Descriptions
+        except ImportError:  # older checkouts keep no descriptions
+            Descriptions = None
+        shutil.rmtree(root / "ui", ignore_errors=True)  # the first page renders
+        renders = []
+
+        def fresh(render: bool = False) -> Any:
+            """Routes as a new process has them: nothing in memory, the
+            descriptions kept on disk by an earlier process (``render``:
+            none kept either, the page's description rendered for the first
+            time, in a new folder)."""
             forget = getattr(release, "described", None)  # older checkouts
             if forget is not None:
                 forget.cache_clear()
             ui = app.ui
-            return UiRoutes(
+            routes = UiRoutes(
                 app.store, app.views, app.policy, app.run_blocking, ui.catalog
             )
+            if Descriptions is not None:
+                folder = kept
+                if render:
+                    folder = FilePath(
+                        tempfile.mkdtemp(dir=root.parent, prefix="ui-kept-")
+                    )
+                routes.descriptions = Descriptions.under(folder)
+                renders.append(routes.descriptions)
+            return routes
 
         cases = {
             "one": ("uibench-one", None, None),
@@ -259,36 +292,57 @@ async def run(
             profiler = cProfile.Profile()
             project, version, group = cases[profile]
             await app.store.files(project)
-            routes = fresh()
+            routes = fresh(rendered)
             # In this thread, so that the profile has the rendering too.
             routes._run_blocking = maybeDeferred
             profiler.enable()
             await timed(routes, project, version, group)
             profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
+        for project, version, group in cases.values():  # kept by a process before
+            await timed(fresh(), project, version, group)
         for key, (project, version, group) in cases.items():
-            cold, warm = [], []
+            cold, rendered, warm = [], [], []
             await app.store.files(project)
             for _ in range(rounds):
-                routes = fresh()
-                if version is not None:  # another page of a project shown
-                    await timed(routes, project, None)
-                cold.append(await timed(routes, project, version, group))
+                # Alternately: a fresh process on the cache (its description
+                # kept by an earlier one), and the first render ever.
+                for render, into in ((False, cold), (True, rendered)):
+                    routes = fresh(render)
+                    if version is not None:  # another page of a project shown
+                        await timed(routes, project, None)
+                        if render:  # its description not kept either
+                            routes.descriptions = fresh(True).descriptions
+                    into.append(await timed(routes, project, version, group))
             for _ in range(20):
                 warm.append(await timed(routes, project, version, group))
             out[key] = {
                 "cold_ms": round(statistics.median(c["ms"] for c in cold), 1),
                 "cold_cpu_ms": round(statistics.median(c["cpu_ms"] for c in cold), 1),
+                "rendered_ms": round(statistics.median(c["ms"] for c in rendered), 1),
+                "rendered_cpu_ms": round(
+                    statistics.median(c["cpu_ms"] for c in rendered), 1
+                ),
                 "warm_ms": round(statistics.median(w["ms"] for w in warm), 2),
                 "gzip_bytes": cold[-1]["gzip_bytes"],
                 "runs_ms": [round(c["ms"], 1) for c in cold],
+                "rendered_runs_ms": [round(c["ms"], 1) for c in rendered],
             }
+        out["renders"] = sum(getattr(d, "renders", 0) for d in renders)
+        for leftover in root.parent.glob("ui-kept-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         return out
     finally:
         threads.stop()
 
 
-def measure(work: Path, count: int, rounds: int = 5, profile: str | None = None):
+def measure(
+    work: Path,
+    count: int,
+    rounds: int = 5,
+    profile: str | None = None,
+    rendered: bool = False,
+):
     """Build (or reuse) the cache and measure; the figures as a dict."""
     from twisted.internet import task
     from twisted.internet.defer import Deferred
@@ -297,7 +351,7 @@ def measure(work: Path, count: int, rounds: int = 5, profile: str | None = None)
     result: dict[str, Any] = {}
 
     async def main(reactor: Any) -> None:
-        result.update(await run(reactor, root, count, rounds, profile))
+        result.update(await run(reactor, root, count, rounds, profile, rendered))
 
     try:
         task.react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
@@ -317,9 +371,17 @@ def main() -> None:
         choices=("one", "one_group", "many", "many_older"),
         help="profile one case",
     )
+    parser.add_argument(
+        "--rendered",
+        action="store_true",
+        help="profile a page whose description was never rendered (default: "
+        "a fresh process's page, the description kept)",
+    )
     parser.add_argument("--json", help="write the figures there too")
     args = parser.parse_args()
-    figures = measure(Path(args.work).resolve(), args.files, args.rounds, args.profile)
+    figures = measure(
+        Path(args.work).resolve(), args.files, args.rounds, args.profile, args.rendered
+    )
     text = json.dumps(figures, indent=2)
     print(text)
     if args.json:

@@ -88,8 +88,9 @@ def parse(*args: str) -> Options:
 
 def test_storage_options():
     """--storage defaults to the filesystem; s3:// reads the s3-* settings;
-    bad settings and eviction are refused with S3; --workers and named
-    upstreams are accepted (tests/test_s3_workers.py, test_s3_upstreams.py)."""
+    bad settings are refused with S3; the eviction limits are taken (they
+    evict from the bucket), and so are --workers and named upstreams
+    (tests/test_s3_workers.py, test_s3_upstreams.py)."""
     assert parse().s3 is None and parse()["storage"] == "filesystem"
     assert parse("--storage", "s3://bucket", "--workers", "2")["workers"] == 2
     named = parse(
@@ -101,10 +102,11 @@ def test_storage_options():
     )
     assert options.s3.location.bucket == "bucket"
     assert options.s3.addressing_style == "path"
+    limited = parse("--storage", "s3://bucket", "--max-cache-size", "1G")
+    assert limited["max-cache-size"] == 1024**3
     for args, message in [
         (["--storage", "ftp://x"], "s3://bucket/prefix"),
         (["--storage", "s3://b", "--s3-checksums", "never"], "s3-checksums"),
-        (["--storage", "s3://bucket", "--max-cache-size", "1G"], "--max-cache-size"),
     ]:
         with pytest.raises(usage.UsageError, match=message):
             parse(*args)

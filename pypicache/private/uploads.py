@@ -83,6 +83,11 @@ class Uploads:
     _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
     #: Told of each file stored by an upload, for the metrics.
     on_upload: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
+    #: Told of each file stored by an upload, once it is (its description is
+    #: rendered ahead of its first page); must not raise.
+    on_stored: Callable[[StoredFile], None] | None = attrs.field(
+        default=None, kw_only=True
+    )
     #: Why a project takes no uploads (archived, quarantined: PEP 792), or ``None``.
     closed: Callable[[str], str | None] | None = attrs.field(default=None, kw_only=True)
 
@@ -107,6 +112,8 @@ class Uploads:
             part.temp.discard()
         if result[0] and self.on_upload is not None:
             self.on_upload()
+        if result[0] and self.on_stored is not None:
+            self.on_stored(result[1])
         return result
 
     async def _receive(

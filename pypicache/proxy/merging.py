@@ -1,23 +1,31 @@
 # -*- test-case-name: tests.test_proxy -*-
 """The upstream page merged with what the disk knows (for :mod:`.views`)."""
 
+import os
 from typing import Callable
 
 import attrs
 
 from pypicache.index.model import DistFile, ProjectPage
-from pypicache.index.provenance import PROVENANCE
+from pypicache.index.names import METADATA_SUFFIX
+from pypicache.index.provenance import PROVENANCE, PROVENANCE_SUFFIX
 from pypicache.storage.records import StoredFile, origin_of
 
 
 def local_info(stored: StoredFile) -> DistFile:
     """A stored file as pages show it: core metadata only if servable from
-    disk, a provenance only if one is kept beside it (:data:`PROVENANCE`)."""
+    disk, a provenance only if one is kept beside it (:data:`PROVENANCE`).
+
+    The files beside are looked for by name (``os.path.exists``, a tenth of
+    what a ``FilePath`` sibling costs: a page of a thousand sdists asks a
+    thousand times)."""
     info = stored.info
     if info.provenance:
-        kept = stored.provenance_path.exists()
+        kept = os.path.exists(stored.path.path + PROVENANCE_SUFFIX)
         info = attrs.evolve(info, provenance=PROVENANCE if kept else None)
-    servable = info.filename.endswith(".whl") or stored.metadata_path.exists()
+    servable = info.filename.endswith(".whl") or os.path.exists(
+        stored.path.path + METADATA_SUFFIX
+    )
     if not servable:
         return attrs.evolve(info, core_metadata=False)
     if info.core_metadata is False:

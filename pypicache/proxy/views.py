@@ -31,6 +31,9 @@ class View:
     key: Hashable
     _build: Callable[[], ProjectPage]
     _page: ProjectPage | None = None
+    #: The stored files the page is built from, where it is built from them
+    #: alone (``/local/``): callers that need the records reuse this list.
+    stored: list[StoredFile] | None = attrs.field(default=None, kw_only=True)
 
     @property
     def page(self) -> ProjectPage:
@@ -124,6 +127,7 @@ class Views:
                 project,
                 ProjectPage(name=project, files=tuple(local_info(s) for s in stored)),
             ),
+            stored=stored,
         )
 
     def local_key(self, project: str) -> Hashable:
@@ -306,7 +310,12 @@ class Views:
         stored = self.find_now(project, filename)
         if stored is None:
             return None
-        return stored, result_now(self._store.open(stored))
+        opening = self._store.open(stored)
+        if not opening.called:
+            # Left behind: the asynchronous path opens it again and meets
+            # its failure (a file evicted from the bucket meanwhile).
+            opening.addErrback(lambda _: None)
+        return stored, result_now(opening)
 
     def open(self, stored: StoredFile) -> "Deferred[Opened]":
         """How to serve (or read) the bytes of a stored file."""

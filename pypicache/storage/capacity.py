@@ -9,10 +9,16 @@ download and each pass), and
 runs an eviction pass (:func:`evict_pass`, in a thread) periodically and when
 a download pushes the size over the cap. One process at a time evicts (a
 lock), so ``--workers`` and ``pypicache-admin cleanup`` take turns.
+
+The passes go through an :class:`Evictor`: :class:`FolderEvictor` on the
+cache folder, or the bucket's
+(:class:`~pypicache.storage.s3.eviction.BucketEvictor`, one pass at a time
+on the whole bucket under a lease), whose mirror other daemons change too:
+it is recounted periodically even without limits, for the metrics.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -103,6 +109,54 @@ def evict_pass(
         held.release()
 
 
+@attrs.frozen
+class EvictionPass:
+    """What one eviction pass is asked to do (see :func:`evict_pass`)."""
+
+    #: The usage record to flush and read (``None``: none, on a bucket).
+    usage: Usage | None
+    #: Uses recorded since the last flush.
+    recorded: UsageMap
+    now: float
+    max_size: int | None
+    unused_after: float | None
+    dry_run: bool = False
+    progress: Callable[[Entry], None] | None = None
+    planned: Callable[[int], None] | None = None
+
+
+class Evictor(Protocol):
+    """Runs eviction passes over one kind of store (:class:`FolderEvictor`,
+    :class:`~pypicache.storage.s3.eviction.BucketEvictor`)."""
+
+    #: Whether other daemons change the same mirror (its size is then
+    #: counted again now and then, limits or not).
+    shared: bool
+
+    def run(self, asked: EvictionPass) -> "Deferred[PassResult]":
+        """One pass (nothing is evicted without limits: it counts); never
+        blocks the reactor."""
+
+
+@attrs.frozen
+class FolderEvictor:
+    """Eviction passes over the cache folder ``root`` (:func:`evict_pass`, in a thread)."""
+
+    root: FilePath
+    lock_path: LockPath
+    run_blocking: RunBlocking
+    shared = False
+
+    def run(self, asked: EvictionPass) -> "Deferred[PassResult]":
+        assert asked.usage is not None
+        return self.run_blocking(
+            evict_pass,
+            self.root,
+            self.lock_path,
+            *attrs.astuple(asked, recurse=False),
+        )
+
+
 @attrs.define
 class Capacity:
     """The reactor's half of bounded disk: usage flushes, size, eviction passes."""
@@ -127,6 +181,8 @@ class Capacity:
     )
     #: Told of the mirror's size and file count when they change.
     on_size: Callable[[int, int], None] | None = attrs.field(default=None, kw_only=True)
+    #: What runs the passes (default: :class:`FolderEvictor` on ``root``).
+    evictor: Evictor | None = attrs.field(default=None, kw_only=True)
     _running: bool = False
     _again: bool = False
     _added: int = 0
@@ -134,6 +190,10 @@ class Capacity:
     _loops: list[LoopingCall] = attrs.field(factory=list)
     _passes: LoopingCall | None = None
     _started: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.evictor is None:
+            self.evictor = FolderEvictor(self.root, self.lock_path, self.run_blocking)
 
     @property
     def evicts(self) -> bool:
@@ -144,7 +204,9 @@ class Capacity:
         (the first pass, right away, is the start-up count)."""
         self._every(FLUSH_INTERVAL, self.flush, now=False)
         self._started = True
-        if self.evicts:
+        assert self.evictor is not None
+        if self.evicts or (self.on_size is not None and self.evictor.shared):
+            # A shared mirror (a bucket) changes under every daemon: recounted.
             self._passes = self._every(PASS_INTERVAL, self.run_pass, now=True)
         elif self.on_size is not None:
             self._logged(self.run_pass())  # counts the mirror, evicts nothing
@@ -215,16 +277,16 @@ class Capacity:
     async def _pass(self) -> None:
         self._running = True
         self._added = 0
+        assert self.evictor is not None
         try:
-            result = await self.run_blocking(
-                evict_pass,
-                self.root,
-                self.lock_path,
-                self.usage,
-                self.usage.take(),
-                self.clock.seconds(),
-                self.max_size,
-                self.unused_after,
+            result = await self.evictor.run(
+                EvictionPass(
+                    self.usage,
+                    self.usage.take(),
+                    self.clock.seconds(),
+                    self.max_size,
+                    self.unused_after,
+                )
             )
         finally:
             self._running = False

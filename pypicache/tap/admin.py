@@ -12,6 +12,10 @@
 - ``withdrawn --cache DIR [--json]``: the cached files the upstream withdrew
   (kept on disk, no longer offered by ``/simple/``).
 
+``cleanup`` and ``verify`` also work on a bucket: ``--storage s3://B/P`` and
+the daemon's ``--s3-*`` options (:mod:`pypicache.tap.adminbucket`); the
+others refuse it, saying why.
+
 Progress bars (tqdm) go to standard error when it is a terminal.
 """
 
@@ -19,7 +23,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -28,12 +33,22 @@ from twisted.python.filepath import FilePath
 
 from pypicache.private.backup import BackupError, export_private, import_private
 from pypicache.proxy.withdrawals import withdrawn_files
-from pypicache.storage.capacity import evict_pass
+from pypicache.storage.capacity import EvictionPass
+from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.layout import Layout
 from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.storage.verify import stored_archives, verify_all
+from pypicache.tap.adminbucket import (
+    REFUSED,
+    bucket_store,
+    run_here,
+    verify_bucket,
+    wait,
+)
 from pypicache.tap.admintokens import TokenOptions, token
+from pypicache.tap.s3opts import S3StoreOptions
+from pypicache.tap.stores import make_evictor
 from pypicache.tap.values import duration as _duration
 from pypicache.tap.values import size as _size
 
@@ -42,10 +57,26 @@ def _megabytes(size: int) -> str:
     return f"{size / 1024**2:.1f} MB"
 
 
-class _CacheOptions(usage.Options):
-    optParameters = [["cache", "c", None, "The daemon's --cache folder."]]
+class _CacheOptions(S3StoreOptions, usage.Options):
+    optParameters = [
+        [
+            "cache",
+            "c",
+            None,
+            "The daemon's --cache folder (with --storage s3://...: optional, "
+            "a daemon's local folder whose usage record and pins are honoured).",
+        ]
+    ]
 
     def postOptions(self) -> None:
+        self.read_storage()
+        self["layout"] = None
+        if self.s3 is not None:
+            name = type(self).__name__.removesuffix("Options").lower()
+            if name in REFUSED:
+                raise usage.UsageError(f"not with --storage s3://: {REFUSED[name]}")
+            if self["cache"] is None:
+                return
         if not self["cache"] or not os.path.isdir(self["cache"]):
             raise usage.UsageError("--cache must name an existing cache folder")
         self["layout"] = Layout(FilePath(os.path.abspath(self["cache"])))
@@ -53,7 +84,8 @@ class _CacheOptions(usage.Options):
 
 class CleanupOptions(_CacheOptions):
     synopsis = (
-        "--cache DIR [--max-cache-size SIZE] [--evict-unused-after AGE] [--dry-run]"
+        "--cache DIR | --storage s3://B/P [--s3-...] [--max-cache-size SIZE] "
+        "[--evict-unused-after AGE] [--dry-run]"
     )
     optFlags = [["dry-run", "n", "Only say what would be evicted and the space freed."]]
     optParameters = [
@@ -82,7 +114,7 @@ class CleanupOptions(_CacheOptions):
 
 
 class VerifyOptions(_CacheOptions):
-    synopsis = "--cache DIR"
+    synopsis = "--cache DIR | --storage s3://B/P [--s3-...]"
 
 
 class _TarOptions(_CacheOptions):
@@ -137,23 +169,39 @@ def _bar(err: TextIO, total: int | None, unit: str) -> Any:
     return tqdm(total=total, unit=unit, file=err, disable=not err.isatty())
 
 
+@contextmanager
+def _store(options: Any) -> Iterator[Any]:
+    """The store the command works on: the bucket's, or the folder's."""
+    layout = options["layout"]
+    if options.s3 is not None:
+        with bucket_store(options.s3, layout.root.path if layout else None) as store:
+            yield store
+    else:
+        yield FilesystemStore(layout.root, run_blocking=run_here)
+
+
 def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
     layout = options["layout"]
-    usage_record = Usage(layout.root, layout.lock_path(LOCKS, None, USAGE_FILE))
+    usage_record = None
+    if layout is not None:
+        usage_record = Usage(layout.root, layout.lock_path(LOCKS, None, USAGE_FILE))
     dry = bool(options["dry-run"])
     bar = _bar(err, None, "file")
-    result = evict_pass(
-        layout.root,
-        layout.lock_path,
-        usage_record,
-        {},
-        time.time(),
-        options["max-cache-size"],
-        options["evict-unused-after"],
-        dry_run=dry,
-        progress=lambda entry: bar.update(1),
-        planned=lambda count: setattr(bar, "total", count),
-    )
+    with _store(options) as store:
+        result = wait(
+            make_evictor(store, run_here).run(
+                EvictionPass(
+                    usage_record,
+                    {},
+                    time.time(),
+                    options["max-cache-size"],
+                    options["evict-unused-after"],
+                    dry_run=dry,
+                    progress=lambda entry: bar.update(1),
+                    planned=lambda count: setattr(bar, "total", count),
+                )
+            )
+        )
     bar.close()
     if result.busy:
         err.write("Another process is evicting from this cache now: try again.\n")
@@ -174,6 +222,12 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
 
 
 def verify(options: Any, out: TextIO, err: TextIO) -> int:
+    if options.s3 is not None:
+        bar = _bar(err, None, "file")
+        with _store(options) as store:
+            status = verify_bucket(store, out, bar.update)
+        bar.close()
+        return status
     layout = options["layout"]
     archives = list(stored_archives(layout))
     bar = _bar(err, len(archives), "file")

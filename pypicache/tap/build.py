@@ -49,7 +49,7 @@ from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
-from pypicache.tap.stores import make_store, named_stores
+from pypicache.tap.stores import make_evictor, make_store, named_stores
 from pypicache.tap.teamrules import chained, team_rules
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
@@ -277,6 +277,7 @@ def build_live(
         forget=forget,
         max_size=max_cache_size,
         unused_after=evict_unused_after,
+        evictor=make_evictor(store, run_blocking),
     )
     provenances = Provenances(files, store, mirror, run_blocking)
 

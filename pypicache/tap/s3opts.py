@@ -8,19 +8,11 @@ from twisted.python import usage
 from pypicache.storage.s3.settings import S3ConfigError, S3Settings
 
 
-class S3Options:
-    """A mixin of :class:`~pypicache.tap.options.Options`: where the store is,
-    and how to reach an S3-compatible bucket (read by
-    :meth:`~pypicache.storage.s3.settings.S3Settings.from_mapping`)."""
-
-    optFlags: list[list[Any]] = [
-        [
-            "s3-redirect",
-            None,
-            "Serve stored archives by redirecting clients to a short-lived "
-            "presigned URL of the bucket (default: stream them through the daemon).",
-        ],
-    ]
+class S3StoreOptions:
+    """A mixin of ``usage.Options``: where the store is, and how to reach an
+    S3-compatible bucket (read by
+    :meth:`~pypicache.storage.s3.settings.S3Settings.from_mapping`); the
+    daemon's and ``pypicache-admin``'s."""
 
     optParameters: list[list[Any]] = [
         [
@@ -83,28 +75,40 @@ class S3Options:
         ],
     ]
 
-    def check_storage(self) -> None:
+    def read_storage(self) -> None:
         """Read the object store's settings into ``self.s3`` (``None``: the
-        filesystem, and the ``s3-*`` settings are not used), refusing what
-        only works on one folder (eviction from the store)."""
+        filesystem, and the ``s3-*`` settings are not used)."""
         self.s3: S3Settings | None = None
-        storage = self["storage"]
+        storage = self["storage"]  # type: ignore[index]
         if storage in (None, FILESYSTEM):
-            self["storage"] = FILESYSTEM
+            self["storage"] = FILESYSTEM  # type: ignore[index]
             return
         try:
             self.s3 = S3Settings.from_mapping(
-                {k: self[k] for k in ("storage", *_S3_KEYS)}
+                {k: self[k] for k in ("storage", *_S3_KEYS)}  # type: ignore[index]
             )
         except S3ConfigError as e:
             raise usage.UsageError(str(e)) from e
-        for name in ("max-cache-size", "evict-unused-after"):
-            if self[name] is not None:
-                raise usage.UsageError(
-                    f"--{name} is not supported with --storage s3:// yet: the "
-                    "bucket keeps every stored file (each daemon's local copies "
-                    "are disposable: --s3-local-size bounds them)"
-                )
+
+
+class S3Options(S3StoreOptions):
+    """A mixin of :class:`~pypicache.tap.options.Options`: the daemon's
+    object store options."""
+
+    optFlags: list[list[Any]] = [
+        [
+            "s3-redirect",
+            None,
+            "Serve stored archives by redirecting clients to a short-lived "
+            "presigned URL of the bucket (default: stream them through the daemon).",
+        ],
+    ]
+
+    def check_storage(self) -> None:
+        """:meth:`read_storage`. Everything works with S3 too: ``--workers``
+        (the bucket is the shared state, the workers share the local
+        folder) and named upstreams (each under its own prefix)."""
+        self.read_storage()
 
 
 #: ``storage``'s default: the ``--cache`` folder.

@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 from twisted.python.filepath import FilePath
 
+from pypicache.storage.capacity import Evictor, FolderEvictor
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.s3.eviction import BucketEvictor
 from pypicache.storage.s3.keys import Keys
 from pypicache.storage.s3.store import S3Store
 
@@ -37,6 +39,14 @@ def make_store(
     return FilesystemStore(
         root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
     )
+
+
+def make_evictor(store: Any, run_blocking: Any) -> Evictor:
+    """What runs eviction passes (and counts the mirror) over ``store``'s
+    mirrored files: the cache folder's, or the bucket's (under its lease)."""
+    if isinstance(store, S3Store):
+        return BucketEvictor(store, run_blocking)
+    return FolderEvictor(store.root, store.lock_path, run_blocking)
 
 
 def named_stores(

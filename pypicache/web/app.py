@@ -26,6 +26,7 @@ from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.records import StoredFile
 from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
 from pypicache.web.fastpath import FastReads
@@ -41,7 +42,9 @@ from pypicache.web.routes.pages import PageRoutes
 from pypicache.web.routes.ui import UiRoutes
 from pypicache.web.routes.uploads import UploadRoutes
 from pypicache.web.routing import register
+from pypicache.web.ui import release
 from pypicache.web.ui.catalog import Catalog
+from pypicache.web.ui.descriptions import Descriptions
 
 log = Logger()
 
@@ -145,6 +148,21 @@ class PypicacheApp:
         catalog = Catalog(self.store, self.run_blocking, self.clock)
         self.ui = UiRoutes(
             self.store, self.views, self.policy, self.run_blocking, catalog
+        )
+        # Descriptions rendered once, kept in the cache folder for every process.
+        self.ui.descriptions = Descriptions.under(getattr(self.store, "root", None))
+        self.uploads.on_stored = self._describe_upload
+
+    def _describe_upload(self, stored: StoredFile) -> None:
+        """Render an uploaded file's description in a thread, after its commit
+        (the upload's answer does not wait): its release's first page renders none."""
+        d = self.run_blocking(release.prepare, self.ui.descriptions, stored)
+        d.addErrback(
+            lambda f: log.failure(
+                "Rendering the description of {filename}",
+                f,
+                filename=stored.info.filename,
+            )
         )
 
     def route_groups(self) -> list[object]:

@@ -3,6 +3,7 @@
 
 import datetime
 import json
+import re
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -137,19 +138,28 @@ def file_entry(stored: StoredFile, base_url: str) -> dict[str, Any]:
     }
 
 
-def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
+#: A final release written as ``str(Version)`` writes it (no leading zeros).
+_FINAL = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+
+
+def versions_of(
+    files: list[StoredFile], finals: dict[Version, str] | None = None
+) -> dict[Version, list[StoredFile]]:
     """The stored files grouped by version (files without a version are left out).
 
     A wheel's version is the second part of its name, an sdist's the part
     after its last dash (as ``packaging`` reads them; stored names are
-    valid): each distinct version is parsed once, as a release of 3,000
-    wheels has one (:func:`parse_filename` takes some 30 µs a wheel).
+    valid): files are grouped by that text first, and each distinct text is
+    parsed once, as a release of 3,000 wheels has one (:func:`parse_filename`
+    takes some 30 µs a wheel).
+
+    :param finals: filled with the versions whose text is a final release
+        as ``str(version)`` writes it (``1.0.500``), and that text: what
+        a list of a thousand versions shows, without formatting each.
     """
-    releases: dict[Version, list[StoredFile]] = {}
-    parsed: dict[str, Version] = {}
+    by_text: dict[str | None, list[StoredFile]] = {}
     for stored in files:
         filename = stored.info.filename
-        version: Version | None = None
         text = None
         if filename.endswith(".whl") and filename.count("-") in (4, 5):
             text = filename.split("-", 2)[1]
@@ -157,17 +167,26 @@ def versions_of(files: list[StoredFile]) -> dict[Version, list[StoredFile]]:
             stem = filename[: -7 if filename.endswith(".tar.gz") else -4]
             name, dash, text = stem.rpartition("-")
             text = text if dash and name else None
+        by_text.setdefault(text, []).append(stored)
+    releases: dict[Version, list[StoredFile]] = {}
+    for text, group in by_text.items():
+        version: Version | None = None
         if text is not None:
-            version = parsed.get(text)
-            if version is None:
-                try:
-                    version = parsed[text] = Version(text)
-                except InvalidVersion:
-                    pass
-        if version is None:
-            _, version = parse_filename(filename)
-        if version is not None:
-            releases.setdefault(version, []).append(stored)
+            try:
+                version = Version(text)
+            except InvalidVersion:
+                pass
+        if version is not None and text is not None:
+            if version not in releases:  # this text is the key's: str() writes it
+                releases[version] = []
+                if finals is not None and _FINAL.fullmatch(text):
+                    finals[version] = text
+            releases[version].extend(group)
+            continue
+        for stored in group:  # read as the whole name says
+            _, found = parse_filename(stored.info.filename)
+            if found is not None:
+                releases.setdefault(found, []).append(stored)
     return releases
 
 

@@ -13,6 +13,8 @@
     <prefix>/files/<area>/<project>/<filename>.provenance its provenance (PEP 740)
     <prefix>/upstreams/<name>/...             a named upstream's own store: the
                                               same layout under a prefix of its own
+    <prefix>/leases/<name>.json               a lease: which daemon does a chore
+                                              (``evict``) until when
 
 ``<area>`` is the filesystem store's: ``mirror``, ``private/releases``,
 ``private/prereleases``, so that an archive's key reads like its path under
@@ -43,6 +45,7 @@ PROJECTS = "projects/"
 PAGES = "pages/"
 FILES = "files/"
 UPSTREAMS = "upstreams/"
+LEASES = "leases/"
 RECORD_SUFFIX = ".json"
 
 
@@ -96,6 +99,16 @@ class Keys:
     @property
     def files_prefix(self) -> str:
         return self._key(FILES)
+
+    def lease(self, name: str) -> str:
+        """The lease of the chore ``name`` (see :mod:`.lease`)."""
+        return self._key(f"{LEASES}{name}{RECORD_SUFFIX}")
+
+    def area_prefix(self, area: str) -> str:
+        """What the key of every object kept in ``area`` starts with."""
+        if area not in AREAS:
+            raise ValueError(f"Unknown area {area!r}")
+        return self._key(f"{FILES}{area}/")
 
     def project_of(self, key: str) -> str | None:
         """The project whose record ``key`` is (``None``: not a record key)."""

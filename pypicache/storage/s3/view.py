@@ -206,7 +206,10 @@ class S3View:
         return found
 
     def files(self, project: str) -> "Deferred[list[StoredFile]]":
-        return self._record(project).addCallback(self._listed)
+        # With the margin of is_private: a page built from these at once asks
+        # is_private at once (the project status rule) in the same turn.
+        d = self._record(project, margin=ANSWER_MARGIN)
+        return d.addCallback(self._listed)
 
     def read_files(self, projects: list[str]) -> "Deferred[list[StoredFile]]":
         async def read() -> list[StoredFile]:

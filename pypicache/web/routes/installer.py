@@ -297,7 +297,13 @@ class InstallerRoutes(ReadyAnswers):
         stored = await self._views.find(project, filename)
         if stored is not None:
             mark_cache_hit(request, True)
-            return await self.serve_later(request, stored)
+            try:
+                return await self.serve_later(request, stored)
+            except NotFound:
+                if stored.private:
+                    raise
+                # Evicted (by another daemon on the bucket) since this view
+                # was read: fetched again, as if it had never been stored.
         await self._views.check_upstream(project, filename)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)

@@ -7,7 +7,10 @@ Pages read what the JSON API reads (:class:`~pypicache.proxy.views.Views`'
 disk-only view, with the rules applied, and :mod:`pypicache.web.jsonapi`);
 project pages are rendered in a thread once per version of the project
 (:class:`~pypicache.web.rendered.RenderCache`, keyed like ``/local/`` pages)
-and answered with an ``ETag``. Nothing here changes anything: the forms post
+and answered with an ``ETag``; its files are grouped by version once per
+version too (:class:`~pypicache.web.ui.listing.Listing`), and descriptions
+are rendered once and kept on disk for every process
+(:class:`~pypicache.web.ui.descriptions.Descriptions`). Nothing here changes anything: the forms post
 to the API's own routes (:mod:`pypicache.web.routes.uploads`).
 """
 
@@ -23,8 +26,6 @@ from pypicache.concurrency import RunBlocking
 from pypicache.errors import BadRequest, NotFound
 from pypicache.index.names import normalize
 from pypicache.proxy.views import Views
-from pypicache.storage.records import StoredFile
-from pypicache.web import jsonapi
 from pypicache.web.access import AccessPolicy
 from pypicache.web.rendered import RenderCache
 from pypicache.web.routing import (
@@ -38,7 +39,9 @@ from pypicache.web.routing import (
 )
 from pypicache.web.ui import render as ui
 from pypicache.web.ui.catalog import Catalog, matches
-from pypicache.web.ui.filetable import file_rows, group_of
+from pypicache.web.ui.descriptions import Descriptions
+from pypicache.web.ui.filetable import file_rows
+from pypicache.web.ui.listing import Listing
 from pypicache.web.ui.release import page_forms
 
 #: Projects per page of the list.
@@ -112,9 +115,11 @@ class UiRoutes:
     _searches: dict[tuple[int, int, str], tuple[list[str], list[str]]] = attrs.field(
         factory=dict
     )
+    #: Rendered descriptions, kept (in memory only unless told where).
+    descriptions: Descriptions = attrs.field(factory=lambda: Descriptions(None))
     #: Per project, its files by version as of one key of its view.
-    _listings: "OrderedDict[str, tuple[Hashable, dict[Version, list[StoredFile]]]]" = (
-        attrs.field(factory=OrderedDict)
+    _listings: "OrderedDict[str, tuple[Hashable, Listing]]" = attrs.field(
+        factory=OrderedDict
     )
     #: The project list without hidden projects, and what it was made from.
     _shown: tuple[list[str], frozenset[str], list[str]] | None = None
@@ -223,14 +228,13 @@ class UiRoutes:
             del self._searches[next(iter(self._searches))]
         return found
 
-    async def _releases(
-        self, project: str, view: Any = None
-    ) -> dict[Version, list[StoredFile]]:
+    async def _releases(self, project: str, view: Any = None) -> Listing:
         """The project's files by version, as its ``/local/`` view shows them
         (the rules applied); raises :class:`NotFound` if it has none here.
 
-        Kept per version of the view (:data:`KEPT_LISTINGS` projects): the
-        pages of its other versions list, parse and sort nothing again.
+        Grouped once per version of the view (:class:`Listing`, kept for
+        :data:`KEPT_LISTINGS` projects): the pages of its other versions and
+        groups list, parse and sort nothing again.
         """
         if view is None:
             view = await self._views.local(project)
@@ -238,33 +242,26 @@ class UiRoutes:
         if kept is not None and kept[0] == view.key:
             self._listings.move_to_end(project)
             return kept[1]
-        shown = {f.filename: f for f in view.page.files}
-        files = [
-            (
-                s
-                if shown[s.info.filename] is s.info
-                else attrs.evolve(s, info=shown[s.info.filename])
-            )
-            for s in await self._store.files(project)
-            if s.info.filename in shown
-        ]
-        releases = jsonapi.versions_of(files)
-        self._listings[project] = (view.key, releases)
+        stored = view.stored
+        if stored is None:
+            stored = await self._store.files(project)
+        # Grouped in a thread (3,000 files take milliseconds); the page, with
+        # the rules applied, is built here.
+        listing = await self._run_blocking(Listing.of_shown, stored, view.page.files)
+        self._listings[project] = (view.key, listing)
         self._listings.move_to_end(project)
         while len(self._listings) > KEPT_LISTINGS:
             self._listings.popitem(last=False)
-        return releases
+        return listing
 
-    async def _release(
-        self, project: str, version: str
-    ) -> tuple[dict[Version, list[StoredFile]], Version]:
+    async def _release(self, project: str, version: str) -> tuple[Listing, Version]:
         """The project's files by version, and the version asked for.
 
         :raises NotFound: if it has no files of that version here.
         """
-        releases = await self._releases(project)
+        listing = await self._releases(project)
         try:
-            return releases, jsonapi.pick_version(releases, version)
+            return listing, listing.pick(version)
         except KeyError:
             raise NotFound(f"No files of {project} {version} on this server") from None
 
@@ -302,17 +299,15 @@ class UiRoutes:
                 data = ui.render("missing.html", root=root, base=base, project=name)
                 return send_page(request, *ui.both_forms(data))
             key = (view.key, private)
-            releases = await self._releases(name, view)
-            if not releases:
+            listing = await self._releases(name, view)
+            if not listing.releases:
                 data = ui.render("empty.html", root=root, project=name, private=private)
                 return send_page(request, *ui.both_forms(data))
             try:
-                chosen = jsonapi.pick_version(releases, version)
+                chosen = listing.pick(version)
             except KeyError:
                 raise NotFound(f"No files of {name} {version} on this server") from None
-            if group is not None and not any(
-                group_of(s.info.filename) == group for s in releases[chosen]
-            ):
+            if group is not None and group not in listing.grouped(chosen)[1]:
                 raise NotFound(f"No files of {name} {chosen} in group {group!r}")
             made = await self._run_blocking(
                 page_forms,
@@ -321,10 +316,11 @@ class UiRoutes:
                 auth,
                 name,
                 private,
-                releases,
+                listing,
                 chosen,
                 version is not None,
                 group,
+                descriptions=self.descriptions,
             )
             plain = self._rendered.get(slot, key, lambda: made[0])
             zipped = self._rendered.get(slot + ("gzip",), key, lambda: made[1])
@@ -342,9 +338,13 @@ class UiRoutes:
         name = normalize(project)
         if action not in ACTIONS:
             raise NotFound(f"No action {action!r} (there are {', '.join(ACTIONS)})")
-        releases, chosen = await self._release(name, version)
+        listing, chosen = await self._release(name, version)
         stored = next(
-            (s for s in releases[chosen] if s.info.filename == filename and s.private),
+            (
+                s
+                for s in listing.releases[chosen]
+                if s.info.filename == filename and s.private
+            ),
             None,
         )
         if stored is None:
@@ -364,8 +364,8 @@ class UiRoutes:
             raise NotFound(
                 f"No action {action!r} on a release (there is {', '.join(RELEASE_ACTIONS)})"
             )
-        releases, chosen = await self._release(name, version)
-        files = [s for s in releases[chosen] if s.private]
+        listing, chosen = await self._release(name, version)
+        files = [s for s in listing.releases[chosen] if s.private]
         if not files:
             raise NotFound(f"No private files of {name} {chosen} to {action}")
         return self._confirmation(

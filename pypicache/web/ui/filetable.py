@@ -116,7 +116,7 @@ def group_of(filename: str) -> str:
     return SOURCE
 
 
-def _natural(key: str) -> tuple[Any, ...]:
+def natural(key: str) -> tuple[Any, ...]:
     """Sort ``cp38`` before ``cp310``; the source distributions first."""
     if key == SOURCE:
         return ("",)
@@ -129,7 +129,7 @@ def groups_of(filenames: Iterable[str]) -> list[Group]:
     for filename in filenames:
         key = group_of(filename)
         counts[key] = counts.get(key, 0) + 1
-    return [Group(key, counts[key]) for key in sorted(counts, key=_natural)]
+    return [Group(key, counts[key]) for key in sorted(counts, key=natural)]
 
 
 def _row(f: FileRow, index: int, download: str, actions: str | None) -> str:

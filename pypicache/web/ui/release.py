@@ -5,18 +5,18 @@ it (``readme_renderer``, which sanitizes what it renders).
 
 Built from the same records as the JSON API (:mod:`pypicache.web.jsonapi`):
 the stored files with what the :class:`~pypicache.proxy.rules.Rules` make of
-them (a yank by rule shows), grouped by :func:`~pypicache.web.jsonapi.versions_of`.
-Everything here blocks (reading an archive, rendering a description): the
-routes run it in a thread.
+them (a yank by rule shows), grouped once per version of the project's view
+(:class:`~pypicache.web.ui.listing.Listing`). Descriptions are rendered once
+and kept (:class:`~pypicache.web.ui.descriptions.Descriptions`). Everything
+here blocks (reading an archive, rendering a description): the routes run it
+in a thread.
 """
 
-import email.message
 import functools
 import re
 from typing import Any
 
 import attrs
-from markupsafe import Markup
 from packaging.version import Version
 
 from pypicache.errors import PypicacheError
@@ -25,59 +25,23 @@ from pypicache.storage.records import StoredFile
 from pypicache.web import jsonapi
 from pypicache.web.jsonapi import read_metadata_at
 from pypicache.web.routing import Body
+from pypicache.web.ui.descriptions import MAX_RENDERED, Descriptions, describe
 from pypicache.web.ui.filetable import (
     GROUP_AT,
     Group,
-    escape_text,
     file_rows,
     files_table,
-    group_of,
-    groups_of,
 )
+from pypicache.web.ui.listing import Listing, VersionRow, versions_list
 from pypicache.web.ui.render import both_forms, render
+
+__all__ = ["MAX_RENDERED", "describe", "VersionRow", "versions_list"]
 
 #: The start of a requirement: its project name (PEP 508).
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 
-#: Descriptions longer than this are shown as plain text (rendering is costly).
-MAX_RENDERED = 1024 * 1024
-
-#: Releases whose parsed metadata and rendered description are kept.
+#: Releases whose parsed metadata are kept in memory.
 KEPT_DESCRIPTIONS = 32
-
-
-@attrs.frozen
-class VersionRow:
-    """One version in the list: yanked when all its files are (with a reason)."""
-
-    version: str
-    prerelease: bool
-    yanked: bool
-    reason: str | None
-    selected: bool
-
-
-def versions_list(rows: list[VersionRow], here: str) -> Markup:
-    """The list of versions as HTML, made without a template loop (a project
-    may have thousands), escaped here."""
-    prefix = escape_text(here)
-    items = []
-    for v in rows:
-        version = escape_text(v.version)
-        badges = '\n  <span class="badge pre">pre</span>' if v.prerelease else ""
-        if v.yanked:
-            reason = f": {escape_text(v.reason)}" if v.reason else ""
-            badges += f'\n  <span class="badge yanked">yanked{reason}</span>'
-        if v.selected:
-            items.append(
-                f'<li class="selected"><a href="{prefix}{version}/" '
-                f'aria-current="page">{version}</a>{badges}</li>\n'
-            )
-        else:
-            items.append(
-                f'<li><a href="{prefix}{version}/">{version}</a>{badges}</li>\n'
-            )
-    return Markup('<ol class="versions">\n' + "".join(items) + "</ol>\n")
 
 
 @attrs.frozen
@@ -86,25 +50,6 @@ class Requirement:
 
     text: str
     project: str | None
-
-
-def version_rows(
-    releases: dict[Version, list[StoredFile]], chosen: Version
-) -> list[VersionRow]:
-    """Every version, newest first."""
-    rows = []
-    for version in sorted(releases, reverse=True):
-        files = releases[version]
-        yanked = all(s.info.yanked is not False for s in files)
-        reason = next(
-            (s.info.yanked for s in files if isinstance(s.info.yanked, str)), None
-        )
-        rows.append(
-            VersionRow(
-                str(version), version.is_prerelease, yanked, reason, version == chosen
-            )
-        )
-    return rows
 
 
 def requirement(text: str) -> Requirement:
@@ -119,39 +64,23 @@ def safe_url(url: str) -> str | None:
     return url if re.match(r"(?i)https?://[^\s\"'<>]+$", url) else None
 
 
-def describe(text: str | None, content_type: str | None) -> str | None:
-    """The long description as HTML, rendered as the public index renders it:
-    reStructuredText by default, Markdown (GFM or CommonMark) or plain text as
-    its content type says, plain text where rendering fails; always sanitized.
-    """
-    if not text:
-        return None
-    import readme_renderer.markdown
-    import readme_renderer.rst
-    import readme_renderer.txt
-
-    header = email.message.Message()
-    header["content-type"] = content_type or "text/x-rst"
-    kind = header.get_content_type() if content_type else "text/x-rst"
-    params = {k.lower(): v for k, v in header.get_params(failobj=[])[1:]}
-    rendered = None
-    if len(text) <= MAX_RENDERED:
-        if kind == "text/markdown":
-            rendered = readme_renderer.markdown.render(
-                text, variant=params.get("variant", "GFM")
-            )
-        elif kind in ("text/x-rst", "text/rst"):
-            rendered = readme_renderer.rst.render(text)
-    if rendered is None:
-        rendered = f"<pre>{readme_renderer.txt.render(text)}</pre>"
-    return rendered
-
-
 def metadata_context(
-    metadata: bytes | None, project: str, version: str
+    metadata: bytes | None,
+    project: str,
+    version: str,
+    descriptions: Descriptions | None = None,
 ) -> dict[str, Any]:
     """What the project template shows of a release's core metadata (parsed,
-    its description rendered)."""
+    its description rendered: by ``descriptions``, which keep what they render,
+    else here and now)."""
+    context = parsed_context(metadata, project, version)
+    return with_description(context, descriptions)
+
+
+def parsed_context(
+    metadata: bytes | None, project: str, version: str
+) -> dict[str, Any]:
+    """:func:`metadata_context` but for the description, left to render."""
     info = jsonapi.core_info(metadata, project, version)
     urls = [
         (label, url, safe_url(url))
@@ -167,45 +96,69 @@ def metadata_context(
         "urls": urls,
         "requirements": [requirement(r) for r in info.get("requires_dist") or ()],
         "classifiers": info.get("classifiers") or [],
-        "description": describe(
-            info.get("description"), info.get("description_content_type")
-        ),
     }
+
+
+def with_description(
+    context: dict[str, Any], descriptions: Descriptions | None
+) -> dict[str, Any]:
+    """``context`` (:func:`parsed_context`, not changed) with its description rendered."""
+    info = context["info"]
+    text, kind = info.get("description"), info.get("description_content_type")
+    html = descriptions.html(text, kind) if descriptions else describe(text, kind)
+    return {**context, "description": html}
+
+
+def read_release(
+    path: str, filename: str, project: str, version: str
+) -> dict[str, Any]:
+    """:func:`parsed_context` of the archive at ``path`` (blocking: reads it)."""
+    try:
+        metadata = read_metadata_at(path, filename)
+    except (PypicacheError, OSError):  # a broken archive: no metadata shown
+        metadata = None
+    return parsed_context(metadata, project, version)
+
+
+def prepare(descriptions: Descriptions, stored: StoredFile) -> None:
+    """Render the description of a file just stored (an upload) and keep it,
+    as the public index does at upload time, so that the first view of its
+    release renders none (blocking: run it in a thread, after the commit)."""
+    path, filename = stored.path.path, stored.info.filename
+    info = read_release(path, filename, stored.project, "")["info"]
+    descriptions.html(info.get("description"), info.get("description_content_type"))
 
 
 @functools.lru_cache(maxsize=KEPT_DESCRIPTIONS)
 def described(
     path: str, filename: str, sha256: str | None, project: str, version: str
 ) -> dict[str, Any]:
-    """:func:`metadata_context` of the archive at ``path`` (blocking: reads
-    it), kept by its name and digest: the page of a release rendered again
-    (the project changed) parses and renders its description no more. Never
-    changed by its callers."""
-    try:
-        metadata = read_metadata_at(path, filename)
-    except (PypicacheError, OSError):  # a broken archive: no metadata shown
-        metadata = None
-    return metadata_context(metadata, project, version)
+    """:func:`read_release`, kept by the archive's name and digest: the page
+    of a release rendered again (the project changed) reads and parses its
+    metadata no more. Never changed by its callers."""
+    return read_release(path, filename, project, version)
 
 
 def release_context(
     project: str,
     private: bool,
-    releases: dict[Version, list[StoredFile]],
+    releases: dict[Version, list[StoredFile]] | Listing,
     chosen: Version,
     metadata: bytes | None | dict[str, Any],
     group: str | None = None,
 ) -> dict[str, Any]:
-    """What the project template shows of ``chosen``: ``metadata`` is its core
-    metadata, or what :func:`metadata_context` made of it; ``group``, the
-    group of files shown (:func:`~pypicache.web.ui.filetable.group_of`;
+    """What the project template shows of ``chosen``: ``releases`` are the
+    project's files by version (or their :class:`Listing`), ``metadata`` is
+    its core metadata, or what :func:`metadata_context` made of it; ``group``,
+    the group of files shown (:func:`~pypicache.web.ui.filetable.group_of`;
     ``None``: every file, or the groups' list for a release of many)."""
     if not isinstance(metadata, dict):
         metadata = metadata_context(metadata, project, str(chosen))
-    files = releases[chosen]
-    groups = groups_of(s.info.filename for s in files) if len(files) > GROUP_AT else []
+    listing = releases if isinstance(releases, Listing) else Listing.of(releases)
+    files = every = listing.releases[chosen]
+    groups = listing.grouped(chosen)[0] if len(files) > GROUP_AT else []
     if group is not None:
-        files = [s for s in files if group_of(s.info.filename) == group]
+        files = listing.grouped(chosen)[1].get(group, [])
     elif groups:
         files = []
     return {
@@ -213,12 +166,12 @@ def release_context(
         "private": private,
         "release": str(chosen),
         **metadata,
-        "versions": version_rows(releases, chosen),
+        "versions": listing.version_rows(chosen),
         "files": file_rows(files),
         "groups": groups,
         "group": Group(group, len(files)) if group is not None else None,
-        "total": len(releases[chosen]),
-        "deletable": any(s.private for s in releases[chosen]),
+        "total": len(every),
+        "deletable": any(s.private for s in every),
         "prerelease": chosen.is_prerelease,
         # Lists of thousands of rows, made in Python (escaped there).
         "files_table": files_table,
@@ -232,29 +185,32 @@ def project_page(
     auth: bool,
     project: str,
     private: bool,
-    releases: dict[Version, list[StoredFile]],
+    listing: Listing,
     chosen: Version,
     pinned: bool,
     group: str | None = None,
+    descriptions: Descriptions | None = None,
 ) -> bytes:
-    """The project page of ``chosen`` (blocking: reads the core metadata).
+    """The project page of ``chosen`` (blocking: reads the core metadata,
+    renders the description unless ``descriptions`` have it).
 
     :param root: the relative URL of the site's root; :param base: its
         absolute URL as the client sees it (for the install commands);
         :param auth: whether writes need a user; :param pinned: whether the
         URL names the version; :param group: the group of files shown.
     """
-    best = min(releases[chosen], key=lambda s: not s.info.filename.endswith(".whl"))
+    best = listing.best(chosen)
     digest = best.info.hashes.get("sha256")
     args = (best.path.path, best.info.filename, digest, project, str(chosen))
-    metadata = described(*args) if digest else described.__wrapped__(*args)
-    context = release_context(project, private, releases, chosen, metadata, group)
+    parsed = described(*args) if digest else described.__wrapped__(*args)
+    metadata = with_description(parsed, descriptions)
+    context = release_context(project, private, listing, chosen, metadata, group)
     return render(
         "project.html", root=root, base=base, auth=auth, pinned=pinned, **context
     )
 
 
-def page_forms(*args: Any) -> tuple[Body, Body]:
+def page_forms(*args: Any, **kwargs: Any) -> tuple[Body, Body]:
     """:func:`project_page` as sent, plain and gzipped (blocking: the page
     of a release of 3,000 files takes milliseconds to compress)."""
-    return both_forms(project_page(*args))
+    return both_forms(project_page(*args, **kwargs))
