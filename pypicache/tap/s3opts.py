@@ -61,13 +61,6 @@ class S3StoreOptions:
         ],
         ["s3-max-attempts", None, None, "Tries of a failed request (default 4)."],
         [
-            "s3-local-size",
-            None,
-            None,
-            "Most bytes of local copies of archives kept under --cache (the "
-            "least recently served go first; default: no bound), e.g. 20G.",
-        ],
-        [
             "s3-checksums",
             None,
             None,
@@ -85,7 +78,8 @@ class S3StoreOptions:
             return
         try:
             self.s3 = S3Settings.from_mapping(
-                {k: self[k] for k in ("storage", *_S3_KEYS)}  # type: ignore[index]
+                # s3-local-size: the daemon's only (None for pypicache-admin).
+                {k: self.get(k) for k in ("storage", *_S3_KEYS)}  # type: ignore[attr-defined]
             )
         except S3ConfigError as e:
             raise usage.UsageError(str(e)) from e
@@ -101,6 +95,16 @@ class S3Options(S3StoreOptions):
             None,
             "Serve stored archives by redirecting clients to a short-lived "
             "presigned URL of the bucket (default: stream them through the daemon).",
+        ],
+    ]
+
+    optParameters: list[list[Any]] = [
+        [
+            "s3-local-size",
+            None,
+            None,
+            "Most bytes of local copies of archives kept under --cache (the "
+            "least recently served go first; default: no bound), e.g. 20G.",
         ],
     ]
 
