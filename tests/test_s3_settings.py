@@ -50,6 +50,7 @@ def test_settings_from_mapping() -> None:
             "s3-presign-expiry": "60",
             "s3-access-key-id": "AK",
             "s3-secret-access-key": "SK",
+            "s3-local-size": "20G",
             "cache": "/unrelated",
         }
     )
@@ -57,9 +58,11 @@ def test_settings_from_mapping() -> None:
     assert settings.addressing_style == "path"
     assert settings.part_size == 64 * MiB
     assert settings.presign_expiry == 60
+    assert settings.local_size == 20 * 1024 * MiB
     assert (settings.access_key_id, settings.secret_access_key) == ("AK", "SK")
     assert "SK" not in repr(settings)
     assert S3Settings.from_mapping({"storage": "s3://b-1"}).addressing_style == "auto"
+    assert S3Settings.from_mapping({"storage": "s3://b-1"}).local_size is None
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,8 @@ def test_settings_from_mapping() -> None:
         ({"s3-session-token": "T"}, "s3-session-token needs s3-access-key-id"),
         ({"s3-checksums": "never"}, "s3-checksums: one of"),
         ({"s3-region": 3}, "s3-region: expected a string"),
+        ({"s3-local-size": "much"}, "s3-local-size: expected a number of bytes"),
+        ({"s3-local-size": -1}, "s3-local-size: a number of bytes"),
     ],
 )
 def test_settings_refuse_bad_values(more: dict[str, Any], message: str) -> None:

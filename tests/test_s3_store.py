@@ -88,9 +88,15 @@ def parse(*args: str) -> Options:
 
 def test_storage_options():
     """--storage defaults to the filesystem; s3:// reads the s3-* settings;
-    bad settings, --workers and named upstreams are refused with S3; the
-    eviction limits are taken (they evict from the bucket)."""
+    bad settings are refused with S3; the eviction limits are taken (they
+    evict from the bucket), and so are --workers and named upstreams
+    (tests/test_s3_workers.py, test_s3_upstreams.py)."""
     assert parse().s3 is None and parse()["storage"] == "filesystem"
+    assert parse("--storage", "s3://bucket", "--workers", "2")["workers"] == 2
+    named = parse(
+        "--storage", "s3://bucket", "--upstream", "x=http://127.0.0.1:2/simple/"
+    )
+    assert [spec.name for spec in named["upstream"]] == ["x"]
     options = parse(
         "--storage", "s3://bucket/prefix", "--s3-endpoint-url", "http://m:9000"
     )
@@ -101,11 +107,6 @@ def test_storage_options():
     for args, message in [
         (["--storage", "ftp://x"], "s3://bucket/prefix"),
         (["--storage", "s3://b", "--s3-checksums", "never"], "s3-checksums"),
-        (["--storage", "s3://bucket", "--workers", "2"], "--workers"),
-        (
-            ["--storage", "s3://bucket", "--upstream", "x=http://127.0.0.1:2/simple/"],
-            "--upstream",
-        ),
     ]:
         with pytest.raises(usage.UsageError, match=message):
             parse(*args)

@@ -144,26 +144,31 @@ def spawn_two_workers(tmp_path: Path, upstream: Any, *extra: str, **kwargs: Any)
     )
 
 
+async def start_workers(tmp_path: Path, index: FakeIndex, *extra: str) -> Workers:
+    """``twistd pypicache --workers 2`` (and ``extra``) in front of ``index``,
+    once both workers are ready (close it with :meth:`Workers.close`)."""
+    upstream = await bounded(start_fake_index(index))
+    pidfile = tmp_path / "twistd.pid"
+    twistd = spawn_two_workers(tmp_path, upstream, *extra, pidfile=str(pidfile))
+    running = Workers(twistd, index, upstream, "", pidfile, tmp_path / "cache")
+    try:
+        port = await bounded(twistd.port, STARTUP)
+        running.url = f"http://127.0.0.1:{port}/"
+        for n in (1, 2):
+            await bounded(twistd.wait_for(b"Worker %d ready" % n), STARTUP)
+    except BaseException:
+        await running.close()
+        raise
+    return running
+
+
 @pytest_twisted.async_yield_fixture()
 async def workers(tmp_path: Path, dists: dict[str, Path]) -> Any:
     index = FakeIndex(tmp_path / "upstream", "json")
     index.add(dists["big"])
     index.add(dists["small"])
-    upstream = await bounded(start_fake_index(index))
-    pidfile = tmp_path / "twistd.pid"
-    twistd = spawn_two_workers(tmp_path, upstream, pidfile=str(pidfile))
-    port = await bounded(twistd.port, STARTUP)
-    running = Workers(
-        twistd,
-        index,
-        upstream,
-        f"http://127.0.0.1:{port}/",
-        pidfile,
-        tmp_path / "cache",
-    )
+    running = await start_workers(tmp_path, index)
     try:
-        for n in (1, 2):
-            await bounded(twistd.wait_for(b"Worker %d ready" % n), STARTUP)
         yield running
     finally:
         await running.close()

@@ -259,9 +259,12 @@ class Views:
         the file (told by what is stored, else by the cached page)."""
         if stored is None:
             stored = await self._store.find(project, filename)
+        cached = None
         if stored is None:
-            await self._mirror.pages.cached(project)  # read, if it is not yet
-        self._check(project, filename, stored, self._mirror.pages.cached_now)
+            # Read here: an object store's page (none cached yet, say) is
+            # not there at once for ``cached_now``.
+            cached = await self._mirror.pages.cached(project)
+        self._check(project, filename, stored, lambda _: cached)
 
     def check_now(self, project: str, filename: str) -> None:
         """:meth:`check` if the store answers at once.

@@ -142,7 +142,7 @@ class FilesystemStore(ListedLayout):
 
     # -- serving ---------------------------------------------------------------
 
-    def open(self, stored: StoredFile) -> "Deferred[Opened]":
+    def open(self, stored: StoredFile, stream: bool = False) -> "Deferred[Opened]":
         return succeed(self.open_now(stored))
 
     def open_metadata(self, project: str, filename: str) -> "Deferred[Opened | None]":

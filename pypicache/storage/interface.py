@@ -76,8 +76,10 @@ class IStore(Interface):
 
     # -- serving -------------------------------------------------------------
 
-    def open(stored: StoredFile) -> "Deferred[Opened]":
-        """How to serve the bytes of a stored archive."""
+    def open(stored: StoredFile, stream: bool = False) -> "Deferred[Opened]":
+        """How to serve the bytes of a stored archive: once ``path`` holds
+        them all; with ``stream``, possibly while they arrive there
+        (:attr:`Opened.download`, for a server that sends them as they come)."""
 
     def open_metadata(project: str, filename: str) -> "Deferred[Opened | None]":
         """How to serve the core metadata of ``filename``: kept beside its

@@ -82,6 +82,10 @@ class Opened:
     path: FilePath
     #: Where a client may be sent for them instead (a short-lived URL), if anywhere.
     url: str | None = None
+    #: The bytes still arriving at ``path`` (an object store's first read,
+    #: opened with ``stream=True``): a
+    #: :class:`~pypicache.storage.growing.Download` to serve as it grows.
+    download: Any = None
 
 
 def origin_of(url: str | None) -> str | None:

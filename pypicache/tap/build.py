@@ -49,7 +49,7 @@ from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
-from pypicache.tap.stores import make_evictor, make_store
+from pypicache.tap.stores import make_evictor, make_store, named_stores
 from pypicache.tap.teamrules import chained, team_rules
 from pypicache.web.access import AccessPolicy
 from pypicache.web.app import PypicacheApp
@@ -148,6 +148,7 @@ def build_live(
     s3_bucket: Any = None,
     s3_prefix: str = "",
     s3_redirect: bool = False,
+    s3_local_size: int | None = None,
 ) -> Live:
     """Build the objects behind the web site, and say which can change.
 
@@ -181,11 +182,19 @@ def build_live(
     :param s3_bucket: the :class:`~pypicache.storage.s3.bucket.Bucket` files
         and records are kept in (``--storage s3://...``; ``cache`` is then the
         local working folder), under ``s3_prefix``; ``s3_redirect``: serve
-        archives by presigned URLs. ``None``: the filesystem store on ``cache``.
+        archives by presigned URLs; ``s3_local_size``: most bytes of local
+        copies. ``None``: the filesystem store on ``cache``.
     """
     run_sync = run_sync or run_blocking
     store = make_store(
-        cache, reactor, run_blocking, run_sync, s3_bucket, s3_prefix, s3_redirect
+        cache,
+        reactor,
+        run_blocking,
+        run_sync,
+        s3_bucket,
+        s3_prefix,
+        s3_redirect,
+        s3_local_size,
     )
     locks = Locks(reactor)
     endpoints = OutboundEndpoints(
@@ -219,6 +228,7 @@ def build_live(
         page_max_age,
         withdrawn,
         usage,
+        named_stores(store, s3_prefix, reactor, run_sync) if s3_bucket else None,
     )
     pages = ProjectPages(
         upstream,

@@ -3,7 +3,7 @@
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 from klein import Klein
@@ -22,6 +22,7 @@ from pypicache.proxy.upstreams import UpstreamSpec
 from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.records import UPSTREAMS
 from pypicache.storage.usage import Usage
@@ -44,7 +45,7 @@ class Named:
     spec: UpstreamSpec
     upstream: Upstream
     pages: ProjectPages
-    store: FilesystemStore
+    store: IStore
     installer: InstallerRoutes
     site: IResource
     #: Its views: its own rules (cooldown), and the block list and local
@@ -82,6 +83,7 @@ def build_named(
     page_max_age: int,
     withdrawn: str = "hide",
     usage: Usage | None = None,
+    make_store: Callable[[FilePath, str], IStore] | None = None,
 ) -> dict[str, Named]:
     """One :class:`Named` per spec; their stores in ``<cache>/upstreams/<name>/``.
 
@@ -89,6 +91,9 @@ def build_named(
         ``page_deadline``...), which a spec's own ``timeout`` overrides.
     :param usage: the cache's one usage record, where the files each named
         upstream serves are recorded as used (bounded disk).
+    :param make_store: ``make_store(folder, name)``, the store of upstream
+        ``name`` (on S3: under its own prefix of the bucket, ``folder`` its
+        local working folder); ``None``: a filesystem store on ``folder``.
     """
     built = {}
     for spec in specs:
@@ -100,9 +105,12 @@ def build_named(
         )
         root = FilePath(os.path.abspath(cache)).child(UPSTREAMS_FOLDER).child(spec.name)
         root.makedirs(ignoreExistingDirectory=True)
-        store = FilesystemStore(
-            root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
-        )
+        if make_store is not None:
+            store = make_store(root, spec.name)
+        else:
+            store = FilesystemStore(
+                root, clock=reactor, run_blocking=run_blocking, run_sync=run_sync
+            )
         pages = ProjectPages(
             upstream,
             store,

@@ -82,7 +82,8 @@ class S3StoreOptions:
 
         try:
             self.s3 = S3Settings.from_mapping(
-                {k: self[k] for k in ("storage", *_S3_KEYS)}  # type: ignore[index]
+                # s3-local-size: the daemon's only (None for pypicache-admin).
+                {k: self.get(k) for k in ("storage", *_S3_KEYS)}  # type: ignore[attr-defined]
             )
         except S3ConfigError as e:
             raise usage.UsageError(str(e)) from e
@@ -101,20 +102,21 @@ class S3Options(S3StoreOptions):
         ],
     ]
 
+    optParameters: list[list[Any]] = [
+        [
+            "s3-local-size",
+            None,
+            None,
+            "Most bytes of local copies of archives kept under --cache (the "
+            "least recently served go first; default: no bound), e.g. 20G.",
+        ],
+    ]
+
     def check_storage(self) -> None:
-        """:meth:`read_storage`, refusing what only works on one folder."""
+        """:meth:`read_storage`. Everything works with S3 too: ``--workers``
+        (the bucket is the shared state, the workers share the local
+        folder) and named upstreams (each under its own prefix)."""
         self.read_storage()
-        if self.s3 is None:
-            return
-        if self["workers"] > 1:
-            raise usage.UsageError(
-                "--workers cannot be used with --storage s3://: run several "
-                "daemons on the bucket behind a load balancer instead"
-            )
-        if self["upstream"]:
-            raise usage.UsageError(
-                "--upstream (named upstreams) is not supported with --storage s3:// yet"
-            )
 
 
 #: ``storage``'s default: the ``--cache`` folder.
@@ -133,4 +135,5 @@ _S3_KEYS = [
     "s3-threads",
     "s3-max-attempts",
     "s3-checksums",
+    "s3-local-size",
 ]

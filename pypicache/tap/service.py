@@ -178,12 +178,15 @@ def _object_store(
     options: Options, top: service.MultiService, reactor: Any
 ) -> dict[str, Any]:
     """``build_live``'s arguments for ``--storage s3://...`` (none for the
-    filesystem): the bucket, through threads of its own (a service)."""
+    filesystem): the bucket, through threads of its own (a service), and
+    the hourly sweep of abandoned uploads (a service)."""
     settings = options.s3
     if settings is None:
         return {}
     # Imported only here, with --storage s3:// (botocore: start-up time and memory).
     from pypicache.storage.s3.bucket import Bucket
+    from pypicache.storage.s3.keys import Keys
+    from pypicache.storage.s3.orphans import SWEEP_EVERY, sweep
     from pypicache.storage.s3.settings import S3ConfigError
     from pypicache.storage.s3.threads import BucketThreads
 
@@ -202,10 +205,16 @@ def _object_store(
         part_size=settings.part_size,
         presign_expiry=settings.presign_expiry,
     )
+    # Multipart uploads left open by a daemon killed mid-upload, aborted.
+    keys = Keys(settings.location.prefix)
+    sweeper = internet.TimerService(SWEEP_EVERY, sweep, bucket, keys, reactor)
+    sweeper.clock = reactor
+    sweeper.setServiceParent(top)
     return {
         "s3_bucket": bucket,
         "s3_prefix": settings.location.prefix,
         "s3_redirect": bool(options["s3-redirect"]),
+        "s3_local_size": settings.local_size,
     }
 
 

@@ -6,7 +6,7 @@ import re
 import stat
 from typing import Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http, pages, resource, static
@@ -194,13 +194,17 @@ class StoredArchive(resource.Resource):
 
 def serve_stored(request: IRequest, stored: StoredFile, opened: Opened) -> Any:
     """Answer a request for a stored archive: ``304``, the file the store
-    opened, or a redirect to where the store says it is."""
+    opened (sent as it arrives, if it is still arriving), or a redirect to
+    where the store says it is."""
     if set_file_headers(request, stored.info.hashes):
         return b""
     if opened.url is not None:
         request.setResponseCode(http.FOUND)
         request.setHeader(b"location", opened.url.encode())
         return b""
+    if opened.download is not None and opened.download.stored is None:
+        # Ranges wait for the complete, verified copy at ``path``.
+        return DownloadStream(opened.download, lambda _: succeed(Opened(opened.path)))
     return StoredArchive(opened.path.path)
 
 

@@ -262,33 +262,61 @@ class Bucket:
                 log.failure("Could not abort the multipart upload of {key}", key=key)
             raise
 
-    async def open_uploads(self, prefix: str = "") -> list[tuple[str, str]]:
+    async def open_uploads(self, prefix: str = "") -> list[tuple[str, str, float]]:
         """The multipart uploads under way (or left behind) under ``prefix``:
-        ``(key, upload id)`` pairs."""
+        ``(key, upload id, POSIX seconds it started)``."""
 
-        def fetch() -> list[tuple[str, str]]:
+        def fetch() -> list[tuple[str, str, float]]:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.name, Prefix=prefix
             )
             return [
-                (u["Key"], u["UploadId"])
+                (u["Key"], u["UploadId"], u["Initiated"].timestamp())
                 for page in pages
                 for u in page.get("Uploads", [])
             ]
 
         return await self._call("ListMultipartUploads", prefix, fetch)
 
-    async def download_to(self, key: str, local_path: str) -> ObjectInfo | None:
-        """Fetch ``key`` into ``local_path`` atomically (temporary file beside
-        it, fsync, rename; a failure leaves nothing); ``None`` if absent.
-        It holds one of the bucket's threads for the whole transfer: size
-        the pool for the downloads that may run at once.
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Drop a multipart upload and the parts sent (its key shows nothing)."""
+        abort = self._api("abort_multipart_upload", key, UploadId=upload_id)
+        await self._call("AbortMultipartUpload", key, abort)
 
-        :raises InsufficientStorage: the disk is full.
-        """
+    async def download_to(self, key: str, local_path: str) -> ObjectInfo | None:
+        """Fetch ``key`` (a small object: metadata, provenance) into
+        ``local_path`` atomically (temporary file beside it, fsync, rename; a
+        failure leaves nothing); ``None`` if absent. Holds a thread throughout
+        (archives are fetched a chunk per call: :meth:`open_object`).
+
+        :raises InsufficientStorage: the disk is full."""
         return await self._call(
             "GET", key, download, self.client, self.name, key, local_path
         )
+
+    async def open_object(
+        self, key: str, byte_range: str | None = None
+    ) -> "tuple[Any, dict[str, Any]] | None":
+        """Start a streamed ``GET`` of ``key`` (of ``byte_range``, as in a
+        ``Range`` header): its body (read it with :meth:`read_body`, close it
+        in a thread) and the response; ``None`` if there is no such object."""
+        ranged = {"Range": byte_range} if byte_range else {}
+        request = self._api("get_object", key, **ranged)
+
+        def open_body() -> Any:
+            try:
+                return request()
+            except ClientError as e:
+                if is_missing_key(e):
+                    return None
+                raise
+
+        response = await self._call("GET", key, open_body)
+        return None if response is None else (response["Body"], response)
+
+    async def read_body(self, key: str, step: Callable[[], Any]) -> Any:
+        """``step()`` (reading a body of :meth:`open_object`) in a thread."""
+        return await self._call("GET", key, step)
 
     async def read_range(
         self,
@@ -308,20 +336,10 @@ class Bucket:
         :raises InvalidRange: ``start`` is past the end of the object.
         """
         wanted = f"bytes={start}-{'' if end is None else end}"
-        request = self._api("get_object", key, Range=wanted)
-
-        def open_range() -> Any:
-            try:
-                return request()
-            except ClientError as e:
-                if is_missing_key(e):
-                    return None
-                raise
-
-        response = await self._call("GET", key, open_range)
-        if response is None:
+        opened = await self.open_object(key, wanted)
+        if opened is None:
             raise NotFound(f"No object {key}")
-        body = response["Body"]
+        body, response = opened
         try:
             while True:
                 chunk = await self._call("GET", key, body.read, chunk_size)

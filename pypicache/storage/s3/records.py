@@ -241,6 +241,10 @@ class ProjectRecords:
         """Drop the view of ``project``: the next :meth:`get` reads it."""
         self._views.pop(project, None)
 
+    def seen(self) -> list[str]:
+        """The projects this daemon has a view of."""
+        return list(self._views)
+
     async def update(self, project: str, change: Change) -> ProjectRecord:
         """Apply ``change`` to the record of ``project`` and write it; return
         the record as written (or as it is, if ``change`` changed nothing).

@@ -112,6 +112,8 @@ class S3Settings:
     :ivar threads: the bucket's own threads (and connections).
     :ivar checksums: ``when_supported`` (botocore's default: CRC checksums on
         every upload) or ``when_required`` (for services that reject them).
+    :ivar local_size: most bytes of local copies of archives a daemon keeps
+        in its working folder (``None``: no bound).
     """
 
     location: S3Location
@@ -129,6 +131,7 @@ class S3Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     checksums: str = "when_supported"
+    local_size: int | None = None
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "S3Settings":
@@ -139,7 +142,8 @@ class S3Settings:
         ``s3-region``, ``s3-addressing-style``, ``s3-access-key-id``,
         ``s3-secret-access-key``, ``s3-session-token``, ``s3-profile``,
         ``s3-presign-expiry`` (seconds), ``s3-part-size`` (bytes, or ``16M``),
-        ``s3-threads``, ``s3-max-attempts``, ``s3-checksums``.
+        ``s3-threads``, ``s3-max-attempts``, ``s3-checksums``,
+        ``s3-local-size`` (bytes, or ``20G``; ``0``: no bound).
 
         :raises S3ConfigError: a missing or bad value, named in the message.
         """
@@ -201,6 +205,9 @@ class S3Settings:
         for name, value in (("s3-threads", threads), ("s3-max-attempts", attempts)):
             if not 1 <= value <= 1000:
                 raise S3ConfigError(f"{name}: between 1 and 1000, got {value}")
+        local_size = _number(config, "s3-local-size", 0, sizes=True)
+        if local_size < 0:
+            raise S3ConfigError(f"s3-local-size: a number of bytes, got {local_size}")
         return cls(
             location=S3Location.parse(storage),
             endpoint_url=endpoint,
@@ -215,6 +222,7 @@ class S3Settings:
             threads=threads,
             max_attempts=attempts,
             checksums=checksums,
+            local_size=local_size or None,
         )
 
     def client(self) -> Any:

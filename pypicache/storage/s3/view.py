@@ -27,6 +27,7 @@ from pypicache.concurrency import RunBlocking
 from pypicache.index.model import DistFile
 from pypicache.index.names import check_filename
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.marks import Watch, slot_of
 from pypicache.storage.records import (
     MIRROR,
     CachedPage,
@@ -65,6 +66,10 @@ class S3View:
     :param run_blocking: where local files are hashed, moved and written.
     :param redirect: serve archives by a presigned URL (``s3-redirect``).
     :param max_age: seconds a view of a record is used as it is.
+    :param local_size: most bytes of local copies of archives kept in
+        ``local`` (least recently served evicted first; ``None``: no bound).
+    :param copies: the local copies of another store, shared (a named
+        upstream's store shares the default's, and its bound).
     """
 
     def __init__(
@@ -76,6 +81,8 @@ class S3View:
         run_blocking: RunBlocking,
         redirect: bool = False,
         max_age: float = 2.0,
+        local_size: int | None = None,
+        copies: LocalCopies | None = None,
     ) -> None:
         self.bucket = bucket
         self.keys = keys
@@ -84,13 +91,16 @@ class S3View:
         self.local = FilesystemStore(local, clock=clock, run_blocking=run_blocking)
         self.records = ProjectRecords(bucket, keys, clock, max_age=max_age)
         self.pages = PageRecords(bucket, keys)
-        self.copies = LocalCopies(bucket, run_blocking, redirect)
+        self.copies = copies or LocalCopies(
+            bucket, run_blocking, redirect, local_size, local, clock
+        )
         self._counter = itertools.count(1)
         #: project -> (the ETag last seen of its record, its generation)
         self._generations: dict[str, tuple[str | None, int]] = {}
         self.private_changes = 0
         #: When the bucket's project records were last listed, and their names.
         self._names: tuple[float, list[str]] | None = None
+        self._marks: Watch | None = None
 
     @property
     def root(self) -> FilePath:
@@ -106,6 +116,19 @@ class S3View:
         """Read the record of ``project`` afresh next time (its local copies
         were evicted, say)."""
         self.records.forget(project)
+
+    def follow_marks(self, marks: Watch) -> None:
+        """Read again at once the records of projects another process on
+        this local folder purged (``--workers``; see
+        :mod:`pypicache.storage.marks`), not ``max_age`` later."""
+        self._marks = marks
+
+    def _drop_marked(self) -> None:
+        assert self._marks is not None
+        slots = self._marks.marked()
+        for project in self.records.seen():
+            if slot_of(project) in slots:
+                self.records.forget(project)
 
     # -- records ---------------------------------------------------------------
 
@@ -124,6 +147,8 @@ class S3View:
         self, project: str, margin: float = 0.0, refresh: bool = False
     ) -> "Deferred[ProjectRecord]":
         """The record of ``project``: at once if its view is fresh enough."""
+        if self._marks is not None and self._marks.moved():
+            self._drop_marked()
         try:
             view = None if refresh else self.records.fresh(project, margin)
         except BaseException as e:
@@ -222,8 +247,8 @@ class S3View:
 
     # -- serving ---------------------------------------------------------------
 
-    def open(self, stored: StoredFile) -> "Deferred[Opened]":
-        return self.copies.archive(self._key(stored), stored.path, _sha256(stored.info))
+    def open(self, stored: StoredFile, stream: bool = False) -> "Deferred[Opened]":
+        return self.copies.archive(self._key(stored), stored, stream)
 
     def open_metadata(self, project: str, filename: str) -> "Deferred[Opened | None]":
         async def opened() -> Opened | None:

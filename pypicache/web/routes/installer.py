@@ -241,8 +241,9 @@ class InstallerRoutes(ReadyAnswers):
         return serve_stored(request, stored, opened)
 
     async def serve_later(self, request: IRequest, stored: StoredFile) -> Any:
-        """:meth:`serve`, once the store has opened the file."""
-        return self.serve(request, stored, await self._store.open(stored))
+        """:meth:`serve`, once the store has opened the file (an object
+        store's first read of it is sent as it arrives from the bucket)."""
+        return self.serve(request, stored, await self._store.open(stored, stream=True))
 
     def record_use(self, stored: StoredFile) -> None:
         """Record that a mirrored archive is served (bounded disk)."""
