@@ -54,6 +54,7 @@ from pypicache.storage.records import (
     StoredFile,
     origin_of,
 )
+from pypicache.storage.state import FileState, IState
 
 
 def _now(f: Any, *args: Any) -> "Deferred[Any]":
@@ -64,8 +65,8 @@ def _now(f: Any, *args: Any) -> "Deferred[Any]":
         return fail()
 
 
-@implementer(IStore)
-class FilesystemStore(ListedLayout):
+@implementer(IStore, IState)
+class FilesystemStore(ListedLayout, FileState):
     """The store on a local filesystem (the reading half is :class:`ListedLayout`).
 
     :param run_blocking: where whole folders are read (default: at once).

@@ -317,7 +317,7 @@ def build_live(
         list(allow_from),
         trust_proxy,
         failed,
-        tokens=TokenChecker(tokens_path(store.root.path), reactor),
+        tokens=TokenChecker(store, reactor, tokens_path(store.root.path)),
     )
     bulk = BulkCacher(
         views=views,

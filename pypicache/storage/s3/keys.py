@@ -11,6 +11,11 @@
     <prefix>/files/<area>/<project>/<filename>            an archive
     <prefix>/files/<area>/<project>/<filename>.metadata   its core metadata (PEP 658)
     <prefix>/files/<area>/<project>/<filename>.provenance its provenance (PEP 740)
+    <prefix>/state/<name>                     the team's state (storage/state.py):
+                                              local-yanks.json, tokens.json,
+                                              withdrawn/<project>.json,
+                                              private/status/<project>.json,
+                                              first-seen/<project>.json
     <prefix>/upstreams/<name>/...             a named upstream's own store: the
                                               same layout under a prefix of its own
 
@@ -43,6 +48,7 @@ PROJECTS = "projects/"
 PAGES = "pages/"
 FILES = "files/"
 UPSTREAMS = "upstreams/"
+STATE = "state/"
 RECORD_SUFFIX = ".json"
 
 
@@ -83,6 +89,10 @@ class Keys:
 
     def provenance(self, area: str, project: str, filename: str) -> str:
         return self.archive(area, project, filename) + PROVENANCE_SUFFIX
+
+    def state(self, name: str) -> str:
+        """The object of the state document ``name`` (checked by the caller)."""
+        return self._key(f"{STATE}{name}")
 
     @property
     def projects_prefix(self) -> str:

@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_store_contract -*-
+"""The team's state (:mod:`pypicache.storage.state`) in the bucket, shared by
+every daemon on it: the document ``name`` is the object
+``<prefix>/state/<name>``.
+
+A change is read-modify-write with a conditional ``PUT``: ``If-None-Match:
+*`` when there is no object yet, ``If-Match`` on the ETag read otherwise.
+When another daemon wrote in between, S3 answers ``412`` (or ``409``), and
+the change is made again on a fresh read after a short random pause, as the
+project records' (:mod:`pypicache.storage.s3.records`) are. A document
+emptied stays as ``{}`` (a ``DELETE`` cannot be made conditional): no
+writer ever loses another's change. Reads are conditional ``GET`` requests
+on the ETag a reader has (``304``: unchanged, no body).
+"""
+
+import random
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket
+from pypicache.storage.s3.errors import BucketError, PreconditionFailed
+from pypicache.storage.s3.keys import Keys
+from pypicache.storage.state import (
+    UNCHANGED,
+    StateChange,
+    StateDoc,
+    check_state_name,
+    dump_state,
+    parse_state,
+)
+
+log = Logger()
+
+
+class BucketState:
+    """:class:`~pypicache.storage.state.IState` on a bucket.
+
+    :param max_age: seconds a reader uses its view before it revalidates it
+        (the delay, plus one round trip, before a change made through another
+        daemon shows: 2 s by default, as for the project records).
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        keys: Keys,
+        clock: Any,
+        max_age: float = 2.0,
+        max_attempts: int = 20,
+    ) -> None:
+        self.bucket = bucket
+        self.keys = keys
+        self._clock = clock
+        self.state_max_age = max_age
+        self.max_attempts = max_attempts
+        #: Writes that lost a race (412/409) and were made again.
+        self.conflicts = 0
+
+    def read_state(
+        self, name: str, tag: str | None = None
+    ) -> "Deferred[StateDoc | str]":
+        return ensureDeferred(self._read(name, tag))
+
+    async def _read(self, name: str, tag: str | None) -> "StateDoc | str":
+        key = self.keys.state(check_state_name(name))
+        result = await self.bucket.get(key, etag=tag)
+        if result is NOT_MODIFIED:
+            return UNCHANGED if tag is not None else StateDoc({}, None)
+        if result is None:
+            return StateDoc({}, None)
+        data, etag = result
+        return StateDoc(parse_state(name, data), etag)
+
+    def change_state(self, name: str, change: StateChange) -> "Deferred[StateDoc]":
+        return ensureDeferred(self._change(name, change))
+
+    async def _change(self, name: str, change: StateChange) -> StateDoc:
+        key = self.keys.state(check_state_name(name))
+        current = await self._read(name, None)
+        assert isinstance(current, StateDoc)
+        for attempt in range(self.max_attempts):
+            new = change(current.data)
+            if new is None or new == current.data:
+                return current
+            try:
+                if current.tag is None:
+                    etag = await self.bucket.put(
+                        key, dump_state(new), if_none_match=True
+                    )
+                else:
+                    etag = await self.bucket.put(
+                        key, dump_state(new), if_match=current.tag
+                    )
+            except PreconditionFailed:
+                self.conflicts += 1
+                log.debug(
+                    "{name} changed under this write (try {n}): again",
+                    name=name,
+                    n=attempt + 1,
+                )
+                pause = min(0.5, 0.01 * 2**attempt) * (0.5 + random.random())
+                await deferLater(self._clock, pause)
+                fresh = await self._read(name, None)
+                assert isinstance(fresh, StateDoc)
+                current = fresh
+                continue
+            return StateDoc(new, etag)
+        raise BucketError(
+            f"Could not change {name}: {self.max_attempts} concurrent writes "
+            "won over this one"
+        )
