@@ -9,9 +9,9 @@ import json
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.client import URI, HTTPConnectionPool
 from twisted.web.error import SchemeNotSupported
 

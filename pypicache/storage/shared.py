@@ -19,7 +19,7 @@ from typing import Any, Hashable
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from pypicache.storage.state import UNCHANGED, IState, StateChange, StateDoc
+from pypicache.storage.state import IState, StateChange, StateDoc
 
 log = Logger()
 
