@@ -163,6 +163,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         hsts=options["hsts"],
     )
     _StartupScan(app, reactor).setServiceParent(top)
+    if app.policy.tokens is not None:
+        # Tokens made with pypicache-admin on this host, shared through the store.
+        internet.TimerService(1.0, app.policy.tokens.publish).setServiceParent(top)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)
     if app.capacity is not None:
         _DiskUpkeep(app.capacity, reactor).setServiceParent(top)

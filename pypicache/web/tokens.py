@@ -263,6 +263,13 @@ class TokenChecker:
             )
         )
 
+    def publish(self) -> None:
+        """Merge this host's ``tokens.json`` into the store's document if it
+        changed (every second, from ``tap/service.py``: a token made with
+        ``pypicache-admin`` here works on every daemon without waiting for
+        a request here first)."""
+        self._local_changes()
+
     def ready(self) -> Any:
         """``None`` if :meth:`check` answers as things are now (within the
         store's ``state_max_age``), else a Deferred to wait for first."""
