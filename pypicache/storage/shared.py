@@ -37,6 +37,10 @@ class SharedDoc:
         self._tag: str | None = None
         self._checked: float | None = None
         self._reading: Deferred[None] | None = None
+        #: Changes under way here, and a count of those begun or ended: a
+        #: read that overlapped one may predate it, and is not used.
+        self._changing = 0
+        self._epoch = 0
         self._complaint: str | None = None
         self.turn = 0
 
@@ -55,20 +59,22 @@ class SharedDoc:
     def ready(self) -> "Deferred[None] | None":
         """``None`` if the view may be used as it is; else the revalidation
         (started now, or under way) to wait for."""
-        if self.fresh():
-            return None
+        if self.fresh() or self._changing:
+            return None  # (while a change of ours is under way: it, as shown)
         if self._reading is not None:
             return self._reading
         started = time.monotonic()
         d = self._state.read_state(self.name, self._tag)
-        d.addCallbacks(self._read, self._failed, (started,))
+        d.addCallbacks(self._read, self._failed, (started, self._epoch))
         if d.called:
             return None  # answered at once (the filesystem)
         self._reading = d
         d.addBoth(self._done)
         return d
 
-    def _read(self, result: "StateDoc | str", started: float) -> None:
+    def _read(self, result: "StateDoc | str", started: float, epoch: int) -> None:
+        if self._changing or epoch != self._epoch:
+            return  # a change of ours overlapped it: read again next time
         if self._checked is None or self._checked <= started:
             self._checked = started
             if isinstance(result, StateDoc):
@@ -97,19 +103,25 @@ class SharedDoc:
     async def change(self, change: StateChange) -> dict[str, Any]:
         """Apply ``change`` through the store (atomically against every
         other writer), then here; the content now."""
-        started = time.monotonic()
-        d = self._state.change_state(self.name, change)
-        if not d.called:
-            # Shown here at once; what the store wrote replaces it.
-            try:
-                mine = change(self._data)
-            except Exception:
-                mine = None
-            if mine is not None and mine != self._data:
-                self._data, self.turn = mine, self.turn + 1
-        doc = await d
+        self._changing += 1
+        self._epoch += 1
+        try:
+            d = self._state.change_state(self.name, change)
+            if not d.called:
+                # Shown here at once; what the store wrote replaces it.
+                try:
+                    mine = change(self._data)
+                except Exception:
+                    mine = None
+                if mine is not None and mine != self._data:
+                    self._data, self.turn = mine, self.turn + 1
+            doc = await d
+        finally:
+            self._changing -= 1
+            self._epoch += 1
         self._use(doc)
-        self._checked = max(self._checked or started, started)
+        if not self._changing:
+            self._checked = time.monotonic()
         return self._data
 
 

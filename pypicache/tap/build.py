@@ -376,7 +376,7 @@ def build_live(
         cooldown,
         reactor,
         store,
-        FirstSeen(store.root, reactor, run_blocking),
+        FirstSeen(store, reactor),
         views,
         routed.router.routed,
         {n: b.views for n, b in named.items() if b.views is not None},
