@@ -47,12 +47,15 @@ async def test_create_read_revalidate_change(store):  # noqa: F811
 
 @pytest_twisted.ensureDeferred
 async def test_documents_are_apart(store):  # noqa: F811
-    """Documents of other names (one per project in a folder) are apart."""
+    """Documents of other names (one per project in a folder) are apart, and
+    a folder's are listed."""
     await store.change_state("withdrawn/foo.json", lambda d: {"files": {"x": 1}})
     await store.change_state("withdrawn/bar.json", lambda d: {"files": {"y": 2}})
     assert (await store.read_state("withdrawn/foo.json")).data == {"files": {"x": 1}}
     assert (await store.read_state("withdrawn/bar.json")).data == {"files": {"y": 2}}
     assert (await store.read_state("tokens.json")).data == {}
+    assert await store.state_names("withdrawn") == ["bar", "foo"]
+    assert await store.state_names("private/status") == []
 
 
 @pytest_twisted.ensureDeferred
@@ -131,4 +134,45 @@ async def test_views_follow_another_store_within_max_age(
     assert docs.get("app") == {"status": "archived"}
     assert (await other.read_state("private/status/app.json")).data == {
         "status": "archived"
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_seen_times_shared_the_earliest_wins(
+    store, tmp_path, request  # noqa: F811
+):
+    """The cooldown's first-seen times go through the store: a file seen
+    through one store is seen through another (on the same backing) at the
+    time it was first seen there, and the earliest time wins when both saw
+    it."""
+    from twisted.internet.task import Clock
+
+    from pypicache.proxy.firstseen import FirstSeen
+
+    kind = request.node.callspec.params["store"]
+    other = await FACTORIES[kind](tmp_path, request)
+    early, late = Clock(), Clock()
+    early.advance(1000)
+    late.advance(2000)
+    here, there = FirstSeen(store, early), FirstSeen(other, late)
+    assert here.see("app", ["app-1.0.tar.gz"]) == {"app-1.0.tar.gz": 1000}
+    await deferLater(reactor, store.state_max_age + 0.3)
+    waiting = there.ready("app")
+    if waiting is not None:
+        await waiting
+    assert there.get("app", "app-1.0.tar.gz") == 1000
+    here.see("app", ["app-2.0.tar.gz"])
+    await deferLater(reactor, 0.3)
+    # There's view may predate that (on S3, for up to state_max_age): it
+    # sees the file later, but the earlier time stays.
+    there.see("app", ["app-2.0.tar.gz"])
+    await deferLater(reactor, store.state_max_age + 0.5)
+    for each in (here, there):
+        waiting = each.ready("app")
+        if waiting is not None:
+            await waiting
+    assert here.get("app", "app-2.0.tar.gz") == there.get("app", "app-2.0.tar.gz")
+    assert (await store.read_state("first-seen/app.json")).data == {
+        "app-1.0.tar.gz": 1000,
+        "app-2.0.tar.gz": 1000,
     }

@@ -73,6 +73,32 @@ def withdrawn_files(root: str) -> list[dict[str, Any]]:
     return found
 
 
+async def withdrawn_listing(
+    stores: Iterable[tuple[str | None, Any]],
+) -> list[dict[str, Any]]:
+    """:func:`withdrawn_files` of ``stores`` (``(upstream name, store)``,
+    ``None`` for ``/simple/``'s), read through each store's state: the
+    withdrawn files still stored, for ``/+stats``, on disk or in a bucket."""
+    found = []
+    for upstream, store in stores:
+        for project in await store.state_names(WITHDRAWN):
+            doc = await store.read_state(f"{WITHDRAWN}/{project}.json")
+            files = doc.data.get("files")
+            for filename, entry in sorted((files or {}).items()):
+                stored = await store.find(project, filename)
+                if stored is not None and stored.area == MIRROR:
+                    found.append(
+                        {
+                            "project": project,
+                            "filename": filename,
+                            "since": entry.get("since"),
+                            "reason": entry.get("reason"),
+                            "upstream": upstream,
+                        }
+                    )
+    return found
+
+
 @attrs.define
 class Withdrawals:
     """The record of withdrawn files, per project (see the module's docstring)."""

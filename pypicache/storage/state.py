@@ -86,6 +86,9 @@ class IState(Interface):
         :raises PypicacheError: it is there but is not a JSON object.
         """
 
+    def state_names(folder: str) -> "Deferred[list[str]]":
+        """The keys of the documents ``<folder>/<key>.json`` there are, sorted."""
+
     def change_state(name: str, change: StateChange) -> "Deferred[StateDoc]":
         """Apply ``change`` to the document ``name`` as it is now, atomically
         against every other writer (other processes, other daemons), and
@@ -111,6 +114,16 @@ def parse_state(name: str, content: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PypicacheError(f"{name} is not a JSON object: repair or remove it")
     return data
+
+
+def _names_in(folder: str) -> list[str]:
+    try:
+        found = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(
+        n[: -len(".json")] for n in found if n.endswith(".json") and _PART.match(n)
+    )
 
 
 def _tag(status: os.stat_result) -> str:
@@ -157,6 +170,10 @@ class FileState:
         except FileNotFoundError:
             return StateDoc({}, None)
         return StateDoc(parse_state(name, content), found)
+
+    def state_names(self, folder: str) -> "Deferred[list[str]]":
+        path = self._state_path(folder + "/x.json").parent()
+        return self._run_blocking(_names_in, path.path)
 
     def change_state(self, name: str, change: StateChange) -> "Deferred[StateDoc]":
         check_state_name(name)

@@ -39,7 +39,7 @@ from pypicache.proxy.upstreams import (
 from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import (
     WithdrawnRule,
-    withdrawn_files,
+    withdrawn_listing,
 )
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.locks import Locks
@@ -357,7 +357,9 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
-        app.metrics.withdrawn = lambda: withdrawn_files(store.root.path)
+        app.metrics.withdrawn = lambda: withdrawn_listing(
+            [(None, store), *((n, b.store) for n, b in named.items())]
+        )
     app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(

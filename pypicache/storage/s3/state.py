@@ -74,6 +74,18 @@ class BucketState:
         data, etag = result
         return StateDoc(parse_state(name, data), etag)
 
+    def state_names(self, folder: str) -> "Deferred[list[str]]":
+        return ensureDeferred(self._names(folder))
+
+    async def _names(self, folder: str) -> list[str]:
+        start = self.keys.state(check_state_name(folder + "/x.json"))[: -len("x.json")]
+        found = []
+        for key in await self.bucket.list(start):
+            name = key[len(start) :]
+            if name.endswith(".json") and "/" not in name:
+                found.append(name[: -len(".json")])
+        return sorted(found)
+
     def change_state(self, name: str, change: StateChange) -> "Deferred[StateDoc]":
         return ensureDeferred(self._change(name, change))
 

@@ -60,6 +60,9 @@ class S3Store(S3View):
     def change_state(self, name: str, change: StateChange) -> "Deferred[StateDoc]":
         return self.state.change_state(name, change)
 
+    def state_names(self, folder: str) -> "Deferred[list[str]]":
+        return self.state.state_names(folder)
+
     # -- writing -------------------------------------------------------------
 
     def open_temp(self, project: str | None, area: str) -> TempFile:
