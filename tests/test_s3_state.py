@@ -57,7 +57,7 @@ async def page(daemon: S3Daemon, project: str) -> dict[str, Any]:
     code, text = await call(
         daemon, "GET", f"simple/{project}/", headers={"Accept": JSON}
     )
-    assert code == 200, text
+    assert code == 200, daemon.twistd.output.decode()[-3000:]
     return json.loads(text)
 
 
@@ -76,7 +76,12 @@ async def team(tmp_path: Path, s3: S3Bucket) -> Any:
     daemons = {name: S3Daemon(tmp_path, name, s3, upstream.url) for name in ("a", "b")}
     for daemon in daemons.values():
         await daemon.start(*options)
-    state = {"daemons": daemons, "options": options, "upstream": upstream}
+    state = {
+        "daemons": daemons,
+        "options": options,
+        "upstream": upstream,
+        "index": index,
+    }
     yield state
     for daemon in state["daemons"].values():
         await daemon.stop()
@@ -88,9 +93,9 @@ async def test_yank_status_and_token_shared_by_two_daemons(team, tmp_path):
     """Through daemon A: a local yank of an upstream file (the HTTP form), a
     status of a private project (POST /+status/), a token made with
     pypicache-admin on A's folder. Daemon B shows the yank and the status on
-    its /simple/ pages within the documented delay, and takes the token (a
-    revoked token fails on B as soon). Both daemons stopped, a daemon on a
-    fresh local folder still has all of it: it is in the bucket."""
+    its /simple/ pages within the documented delay, and takes the token (one
+    revoked on A's folder then fails on B as soon). Both daemons stopped, a
+    daemon on a fresh local folder still has all of it: it is in the bucket."""
     a, b = team["daemons"]["a"], team["daemons"]["b"]
     assert (await page(b, "cold"))["files"][0]["yanked"] is False  # B's view
 
@@ -141,18 +146,15 @@ async def test_yank_status_and_token_shared_by_two_daemons(team, tmp_path):
 
     assert await within(VISIBLE_WITHIN, lambda: status_on(b)) < VISIBLE_WITHIN
 
-    out, err = io.StringIO(), io.StringIO()
-    assert (
-        admin_main(
-            ["token", "create", "--cache", str(a.home / "cache"), "--user", "ci"],
-            out,
-            err,
-        )
-        == 0
-    ), err.getvalue()
-    token = out.getvalue().strip()
+    def make_token() -> str:
+        out, err = io.StringIO(), io.StringIO()
+        create = ["token", "create", "--cache", str(a.home / "cache"), "--user", "ci"]
+        assert admin_main(create, out, err) == 0, err.getvalue()
+        return out.getvalue().strip()
 
-    async def token_works_on(daemon, works=True):
+    kept, revoked = make_token(), make_token()
+
+    async def token_works_on(daemon, token, works=True):
         code, text = await call(
             daemon,
             "POST",
@@ -162,8 +164,14 @@ async def test_yank_status_and_token_shared_by_two_daemons(team, tmp_path):
         )
         return (code == 200) == works or (code, text)
 
-    assert await within(TOKEN_WITHIN, lambda: token_works_on(b)) < TOKEN_WITHIN
+    for token in (kept, revoked):
+        took = await within(TOKEN_WITHIN, lambda: token_works_on(b, token))
+        assert took < TOKEN_WITHIN
     assert not (b.home / "cache" / "tokens.json").exists(), "B's folder has none"
+    revoke = ["token", "revoke", "--cache", str(a.home / "cache")]
+    assert admin_main(revoke + [revoked.split("-")[1]], io.StringIO()) == 0
+    took = await within(TOKEN_WITHIN, lambda: token_works_on(b, revoked, False))
+    assert took < TOKEN_WITHIN
 
     for daemon in (a, b):
         await daemon.stop()
@@ -172,12 +180,24 @@ async def test_yank_status_and_token_shared_by_two_daemons(team, tmp_path):
     await fresh.start(*team["options"])
     assert await yanked_on(fresh) is True
     assert await status_on(fresh) is True
-    assert await token_works_on(fresh) is True
+    assert await token_works_on(fresh, kept) is True
+    assert await token_works_on(fresh, revoked, False) is True
 
-    token_id = token.split("-")[1]
-    revoke = ["token", "revoke", "--cache", str(a.home / "cache"), token_id]
-    assert admin_main(revoke, io.StringIO(), io.StringIO()) == 0
-    await a.start(*team["options"])  # A's daemon publishes the revocation
-    assert await within(TOKEN_WITHIN, lambda: token_works_on(fresh, False)) < (
-        TOKEN_WITHIN
-    )
+
+@pytest_twisted.ensureDeferred
+async def test_refresh_through_one_daemon_applies_on_another(team, tmp_path):
+    """POST /+refresh/<project> through daemon A makes daemon B drop the page
+    it keeps in memory too (its time-to-live far from over): B lists a
+    release the upstream added within the documented delay."""
+    a, b = team["daemons"]["a"], team["daemons"]["b"]
+    names = lambda p: {f["filename"] for f in p["files"]}  # noqa: E731
+    assert "cold-3.0-py3-none-any.whl" not in names(await page(b, "cold"))
+    team["index"].add(build_wheel(tmp_path / "upstream", "cold", "3.0"))
+    assert "cold-3.0-py3-none-any.whl" not in names(await page(b, "cold"))
+    code, text = await call(a, "POST", "+refresh/cold", auth=ALICE)
+    assert code in (200, 204), text
+
+    async def listed_on(daemon):
+        return "cold-3.0-py3-none-any.whl" in names(await page(daemon, "cold"))
+
+    assert await within(VISIBLE_WITHIN, lambda: listed_on(b)) < VISIBLE_WITHIN

@@ -46,6 +46,7 @@ from pypicache.storage.locks import Locks
 from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
+from pypicache.storage.sharedmarks import SharedMarks
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
@@ -229,6 +230,8 @@ def build_live(
         locks=locks,
     )
     marks = _open_marks(store.root) if shared_marks else None
+    # Refreshes and purges made through other daemons on the store (S3).
+    pages.shared_marks = SharedMarks(store)
     if marks is not None:
         for each in (pages, *(b.pages for b in named.values())):
             each.marks = marks.watch()
@@ -368,6 +371,7 @@ def build_live(
                 {"": store, **{n: b.store for n, b in named.items()}},
                 capacity.removed,
                 marks,
+                pages.shared_marks,
             ),
             policy,
             {n: b.site for n, b in named.items()},
