@@ -15,7 +15,8 @@
                                               local-yanks.json, tokens.json,
                                               withdrawn/<project>.json,
                                               private/status/<project>.json,
-                                              first-seen/<project>.json
+                                              first-seen/<project>.json,
+                                              refreshed.json
     <prefix>/upstreams/<name>/...             a named upstream's own store: the
                                               same layout under a prefix of its own
 
