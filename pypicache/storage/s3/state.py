@@ -13,16 +13,13 @@ writer ever loses another's change. Reads are conditional ``GET`` requests
 on the ETag a reader has (``304``: unchanged, no body).
 """
 
-import random
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import deferLater
-from twisted.logger import Logger
 
 from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket
-from pypicache.storage.s3.errors import BucketError, PreconditionFailed
 from pypicache.storage.s3.keys import Keys
+from pypicache.storage.s3.settle import settle
 from pypicache.storage.state import (
     UNCHANGED,
     StateChange,
@@ -31,8 +28,6 @@ from pypicache.storage.state import (
     dump_state,
     parse_state,
 )
-
-log = Logger()
 
 
 class BucketState:
@@ -91,36 +86,32 @@ class BucketState:
 
     async def _change(self, name: str, change: StateChange) -> StateDoc:
         key = self.keys.state(check_state_name(name))
-        current = await self._read(name, None)
-        assert isinstance(current, StateDoc)
-        for attempt in range(self.max_attempts):
+
+        async def reread() -> StateDoc:
+            doc = await self._read(name, None)
+            assert isinstance(doc, StateDoc)
+            return doc
+
+        def changed(current: StateDoc) -> dict[str, Any] | None:
             new = change(current.data)
-            if new is None or new == current.data:
-                return current
-            try:
-                if current.tag is None:
-                    etag = await self.bucket.put(
-                        key, dump_state(new), if_none_match=True
-                    )
-                else:
-                    etag = await self.bucket.put(
-                        key, dump_state(new), if_match=current.tag
-                    )
-            except PreconditionFailed:
-                self.conflicts += 1
-                log.debug(
-                    "{name} changed under this write (try {n}): again",
-                    name=name,
-                    n=attempt + 1,
-                )
-                pause = min(0.5, 0.01 * 2**attempt) * (0.5 + random.random())
-                await deferLater(self._clock, pause)
-                fresh = await self._read(name, None)
-                assert isinstance(fresh, StateDoc)
-                current = fresh
-                continue
-            return StateDoc(new, etag)
-        raise BucketError(
-            f"Could not change {name}: {self.max_attempts} concurrent writes "
-            "won over this one"
+            return None if new is None or new == current.data else new
+
+        def conflict(attempt: int) -> None:
+            self.conflicts += 1
+
+        settled = await settle(
+            self.bucket,
+            self._clock,
+            key,
+            await reread(),
+            lambda doc: doc.tag,
+            changed,
+            dump_state,
+            reread,
+            self.max_attempts,
+            conflict,
         )
+        if settled.new is None:
+            return settled.current
+        assert settled.etag is not None
+        return StateDoc(settled.new, settled.etag)
