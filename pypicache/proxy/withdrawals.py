@@ -48,6 +48,18 @@ def read_all(root: str) -> dict[str, dict[str, dict[str, Any]]]:
     return found
 
 
+def _listed(
+    project: str, filename: str, entry: dict[str, Any], upstream: str | None
+) -> dict[str, Any]:
+    return {
+        "project": project,
+        "filename": filename,
+        "since": entry.get("since"),
+        "reason": entry.get("reason"),
+        "upstream": upstream,
+    }
+
+
 def withdrawn_files(root: str) -> list[dict[str, Any]]:
     """The withdrawn files still on disk under the cache ``root`` and each
     named upstream's store in it (blocking): ``project``, ``filename``,
@@ -61,15 +73,7 @@ def withdrawn_files(root: str) -> list[dict[str, Any]]:
         for project, files in read_all(store).items():
             for filename, entry in sorted(files.items()):
                 if os.path.isfile(os.path.join(store, MIRROR, project, filename)):
-                    found.append(
-                        {
-                            "project": project,
-                            "filename": filename,
-                            "since": entry.get("since"),
-                            "reason": entry.get("reason"),
-                            "upstream": upstream,
-                        }
-                    )
+                    found.append(_listed(project, filename, entry, upstream))
     return found
 
 
@@ -87,15 +91,7 @@ async def withdrawn_listing(
             for filename, entry in sorted((files or {}).items()):
                 stored = await store.find(project, filename)
                 if stored is not None and stored.area == MIRROR:
-                    found.append(
-                        {
-                            "project": project,
-                            "filename": filename,
-                            "since": entry.get("since"),
-                            "reason": entry.get("reason"),
-                            "upstream": upstream,
-                        }
-                    )
+                    found.append(_listed(project, filename, entry, upstream))
     return found
 
 

@@ -15,6 +15,7 @@ on the ETag a reader has (``304``: unchanged, no body).
 
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket
@@ -30,29 +31,22 @@ from pypicache.storage.state import (
 )
 
 
+@attrs.define
 class BucketState:
     """:class:`~pypicache.storage.state.IState` on a bucket.
 
-    :param max_age: seconds a reader uses its view before it revalidates it
-        (the delay, plus one round trip, before a change made through another
-        daemon shows: 2 s by default, as for the project records).
+    :ivar state_max_age: seconds a reader uses its view before it
+        revalidates it (the delay, plus one round trip, before a change made
+        through another daemon shows: 2 s by default, as for the project records).
+    :ivar conflicts: writes that lost a race (412/409) and were made again.
     """
 
-    def __init__(
-        self,
-        bucket: Bucket,
-        keys: Keys,
-        clock: Any,
-        max_age: float = 2.0,
-        max_attempts: int = 20,
-    ) -> None:
-        self.bucket = bucket
-        self.keys = keys
-        self._clock = clock
-        self.state_max_age = max_age
-        self.max_attempts = max_attempts
-        #: Writes that lost a race (412/409) and were made again.
-        self.conflicts = 0
+    bucket: Bucket
+    keys: Keys
+    _clock: Any
+    state_max_age: float = 2.0
+    max_attempts: int = 20
+    conflicts: int = 0
 
     def read_state(
         self, name: str, tag: str | None = None

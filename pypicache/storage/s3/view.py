@@ -86,7 +86,7 @@ class S3View:
         self.records = ProjectRecords(bucket, keys, clock, max_age=max_age)
         self.pages = PageRecords(bucket, keys)
         #: The team's state (yanks, statuses, tokens...) in the bucket.
-        self.state = BucketState(bucket, keys, clock, max_age=max_age)
+        self.state = BucketState(bucket, keys, clock, state_max_age=max_age)
         self.copies = LocalCopies(bucket, run_blocking, redirect)
         self._counter = itertools.count(1)
         #: project -> (the ETag last seen of its record, its generation)
