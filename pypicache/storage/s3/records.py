@@ -251,7 +251,6 @@ class ProjectRecords:
         :raises BucketError: the bucket failed, or the record could not be
             written after ``max_attempts`` tries.
         """
-        started = self._clock.seconds()
 
         def changed(current: ProjectRecord) -> ProjectRecord | None:
             new = change(current)
@@ -279,7 +278,7 @@ class ProjectRecords:
         if settled.new is None:
             return settled.current
         written = attrs.evolve(settled.new, etag=settled.etag)
-        self._keep(written, started)
+        self._keep(written, settled.sent)
         return written
 
     async def add(

@@ -27,11 +27,13 @@ New = TypeVar("New")
 @attrs.frozen
 class Settled(Generic[Current, New]):
     """How a change ended: ``current``, what it was made on last, and the
-    ``new`` content written with its ``etag`` (``new`` ``None``: nothing to write)."""
+    ``new`` content written with its ``etag`` (``new`` ``None``: nothing to
+    write) by the request sent at ``sent`` (the clock's time)."""
 
     current: Current
     new: New | None = None
     etag: str | None = None
+    sent: float = 0.0
 
 
 async def settle(
@@ -57,6 +59,7 @@ async def settle(
         if new is None:
             return Settled(current)
         etag = etag_of(current)
+        sent = clock.seconds()
         try:
             if etag is None:
                 written = await bucket.put(key, encode(new), if_none_match=True)
@@ -73,7 +76,7 @@ async def settle(
             await deferLater(clock, pause)
             current = await reread()
             continue
-        return Settled(current, new, written)
+        return Settled(current, new, written, sent)
     raise BucketError(
         f"Could not change {key}: {max_attempts} concurrent writes won over this one"
     )
