@@ -271,10 +271,11 @@ class Views:
         the file (told by what is stored, else by the cached page)."""
         if stored is None:
             stored = await self._store.find(project, filename)
+        cached = None
         if stored is None:
-            await self._mirror.pages.cached(project)  # read, if it is not yet
+            cached = await self._mirror.pages.cached(project)
         await self._ready("file", project)
-        self._check(project, filename, stored, self._mirror.pages.cached_now)
+        self._check(project, filename, stored, lambda p: cached)
 
     def check_now(self, project: str, filename: str) -> None:
         """:meth:`check` if the store answers at once.
