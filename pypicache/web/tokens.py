@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from pypicache.errors import Forbidden
 from pypicache.storage.atomic import write_atomically
 from pypicache.storage.locks import try_lock
+from pypicache.storage.shared import SharedDoc
 
 #: The user name a token is given with.
 TOKEN_USER = b"__token__"
@@ -227,8 +228,6 @@ class TokenChecker:
     """
 
     def __init__(self, state: Any, clock: Any, local_path: str | None = None) -> None:
-        from pypicache.storage.shared import SharedDoc
-
         self._doc = SharedDoc(state, TOKENS_FILE)
         self._clock = clock
         self._local_path = local_path
