@@ -308,6 +308,7 @@ def build_live(
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
     uploads.closed = team.statuses.closed
+    uploads.closed_ready = team.statuses.records.ready
 
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
