@@ -62,7 +62,7 @@ def test_page_serialized_in_the_sync_thread(tmp_path):
     assert not any(isinstance(arg, bytes) for arg in calls[0])
     written = json.loads(store.page_path("a").getContent())
     assert written == cached.to_json()
-    assert store._read_page("a") == cached
+    assert store.read_page("a").result == cached
 
 
 def test_access_line_escaping_remembered():

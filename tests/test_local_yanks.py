@@ -269,18 +269,19 @@ def test_records_follow_another_process(tmp_path):
     from twisted.python.filepath import FilePath
 
     from pypicache.errors import PypicacheError
+    from pypicache.storage.filesystem import FilesystemStore
     from pypicache.storage.listings import RECHECK_NS
     from pypicache.storage.yanks import YANKS_FILE, YankRecords
 
-    root = FilePath(str(tmp_path))
-    lock = str(tmp_path / "lock")
-    here, there = YankRecords(root, lock), YankRecords(root, lock)
+    def store():
+        run = lambda f, *a: succeed(f(*a))  # noqa: E731
+        return FilesystemStore(FilePath(str(tmp_path)), run_blocking=run)
+
+    here, there = YankRecords(store()), YankRecords(store())
     assert here.of("lyank") is None
 
     def change(*args):
-        done = Deferred.fromCoroutine(
-            there.change(lambda f, *a: succeed(f(*a)), "lyank", *args)
-        )
+        done = Deferred.fromCoroutine(there.change("lyank", *args))
         time.sleep(RECHECK_NS / 1e9)
         return done
 
@@ -294,9 +295,7 @@ def test_records_follow_another_process(tmp_path):
     time.sleep(RECHECK_NS / 1e9)
     assert here.of("lyank") == second
     failed = change("files", "lyank-2.0.tar.gz", None)
-    assert "local-yanks.json in the cache folder cannot be read" in str(
-        failed.result.value
-    )
+    assert "local-yanks.json cannot be read" in str(failed.result.value)
     assert isinstance(failed.result.value, PypicacheError)
     failed.addErrback(lambda f: None)
     assert (tmp_path / YANKS_FILE).read_text() == "not json"

@@ -502,7 +502,7 @@ async def test_storing_goes_to_the_sync_threads(tmp_path, dists):
         assert await response.content() == dists["lib"].read_bytes()
         # The page is written, then its cross-process lock let go, in one call.
         await world.stored("lib", name)
-        assert "_persist" in synced and "_write_page" in synced
+        assert "_persist" in synced and "write_page_file" in synced
         assert "_beside" not in synced and "_write_ahead" not in synced
         assert name + ".metadata" in world.mirror_files("lib")
     finally:

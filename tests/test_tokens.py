@@ -31,26 +31,41 @@ def test_tokens_checked_by_id_and_hash_and_revoked_at_once(tmp_path):
     """A token is good until it expires or is revoked (seen at the next check,
     without a restart); a wrong secret or unknown id fails; the file keeps only
     the secret's sha256."""
+    from twisted.internet.defer import succeed
+    from twisted.python.filepath import FilePath
+
+    from pypicache.storage.filesystem import FilesystemStore
+
     path = tokens_path(str(tmp_path))
     clock = Clock()
     clock.advance(1000)
-    checker = TokenChecker(path, clock)
+    store = FilesystemStore(
+        FilePath(str(tmp_path)), run_blocking=lambda f, *a: succeed(f(*a))
+    )
+    checker = TokenChecker(store, clock, path)
+
+    def check(token: str):
+        assert checker.ready() is None  # on disk: read at once
+        return checker.check(token.encode())
+
     token, record = create_token(path, "ci", 1000, expires=2000)
-    assert checker.check(token.encode()).id == record.id
+    assert check(token).id == record.id
     secret = token.split("-", 2)[2]  # the secret may hold dashes itself
     assert secret not in (tmp_path / "tokens.json").read_text()
     wrong = token[:-1] + ("y" if token.endswith("x") else "x")
     for bad in (wrong, "pypicache-000000000000-abc", "not-a-token"):
         with pytest.raises(UnauthorizedLogin):
-            checker.check(bad.encode())
+            check(bad)
     clock.advance(1000)
     with pytest.raises(UnauthorizedLogin, match="expired"):
-        checker.check(token.encode())
+        check(token)
     other, _ = create_token(path, "ci", 2000)
-    assert checker.check(other.encode()).user == "ci"
+    time.sleep(store.state_max_age)
+    assert check(other).user == "ci"
     revoke_token(path, other.split("-")[1], 2001)
+    time.sleep(store.state_max_age)
     with pytest.raises(UnauthorizedLogin, match="revoked"):
-        checker.check(other.encode())
+        check(other)
 
 
 def test_scopes():

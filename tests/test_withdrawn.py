@@ -413,15 +413,18 @@ def test_withdrawn_option_config_and_reload(tmp_path):
         Options().parseOptions(["--config", str(config)])
 
 
-def test_project_files_write_in_order_and_show_at_once(tmp_path):
-    """A record put is seen at once in this process; writes of one project
-    run one at a time, in order, so the file ends with the last record put
-    (an empty record removes it); another process's write shows after
-    ``recheck`` seconds."""
+def test_shared_docs_show_at_once_and_follow_another_process(tmp_path):
+    """A record put through the store's state is seen at once in this
+    process (while it is written in a thread), ends on disk as the last put
+    (an empty record removes the file); another process's write shows at
+    the next check (the store's ``state_max_age``)."""
+    import time
+
     from twisted.internet.defer import Deferred
     from twisted.internet.task import Clock
 
-    from pypicache.proxy.projectfiles import ProjectFiles
+    from pypicache.storage.filesystem import FilesystemStore
+    from pypicache.storage.shared import SharedDocs
 
     pending: list[tuple[Deferred, object]] = []
 
@@ -434,23 +437,23 @@ def test_project_files_write_in_order_and_show_at_once(tmp_path):
         d, call = pending.pop(0)
         d.callback(call())
 
-    clock = Clock()
+    store = FilesystemStore(FilePath(str(tmp_path)), run_blocking=run_blocking)
+    records = SharedDocs(store, "records", Clock())
     folder = FilePath(str(tmp_path)).child("records")
-    records = ProjectFiles(folder, clock, run_blocking)
     first = records.put("lib", {"n": 1})
+    assert records.get("lib") == {"n": 1}
+    finish_one()
+    assert first.called
+    assert json.loads(folder.child("lib.json").getContent()) == {"n": 1}
     second = records.put("lib", {"n": 2})
     assert records.get("lib") == {"n": 2}
-    assert len(pending) == 1, "one write at a time"
-    finish_one()
-    assert first.called and not second.called
-    assert json.loads(folder.child("lib.json").getContent()) == {"n": 1}
     finish_one()
     assert second.called
     assert json.loads(folder.child("lib.json").getContent()) == {"n": 2}
 
     version = records.version("lib")
     folder.child("lib.json").setContent(b'{"n": 3}')  # another process
-    clock.advance(records.recheck)
+    time.sleep(store.state_max_age)
     assert records.get("lib") == {"n": 3} and records.version("lib") != version
 
     records.put("lib", {})

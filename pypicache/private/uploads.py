@@ -3,7 +3,7 @@
 
 import datetime
 import hashlib
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 from packaging.utils import canonicalize_name
@@ -90,6 +90,9 @@ class Uploads:
     )
     #: Why a project takes no uploads (archived, quarantined: PEP 792), or ``None``.
     closed: Callable[[str], str | None] | None = attrs.field(default=None, kw_only=True)
+    #: What to wait for before :attr:`closed` answers as things are (the
+    #: statuses' view revalidated, on S3), or ``None``.
+    closed_ready: Callable[[str], Any] | None = attrs.field(default=None, kw_only=True)
 
     async def receive(
         self,
@@ -124,6 +127,10 @@ class Uploads:
         uploader: str | None = None,
     ) -> tuple[bool, StoredFile]:
         project, version = parse_upload_filename(filename)
+        if self.closed_ready is not None:
+            waiting = self.closed_ready(project)
+            if waiting is not None:
+                await waiting
         why = self.closed(project) if self.closed is not None else None
         if why is not None:
             raise Forbidden(why)

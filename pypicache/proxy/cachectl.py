@@ -10,6 +10,7 @@ from pypicache.proxy.upstreams import RoutedPages
 from pypicache.storage.interface import IStore
 from pypicache.storage.marks import Marks
 from pypicache.storage.records import StoredFile
+from pypicache.storage.sharedmarks import SharedMarks
 
 log = Logger()
 
@@ -29,6 +30,8 @@ class CacheControl:
     #: Where the other processes on the cache folder (``--workers``) learn
     #: of a refresh or a purge (``None``: there are none).
     marks: Marks | None = None
+    #: Where the other daemons on the store learn of it (``None``: nowhere).
+    shared_marks: SharedMarks | None = None
 
     async def refresh(self, project: str) -> None:
         """Drop every cached page of ``project``, in every process: the next
@@ -36,6 +39,8 @@ class CacheControl:
         await self._pages.forget(project)
         if self.marks is not None:
             self.marks.mark(project)
+        if self.shared_marks is not None:
+            await self.shared_marks.mark(project)
 
     async def purge(self, project: str) -> dict[str, list[str]]:
         """Remove the mirrored files of ``project`` from every store, never a
@@ -54,6 +59,8 @@ class CacheControl:
                         self.on_removed(stored)
         if self.marks is not None:
             self.marks.mark(project)
+        if self.shared_marks is not None:
+            await self.shared_marks.mark(project)
         if removed:
             log.info(
                 "Purged {count} mirrored files of {project}",

@@ -23,6 +23,7 @@ from typing import Any, Callable, Hashable
 
 import attrs
 from packaging.version import InvalidVersion, Version
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -253,6 +254,12 @@ class Cooldown:
         if state.held:
             self._count("page", project, ", ".join(state.held))
         return (self._token, state.generation)
+
+    def ready(self, area: str, project: str) -> "Deferred[None] | None":
+        """The first-seen times of ``project`` revalidated, when they count."""
+        if self.settings.clock == "upstream" or self._cutoff(project, 0) is None:
+            return None
+        return self._first_seen.ready(project)
 
     def page(self, area: str, project: str, page: ProjectPage) -> ProjectPage:
         seen = self._first_seen.see(project, (f.filename for f in page.files))

@@ -1,39 +1,32 @@
 # -*- test-case-name: tests.test_cooldown -*-
 """When pypicache first saw each file of a project (the cooldown's own clock).
 
-One small JSON file per project, ``<cache>/first-seen/<project>.json``
-(``{filename: seconds since the epoch}``), read on first use and kept in
-memory for the most recently used projects. A project's file is written
-again only when a file never seen before shows up (never per request), in a
-thread, through a synced temporary file and a rename; writes of one project
-never overlap, and each merges what is on disk (the earliest time wins), so
-processes sharing the cache folder (``--workers``) keep each other's times.
+One small JSON document per project in the store's state
+(:mod:`pypicache.storage.state`), ``first-seen/<project>.json``
+(``{filename: seconds since the epoch}``): ``<cache>/first-seen/`` on disk,
+``<prefix>/state/first-seen/`` in a bucket, so that every process on a cache
+folder and every daemon on a bucket hold a file back from the same moment.
+Read on first use and kept in memory for the most recently used projects. A
+project's document is written again only when a file never seen before shows
+up (never per request); each write merges what is there (the earliest time
+wins), so writers racing (workers, daemons) keep each other's times.
 """
 
-import json
-from collections import OrderedDict
 from typing import Any, Iterable
 
-import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.filepath import FilePath
 
-from pypicache.storage.atomic import write_atomically
+from pypicache.storage.shared import SharedDocs
 
 log = Logger()
 
-#: The folder, in the cache folder.
+#: The folder of the documents, in the store's state.
 FOLDER = "first-seen"
 
 
-def _read(path: FilePath) -> dict[str, float]:
-    try:
-        data = json.loads(path.getContent())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
+def _times(data: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in data.items()
@@ -41,79 +34,52 @@ def _read(path: FilePath) -> dict[str, float]:
     }
 
 
-def _write(path: FilePath, times: dict[str, float]) -> None:
-    """Merge ``times`` with what is on disk (earliest wins) and write it (blocking)."""
-    merged = _read(path)
-    for name, when in times.items():
-        merged[name] = min(when, merged.get(name, when))
-    path.parent().makedirs(ignoreExistingDirectory=True)
-    write_atomically(path, json.dumps(merged, sort_keys=True).encode())
-
-
-@attrs.define
 class FirstSeen:
-    """First-seen times of files, by project; persisted, read lazily."""
+    """First-seen times of files, by project; shared through the store.
 
-    _root: FilePath
-    _clock: IReactorTime
-    _run_blocking: Any
-    #: Projects kept in memory.
-    memory_size: int = 2000
-    _memory: "OrderedDict[str, dict[str, float]]" = attrs.field(factory=OrderedDict)
-    #: Projects being written, and whether they changed meanwhile.
-    _writing: dict[str, bool] = attrs.field(factory=dict)
+    :param state: the store (an :class:`~pypicache.storage.state.IState`).
+    """
 
-    def _path(self, project: str) -> FilePath:
-        return self._root.child(FOLDER).child(project + ".json")
+    def __init__(
+        self, state: Any, clock: IReactorTime, memory_size: int = 2000
+    ) -> None:
+        self._clock = clock
+        self._docs = SharedDocs(state, FOLDER, clock, memory_size=memory_size)
 
-    def _times(self, project: str) -> dict[str, float]:
-        times = self._memory.get(project)
-        if times is None:
-            times = self._memory[project] = _read(self._path(project))
-            while len(self._memory) > self.memory_size:
-                oldest = next(iter(self._memory))
-                if oldest in self._writing:
-                    break
-                del self._memory[oldest]
-        else:
-            self._memory.move_to_end(project)
-        return times
+    def ready(self, project: str) -> "Deferred[None] | None":
+        """What to wait for before the times of ``project`` are as the store has them."""
+        return self._docs.ready(project)
 
     def get(self, project: str, filename: str) -> float | None:
         """When ``filename`` was first seen, or ``None`` if never."""
-        return self._times(project).get(filename)
+        return _times(self._docs.get(project)).get(filename)
 
     def see(self, project: str, filenames: Iterable[str]) -> dict[str, float]:
         """Record ``filenames`` as seen now unless seen before; return the
         first-seen time of every file of the project known."""
-        times = self._times(project)
+        times = _times(self._docs.get(project))
         now = None
+        new: dict[str, float] = {}
         for name in filenames:
-            if name not in times:
+            if name not in times and name not in new:
                 now = self._clock.seconds() if now is None else now
-                times[name] = now
-        if now is not None:
-            self._save(project)
-        return times
+                new[name] = now
+        if not new:
+            return times
 
-    def _save(self, project: str) -> None:
-        if project in self._writing:
-            self._writing[project] = True  # written again when this one ends
-            return
-        self._writing[project] = False
-        snapshot = dict(self._memory[project])
-        d = self._run_blocking(_write, self._path(project), snapshot)
+        def merged(data: dict[str, Any]) -> dict[str, Any] | None:
+            known = _times(data)
+            if all(name in known for name in new):
+                return None
+            for name, when in new.items():
+                known[name] = min(when, known.get(name, when))
+            return known
 
-        def done(result: Any) -> None:
-            again = self._writing.pop(project, False)
-            if again and project in self._memory:
-                self._save(project)
-
-        d.addErrback(
+        self._docs.update(project, merged).addErrback(
             lambda f: log.error(
                 "Cannot record first-seen times of {project}: {reason}",
                 project=project,
                 reason=f.getErrorMessage(),
             )
         )
-        d.addBoth(done)
+        return {**times, **new}

@@ -14,6 +14,7 @@ from pypicache.storage.interface import IStore
 from pypicache.storage.locks import HeldLock, Locks
 from pypicache.storage.marks import Watch, slot_of
 from pypicache.storage.records import CachedPage
+from pypicache.storage.sharedmarks import SharedMarks
 
 log = Logger()
 
@@ -42,6 +43,9 @@ class ProjectPages:
     #: The marks of refreshes and purges made by any process on the cache
     #: folder (``None``: this process is the only one).
     marks: Watch | None = None
+    #: The marks of refreshes and purges made through any daemon on the
+    #: store (:mod:`pypicache.storage.sharedmarks`; ``None``: none kept).
+    shared_marks: SharedMarks | None = None
     _memory: "OrderedDict[str, CachedPage]" = attrs.field(factory=OrderedDict)
     _missing: dict[str, float] = attrs.field(factory=dict)
     _failing: dict[str, float] = attrs.field(factory=dict)
@@ -50,6 +54,10 @@ class ProjectPages:
     def _in_memory(self, project: str) -> CachedPage | None:
         if self.marks is not None and self.marks.moved():
             self._drop_marked()
+        if self.shared_marks is not None:
+            for gone in self.shared_marks.marked():
+                for table in (self._memory, self._missing, self._failing):
+                    table.pop(gone, None)
         cached = self._memory.get(project)
         if cached is not None:
             self._memory.move_to_end(project)
@@ -57,6 +65,10 @@ class ProjectPages:
 
     async def cached(self, project: str) -> CachedPage | None:
         """The cached page of ``project`` however old, without asking upstream."""
+        if self.shared_marks is not None:
+            waiting = self.shared_marks.ready()
+            if waiting is not None:
+                await waiting
         cached = self._in_memory(project)
         if cached is None:
             cached = await self._store.read_page(project)
@@ -69,6 +81,8 @@ class ProjectPages:
 
         :raises NotReady: it does not.
         """
+        if self.shared_marks is not None and self.shared_marks.ready() is not None:
+            raise NotReady()
         cached = self._in_memory(project)
         if cached is None:
             cached = result_now(self._store.read_page(project))

@@ -4,21 +4,23 @@
 
 Upstream projects carry the upstream's status on their pages (parsed and
 rendered by :mod:`pypicache.index.simple`). A private project's status is
-kept in ``DIR/private/status/<project>.json`` (with the private index, so it
-is backed up and exported with it); :class:`StatusRule` puts it on the
+kept in the store's state document ``private/status/<project>.json``
+(``DIR/private/status/``, with the private index, so it is backed up and
+exported with it; or in the bucket, shared by every daemon on it); :class:`StatusRule` puts it on the
 project's pages, and hides every file of a quarantined one: its pages list
 none (an empty page that says why, as the public index serves a quarantined
 project) and its file URLs answer ``404``.
 """
 
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from pypicache.concurrency import NotReady
 from pypicache.errors import BadRequest
 from pypicache.index.model import STATUSES, DistFile, ProjectPage
-from pypicache.proxy.projectfiles import ProjectFiles
+from pypicache.storage.shared import SharedDocs
 
 #: Where private projects' statuses are kept, under the cache root.
 STATUS_FOLDER = "private/status"
@@ -48,7 +50,8 @@ def check_status(status: object, reason: object) -> tuple[str, str | None]:
 class Statuses:
     """The statuses of private projects (none recorded: ``active``)."""
 
-    records: ProjectFiles
+    #: The store's state documents ``private/status/<project>.json``.
+    records: SharedDocs
 
     def get(self, project: str) -> tuple[str, str | None] | None:
         """``(status, reason)`` of ``project``, or ``None`` if none was set."""
@@ -68,7 +71,7 @@ class Statuses:
         why = f": {found[1]}" if found[1] else ""
         return f"Project {project!r} is {found[0]} and takes no uploads{why}"
 
-    def set(self, project: str, status: str, reason: str | None) -> "Deferred[None]":
+    def set(self, project: str, status: str, reason: str | None) -> "Deferred[Any]":
         """Record the status (``active`` without a reason: the record goes);
         fires once it is on disk."""
         record = {"project": project, "status": status, "reason": reason}
@@ -86,6 +89,14 @@ class StatusRule:
     statuses: Statuses
     #: Whether a project is private (only private projects have a status here).
     is_private: Callable[[str], bool]
+
+    def ready(self, area: str, project: str) -> "Deferred[None] | None":
+        try:
+            if not self.is_private(project):
+                return None
+        except NotReady:
+            return None  # asked again once the store knows
+        return self.statuses.records.ready(project)
 
     def version(self, area: str, project: str) -> Hashable:
         if not self.is_private(project):

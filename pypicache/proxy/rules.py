@@ -14,6 +14,7 @@ as long as they are right.
 from typing import Hashable, Protocol
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 
 from pypicache.index.model import DistFile, ProjectPage
 
@@ -70,6 +71,25 @@ class Rules:
             if reason is not None:
                 return reason
         return None
+
+    def ready(self, area: Area, project: str) -> "Deferred[object] | None":
+        """``None`` if every rule answers for ``project`` as things are now;
+        else what to wait for first. A rule that reads shared state (the
+        team's, in a bucket: :mod:`pypicache.storage.shared`) has a
+        ``ready(area, project)`` method giving the revalidation of its view,
+        so that a change made through another daemon applies within the
+        store's ``state_max_age``. ``area`` is a page's, or ``"file"`` for a
+        file's :meth:`refusal`."""
+        waits = None
+        for rule in self.rules:
+            ready = getattr(rule, "ready", None)
+            if ready is not None:
+                d = ready(area, project)
+                if d is not None:
+                    waits = [d] if waits is None else waits + [d]
+        if waits is None:
+            return None
+        return waits[0] if len(waits) == 1 else gatherResults(waits)
 
     def hidden(self) -> frozenset[str]:
         """Projects left out of the project lists (``/simple/``, ``/local/``):

@@ -74,6 +74,18 @@ class Views:
             return False
         return await self._store.is_private(project)
 
+    async def _ready(self, area: str, project: str) -> None:
+        """Wait until the :attr:`rules` answer for ``project`` as things are
+        (the team's state, revalidated: :meth:`Rules.ready`)."""
+        waiting = self.rules.ready(area, project)
+        if waiting is not None:
+            await waiting
+
+    def _ready_now(self, area: str, project: str) -> None:
+        """:raises NotReady: the :attr:`rules` must revalidate what they read first."""
+        if self.rules.ready(area, project) is not None:
+            raise NotReady()
+
     def is_private_now(self, project: str) -> bool:
         """:meth:`is_private` if the store answers at once.
 
@@ -95,6 +107,7 @@ class Views:
         """
         stored = await self._store.files(project)
         known = bool(stored) or await self._store.is_private(project)
+        await self._ready("local", project)
         return self._local(project, stored, known, for_simple)
 
     def local_now(self, project: str) -> View:
@@ -104,6 +117,7 @@ class Views:
         """
         stored = result_now(self._store.files(project))
         known = bool(stored) or result_now(self._store.is_private(project))
+        self._ready_now("local", project)
         return self._local(project, stored, known, False)
 
     def _local(
@@ -146,6 +160,7 @@ class Views:
         fresh) and the store answers at once, else ``None``."""
         try:
             private = self.is_private_now(project)
+            self._ready_now("private" if private else "simple", project)
         except NotReady:
             return None
         if private:
@@ -210,7 +225,10 @@ class Views:
         if view is not None:
             return view
         if await self.is_private(project):
-            return self._private(project, await self._store.files(project))
+            files = await self._store.files(project)
+            await self._ready("private", project)
+            return self._private(project, files)
+        await self._ready("simple", project)
         try:
             cached = await self._mirror.pages.get(project)
         except (UpstreamError, NotFound) as e:
@@ -249,6 +267,7 @@ class Views:
         if stored is None and self.is_private_now(project):
             raise NotFound(f"No file {filename!r} in private project {project!r}")
         if self.rules:
+            self._ready_now("file", project)
             self._check(project, filename, stored, self._mirror.pages.cached_now)
         return stored
 
@@ -264,6 +283,7 @@ class Views:
             # Read here: an object store's page (none cached yet, say) is
             # not there at once for ``cached_now``.
             cached = await self._mirror.pages.cached(project)
+        await self._ready("file", project)
         self._check(project, filename, stored, lambda _: cached)
 
     def check_now(self, project: str, filename: str) -> None:
@@ -272,6 +292,7 @@ class Views:
         :raises NotReady: it does not.
         """
         stored = self._found_now(project, filename)
+        self._ready_now("file", project)
         self._check(project, filename, stored, self._mirror.pages.cached_now)
 
     def _found_now(self, project: str, filename: str) -> StoredFile | None:
@@ -309,6 +330,7 @@ class Views:
         if not self.rules or await self._store.find(project, filename) is not None:
             return
         cached = await self._mirror.pages.get(project)
+        await self._ready("file", project)
         reason = self.rules.refusal(project, filename, cached.page.file(filename))
         if reason is not None:
             raise NotFound(reason)

@@ -16,11 +16,13 @@ import os
 from typing import Any, Hashable, Iterable
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pypicache.index.model import DistFile, ProjectPage
-from pypicache.proxy.projectfiles import ProjectFiles, read_folder
+from pypicache.proxy.projectfiles import read_folder
 from pypicache.storage.records import MIRROR
+from pypicache.storage.shared import SharedDocs
 
 log = Logger()
 
@@ -46,6 +48,18 @@ def read_all(root: str) -> dict[str, dict[str, dict[str, Any]]]:
     return found
 
 
+def _listed(
+    project: str, filename: str, entry: dict[str, Any], upstream: str | None
+) -> dict[str, Any]:
+    return {
+        "project": project,
+        "filename": filename,
+        "since": entry.get("since"),
+        "reason": entry.get("reason"),
+        "upstream": upstream,
+    }
+
+
 def withdrawn_files(root: str) -> list[dict[str, Any]]:
     """The withdrawn files still on disk under the cache ``root`` and each
     named upstream's store in it (blocking): ``project``, ``filename``,
@@ -59,15 +73,25 @@ def withdrawn_files(root: str) -> list[dict[str, Any]]:
         for project, files in read_all(store).items():
             for filename, entry in sorted(files.items()):
                 if os.path.isfile(os.path.join(store, MIRROR, project, filename)):
-                    found.append(
-                        {
-                            "project": project,
-                            "filename": filename,
-                            "since": entry.get("since"),
-                            "reason": entry.get("reason"),
-                            "upstream": upstream,
-                        }
-                    )
+                    found.append(_listed(project, filename, entry, upstream))
+    return found
+
+
+async def withdrawn_listing(
+    stores: Iterable[tuple[str | None, Any]],
+) -> list[dict[str, Any]]:
+    """:func:`withdrawn_files` of ``stores`` (``(upstream name, store)``,
+    ``None`` for ``/simple/``'s), read through each store's state: the
+    withdrawn files still stored, for ``/+stats``, on disk or in a bucket."""
+    found = []
+    for upstream, store in stores:
+        for project in await store.state_names(WITHDRAWN):
+            doc = await store.read_state(f"{WITHDRAWN}/{project}.json")
+            files = doc.data.get("files")
+            for filename, entry in sorted((files or {}).items()):
+                stored = await store.find(project, filename)
+                if stored is not None and stored.area == MIRROR:
+                    found.append(_listed(project, filename, entry, upstream))
     return found
 
 
@@ -75,7 +99,8 @@ def withdrawn_files(root: str) -> list[dict[str, Any]]:
 class Withdrawals:
     """The record of withdrawn files, per project (see the module's docstring)."""
 
-    records: ProjectFiles
+    #: The store's state documents ``withdrawn/<project>.json``.
+    records: SharedDocs
 
     def files(self, project: str) -> dict[str, dict[str, Any]]:
         """The withdrawn files of ``project``: filename to since and reason."""
@@ -86,19 +111,31 @@ class Withdrawals:
         """Changes whenever the project's record does."""
         return self.records.version(project)
 
+    def ready(self, project: str) -> "Deferred[None] | None":
+        """What to wait for before :meth:`files` answers as things are."""
+        return self.records.ready(project)
+
     def note(
         self, project: str, withdrawn: dict[str, str], listed: Iterable[str]
     ) -> None:
         """Record ``withdrawn`` (filename to reason) and forget the ``listed``
-        files (upstream lists them again); written in the background."""
+        files (upstream lists them again); written in the background (a
+        read-modify-write: several daemons noting the same files agree)."""
         before = self.files(project)
-        files = dict(before)
-        for name in listed:
-            files.pop(name, None)
-        for name, reason in withdrawn.items():
-            if files.get(name, {}).get("reason") != reason:
-                files[name] = {"since": self.records.clock.seconds(), "reason": reason}
-        if files == before:
+        now = self.records.clock.seconds()
+        listed = tuple(listed)
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            known = record.get("files")
+            files = dict(known) if isinstance(known, dict) else {}
+            for name in listed:
+                files.pop(name, None)
+            for name, reason in withdrawn.items():
+                if files.get(name, {}).get("reason") != reason:
+                    files[name] = {"since": now, "reason": reason}
+            return {"project": project, "files": files} if files else {}
+
+        if (change({"files": before}) or {}).get("files", {}) == before:
             return
         for name in withdrawn:
             if name not in before:
@@ -107,8 +144,7 @@ class Withdrawals:
                     filename=name,
                     reason=withdrawn[name],
                 )
-        record = {"project": project, "files": files} if files else {}
-        self.records.put(project, record).addErrback(
+        self.records.update(project, change).addErrback(
             lambda failure: log.failure(
                 "Could not record the withdrawn files of {project}",
                 failure,
@@ -124,6 +160,11 @@ class WithdrawnRule:
 
     withdrawals: Withdrawals
     mode: str = "hide"
+
+    def ready(self, area: str, project: str) -> "Deferred[None] | None":
+        if self.mode != "hide" or area not in ("local", "file"):
+            return None
+        return self.withdrawals.ready(project)
 
     def version(self, area: str, project: str) -> Hashable:
         if self.mode != "hide" or area != "local":

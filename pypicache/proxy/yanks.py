@@ -12,6 +12,7 @@ from typing import Hashable
 
 import attrs
 from packaging.version import InvalidVersion, Version
+from twisted.internet.defer import Deferred
 
 from pypicache.errors import BadRequest
 from pypicache.index.model import DistFile, ProjectPage
@@ -83,6 +84,9 @@ class LocalYanks:
     records: YankRecords
     #: Never refuses a file (see :meth:`~pypicache.proxy.rules.Rules.__bool__`).
     refuses = False
+
+    def ready(self, area: Area, project: str) -> "Deferred[None] | None":
+        return self.records.ready()
 
     def version(self, area: Area, project: str) -> Hashable:
         return self.records.of(project)

@@ -42,6 +42,7 @@ from pypicache.storage.atomic import (
 from pypicache.storage.interface import AlreadyStored, IStore
 from pypicache.storage.listed import ListedLayout
 from pypicache.storage.listings import DEFAULT_BUDGET
+from pypicache.storage.pagefile import read_page_file, write_page_file
 from pypicache.storage.records import (
     DELETED,
     INCOMING,
@@ -54,6 +55,7 @@ from pypicache.storage.records import (
     StoredFile,
     origin_of,
 )
+from pypicache.storage.state import FileState, IState
 
 
 def _now(f: Any, *args: Any) -> "Deferred[Any]":
@@ -64,13 +66,8 @@ def _now(f: Any, *args: Any) -> "Deferred[Any]":
         return fail()
 
 
-def _write_page(path: FilePath, cached: CachedPage) -> None:
-    """Store a cached page (blocking; in a thread, as its serialization is)."""
-    write_atomically(path, json.dumps(cached.to_json()).encode())
-
-
-@implementer(IStore)
-class FilesystemStore(ListedLayout):
+@implementer(IStore, IState)
+class FilesystemStore(ListedLayout, FileState):
     """The store on a local filesystem (the reading half is :class:`ListedLayout`).
 
     :param run_blocking: where whole folders are read (default: at once).
@@ -366,18 +363,10 @@ class FilesystemStore(ListedLayout):
     # -- pages ---------------------------------------------------------------
 
     def read_page(self, project: str) -> "Deferred[CachedPage | None]":
-        return succeed(self._read_page(project))
-
-    def _read_page(self, project: str) -> CachedPage | None:
-        try:
-            return CachedPage.from_json(
-                json.loads(self.page_path(project).getContent())
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
+        return succeed(read_page_file(self.page_path(project)))
 
     def write_page(self, project: str, cached: CachedPage) -> "Deferred[None]":
-        return self._run_sync(_write_page, self.page_path(project), cached)
+        return self._run_sync(write_page_file, self.page_path(project), cached)
 
     def drop_page(self, project: str) -> "Deferred[None]":
         return _now(self.drop_page_now, project)

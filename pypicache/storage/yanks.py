@@ -1,14 +1,16 @@
 # -*- test-case-name: tests.test_local_yanks -*-
 """Local yanks: the team's yanks of upstream files and releases, kept in
-``DIR/local-yanks.json``.
+the store's state document ``local-yanks.json`` (:mod:`pypicache.storage.state`):
+``DIR/local-yanks.json``, or the object ``<prefix>/state/local-yanks.json``
+of the bucket.
 
 The record is small (what people decided, one entry per yank). Every change
-is made under the record's lock (:mod:`pypicache.storage.locks`), read, changed and
-written atomically (:func:`~pypicache.storage.atomic.write_atomically`), so
-several ``--workers``, and an import, share one file. Each process keeps the
-record in memory and reads it again when the file changed (checked with one
-``stat`` at most every few milliseconds), so a yank made through another
-worker shows at once.
+is read, changed and written atomically against every other writer (under
+the record's lock on disk, so several ``--workers`` and an import share one
+file; with conditional writes in a bucket, so several daemons share one
+object). Each process keeps the record in memory and reads it again when it
+changed (checked with one ``stat`` at most every few milliseconds on disk,
+one conditional ``GET`` at most every ``state_max_age`` seconds on S3).
 """
 
 import json
@@ -17,13 +19,14 @@ import time
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 
-from pypicache.concurrency import RunBlocking
 from pypicache.errors import PypicacheError
 from pypicache.storage.atomic import write_atomically
-from pypicache.storage.listings import RECHECK_NS
 from pypicache.storage.locks import try_lock
+from pypicache.storage.shared import SharedDoc
+from pypicache.storage.state import IState
 
 #: The file of the record, under the cache root.
 YANKS_FILE = "local-yanks.json"
@@ -63,16 +66,11 @@ def _stamp(path: str) -> Stamp | None:
     return (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
-def read_record(root: FilePath) -> Record:
-    """The persisted record (empty if missing; blocking).
+def parse_record(data: Any) -> Record:
+    """The record in the JSON object ``data``.
 
-    :raises ValueError: the file is there but is not a record.
+    :raises ValueError: it is not one.
     """
-    try:
-        content = root.child(YANKS_FILE).getContent()
-    except FileNotFoundError:
-        return {}
-    data = json.loads(content)
     yanks = data.get("yanks") if isinstance(data, dict) else None
     if not isinstance(yanks, dict):
         raise ValueError(f"{YANKS_FILE} holds no 'yanks' table")
@@ -93,6 +91,24 @@ def read_record(root: FilePath) -> Record:
     return record
 
 
+def read_record(root: FilePath) -> Record:
+    """The persisted record (empty if missing; blocking).
+
+    :raises ValueError: the file is there but is not a record.
+    """
+    try:
+        content = root.child(YANKS_FILE).getContent()
+    except FileNotFoundError:
+        return {}
+    return parse_record(json.loads(content))
+
+
+def _document(record: Record) -> dict[str, Any]:
+    """The record as its document holds it (``{}``: no yank at all)."""
+    kept = {p: kinds for p, kinds in sorted(record.items()) if any(kinds.values())}
+    return {"yanks": kept} if kept else {}
+
+
 def _readable_record(root: FilePath) -> Record:
     """:func:`read_record`, for a change.
 
@@ -109,8 +125,8 @@ def _readable_record(root: FilePath) -> Record:
 
 
 def _write_record(root: FilePath, record: Record) -> None:
-    kept = {p: kinds for p, kinds in sorted(record.items()) if any(kinds.values())}
-    content = json.dumps({"yanks": kept}, indent=1, sort_keys=True) + "\n"
+    content = json.dumps(_document(record) or {"yanks": {}}, indent=1, sort_keys=True)
+    content += "\n"
     write_atomically(root.child(YANKS_FILE), content.encode())
 
 
@@ -172,65 +188,77 @@ def _frozen(kinds: dict[str, dict[str, dict[str, Any]]]) -> ProjectYanks:
     )
 
 
-class YankRecords:
-    """The record in memory, kept in step with the file.
+def _changed(
+    data: dict[str, Any],
+    project: str,
+    kind: str,
+    target: str,
+    reason: str | None,
+    now: float,
+) -> dict[str, Any]:
+    """The document ``data`` with one target yanked (``reason`` a string) or
+    unyanked (``None``).
 
-    :param root: the cache folder; :param lock_path: the record's lock.
+    :raises PypicacheError: ``data`` is not a record (it is left as it is).
+    """
+    try:
+        record = parse_record(data) if data else {}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise PypicacheError(
+            f"{YANKS_FILE} cannot be read ({e}); nothing was changed: "
+            "repair or remove it"
+        ) from e
+    kinds = record.setdefault(project, {k: {} for k in KINDS})
+    if reason is None:
+        kinds[kind].pop(target, None)
+    else:
+        kinds[kind][target] = {"reason": reason, "at": now}
+    return _document(record)
+
+
+class YankRecords:
+    """The record as this process sees it: the shared document
+    ``local-yanks.json`` of the store's state (:mod:`pypicache.storage.state`:
+    the file in the cache folder, or the object in the bucket).
+
+    :param state: the store (an :class:`~pypicache.storage.state.IState`).
     """
 
-    def __init__(self, root: FilePath, lock_path: str) -> None:
-        self._root = root
-        self._lock_path = lock_path
-        self._path = root.child(YANKS_FILE).path
-        self._stamp: Stamp | None = None
-        self._checked_at = 0
+    def __init__(self, state: IState) -> None:
+        self._doc = SharedDoc(state, YANKS_FILE)
+        self._turn = -1
         self._yanks: dict[str, ProjectYanks] = {}
+
+    def ready(self) -> "Deferred[None] | None":
+        """``None`` if :meth:`of` answers as things are (within the store's
+        ``state_max_age``), else what to wait for first."""
+        return self._doc.ready()
 
     def of(self, project: str) -> ProjectYanks | None:
         """The project's yanks, or ``None`` (a value that changes whenever
         they do, here or in another process)."""
-        now = time.monotonic_ns()
-        if now - self._checked_at >= RECHECK_NS:
-            self._checked_at = now
-            stamp = _stamp(self._path)
-            if stamp != self._stamp:
-                self._load(stamp)
+        data = self._doc.data
+        if self._doc.turn != self._turn:
+            self._use(data)
         return self._yanks.get(project)
 
-    def _load(self, stamp: Stamp | None) -> None:
+    def _use(self, data: dict[str, Any]) -> None:
         try:
-            record = read_record(self._root)
-        except (OSError, ValueError, TypeError, AttributeError):
-            return  # the last good record stays; checked again next time
-        self._stamp = stamp
-        self._use(record)
-
-    def _use(self, record: Record) -> None:
+            record = parse_record(data) if data else {}
+        except (ValueError, TypeError, AttributeError):
+            return  # the last good record stays
+        self._turn = self._doc.turn
         self._yanks = {p: y for p, k in record.items() if (y := _frozen(k))}
 
     async def change(
-        self,
-        run_blocking: RunBlocking,
-        project: str,
-        kind: str,
-        target: str,
-        reason: str | None,
+        self, project: str, kind: str, target: str, reason: str | None
     ) -> ProjectYanks | None:
         """Yank (``reason`` a string, maybe empty) or unyank (``None``) one
         file (``kind`` ``"files"``) or release (``"releases"``) of
-        ``project``: on disk, in a thread, then here; the project's yanks now.
+        ``project``: in the store, then here; the project's yanks now.
         """
-        record, stamp = await run_blocking(
-            change_record,
-            self._root,
-            self._lock_path,
-            project,
-            kind,
-            target,
-            reason,
-            time.time(),
+        now = time.time()
+        await self._doc.change(
+            lambda data: _changed(data, project, kind, target, reason, now)
         )
-        self._stamp = stamp
-        self._checked_at = time.monotonic_ns()
-        self._use(record)
-        return self._yanks.get(project)
+        return self.of(project)

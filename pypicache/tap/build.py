@@ -39,13 +39,14 @@ from pypicache.proxy.upstreams import (
 from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import (
     WithdrawnRule,
-    withdrawn_files,
+    withdrawn_listing,
 )
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.locks import Locks
 from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
+from pypicache.storage.sharedmarks import SharedMarks
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
 from pypicache.tap.named import Named, build_named
@@ -239,6 +240,8 @@ def build_live(
         locks=locks,
     )
     marks = _open_marks(store.root) if shared_marks else None
+    # Refreshes and purges made through other daemons on the store (S3).
+    pages.shared_marks = SharedMarks(store)
     if marks is not None:
         for each in (pages, *(b.pages for b in named.values())):
             each.marks = marks.watch()
@@ -316,6 +319,7 @@ def build_live(
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
     uploads.closed = team.statuses.closed
+    uploads.closed_ready = team.statuses.records.ready
 
     def users(path: str) -> Htpasswd:
         return Htpasswd(path, run_password_check or run_blocking, reactor)
@@ -328,7 +332,7 @@ def build_live(
         list(allow_from),
         trust_proxy,
         failed,
-        tokens=TokenChecker(tokens_path(store.root.path), reactor),
+        tokens=TokenChecker(store, reactor, tokens_path(store.root.path)),
     )
     bulk = BulkCacher(
         views=views,
@@ -368,7 +372,9 @@ def build_live(
         app.metrics = MetricsRoutes(
             metrics, policy, run_blocking, reactor, reactor.seconds(), metrics_auth
         )
-        app.metrics.withdrawn = lambda: withdrawn_files(store.root.path)
+        app.metrics.withdrawn = lambda: withdrawn_listing(
+            [(None, store), *((n, b.store) for n, b in named.items())]
+        )
     app.extra_routes.append(ProvenanceRoutes(views, provenances))
     app.extra_routes.append(
         CacheRoutes(
@@ -377,6 +383,7 @@ def build_live(
                 {"": store, **{n: b.store for n, b in named.items()}},
                 capacity.removed,
                 marks,
+                pages.shared_marks,
             ),
             policy,
             {n: b.site for n, b in named.items()},
@@ -387,7 +394,7 @@ def build_live(
         cooldown,
         reactor,
         store,
-        FirstSeen(store.root, reactor, run_blocking),
+        FirstSeen(store, reactor),
         views,
         routed.router.routed,
         {n: b.views for n, b in named.items() if b.views is not None},

@@ -14,7 +14,6 @@ from twisted.web.resource import IResource
 
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.pages import ProjectPages
-from pypicache.proxy.projectfiles import ProjectFiles
 from pypicache.proxy.provenance import Provenances
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.upstream import Upstream
@@ -25,6 +24,7 @@ from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.records import UPSTREAMS
+from pypicache.storage.shared import SharedDocs
 from pypicache.storage.usage import Usage
 from pypicache.web.app import add_error_handlers
 from pypicache.web.routes.filehost import FileHostRoutes
@@ -120,9 +120,7 @@ def build_named(
             locks=locks,
         )
         mirror = Mirror(upstream, store, pages, run_blocking, locks, run_sync)
-        withdrawals = Withdrawals(
-            ProjectFiles(root.child(WITHDRAWN), reactor, run_blocking)
-        )
+        withdrawals = Withdrawals(SharedDocs(store, WITHDRAWN, reactor))
         rule = WithdrawnRule(withdrawals, withdrawn)
         views = Views(store, mirror, rules=Rules((rule,)), withdrawals=withdrawals)
         key = f"{UPSTREAMS}/{spec.name}"

@@ -168,6 +168,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     for named in live.named.values():
         after.add(named.clean_up, run_blocking)
     after.add(_start_up_scan, app)
+    if app.policy.tokens is not None:
+        # Tokens made with pypicache-admin on this host, shared through the store.
+        internet.TimerService(1.0, app.policy.tokens.publish).setServiceParent(top)
     Reloader(reactor, lambda: reload(options, live, site)).setServiceParent(top)
     if app.capacity is not None:
         _DiskUpkeep(app.capacity, after).setServiceParent(top)

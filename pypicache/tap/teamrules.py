@@ -10,14 +10,13 @@ import attrs
 
 from pypicache.concurrency import RunBlocking, result_now
 from pypicache.proxy.blocklist import with_block_list
-from pypicache.proxy.projectfiles import ProjectFiles
 from pypicache.proxy.projectstatus import STATUS_FOLDER, Statuses, StatusRule
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.withdrawals import WITHDRAWN, Withdrawals, WithdrawnRule
 from pypicache.proxy.yanks import LocalYanks
-from pypicache.storage.filesystem import FilesystemStore
-from pypicache.storage.records import LOCKS, StoredFile
-from pypicache.storage.yanks import YANKS_FILE, YankRecords
+from pypicache.storage.records import StoredFile
+from pypicache.storage.shared import SharedDocs
+from pypicache.storage.yanks import YankRecords
 
 
 @attrs.frozen
@@ -37,23 +36,22 @@ class TeamRules:
 
 
 def team_rules(
-    store: FilesystemStore,
+    store: Any,
     reactor: Any,
     run_blocking: RunBlocking,
     rules: Rules,
     block: Sequence[str],
     withdrawn: str,
 ) -> TeamRules:
-    """``rules`` with the block list, statuses, withdrawals and local yanks."""
-    local_yanks = YankRecords(store.root, store.lock_path(LOCKS, None, YANKS_FILE))
+    """``rules`` with the block list, statuses, withdrawals and local yanks,
+    their records in the state of ``store`` (an
+    :class:`~pypicache.storage.state.IState`: the cache folder, or the bucket
+    every daemon on it shares)."""
+    local_yanks = YankRecords(store)
     yanks = LocalYanks(local_yanks)
-    withdrawals = Withdrawals(
-        ProjectFiles(store.root.child(WITHDRAWN), reactor, run_blocking)
-    )
+    withdrawals = Withdrawals(SharedDocs(store, WITHDRAWN, reactor))
     withdrawn_rule = WithdrawnRule(withdrawals, withdrawn)
-    statuses = Statuses(
-        ProjectFiles(store.root.preauthChild(STATUS_FOLDER), reactor, run_blocking)
-    )
+    statuses = Statuses(SharedDocs(store, STATUS_FOLDER, reactor))
     is_private: Callable[[str], bool] = (
         store.private_now  # no Deferred per file served
         if getattr(store, "answers_now", False)

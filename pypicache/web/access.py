@@ -275,6 +275,9 @@ class AccessPolicy:
             self.failed_logins.check(address)
         try:
             if credentials[0] == TOKEN_USER and self.tokens is not None:
+                waiting = self.tokens.ready()
+                if waiting is not None:
+                    await waiting
                 record = self.tokens.check(credentials[1])
                 identity = Identity(record.user, record)
             else:

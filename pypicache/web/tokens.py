@@ -8,7 +8,9 @@ A token is ``pypicache-<id>-<secret>``: the id names its record in
 random bytes kept only as their sha256 (it has too much entropy for a slow
 hash to add anything). The file is written atomically under a lock by the
 admin command and read again by the daemon whenever it changes, so a revoked
-token fails on its next use without a restart.
+token fails on its next use without a restart. On S3 the daemon merges it
+into the bucket's ``state/tokens.json``, which every daemon on the bucket
+checks tokens against (:class:`TokenChecker`).
 """
 
 import hashlib
@@ -20,10 +22,13 @@ from typing import Any
 
 import attrs
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
 
 from pypicache.errors import Forbidden
 from pypicache.storage.atomic import write_atomically
 from pypicache.storage.locks import try_lock
+from pypicache.storage.shared import SharedDoc
 
 #: The user name a token is given with.
 TOKEN_USER = b"__token__"
@@ -35,6 +40,8 @@ PREFIX = "pypicache-"
 TOKENS_FILE = "tokens.json"
 
 _ID_LENGTH = 12
+
+log = Logger()
 
 
 @attrs.frozen
@@ -180,28 +187,111 @@ def revoke_token(path: str, token_id: str, now: float) -> TokenRecord:
     return record
 
 
-class TokenChecker:
-    """Checks tokens against ``tokens.json``, read again when it changes."""
+def merged_tokens(
+    data: dict[str, Any], records: dict[str, TokenRecord]
+) -> dict[str, Any] | None:
+    """The document of tokens ``data`` with ``records`` added: a token known
+    to both keeps the earliest revocation (revoked anywhere: revoked), so
+    documents merged in any order agree; ``None`` if nothing changes.
 
-    def __init__(self, path: str, clock: Any) -> None:
-        self._path = path
+    :raises ValueError: ``data`` is not a document of tokens.
+    """
+    known = dict(data.get("tokens") or {})
+    if not isinstance(known, dict):
+        raise ValueError("not a document of tokens")
+    changed = False
+    for token_id, record in records.items():
+        theirs = known.get(token_id)
+        if theirs is None:
+            known[token_id] = record.to_json()
+            changed = True
+            continue
+        revoked = [r for r in (theirs.get("revoked"), record.revoked) if r is not None]
+        if revoked and theirs.get("revoked") != min(revoked):
+            known[token_id] = {**theirs, "revoked": min(revoked)}
+            changed = True
+    return {"tokens": known} if changed else None
+
+
+class TokenChecker:
+    """Checks tokens against the store's state document ``tokens.json``
+    (:mod:`pypicache.storage.state`: ``DIR/tokens.json``, or the object in the
+    bucket every daemon on it shares), revalidated as the store says.
+
+    ``pypicache-admin token`` writes ``DIR/tokens.json`` of the host it runs
+    on; when that file changes its tokens are merged into the store's
+    document (the same file on disk: nothing to do), so that a token made or
+    revoked on one daemon's host works, or fails, on every daemon.
+
+    :param state: the store (an :class:`~pypicache.storage.state.IState`).
+    :param local_path: ``DIR/tokens.json`` of this host.
+    """
+
+    def __init__(self, state: Any, clock: Any, local_path: str | None = None) -> None:
+        self._doc = SharedDoc(state, TOKENS_FILE)
         self._clock = clock
-        self._stamp: tuple[int, int] | None = None
+        self._local_path = local_path
+        self._local_stamp: tuple[int, int, int] | None = None
+        self._turn = -1
         self._records: dict[str, TokenRecord] = {}
 
-    def _current(self) -> dict[str, TokenRecord]:
+    def _local_changes(self) -> Any:
+        """Merge the local file into the document if it changed (a Deferred), else ``None``."""
+        if self._local_path is None:
+            return None
         try:
-            st = os.stat(self._path)
-            stamp = (st.st_mtime_ns, st.st_size)
+            st = os.stat(self._local_path)
         except FileNotFoundError:
-            self._stamp, self._records = None, {}
-            return self._records
-        if stamp != self._stamp:
+            return None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._local_stamp:
+            return None
+        self._local_stamp = stamp
+        try:
+            records = read_tokens(self._local_path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warn("{path} is not a token file: {e}", path=self._local_path, e=e)
+            return None
+        return Deferred.fromCoroutine(
+            self._doc.change(lambda data: merged_tokens(data, records))
+        ).addErrback(
+            lambda f: log.warn(
+                "Cannot share the tokens of {path}: {reason}",
+                path=self._local_path,
+                reason=f.getErrorMessage(),
+            )
+        )
+
+    def publish(self) -> None:
+        """Merge this host's ``tokens.json`` into the store's document if it
+        changed (every second, from ``tap/service.py``: a token made with
+        ``pypicache-admin`` here works on every daemon without waiting for
+        a request here first)."""
+        self._local_changes()
+
+    def ready(self) -> Any:
+        """``None`` if :meth:`check` answers as things are now (within the
+        store's ``state_max_age``), else a Deferred to wait for first."""
+        waits = [
+            d
+            for d in (self._local_changes(), self._doc.ready())
+            if d is not None and not d.called
+        ]
+        if not waits:
+            return None
+        return waits[0] if len(waits) == 1 else gatherResults(waits)
+
+    def _current(self) -> dict[str, TokenRecord]:
+        data = self._doc.data
+        if self._doc.turn != self._turn:
+            self._turn = self._doc.turn
             try:
-                self._records = read_tokens(self._path)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self._records = {
+                    key: TokenRecord.from_json(value)
+                    for key, value in (data.get("tokens") or {}).items()
+                }
+            except (ValueError, KeyError, TypeError, AttributeError):
                 self._records = {}  # unreadable: no token is good
-            self._stamp = stamp
         return self._records
 
     def check(self, token: bytes) -> TokenRecord:

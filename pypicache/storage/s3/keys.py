@@ -11,6 +11,12 @@
     <prefix>/files/<area>/<project>/<filename>            an archive
     <prefix>/files/<area>/<project>/<filename>.metadata   its core metadata (PEP 658)
     <prefix>/files/<area>/<project>/<filename>.provenance its provenance (PEP 740)
+    <prefix>/state/<name>                     the team's state (storage/state.py):
+                                              local-yanks.json, tokens.json,
+                                              withdrawn/<project>.json,
+                                              private/status/<project>.json,
+                                              first-seen/<project>.json,
+                                              refreshed.json
     <prefix>/upstreams/<name>/...             a named upstream's own store: the
                                               same layout under a prefix of its own
     <prefix>/leases/<name>.json               a lease: which daemon does a chore
@@ -46,6 +52,7 @@ PAGES = "pages/"
 FILES = "files/"
 UPSTREAMS = "upstreams/"
 LEASES = "leases/"
+STATE = "state/"
 RECORD_SUFFIX = ".json"
 
 
@@ -86,6 +93,10 @@ class Keys:
 
     def provenance(self, area: str, project: str, filename: str) -> str:
         return self.archive(area, project, filename) + PROVENANCE_SUFFIX
+
+    def state(self, name: str) -> str:
+        """The object of the state document ``name`` (checked by the caller)."""
+        return self._key(f"{STATE}{name}")
 
     @property
     def projects_prefix(self) -> str:

@@ -19,20 +19,19 @@ pause. No writer ever loses another's entries, whatever the number of daemons.
 """
 
 import json
-import random
 from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
 import attrs
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from pypicache.concurrency import SingleFlight
 from pypicache.index.model import DistFile
 from pypicache.storage.records import MIRROR, CachedPage
 from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket, NotModified
-from pypicache.storage.s3.errors import BucketError, PreconditionFailed, RecordConflict
+from pypicache.storage.s3.errors import BucketError, RecordConflict
 from pypicache.storage.s3.keys import Keys
+from pypicache.storage.s3.settle import settle
 
 log = Logger()
 
@@ -256,42 +255,35 @@ class ProjectRecords:
         :raises BucketError: the bucket failed, or the record could not be
             written after ``max_attempts`` tries.
         """
-        current = await self.get(project)
-        for attempt in range(self.max_attempts):
+
+        def changed(current: ProjectRecord) -> ProjectRecord | None:
             new = change(current)
             if new is None or (
                 new.files == current.files and new.tombstones == current.tombstones
             ):
-                return current
-            key = self.keys.project_record(project)
-            started = self._clock.seconds()
-            try:
-                if current.etag is None:
-                    etag = await self.bucket.put(
-                        key, new.to_bytes(), if_none_match=True
-                    )
-                else:
-                    etag = await self.bucket.put(
-                        key, new.to_bytes(), if_match=current.etag
-                    )
-            except PreconditionFailed:
-                self.conflicts += 1
-                log.debug(
-                    "The record of {project} changed under this write (try {n}): again",
-                    project=project,
-                    n=attempt + 1,
-                )
-                pause = min(0.5, 0.01 * 2**attempt) * (0.5 + random.random())
-                await deferLater(self._clock, pause)
-                current = await self._read(project)
-                continue
-            written = attrs.evolve(new, etag=etag)
-            self._keep(written, started)
-            return written
-        raise BucketError(
-            f"Could not update the record of {project}: {self.max_attempts} "
-            "concurrent writes won over this one"
+                return None
+            return new
+
+        def conflict(attempt: int) -> None:
+            self.conflicts += 1
+
+        settled = await settle(
+            self.bucket,
+            self._clock,
+            self.keys.project_record(project),
+            await self.get(project),
+            lambda record: record.etag,
+            changed,
+            lambda record: record.to_bytes(),
+            lambda: self._read(project),
+            self.max_attempts,
+            conflict,
         )
+        if settled.new is None:
+            return settled.current
+        written = attrs.evolve(settled.new, etag=settled.etag)
+        self._keep(written, settled.sent)
+        return written
 
     async def add(
         self, project: str, record: FileRecord, replace: bool = False

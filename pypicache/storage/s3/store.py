@@ -31,6 +31,7 @@ from pypicache.storage.s3.records import (
     ProjectRecord,
 )
 from pypicache.storage.s3.view import SHA256, S3View, _bare, _sha256
+from pypicache.storage.state import IState, StateChange, StateDoc
 
 
 class _Taken(Exception):
@@ -41,9 +42,26 @@ class _Taken(Exception):
         self.existing = existing
 
 
-@implementer(IStore)
+@implementer(IStore, IState)
 class S3Store(S3View):
     """The store on a bucket: :class:`S3View` with the writing half."""
+
+    # -- the team's state (storage/s3/state.py) --------------------------------
+
+    @property
+    def state_max_age(self) -> float:
+        return self.state.state_max_age
+
+    def read_state(
+        self, name: str, tag: str | None = None
+    ) -> "Deferred[StateDoc | str]":
+        return self.state.read_state(name, tag)
+
+    def change_state(self, name: str, change: StateChange) -> "Deferred[StateDoc]":
+        return self.state.change_state(name, change)
+
+    def state_names(self, folder: str) -> "Deferred[list[str]]":
+        return self.state.state_names(folder)
 
     # -- writing -------------------------------------------------------------
 

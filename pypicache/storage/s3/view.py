@@ -43,6 +43,7 @@ from pypicache.storage.s3.records import (
     ProjectRecords,
 )
 from pypicache.storage.s3.serving import LocalCopies
+from pypicache.storage.s3.state import BucketState
 
 #: Seconds of its view left for :meth:`S3Store.is_private` to answer at once.
 ANSWER_MARGIN = 0.5
@@ -91,6 +92,8 @@ class S3View:
         self.local = FilesystemStore(local, clock=clock, run_blocking=run_blocking)
         self.records = ProjectRecords(bucket, keys, clock, max_age=max_age)
         self.pages = PageRecords(bucket, keys)
+        #: The team's state (yanks, statuses, tokens...) in the bucket.
+        self.state = BucketState(bucket, keys, clock, state_max_age=max_age)
         self.copies = copies or LocalCopies(
             bucket, run_blocking, redirect, local_size, local, clock
         )

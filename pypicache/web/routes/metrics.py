@@ -2,7 +2,7 @@
 """``GET /metrics`` (Prometheus's text format) and ``GET /+stats`` (JSON)."""
 
 import json
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import attrs
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,8 +33,8 @@ class MetricsRoutes:
     _clock: Any
     started: float
     metrics_auth: bool = False
-    #: The mirrored files the upstream withdrew (blocking: run in a thread).
-    withdrawn: Callable[[], list[dict[str, Any]]] | None = None
+    #: The mirrored files the upstream withdrew (a coroutine function).
+    withdrawn: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
     @route("/metrics", methods=["GET", "HEAD"])
     async def metrics(self, request: IRequest) -> bytes:
@@ -58,5 +58,5 @@ class MetricsRoutes:
             self._metrics.stats, self._clock.seconds(), self.started
         )
         if self.withdrawn is not None:
-            result["withdrawn"] = await self._run_blocking(self.withdrawn)
+            result["withdrawn"] = await self.withdrawn()
         return result

@@ -73,7 +73,11 @@ class StatusRoutes:
     async def show(self, request: IRequest, project: str) -> bytes:
         """The status of a private project (``active`` if none was set); the
         guard has checked the read."""
-        return self._answer(request, await self._private(project))
+        name = await self._private(project)
+        waiting = self._statuses.records.ready(name)
+        if waiting is not None:
+            await waiting
+        return self._answer(request, name)
 
     @route("/+status/<project>", methods=["POST", "PUT"])
     async def change(self, request: IRequest, project: str) -> bytes:

@@ -205,9 +205,7 @@ class UploadRoutes:
         elif self.local_yanks is None:
             raise NotFound(f"No private file {target!r} in {project!r}")
         else:
-            await self.local_yanks.change(
-                self._run_blocking, name, kind, target, reason
-            )
+            await self.local_yanks.change(name, kind, target, reason)
             log.info(
                 "{user} {action} {project} {target} locally{reason}",
                 user="a local client" if identity is None else str(identity),
