@@ -1,11 +1,9 @@
 # -*- test-case-name: tests.test_tap -*-
 """Building the objects behind the web site from the options (the tests build theirs here too)."""
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import attrs
 from twisted.logger import Logger
-from twisted.python.filepath import FilePath
 from twisted.web.client import HTTPConnectionPool
 
 from pypicache.bulk.cacher import (
@@ -38,18 +36,17 @@ from pypicache.proxy.upstreams import (
 )
 from pypicache.proxy.views import Views
 from pypicache.proxy.withdrawals import (
-    WithdrawnRule,
     withdrawn_listing,
 )
 from pypicache.storage.capacity import Capacity
 from pypicache.storage.locks import Locks
-from pypicache.storage.marks import Marks
 from pypicache.storage.pins import Pins
 from pypicache.storage.records import LOCKS, StoredFile
 from pypicache.storage.sharedmarks import SharedMarks
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.tap.cooldown import Cooldowns
-from pypicache.tap.named import Named, build_named
+from pypicache.tap.live import Live, _open_marks
+from pypicache.tap.named import build_named
 from pypicache.tap.stores import make_evictor, make_store, named_stores
 from pypicache.tap.teamrules import chained, team_rules
 from pypicache.web.access import AccessPolicy
@@ -64,33 +61,6 @@ from pypicache.web.routes.status import StatusRoutes
 from pypicache.web.tokens import TokenChecker, tokens_path
 
 log = Logger()
-
-
-@attrs.define
-class Live:
-    """The objects whose settings can change while the daemon runs (``SIGHUP``)."""
-
-    app: PypicacheApp
-    upstream: Upstream
-    pages: ProjectPages
-    #: An ``Htpasswd`` for another users file.
-    users: Callable[[str], Htpasswd]
-    #: The named upstreams, by name.
-    named: dict[str, Named] = attrs.field(factory=dict)
-    #: The cooldown's rules (``min-age``), changed on reload.
-    cooldown: Any = None
-    #: ``withdrawn = "hide" | "keep"`` (its ``mode``).
-    withdrawn: WithdrawnRule | None = None
-
-
-def _open_marks(root: FilePath) -> Marks | None:
-    """The refresh marks shared with the other workers (``None``, logged, if
-    the cache folder cannot map them: a refresh then reaches this process only)."""
-    try:
-        return Marks(root)
-    except (OSError, ValueError) as e:
-        log.warn("No refresh marks in {root} ({reason})", root=root.path, reason=e)
-        return None
 
 
 def build_app(*args: Any, **kwargs: Any) -> PypicacheApp:

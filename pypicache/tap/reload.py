@@ -20,7 +20,7 @@ from twisted.web.server import Site
 from pypicache.tap.options import Options
 
 if TYPE_CHECKING:  # the twistd process of --workers builds none of it
-    from pypicache.tap.build import Live
+    from pypicache.tap.live import Live
 
 log = Logger()
 
