@@ -129,6 +129,18 @@ async def _serve(tmp_path: Path):
     return top, port
 
 
+async def _walked(events: list[str], scans: list[Deferred], tries: int) -> None:
+    """Wait (``tries`` times 10 ms at most) for the cache walks, then check
+    that both ran and that the scan indexed the dropped archive."""
+    for _ in range(tries):
+        if scans:
+            break
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert sorted(events) == ["count", "scan"]
+    report = await scans[0]
+    assert report.indexed == ["private/dropped-1.0-py3-none-any.whl"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_cache_walks_wait_for_the_first_answer(tmp_path, monkeypatch):
     """Nothing walks the cache folder before the daemon has answered: the
@@ -148,13 +160,7 @@ async def test_cache_walks_wait_for_the_first_answer(tmp_path, monkeypatch):
         response = await treq.get(url)
         await response.content()
         assert response.code == 200
-        for _ in range(100):
-            if scans:
-                break
-            await task.deferLater(reactor, 0.01, lambda: None)
-        assert sorted(events) == ["count", "scan"]
-        report = await scans[0]
-        assert report.indexed == ["private/dropped-1.0-py3-none-any.whl"]
+        await _walked(events, scans, tries=100)
     finally:
         await port.stopListening()
         await top.stopService()
@@ -171,13 +177,7 @@ async def test_cache_walks_start_anyway_when_nobody_asks(tmp_path, monkeypatch):
     top, port = await _serve(tmp_path)
     try:
         assert events == []
-        for _ in range(500):
-            if scans:
-                break
-            await task.deferLater(reactor, 0.01, lambda: None)
-        assert sorted(events) == ["count", "scan"]
-        report = await scans[0]
-        assert report.indexed == ["private/dropped-1.0-py3-none-any.whl"]
+        await _walked(events, scans, tries=500)
     finally:
         await port.stopListening()
         await top.stopService()
