@@ -252,6 +252,9 @@ def test_discard(store):
         "private/prereleases/foo",
         "pages",
         "mirror",
+        "withdrawn",
+        "private/status",
+        "ui/descriptions/ab",
     ],
 )
 def test_cleanup_removes_temporaries(root, folder):
@@ -263,6 +266,18 @@ def test_cleanup_removes_temporaries(root, folder):
     directory.child("keep-1.0.tar.gz").setContent(b"x")
     result_of(FilesystemStore(root).remove_temporaries())
     assert listing(directory) == ["keep-1.0.tar.gz"]
+
+
+def test_cleanup_removes_temporaries_of_the_top_records(root):
+    """A kill while a record at the top of the cache (``usage.json``,
+    ``tokens.json``...) was being written leaves a ``.tmp-*`` file there: the
+    start-up clean-up deletes it and keeps the records."""
+    FilesystemStore(root)
+    root.child(TEMP_PREFIX + "0123456789abcdef").setContent(b'{"used": {}}')
+    root.child("usage.json").setContent(b"{}")
+    result_of(FilesystemStore(root).remove_temporaries())
+    assert not root.child(TEMP_PREFIX + "0123456789abcdef").exists()
+    assert root.child("usage.json").exists()
 
 
 def test_new_store_reads_nothing_of_the_tree(root):

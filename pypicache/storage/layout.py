@@ -72,6 +72,22 @@ def _subfolders(directory: str) -> list[str]:
     return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
 
 
+#: Folders of small records written atomically (the team's state, kept
+#: descriptions): the start-up clean-up removes their temporary files.
+STATE_FOLDERS = ("withdrawn", "private/status", "ui/descriptions")
+
+
+def _remove_temporaries(folder: str) -> None:
+    """Delete the temporary files directly in ``folder`` that no writer holds."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(TEMP_PREFIX):
+            remove_if_unlocked(os.path.join(folder, name))
+
+
 def _remove_orphan(path: str, before: float | None) -> None:
     """Remove a sidecar or metadata file left without its archive (never a
     folder dropped in by hand), if older than ``before``: a newer one may be
@@ -149,6 +165,14 @@ class Layout:
                         remove_if_unlocked(path)
                     elif orphan and name.rsplit(".", 1)[0] not in names:
                         _remove_orphan(path, before)
+        # The records at the top (usage, tokens, local yanks...) and the
+        # folders of the team's state and of kept descriptions: only their
+        # temporary files (a kill during a record's write leaves one).
+        _remove_temporaries(self.root.path)
+        for area in STATE_FOLDERS:
+            directory = self.area(area).path
+            for folder in [directory, *_subfolders(directory)]:
+                _remove_temporaries(folder)
 
     def stored_file(self, path: FilePath) -> StoredFile | None:
         """The archive at ``path`` with its sidecar; ``None`` if it has no valid one.
