@@ -20,9 +20,9 @@ from twisted.python.filepath import FilePath
 from pypicache.errors import InsufficientStorage
 from pypicache.index.model import DistFile
 from pypicache.proxy import spool as spooling
-from pypicache.proxy.download import Download
 from pypicache.proxy.spool import INLINE_BYTES, MAX_PENDING, Hashes, Spool
 from pypicache.storage.atomic import TempFile
+from pypicache.storage.growing import Download
 from tests.daemon import start_world
 from tests.packages import build_wheel
 

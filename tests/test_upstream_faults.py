@@ -39,8 +39,8 @@ from twisted.web.client import ResponseDone
 
 from pypicache.errors import InsufficientStorage, UpstreamError, UpstreamTimeout
 from pypicache.proxy.bodies import BodyReader
-from pypicache.proxy.download import Download
 from pypicache.proxy.upstream import Upstream
+from pypicache.storage.growing import Download
 from tests.daemon import start_world
 from tests.fakeindex import JSON_TYPE
 from tests.packages import build_wheel

@@ -14,7 +14,6 @@ from pypicache.index.archives import MAX_METADATA, read_wheel_metadata
 from pypicache.index.hashes import preferred_hash
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX
-from pypicache.proxy.download import Download
 from pypicache.proxy.kept import (
     KeptMetadata,
     Persisted,
@@ -27,6 +26,7 @@ from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.spool import Hashes, Spool, verified
 from pypicache.proxy.upstream import Upstream
 from pypicache.storage.atomic import full_disk_is_507
+from pypicache.storage.growing import Download
 from pypicache.storage.interface import IStore
 from pypicache.storage.locks import Locks
 from pypicache.storage.records import MIRROR, StoredFile

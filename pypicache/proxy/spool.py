@@ -9,7 +9,7 @@ thread (a small wheel never pays for a trip to a thread); past that, the
 chunks that arrive meanwhile are written and hashed together, in order, in
 the threads that sync files, one batch at a time, while the reactor goes on
 receiving and serving. Waiting clients read only what is written
-(:attr:`~pypicache.proxy.download.Download.written`). More than
+(:attr:`~pypicache.storage.growing.Download.written`). More than
 :data:`MAX_PENDING` bytes waiting pauses the upstream until they are written:
 a file is never held in memory. The bytes written are flushed to the disk
 every :data:`SYNC_EVERY` bytes, so that the final ``fsync`` (before the file
@@ -31,9 +31,9 @@ from pypicache.concurrency import RunBlocking
 from pypicache.errors import HashMismatch, UpstreamError
 from pypicache.index.model import DistFile
 from pypicache.proxy.bodies import BodyReader
-from pypicache.proxy.download import Download
 from pypicache.proxy.upstream import mask_url
 from pypicache.storage.atomic import TempFile, full_disk_is_507
+from pypicache.storage.growing import Download
 
 log = Logger()
 

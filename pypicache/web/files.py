@@ -15,7 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from pypicache.errors import PypicacheError
-from pypicache.proxy.download import Download
+from pypicache.storage.growing import Download
 from pypicache.storage.records import Opened, StoredFile
 from pypicache.web.sendfile import FileSender
 from pypicache.web.tailsend import DownloadSender, can_send

@@ -14,7 +14,7 @@ client off.
 from typing import Any
 
 from pypicache.errors import PypicacheError
-from pypicache.proxy.download import Download
+from pypicache.storage.growing import Download
 from pypicache.web.sendfile import FIRST_CHUNK, FileSender, plain_socket
 
 
