@@ -1,7 +1,9 @@
 """What a fresh daemon loads: the modules only some requests need are imported
 when such a request comes, not at start-up (they cost start-up time and memory;
-see docs/benchmark.rst, "Footprint"); and what waits for its first answer: the
-walks of the cache folder (``tap/service.py``, ``AfterFirstAnswer``)."""
+see docs/benchmark.rst, "Footprint"); what it builds only when first used (the
+routes' URL builders, ``web/routing.py``); and what waits for its first
+answer: the walks of the cache folder (``tap/service.py``,
+``AfterFirstAnswer``)."""
 
 import json
 import subprocess
@@ -12,11 +14,13 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
+from werkzeug.routing import Rule
 
 from pypicache.storage.capacity import Capacity
 from pypicache.tap import Options
 from pypicache.tap import service as service_module
 from pypicache.tap.service import serving
+from pypicache.web.routing import klein_app, register, route
 from tests.packages import build_wheel
 
 #: Builds the daemon's services as ``twistd pypicache`` does, listens on a free
@@ -72,6 +76,10 @@ LAZY = [
     # The prefetcher's pick and the block list's entries; --config's TOML.
     "packaging.specifiers",
     "tomllib",
+    # The web interface's description stamp (installed versions) and the
+    # metadata policies a catalog entry does not need.
+    "importlib.metadata",
+    "email.policy",
 ]
 
 
@@ -80,7 +88,7 @@ def test_fresh_daemon_has_not_loaded_what_it_does_not_need(tmp_path: Path) -> No
     check, both project lists and the home page has not imported the bulk
     resolver, the requirements parser, packaging's markers, metadata and
     specifiers, pkginfo, the description renderers, botocore and the object
-    store, or tomllib; and importing ``pypicache.tap`` (which pauses the
+    store, tomllib, ``importlib.metadata`` or ``email.policy``; and importing ``pypicache.tap`` (which pauses the
     garbage collector while it runs) left the collector running."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "cache")],
@@ -97,6 +105,71 @@ def test_fresh_daemon_has_not_loaded_what_it_does_not_need(tmp_path: Path) -> No
 
 
 DEAD_UPSTREAM = "http://127.0.0.1:9/simple/"
+
+
+def _count_builders(monkeypatch) -> list[str]:
+    """Record the rule of every URL builder werkzeug compiles from now on."""
+    compiled: list[str] = []
+    original = Rule._compile_builder
+
+    def compile_builder(rule, append_unknown=True):
+        compiled.append(rule.rule)
+        return original(rule, append_unknown)
+
+    monkeypatch.setattr(Rule, "_compile_builder", compile_builder)
+    return compiled
+
+
+def test_making_the_site_compiles_no_url_builder(tmp_path, monkeypatch):
+    """Making the daemon's site (``serving``: the main app's 49 routes, the
+    named upstreams' apps) compiles none of werkzeug's URL builders, which it
+    would compile as each rule is added (two per rule: most of the time of
+    making the site at start-up)."""
+    compiled = _count_builders(monkeypatch)
+    options = Options()
+    options.parseOptions(
+        ["--cache", str(tmp_path / "cache"), "--index-url", DEAD_UPSTREAM]
+    )
+    serving(options, reactor)
+    assert compiled == []
+
+
+class _Group:
+    @route("/simple/<project>/", methods=["GET"], strict_slashes=False)
+    def page(self, request, project):
+        return project
+
+    @route("/+ui/", defaults={"page": "1"})
+    @route("/+ui/<page>")
+    def listing(self, request, page):
+        return page
+
+
+def test_url_builders_are_compiled_when_first_used(monkeypatch):
+    """A route of :func:`klein_app` builds its URL as werkzeug's own rules do
+    (converters quoted, defaults resolved, unknown arguments in the query),
+    compiling each of its two builders (with and without unknown arguments)
+    at the first URL that needs it, once; and the rule keeps everything Klein gave it.
+    """
+    compiled = _count_builders(monkeypatch)
+    app = klein_app()
+    register(app, _Group())
+    assert compiled == []
+    rule = next(r for r in app.url_map.iter_rules() if r.endpoint == "_Group.page")
+    assert (rule.strict_slashes, rule.methods) == (False, {"GET", "HEAD"})
+    urls = app.url_map.bind("localhost")
+    assert urls.build("_Group.page", {"project": "a b"}) == "/simple/a%20b/"
+    assert urls.build("_Group.page", {"project": "c", "x": "1"}) == "/simple/c/?x=1"
+    assert urls.build("_Group.listing", {"page": "1"}) == "/+ui/"
+    assert urls.build("_Group.listing", {"page": "2"}) == "/+ui/2"
+    assert compiled.count("/simple/<project>/") == 1  # with unknown arguments
+    assert urls.build("_Group.page", {"project": "d"}, append_unknown=False) == (
+        "/simple/d/"
+    )
+    assert compiled.count("/simple/<project>/") == 2  # and without
+    urls.build("_Group.page", {"project": "e"}, append_unknown=False)
+    urls.build("_Group.page", {"project": "f", "y": "2"})
+    assert compiled.count("/simple/<project>/") == 2
 
 
 def _walks_recorded(monkeypatch, events: list[str], scans: list[Deferred]) -> None:

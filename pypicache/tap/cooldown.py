@@ -4,7 +4,6 @@
 from typing import Any, Callable
 
 import attrs
-from klein import Klein
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
@@ -15,7 +14,7 @@ from pypicache.storage.interface import IStore
 from pypicache.web.app import PypicacheApp, add_error_handlers
 from pypicache.web.routes.asof import ClientCutRoutes
 from pypicache.web.routes.installer import InstallerRoutes
-from pypicache.web.routing import register
+from pypicache.web.routing import klein_app, register
 
 log = Logger()
 
@@ -100,7 +99,7 @@ class Cooldowns:
             usage = app.capacity.usage if app.capacity is not None else None
             installer = InstallerRoutes(app.store, app.mirror, views, usage)
             installer.page_max_age = app.installer.page_max_age
-            klein = Klein()
+            klein = klein_app()
             add_error_handlers(klein)
             register(klein, installer)
             return klein.resource()

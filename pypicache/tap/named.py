@@ -6,7 +6,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import attrs
-from klein import Klein
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.iweb import IAgent
@@ -30,7 +29,7 @@ from pypicache.web.app import add_error_handlers
 from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routes.provenance import ProvenanceRoutes
-from pypicache.web.routing import register
+from pypicache.web.routing import klein_app, register
 
 log = Logger()
 
@@ -133,7 +132,7 @@ def build_named(
         installer.page_max_age = page_max_age
         provenances = Provenances(upstream, store, mirror, run_blocking)
         mirror.on_stored = provenances.stored
-        app = Klein()
+        app = klein_app()
         add_error_handlers(app)
         register(app, installer)
         register(app, FileHostRoutes(installer, views, mirror))

@@ -41,7 +41,7 @@ from pypicache.web.routes.metrics import MetricsRoutes
 from pypicache.web.routes.pages import PageRoutes
 from pypicache.web.routes.ui import UiRoutes
 from pypicache.web.routes.uploads import UploadRoutes
-from pypicache.web.routing import register
+from pypicache.web.routing import klein_app, register
 from pypicache.web.ui import release
 from pypicache.web.ui.catalog import Catalog
 from pypicache.web.ui.descriptions import Descriptions
@@ -209,7 +209,7 @@ class PypicacheApp:
         :param fast_reads: answer the hot reads without Klein's routing
             (:class:`FastReads`); ``False`` leaves every request to Klein.
         """
-        app = Klein()
+        app = klein_app()
         add_error_handlers(app)
         for group in self.route_groups():
             register(app, group)

@@ -26,7 +26,6 @@ thread. It is thread-safe.
 import email.message
 import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import threading
@@ -60,7 +59,12 @@ FOLDER = ("ui", "descriptions")
 def renderer() -> str:
     """The renderer's stamp: this layout's :data:`FORMAT` and the versions of
     :data:`RENDERERS` (read from their installed metadata, without importing
-    them: a process that only reads kept descriptions never imports docutils)."""
+    them: a process that only reads kept descriptions never imports docutils).
+
+    ``importlib.metadata`` is imported here, at the first description: it and
+    what it imports took a tenth of the daemon's own start-up imports."""
+    import importlib.metadata
+
     versions = []
     for name in RENDERERS:
         try:

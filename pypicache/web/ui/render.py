@@ -4,7 +4,6 @@ the headers every page of the web interface carries, and its static files."""
 
 import datetime
 import functools
-import importlib.resources
 import re
 from typing import Any
 
@@ -98,6 +97,8 @@ def static_file(name: str) -> Body | None:
     suffix = name[name.rfind(".") :] if "." in name else ""
     if suffix not in STATIC_TYPES or "/" in name or name.startswith("."):
         return None
+    import importlib.resources  # at the first static file, not at start-up
+
     try:
         data = (
             importlib.resources.files("pypicache.web.ui")
