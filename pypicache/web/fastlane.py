@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from pypicache.web.heads import RequestHead, parse_head
 from pypicache.web.ready import Ready, ReadyAnswers, status_line
+from pypicache.web.sendfile import FileRest
 
 #: A request head longer than this is left to twisted.web (which allows 16 KB).
 MAX_HEAD = 8192
@@ -166,7 +167,7 @@ class FastChannel(HTTPChannel):
         #: Header lines every answer here carries (HSTS over TLS).
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
-        self._sender: _Pieces | None = None
+        self._sender: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -233,6 +234,22 @@ class FastChannel(HTTPChannel):
         if len(body) > 1:
             left = send_now(self.transport, [prefix, *body], ready.file)
             if left:
+                sent = len(prefix) + ready.sent - sum(map(len, left))
+                if ready.file >= 0 and sent >= len(prefix):
+                    # The rest by sendfile as the socket drains, as nginx does.
+                    self._send_later(
+                        head,
+                        lambda done: FileRest(
+                            self.transport,
+                            ready.file,
+                            sent - len(prefix),
+                            ready.sent,
+                            done,
+                        ),
+                        rest,
+                        keep_alive,
+                    )
+                    return False
                 if left[0] is prefix:
                     left = (_joined(prefix, body[0]),) + left[2:]
                 self._send_pieces(head, left, rest, keep_alive)
@@ -258,8 +275,24 @@ class FastChannel(HTTPChannel):
         rest: bytes,
         keep_alive: bool,
     ) -> None:
-        """Write a large answer as the transport drains, as ``HTTPChannel``
-        handles a request: later requests are buffered until it is sent."""
+        """Write a large answer's pieces through the transport as it drains."""
+        self._send_later(
+            head,
+            lambda done: _Pieces(self.transport, pieces, done),
+            rest,
+            keep_alive,
+        )
+
+    def _send_later(
+        self,
+        head: RequestHead,
+        sender: Callable[[Callable[[], None]], Any],
+        rest: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """Send the rest of a large answer with the producer ``sender(done)``,
+        as ``HTTPChannel`` handles a request: later requests are buffered
+        until it is sent."""
         self._handlingRequest = True
         self.setRawMode()
         if rest:
@@ -281,7 +314,7 @@ class FastChannel(HTTPChannel):
                 self._dataBuffer = []
                 self.setLineMode(data)
 
-        self._sender = _Pieces(self.transport, pieces, sent)
+        self._sender = sender(sent)
         self.registerProducer(self._sender, True)
         self._sender.resumeProducing()
 
