@@ -138,6 +138,20 @@ def _after(pieces: list[bytes], sent: int) -> tuple[bytes, ...]:
     return tuple(left)
 
 
+class _KnownPeer:
+    """A connection's peer address (what a request head's ``getClientAddress``
+    asks, for the access policy and the access log), read once: it never
+    changes, and ``getPeer`` makes a new address object each time."""
+
+    __slots__ = ("_peer",)
+
+    def __init__(self, transport: Any) -> None:
+        self._peer = transport.getPeer()
+
+    def getPeer(self) -> Any:
+        return self._peer
+
+
 class _Clock:
     """The ``Date`` header line, made once a second (``datetimeToString``'s text)."""
 
@@ -171,6 +185,7 @@ class FastChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._peer = _KnownPeer(self.transport)
         if self._hsts is not None and ISSLTransport.providedBy(self.transport):
             self._extra = b"Strict-Transport-Security: " + self._hsts + b"\r\n"
 
@@ -202,7 +217,7 @@ class FastChannel(HTTPChannel):
                     self._head = buffer  # wait for the rest of the head
                     return
                 break
-            head = parse_head(buffer[:end], self.transport)
+            head = parse_head(buffer[:end], self._peer)
             if head is None or _has_body(head):
                 break  # its framing is twisted.web's to read
             ready = self._answers.answer(head)
