@@ -11,7 +11,9 @@ options (space-separated); ``--source NAME=PATH`` runs it from the source tree
 at ``PATH`` (first on its ``PYTHONPATH``), as in ``bench/cold.py``. Each
 daemon runs on a fresh cache of the same synthetic upstream (``--quick``
 sizes but 3,000 files in ``bench-many``, no big file), served by the bench's
-nginx; each page and the wheel is fetched once first, then each case runs
+nginx; as in ``bench/run.py``, one ``bench-many`` wheel is stored and its
+page built first, then each page and the wheel loaded is fetched once
+(the wheel last, so stored last), then each case runs
 ``wrk -t 2 -c 32`` for ``--seconds`` on every subject in turn. It prints the
 medians of req/s and of the server's CPU milliseconds per request (from
 ``/proc``, children included: steadier than rates on a shared machine), and
@@ -105,8 +107,18 @@ def main() -> None:
         subjects[name] = servers.start_pypicache(
             cache, nginx.index_url, folder, extra.split(), env=env
         )
+    # As in bench/run.py: a bench-many wheel stored (by its install) and the
+    # project's page built before the loads; the wheel loaded is stored last.
+    newest = sorted(
+        p.name
+        for p in (work / "upstream" / "files").glob("bench_many-*.whl")
+        if p.name != manifest["many_first"]
+    )[-1]
     urls = {}
     for name, r in subjects.items():
+        if name != "nginx":
+            clients.get(r.file_url("bench-many", newest), {})
+            clients.get(r.page_url("bench-many"), {"Accept": ACCEPT_JSON})
         for case in cases:
             project, accept, encoding = CASES[case]
             if project is None:
