@@ -150,6 +150,7 @@ def main() -> None:
                         + ["-o", str(work / f"prof-{name}-{case}.txt")],
                         work / f"prof-{name}-{case}.log",
                     )
+                procs.wait_idle(r.pids)
                 cpu0 = r.cpu()
                 got = clients.load(url, headers, 32, args.seconds)
                 cpu = r.cpu() - cpu0
