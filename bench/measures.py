@@ -216,6 +216,7 @@ class Measures:
                 and shape["content_encoding"] != "gzip"
             ):
                 out.setdefault("remarks", {})[key] = "not gzipped"
+            procs.wait_idle(r.pids)  # nothing left over from the last step
             cpu0 = r.cpu()
             result = clients.load(
                 url, headers, self.cfg["connections"], self.cfg["load_seconds"]

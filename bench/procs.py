@@ -277,6 +277,22 @@ def tree_cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def wait_idle(
+    pids: Sequence[int], busy: float = 0.05, window: float = 0.25, limit: float = 10.0
+) -> float:
+    """Wait until these processes (and their children) used less than
+    ``busy`` of a CPU over ``window`` seconds, at most ``limit`` seconds
+    (work left from an earlier step, the store of a large file, say, must
+    not weigh on the next figure); return the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        before = tree_cpu_seconds(pids)
+        time.sleep(window)
+        if tree_cpu_seconds(pids) - before < busy * window:
+            break
+    return time.perf_counter() - started
+
+
 class RssSampler(threading.Thread):
     """Samples a process's VmRSS every ``interval`` seconds until stopped."""
 

@@ -10,7 +10,7 @@ import pytest
 from twisted.python.filepath import FilePath
 
 from pypicache.index.model import DistFile
-from pypicache.storage import listings
+from pypicache.storage import listed, listings
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.records import MIRROR, RELEASES
 from tests.test_store import result_of
@@ -153,6 +153,50 @@ def test_a_listing_just_checked_is_not_checked_again(ours, monkeypatch):
         assert len(ours.listed_files("foo")) == 1
         assert ours.generation("foo") != 0
     assert stats == []
+
+
+def test_private_answer_is_kept_briefly(ours, theirs, monkeypatch):
+    """``private_now`` (asked several times per request: the page, the rules)
+    answers from memory within ``RECHECK_NS``; a change made through this
+    store is seen at once, another process's once ``RECHECK_NS`` has passed."""
+    monkeypatch.setattr(listed, "RECHECK_NS", 60 * 10**9)  # however slow this machine
+    assert not ours.private_now("bar")
+    scans = []
+    on_disk = ours._private_on_disk
+    monkeypatch.setattr(
+        ours, "_private_on_disk", lambda p: scans.append(p) or on_disk(p)
+    )
+    for _ in range(5):
+        assert not ours.private_now("bar")
+    assert scans == []
+    put(theirs, "bar", wheel("bar", "1.0"), area=RELEASES)
+    assert not ours.private_now("bar")  # kept: within RECHECK_NS
+    put(ours, "baz", wheel("baz", "1.0"), area=RELEASES)
+    assert ours.private_now("baz") and ours.private_now("bar")  # a change here
+    monkeypatch.setattr(listed, "RECHECK_NS", 0)
+    put(theirs, "qux", wheel("qux", "1.0"), area=RELEASES)
+    later()
+    assert ours.private_now("qux")
+
+
+def test_listing_in_memory_is_brought_up_to_date_by_find(ours, monkeypatch):
+    """A file stored through this process into a project whose listing is in
+    memory is found from that listing, read again once (session 8: it was
+    left out of date, and every ``find_now`` read the file alone from the
+    disk, a dozen system calls per small wheel served)."""
+    monkeypatch.setattr(listings, "RACY_NS", 0)
+    put(ours, "foo", wheel("foo", "1.0"))
+    assert names(ours, "foo") == [wheel("foo", "1.0")]  # in memory
+    put(ours, "foo", wheel("foo", "2.0"))
+    alone = []
+    read_one = ours._read_one
+    monkeypatch.setattr(ours, "_read_one", lambda *a: alone.append(a) or read_one(*a))
+    later()
+    for _ in range(3):
+        assert ours.find_now("foo", wheel("foo", "2.0")) is not None
+        assert ours.find_now("foo", wheel("foo", "1.0")) is not None
+    assert alone == []
+    assert names(ours, "foo") == [wheel("foo", "1.0"), wheel("foo", "2.0")]
 
 
 def test_listings_in_memory_are_bounded(root):

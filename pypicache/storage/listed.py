@@ -58,6 +58,8 @@ class ListedLayout(Layout):
         }
         #: Per area: when checked (monotonic ns), its mtime, its folder names.
         self._folder_cache: dict[str, tuple[int, int, frozenset[str]]] = {}
+        #: :meth:`private_now`'s answers: project to (when, changes, answer).
+        self._private_seen: dict[str, tuple[int, int, bool]] = {}
         self._strays: dict[str, dict[str, StoredFile]] = {}
         self._private_changes = 0
         self._changes = 0
@@ -232,7 +234,22 @@ class ListedLayout(Layout):
         yet scanned, or deleted (a tombstone).
 
         A folder alone never counts: a failed upload may leave an empty one.
+        The answer is kept for :data:`~.listings.RECHECK_NS`, as the folders'
+        names are (a request asks it several times: the page, the rules), and
+        read again at once after a change made through this store.
         """
+        now = time.monotonic_ns()
+        seen = self._private_seen.get(project)
+        if seen is not None and seen[1] == self._changes and now - seen[0] < RECHECK_NS:
+            return seen[2]
+        private = self._private_on_disk(project)
+        if len(self._private_seen) >= PRIVATE_SEEN_MAX:
+            self._private_seen.clear()
+        self._private_seen[project] = (now, self._changes, private)
+        return private
+
+    def _private_on_disk(self, project: str) -> bool:
+        """:meth:`private_now` as the folders say now."""
         if project in self._strays:
             return True
         for area, wanted in (
@@ -275,6 +292,10 @@ class ListedLayout(Layout):
             cached = (now, stamp, cached[2])
         self._folder_cache[area] = cached
         return cached[2]
+
+
+#: Projects whose :meth:`ListedLayout.private_now` answer is kept at most.
+PRIVATE_SEEN_MAX = 4096
 
 
 def _ordered(files: Any) -> list[StoredFile]:

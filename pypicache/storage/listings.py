@@ -156,19 +156,20 @@ class Listings:
         return self._reread(project, folders, folder_stamps(folders), None).files
 
     def cached(self, project: str) -> Listing | None:
-        """The project's listing if it is in memory and up to date, else ``None``."""
+        """The project's listing if it is in memory (brought up to date as
+        :meth:`get` does: a change read again, reusing the records of files
+        that did not change), else ``None``: a listing not in memory is not
+        read."""
         if self.marks is not None and self.marks.moved():
             self._drop_marked()
         listing = self._cache.get(project)
         if listing is None:
             return None
-        now = time.monotonic_ns()
-        if listing.fresh(now):
+        if listing.fresh(time.monotonic_ns()):
             return listing
-        if not listing.trusted(folder_stamps(self._folders(project))):
-            return None
-        listing.checked_at = now
-        return listing
+        # Out of date (a file stored through this process, say): read again
+        # once here, not the file alone on every later request.
+        return self.get(project)
 
     def changed(self, project: str, filename: str, stored: StoredFile | None) -> None:
         """Record a change made through this process (``None``: removed)."""

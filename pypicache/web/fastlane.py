@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from pypicache.web.heads import RequestHead, parse_head
 from pypicache.web.ready import Ready, ReadyAnswers, status_line
+from pypicache.web.sendfile import FileRest
 
 #: A request head longer than this is left to twisted.web (which allows 16 KB).
 MAX_HEAD = 8192
@@ -137,6 +138,20 @@ def _after(pieces: list[bytes], sent: int) -> tuple[bytes, ...]:
     return tuple(left)
 
 
+class _KnownPeer:
+    """A connection's peer address (what a request head's ``getClientAddress``
+    asks, for the access policy and the access log), read once: it never
+    changes, and ``getPeer`` makes a new address object each time."""
+
+    __slots__ = ("_peer",)
+
+    def __init__(self, transport: Any) -> None:
+        self._peer = transport.getPeer()
+
+    def getPeer(self) -> Any:
+        return self._peer
+
+
 class _Clock:
     """The ``Date`` header line, made once a second (``datetimeToString``'s text)."""
 
@@ -166,10 +181,11 @@ class FastChannel(HTTPChannel):
         #: Header lines every answer here carries (HSTS over TLS).
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
-        self._sender: _Pieces | None = None
+        self._sender: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._peer = _KnownPeer(self.transport)
         if self._hsts is not None and ISSLTransport.providedBy(self.transport):
             self._extra = b"Strict-Transport-Security: " + self._hsts + b"\r\n"
 
@@ -201,7 +217,7 @@ class FastChannel(HTTPChannel):
                     self._head = buffer  # wait for the rest of the head
                     return
                 break
-            head = parse_head(buffer[:end], self.transport)
+            head = parse_head(buffer[:end], self._peer)
             if head is None or _has_body(head):
                 break  # its framing is twisted.web's to read
             ready = self._answers.answer(head)
@@ -233,6 +249,22 @@ class FastChannel(HTTPChannel):
         if len(body) > 1:
             left = send_now(self.transport, [prefix, *body], ready.file)
             if left:
+                sent = len(prefix) + ready.sent - sum(map(len, left))
+                if ready.file >= 0 and sent >= len(prefix):
+                    # The rest by sendfile as the socket drains, as nginx does.
+                    self._send_later(
+                        head,
+                        lambda done: FileRest(
+                            self.transport,
+                            ready.file,
+                            sent - len(prefix),
+                            ready.sent,
+                            done,
+                        ),
+                        rest,
+                        keep_alive,
+                    )
+                    return False
                 if left[0] is prefix:
                     left = (_joined(prefix, body[0]),) + left[2:]
                 self._send_pieces(head, left, rest, keep_alive)
@@ -258,8 +290,24 @@ class FastChannel(HTTPChannel):
         rest: bytes,
         keep_alive: bool,
     ) -> None:
-        """Write a large answer as the transport drains, as ``HTTPChannel``
-        handles a request: later requests are buffered until it is sent."""
+        """Write a large answer's pieces through the transport as it drains."""
+        self._send_later(
+            head,
+            lambda done: _Pieces(self.transport, pieces, done),
+            rest,
+            keep_alive,
+        )
+
+    def _send_later(
+        self,
+        head: RequestHead,
+        sender: Callable[[Callable[[], None]], Any],
+        rest: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """Send the rest of a large answer with the producer ``sender(done)``,
+        as ``HTTPChannel`` handles a request: later requests are buffered
+        until it is sent."""
         self._handlingRequest = True
         self.setRawMode()
         if rest:
@@ -281,7 +329,7 @@ class FastChannel(HTTPChannel):
                 self._dataBuffer = []
                 self.setLineMode(data)
 
-        self._sender = _Pieces(self.transport, pieces, sent)
+        self._sender = sender(sent)
         self.registerProducer(self._sender, True)
         self._sender.resumeProducing()
 

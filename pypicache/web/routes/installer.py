@@ -164,7 +164,8 @@ class InstallerRoutes(ReadyAnswers):
         format_param: bytes | None,
         accept_encoding: bytes | None,
     ) -> Body:
-        def render(renderer: Callable[..., bytes]) -> bytes:
+        # A string: an annotation is evaluated each time the function is made.
+        def render(renderer: "Callable[..., bytes]") -> bytes:
             page = with_provenance_urls(view.page)
             return renderer(page, lambda f: file_url(page.name, f.filename), offer)
 
