@@ -115,7 +115,7 @@ async def test_chunks_copied_into_reused_buffers(tmp_path):
     with open(download.temp.path.path, "rb") as f:
         assert f.read() == whole
     assert hashes.sha256.hexdigest() == hashlib.sha256(whole).hexdigest()
-    assert 0 < len(buffers) <= 4
+    assert 0 < len(buffers) <= 8  # of 47 chunks
     download.temp.discard()
 
 
