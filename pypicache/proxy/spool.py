@@ -16,6 +16,19 @@ every :data:`SYNC_EVERY` bytes, so that the final ``fsync`` (before the file
 is listed) has little left to do: in a thread of its own, beside the writes,
 never in their way (a flush of 64 MB takes a tenth of a second or more, and
 the upstream, paused behind it, used to stall for as long).
+
+Past :data:`INLINE_BYTES`, each chunk is copied at once into one of a few
+buffers of :data:`BUFFER_SIZE` bytes that the spool reuses from one batch to
+the next, and the chunk itself is let go: the upstream connection reads into
+a new bytes object each time, and chunks held until a thread had written
+them, then freed a batch at a time, made the heap shrink and grow again, so
+that most pages of a large file were faulted in afresh by the read (52,000
+faults, an eighth of the daemon's CPU, on a cold 300 MB file; 10,000 with
+the copy, which costs less), while a chunk let go at once leaves its memory
+to the next read. The hash stays beside the write of each chunk, in the
+same thread: hashed in a thread of its own, so that clients had the bytes
+before the hash, the daemon took a fifth more CPU (the bytes read again
+from memory rather than from the cache) and the file came no faster.
 """
 
 import hashlib
@@ -43,6 +56,8 @@ INLINE_BYTES = 1024 * 1024
 MAX_PENDING = 16 * 1024 * 1024
 #: Bytes written between two flushes to the disk.
 SYNC_EVERY = 64 * 1024 * 1024
+#: Size of the reused buffers the chunks past INLINE_BYTES are copied into.
+BUFFER_SIZE = 1024 * 1024
 
 
 class Hashes:
@@ -61,7 +76,10 @@ class Hashes:
             self.sha256.update(data)
 
 
-def _write(temp: TempFile, hashes: Hashes, chunks: list[bytes]) -> int:
+Chunk = bytes | memoryview
+
+
+def _write(temp: TempFile, hashes: Hashes, chunks: list[Chunk]) -> int:
     """Write and hash ``chunks`` (blocking)."""
     size = 0
     for chunk in chunks:
@@ -91,8 +109,16 @@ class Spool:
         self._hashes = hashes
         self._run_sync = run_sync
         self._flow: Callable[[bool], Any] = lambda on: None
-        self._pending: list[bytes] = []
+        #: Taken, not yet written: chunks and parts of buffers, in order.
+        self._pending: list[Chunk] = []
         self._pending_size = 0
+        #: The buffer the next chunks are copied into, and how full it is.
+        self._buffer: memoryview | None = None
+        self._filled = 0
+        #: Buffers behind the pending parts, and the batch being written.
+        self._pending_buffers: list[memoryview] = []
+        self._writing_buffers: list[memoryview] = []
+        self._free: list[memoryview] = []
         self._received = 0
         self._unsynced = 0
         self._busy = False
@@ -116,12 +142,41 @@ class Spool:
             _write(self._download.temp, self._hashes, [chunk])
             self._wrote(len(chunk))
             return
-        self._pending.append(chunk)
+        self._take(chunk)
         self._pending_size += len(chunk)
         if self._pending_size > MAX_PENDING and not self._paused:
             self._paused = True
             self._flow(False)
         self._next()
+
+    def _take(self, chunk: bytes) -> None:
+        """Copy ``chunk`` into the buffer being filled (see the module)."""
+        size = len(chunk)
+        if size > BUFFER_SIZE:
+            self._seal()
+            self._pending.append(chunk)
+            return
+        if self._buffer is None or self._filled + size > BUFFER_SIZE:
+            self._seal()
+            self._buffer = (
+                self._free.pop() if self._free else memoryview(bytearray(BUFFER_SIZE))
+            )
+        end = self._filled + size
+        # Through a memoryview: a bytearray's own slice assignment copies
+        # the bytes into a new bytearray first.
+        self._buffer[self._filled : end] = chunk
+        self._filled = end
+
+    def _seal(self) -> None:
+        """Add what the buffer being filled holds to the pending chunks."""
+        if self._buffer is None:
+            return
+        if self._filled:
+            self._pending.append(self._buffer[: self._filled])
+            self._pending_buffers.append(self._buffer)
+        else:
+            self._free.append(self._buffer)
+        self._buffer, self._filled = None, 0
 
     def _next(self) -> None:
         if self.error is None and not self._syncing and self._unsynced >= SYNC_EVERY:
@@ -129,16 +184,20 @@ class Spool:
             self._unsynced = 0
             synced = self._run_sync(_flush, self._download.temp)
             synced.addCallbacks(self._synced, self._sync_failed)
-        if self._busy or not self._pending:
+        if self._busy or not self._pending_size:
             self._release()
             return
+        self._seal()
         chunks, self._pending, self._pending_size = self._pending, [], 0
+        self._writing_buffers, self._pending_buffers = self._pending_buffers, []
         self._busy = True
         d = self._run_sync(_write, self._download.temp, self._hashes, chunks)
         d.addCallbacks(self._written, self._write_failed)
 
     def _written(self, size: int) -> None:
         self._busy = False
+        self._free.extend(self._writing_buffers)
+        self._writing_buffers = []
         self._unsynced += size
         self._wrote(size)
         if self._paused and self._pending_size <= MAX_PENDING // 2:
@@ -156,6 +215,7 @@ class Spool:
 
     def _write_failed(self, failure: Any) -> None:
         self._busy = False
+        self._writing_buffers = []
         self._failed(failure)
 
     def _sync_failed(self, failure: Any) -> None:
@@ -166,6 +226,8 @@ class Spool:
         if self.error is None:
             self.error = failure.value
         self._pending, self._pending_size = [], 0
+        self._pending_buffers, self._buffer, self._filled = [], None, 0
+        self._free = []
         if self._paused:
             self._paused = False
             self._flow(True)
@@ -174,7 +236,7 @@ class Spool:
     def _release(self) -> None:
         """Fire the waits of :meth:`written` once no chunk waits to be written,
         and those of :meth:`drained` once no thread writes or flushes either."""
-        if not self._busy and not self._pending:
+        if not self._busy and not self._pending_size:
             written, self._written_waits = self._written_waits, []
             for d in written:
                 d.callback(None)
@@ -186,7 +248,7 @@ class Spool:
     async def written(self) -> None:
         """Wait until every chunk taken is written (a flush may still be under
         way: :meth:`drained` waits for it); raise a write's or a flush's error."""
-        if self._busy or self._pending:
+        if self._busy or self._pending_size:
             d: Deferred[None] = Deferred()
             self._written_waits.append(d)
             await d
@@ -198,7 +260,7 @@ class Spool:
         raise a write's or a flush's error (unless ``quietly``: the download
         failed anyway, and its temporary file may only be discarded once no
         thread writes to it or flushes it)."""
-        if self._busy or self._pending or self._syncing:
+        if self._busy or self._pending_size or self._syncing:
             d: Deferred[None] = Deferred()
             self._drained.append(d)
             await d
