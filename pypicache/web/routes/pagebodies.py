@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pagebodies -*-
+# -*- test-case-name: tests.test_page_threads -*-
 """The bodies of the installer API's pages: kept per version, format and
 encoding, rendered on the reactor when small and in a thread when large."""
 
