@@ -1,10 +1,12 @@
-"""The file URLs of an upstream page resolve exactly as ``urljoin`` resolves them."""
+"""The file URLs of an upstream page resolve exactly as ``urljoin`` resolves
+them; the URLs our pages link files at quote names exactly as ``quote`` does."""
 
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import quote, urldefrag, urljoin
 
 import pytest
 
 from pypicache.index.fileurls import FileUrls
+from pypicache.web.routing import file_url
 
 BASES = [
     "https://index.example/simple/thing/",
@@ -54,3 +56,13 @@ def test_same_as_urljoin(base):
     for _ in range(2):
         for url in URLS:
             assert resolve(url) == urldefrag(urljoin(base, url))[0], url
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["thing", "thing-1.0+local.whl", "a b", "é", "a/b", "~_.-", "", "a%20b", "a:b"],
+)
+def test_file_url_quotes_as_quote_does(name):
+    """The URLs pages link files at quote the project and the filename as
+    ``quote`` does, whether or not they need quoting."""
+    assert file_url(name, name) == f"../../packages/{quote(name)}/{quote(name)}"
