@@ -127,3 +127,23 @@ async def test_ready_answers_leave_large_pages_to_the_route(world):
     installer.big_page = FILES + 1  # a small page: rendered at once, on the reactor
     installer._rendered = RenderCache()
     assert installer.page_ready("simple", "big", JSON.encode(), b"gzip") is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_walk_below_a_cold_page_starts_once_it_is_rendered(world, renders):
+    """A page fetched from upstream for a client is told to the prefetcher
+    once its answer is rendered (in a thread), so that the walk below it
+    does not compete with that rendering; once only."""
+    told = []
+
+    class Cold:
+        def page_fetched(self, project, page):
+            told.append((project, len(page.files), list(renders)))
+
+    world.daemon.app.views.on_cold = Cold()
+    await world.daemon.app.mirror.pages.forget("big")  # fetched again
+    answer = await wire(world.daemon, "simple/big/", JSON, True)
+    assert answer.status == 200
+    assert told == [("big", FILES, [False, False])]
+    await wire(world.daemon, "simple/big/", JSON, True)  # fresh: not fetched
+    assert len(told) == 1

@@ -194,10 +194,15 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         view = self._views.simple_now(name)
         mark_cache_hit(request, view is not None)
         if view is None:
-            view = await self._views.simple(name)
-        return await self._send_project_later(
-            request, "simple", name, view, self._views.offered
-        )
+            view = await self._views.simple(name, announce=False)
+        try:
+            return await self._send_project_later(
+                request, "simple", name, view, self._views.offered
+            )
+        finally:
+            # The walk below a page fetched now starts once its answer is
+            # ready (rendered in a thread, a large one): not beside it.
+            self._views.announce(name, view)
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])
