@@ -23,9 +23,7 @@ from pypicache.storage.records import Opened, StoredFile
 from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.hits import mark_cache_hit
-from pypicache.web.rendered import (
-    RenderCache,
-)
+from pypicache.web.rendered import RenderCache
 from pypicache.web.routes.pagebodies import PageBodies, renderer
 from pypicache.web.routes.readyanswers import ReadyAnswers
 from pypicache.web.routing import (
@@ -83,8 +81,8 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         """Send a page rendered once per version, format and encoding.
 
         :param slot: which page (``("simple", name)``, ``("local", "+index")``...);
-            :param version: its version (the key :class:`Views` gives): a
-            new one renders again.
+            ``/simple/`` ones carry ``Cache-Control``; :param version: its
+            version (the key :class:`Views` gives): a new one renders again.
         """
         form = self._form(slot, version, *_negotiated(request))
         body = self._body(
