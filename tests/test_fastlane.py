@@ -23,7 +23,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
 
-from pypicache.web import fastlane, routes
+from pypicache.web import fastlane, rendered
 from pypicache.web.access import parse_cidr
 from pypicache.web.accesslog import make_site
 from pypicache.web.limits import DEFAULT_MAX_BODY, limited_request_factory
@@ -263,9 +263,9 @@ async def test_pipelined_and_split_requests(lanes, dists):
 
 def pad_pages(monkeypatch, size):
     """Make every page rendered from now on ``size`` bytes longer (a comment)."""
-    plain = routes.installer.plain
+    plain = rendered.plain
     monkeypatch.setattr(
-        routes.installer,
+        rendered,
         "plain",
         lambda data, media, max_age: plain(
             data + b"<!--" + b"x" * size + b"-->", media, max_age

@@ -391,6 +391,19 @@ def test_find(store):
     assert store.find_now("bar", WHEEL) is None
 
 
+def test_find_private_stored_by_another_process(root, store):
+    """A private file another process stores, in a project folder that did
+    not exist when this store last looked, is found once the area's change
+    shows (within ``RECHECK_NS``): a cold file's lookup skips the private
+    folders that do not exist without a ``stat`` of the archive in each."""
+    assert store.find_now("foo", WHEEL) is None  # the areas looked at
+    other = FilesystemStore(root)
+    stored = put(other, area=RELEASES)
+    time.sleep(0.01)  # past RECHECK_NS (5 ms)
+    found = store.find_now("foo", WHEEL)
+    assert found is not None and found.area == RELEASES and found.path == stored.path
+
+
 def test_find_deleted_behind_our_back(store):
     """A file removed from disk is not found, and the project's generation changes."""
     put(store)

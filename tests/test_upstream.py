@@ -9,9 +9,14 @@ import json
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.internet.protocol import Factory, Protocol
 from twisted.web.client import URI, HTTPConnectionPool
 from twisted.web.error import SchemeNotSupported
 
@@ -173,6 +178,21 @@ def test_one_endpoint_per_origin():
     assert other is not first and tls is not first
     with pytest.raises(SchemeNotSupported):
         endpoints.endpointForURI(URI.fromBytes(b"ftp://127.0.0.1/a"))
+
+
+@pytest.mark.parametrize(
+    "url, kind",
+    [
+        (b"http://127.0.0.1:8080/", TCP4ClientEndpoint),
+        (b"http://[::1]:8080/", TCP6ClientEndpoint),
+        (b"http://localhost:8080/", HostnameEndpoint),
+    ],
+)
+def test_addresses_are_not_resolved(url, kind):
+    """An upstream named by its IP address is connected to directly (no
+    getaddrinfo in a thread per connection); a host name is resolved."""
+    endpoint = Endpoints(reactor).endpointForURI(URI.fromBytes(url))
+    assert isinstance(endpoint._endpoint, kind)
 
 
 @pytest_twisted.ensureDeferred

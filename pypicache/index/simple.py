@@ -16,6 +16,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from twisted.logger import Logger
 
 from pypicache.errors import BadRequest
+from pypicache.index.fileurls import FileUrls
 from pypicache.index.model import (
     STATUSES,
     DistFile,
@@ -59,11 +60,14 @@ def _metadata_value(value: Any) -> bool | dict[str, str]:
 
 def _hashes(value: Any) -> dict[str, str]:
     """A PEP 691 ``hashes`` dict: hash names to hex digests, both strings."""
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, dict):
         raise ValueError("hashes is not a dict of strings")
-    return {k.lower(): v for k, v in value.items()}
+    hashes = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError("hashes is not a dict of strings")
+        hashes[k.lower()] = v
+    return hashes
 
 
 def _optional(entry: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -75,7 +79,7 @@ def _optional(entry: dict[str, Any], key: str, kind: type | tuple[type, ...]) ->
     return value
 
 
-def _json_file(entry: Any, page_url: str) -> DistFile:
+def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
     """One PEP 691 file entry; :raises ValueError: if any field has the wrong type."""
     if not isinstance(entry, dict):
         raise ValueError("a file entry is not an object")
@@ -88,7 +92,7 @@ def _json_file(entry: Any, page_url: str) -> DistFile:
         raise ValueError(f"yanked is {type(yanked).__name__}")
     return DistFile(
         filename=filename,
-        url=urldefrag(urljoin(page_url, url))[0],
+        url=resolve(url),
         hashes=_hashes(entry.get("hashes") or {}),
         requires_python=_optional(entry, "requires-python", str) or None,
         yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
@@ -111,9 +115,10 @@ def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise ValueError("not a PEP 691 project page")
     files = []
+    resolve = FileUrls(page_url)
     for entry in data["files"]:
         try:
-            files.append(_json_file(entry, page_url))
+            files.append(_json_file(entry, resolve))
         except ValueError as e:
             _skipped(name, entry, e)
     versions = data.get("versions")

@@ -3,7 +3,13 @@ chunks (:class:`Endpoints`)."""
 
 from typing import Any
 
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.tcp import Connection
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS
@@ -76,9 +82,15 @@ class Endpoints:
             ) from None
         if self._inner is not None:
             return _LargeReads(self._inner.endpointForURI(uri))
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self._reactor, host, uri.port
-        )
+        endpoint: IStreamClientEndpoint
+        if isIPAddress(host):
+            # An address needs no resolving: HostnameEndpoint would still
+            # ask getaddrinfo in a thread for every connection.
+            endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port)
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port)
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(
                 self._tls.creatorForNetloc(uri.host, uri.port), endpoint

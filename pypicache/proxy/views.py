@@ -34,6 +34,9 @@ class View:
     #: The stored files the page is built from, where it is built from them
     #: alone (``/local/``): callers that need the records reuse this list.
     stored: list[StoredFile] | None = attrs.field(default=None, kw_only=True)
+    #: The upstream page fetched for this view, not yet told to
+    #: :attr:`Views.on_cold` (see :meth:`Views.simple`).
+    fetched: ProjectPage | None = attrs.field(default=None, kw_only=True)
 
     @property
     def page(self) -> ProjectPage:
@@ -219,8 +222,13 @@ class Views:
             build,
         )
 
-    async def simple(self, project: str) -> View:
-        """The combined page: private files, or the upstream's merged with the disk."""
+    async def simple(self, project: str, announce: bool = True) -> View:
+        """The combined page: private files, or the upstream's merged with the disk.
+
+        :param announce: tell :attr:`on_cold` of a page fetched for it now;
+            else the caller does, with :meth:`announce` (once its answer is
+            ready: a walk's work must not compete with rendering it).
+        """
         view = self.simple_now(project)
         if view is not None:
             return view
@@ -240,9 +248,21 @@ class Views:
                 reason=e.message,
             )
             return await self.local(project, for_simple=True)
+        fetched = None
         if self.on_cold is not None and self._mirror.pages.fresh_now(project) is cached:
-            self.on_cold.page_fetched(project, cached.page)
-        return self._merged(project, cached, await self._store.files(project))
+            fetched = cached.page
+            if announce:
+                self.on_cold.page_fetched(project, fetched)
+        view = self._merged(project, cached, await self._store.files(project))
+        view.fetched = None if announce else fetched
+        return view
+
+    def announce(self, project: str, view: View) -> None:
+        """Tell :attr:`on_cold` of the page ``view`` fetched from upstream, if
+        :meth:`simple` did not (``announce=False``)."""
+        if view.fetched is not None and self.on_cold is not None:
+            self.on_cold.page_fetched(project, view.fetched)
+            view.fetched = None
 
     def offered(self, f: DistFile) -> bool | dict[str, str]:
         """What ``/simple/`` pages say of a file's core metadata (see :func:`advertised`)."""

@@ -176,7 +176,9 @@ class ListedLayout(Layout):
     def _read_one(self, project: str, filename: str) -> StoredFile | None:
         """What the project's listing would give for ``filename``, read alone."""
         mirror, *private = self._project_folders(project)
-        for folder in reversed(private):
+        for area, folder in zip((RELEASES, PRERELEASES), reversed(private)):
+            if project not in self._folders(area):
+                continue  # no folder: no failing stat of an archive in it
             stored = self._read_at(os.path.join(folder, filename))
             if stored is not None and stored.project == project:
                 return stored

@@ -160,7 +160,14 @@ class FileState:
             return fail()
 
     def _read_state(self, name: str, tag: str | None) -> "StateDoc | str":
-        path = self._state_path(name).path
+        paths: dict[str, str] = self.__dict__.setdefault("_state_files", {})
+        path = paths.get(name)
+        if path is None:
+            # Remembered: the rules revalidate a few documents on nearly
+            # every request, and ``preauthChild`` costs more than the ``stat``.
+            path = self._state_path(name).path
+            if len(paths) < 4096:
+                paths[name] = path
         try:
             if tag is not None and _tag(os.stat(path)) == tag:
                 return UNCHANGED  # one stat: the common case

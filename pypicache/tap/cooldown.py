@@ -97,7 +97,9 @@ class Cooldowns:
 
         def site_for(views: Views) -> IResource:
             usage = app.capacity.usage if app.capacity is not None else None
-            installer = InstallerRoutes(app.store, app.mirror, views, usage)
+            installer = InstallerRoutes(
+                app.store, app.mirror, views, usage, run_blocking=app.run_blocking
+            )
             installer.page_max_age = app.installer.page_max_age
             klein = klein_app()
             add_error_handlers(klein)

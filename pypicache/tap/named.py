@@ -128,6 +128,7 @@ def build_named(
             mirror,
             views,
             None if usage is None else usage.of_store(key),  # type: ignore[arg-type]
+            run_blocking=run_blocking,
         )
         installer.page_max_age = page_max_age
         provenances = Provenances(upstream, store, mirror, run_blocking)

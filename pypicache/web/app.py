@@ -139,7 +139,9 @@ class PypicacheApp:
 
     def __attrs_post_init__(self) -> None:
         usage = self.capacity.usage if self.capacity is not None else None
-        self.installer = InstallerRoutes(self.store, self.mirror, self.views, usage)
+        self.installer = InstallerRoutes(
+            self.store, self.mirror, self.views, usage, run_blocking=self.run_blocking
+        )
         self.filehost = FileHostRoutes(self.installer, self.views, self.mirror)
         if self.clock is None:
             from twisted.internet import reactor

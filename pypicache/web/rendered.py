@@ -4,7 +4,7 @@ per page version (:class:`RenderCache`), and how each form is made."""
 import functools
 import gzip
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, Hashable, NamedTuple
 
 from pypicache.index.simple import JSON_TYPE, negotiate
 from pypicache.web.routing import Body
@@ -29,7 +29,10 @@ class RenderCache:
     def peek(self, slot: Hashable, version: Hashable) -> Body | None:
         """The body of ``slot`` at ``version`` if kept (for bodies built asynchronously)."""
         entry = self._entries.get(slot)
-        return entry[1] if entry is not None and entry[0] == version else None
+        if entry is None or entry[0] != version:
+            return None
+        self._entries.move_to_end(slot)
+        return entry[1]
 
     def get(self, slot: Hashable, version: Hashable, build: Callable[[], Body]) -> Body:
         """The body of ``slot`` at ``version``, built by ``build`` unless kept."""
@@ -77,3 +80,38 @@ def gzipped(plain: Body) -> Body:
         VARY,
         etag=plain.etag[:-1] + b'-gzip"',
     )
+
+
+class Form(NamedTuple):
+    """Which body answers a request for a page: the page's slot and version,
+    the media type and encoding asked for, and the ``max-age`` sent with it
+    (a tuple: one is made per request on the hot path)."""
+
+    slot: Hashable
+    version: Hashable
+    media: str
+    max_age: int | None
+    gzip: bool
+
+    def key(self, zipped: bool) -> Hashable:
+        """The :class:`RenderCache` slot of this page's plain or gzipped body."""
+        return (self.slot, self.media, zipped)
+
+
+def render_form(
+    form: Form, render: Callable[[str], bytes], identity: Body | None
+) -> tuple[Body, Body | None]:
+    """The plain body of ``form`` (``identity`` if already made) and its
+    gzipped body if ``form`` asks for gzip (blocking: for a thread, where a
+    page of thousands of files is rendered and compressed off the reactor).
+
+    :param render: the page's bytes in a media type.
+    """
+    if identity is None:
+        identity = plain_form(form, render)
+    return identity, gzipped(identity) if form.gzip else None
+
+
+def plain_form(form: Form, render: Callable[[str], bytes]) -> Body:
+    """The plain body of ``form``, rendered by ``render`` (the page in a media type)."""
+    return plain(render(form.media), form.media, form.max_age)

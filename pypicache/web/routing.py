@@ -16,6 +16,7 @@ the whole body into one buffer again.
 
 import functools
 import hashlib
+import re
 from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
@@ -147,9 +148,20 @@ def project_of(project: str, filename: str) -> str:
     return name
 
 
+#: What :func:`~urllib.parse.quote` leaves as it is (its always-safe
+#: characters and ``/``): most names, which need not go through it.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~/-]*")
+
+
+def _quoted(text: str) -> str:
+    """``quote(text)``, at once for a name it would not change (a page of
+    3,000 files quotes 6,000 names: half of rendering it, else)."""
+    return text if _UNQUOTED.fullmatch(text) else quote(text)
+
+
 def file_url(project: str, filename: str) -> str:
     """The URL of a file relative to a project page (``/simple/<p>/``, ``/local/<p>/``)."""
-    return f"../../packages/{quote(project)}/{quote(filename)}"
+    return f"../../packages/{_quoted(project)}/{_quoted(filename)}"
 
 
 # -- pre-built bodies ----------------------------------------------------------

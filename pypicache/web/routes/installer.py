@@ -7,16 +7,14 @@ from urllib.parse import quote
 import attrs
 from twisted.web.iweb import IRequest
 
-from pypicache.concurrency import NotReady, result_now
+from pypicache.concurrency import NotReady, RunBlocking, SingleFlight, result_now
 from pypicache.errors import MethodNotAllowed, NotFound
 from pypicache.index.model import DistFile, MetadataOf
 from pypicache.index.names import METADATA_SUFFIX, check_filename, normalize
 from pypicache.index.simple import (
     JSON_TYPE,
     render_html_index,
-    render_html_page,
     render_json_index,
-    render_json_page,
 )
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import View, Views
@@ -25,13 +23,11 @@ from pypicache.storage.records import Opened, StoredFile
 from pypicache.storage.usage import Usage
 from pypicache.web.files import DownloadStream, serve_stored, set_file_headers
 from pypicache.web.hits import mark_cache_hit
-from pypicache.web.rendered import RenderCache, gzipped, media_of, plain
-from pypicache.web.routes.provenance import with_provenance_urls
+from pypicache.web.rendered import RenderCache
+from pypicache.web.routes.pagebodies import PageBodies, renderer
 from pypicache.web.routes.readyanswers import ReadyAnswers
 from pypicache.web.routing import (
     Body,
-    accepts_gzip,
-    file_url,
     project_of,
     redirect,
     route,
@@ -54,7 +50,7 @@ def _negotiated(request: IRequest) -> tuple[bytes | None, bytes | None, bytes | 
 
 
 @attrs.define
-class InstallerRoutes(ReadyAnswers):
+class InstallerRoutes(ReadyAnswers, PageBodies):
     """What pip, uv and other installers read: the simple API and the files."""
 
     _store: IStore
@@ -63,6 +59,14 @@ class InstallerRoutes(ReadyAnswers):
     #: Where each archive served is recorded (bounded disk), if anywhere.
     _usage: Usage | None = None
     _rendered: RenderCache = attrs.field(factory=RenderCache)
+    #: Where large pages are rendered and compressed (a thread; ``None``: on
+    #: the reactor, as small ones always are).
+    run_blocking: RunBlocking | None = attrs.field(default=None, kw_only=True)
+    #: Pages of at least this many files are rendered by :attr:`run_blocking`.
+    big_page: int = attrs.field(default=200, kw_only=True)
+    _renders: SingleFlight[tuple[Body, Body | None]] = attrs.field(
+        factory=SingleFlight, init=False
+    )
     #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
     page_max_age: int = 600
 
@@ -80,35 +84,11 @@ class InstallerRoutes(ReadyAnswers):
             ``/simple/`` ones carry ``Cache-Control``; :param version: its
             version (the key :class:`Views` gives): a new one renders again.
         """
-        body = self._page_body(
-            slot, version, render_html, render_json, *_negotiated(request)
+        form = self._form(slot, version, *_negotiated(request))
+        body = self._body(
+            form, lambda media: render_json() if media == JSON_TYPE else render_html()
         )
         return send_body(request, body)
-
-    def _page_body(
-        self,
-        slot: Hashable,
-        version: Hashable,
-        render_html: Callable[[], bytes],
-        render_json: Callable[[], bytes],
-        accept: bytes | None,
-        format_param: bytes | None,
-        accept_encoding: bytes | None,
-    ) -> Body:
-        """The body of a page for these request headers, rendered only if not kept."""
-        media = media_of(accept, format_param)
-        render = render_json if media == JSON_TYPE else render_html
-        max_age = self.page_max_age if slot[0] == "simple" else None
-        version = (version, max_age)
-        body = self._rendered.get(
-            (slot, media, False), version, lambda: plain(render(), media, max_age)
-        )
-        if accepts_gzip(accept_encoding):
-            identity = body
-            body = self._rendered.get(
-                (slot, media, True), version, lambda: gzipped(identity)
-            )
-        return body
 
     @route("/simple/", methods=["GET", "HEAD"], strict_slashes=False)
     @route("/local/", methods=["GET", "HEAD"], strict_slashes=False)
@@ -150,34 +130,25 @@ class InstallerRoutes(ReadyAnswers):
         view: View,
         offer: MetadataOf = DistFile.recorded_metadata,
     ) -> Any:
-        """Send a project's page; the page is built only if this version is not rendered."""
+        """Send a project's page if it needs no rendering in a thread, else
+        return :data:`NOT_READY`."""
         body = self._project_body(route, name, view, offer, *_negotiated(request))
-        return send_body(request, body)
+        return NOT_READY if body is None else send_body(request, body)
 
-    def _project_body(
+    async def _send_project_later(
         self,
+        request: IRequest,
         route: str,
         name: str,
         view: View,
-        offer: MetadataOf,
-        accept: bytes | None,
-        format_param: bytes | None,
-        accept_encoding: bytes | None,
-    ) -> Body:
-        # A string: an annotation is evaluated each time the function is made.
-        def render(renderer: "Callable[..., bytes]") -> bytes:
-            page = with_provenance_urls(view.page)
-            return renderer(page, lambda f: file_url(page.name, f.filename), offer)
-
-        return self._page_body(
-            (route, name),
-            view.key,
-            lambda: render(render_html_page),
-            lambda: render(render_json_page),
-            accept,
-            format_param,
-            accept_encoding,
-        )
+        offer: MetadataOf = DistFile.recorded_metadata,
+    ) -> Any:
+        """:meth:`_send_project`, rendering a large page in a thread."""
+        body = self._project_body(route, name, view, offer, *_negotiated(request))
+        if body is None:
+            form = self._form((route, name), view.key, *_negotiated(request))
+            body = await self._body_later(form, renderer(view.page, offer))
+        return send_body(request, body)
 
     def local_page_now(self, request: IRequest, project: str) -> Any:
         """:meth:`local_page`'s answer if the store gives it at once, else
@@ -200,7 +171,7 @@ class InstallerRoutes(ReadyAnswers):
         name = normalize(project)
         view = await self._views.local(name)
         mark_cache_hit(request, True)
-        return self._send_project(request, "local", name, view)
+        return await self._send_project_later(request, "local", name, view)
 
     def simple_page_now(self, request: IRequest, project: str) -> Any:
         """:meth:`simple_page`'s answer if it needs no upstream request, else :data:`NOT_READY`."""
@@ -218,9 +189,18 @@ class InstallerRoutes(ReadyAnswers):
         name, moved = self._canonical(request, project)
         if moved is not None:
             return moved
-        view = await self._views.simple(name)
-        mark_cache_hit(request, False)
-        return self._send_project(request, "simple", name, view, self._views.offered)
+        view = self._views.simple_now(name)
+        mark_cache_hit(request, view is not None)
+        if view is None:
+            view = await self._views.simple(name, announce=False)
+        try:
+            return await self._send_project_later(
+                request, "simple", name, view, self._views.offered
+            )
+        finally:
+            # The walk below a page fetched now starts once its answer is
+            # ready (rendered in a thread, a large one): not beside it.
+            self._views.announce(name, view)
 
     @route("/simple/", methods=["POST", "PUT"], strict_slashes=False)
     @route("/simple/<path:rest>", methods=["POST", "PUT"])

@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_page_threads -*-
+"""The bodies of the installer API's pages: kept per version, format and
+encoding, rendered on the reactor when small and in a thread when large."""
+
+from typing import Callable, Hashable
+
+from pypicache.concurrency import RunBlocking, SingleFlight
+from pypicache.index.model import MetadataOf, ProjectPage
+from pypicache.index.simple import JSON_TYPE, render_html_page, render_json_page
+from pypicache.proxy.views import View
+from pypicache.web.rendered import (
+    Form,
+    RenderCache,
+    gzipped,
+    media_of,
+    plain_form,
+    render_form,
+)
+from pypicache.web.routes.provenance import with_provenance_urls
+from pypicache.web.routing import Body, accepts_gzip, file_url
+
+
+class PageBodies:
+    """Mixed into :class:`~.installer.InstallerRoutes` (whose fields these are)."""
+
+    _rendered: RenderCache
+    run_blocking: RunBlocking | None
+    big_page: int
+    _renders: SingleFlight[tuple[Body, Body | None]]
+    page_max_age: int
+
+    def _form(
+        self,
+        slot: tuple[str, ...],
+        version: Hashable,
+        accept: bytes | None,
+        format_param: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Form:
+        """Which body of the page ``slot`` at ``version`` these request
+        headers (``Accept``, ``?format=``, ``Accept-Encoding``) ask for;
+        ``/simple/`` ones carry ``Cache-Control``."""
+        max_age = self.page_max_age if slot[0] == "simple" else None
+        return Form(
+            slot,
+            (version, max_age),
+            media_of(accept, format_param),
+            max_age,
+            accepts_gzip(accept_encoding),
+        )
+
+    def _body(self, form: Form, render: Callable[[str], bytes]) -> Body:
+        """The body of ``form``, rendered here (on the reactor) if not kept.
+
+        :param render: the page in a media type.
+        """
+        body = self._rendered.get(
+            form.key(False), form.version, lambda: plain_form(form, render)
+        )
+        if form.gzip:
+            identity = body
+            body = self._rendered.get(
+                form.key(True), form.version, lambda: gzipped(identity)
+            )
+        return body
+
+    async def _body_later(self, form: Form, render: Callable[[str], bytes]) -> Body:
+        """The body of ``form``, rendered and compressed in a thread if not
+        kept (once, for all the requests that ask meanwhile)."""
+        kept = self._rendered.peek(form.key(form.gzip), form.version)
+        if kept is not None:
+            return kept
+        if self.run_blocking is None:
+            return self._body(form, render)
+        run_blocking = self.run_blocking
+
+        async def made() -> tuple[Body, Body | None]:
+            identity = self._rendered.peek(form.key(False), form.version)
+            return await run_blocking(render_form, form, render, identity)  # type: ignore[no-any-return]
+
+        identity, zipped = await self._renders.run(form, made)
+        self._rendered.get(form.key(False), form.version, lambda: identity)
+        if zipped is None:
+            return identity
+        return self._rendered.get(form.key(True), form.version, lambda: zipped)
+
+    def _project_body(
+        self,
+        route: str,
+        name: str,
+        view: View,
+        offer: MetadataOf,
+        accept: bytes | None,
+        format_param: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body | None:
+        """The body of a project's page, built only if this version is not
+        rendered; ``None`` for a page of :attr:`big_page` files or more not
+        rendered yet (:meth:`_send_project_later` renders it in a thread)."""
+        form = self._form(
+            (route, name), view.key, accept, format_param, accept_encoding
+        )
+        kept = self._rendered.peek(form.key(form.gzip), form.version)
+        if kept is not None:
+            return kept
+        page = view.page  # built here, on the reactor
+        if self.run_blocking is not None and len(page.files) >= self.big_page:
+            return None
+        return self._body(form, renderer(page, offer))
+
+
+def renderer(page: ProjectPage, offer: MetadataOf) -> Callable[[str], bytes]:
+    """How ``page`` is rendered in a media type (in any thread: ``page`` is
+    built already)."""
+
+    def render(media: str) -> bytes:
+        shown = with_provenance_urls(page)
+        write = render_json_page if media == JSON_TYPE else render_html_page
+        return write(shown, lambda f: file_url(shown.name, f.filename), offer)
+
+    return render
