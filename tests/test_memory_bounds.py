@@ -7,6 +7,7 @@ from twisted.python.filepath import FilePath
 from pypicache.errors import NotFound
 from pypicache.proxy.pages import ProjectPages
 from pypicache.storage.filesystem import FilesystemStore
+from pypicache.storage.shared import DOCS_KEPT, SharedDocs
 
 
 class MissingUpstream:
@@ -51,3 +52,34 @@ def test_unknown_projects_are_not_listed_in_memory(tmp_path):
     for i in range(1000):
         assert store.listed_files(f"nosuch{i}") == []
     assert len(store._listings._cache) == 0
+
+
+def test_shared_docs_keep_at_most_their_bound(tmp_path):
+    """A folder's views (withdrawals, statuses: one per project read) keep
+    the ``DOCS_KEPT`` most recently used, however many projects are read;
+    a project used all along stays in memory."""
+    store = FilesystemStore(FilePath(str(tmp_path)))
+    docs = SharedDocs(store, "withdrawn", Clock())
+    assert docs.memory_size == DOCS_KEPT <= 1024
+    hot = docs.doc("hot")
+    for n in range(3 * DOCS_KEPT):
+        assert docs.get(f"cold-{n}") == {}
+        assert docs.doc("hot") is hot
+        assert len(docs._docs) <= DOCS_KEPT
+    assert len(docs._docs) == DOCS_KEPT
+
+
+def test_forgotten_view_never_repeats_a_turn(tmp_path):
+    """A document's view made again after it was forgotten never shows a
+    turn an earlier view showed (turns key rendered pages: a repeated one
+    would serve a page made from the document's old content)."""
+    store = FilesystemStore(FilePath(str(tmp_path)))
+    docs = SharedDocs(store, "withdrawn", Clock(), memory_size=2)
+    seen = set()
+    for content in ({"files": {"a": 1}}, {"files": {"b": 2}}, {}):
+        docs.put("app", content)
+        seen.add(docs.version("app"))
+        docs.get("other-1"), docs.get("other-2")  # "app" is forgotten
+        assert docs.get("app") == content
+        assert docs.version("app") not in seen
+        seen.add(docs.version("app"))

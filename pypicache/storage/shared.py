@@ -12,6 +12,7 @@ daemon changed is applied within ``state_max_age`` plus one round trip,
 never later. A change made through this process shows here at once.
 """
 
+import itertools
 import time
 from collections import OrderedDict
 from typing import Any, Hashable
@@ -23,12 +24,36 @@ from pypicache.storage.state import IState, StateChange, StateDoc
 
 log = Logger()
 
+#: How many documents of a folder a :class:`SharedDocs` keeps by default: the
+#: most recently used (one per project read lately; about 300 bytes each).
+#: A document read again after it left is read from the store again: on disk
+#: that is what a view older than ``state_max_age`` (5 ms) costs anyway.
+DOCS_KEPT = 1024
+
+#: The turns of every view in this process, so that a view made again for a
+#: document it had forgotten never shows a turn an older view showed.
+_turns = itertools.count(1)
+
 
 class SharedDoc:
     """One document as this process sees it.
 
-    :ivar turn: changes whenever the content does (a cheap version for keys).
+    :ivar turn: changes whenever the content does (a cheap version for keys);
+        never the same for two views or two contents in this process.
     """
+
+    __slots__ = (
+        "_state",
+        "name",
+        "_data",
+        "_tag",
+        "_checked",
+        "_reading",
+        "_changing",
+        "_epoch",
+        "_complaint",
+        "turn",
+    )
 
     def __init__(self, state: IState, name: str) -> None:
         self._state = state
@@ -42,7 +67,7 @@ class SharedDoc:
         self._changing = 0
         self._epoch = 0
         self._complaint: str | None = None
-        self.turn = 0
+        self.turn = next(_turns)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -97,7 +122,7 @@ class SharedDoc:
         self._complaint = None
         if doc.tag != self._tag or doc.data != self._data:
             if doc.data != self._data:
-                self.turn += 1
+                self.turn = next(_turns)
             self._data, self._tag = doc.data, doc.tag
 
     async def change(self, change: StateChange) -> dict[str, Any]:
@@ -114,7 +139,7 @@ class SharedDoc:
                 except Exception:
                     mine = None
                 if mine is not None and mine != self._data:
-                    self._data, self.turn = mine, self.turn + 1
+                    self._data, self.turn = mine, next(_turns)
             doc = await d
         finally:
             self._changing -= 1
@@ -130,7 +155,7 @@ class SharedDocs:
     :class:`SharedDoc`, the most recently used ``memory_size`` kept."""
 
     def __init__(
-        self, state: IState, folder: str, clock: Any, memory_size: int = 10000
+        self, state: IState, folder: str, clock: Any, memory_size: int = DOCS_KEPT
     ) -> None:
         self.state = state
         self.folder = folder
