@@ -23,6 +23,7 @@ from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
 from pypicache.web.metrics import SAMPLE_INTERVAL, Metrics
+from pypicache.web.turns import Turns, TurnsService
 from pypicache.web.watchdog import ReactorWatchdog
 
 log = Logger()
@@ -160,6 +161,9 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         metrics=metrics,
         hsts=options["hsts"],
     )
+    # Each reactor turn answers the clients' cheap reads before its costly work.
+    site.turns = Turns(reactor)
+    TurnsService(site.turns).setServiceParent(top)
     # What can wait waits for the first answer: the collector's freeze and
     # every walk of the cache folder.
     after = AfterFirstAnswer(site, reactor)

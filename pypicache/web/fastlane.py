@@ -157,12 +157,20 @@ class FastChannel(HTTPChannel):
     """An ``HTTPChannel`` that answers ready hot reads itself.
 
     :param answers: what the lane can answer.
+    :param turns: the reactor's split turns (:class:`~pypicache.web.turns.Turns`):
+        a request the lane cannot answer waits, its connection not read,
+        for the costly part of a turn before it goes to ``HTTPChannel``.
     """
 
-    def __init__(self, answers: ReadyAnswers, hsts: bytes | None = None) -> None:
+    def __init__(
+        self, answers: ReadyAnswers, hsts: bytes | None = None, turns: Any = None
+    ) -> None:
         super().__init__()
         self._answers = answers
         self._hsts = hsts
+        self._turns = turns
+        #: The bytes from a request that waits for its turn, and what came after.
+        self._waiting: bytes | None = None
         #: Header lines every answer here carries (HSTS over TLS).
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
@@ -188,6 +196,9 @@ class FastChannel(HTTPChannel):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        if self._waiting is not None:
+            self._waiting += data  # after the request that waits, in order
+            return
         if not self._idle():
             HTTPChannel.dataReceived(self, data)
             return
@@ -206,6 +217,8 @@ class FastChannel(HTTPChannel):
                 break  # its framing is twisted.web's to read
             ready = self._answers.answer(head)
             if ready is None:
+                if self._wait_turn(buffer):
+                    return
                 # twisted.web answers it; if it did at once, read on here.
                 HTTPChannel.dataReceived(self, buffer[: end + 4])
                 buffer = buffer[end + 4 :]
@@ -215,8 +228,29 @@ class FastChannel(HTTPChannel):
             buffer = buffer[end + 4 :]
             if not self._send(head, ready, buffer):
                 return
-        if buffer:
+        if buffer and not (self._idle() and self._wait_turn(buffer)):
             HTTPChannel.dataReceived(self, buffer)
+
+    def _wait_turn(self, data: bytes) -> bool:
+        """Keep ``data`` (from a request the lane leaves to ``HTTPChannel``)
+        for the costly part of the reactor's turn, the connection paused;
+        ``False`` if it may go now."""
+        turns = self._turns
+        if turns is None or turns.now:
+            return False
+        self._waiting = data
+        self._networkProducer.pauseProducing()
+        turns.later(self._take_turn)
+        return True
+
+    def _take_turn(self) -> None:
+        """The kept request's turn: read it (and what followed) on."""
+        data, self._waiting = self._waiting, None
+        if data is None:
+            return  # the connection was lost meanwhile
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        self.dataReceived(data)
 
     def _send(self, head: RequestHead, ready: Ready, rest: bytes) -> bool:
         """Send an answer; ``True`` if the next request may be read at once
@@ -286,6 +320,7 @@ class FastChannel(HTTPChannel):
         self._sender.resumeProducing()
 
     def connectionLost(self, reason: Any) -> None:
+        self._waiting = None
         if self._sender is not None:
             self._sender.stopProducing()
             self._sender = None
@@ -328,4 +363,6 @@ def fast_protocol(site: Any) -> Any:
     """The protocol of a site with a fast lane (``site.ready``): the
     ``HTTPChannel`` twisted.web would use (HTTP/2 where TLS negotiates it),
     as a :class:`FastChannel`."""
-    return _GenericHTTPChannelProtocol(FastChannel(site.ready, site.hsts))
+    return _GenericHTTPChannelProtocol(
+        FastChannel(site.ready, site.hsts, getattr(site, "turns", None))
+    )
