@@ -10,12 +10,14 @@ others split the test reactor's own turns under a daemon on loopback.
 
 import socket
 import time
+from collections import OrderedDict
 
 import pytest
 from twisted.internet import reactor, tcp
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from pypicache.web import ready
 from pypicache.web.turns import Turns
 from tests.test_fastlane import (  # noqa: F401 (fixtures)
     _talk,
@@ -162,10 +164,11 @@ def _two_at_once(port, first, second):
         return read_all(a), read_all(b)
 
 
-async def test_cached_read_answered_before_costly_request_of_its_turn(split):
-    """Two requests ready in the same turn, a costly one (a page twisted.web
-    answers) arrived first and a cached page: the cached page is answered
-    (logged) before the costly request reaches twisted.web."""
+async def _order_in_one_turn(split, first, second):
+    """Send ``first`` and ``second`` on two connections so that the same turn
+    finds both ready (the reactor is held while they are sent); return both
+    answers and the order of what happened: ``("answered", uri)`` as the
+    site logs an answer, ``("twisted.web", uri)`` as twisted.web renders."""
     site = split.daemon.port.factory
     order = []
     log = site.log
@@ -178,15 +181,13 @@ async def test_cached_read_answered_before_costly_request_of_its_turn(split):
 
     site.resource.render = rendered
     try:
-        # Connect first (accepted), then hold the reactor while both send, so
-        # that the next poll finds both requests ready.
         a = socket.create_connection(("127.0.0.1", split.fast))
         b = socket.create_connection(("127.0.0.1", split.fast))
-        await deferLater(reactor, 0.1, lambda: None)
+        await deferLater(reactor, 0.1, lambda: None)  # both accepted
 
         def hold():
-            a.sendall(request("GET", "/simple/Lane.Thing/", close=True))
-            b.sendall(request("GET", "/simple/lane-thing/", close=True))
+            a.sendall(first)
+            b.sendall(second)
             time.sleep(0.2)
 
         reactor.callLater(0, hold)
@@ -196,12 +197,44 @@ async def test_cached_read_answered_before_costly_request_of_its_turn(split):
     finally:
         del site.log
         del site.resource.render
+    return answers, order
+
+
+async def test_cached_read_answered_before_costly_request_of_its_turn(split):
+    """Two requests ready in the same turn, a costly one (a page twisted.web
+    answers) arrived first and a cached page: the cached page is answered
+    (logged) before the costly request reaches twisted.web."""
+    answers, order = await _order_in_one_turn(
+        split,
+        request("GET", "/simple/Lane.Thing/", close=True),
+        request("GET", "/simple/lane-thing/", close=True),
+    )
     assert answers[0].startswith(b"HTTP/1.1 301 ")
     assert answers[1].startswith(b"HTTP/1.1 200 ")
     assert order[:2] == [
         ("answered", b"/simple/lane-thing/"),
         ("twisted.web", b"/simple/Lane.Thing/"),
     ]
+
+
+async def test_stored_file_too_large_for_the_lane_does_not_wait(
+    split, dists, monkeypatch  # noqa: F811
+):
+    """A stored file the lane leaves to twisted.web because it is too large
+    to keep in memory (here: anything over 10 bytes) is a cheap read too: it
+    goes to twisted.web in the clients' part of the turn, before a costly
+    request that arrived first."""
+    monkeypatch.setattr(ready, "FIRST_CHUNK", 10)
+    monkeypatch.setattr(ready, "_FILES", OrderedDict())
+    wheel = f"/packages/lane-thing/{dists['wheel'].name}".encode()
+    answers, order = await _order_in_one_turn(
+        split,
+        request("GET", "/simple/Lane.Thing/", close=True),
+        request("GET", wheel.decode(), close=True),
+    )
+    assert answers[1].startswith(b"HTTP/1.1 200 ")
+    assert order[0] == ("twisted.web", wheel)
+    assert ("twisted.web", b"/simple/Lane.Thing/") in order[1:]
 
 
 async def test_lost_while_waiting(split):
@@ -215,3 +248,29 @@ async def test_lost_while_waiting(split):
         _talk, split.fast, [request("GET", "/simple/lane-thing/", close=True)], 0
     )
     assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_thread_results_go_through_deliver():
+    """A thread pool given ``deliver`` hands it the call that fires a result's
+    Deferred (or its failure's), on the reactor thread, instead of firing it
+    there and then: the split turns run it with the costly work."""
+    from pypicache.concurrency import ThreadPoolService
+
+    handed = []
+    threads = ThreadPoolService(reactor, 1, "turns-test", deliver=handed.append)
+    threads.startService()
+    try:
+        ok = threads(lambda: 42)
+        bad = threads(lambda: 1 / 0)
+        for _ in range(200):
+            if len(handed) == 2:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        assert len(handed) == 2 and not ok.called and not bad.called
+        for fire in handed:
+            fire()
+        assert await ok == 42
+        with pytest.raises(ZeroDivisionError):
+            await bad
+    finally:
+        threads.stopService()

@@ -35,7 +35,7 @@ from twisted.web.server import version as SERVER
 from zope.interface import implementer
 
 from pypicache.web.heads import RequestHead, parse_head
-from pypicache.web.ready import Ready, ReadyAnswers, status_line
+from pypicache.web.ready import ON_DISK, Ready, ReadyAnswers, status_line
 
 #: A request head longer than this is left to twisted.web (which allows 16 KB).
 MAX_HEAD = 8192
@@ -216,8 +216,8 @@ class FastChannel(HTTPChannel):
             if head is None or _has_body(head):
                 break  # its framing is twisted.web's to read
             ready = self._answers.answer(head)
-            if ready is None:
-                if self._wait_turn(buffer):
+            if ready is None or ready is ON_DISK:
+                if ready is None and self._wait_turn(buffer):
                     return
                 # twisted.web answers it; if it did at once, read on here.
                 HTTPChannel.dataReceived(self, buffer[: end + 4])
