@@ -274,3 +274,26 @@ async def test_thread_results_go_through_deliver():
             await bad
     finally:
         threads.stopService()
+
+
+async def test_kept_request_is_looked_at_once(split):
+    """A request kept for the costly part of the turn goes to twisted.web when
+    its turn comes without the lane looking it up again (a cold page's look-up
+    costs file-system calls)."""
+    answers = split.daemon.port.factory.ready
+    looked = []
+    answer = answers.answer
+
+    def counted(head):
+        looked.append(head.uri)
+        return answer(head)
+
+    answers.answer = counted
+    try:
+        reply = await deferToThread(
+            _talk, split.fast, [request("GET", "/simple/Lane.Thing/", close=True)], 0
+        )
+    finally:
+        del answers.answer
+    assert reply.startswith(b"HTTP/1.1 301 ")
+    assert looked == [b"/simple/Lane.Thing/"]

@@ -171,6 +171,8 @@ class FastChannel(HTTPChannel):
         self._turns = turns
         #: The bytes from a request that waits for its turn, and what came after.
         self._waiting: bytes | None = None
+        #: Its turn has come: it goes to twisted.web without a second look.
+        self._its_turn = False
         #: Header lines every answer here carries (HSTS over TLS).
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
@@ -215,7 +217,11 @@ class FastChannel(HTTPChannel):
             head = parse_head(buffer[:end], self.transport)
             if head is None or _has_body(head):
                 break  # its framing is twisted.web's to read
-            ready = self._answers.answer(head)
+            if self._its_turn:
+                self._its_turn = False
+                ready = None
+            else:
+                ready = self._answers.answer(head)
             if ready is None or ready is ON_DISK:
                 if ready is None and self._wait_turn(buffer):
                     return
@@ -250,7 +256,11 @@ class FastChannel(HTTPChannel):
             return  # the connection was lost meanwhile
         if not self._waitingForTransport:
             self._networkProducer.resumeProducing()
-        self.dataReceived(data)
+        self._its_turn = True
+        try:
+            self.dataReceived(data)
+        finally:
+            self._its_turn = False
 
     def _send(self, head: RequestHead, ready: Ready, rest: bytes) -> bool:
         """Send an answer; ``True`` if the next request may be read at once
