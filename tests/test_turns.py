@@ -70,9 +70,10 @@ class FakeReactor:
 
 def test_clients_first_then_costly_work_within_the_budget():
     """The clients' events run first, whatever the poll's order; then the
-    upstream's and the queued work, oldest first, until the budget is spent
-    (at least one of each); what is left waits for the next turn, whose poll
-    does not wait while work is queued."""
+    upstream's, the threads' results and the queued requests, each oldest
+    first, until the budget is spent (at least one of each kind); what is
+    left waits for the next turn, whose poll does not wait while work is
+    queued."""
     events = [
         (3, FakeClient("up-a")),
         (4, FakeServer("client-a")),
@@ -83,13 +84,28 @@ def test_clients_first_then_costly_work_within_the_budget():
     turns = Turns(fake, budget=0.010, clock=lambda: fake.now)
     assert turns.install()
     assert turns.now is False
+
+    def work(name):
+        def run():
+            fake.done.append(name)
+            fake.now += 0.004
+
+        return run
+
     for name in ("queued-1", "queued-2", "queued-3"):
-        turns.later(lambda name=name: fake.done.append(name) or fake.advance(name))
-    fake.advance = lambda name: setattr(fake, "now", fake.now + 0.004)
-    assert turns.waiting == 3
+        turns.later(work(name))
+    turns.finish(work("result-1"))
+    assert turns.waiting == 4
     fake.doIteration(None)
-    # 4 ms each: up-a, up-b, then one queued (the budget is spent at 12 ms).
-    assert fake.done == ["client-a", "client-b", "up-a", "up-b", "queued-1"]
+    # 4 ms each: up-a, up-b (8 ms), one result (12 ms: over), one request.
+    assert fake.done == [
+        "client-a",
+        "client-b",
+        "up-a",
+        "up-b",
+        "result-1",
+        "queued-1",
+    ]
     assert turns.waiting == 2 and fake.timeouts == [0]
     fake.done.clear()
     fake.doIteration(None)

@@ -94,7 +94,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     turns = Turns(reactor)
     TurnsService(turns).setServiceParent(top)
     run_blocking = _thread_pool(
-        top, reactor, "pypicache", 4, ready=4, deliver=turns.later
+        top, reactor, "pypicache", 4, ready=4, deliver=turns.finish
     )
     # Storing waits on fsync, not on the CPU: threads of its own, enough for an
     # installer's burst of cold files to sync together (the filesystem commits
@@ -106,7 +106,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         "pypicache-sync",
         SYNC_THREADS,
         ready=SYNC_THREADS,
-        deliver=turns.later,
+        deliver=turns.finish,
     )
     # bcrypt gets threads of its own: password guessing must not starve uploads.
     run_password_check = _thread_pool(top, reactor, "pypicache-bcrypt", 2)

@@ -18,10 +18,12 @@ one that splits each turn in two:
    :class:`~pypicache.web.fastlane.FastChannel`);
 2. then, until :data:`BUDGET` seconds have gone, the events of the
    connections we made (the upstream's, the object store's: cold pages
-   parsed, cold files streamed) and the queued requests, oldest first; at
-   least one of each that waits, so nothing starves. What is left waits for
-   the next turn: epoll reports a socket again as long as it is ready, and
-   a queued request keeps its place.
+   parsed, cold files streamed), the results the thread pools hand back
+   (:meth:`Turns.finish`: work under way is finished before more is
+   started) and the queued requests, each oldest first; at least one of
+   each kind that waits, so nothing starves. What is left waits for the
+   next turn: epoll reports a socket again as long as it is ready, and
+   queued work keeps its place.
 
 So a turn's cheap reads are answered before its costly work, and the costly
 work of one turn is bounded; none of it is dropped or reordered within its
@@ -64,6 +66,7 @@ class Turns:
         self.budget = budget
         self._clock = clock
         self._queue: deque[Callable[[], None]] = deque()
+        self._finishing: deque[Callable[[], None]] = deque()
         #: Whether queued work runs at once: outside a split turn's first
         #: part (or when the turns are not split).
         self.now = True
@@ -89,7 +92,8 @@ class Turns:
         self.reactor.__dict__.pop("doIteration", None)
         self._installed = False
         self.now = True
-        self._run_queue(float("inf"), everything=True)
+        self._run(self._finishing, float("inf"), everything=True)
+        self._run(self._queue, float("inf"), everything=True)
 
     def later(self, work: Callable[[], None]) -> None:
         """Run ``work()`` in the costly part of this turn or a later one
@@ -99,15 +103,23 @@ class Turns:
         else:
             self._queue.append(work)
 
+    def finish(self, work: Callable[[], None]) -> None:
+        """As :meth:`later`, for work that finishes what is under way (a
+        thread's result): it runs before the requests queued to start."""
+        if self.now:
+            work()
+        else:
+            self._finishing.append(work)
+
     @property
     def waiting(self) -> int:
-        """Requests queued for the costly part of a turn."""
-        return len(self._queue)
+        """Calls queued for the costly part of a turn."""
+        return len(self._queue) + len(self._finishing)
 
     def do_poll(self, timeout: float | None) -> None:
         """One turn: poll, the clients' events, then the costly ones."""
         reactor = self.reactor
-        if self._queue:
+        if self._queue or self._finishing:
             timeout = 0
         elif timeout is None:
             timeout = -1
@@ -137,14 +149,20 @@ class Turns:
                     legacy_log.callWithLogger(selectable, handle, selectable, fd, event)
                 if self._clock() >= deadline:
                     break  # reported again by the next poll
-            self._run_queue(deadline)
+            self._run(self._finishing, deadline)
+            self._run(self._queue, deadline)
         finally:
             self.now = False
 
-    def _run_queue(self, deadline: float, everything: bool = False) -> None:
-        """Queued work until ``deadline`` (at least one), oldest first; only
-        what was queued before (work queued meanwhile waits a turn)."""
-        queue = self._queue
+    def _run(
+        self,
+        queue: "deque[Callable[[], None]]",
+        deadline: float,
+        everything: bool = False,
+    ) -> None:
+        """Work from ``queue`` until ``deadline`` (at least one), oldest
+        first; only what was queued before (work queued meanwhile waits a
+        turn)."""
         for _ in range(len(queue)):
             work = queue.popleft()
             try:
