@@ -137,15 +137,14 @@ class Turns:
             if selectable is None:
                 continue
             if isinstance(selectable, tcp.BaseClient):
-                costly.append((fd, event))
+                costly.append((fd, event, selectable))
             else:
                 legacy_log.callWithLogger(selectable, handle, selectable, fd, event)
         deadline = self._clock() + self.budget
         self.now = True
         try:
-            for fd, event in costly:
-                selectable = selectables.get(fd)
-                if selectable is not None:  # not closed by an earlier event
+            for fd, event, selectable in costly:
+                if selectables.get(fd) is selectable:  # not closed meanwhile
                     legacy_log.callWithLogger(selectable, handle, selectable, fd, event)
                 if self._clock() >= deadline:
                     break  # reported again by the next poll
@@ -168,7 +167,7 @@ class Turns:
             try:
                 work()
             except Exception:
-                log.failure("Queued request failed")
+                log.failure("Work queued for the costly part of a turn failed")
             if not everything and self._clock() >= deadline:
                 break
 
