@@ -459,6 +459,44 @@ def machine_share(before: list[int], after: list[int]) -> dict[str, float]:
     }
 
 
+def by_tenth(
+    samples: list[dict[str, Any]], start: float, span: float
+) -> dict[str, list[float]]:
+    """Per tenth of the measured part, from the samples nearest its ends: the
+    request rate, the CPU milliseconds per request of the daemon, the upstream
+    and the clients, and the machine's busy and steal %. The mix is the same
+    all along, so a process's CPU per request moves only if its work or the
+    CPU's speed does: when all three move together, the host changed (a
+    neighbour on the same cores slows every instruction without showing as
+    steal)."""
+    figures: dict[str, list[float]] = {
+        k: []
+        for k in ("req_per_s", "daemon_ms", "upstream_ms", "client_ms", "busy", "steal")
+    }
+    if not samples or "machine" not in samples[0]:
+        return figures
+    ends = [
+        min(samples, key=lambda s: abs(s["t"] - (start + i * span / 10)))
+        for i in range(11)
+    ]
+    if len({id(end) for end in ends}) < 11:
+        return figures  # tenths shorter than the samples' interval
+    for a, b in zip(ends, ends[1:]):
+        seconds = (b["t"] - a["t"]) or 1
+        requests = (b["requests"] - a["requests"]) or 1
+        figures["req_per_s"].append(round(requests / seconds, 1))
+        for key, field in (
+            ("daemon_ms", "cpu_s"),
+            ("upstream_ms", "upstream_cpu_s"),
+            ("client_ms", "client_cpu_s"),
+        ):
+            figures[key].append(round(1000 * (b[field] - a[field]) / requests, 2))
+        share = machine_share(a["machine"], b["machine"])
+        figures["busy"].append(share["busy_percent"])
+        figures["steal"].append(share["steal_percent"])
+    return figures
+
+
 def stall_report(pid: int) -> dict[str, Any]:
     """What the daemon's threads are doing: state and kernel wait channel of each,
     and a ``py-spy dump`` when py-spy is installed."""
@@ -784,6 +822,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         s["client_cpu_s"] = round(time.process_time() - cpu0, 2)
         s["requests"] = sum(len(r.sent[k]) for r in soak.recorders for k in KINDS)
         s["errors"] = sum(sum(r.failed[k]) for r in soak.recorders for k in KINDS)
+        s["machine"] = machine_cpu()
         if when == soak.measure_from:
             machine_from = machine_cpu()
         elif when == soak.end:
@@ -882,6 +921,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         "cpu_s_total": round(client_cpu, 1),
     }
     results["machine_cpu"] = machine_share(machine_from, machine_to)
+    results["by_tenth"] = by_tenth(samples, args.warmup, args.duration)
     results["stalled_intervals"] = sum(
         1 for i in range(1, len(samples)) if is_stall(samples[:i], samples[i])
     )
@@ -1081,6 +1121,22 @@ def report(results: dict[str, Any]) -> str:
             for kind in ("cached_page", "cold_page", "upload")
         )
     )
+    tenth = results.get("by_tenth", {})
+    if tenth.get("req_per_s"):
+        lines.append(
+            "by tenth of the run: "
+            + "; ".join(
+                f"{label} " + " ".join(format(x, fmt) for x in tenth[key])
+                for key, label, fmt in (
+                    ("req_per_s", "req/s", ".0f"),
+                    ("daemon_ms", "daemon CPU ms/req", ".2f"),
+                    ("upstream_ms", "upstream", ".2f"),
+                    ("client_ms", "clients", ".2f"),
+                    ("busy", "machine busy %", ".0f"),
+                    ("steal", "steal %", ".0f"),
+                )
+            )
+        )
     lines.append(
         f"daemon CPU {d['cpu_s']} s ({d['cpu_percent']}% of one core); threads {d['threads_start']}"
         f"->{d['threads_end']} (max {d['threads_max']}); open fds {d['fds_start']}->{d['fds_end']} "

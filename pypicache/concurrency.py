@@ -84,17 +84,40 @@ class ThreadPoolService(service.Service):
 
     :param ready: threads started with it; the rest are started when work
         arrives.
+    :param deliver: given, on the reactor thread, the call that fires a
+        result's Deferred, to run it now or later (the web layer's split
+        turns put it with the costly work); by default it runs at once.
     """
 
-    def __init__(self, reactor: Any, size: int, name: str, ready: int = 0) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        size: int,
+        name: str,
+        ready: int = 0,
+        deliver: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         self._reactor = reactor
         self.pool = ThreadPool(minthreads=ready, maxthreads=size, name=name)
+        self._deliver = deliver
 
     def __call__(
         self, f: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> "Deferred[Any]":
         """Run ``f(*args, **kwargs)`` in one of the threads."""
-        return deferToThreadPool(self._reactor, self.pool, f, *args, **kwargs)
+        deliver = self._deliver
+        if deliver is None:
+            return deferToThreadPool(self._reactor, self.pool, f, *args, **kwargs)
+        d: Deferred[Any] = Deferred()
+
+        def fire(success: bool, result: Any) -> None:
+            (d.callback if success else d.errback)(result)
+
+        def done(success: bool, result: Any) -> None:
+            self._reactor.callFromThread(deliver, lambda: fire(success, result))
+
+        self.pool.callInThreadWithCallback(done, f, *args, **kwargs)
+        return d
 
     def startService(self) -> None:
         super().startService()

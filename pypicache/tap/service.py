@@ -23,6 +23,7 @@ from pypicache.web.accesslog import make_site
 from pypicache.web.app import PypicacheApp
 from pypicache.web.limits import limited_request_factory
 from pypicache.web.metrics import SAMPLE_INTERVAL, Metrics
+from pypicache.web.turns import Turns, TurnsService
 from pypicache.web.watchdog import ReactorWatchdog
 
 log = Logger()
@@ -35,14 +36,20 @@ UPSTREAM_CONNECTIONS = 32
 
 
 def _thread_pool(
-    parent: Any, reactor: Any, name: str, size: int, ready: int = 0
+    parent: Any,
+    reactor: Any,
+    name: str,
+    size: int,
+    ready: int = 0,
+    deliver: Any = None,
 ) -> Any:
     """A thread pool started and stopped with ``parent``, as a ``run_blocking``.
 
     :param ready: threads started with it; the rest are started when work
         arrives, each by the reactor thread, which waits until it runs.
+    :param deliver: see :class:`~pypicache.concurrency.ThreadPoolService`.
     """
-    threads = ThreadPoolService(reactor, size, name, ready)
+    threads = ThreadPoolService(reactor, size, name, ready, deliver)
     threads.setServiceParent(parent)
     return threads
 
@@ -81,13 +88,25 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     if options["json-log"] is not None:
         json_log = JsonLog(options["json-log"], reactor)
         json_log.setServiceParent(top)
-    run_blocking = _thread_pool(top, reactor, "pypicache", 4, ready=4)
+    # Each reactor turn answers the clients' cheap reads before its costly
+    # work: the requests left to twisted.web, the upstream's answers, and what
+    # the threads hand back.
+    turns = Turns(reactor)
+    TurnsService(turns).setServiceParent(top)
+    run_blocking = _thread_pool(
+        top, reactor, "pypicache", 4, ready=4, deliver=turns.finish
+    )
     # Storing waits on fsync, not on the CPU: threads of its own, enough for an
     # installer's burst of cold files to sync together (the filesystem commits
     # concurrent syncs as one), never queued ahead of page parsing, and
     # started beforehand: a burst must not wait for threads to start.
     run_sync = _thread_pool(
-        top, reactor, "pypicache-sync", SYNC_THREADS, ready=SYNC_THREADS
+        top,
+        reactor,
+        "pypicache-sync",
+        SYNC_THREADS,
+        ready=SYNC_THREADS,
+        deliver=turns.finish,
     )
     # bcrypt gets threads of its own: password guessing must not starve uploads.
     run_password_check = _thread_pool(top, reactor, "pypicache-bcrypt", 2)
@@ -160,6 +179,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         metrics=metrics,
         hsts=options["hsts"],
     )
+    site.turns = turns
     # What can wait waits for the first answer: the collector's freeze and
     # every walk of the cache folder.
     after = AfterFirstAnswer(site, reactor)

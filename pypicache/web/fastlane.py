@@ -23,20 +23,18 @@ the connection's later requests waiting (buffered, with backpressure) until
 it is sent.
 """
 
-import os
-import socket
 import time
 from typing import Any, Callable
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
 from twisted.web.server import version as SERVER
 from zope.interface import implementer
 
 from pypicache.web.heads import RequestHead, parse_head
-from pypicache.web.ready import Ready, ReadyAnswers, status_line
+from pypicache.web.ready import ON_DISK, Ready, ReadyAnswers, status_line
 from pypicache.web.sendfile import FileRest
+from pypicache.web.socketsend import send_now
 
 #: A request head longer than this is left to twisted.web (which allows 16 KB).
 MAX_HEAD = 8192
@@ -70,72 +68,6 @@ def _joined(prefix: bytes, piece: bytes) -> bytes:
         _JOINED.pop(next(iter(_JOINED)))
     _JOINED[prefix] = (piece, joined)
     return joined
-
-
-def _socket_of(transport: Any) -> Any:
-    """The socket of ``transport`` if bytes may go to it directly: a plain TCP
-    connection (no TLS), connected, with nothing buffered; else ``None``."""
-    if (
-        type(transport) is tcp.Server
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not transport.dataBuffer
-        and not transport._tempDataLen
-    ):
-        return transport.socket
-    return None
-
-
-def send_now(transport: Any, pieces: list[bytes], file: int = -1) -> tuple[bytes, ...]:
-    """Send ``pieces`` straight to the socket where the transport allows it
-    (one ``sendmsg``, no copy, no wait for the reactor's next turn); return
-    what is left to send, the transport's to write as it drains.
-
-    With ``file`` (an in-memory file holding ``pieces[1:]``), those go by
-    ``sendfile`` from it once ``pieces[0]`` is sent. Only when nothing is
-    buffered in the transport, so bytes keep their order; on a socket error
-    the rest is left, and the transport finds out when it writes it.
-    """
-    sock = _socket_of(transport)
-    if sock is None:
-        return tuple(pieces)
-    sent = 0
-    try:
-        if file < 0:
-            sent = sock.send(pieces[0]) if len(pieces) == 1 else sock.sendmsg(pieces)
-        else:
-            # MSG_MORE: the headers leave with the file's first bytes.
-            sent = sock.send(pieces[0], socket.MSG_MORE)
-            if sent == len(pieces[0]):
-                size = sent + sum(map(len, pieces[1:]))
-                while sent < size:
-                    done = os.sendfile(
-                        sock.fileno(), file, sent - len(pieces[0]), size - sent
-                    )
-                    if not done:
-                        break
-                    sent += done
-    except OSError:
-        pass  # full (EAGAIN), or gone: the rest goes through the transport
-    return _after(pieces, sent)
-
-
-def _after(pieces: list[bytes], sent: int) -> tuple[bytes, ...]:
-    """What is left of ``pieces`` once their first ``sent`` bytes are sent."""
-    if not sent:
-        return tuple(pieces)
-    left: list[bytes] = []
-    for piece in pieces:
-        if sent >= len(piece):
-            sent -= len(piece)
-        elif sent:
-            left.append(piece[sent:])
-            sent = 0
-        else:
-            left.append(piece)
-    return tuple(left)
 
 
 class _KnownPeer:
@@ -172,12 +104,22 @@ class FastChannel(HTTPChannel):
     """An ``HTTPChannel`` that answers ready hot reads itself.
 
     :param answers: what the lane can answer.
+    :param turns: the reactor's split turns (:class:`~pypicache.web.turns.Turns`):
+        a request the lane cannot answer waits, its connection not read,
+        for the costly part of a turn before it goes to ``HTTPChannel``.
     """
 
-    def __init__(self, answers: ReadyAnswers, hsts: bytes | None = None) -> None:
+    def __init__(
+        self, answers: ReadyAnswers, hsts: bytes | None = None, turns: Any = None
+    ) -> None:
         super().__init__()
         self._answers = answers
         self._hsts = hsts
+        self._turns = turns
+        #: The bytes from a request that waits for its turn, and what came after.
+        self._waiting: bytes | None = None
+        #: Its turn has come: it goes to twisted.web without a second look.
+        self._its_turn = False
         #: Header lines every answer here carries (HSTS over TLS).
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
@@ -204,6 +146,9 @@ class FastChannel(HTTPChannel):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        if self._waiting is not None:
+            self._waiting += data  # after the request that waits, in order
+            return
         if not self._idle():
             HTTPChannel.dataReceived(self, data)
             return
@@ -220,8 +165,14 @@ class FastChannel(HTTPChannel):
             head = parse_head(buffer[:end], self._peer)
             if head is None or _has_body(head):
                 break  # its framing is twisted.web's to read
-            ready = self._answers.answer(head)
-            if ready is None:
+            if self._its_turn:
+                self._its_turn = False
+                ready = None
+            else:
+                ready = self._answers.answer(head)
+            if ready is None or ready is ON_DISK:
+                if ready is None and self._wait_turn(buffer):
+                    return
                 # twisted.web answers it; if it did at once, read on here.
                 HTTPChannel.dataReceived(self, buffer[: end + 4])
                 buffer = buffer[end + 4 :]
@@ -231,8 +182,33 @@ class FastChannel(HTTPChannel):
             buffer = buffer[end + 4 :]
             if not self._send(head, ready, buffer):
                 return
-        if buffer:
+        if buffer and not (self._idle() and self._wait_turn(buffer)):
             HTTPChannel.dataReceived(self, buffer)
+
+    def _wait_turn(self, data: bytes) -> bool:
+        """Keep ``data`` (from a request the lane leaves to ``HTTPChannel``)
+        for the costly part of the reactor's turn, the connection paused;
+        ``False`` if it may go now."""
+        turns = self._turns
+        if turns is None or turns.now:
+            return False
+        self._waiting = data
+        self._networkProducer.pauseProducing()
+        turns.later(self._take_turn)
+        return True
+
+    def _take_turn(self) -> None:
+        """The kept request's turn: read it (and what followed) on."""
+        data, self._waiting = self._waiting, None
+        if data is None:
+            return  # the connection was lost meanwhile
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        self._its_turn = True
+        try:
+            self.dataReceived(data)
+        finally:
+            self._its_turn = False
 
     def _send(self, head: RequestHead, ready: Ready, rest: bytes) -> bool:
         """Send an answer; ``True`` if the next request may be read at once
@@ -334,6 +310,7 @@ class FastChannel(HTTPChannel):
         self._sender.resumeProducing()
 
     def connectionLost(self, reason: Any) -> None:
+        self._waiting = None
         if self._sender is not None:
             self._sender.stopProducing()
             self._sender = None
@@ -376,4 +353,6 @@ def fast_protocol(site: Any) -> Any:
     """The protocol of a site with a fast lane (``site.ready``): the
     ``HTTPChannel`` twisted.web would use (HTTP/2 where TLS negotiates it),
     as a :class:`FastChannel`."""
-    return _GenericHTTPChannelProtocol(FastChannel(site.ready, site.hsts))
+    return _GenericHTTPChannelProtocol(
+        FastChannel(site.ready, site.hsts, getattr(site, "turns", None))
+    )

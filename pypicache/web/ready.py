@@ -73,6 +73,13 @@ class Ready(NamedTuple):
     file: int = -1
 
 
+#: :meth:`ReadyAnswers.answer`'s answer for a stored file too large to keep
+#: in memory: twisted.web sends it at once from the disk (``sendfile``), a
+#: read as cheap as the lane's, so it need not wait with the costly work of
+#: a turn (:mod:`pypicache.web.turns`).
+ON_DISK = Ready(0, b"", (), 0)
+
+
 @functools.lru_cache(maxsize=64)
 def header_line(name: bytes, value: bytes) -> bytes:
     """``Name: value\\r\\n`` with the name spelled as twisted.web writes it."""
@@ -107,7 +114,8 @@ class ReadyAnswers:
         self._filehost = filehost
 
     def answer(self, head: RequestHead) -> Ready | None:
-        """The answer to ``head``, or ``None`` to leave it to twisted.web."""
+        """The answer to ``head``, or ``None`` (or :data:`ON_DISK`) to leave
+        it to twisted.web."""
         headers = head.headers
         host = headers.get(b"host")
         if (
@@ -270,7 +278,7 @@ def _identity(status: os.stat_result) -> tuple[int, ...]:
     )
 
 
-def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready | None:
+def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready:
     """As :func:`~pypicache.web.files.serve_stored` and ``StoredArchive`` answer.
 
     The file's bytes come from a copy in memory while a ``stat`` shows the
@@ -284,7 +292,7 @@ def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready | None:
             return Ready(304, lines + b"ETag: " + etag + b"\r\n", (), 0)
     kept = _small_file(path)
     if kept is None:
-        return None
+        return ON_DISK
     rest, data = kept
     if etag is not None:
         rest += b"ETag: " + etag + b"\r\n"
