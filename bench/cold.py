@@ -9,6 +9,7 @@ started with different options (by default ``--prefetch-depth=0`` and
     python bench/cold.py --runs 5 --clients uv --delays 20
     python bench/cold.py --variant off=--prefetch-depth=0 --variant d1=--prefetch-depth=1
     python bench/cold.py --variant base= --source base=/tmp/base --variant new=
+    python bench/cold.py --clients pip --delays 0 --warm   # each cold install, then warm
 
 ``--source NAME=PATH`` runs variant NAME from the source tree at PATH (put
 first on its ``PYTHONPATH``, ``twisted/plugins`` included), to compare two
@@ -69,12 +70,17 @@ def main() -> None:
         metavar="NAME=PATH",
         help="run variant NAME from the source tree at PATH (default: this checkout)",
     )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="after each cold install, the same install again on the same daemon "
+        "(a fresh client cache): its warm install, printed as subject+warm",
+    )
     parser.add_argument("--work", default=str(BENCH / "work"))
     args = parser.parse_args()
     variants = dict(
-        v.split("=", 1) for v in (
-            args.variant or ["off=--prefetch-depth=0", "on=--prefetch-depth=3"]
-        )
+        v.split("=", 1)
+        for v in (args.variant or ["off=--prefetch-depth=0", "on=--prefetch-depth=3"])
     )
     sources = dict(v.split("=", 1) for v in args.source)
     unknown = set(sources) - set(variants)
@@ -117,8 +123,11 @@ def main() -> None:
             for delay in delays:
                 for subject in ["direct", *variants]:
                     key = f"{kind} {delay} ms {subject}"
+                    warm = None
                     if subject == "direct":
                         seconds, got = install[kind](index[delay], TREE, scratch / "c")
+                        if args.warm:
+                            warm = install[kind](index[delay], TREE, scratch / "c")
                     else:
                         folder = runs / f"pypicache-{subject}-{n}-{kind}-{delay}"
                         daemon = servers.start_pypicache(
@@ -133,12 +142,24 @@ def main() -> None:
                                 daemon.index_url, TREE, scratch / "c"
                             )
                             cpu.setdefault(key, []).append(daemon.cpu())
+                            if args.warm:
+                                warm = install[kind](
+                                    daemon.index_url, TREE, scratch / "c"
+                                )
+                                cpu.setdefault(key + "+warm", []).append(
+                                    daemon.cpu() - cpu[key][-1]
+                                )
                         finally:
                             daemon.stop()
                     if got != count:
                         raise SystemExit(f"{key}: {got} distributions, not {count}")
                     times.setdefault(key, []).append(seconds)
                     print(f"round {n + 1} {key}: {seconds:.2f} s", flush=True)
+                    if warm is not None:
+                        if warm[1] != count:
+                            raise SystemExit(f"{key} warm: {warm[1]} distributions")
+                        times.setdefault(key + "+warm", []).append(warm[0])
+                        print(f"round {n + 1} {key}+warm: {warm[0]:.2f} s", flush=True)
     print(
         f"\ncold installs of {TREE} ({count} distributions), medians of {args.runs} "
         f"rounds, {time.perf_counter() - started:.0f} s; variants: {variants}"
@@ -155,6 +176,18 @@ def main() -> None:
                     f"{subject} {median:.2f} s ({median / direct:.2f}x, CPU {used:.2f} s)"
                 )
             print("  ".join(row))
+            if args.warm:
+                direct = statistics.median(times[f"{kind} {delay} ms direct+warm"])
+                row = [f"{kind:3} {delay:2} ms warm: direct {direct:.2f} s"]
+                for subject in variants:
+                    median = statistics.median(
+                        times[f"{kind} {delay} ms {subject}+warm"]
+                    )
+                    used = statistics.median(cpu[f"{kind} {delay} ms {subject}+warm"])
+                    row.append(
+                        f"{subject} {median:.2f} s ({median / direct:.2f}x, CPU {used:.2f} s)"
+                    )
+                print("  ".join(row))
     (work / "cold.json").write_text(
         json.dumps(
             {
