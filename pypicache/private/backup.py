@@ -100,7 +100,7 @@ def export_private(
     return archives, problems
 
 
-def _unpack(tar_path: str, staging: str) -> list[str]:
+def unpack(tar_path: str, staging: str) -> list[str]:
     """Unpack the regular files under ``private/`` into ``staging``."""
     names = []
     with tarfile.open(tar_path) as tar:
@@ -160,7 +160,7 @@ def import_private(
     staging.makedirs()
     try:
         try:
-            names = _unpack(tar_path, staging.path)
+            names = unpack(tar_path, staging.path)
         except (tarfile.TarError, OSError) as e:
             raise BackupError(f"{tar_path} cannot be read as a tar file: {e}") from e
         archives = [
@@ -171,7 +171,7 @@ def import_private(
         problems = [
             f"{n}: {reason}"
             for n in archives
-            if (reason := _check_staged(staging.preauthChild(n))) is not None
+            if (reason := check_staged(staging.preauthChild(n))) is not None
         ]
         problems += _conflicts(root, staging, archives)
         try:
@@ -187,7 +187,7 @@ def import_private(
         shutil.rmtree(staging.path, ignore_errors=True)
 
 
-def _check_staged(path: FilePath) -> str | None:
+def check_staged(path: FilePath) -> str | None:
     if not path.siblingExtension(SIDECAR_SUFFIX).exists():
         return "no record (sidecar) beside it"
     return check(path)
