@@ -157,6 +157,7 @@ class _Staged:
     project: str
     path: FilePath
     info: DistFile
+    stored_at: float | None = None
 
     def beside(self, suffix: str) -> bytes | None:
         there = self.path.siblingExtension(suffix)
@@ -179,7 +180,8 @@ def _sort(staging: FilePath, names: list[str]) -> tuple[list[_Staged], dict, dic
             sidecar = json.loads(path.siblingExtension(SIDECAR_SUFFIX).getContent())
             info = DistFile.from_json(sidecar["file"])
             info = attrs.evolve(info, filename=base, url=None)
-            archives.append(_Staged(name, folder, parts[-2], path, info))
+            when = sidecar.get("stored_at")
+            archives.append(_Staged(name, folder, parts[-2], path, info, when))
         elif folder in (RELEASES, PRERELEASES) and base.endswith(
             (SIDECAR_SUFFIX, METADATA_SUFFIX, PROVENANCE_SUFFIX)
         ):
@@ -218,7 +220,7 @@ async def _commit(store: Any, staged: _Staged) -> bool:
         with open(staged.path.path, "rb") as f:
             while chunk := f.read(1024 * 1024):
                 temp.write(chunk)
-        await store.commit(
+        stored = await store.commit(
             temp,
             staged.info,
             staged.beside(METADATA_SUFFIX),
@@ -227,6 +229,9 @@ async def _commit(store: Any, staged: _Staged) -> bool:
             replace=False,
             provenance=staged.beside(PROVENANCE_SUFFIX),
         )
+        if isinstance(staged.stored_at, (int, float)):
+            # When it was uploaded, not restored (the bucket's own record).
+            await store._rewrite(attrs.evolve(stored, stored_at=staged.stored_at))
         return True
     except AlreadyStored as e:
         if e.existing.info.hashes.get("sha256") == staged.info.hashes.get("sha256"):
