@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.filepath import FilePath
@@ -314,8 +314,8 @@ async def test_an_old_orphan_gives_way_to_one_upload(
     twin = await s3_store(s3, threads, tmp_path / "b")
     results = await DeferredList(
         [
-            pytest_twisted.ensureDeferred(_commit(store, "mine", MINE, b"first")),
-            pytest_twisted.ensureDeferred(_commit(twin, "mine", MINE, b"second")),
+            Deferred.fromCoroutine(_commit(store, "mine", MINE, b"first")),
+            Deferred.fromCoroutine(_commit(twin, "mine", MINE, b"second")),
         ],
         consumeErrors=True,
     )
