@@ -20,7 +20,11 @@ only once checked, create-only, then listed), so nothing unverified is ever
 visible and the conflict rule holds against uploads running meanwhile:
 other bytes stored under a name since the check are reported, never
 replaced. Tombstones, statuses and yanks the store lacks are added (one it
-has is kept as it is).
+has is kept as it is); an archive's upload time (``stored_at``) is kept.
+
+What :class:`IStore` does not offer is read from the bucket's project
+records (``store.records``: the list of projects, tombstones, a record
+rewritten with its upload time): these functions are for an ``S3Store``.
 """
 
 import io
@@ -125,7 +129,8 @@ async def export_store(
     temp, file = open_locked_temp(target.parent())
     try:
         with file, tarfile.open(fileobj=file, mode="w") as tar:
-            for project in await store.projects():
+            # Every record, also of a project whose files were all deleted.
+            for project in await store.records.projects():
                 count, found = await _export_project(store, tar, project, progress)
                 archives += count
                 problems += found
