@@ -42,8 +42,7 @@ from twisted.python.filepath import FilePath
 from pypicache.index.model import DistFile
 from pypicache.index.names import METADATA_SUFFIX, normalize
 from pypicache.index.provenance import PROVENANCE_SUFFIX
-from pypicache.private.backup import BackupError, check_staged, unpack
-from pypicache.storage.atomic import open_locked_temp
+from pypicache.private.backup import BackupError, atomic_tar, check_staged, unpack
 from pypicache.storage.interface import AlreadyStored
 from pypicache.storage.layout import is_archive_name
 from pypicache.storage.records import DELETED, PRERELEASES, RELEASES, SIDECAR_SUFFIX
@@ -125,31 +124,20 @@ async def export_store(
     the problems found (archives missing or not matching their records,
     left out)."""
     archives, problems = 0, []
-    target = FilePath(os.path.abspath(out))
-    temp, file = open_locked_temp(target.parent())
-    try:
-        with file, tarfile.open(fileobj=file, mode="w") as tar:
-            # Every record, also of a project whose files were all deleted.
-            for project in await store.records.projects():
-                count, found = await _export_project(store, tar, project, progress)
-                archives += count
-                problems += found
-            for project in await store.state_names(STATUS):
-                doc = await store.read_state(f"{STATUS}/{project}.json")
-                if doc.data:
-                    content = json.dumps(doc.data).encode()
-                    _add(tar, f"{STATUS}/{project}.json", content, None)
-            yanks = await store.read_state(YANKS_FILE)
-            if yanks.data:
-                _add(tar, YANKS_FILE, json.dumps(yanks.data).encode(), None)
-            tar.close()
-            file.flush()
-            os.fsync(file.fileno())
-            os.replace(temp.path, target.path)
-    except BaseException:
-        if temp.exists():
-            temp.remove()
-        raise
+    with atomic_tar(out) as tar:
+        # Every record, also of a project whose files were all deleted.
+        for project in await store.records.projects():
+            count, found = await _export_project(store, tar, project, progress)
+            archives += count
+            problems += found
+        for project in await store.state_names(STATUS):
+            doc = await store.read_state(f"{STATUS}/{project}.json")
+            if doc.data:
+                content = json.dumps(doc.data).encode()
+                _add(tar, f"{STATUS}/{project}.json", content, None)
+        yanks = await store.read_state(YANKS_FILE)
+        if yanks.data:
+            _add(tar, YANKS_FILE, json.dumps(yanks.data).encode(), None)
     return archives, problems
 
 

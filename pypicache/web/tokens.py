@@ -138,21 +138,15 @@ def _locked(path: str) -> Any:
 
 
 def create_token(
-    path: str,
-    user: str,
-    now: float,
-    projects: tuple[str, ...] = (),
-    read_only: bool = False,
-    expires: float | None = None,
-    description: str = "",
+    path: str, user: str, now: float, **scope: Any
 ) -> tuple[str, TokenRecord]:
-    """Make a token and keep its record; return the token (shown once) and it."""
+    """Make a token and keep its record; return the token (shown once) and
+    it. ``scope``: :func:`new_token`'s ``projects``, ``read_only``,
+    ``expires`` and ``description``."""
     held = _locked(path)
     try:
         records = read_tokens(path)
-        token, record = new_token(
-            records, user, now, projects, read_only, expires, description
-        )
+        token, record = new_token(records, user, now, **scope)
         records[record.id] = record
         _write(path, records)
     finally:
