@@ -145,13 +145,17 @@ def verify_bucket(store: S3Store, out: TextIO, progress: Callable[[int], None]) 
     return 1 if corrupt else 0
 
 
+#: The time orphans are judged at (a test freezes it).
+_now = time.time
+
+
 def remove_orphans(store: S3Store, out: TextIO, dry_run: bool) -> int:
     """Delete the orphaned objects of the bucket (unlisted archives older
     than :data:`ORPHAN_AFTER`, and what is kept beside them), or with
     ``dry_run`` only name them; say what, and return how many."""
 
     async def sweep() -> int:
-        now = time.time()
+        now = _now()
         count = 0
         for orphan in await find_orphans(store, now):
             if dry_run or await remove_orphan(store, orphan, now):
