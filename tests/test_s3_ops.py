@@ -224,17 +224,6 @@ async def test_daemons_evict_count_and_refetch_on_one_bucket(s3, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_admin_refuses_what_a_bucket_cannot_do(s3, tmp_path):
-    """``export``, ``import`` and ``withdrawn`` refuse a bucket with a reason
-    (exit 2), and nothing is written."""
-    for args in (["export", "out.tar"], ["import", "in.tar"], ["withdrawn"]):
-        result = await admin(s3, tmp_path, *args)
-        assert result.code == 2, result
-        assert "not with --storage s3://" in result.err, result
-    assert not (tmp_path / "out.tar").exists()
-
-
-@pytest_twisted.ensureDeferred
 async def test_admin_verify_and_cleanup_on_a_bucket(s3, threads, tmp_path):
     """``pypicache-admin verify --storage ...`` reads every listed archive
     back: a corrupt mirrored one is removed (record, then object), a corrupt

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from twisted.python.filepath import FilePath
 
@@ -67,28 +68,36 @@ def export_private(
     records, which are left out)."""
     problems: list[str] = []
     archives = 0
+    with atomic_tar(out) as tar:
+        for relative in private_files(root):
+            path = root.preauthChild(relative)
+            if is_archive_name(path.basename()) and not relative.startswith(DELETED):
+                reason = check(path)
+                if reason is not None:
+                    problems.append(f"{relative}: {reason}")
+                    continue
+                archives += 1
+            try:
+                tar.add(path.path, arcname=relative, recursive=False)
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            if progress is not None:
+                progress(relative)
+        if root.child(YANKS_FILE).isfile():
+            tar.add(root.child(YANKS_FILE).path, arcname=YANKS_FILE)
+    return archives, problems
+
+
+@contextmanager
+def atomic_tar(out: str) -> Iterator[tarfile.TarFile]:
+    """A tar file to write to ``out`` atomically: a locked temporary file
+    beside it, synced and renamed into place when the block ends (removed
+    if it raises)."""
     target = FilePath(os.path.abspath(out))
     temp, file = open_locked_temp(target.parent())
     try:
         with file, tarfile.open(fileobj=file, mode="w") as tar:
-            for relative in private_files(root):
-                path = root.preauthChild(relative)
-                if is_archive_name(path.basename()) and not relative.startswith(
-                    DELETED
-                ):
-                    reason = check(path)
-                    if reason is not None:
-                        problems.append(f"{relative}: {reason}")
-                        continue
-                    archives += 1
-                try:
-                    tar.add(path.path, arcname=relative, recursive=False)
-                except FileNotFoundError:
-                    continue  # deleted meanwhile
-                if progress is not None:
-                    progress(relative)
-            if root.child(YANKS_FILE).isfile():
-                tar.add(root.child(YANKS_FILE).path, arcname=YANKS_FILE)
+            yield tar
             tar.close()
             file.flush()
             os.fsync(file.fileno())
@@ -97,10 +106,9 @@ def export_private(
         if temp.exists():
             temp.remove()
         raise
-    return archives, problems
 
 
-def _unpack(tar_path: str, staging: str) -> list[str]:
+def unpack(tar_path: str, staging: str) -> list[str]:
     """Unpack the regular files under ``private/`` into ``staging``."""
     names = []
     with tarfile.open(tar_path) as tar:
@@ -160,7 +168,7 @@ def import_private(
     staging.makedirs()
     try:
         try:
-            names = _unpack(tar_path, staging.path)
+            names = unpack(tar_path, staging.path)
         except (tarfile.TarError, OSError) as e:
             raise BackupError(f"{tar_path} cannot be read as a tar file: {e}") from e
         archives = [
@@ -171,7 +179,7 @@ def import_private(
         problems = [
             f"{n}: {reason}"
             for n in archives
-            if (reason := _check_staged(staging.preauthChild(n))) is not None
+            if (reason := check_staged(staging.preauthChild(n))) is not None
         ]
         problems += _conflicts(root, staging, archives)
         try:
@@ -187,7 +195,7 @@ def import_private(
         shutil.rmtree(staging.path, ignore_errors=True)
 
 
-def _check_staged(path: FilePath) -> str | None:
+def check_staged(path: FilePath) -> str | None:
     if not path.siblingExtension(SIDECAR_SUFFIX).exists():
         return "no record (sidecar) beside it"
     return check(path)

@@ -12,9 +12,9 @@
 - ``withdrawn --cache DIR [--json]``: the cached files the upstream withdrew
   (kept on disk, no longer offered by ``/simple/``).
 
-``cleanup`` and ``verify`` also work on a bucket: ``--storage s3://B/P`` and
-the daemon's ``--s3-*`` options (:mod:`pypicache.tap.adminbucket`); the
-others refuse it, saying why.
+Every command also works on a bucket: ``--storage s3://B/P`` and the
+daemon's ``--s3-*`` options (:mod:`pypicache.tap.adminbucket`,
+:mod:`pypicache.private.storebackup`), with the same output.
 
 Progress bars (tqdm) go to standard error when it is a terminal.
 """
@@ -23,15 +23,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 from tqdm import tqdm
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from pypicache.private.backup import BackupError, export_private, import_private
+from pypicache.private.storebackup import export_store, import_store
 from pypicache.proxy.withdrawals import withdrawn_files
 from pypicache.storage.capacity import EvictionPass
 from pypicache.storage.filesystem import FilesystemStore
@@ -40,11 +42,12 @@ from pypicache.storage.records import LOCKS
 from pypicache.storage.usage import USAGE_FILE, Usage
 from pypicache.storage.verify import stored_archives, verify_all
 from pypicache.tap.adminbucket import (
-    REFUSED,
     bucket_store,
+    remove_orphans,
     run_here,
     verify_bucket,
     wait,
+    withdrawn_in_bucket,
 )
 from pypicache.tap.admintokens import TokenOptions, token
 from pypicache.tap.s3opts import S3StoreOptions
@@ -71,12 +74,8 @@ class _CacheOptions(S3StoreOptions, usage.Options):
     def postOptions(self) -> None:
         self.read_storage()
         self["layout"] = None
-        if self.s3 is not None:
-            name = type(self).__name__.removesuffix("Options").lower()
-            if name in REFUSED:
-                raise usage.UsageError(f"not with --storage s3://: {REFUSED[name]}")
-            if self["cache"] is None:
-                return
+        if self.s3 is not None and self["cache"] is None:
+            return
         if not self["cache"] or not os.path.isdir(self["cache"]):
             raise usage.UsageError("--cache must name an existing cache folder")
         self["layout"] = Layout(FilePath(os.path.abspath(self["cache"])))
@@ -123,11 +122,11 @@ class _TarOptions(_CacheOptions):
 
 
 class ExportOptions(_TarOptions):
-    synopsis = "--cache DIR OUT.tar"
+    synopsis = "--cache DIR | --storage s3://B/P [--s3-...] OUT.tar"
 
 
 class ImportOptions(_TarOptions):
-    synopsis = "--cache DIR IN.tar"
+    synopsis = "--cache DIR | --storage s3://B/P [--s3-...] IN.tar"
 
     def postOptions(self) -> None:
         # A restore on a new server: the folder is made, as the daemon makes it.
@@ -137,12 +136,15 @@ class ImportOptions(_TarOptions):
 
 
 class WithdrawnOptions(_CacheOptions):
-    synopsis = "--cache DIR [--json]"
+    synopsis = "--cache DIR | --storage s3://B/P [--s3-...] [--json]"
     optFlags = [["json", None, "One JSON object per file."]]
 
 
 class AdminOptions(usage.Options):
-    synopsis = "cleanup|verify|export|import|token|withdrawn --cache DIR ..."
+    synopsis = (
+        "cleanup|verify|export|import|token|withdrawn "
+        "--cache DIR | --storage s3://B/P ..."
+    )
     longdesc = "Upkeep of a pypicache cache folder, also while the daemon runs."
     subCommands = [
         ["cleanup", None, CleanupOptions, "Evict mirrored files (or --dry-run)."],
@@ -167,6 +169,10 @@ class AdminOptions(usage.Options):
 
 def _bar(err: TextIO, total: int | None, unit: str) -> Any:
     return tqdm(total=total, unit=unit, file=err, disable=not err.isatty())
+
+
+def _progress(bar: Any) -> Callable[[str], None]:
+    return lambda name: bar.update(1)
 
 
 @contextmanager
@@ -202,6 +208,8 @@ def cleanup(options: Any, out: TextIO, err: TextIO) -> int:
                 )
             )
         )
+        if options.s3 is not None and not result.busy:
+            remove_orphans(store, out, dry)
     bar.close()
     if result.busy:
         err.write("Another process is evicting from this cache now: try again.\n")
@@ -252,11 +260,15 @@ def verify(options: Any, out: TextIO, err: TextIO) -> int:
 
 
 def export(options: Any, out: TextIO, err: TextIO) -> int:
-    layout = options["layout"]
     bar = _bar(err, None, "file")
-    archives, problems = export_private(
-        layout.root, options["tar"], progress=lambda name: bar.update(1)
-    )
+    progress = _progress(bar)
+    if options.s3 is not None:
+        with _store(options) as store:
+            made = export_store(store, options["tar"], progress)
+            archives, problems = wait(Deferred.fromCoroutine(made))
+    else:
+        root = options["layout"].root
+        archives, problems = export_private(root, options["tar"], progress=progress)
     bar.close()
     out.writelines(f"CORRUPT {problem}; left out\n" for problem in problems)
     out.write(f"{archives} private archives written to {options['tar']}.\n")
@@ -266,26 +278,38 @@ def export(options: Any, out: TextIO, err: TextIO) -> int:
 def import_(options: Any, out: TextIO, err: TextIO) -> int:
     layout = options["layout"]
     bar = _bar(err, None, "file")
+    progress = _progress(bar)
+    refused: list[str] = []
     try:
-        stored, there, yanks = import_private(
-            layout.root,
-            options["tar"],
-            layout.lock_path,
-            progress=lambda name: bar.update(1),
-        )
+        if options.s3 is not None:
+            with _store(options) as store:
+                made = import_store(store, options["tar"], progress)
+                stored, there, yanks, refused = wait(Deferred.fromCoroutine(made))
+        else:
+            stored, there, yanks = import_private(
+                layout.root, options["tar"], layout.lock_path, progress=progress
+            )
     except BackupError as e:
         bar.close()
         out.write(f"Refused, nothing imported: {e}\n")
         return 1
     bar.close()
+    out.writelines(
+        f"REFUSED {name}: other bytes were stored under this name meanwhile\n"
+        for name in refused
+    )
     out.write(f"{stored} private archives imported, {there} already there.\n")
     if yanks:
         out.write(f"{yanks} local yanks imported.\n")
-    return 0
+    return 1 if refused else 0
 
 
 def withdrawn(options: Any, out: TextIO, err: TextIO) -> int:
-    files = withdrawn_files(options["layout"].root.path)
+    if options.s3 is not None:
+        with _store(options) as store:
+            files = withdrawn_in_bucket(store)
+    else:
+        files = withdrawn_files(options["layout"].root.path)
     for entry in files:
         if options["json"]:
             out.write(json.dumps(entry) + "\n")

@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_s3_ops -*-
 """``pypicache-admin`` on a bucket (``--storage s3://...``): the store, run
-without a reactor, and the commands that differ from a folder's.
+without a reactor, and the commands that differ from a folder's (``export``
+and ``import``: :mod:`pypicache.private.storebackup`).
 
 A command is one short-lived process with nothing else to do: the bucket's
 calls run in the calling thread (:func:`run_here`, fired Deferreds), and
 pauses between retries sleep (:class:`WallClock`), so the store's
 asynchronous code runs to its end before :func:`wait` reads its result.
 Eviction and removal go through the same code as the daemons' (and take the
-bucket's ``evict`` lease), so they are safe while daemons run on the bucket.
+bucket's ``evict`` lease), so they are safe while daemons run on the bucket;
+so is the removal of orphans (:mod:`pypicache.storage.s3.orphans`).
 """
 
 import hashlib
@@ -23,26 +25,16 @@ from twisted.python.filepath import FilePath
 
 from pypicache.concurrency import result_now
 from pypicache.errors import NotFound
+from pypicache.proxy.withdrawals import withdrawn_listing
 from pypicache.storage.records import StoredFile
 from pypicache.storage.s3.bucket import Bucket
 from pypicache.storage.s3.errors import InvalidRange
-from pypicache.storage.s3.keys import Keys
+from pypicache.storage.s3.keys import UPSTREAMS, Keys
+from pypicache.storage.s3.orphans import ORPHAN_AFTER, find_orphans, remove_orphan
 from pypicache.storage.s3.settings import S3Settings
 from pypicache.storage.s3.store import S3Store
 
 T = TypeVar("T")
-
-#: Why a command does not run on a bucket, by command.
-REFUSED = {
-    "export": "export and import work on a cache folder: the private files of "
-    "a bucket are its objects under <prefix>/files/private/ with their records "
-    "under <prefix>/projects/; back them up with the object store's own tools "
-    "(versioning, replication, a sync of the prefix)",
-    "import": "export and import work on a cache folder: restore a bucket with "
-    "the object store's own tools, or upload the files again with twine",
-    "withdrawn": "the files the upstream withdrew are recorded in each daemon's "
-    "local folder: run pypicache-admin withdrawn --cache DIR",
-}
 
 
 def run_here(f: Callable[..., T], *args: Any) -> "Deferred[T]":
@@ -151,3 +143,59 @@ def verify_bucket(store: S3Store, out: TextIO, progress: Callable[[int], None]) 
     checked, corrupt = wait(Deferred.fromCoroutine(_verify(store, out, progress)))
     out.write(f"{checked} files checked, {corrupt} corrupt.\n")
     return 1 if corrupt else 0
+
+
+#: The time orphans are judged at (a test freezes it).
+_now = time.time
+
+
+def remove_orphans(store: S3Store, out: TextIO, dry_run: bool) -> int:
+    """Delete the orphaned objects of the bucket (unlisted archives older
+    than :data:`ORPHAN_AFTER`, and what is kept beside them), or with
+    ``dry_run`` only name them; say what, and return how many."""
+
+    async def sweep() -> int:
+        now = _now()
+        count = 0
+        for orphan in await find_orphans(store, now):
+            if dry_run or await remove_orphan(store, orphan, now):
+                verb = "would remove" if dry_run else "removed"
+                out.write(f"{verb} orphan {orphan.key} ({orphan.size} bytes)\n")
+                count += 1
+        return count
+
+    count = wait(Deferred.fromCoroutine(sweep()))
+    if count:
+        out.write(
+            f"{count} orphaned objects (unlisted for over "
+            f"{ORPHAN_AFTER / 3600:.0f} hour) {'would be ' if dry_run else ''}"
+            "removed.\n"
+        )
+    return count
+
+
+def _upstream_names(store: S3Store) -> list[str]:
+    """The named upstreams with a store in the bucket (``<prefix>/upstreams/<name>/``)."""
+    start = store.keys._key(UPSTREAMS)
+    pages = store.bucket.client.get_paginator("list_objects_v2").paginate(
+        Bucket=store.bucket.name, Prefix=start, Delimiter="/"
+    )
+    return sorted(
+        found["Prefix"][len(start) :].rstrip("/")
+        for page in pages
+        for found in page.get("CommonPrefixes", [])
+    )
+
+
+def withdrawn_in_bucket(store: S3Store) -> list[dict[str, Any]]:
+    """The withdrawn files still stored in the bucket, its own and each
+    named upstream's (as :func:`~pypicache.proxy.withdrawals.withdrawn_files`
+    lists a folder's)."""
+    stores: list[tuple[str | None, Any]] = [(None, store)]
+    for name in _upstream_names(store):
+        local = store.root.preauthChild(f"upstreams/{name}")
+        named = S3Store(
+            store.bucket, store.keys.upstream(name), local, WallClock(), run_here
+        )
+        stores.append((name, named))
+    return wait(Deferred.fromCoroutine(withdrawn_listing(stores)))

@@ -138,7 +138,24 @@ def _locked(path: str) -> Any:
 
 
 def create_token(
-    path: str,
+    path: str, user: str, now: float, **scope: Any
+) -> tuple[str, TokenRecord]:
+    """Make a token and keep its record; return the token (shown once) and
+    it. ``scope``: :func:`new_token`'s ``projects``, ``read_only``,
+    ``expires`` and ``description``."""
+    held = _locked(path)
+    try:
+        records = read_tokens(path)
+        token, record = new_token(records, user, now, **scope)
+        records[record.id] = record
+        _write(path, records)
+    finally:
+        held.release()
+    return token, record
+
+
+def new_token(
+    taken: Any,
     user: str,
     now: float,
     projects: tuple[str, ...] = (),
@@ -146,28 +163,21 @@ def create_token(
     expires: float | None = None,
     description: str = "",
 ) -> tuple[str, TokenRecord]:
-    """Make a token and keep its record; return the token (shown once) and it."""
+    """A new token (shown once) and its record, its id not in ``taken``."""
     secret = secrets.token_urlsafe(32)
-    held = _locked(path)
-    try:
-        records = read_tokens(path)
+    token_id = secrets.token_hex(_ID_LENGTH // 2)
+    while token_id in taken:
         token_id = secrets.token_hex(_ID_LENGTH // 2)
-        while token_id in records:
-            token_id = secrets.token_hex(_ID_LENGTH // 2)
-        record = TokenRecord(
-            id=token_id,
-            user=user,
-            sha256=hashlib.sha256(secret.encode()).hexdigest(),
-            created=now,
-            projects=projects,
-            read_only=read_only,
-            expires=expires,
-            description=description,
-        )
-        records[token_id] = record
-        _write(path, records)
-    finally:
-        held.release()
+    record = TokenRecord(
+        id=token_id,
+        user=user,
+        sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        created=now,
+        projects=projects,
+        read_only=read_only,
+        expires=expires,
+        description=description,
+    )
     return f"{PREFIX}{token_id}-{secret}", record
 
 

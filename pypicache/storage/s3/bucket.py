@@ -39,6 +39,7 @@ from pypicache.storage.s3.transfer import (
     Multipart,
     ObjectInfo,
     check_metadata,
+    conditions,
     download,
     put_file,
 )
@@ -157,15 +158,12 @@ class Bucket:
         :raises PreconditionFailed: the condition did not hold (or a concurrent
             conditional write raced this one: ``conflict`` is set).
         """
-        params: dict[str, Any] = {"Body": data, "ContentType": content_type}
-        if if_match is not None:
-            params["IfMatch"] = if_match
-        if if_none_match:
-            params["IfNoneMatch"] = "*"
-        request = self._api("put_object", key, **params)
+        params = {"Body": data, "ContentType": content_type}
+        request = self._api(
+            "put_object", key, **params, **conditions(if_none_match, if_match)
+        )
 
         def send() -> Any:
-
             try:
                 return request()
             except ClientError as e:
@@ -199,6 +197,7 @@ class Bucket:
         *,
         metadata: Mapping[str, str] | None = None,
         if_none_match: bool = False,
+        if_match: str | None = None,
         part_size: int | None = None,
         content_type: str = "application/octet-stream",
     ) -> str:
@@ -214,7 +213,8 @@ class Bucket:
             names, printable ASCII values.
         :param if_none_match: create only (``If-None-Match: *`` on the
             ``PUT`` or on ``CompleteMultipartUpload``).
-        :raises PreconditionFailed: ``if_none_match`` and the key exists.
+        :param if_match: replace only the version with this ETag (likewise).
+        :raises PreconditionFailed: the condition did not hold.
         :raises ValueError: bad metadata.
         """
         extra: dict[str, Any] = {
@@ -223,9 +223,9 @@ class Bucket:
         }
         part = part_size or self.part_size
         size = (await self._run_blocking(os.stat, local_path)).st_size
+        condition = conditions(if_none_match, if_match)
         if size <= part:
-            if if_none_match:
-                extra["IfNoneMatch"] = "*"
+            extra.update(condition)
             response = await self._call(
                 "PUT", key, put_file, self.client, self.name, key, local_path, extra
             )
@@ -251,7 +251,7 @@ class Bucket:
                     )
                 )
             return await self._call(
-                "CompleteMultipartUpload", key, upload.complete, parts, if_none_match
+                "CompleteMultipartUpload", key, upload.complete, parts, condition
             )
         except BaseException:
             try:
@@ -380,9 +380,10 @@ class Bucket:
 
         return sorted(await self._call("LIST", prefix, fetch), key=lambda i: i.key)
 
-    async def delete(self, key: str) -> None:
-        """Delete ``key`` (nothing happens if it is not there)."""
-        await self._call("DELETE", key, self._api("delete_object", key))
+    async def delete(self, key: str, if_match: str | None = None) -> None:
+        """Delete ``key`` if it is there (``if_match``: if it has that ETag)."""
+        params = conditions(False, if_match)
+        await self._call("DELETE", key, self._api("delete_object", key, **params))
 
     async def presign(self, key: str, expires: int | None = None) -> str:
         """A URL that GETs ``key`` without credentials for ``expires`` seconds

@@ -25,7 +25,8 @@ from pypicache.storage.records import (
     StoredFile,
     origin_of,
 )
-from pypicache.storage.s3.errors import PreconditionFailed
+from pypicache.storage.s3.errors import BucketError, PreconditionFailed
+from pypicache.storage.s3.orphans import RECORD_WITHIN, is_orphan
 from pypicache.storage.s3.records import (
     FileRecord,
     ProjectRecord,
@@ -106,6 +107,7 @@ class S3Store(S3View):
             if existing is not None and (existing.private or existing.area == area):
                 raise AlreadyStored(existing)
         await self._run_blocking(temp.flush_and_sync)
+        began = self._clock.seconds()
         await self._upload(temp, stored, replace)
         for suffix, content in ((".metadata", metadata), (".provenance", provenance)):
             if content is not None:
@@ -116,7 +118,8 @@ class S3Store(S3View):
                 )
         try:
             record = await self.records.update(
-                project, _adding(entry, replace or not stored.private)
+                project,
+                _adding(entry, replace or not stored.private, self._late(began)),
             )
         except _Taken as e:
             raise AlreadyStored(self._stored(project, e.existing))
@@ -126,9 +129,26 @@ class S3Store(S3View):
         await self.copies.keep(temp, stored, metadata, provenance)
         return stored
 
-    async def _upload(self, temp: TempFile, stored: StoredFile, replace: bool) -> None:
+    def _late(self, began: float) -> Callable[[], None]:
+        """What refuses to list an archive whose upload began at ``began``
+        more than :data:`RECORD_WITHIN` ago: it may be taken for an orphan."""
+
+        def check() -> None:
+            if self._clock.seconds() - began > RECORD_WITHIN:
+                raise BucketError(
+                    f"Storing took over {RECORD_WITHIN / 60:.0f} minutes: not "
+                    "listed (the object left behind is an orphan); try again"
+                )
+
+        return check
+
+    async def _upload(
+        self, temp: TempFile, stored: StoredFile, replace: bool, again: bool = True
+    ) -> None:
         """Put the archive under its final key: create only; an object there
-        already is fine if it has the same bytes, replaced if ``replace``."""
+        already is fine if it has the same bytes, replaced if ``replace``,
+        or if it is an orphan (unlisted, older than ``ORPHAN_AFTER``: only
+        that version, ``If-Match`` on its ETag)."""
         key, sha256 = self._key(stored), _sha256(stored.info)
         meta = {SHA256: sha256} if sha256 else {}
         try:
@@ -141,22 +161,29 @@ class S3Store(S3View):
         there = await self.bucket.head(key)
         if there is not None and sha256 and there.metadata.get(SHA256) == sha256:
             return
-        if not replace:
-            existing = self._found(
-                await self._record(stored.project), stored.info.filename
-            )
-            if existing is None:
-                size = there.size if there is not None else 0
-                info = DistFile(
-                    filename=stored.info.filename,
-                    size=size,
-                    hashes={
-                        "sha256": (there.metadata if there else {}).get(SHA256, "")
-                    },
-                )
-                existing = attrs.evolve(stored, info=info)
+        if replace:
+            await self.bucket.upload_file(key, temp.path.path, metadata=meta)
+            return
+        record = await self._record(stored.project, refresh=True)
+        existing = self._found(record, stored.info.filename)
+        if existing is not None and (existing.private or existing.area == stored.area):
             raise AlreadyStored(existing)
-        await self.bucket.upload_file(key, temp.path.path, metadata=meta)
+        if again and (there is None or is_orphan(there, self._clock.seconds())):
+            try:
+                if there is not None:
+                    await self.bucket.upload_file(
+                        key, temp.path.path, metadata=meta, if_match=there.etag
+                    )
+                    return
+            except PreconditionFailed:
+                pass  # replaced meanwhile: judge the new one
+            return await self._upload(temp, stored, replace, again=False)
+        info = DistFile(
+            filename=stored.info.filename,
+            size=there.size if there is not None else 0,
+            hashes={"sha256": (there.metadata if there else {}).get(SHA256, "")},
+        )
+        raise AlreadyStored(attrs.evolve(stored, info=info))
 
     def update(self, stored: StoredFile, info: DistFile) -> "Deferred[StoredFile]":
         updated = attrs.evolve(stored, info=info)
@@ -257,13 +284,17 @@ class S3Store(S3View):
         return ensureDeferred(drop())
 
 
-def _adding(entry: FileRecord, replace: bool) -> Callable[..., ProjectRecord | None]:
+def _adding(
+    entry: FileRecord, replace: bool, check: Callable[[], None]
+) -> Callable[..., ProjectRecord | None]:
     """The change that records ``entry``: a private file shadows a mirrored
     one of its name (and is never shadowed by one); the same bytes recorded
-    already are left as they are; other bytes replace them only if ``replace``."""
+    already are left as they are; other bytes replace them only if
+    ``replace``. ``check()`` runs first (it may refuse)."""
     filename = entry.info.filename
 
     def change(current: ProjectRecord) -> ProjectRecord | None:
+        check()
         there = current.files.get(filename)
         if there is None or (entry.private and not there.private):
             return current.with_file(entry)

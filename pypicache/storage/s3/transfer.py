@@ -121,6 +121,15 @@ class FileWindow(io.RawIOBase):
         return len(data)
 
 
+def conditions(if_none_match: bool, if_match: str | None) -> dict[str, str]:
+    """The parameters of a conditional request: ``If-None-Match: *`` (create
+    only), ``If-Match`` on an ETag (that version only)."""
+    found = {"IfNoneMatch": "*"} if if_none_match else {}
+    if if_match is not None:
+        found["IfMatch"] = if_match
+    return found
+
+
 def put_file(
     client: Any, bucket: str, key: str, path: str, extra: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -185,9 +194,11 @@ class Multipart:
             sent[member] = response[member]
         return sent
 
-    def complete(self, parts: list[dict[str, Any]], if_none_match: bool) -> str:
-        """Make the object of ``parts`` visible; return its ETag."""
-        condition = {"IfNoneMatch": "*"} if if_none_match else {}
+    def complete(
+        self, parts: list[dict[str, Any]], condition: Mapping[str, str]
+    ) -> str:
+        """Make the object of ``parts`` visible (if ``condition``, of
+        :func:`conditions`, holds); return its ETag."""
         done = self.client.complete_multipart_upload(
             MultipartUpload={"Parts": parts}, **self._params(), **condition
         )
