@@ -347,7 +347,8 @@ async def test_sender_ahead_of_download_does_not_spin(tmp_path, big, monkeypatch
         body = await deferToThread(read_late, url, 1.0)
         assert body == big.read_bytes()
         # One wake per time the socket filled up, at most: a few dozen
-        # (thousands when it spun).
-        assert 0 < len(wakes) < 100
+        # (thousands when it spun). None at all is right too: on a loaded
+        # machine the download can be too slow to fill the socket in the wait.
+        assert len(wakes) < 100
     finally:
         await world.stop()
