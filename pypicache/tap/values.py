@@ -16,28 +16,19 @@ def pip_index_url() -> str:
     """
     if os.environ.get("PIP_INDEX_URL"):
         return os.environ["PIP_INDEX_URL"].split()[0]
+    from pypicache.tap.pipconfig import configured_index_url, default_index_url
+
     try:
-        from pip._internal.configuration import Configuration
-        from pip._internal.models.index import PyPI
+        value = configured_index_url() or default_index_url()
     except ImportError as e:
         raise usage.UsageError(
             "pip is not importable here to read its index URL: give --index-url"
         ) from e
-    try:
-        configuration = Configuration(isolated=False)
-        configuration.load()
-        for key in ("install.index-url", "global.index-url"):
-            try:
-                value = configuration.get_value(key)
-            except Exception:
-                continue
-            if value:
-                return str(value).split()[0]
-    except Exception as e:
+    except ValueError as e:
         raise usage.UsageError(
             f"Cannot read pip's configuration ({e}): give --index-url"
         ) from e
-    return str(PyPI.simple_url)
+    return value.split()[0]
 
 
 def size(value: str) -> int:
