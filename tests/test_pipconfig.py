@@ -50,7 +50,9 @@ def write(path: Path, text: str) -> None:
 
 CASES = {
     "nothing": {},
-    "user file": {"home/.config/pip/pip.conf": "[global]\nindex-url = http://user.invalid/s/\n"},
+    "user file": {
+        "home/.config/pip/pip.conf": "[global]\nindex-url = http://user.invalid/s/\n"
+    },
     "legacy user file, overridden by the new one": {
         "home/.pip/pip.conf": "[global]\nindex-url = http://legacy.invalid/s/\n",
         "home/.config/pip/pip.conf": "[global]\nindex_url = http://new.invalid/s/\n",
@@ -109,7 +111,10 @@ def test_bad_file_is_a_usage_error(home, monkeypatch):
 def test_does_not_import_pips_machinery(home):
     """Reading pip's index URL imports neither pip's Configuration nor what it
     pulls in (rich, requests): 0.2 to 0.4 s at every start without --index-url."""
-    write(home / "home/.config/pip/pip.conf", "[global]\nindex-url = http://u.invalid/s/\n")
+    write(
+        home / "home/.config/pip/pip.conf",
+        "[global]\nindex-url = http://u.invalid/s/\n",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PYTHONPATH"] = str(ROOT)
     code = (
@@ -119,6 +124,10 @@ def test_does_not_import_pips_machinery(home):
         "('pip._internal.configuration', 'pip._vendor.rich', 'pip._vendor.requests'))))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert out == ["http://u.invalid/s/", "[]"]

@@ -254,3 +254,39 @@ async def test_cache_walks_start_anyway_when_nobody_asks(tmp_path, monkeypatch):
     finally:
         await port.stopListening()
         await top.stopService()
+
+
+#: Imports ``pypicache.tap`` in a fresh interpreter, counting the collector's
+#: runs during the import and the objects each walked afterwards.
+GC_SCRIPT = """
+import gc, json, sys
+runs = []
+gc.callbacks.append(lambda phase, info: runs.append(info["generation"]) if phase == "stop" else None)
+import pypicache.tap
+during = len(runs)
+frozen = gc.get_freeze_count()
+garbage = [[] for _ in range(5000)]
+print(json.dumps({"during": during, "frozen": frozen, "enabled": gc.isenabled(),
+                  "after": len(runs) - during, "young": gc.get_count()[0]}))
+"""
+
+
+def test_start_up_objects_are_frozen_after_the_paused_imports(tmp_path: Path) -> None:
+    """Importing ``pypicache.tap`` runs no collection, and what it made is
+    frozen (``gc.freeze``) before the collector runs again: the first
+    collection after the pause used to walk all of it (70,000 objects) and
+    move it to the middle generation, whose next collection walked it again.
+    The collector runs again afterwards (5,000 new lists set it off)."""
+    done = subprocess.run(
+        [sys.executable, "-c", GC_SCRIPT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["during"] == 0
+    assert seen["frozen"] > 30_000
+    assert seen["enabled"] is True
+    assert seen["after"] >= 1

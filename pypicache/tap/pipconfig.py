@@ -38,7 +38,9 @@ def _files(config_file: str | None) -> list[str]:
     files = [os.path.join(path, basename) for path in appdirs.site_config_dirs("pip")]
     if not (config_file and os.path.exists(config_file)):
         files.append(
-            os.path.join(os.path.expanduser("~"), "pip" if windows else ".pip", basename)
+            os.path.join(
+                os.path.expanduser("~"), "pip" if windows else ".pip", basename
+            )
         )
         files.append(os.path.join(appdirs.user_config_dir("pip"), basename))
     files.append(os.path.join(sys.prefix, basename))
