@@ -24,7 +24,7 @@ def pip_index_url() -> str:
         raise usage.UsageError(
             "pip is not importable here to read its index URL: give --index-url"
         ) from e
-    except ValueError as e:
+    except Exception as e:
         raise usage.UsageError(
             f"Cannot read pip's configuration ({e}): give --index-url"
         ) from e
