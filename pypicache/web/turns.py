@@ -136,7 +136,7 @@ class Turns:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            if type(selectable) is tcp.Server:
+            if isinstance(selectable, tcp.Server):
                 # A client's connection: read without callWithLogger's log
                 # context (a tenth of a cached answer's Python CPU: the
                 # context copied per call); only legacy log calls (log.msg,
