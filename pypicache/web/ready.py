@@ -47,9 +47,6 @@ _HOSTED = re.compile(
 )
 _HOST = re.compile(rb"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
-#: Request headers that make a request unusual: left to twisted.web.
-_UNUSUAL = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
-
 #: Headers that change a file's answer and that only twisted.web answers.
 _FILE_CONDITIONS = (b"range", b"if-modified-since", b"if-range")
 
@@ -121,7 +118,8 @@ class ReadyAnswers:
         if (
             host is None
             or not _plain_host(host)
-            or b"content-length" in headers  # _UNUSUAL, spelled out: per request
+            # Unusual requests (a body, Expect, Upgrade): left to twisted.web.
+            or b"content-length" in headers
             or b"transfer-encoding" in headers
             or b"expect" in headers
             or b"upgrade" in headers
@@ -178,8 +176,7 @@ class ReadyAnswers:
         return _archive(head, opened.path.path, etag_of(stored.info.hashes))
 
 
-#: ``Host`` values :func:`_plain_host` found good (a client sends the same one
-#: with every request); at most :data:`_HOSTS_MAX`.
+#: ``Host`` values :func:`_plain_host` found good; at most :data:`_HOSTS_MAX`.
 _HOSTS: set[bytes] = set()
 _HOSTS_MAX = 256
 
@@ -337,8 +334,7 @@ def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready:
 #: The header lines every stored archive's answer starts with.
 _FILE_LINES = b"Cache-Control: " + IMMUTABLE + b"\r\nContent-Type: " + OCTETS + b"\r\n"
 
-#: Answers kept per kept file (``GET`` and ``HEAD``; the ``ETag`` is the
-#: file's, so one each unless the file's record changes).
+#: Answers kept per kept file (``GET`` and ``HEAD``, one ``ETag`` each as a rule).
 _ANSWERS_PER_FILE = 4
 
 
