@@ -145,13 +145,13 @@ def test_file_copy_follows_the_file(tmp_path):
     answered; a file past FIRST_CHUNK is not kept."""
     path = tmp_path / "a.whl"
     path.write_bytes(b"one")
-    rest, data = ready._small_file(str(path))
+    rest, data, _ = ready._small_file(str(path))
     assert data == b"one" and b"Content-Length: 3\r\n" in rest
     assert ready._small_file(str(path))[1] == b"one"
     new = tmp_path / "a.tmp"
     new.write_bytes(b"second")
     new.replace(path)
-    rest, data = ready._small_file(str(path))
+    rest, data, _ = ready._small_file(str(path))
     assert data == b"second" and b"Content-Length: 6\r\n" in rest
     path.unlink()
     assert ready._small_file(str(path)) is None
@@ -173,3 +173,39 @@ def test_heads_read_once():
     assert two.code == 200
     bad = b"POST /x HTTP/1.1\r\nHost: h"
     assert parse_head(bad, None) is None and parse_head(bad, None) is None
+
+
+def test_kept_file_answers_follow_the_file(tmp_path, monkeypatch):
+    """The answers made from a kept copy (session 9: kept with it, per
+    method and ETag) are those of the file as it is: a file replaced gets
+    new answers (new bytes, length, ETag given), a removed one none (left
+    to twisted.web), a ``HEAD`` never the ``GET``'s body; the answers are
+    dropped with their copy when the copies pass SMALL_FILES_BYTES, and
+    at most _ANSWERS_PER_FILE are kept per file."""
+    monkeypatch.setattr(ready, "_FILES", type(ready._FILES)())
+    monkeypatch.setattr(ready, "_files_bytes", 0)
+    path = tmp_path / "a.whl"
+    path.write_bytes(b"one")
+    get = parse_head(b"GET /packages/a/a.whl HTTP/1.1\r\nHost: h", None)
+    head = parse_head(b"HEAD /packages/a/a.whl HTTP/1.1\r\nHost: h", None)
+    first = ready._archive(get, str(path), b'"e1"')
+    assert first.body == (b"one",) and b"Content-Length: 3\r\n" in first.headers
+    assert ready._archive(get, str(path), b'"e1"') is first  # kept
+    assert ready._archive(head, str(path), b'"e1"').body == ()
+    new = tmp_path / "a.tmp"
+    new.write_bytes(b"second")
+    new.replace(path)
+    second = ready._archive(get, str(path), b'"e2"')
+    assert second.body == (b"second",) and b'ETag: "e2"\r\n' in second.headers
+    assert b"Content-Length: 6\r\n" in second.headers
+    path.unlink()
+    assert ready._archive(get, str(path), b'"e2"') is ready.ON_DISK
+    path.write_bytes(b"x")
+    for n in range(ready._ANSWERS_PER_FILE + 3):
+        ready._archive(get, str(path), b'"%d"' % n)
+    assert len(ready._FILES[str(path)][3]) == ready._ANSWERS_PER_FILE
+    monkeypatch.setattr(ready, "SMALL_FILES_BYTES", 4)
+    other = tmp_path / "b.whl"
+    other.write_bytes(b"four")
+    ready._archive(get, str(other), None)
+    assert list(ready._FILES) == [str(other)] and ready._files_bytes == 4

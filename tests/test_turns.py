@@ -122,6 +122,48 @@ def test_clients_first_then_costly_work_within_the_budget():
     assert "doIteration" not in fake.__dict__
 
 
+def test_client_connections_read_without_a_log_context(monkeypatch):
+    """A client's connection (``tcp.Server``) is read without
+    ``callWithLogger`` (session 9: its log context cost a tenth of a cached
+    answer's CPU); other selectables still go through it, and what a
+    client's read raises is logged with the connection's prefix, the turn
+    going on."""
+    from twisted.python import log as legacy_log
+
+    class Server(tcp.Server):
+        def __init__(self, name):
+            self.name = name
+            self.logstr = "HTTPChannel," + name
+
+    wrapped, logged = [], []
+    real = legacy_log.callWithLogger
+
+    def counted(logger, func, *args):
+        wrapped.append(logger.name)
+        return real(logger, func, *args)
+
+    monkeypatch.setattr(legacy_log, "callWithLogger", counted)
+    monkeypatch.setattr(legacy_log, "err", lambda *a, **kw: logged.append(kw))
+    waker = FakeServer("waker")
+    waker.logPrefix = lambda: "waker"
+    events = [(3, Server("a")), (4, waker), (5, Server("b"))]
+    fake = FakeReactor(events, cost=0)
+    plain = fake._doReadOrWrite
+
+    def handle(selectable, fd, event):
+        plain(selectable, fd, event)
+        if selectable.name == "a":
+            raise RuntimeError("boom")
+
+    fake._doReadOrWrite = handle
+    turns = Turns(fake)
+    assert turns.install()
+    fake.doIteration(None)
+    assert fake.done == ["a", "waker", "b"]
+    assert wrapped == ["waker"]
+    assert logged == [{"system": "HTTPChannel,a"}]
+
+
 def test_queued_work_runs_at_once_outside_a_split_turn():
     """Work queued while the turns are not split runs at once; uninstalling
     runs what was queued, and a reactor without an epoll poller is left alone."""

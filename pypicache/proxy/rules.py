@@ -11,7 +11,7 @@ view's key, so rendered pages (and the fast lane's answers) are kept exactly
 as long as they are right.
 """
 
-from typing import Hashable, Protocol
+from typing import Any, Hashable, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults
@@ -47,12 +47,26 @@ class Rules:
     """Rules applied in order; no rules cost nothing."""
 
     rules: tuple[Rule, ...] = ()
+    #: Read once (asked on every file request): whether a rule may refuse
+    #: files, and the rules' ``ready`` methods.
+    _refuses: bool = attrs.field(init=False, eq=False, repr=False)
+    _readies: tuple[Any, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        refuses = any(getattr(rule, "refuses", True) for rule in self.rules)
+        readies = tuple(
+            ready
+            for ready in (getattr(rule, "ready", None) for rule in self.rules)
+            if ready is not None
+        )
+        object.__setattr__(self, "_refuses", refuses)
+        object.__setattr__(self, "_readies", readies)
 
     def __bool__(self) -> bool:
         """Whether a rule may refuse files (a rule that never does, such as
         local yanks, says so with a class attribute ``refuses = False``), so
         that files are checked only then."""
-        return any(getattr(rule, "refuses", True) for rule in self.rules)
+        return self._refuses
 
     def version(self, area: Area, project: str) -> Hashable:
         """The rules' versions for ``project`` together (``()`` with no rules)."""
@@ -81,12 +95,10 @@ class Rules:
         store's ``state_max_age``. ``area`` is a page's, or ``"file"`` for a
         file's :meth:`refusal`."""
         waits = None
-        for rule in self.rules:
-            ready = getattr(rule, "ready", None)
-            if ready is not None:
-                d = ready(area, project)
-                if d is not None:
-                    waits = [d] if waits is None else waits + [d]
+        for ready in self._readies:
+            d = ready(area, project)
+            if d is not None:
+                waits = [d] if waits is None else waits + [d]
         if waits is None:
             return None
         return waits[0] if len(waits) == 1 else gatherResults(waits)

@@ -219,11 +219,14 @@ class Metrics:
         """A request ended (see :func:`pypicache.web.accesslog.account`)."""
         children = self._children.get((kind, status))
         if children is None:
+            # The labelled counter's value itself: a child is always
+            # observable, and Counter.inc's checks cost as much as the
+            # increment, on every request (session 9).
             children = self._children[(kind, status)] = (
-                self.requests.labels(kind, str(status)),
+                self.requests.labels(kind, str(status))._value.inc,
                 self.latency.labels(kind),
             )
-        children[0].inc()
+        children[0](1)
         children[1].observe(duration)
         if hit is not None:
             counter = self._hits.get((kind, hit))

@@ -47,9 +47,6 @@ _HOSTED = re.compile(
 )
 _HOST = re.compile(rb"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
-#: Request headers that make a request unusual: left to twisted.web.
-_UNUSUAL = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
-
 #: Headers that change a file's answer and that only twisted.web answers.
 _FILE_CONDITIONS = (b"range", b"if-modified-since", b"if-range")
 
@@ -120,9 +117,12 @@ class ReadyAnswers:
         host = headers.get(b"host")
         if (
             host is None
-            or _HOST.fullmatch(host) is None
-            or not routable_host(host)
-            or any(name in headers for name in _UNUSUAL)
+            or not _plain_host(host)
+            # Unusual requests (a body, Expect, Upgrade): left to twisted.web.
+            or b"content-length" in headers
+            or b"transfer-encoding" in headers
+            or b"expect" in headers
+            or b"upgrade" in headers
             or self._policy.reads_need_credentials
         ):
             return None
@@ -141,7 +141,11 @@ class ReadyAnswers:
             file = _FILE.fullmatch(target)
             if file is None:
                 return self._hosted(head, target)
-            if any(name in headers for name in _FILE_CONDITIONS):
+            if (  # _FILE_CONDITIONS, spelled out
+                b"range" in headers
+                or b"if-modified-since" in headers
+                or b"if-range" in headers
+            ):
                 return None
             self._policy.check_address(head)
             project, filename = file.group(1).decode(), file.group(2).decode()
@@ -170,6 +174,23 @@ class ReadyAnswers:
             return None
         stored, opened = ready
         return _archive(head, opened.path.path, etag_of(stored.info.hashes))
+
+
+#: ``Host`` values :func:`_plain_host` found good; at most :data:`_HOSTS_MAX`.
+_HOSTS: set[bytes] = set()
+_HOSTS_MAX = 256
+
+
+def _plain_host(host: bytes) -> bool:
+    """Whether ``host`` is a plain host name (and port) Klein would route."""
+    if host in _HOSTS:
+        return True
+    if _HOST.fullmatch(host) is None or not routable_host(host):
+        return False
+    if len(_HOSTS) >= _HOSTS_MAX:
+        _HOSTS.clear()
+    _HOSTS.add(host)
+    return True
 
 
 #: Answers made by :func:`_page` lately: ``(body, method, If-None-Match)`` to
@@ -259,9 +280,9 @@ def _page(head: RequestHead, body: Body) -> Ready:
 
 #: Copies of small stored archives the lane sent lately: path to the file's
 #: identity when read (:func:`_identity`), its ``200`` header lines (from
-#: ``Accept-Ranges`` on) and its bytes; at most :data:`SMALL_FILES_BYTES`
+#: ``Accept-Ranges`` on), its bytes and the answers made from them; at most :data:`SMALL_FILES_BYTES`
 #: bytes of files in all, the least recently sent going first.
-_FILES: "OrderedDict[str, tuple[tuple[int, ...], bytes, bytes]]" = OrderedDict()
+_FILES: "OrderedDict[str, tuple[tuple[int, ...], bytes, bytes, dict]]" = OrderedDict()
 SMALL_FILES_BYTES = 16 * 1024**2
 _files_bytes = 0
 
@@ -282,29 +303,46 @@ def _archive(head: RequestHead, path: str, etag: bytes | None) -> Ready:
     """As :func:`~pypicache.web.files.serve_stored` and ``StoredArchive`` answer.
 
     The file's bytes come from a copy in memory while a ``stat`` shows the
-    file unchanged, else from the file (and are kept, if small enough)."""
-    lines = b"Cache-Control: " + IMMUTABLE + b"\r\nContent-Type: " + OCTETS + b"\r\n"
+    file unchanged, else from the file (and are kept, if small enough); the
+    ``200`` answers made from a kept copy are kept with it, per method and
+    ``ETag``, and so dropped with it when the file changes."""
     tags = head.headers.get(b"if-none-match")
     if etag is not None and tags:
         # Request.setETag's comparison: whitespace-separated tags, or "*".
         words = tags.split()
         if etag in words or b"*" in words:
-            return Ready(304, lines + b"ETag: " + etag + b"\r\n", (), 0)
+            return Ready(304, _FILE_LINES + b"ETag: " + etag + b"\r\n", (), 0)
     kept = _small_file(path)
     if kept is None:
         return ON_DISK
-    rest, data = kept
+    rest, data, answers = kept
+    key = (head.method, etag)
+    ready = answers.get(key)
+    if ready is not None:
+        return ready
     if etag is not None:
         rest += b"ETag: " + etag + b"\r\n"
     if head.method == b"HEAD":
-        return Ready(200, lines + rest, (), 0)
-    return Ready(200, lines + rest, (data,) if data else (), len(data))
+        ready = Ready(200, _FILE_LINES + rest, (), 0)
+    else:
+        ready = Ready(200, _FILE_LINES + rest, (data,) if data else (), len(data))
+    if len(answers) < _ANSWERS_PER_FILE:
+        answers[key] = ready
+    return ready
 
 
-def _small_file(path: str) -> tuple[bytes, bytes] | None:
+#: The header lines every stored archive's answer starts with.
+_FILE_LINES = b"Cache-Control: " + IMMUTABLE + b"\r\nContent-Type: " + OCTETS + b"\r\n"
+
+#: Answers kept per kept file (``GET`` and ``HEAD``, one ``ETag`` each as a rule).
+_ANSWERS_PER_FILE = 4
+
+
+def _small_file(path: str) -> tuple[bytes, bytes, dict] | None:
     """The header lines (``Accept-Ranges``, ``Content-Length``,
-    ``Last-Modified``) and the bytes of the regular file at ``path``, if it
-    has at most :data:`~pypicache.web.sendfile.FIRST_CHUNK` bytes; else ``None``."""
+    ``Last-Modified``), the bytes of the regular file at ``path``, if it
+    has at most :data:`~pypicache.web.sendfile.FIRST_CHUNK` bytes, and the
+    answers made from them (:func:`_archive`); else ``None``."""
     global _files_bytes
     kept = _FILES.get(path)
     if kept is not None:
@@ -314,7 +352,7 @@ def _small_file(path: str) -> tuple[bytes, bytes] | None:
             return None
         if _identity(status) == kept[0]:
             _FILES.move_to_end(path)
-            return kept[1], kept[2]
+            return kept[1], kept[2], kept[3]
         _FILES.pop(path)
         _files_bytes -= len(kept[2])
     try:
@@ -338,13 +376,14 @@ def _small_file(path: str) -> tuple[bytes, bytes] | None:
         size,
         modified,
     )
+    answers: dict = {}
     if size <= SMALL_FILES_BYTES:
-        _FILES[path] = (_identity(status), rest, data)
+        _FILES[path] = (_identity(status), rest, data, answers)
         _files_bytes += size
         while _files_bytes > SMALL_FILES_BYTES:
-            _, (_, _, old) = _FILES.popitem(last=False)
+            _, (_, _, old, _) = _FILES.popitem(last=False)
             _files_bytes -= len(old)
-    return rest, data
+    return rest, data, answers
 
 
 def _metadata(head: RequestHead, content: bytes) -> Ready:
