@@ -51,7 +51,7 @@ def parse_page(body: bytes, content_type: str, page_url: str, name: str) -> Proj
 
 
 def _metadata_value(value: Any) -> bool | dict[str, str]:
-    if isinstance(value, dict):
+    if type(value) is dict:
         return _hashes(value) or True
     if value is None or isinstance(value, bool):
         return bool(value)
@@ -59,9 +59,16 @@ def _metadata_value(value: Any) -> bool | dict[str, str]:
 
 
 def _hashes(value: Any) -> dict[str, str]:
-    """A PEP 691 ``hashes`` dict: hash names to hex digests, both strings."""
-    if not isinstance(value, dict):
+    """A PEP 691 ``hashes`` dict: hash names to hex digests, both strings
+    (names lower-cased); ``value`` itself when it is one already (as almost
+    every upstream's is: ``json.loads`` made it, nothing else holds it)."""
+    if type(value) is not dict:
         raise ValueError("hashes is not a dict of strings")
+    for k, v in value.items():
+        if type(k) is not str or type(v) is not str or not k.islower():
+            break
+    else:
+        return value
     hashes = {}
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -79,27 +86,49 @@ def _optional(entry: dict[str, Any], key: str, kind: type | tuple[type, ...]) ->
     return value
 
 
+_ABSENT = object()
+
+
 def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
-    """One PEP 691 file entry; :raises ValueError: if any field has the wrong type."""
-    if not isinstance(entry, dict):
+    """One PEP 691 file entry; :raises ValueError: if any field has the wrong type.
+
+    Written for speed (a page of 3,000 files makes 3,000 of these): the
+    types of what ``json.loads`` made are checked with ``type() is``, the
+    usual fields of the usual types taking one test each.
+    """
+    if type(entry) is not dict:
         raise ValueError("a file entry is not an object")
-    filename, url = entry.get("filename"), entry.get("url")
-    if not isinstance(filename, str) or not isinstance(url, str):
+    get = entry.get
+    filename, url = get("filename"), get("url")
+    if type(filename) is not str or type(url) is not str:
         raise ValueError("filename and url must be strings")
-    metadata = entry.get("core-metadata", entry.get("dist-info-metadata", False))
-    yanked = entry.get("yanked", False)
-    if not isinstance(yanked, (bool, str, type(None))):
-        raise ValueError(f"yanked is {type(yanked).__name__}")
+    metadata = get("core-metadata", _ABSENT)
+    if metadata is _ABSENT:
+        metadata = get("dist-info-metadata", False)
+    yanked = get("yanked", False)
+    if yanked is not False:
+        if not isinstance(yanked, (bool, str, type(None))):
+            raise ValueError(f"yanked is {type(yanked).__name__}")
+        yanked = yanked if isinstance(yanked, str) and yanked else bool(yanked)
+    requires_python = get("requires-python")
+    if type(requires_python) is not str:
+        requires_python = _optional(entry, "requires-python", str)
+    size = get("size")
+    if size is not None and type(size) is not int:
+        raise ValueError(f"size is {type(size).__name__}")
+    upload_time = get("upload-time")
+    if upload_time is not None and type(upload_time) is not str:
+        raise ValueError(f"upload-time is {type(upload_time).__name__}")
     return DistFile(
-        filename=filename,
-        url=resolve(url),
-        hashes=_hashes(entry.get("hashes") or {}),
-        requires_python=_optional(entry, "requires-python", str) or None,
-        yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
-        core_metadata=_metadata_value(metadata),
-        size=_optional(entry, "size", int),
-        upload_time=_optional(entry, "upload-time", str),
-        provenance=_optional(entry, "provenance", str),
+        filename,
+        resolve(url),
+        _hashes(get("hashes") or {}),
+        requires_python or None,
+        yanked,
+        metadata if metadata is False else _metadata_value(metadata),
+        size,
+        upload_time,
+        _optional(entry, "provenance", str),
     )
 
 
