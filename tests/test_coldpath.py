@@ -130,3 +130,28 @@ def test_access_line_escaping_remembered():
     assert accesslog._escaped.cache_info().hits == 1
     assert accesslog._field(b"pip/24.0") == "pip/24.0"
     assert accesslog._field(None) == "-"
+
+
+def test_json_entry_hashes_kept_as_loaded():
+    """Parsing an upstream JSON page keeps a ``hashes`` (and ``core-metadata``)
+    dict as ``json.loads`` made it when its names are lower-case already (no
+    copy per file of a 3,000-file page); other names are still lower-cased,
+    and a value of another type still leaves the entry out."""
+    from pypicache.index.fileurls import FileUrls
+    from pypicache.index.simple import _json_file
+
+    hashes, metadata = {"sha256": "ab"}, {"sha256": "cd"}
+    entry = {
+        "filename": "a-1.0-py3-none-any.whl",
+        "url": "a-1.0-py3-none-any.whl",
+        "hashes": hashes,
+        "core-metadata": metadata,
+    }
+    got = _json_file(entry, FileUrls("https://x/simple/a/"))
+    assert got.hashes is hashes and got.core_metadata is metadata
+    assert got.url == "https://x/simple/a/a-1.0-py3-none-any.whl"
+    upper = _json_file({**entry, "hashes": {"SHA256": "ab"}}, FileUrls("https://x/"))
+    assert upper.hashes == {"sha256": "ab"}
+    for bad in ({"sha256": 5}, ["sha256"], "ab"):
+        with pytest.raises(ValueError):
+            _json_file({**entry, "hashes": bad}, FileUrls("https://x/"))
