@@ -9,11 +9,16 @@ The upstream is the bench's nginx serving pages shaped as
 ``size``, ``upload-time`` and ``core-metadata``; JSON and HTML, gzipped
 beside them), without the files themselves. Each round starts every variant
 on a fresh cache (``--prefetch-depth=0`` unless its arguments say
-otherwise), asks for the page as ``uv`` does (JSON, gzip), then once more in
+otherwise), warms it up with a one-file page, asks for the page as ``uv`` does (JSON, gzip), then once more in
 each other form (JSON plain, HTML gzip, HTML plain: the render of a cached
 page), and notes the milliseconds of each and the daemon's CPU seconds from
-its start-up to the end (minus what it had used once up). Prints medians and
+the first request for the page to the end. Prints medians and
 writes every figure to ``<work>/coldpage.json``.
+
+``--stages N`` times each stage of that path instead, in this process with
+the ``pypicache`` on ``PYTHONPATH``: CPU milliseconds, median of ``N``::
+
+    PYTHONPATH=/tmp/base python bench/coldpage.py --work /tmp/cp --stages 25
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -96,6 +102,28 @@ def write_pages(root: Path, count: int) -> int:
     ):
         path.write_bytes(data)
         path.with_name(path.name + ".gz").write_bytes(gzip.compress(data, 6, mtime=0))
+    small = root / "simple" / "bench-small"
+    small.mkdir(exist_ok=True)
+    (small / "index.html").write_text(
+        '<html><body><a href="../../files/bench_small-1.0-py3-none-any.whl'
+        f'#sha256={"0" * 64}">bench_small-1.0-py3-none-any.whl</a></body></html>\n'
+    )
+    wheel = "bench_small-1.0-py3-none-any.whl"
+    (small / "index.json").write_text(
+        json.dumps(
+            {
+                "meta": {"api-version": "1.1"},
+                "name": "bench-small",
+                "files": [
+                    {
+                        "filename": wheel,
+                        "url": f"../../files/{wheel}",
+                        "hashes": {"sha256": "0" * 64},
+                    }
+                ],
+            }
+        )
+    )
     (root / "simple" / "index.html").write_text("<html><body></body></html>\n")
     (root / "files").mkdir(exist_ok=True)
     return len(body)
@@ -113,6 +141,66 @@ def fetch(url: str, accept: str, encoding: str) -> tuple[float, int]:
     return (time.perf_counter() - started) * 1000, len(data)
 
 
+def stages(work: Path, count: int, repeat: int) -> None:
+    """Print the CPU milliseconds (median of ``repeat``) of each stage of the
+    cold page, in this process, with the ``pypicache`` on ``sys.path``."""
+    import tempfile
+
+    # bench/procs.py put this checkout first: PYTHONPATH's trees go before it.
+    for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        if entry:
+            sys.path.insert(0, str(Path(entry).resolve()))
+    import pypicache
+    from twisted.python.filepath import FilePath
+
+    from pypicache.index.simple import HTML_TYPE, JSON_TYPE
+    from pypicache.proxy.bodies import read_page
+    from pypicache.proxy.merging import advertised, merged
+    from pypicache.proxy.rules import Rules
+    from pypicache.storage.pagefile import read_page_file, write_page_file
+    from pypicache.storage.records import CachedPage
+    from pypicache.web.routes.pagebodies import renderer
+
+    print(f"pypicache from {Path(pypicache.__file__).parent.parent}")
+    write_pages(work / "upstream", count)
+    body = (work / "upstream/simple/bench-many/index.json.gz").read_bytes()
+    url = "http://127.0.0.1/simple/bench-many/"
+    path = FilePath(tempfile.mkdtemp(dir=work)).child("bench-many.json")
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, f: Any, *args: Any) -> Any:
+        started = time.process_time()
+        result = f(*args)
+        times.setdefault(name, []).append((time.process_time() - started) * 1000)
+        return result
+
+    for _ in range(repeat):
+        page = timed(
+            "parse (gunzip, JSON, records)",
+            read_page,
+            body,
+            "gzip",
+            JSON_TYPE,
+            url,
+            "bench-many",
+            1 << 30,
+        )
+        cached = CachedPage(page, time.time(), '"e"', None)
+        timed("store: write the page file", write_page_file, path, cached)
+        timed("store: read it back", read_page_file, path)
+        shown = timed(
+            "merge with the disk, rules",
+            lambda: Rules().page("simple", "bench-many", merged(page, [], 1.0)[0]),
+        )
+        render = renderer(shown, lambda f: advertised(f, lambda name: None))
+        plain = timed("render JSON", render, JSON_TYPE)
+        timed("gzip JSON (level 6)", gzip.compress, plain, 6)
+        plain = timed("render HTML", render, HTML_TYPE)
+        timed("gzip HTML (level 6)", gzip.compress, plain, 6)
+    for name, values in times.items():
+        print(f"{name:32} {statistics.median(values):6.1f} ms CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,7 +210,16 @@ def main() -> None:
     parser.add_argument("--source", action="append", default=[])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--files", type=int, default=3000)
+    parser.add_argument(
+        "--stages",
+        type=int,
+        metavar="N",
+        help="time each stage in this process N times instead (the pypicache "
+        "on PYTHONPATH), no daemon",
+    )
     args = parser.parse_args()
+    if args.stages:
+        return stages(Path(args.work).resolve(), args.files, args.stages)
     variants = dict(v.split("=", 1) for v in (args.variant or ["this="]))
     sources = dict(v.split("=", 1) for v in args.source)
     atexit.register(procs.stop_all)
@@ -156,8 +253,13 @@ def main() -> None:
                 env=env,
             )
             try:
+                # A first page (small, in each form) warms the daemon up, as
+                # a client's first requests do before it reaches this page.
+                base = f"http://{procs.HOST}:{port}/simple/"
+                for accept, encoding in FORMS.values():
+                    fetch(base + "bench-small/", accept, encoding)
                 idle = procs.cpu_seconds(process.pid)
-                url = f"http://{procs.HOST}:{port}/simple/bench-many/"
+                url = base + "bench-many/"
                 for form, (accept, encoding) in FORMS.items():
                     ms, got = fetch(url, accept, encoding)
                     figures[name][form].append(ms)
