@@ -155,3 +155,93 @@ def test_json_entry_hashes_kept_as_loaded():
     for bad in ({"sha256": 5}, ["sha256"], "ab"):
         with pytest.raises(ValueError):
             _json_file({**entry, "hashes": bad}, FileUrls("https://x/"))
+
+
+def _varied_page(status=None, reason=None):
+    """A page with every kind of file entry (escapes, yanks, metadata,
+    provenance, sizes or none), to render whole and in chunks."""
+    files = [
+        *FILES,
+        DistFile('a-3.0"<&>.tar.gz', "https://x/", {"MD5": "ff"}, "<4,>=3.8", "a & b"),
+        DistFile("a-4.0-py3-none-any.whl", core_metadata={"sha256": "1", "md5": "2"}),
+        DistFile("a-5.0.tar.gz", size=7, upload_time="2024-01-02T03:04:05Z"),
+    ]
+    return ProjectPage("a", tuple(files), None, status, reason)
+
+
+@pytest.mark.parametrize("per", [1, 2, 3, 250])
+@pytest.mark.parametrize(
+    "page",
+    [
+        _varied_page(),
+        _varied_page("archived", "moved <here> & there"),
+        _varied_page("deprecated"),
+        ProjectPage("empty"),
+        ProjectPage("v", (DistFile("v-1.0.tar.gz", size=1),), ("1.0", "2.0")),
+    ],
+)
+def test_pages_in_chunks_are_the_same_bytes(page, per):
+    """A page made in chunks of ``per`` files (to be compressed as it is
+    made) is byte for byte the page made whole, JSON and HTML; and the JSON
+    is what ``json.dumps`` makes of the page."""
+    from pypicache.index.rendering import (
+        html_page_chunks,
+        json_page_chunks,
+        render_html_page,
+        render_json_page,
+    )
+
+    def url_for(f):
+        return "../../packages/a/" + f.filename
+
+    for whole, chunks in (
+        (render_json_page, json_page_chunks),
+        (render_html_page, html_page_chunks),
+    ):
+        made = list(chunks(page, url_for, DistFile.recorded_metadata, per))
+        assert b"".join(made) == whole(page, url_for)
+        assert len(made) >= len(page.files) // per  # a chunk per ``per`` files
+    data = json.loads(render_json_page(page, url_for))
+    assert [f["filename"] for f in data["files"]] == [f.filename for f in page.files]
+    assert json.dumps(data, separators=(",", ":")).encode() == render_json_page(
+        page, url_for
+    )
+
+
+def test_page_gzipped_while_made():
+    """A large page's gzip form is compressed in a second thread as its
+    chunks are made, and is byte for byte ``gzip.compress(page, 6, mtime=0)``
+    (what the reactor's path makes of a page kept plain): the threaded and
+    the reactor's bodies stay the same."""
+    import gzip
+
+    from pypicache.index.simple import JSON_TYPE
+    from pypicache.web.rendered import Form, plain_and_gzipped, render_form
+    from pypicache.web.routes.pagebodies import renderer
+
+    page = ProjectPage(
+        "many",
+        tuple(
+            DistFile(f"many-{k}.0.tar.gz", f"https://x/{k}", {"sha256": f"{k:064x}"})
+            for k in range(1200)
+        ),
+    )
+    render = renderer(page, DistFile.recorded_metadata)
+    for media in (JSON_TYPE, "text/html"):
+        chunks = list(render.chunks(media))
+        assert len(chunks) > 3
+        plain, zipped = plain_and_gzipped(iter(chunks))
+        assert plain == render(media)
+        assert zipped == gzip.compress(plain, 6, mtime=0)
+        identity, body = render_form(
+            Form(("simple", "many"), 1, media, 600, True), render, None
+        )
+        assert identity.data() == plain and body.data() == zipped
+        assert body.etag == identity.etag[:-1] + b'-gzip"'
+
+    def broken():
+        yield b"x"
+        raise RuntimeError("no more")
+
+    with pytest.raises(RuntimeError):
+        plain_and_gzipped(broken())
