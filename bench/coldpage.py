@@ -159,6 +159,7 @@ def stages(work: Path, count: int, repeat: int) -> None:
     from pypicache.proxy.rules import Rules
     from pypicache.storage.pagefile import read_page_file, write_page_file
     from pypicache.storage.records import CachedPage
+    from pypicache.web.rendered import Form, render_form
     from pypicache.web.routes.pagebodies import renderer
 
     print(f"pypicache from {Path(pypicache.__file__).parent.parent}")
@@ -168,10 +169,10 @@ def stages(work: Path, count: int, repeat: int) -> None:
     path = FilePath(tempfile.mkdtemp(dir=work)).child("bench-many.json")
     times: dict[str, list[float]] = {}
 
-    def timed(name: str, f: Any, *args: Any) -> Any:
-        started = time.process_time()
+    def timed(name: str, f: Any, *args: Any, clock: Any = time.process_time) -> Any:
+        started = clock()
         result = f(*args)
-        times.setdefault(name, []).append((time.process_time() - started) * 1000)
+        times.setdefault(name, []).append((clock() - started) * 1000)
         return result
 
     for _ in range(repeat):
@@ -197,8 +198,21 @@ def stages(work: Path, count: int, repeat: int) -> None:
         timed("gzip JSON (level 6)", gzip.compress, plain, 6)
         plain = timed("render HTML", render, HTML_TYPE)
         timed("gzip HTML (level 6)", gzip.compress, plain, 6)
+        for media in (JSON_TYPE, HTML_TYPE):
+            form = Form(("simple", "bench-many"), 1, media, 600, True)
+            timed(
+                f"{media.rsplit('+', 1)[-1][-4:].upper()} rendered+gzipped (render_form)",
+                render_form,
+                form,
+                render,
+                None,
+                clock=(
+                    time.perf_counter if os.environ.get("WALL") else time.process_time
+                ),
+            )
     for name, values in times.items():
-        print(f"{name:32} {statistics.median(values):6.1f} ms CPU")
+        unit = " ms wall" if os.environ.get("WALL") and "form)" in name else " ms CPU"
+        print(f"{name:40} {statistics.median(values):6.1f}{unit}")
 
 
 def main() -> None:

@@ -145,13 +145,33 @@ def json_page_chunks(
     ``json.dumps`` of the page (compact), the files dumped a chunk at a time."""
     head = {"meta": {"api-version": api_version(page.files)}, "name": page.name}
     yield json.dumps(head, separators=_COMPACT)[:-1].encode() + b',"files":['
-    files = page.files
-    for start in range(0, len(files), per):
-        text = json.dumps(
-            [_json_entry(f, url_for, offer) for f in files[start : start + per]],
-            separators=_COMPACT,
-        )
-        yield (text[1:-1] if start == 0 else "," + text[1:-1]).encode()
+    entries: list[dict[str, Any]] = []
+    first = True
+    for n, f in enumerate(page.files, 1):
+        entry: dict[str, Any] = {
+            "filename": f.filename,
+            "url": url_for(f),
+            "hashes": f.hashes,
+        }
+        if f.requires_python:
+            entry["requires-python"] = f.requires_python
+        entry["yanked"] = f.yanked
+        metadata = offer(f)
+        if metadata is not False:
+            # PEP 714: JSON carries only the new key (pip 22.3-23.1 break on the old one).
+            entry["core-metadata"] = metadata
+        if f.size is not None:
+            entry["size"] = f.size
+        if f.upload_time:
+            entry["upload-time"] = f.upload_time
+        if f.provenance:
+            entry["provenance"] = f.provenance
+        entries.append(entry)
+        if n % per == 0 or n == len(page.files):
+            text = json.dumps(entries, separators=_COMPACT)[1:-1]
+            yield (text if first else "," + text).encode()
+            entries.clear()
+            first = False
     tail: dict[str, Any] = {
         "versions": list(
             page.versions if page.versions is not None else versions_of(page)
@@ -163,29 +183,6 @@ def json_page_chunks(
             marker["reason"] = page.status_reason
         tail["project-status"] = marker
     yield b"]," + json.dumps(tail, separators=_COMPACT)[1:].encode()
-
-
-def _json_entry(f: DistFile, url_for: UrlFor, offer: MetadataOf) -> dict[str, Any]:
-    """A file's entry on a JSON page."""
-    entry: dict[str, Any] = {
-        "filename": f.filename,
-        "url": url_for(f),
-        "hashes": f.hashes,
-    }
-    if f.requires_python:
-        entry["requires-python"] = f.requires_python
-    entry["yanked"] = f.yanked
-    metadata = offer(f)
-    if metadata is not False:
-        # PEP 714: JSON carries only the new key (pip 22.3-23.1 break on the old one).
-        entry["core-metadata"] = metadata
-    if f.size is not None:
-        entry["size"] = f.size
-    if f.upload_time:
-        entry["upload-time"] = f.upload_time
-    if f.provenance:
-        entry["provenance"] = f.provenance
-    return entry
 
 
 def versions_of(page: ProjectPage) -> list[str]:
