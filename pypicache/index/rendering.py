@@ -2,23 +2,16 @@
 """Our pages of the simple repository API: PEP 503 HTML (with PEP 592, 629,
 658/714 attributes), PEP 691 JSON with the PEP 700 additions, both with the
 PEP 792 project status. Pure: no I/O.
-
-A page is made whole (``render_*_page``) or in chunks of files
-(``*_page_chunks``, whose concatenation is the same bytes), so that a large
-page can be compressed as it is made.
 """
 
 import json
 import re
 from html import escape
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from pypicache.errors import BadRequest
 from pypicache.index.model import DistFile, MetadataOf, ProjectPage, UrlFor
 from pypicache.index.names import parse_filename
-
-#: Files per chunk of a page made in chunks.
-CHUNK_FILES = 250
 
 #: The API version of our pages: PEP 792's, which carries the project status
 #: (1.2 and 1.3, PEP 708 and 740, add only optional fields).
@@ -76,16 +69,6 @@ def render_html_page(
     :param url_for: gives the (relative) URL this server serves a file at;
         ``offer``, what to say of its core metadata.
     """
-    return b"".join(html_page_chunks(page, url_for, offer, len(page.files) or 1))
-
-
-def html_page_chunks(
-    page: ProjectPage,
-    url_for: UrlFor,
-    offer: MetadataOf = DistFile.recorded_metadata,
-    per: int = CHUNK_FILES,
-) -> Iterator[bytes]:
-    """:func:`render_html_page` in chunks of ``per`` files."""
     title = escape(f"Links for {page.name}")
     status = ""
     if page.status is not None:
@@ -101,7 +84,7 @@ def html_page_chunks(
         _HTML_HEAD.format(version=api_version(page.files), status=status, title=title)
     ]
     append = parts.append
-    for n, f in enumerate(page.files, 1):
+    for f in page.files:
         line = f'    <a href="{_escape(url_for(f) + _fragment(f.hashes))}"'
         if f.requires_python:
             line += f' data-requires-python="{_escape(f.requires_python)}"'
@@ -118,36 +101,16 @@ def html_page_chunks(
         if f.provenance:
             line += f' data-provenance="{_escape(f.provenance)}"'
         append(f"{line}>{_escape(f.filename)}</a><br/>\n")
-        if n % per == 0:
-            yield "".join(parts).encode("utf-8")
-            parts.clear()
     parts.append(_HTML_TAIL)
-    yield "".join(parts).encode("utf-8")
+    return "".join(parts).encode("utf-8")
 
 
 def render_json_page(
     page: ProjectPage, url_for: UrlFor, offer: MetadataOf = DistFile.recorded_metadata
 ) -> bytes:
     """Render a project page as PEP 691 JSON (with PEP 700 fields)."""
-    return b"".join(json_page_chunks(page, url_for, offer, len(page.files) or 1))
-
-
-_COMPACT = (",", ":")
-
-
-def json_page_chunks(
-    page: ProjectPage,
-    url_for: UrlFor,
-    offer: MetadataOf = DistFile.recorded_metadata,
-    per: int = CHUNK_FILES,
-) -> Iterator[bytes]:
-    """:func:`render_json_page` in chunks of ``per`` files: the bytes of
-    ``json.dumps`` of the page (compact), the files dumped a chunk at a time."""
-    head = {"meta": {"api-version": api_version(page.files)}, "name": page.name}
-    yield json.dumps(head, separators=_COMPACT)[:-1].encode() + b',"files":['
-    entries: list[dict[str, Any]] = []
-    first = True
-    for n, f in enumerate(page.files, 1):
+    files = []
+    for f in page.files:
         entry: dict[str, Any] = {
             "filename": f.filename,
             "url": url_for(f),
@@ -166,13 +129,11 @@ def json_page_chunks(
             entry["upload-time"] = f.upload_time
         if f.provenance:
             entry["provenance"] = f.provenance
-        entries.append(entry)
-        if n % per == 0 or n == len(page.files):
-            text = json.dumps(entries, separators=_COMPACT)[1:-1]
-            yield (text if first else "," + text).encode()
-            entries.clear()
-            first = False
-    tail: dict[str, Any] = {
+        files.append(entry)
+    data: dict[str, Any] = {
+        "meta": {"api-version": api_version(page.files)},
+        "name": page.name,
+        "files": files,
         "versions": list(
             page.versions if page.versions is not None else versions_of(page)
         ),
@@ -181,8 +142,8 @@ def json_page_chunks(
         marker = {"status": page.status}
         if page.status_reason:
             marker["reason"] = page.status_reason
-        tail["project-status"] = marker
-    yield b"]," + json.dumps(tail, separators=_COMPACT)[1:].encode()
+        data["project-status"] = marker
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
 def versions_of(page: ProjectPage) -> list[str]:

@@ -3,11 +3,8 @@ per page version (:class:`RenderCache`), and how each form is made."""
 
 import functools
 import gzip
-import queue
-import threading
-import zlib
 from collections import OrderedDict
-from typing import Callable, Hashable, Iterable, NamedTuple
+from typing import Callable, Hashable, NamedTuple
 
 from pypicache.index.simple import JSON_TYPE, negotiate
 from pypicache.web.routing import Body
@@ -75,16 +72,10 @@ def plain(data: bytes, media: str, max_age: int | None) -> Body:
     return Body.of(data, headers, VARY)
 
 
-#: The gzip level of pages: 6, as nginx's ``gzip_static`` files of the
-#: bench (level 1 takes a third of the time for 7 to 10 % more bytes).
-LEVEL = 6
-
-
-def gzipped(plain: Body, data: bytes | None = None) -> Body:
-    """The gzip form of a page (``mtime=0``: the same page compresses to the
-    same bytes); ``data``: those bytes, if made already."""
+def gzipped(plain: Body) -> Body:
+    """The gzip form of a page (``mtime=0``: the same page compresses to the same bytes)."""
     return Body.of(
-        data if data is not None else gzip.compress(plain.data(), LEVEL, mtime=0),
+        gzip.compress(plain.data(), 6, mtime=0),
         plain.headers + ((b"content-encoding", b"gzip"),),
         VARY,
         etag=plain.etag[:-1] + b'-gzip"',
@@ -116,44 +107,9 @@ def render_form(
 
     :param render: the page's bytes in a media type.
     """
-    chunks = getattr(render, "chunks", None)
-    if identity is None and form.gzip and chunks is not None:
-        data, zipped = plain_and_gzipped(chunks(form.media))
-        identity = plain(data, form.media, form.max_age)
-        return identity, gzipped(identity, zipped)
     if identity is None:
         identity = plain_form(form, render)
     return identity, gzipped(identity) if form.gzip else None
-
-
-def plain_and_gzipped(chunks: Iterable[bytes]) -> tuple[bytes, bytes]:
-    """The bytes of ``chunks`` together, and their gzip form, compressed in a
-    second thread as the chunks are made (zlib lets go of the GIL while it
-    compresses): making a large page and compressing it overlap, on two cores.
-
-    The gzip bytes are those of ``gzip.compress(data, LEVEL, mtime=0)``:
-    zlib's output does not depend on how its input is cut.
-    """
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)  # 31: gzip, mtime 0
-    todo: "queue.SimpleQueue[bytes | None]" = queue.SimpleQueue()
-    out: list[bytes] = []
-
-    def compress() -> None:
-        while (chunk := todo.get()) is not None:
-            out.append(compressor.compress(chunk))
-        out.append(compressor.flush())
-
-    worker = threading.Thread(target=compress, name="pypicache-gzip", daemon=True)
-    worker.start()
-    parts = []
-    try:
-        for chunk in chunks:
-            parts.append(chunk)
-            todo.put(chunk)
-    finally:
-        todo.put(None)
-        worker.join()
-    return b"".join(parts), b"".join(out)
 
 
 def plain_form(form: Form, render: Callable[[str], bytes]) -> Body:

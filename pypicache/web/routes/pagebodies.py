@@ -2,17 +2,11 @@
 """The bodies of the installer API's pages: kept per version, format and
 encoding, rendered on the reactor when small and in a thread when large."""
 
-from typing import Any, Callable, Hashable, Iterator
+from typing import Callable, Hashable
 
 from pypicache.concurrency import RunBlocking, SingleFlight
 from pypicache.index.model import MetadataOf, ProjectPage
-from pypicache.index.rendering import (
-    html_page_chunks,
-    json_page_chunks,
-    render_html_page,
-    render_json_page,
-)
-from pypicache.index.simple import JSON_TYPE
+from pypicache.index.simple import JSON_TYPE, render_html_page, render_json_page
 from pypicache.proxy.views import View
 from pypicache.web.rendered import (
     Form,
@@ -115,31 +109,14 @@ class PageBodies:
         return self._body(form, renderer(page, offer))
 
 
-def renderer(page: ProjectPage, offer: MetadataOf) -> "Renderer":
-    """How ``page`` is rendered in a media type (:class:`Renderer`)."""
-    return Renderer(page, offer)
+def renderer(page: ProjectPage, offer: MetadataOf) -> Callable[[str], bytes]:
+    """How ``page`` is rendered in a media type (in any thread: ``page`` is
+    built already)."""
 
-
-class Renderer:
-    """How ``page`` is rendered in a media type, whole (called) or in chunks
-    (:meth:`chunks`, for compressing as it is made); in any thread: ``page``
-    is built already."""
-
-    def __init__(self, page: ProjectPage, offer: MetadataOf) -> None:
-        self._page = page
-        self._offer = offer
-
-    def _how(self, media: str) -> tuple[bool, ProjectPage, Callable[[Any], str]]:
-        shown = with_provenance_urls(self._page)
+    def render(media: str) -> bytes:
+        shown = with_provenance_urls(page)
+        write = render_json_page if media == JSON_TYPE else render_html_page
         url_of = file_urls(shown.name)
-        return media == JSON_TYPE, shown, lambda f: url_of(f.filename)
+        return write(shown, lambda f: url_of(f.filename), offer)
 
-    def __call__(self, media: str) -> bytes:
-        is_json, shown, url_for = self._how(media)
-        write = render_json_page if is_json else render_html_page
-        return write(shown, url_for, self._offer)
-
-    def chunks(self, media: str) -> Iterator[bytes]:
-        is_json, shown, url_for = self._how(media)
-        write = json_page_chunks if is_json else html_page_chunks
-        return write(shown, url_for, self._offer)
+    return render
