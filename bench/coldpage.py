@@ -9,14 +9,17 @@ The upstream is the bench's nginx serving pages shaped as
 ``size``, ``upload-time`` and ``core-metadata``; JSON and HTML, gzipped
 beside them), without the files themselves. Each round starts every variant
 on a fresh cache (``--prefetch-depth=0`` unless its arguments say
-otherwise), warms it up with a one-file page, asks for the page as ``uv`` does (JSON, gzip), then once more in
-each other form (JSON plain, HTML gzip, HTML plain: the render of a cached
-page), and notes the milliseconds of each and the daemon's CPU seconds from
-the first request for the page to the end. Prints medians and
-writes every figure to ``<work>/coldpage.json``.
+otherwise), warms it up with a one-file page, asks for the page as ``uv``
+does (JSON, gzip), then once more in each other form (JSON plain, HTML
+gzip, HTML plain: the render of a cached page), and notes the milliseconds
+of each and the daemon's CPU seconds from the first request for the page
+to the end. Prints medians and writes every figure to
+``<work>/coldpage.json``.
 
 ``--stages N`` times each stage of that path instead, in this process with
-the ``pypicache`` on ``PYTHONPATH``: CPU milliseconds, median of ``N``::
+the ``pypicache`` on ``PYTHONPATH``: CPU milliseconds, median of ``N``
+(``render_form``, the render and gzip a thread does, by the wall clock
+with ``WALL=1`` in the environment)::
 
     PYTHONPATH=/tmp/base python bench/coldpage.py --work /tmp/cp --stages 25
 """
@@ -150,9 +153,9 @@ def stages(work: Path, count: int, repeat: int) -> None:
     for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
         if entry:
             sys.path.insert(0, str(Path(entry).resolve()))
-    import pypicache
     from twisted.python.filepath import FilePath
 
+    import pypicache
     from pypicache.index.simple import HTML_TYPE, JSON_TYPE
     from pypicache.proxy.bodies import read_page
     from pypicache.proxy.merging import advertised, merged
