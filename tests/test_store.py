@@ -739,6 +739,15 @@ def test_page_corrupt(store, root, content):
         b'{"page": ["foo"], "fetched_at": 1}',
         b'{"page": {"name": "foo", "files": ["oops"]}, "fetched_at": 1}',
         b'{"page": {"name": "foo", "files": [null]}, "fetched_at": 1}',
+        b'{"listing": {"name": "foo", "fields": ["filename"], "rows": ["oops"]},'
+        b' "fetched_at": 1}',
+        b'{"listing": {"name": "foo", "fields": ["filename"], "rows": [null]},'
+        b' "fetched_at": 1}',
+        b'{"listing": {"name": "foo", "fields": ["filename"], "rows": [[]]},'
+        b' "fetched_at": 1}',
+        b'{"listing": {"name": "foo", "fields": "filename", "rows": []},'
+        b' "fetched_at": 1}',
+        b'{"listing": {"name": "foo", "rows": []}, "fetched_at": 1}',
     ],
 )
 def test_page_corrupt_file_entry(store, root, content):

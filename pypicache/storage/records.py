@@ -111,8 +111,12 @@ class CachedPage:
     origins: frozenset[str | None] | None = attrs.field(default=None, eq=False)
 
     def to_json(self) -> dict[str, Any]:
+        """The stored form: the page as rows (:meth:`ProjectPage.to_rows`)
+        under ``listing``; older versions stored it as dicts under ``page``
+        (still read; an older daemon finds no ``page`` in a newer file and
+        fetches the page again)."""
         return {
-            "page": self.page.to_json(),
+            "listing": self.page.to_rows(),
             "fetched_at": self.fetched_at,
             "etag": self.etag,
             "last_modified": self.last_modified,
@@ -120,8 +124,13 @@ class CachedPage:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CachedPage":
+        listing = data.get("listing")
         return cls(
-            page=ProjectPage.from_json(data["page"]),
+            page=(
+                ProjectPage.from_rows(listing)
+                if listing is not None
+                else ProjectPage.from_json(data["page"])
+            ),
             fetched_at=float(data["fetched_at"]),
             etag=data.get("etag"),
             last_modified=data.get("last_modified"),

@@ -164,6 +164,12 @@ def file_url(project: str, filename: str) -> str:
     return f"../../packages/{_quoted(project)}/{_quoted(filename)}"
 
 
+def file_urls(project: str) -> Callable[[str], str]:
+    """:func:`file_url` of ``project`` for many files (its folder made once)."""
+    folder = f"../../packages/{_quoted(project)}/"
+    return lambda filename: folder + _quoted(filename)
+
+
 # -- pre-built bodies ----------------------------------------------------------
 
 #: What a TCP transport sends at once. It joins whatever was written since its

@@ -17,7 +17,7 @@ from pypicache.web.rendered import (
     render_form,
 )
 from pypicache.web.routes.provenance import with_provenance_urls
-from pypicache.web.routing import Body, accepts_gzip, file_url
+from pypicache.web.routing import Body, accepts_gzip, file_urls
 
 
 class PageBodies:
@@ -116,6 +116,7 @@ def renderer(page: ProjectPage, offer: MetadataOf) -> Callable[[str], bytes]:
     def render(media: str) -> bytes:
         shown = with_provenance_urls(page)
         write = render_json_page if media == JSON_TYPE else render_html_page
-        return write(shown, lambda f: file_url(shown.name, f.filename), offer)
+        url_of = file_urls(shown.name)
+        return write(shown, lambda f: url_of(f.filename), offer)
 
     return render
