@@ -177,3 +177,44 @@ async def test_failed_persist_after_completion_leaves_nothing(world, dists, whic
     assert await again.content() == dists[which].read_bytes()
     assert world.index.count(f"/files/{name}") == 2
     await world.stored(which, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_does_not_wait_for_the_wheels_own_metadata(
+    tmp_path, dists, monkeypatch
+):
+    """A cold wheel's client completes once the wheel is verified, while its
+    own METADATA is still being read (in a thread) for the commit; the wheel
+    is listed only after that read and its sync and rename, with that
+    metadata beside it."""
+    import pypicache.proxy.kept as kept
+
+    go = threading.Event()
+    reading: Deferred[None] = Deferred()
+    real = kept._previous_and_own
+
+    def held(*args):
+        reactor.callFromThread(_fire, reading)
+        go.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(kept, "_previous_and_own", held)
+    w = await start_world(tmp_path, [dists["small"]], "json")
+    try:
+        name = dists["small"].name
+
+        async def fetch():
+            response = await w.daemon.get(f"packages/small/{name}")
+            return response.code, await response.content()
+
+        got = Deferred.fromCoroutine(fetch()).addTimeout(10, reactor)
+        assert await got == (200, dists["small"].read_bytes())
+        assert reading.called and not go.is_set()  # the read is still held
+        assert name not in w.mirror_files("small")
+        assert name not in await listed(w, "small")
+        go.set()
+        await w.stored("small", name)
+        assert f"{name}.metadata" in w.mirror_files("small")
+    finally:
+        go.set()
+        await w.stop()
