@@ -138,8 +138,8 @@ async def kept_and_own(
 ) -> tuple[bytes | None, bytes | None]:
     """The ``.metadata`` kept ahead of a wheel being downloaded, and the
     wheel's own ``METADATA``, read from its complete temporary file (in a
-    thread); ``(None, None)`` for another archive. Read once the download
-    is verified (its clients complete meanwhile), before its commit."""
+    thread); ``(None, None)`` for another archive. Read before the download
+    is verified, so that its commit starts as its clients complete."""
     if not filename.endswith(".whl"):
         return None, None
     assert temp.project is not None

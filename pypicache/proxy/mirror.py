@@ -185,22 +185,17 @@ class Mirror:
             )
             await spool.written()
             stored_info = verified(download, hashes, expected)
-        except BaseException:
-            await spool.drained(quietly=True)  # no thread on the file discarded
-            raise
-        # Verified: its clients complete now, while it is committed. A
-        # wheel's own METADATA is read (in a thread) after that, not before:
-        # the clients of a cold wheel do not wait for that thread's trip
-        # (queued behind page parsing, then its result behind the reactor's
-        # turn). The commit, a flush begun meanwhile over, still syncs and
-        # renames the file before it is listed.
-        download.verify()
-        try:
             kept, own = await kept_and_own(
                 self._store, self._run_blocking, download.temp, info.filename
             )
-        finally:
-            await spool.drained()
+        except BaseException:
+            await spool.drained(quietly=True)  # no thread on the file discarded
+            raise
+        # Verified: its clients complete now, while it is committed (a
+        # wheel's metadata beside it), the commit under way at once (once
+        # a flush to the disk begun meanwhile is over).
+        download.verify()
+        await spool.drained()
         persisted = await persist_download(
             self._store, download.temp, stored_info, kept, own
         )
