@@ -211,3 +211,28 @@ async def test_upstream_connections_read_large():
             protocol.transport.loseConnection()
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_connections_are_not_logged(tmp_path):
+    """Fetching from the upstream logs what it fetches, but not Twisted's
+    "Starting factory" and "Stopping factory" lines of each connection the
+    pool opens (two lines of the text log per connection of a cold burst)."""
+    upstream = await start_fake_index(FakeIndex(tmp_path, "json"))
+    lines = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    client = Upstream(upstream.url, make_agent(reactor, pool), reactor)
+    try:
+        for _ in range(2):
+            try:
+                await client.fetch_page("absent")
+            except Exception:
+                pass
+        await pool.closeCachedConnections()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await upstream.stop()
+    assert any("Fetching page" in line for line in lines)
+    assert not any("factory" in line.lower() for line in lines), lines
