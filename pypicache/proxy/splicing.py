@@ -12,8 +12,9 @@ parsed the headers (the connection is paused by it until a body protocol is
 given), :func:`take_body` takes the rest of the body off the socket itself:
 what the client already buffered first, then, in a thread of its own,
 ``splice`` from the socket into a pipe and from the pipe into the file (no
-copy through Python), each step hashed from the file (``pread`` into one
-reused buffer; hashlib releases the GIL), and only then counted as written,
+copy through Python), each step hashed from the file (mapped: the page
+cache's pages themselves; hashlib releases the GIL), and only then counted
+as written,
 so that the waiting clients' ``sendfile`` senders
 (:class:`~pypicache.storage.growing.Download`) follow it as they follow the
 spool. Everything else is as on the spool's path: the last byte withheld
@@ -24,13 +25,14 @@ stalled body (the upstream's time limits) discarded and its clients cut off.
 
 The connection is never given back to the pool: it is aborted once the body
 is read or given up (its parser never saw the body). Memory: a pipe of
-:data:`PIPE_SIZE` bytes in the kernel, one buffer of :data:`STEP` bytes; the
-disk is the buffer, so the upstream is never paused. A daemon that stops
+:data:`PIPE_SIZE` bytes in the kernel, a mapping of at most :data:`STEP`
+bytes at a time; the disk is the buffer, so the upstream is never paused. A daemon that stops
 cancels the threads (a wake-up pipe) and waits for them. Anything else (TLS,
 chunked, encoded, small, not Linux) goes through Twisted and the spool.
 """
 
 import fcntl
+import mmap
 import os
 import select
 import threading
@@ -247,7 +249,6 @@ class SplicedBody:
                 fcntl.fcntl(pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # the pipe's default size: smaller steps
-            buffer = memoryview(bytearray(STEP))
             clock = _Limits(self._idle, self._min_rate, self._left)
             poller = select.poll()
             poller.register(sock, select.POLLIN | select.POLLPRI)
@@ -281,7 +282,7 @@ class SplicedBody:
                 with full_disk_is_507(temp.what):
                     while in_pipe:
                         k = os.splice(pipe_r, out, in_pipe, flags=os.SPLICE_F_MOVE)
-                        self._hash(read_fd, buffer, written, k)
+                        self._hash(read_fd, written, k)
                         in_pipe -= k
                         written += k
                 self._reactor.callFromThread(self._wrote, written)
@@ -290,15 +291,19 @@ class SplicedBody:
             for fd in (pipe_r, pipe_w, read_fd):
                 os.close(fd)
 
-    def _hash(self, fd: int, buffer: memoryview, offset: int, size: int) -> None:
-        """Hash ``size`` bytes of the file from ``offset``, read from the page cache."""
-        while size:
-            got = os.preadv(fd, [buffer[: min(size, len(buffer))]], offset)
-            if not got:
-                raise UpstreamError("The temporary file is shorter than written")
-            self._hashes.update(buffer[:got])
-            offset += got
-            size -= got
+    def _hash(self, fd: int, offset: int, size: int) -> None:
+        """Hash ``size`` bytes of the file from ``offset``, mapped from the
+        page cache (no copy; a ``pread`` into a buffer cost a seventh more)."""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapped = mmap.mmap(
+            fd, offset + size - start, flags, mmap.PROT_READ, offset=start
+        )
+        try:
+            with memoryview(mapped) as view, view[offset - start :] as part:
+                self._hashes.update(part)
+        finally:
+            mapped.close()
 
     def _wait(self, poller: Any, clock: "_Limits", written: int) -> None:
         """Wait until the socket has bytes (or is closed); raise on a time
