@@ -35,6 +35,7 @@ import fcntl
 import mmap
 import os
 import select
+import socket
 import threading
 import time
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
@@ -50,6 +52,8 @@ from pypicache.errors import UpstreamError, UpstreamTimeout
 from pypicache.proxy.spool import SYNC_EVERY, Hashes, _flush
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.growing import Download
+
+log = Logger()
 
 #: Whether large bodies are spliced at all (tests turn it off to compare).
 ENABLED = hasattr(os, "splice")
@@ -60,6 +64,10 @@ SPLICE_MIN = 4 * 1024 * 1024
 PIPE_SIZE = 1024 * 1024
 #: Bytes spliced into the file, hashed and counted as written at most at once.
 STEP = 1024 * 1024
+#: Bytes the socket must hold before the thread wakes up for them
+#: (``SO_RCVLOWAT``): woken for every few kB that arrive, it took a step
+#: (splices, a mapping, a hash, a turn of the reactor) for each.
+LOW_WATER = 256 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -165,6 +173,8 @@ class SplicedBody:
         self.error: Exception | None = None
         self._drained: list[Deferred[None]] = []
         self._stopped: list[Deferred[None]] = []
+        #: Times bytes were taken off the socket, written, hashed and counted.
+        self.steps = 0
 
     async def read(self) -> None:
         """Read the whole body into the file, in a thread; raise what broke it."""
@@ -174,36 +184,46 @@ class SplicedBody:
         trigger = self._reactor.addSystemEventTrigger(
             "before", "shutdown", self._stopping
         )
+        conn: socket.socket | None = None
         try:
-            sock = os.dup(self._transport.fileno())
+            # A descriptor of its own: the transport's may be closed under it.
+            conn = socket.fromfd(
+                self._transport.fileno(), socket.AF_INET, socket.SOCK_STREAM
+            )
         except OSError as e:
             done.errback(
                 Failure(UpstreamError(f"Cannot read the upstream's body: {e}"))
             )
-            sock = -1
 
         def run() -> None:
+            assert conn is not None
             try:
-                self._pump(sock)
+                self._pump(conn)
             except BaseException as e:
                 failure = Failure(e)
                 self._reactor.callFromThread(done.errback, failure)
             else:
                 self._reactor.callFromThread(done.callback, None)
             finally:
-                os.close(sock)
+                conn.close()
 
         try:
-            if sock >= 0:
+            if conn is not None:
                 thread = threading.Thread(
                     target=run, name="pypicache-splice", daemon=True
                 )
                 try:
                     thread.start()
                 except BaseException:
-                    os.close(sock)
+                    conn.close()
                     raise
             await done
+            log.info(
+                "Spliced {size} bytes of {filename} in {steps} steps",
+                size=self._left,
+                filename=self._download.info.filename,
+                steps=self.steps,
+            )
         finally:
             self._running = False
             self._reactor.removeSystemEventTrigger(trigger)
@@ -233,7 +253,8 @@ class SplicedBody:
 
     # In the thread.
 
-    def _pump(self, sock: int) -> None:
+    def _pump(self, conn: socket.socket) -> None:
+        sock = conn.fileno()
         temp = self._download.temp
         out = temp.file.fileno()
         written = 0
@@ -255,7 +276,9 @@ class SplicedBody:
             poller.register(self._wake_r, select.POLLIN)
             left = self._left
             flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+            lowat = 1
             while left:
+                self.steps += 1
                 in_pipe = 0
                 while left and in_pipe < STEP:
                     try:
@@ -265,6 +288,7 @@ class SplicedBody:
                     except BlockingIOError:
                         if in_pipe:
                             break  # the pipe is full, or nothing more yet
+                        lowat = _low_water(conn, min(LOW_WATER, left), lowat)
                         self._wait(poller, clock, written)
                         continue
                     except OSError as e:  # reset by the upstream
@@ -365,6 +389,17 @@ class SplicedBody:
             await d
         if self.error is not None and not quietly:
             raise self.error
+
+
+def _low_water(conn: socket.socket, wanted: int, now: int) -> int:
+    """Set the socket's ``SO_RCVLOWAT`` to ``wanted`` (never above the bytes
+    still to come: the upstream may keep the connection open after them)."""
+    if wanted != now:
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+        except OSError:
+            return now
+    return wanted
 
 
 class _Limits:
