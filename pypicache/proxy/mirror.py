@@ -25,7 +25,8 @@ from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.splicing import take_body
 from pypicache.proxy.spool import Hashes, Spool, verified
-from pypicache.proxy.upstream import Upstream, counted
+from pypicache.proxy.upstream import Upstream
+from pypicache.proxy.upstream import _outcome as counted  # a body read here
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.growing import Download
 from pypicache.storage.interface import IStore

@@ -14,8 +14,7 @@ what the client already buffered first, then, in a thread of its own,
 ``splice`` from the socket into a pipe and from the pipe into the file (no
 copy through Python), each step hashed from the file (mapped: the page
 cache's pages themselves; hashlib releases the GIL), and only then counted
-as written,
-so that the waiting clients' ``sendfile`` senders
+as written, so that the waiting clients' ``sendfile`` senders
 (:class:`~pypicache.storage.growing.Download`) follow it as they follow the
 spool. Everything else is as on the spool's path: the last byte withheld
 from clients until the size and hash are verified, a flush to the disk every
@@ -26,18 +25,17 @@ stalled body (the upstream's time limits) discarded and its clients cut off.
 The connection is never given back to the pool: it is aborted once the body
 is read or given up (its parser never saw the body). Memory: a pipe of
 :data:`PIPE_SIZE` bytes in the kernel, a mapping of at most :data:`STEP`
-bytes at a time; the disk is the buffer, so the upstream is never paused. A daemon that stops
-cancels the threads (a wake-up pipe) and waits for them. Anything else (TLS,
-chunked, encoded, small, not Linux) goes through Twisted and the spool.
+bytes at a time; the disk is the buffer, so the upstream is never paused.
+A daemon that stops cancels the threads (a wake-up pipe) and waits for
+them. Anything else (TLS, chunked, encoded, small, not Linux) goes through
+Twisted and the spool. ``ENABLED`` switches it off (tests compare both).
 """
 
 import fcntl
-import mmap
 import os
 import select
 import socket
 import threading
-import time
 from typing import Any
 
 from twisted.internet import tcp
@@ -48,7 +46,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
 from pypicache.concurrency import RunBlocking
-from pypicache.errors import UpstreamError, UpstreamTimeout
+from pypicache.errors import UpstreamError
+from pypicache.proxy.splicetools import LOW_WATER, Limits, hash_mapped, low_water
 from pypicache.proxy.spool import SYNC_EVERY, Hashes, _flush
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.growing import Download
@@ -64,10 +63,6 @@ SPLICE_MIN = 4 * 1024 * 1024
 PIPE_SIZE = 1024 * 1024
 #: Bytes spliced into the file, hashed and counted as written at most at once.
 STEP = 1024 * 1024
-#: Bytes the socket must hold before the thread wakes up for them
-#: (``SO_RCVLOWAT``): woken for every few kB that arrive, it took a step
-#: (splices, a mapping, a hash, a turn of the reactor) for each.
-LOW_WATER = 256 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -270,7 +265,7 @@ class SplicedBody:
                 fcntl.fcntl(pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # the pipe's default size: smaller steps
-            clock = _Limits(self._idle, self._min_rate, self._left)
+            clock = Limits(self._idle, self._min_rate, self._left)
             poller = select.poll()
             poller.register(sock, select.POLLIN | select.POLLPRI)
             poller.register(self._wake_r, select.POLLIN)
@@ -288,7 +283,7 @@ class SplicedBody:
                     except BlockingIOError:
                         if in_pipe:
                             break  # the pipe is full, or nothing more yet
-                        lowat = _low_water(conn, min(LOW_WATER, left), lowat)
+                        lowat = low_water(conn, min(LOW_WATER, left), lowat)
                         self._wait(poller, clock, written)
                         continue
                     except OSError as e:  # reset by the upstream
@@ -306,7 +301,7 @@ class SplicedBody:
                 with full_disk_is_507(temp.what):
                     while in_pipe:
                         k = os.splice(pipe_r, out, in_pipe, flags=os.SPLICE_F_MOVE)
-                        self._hash(read_fd, written, k)
+                        hash_mapped(self._hashes, read_fd, written, k)
                         in_pipe -= k
                         written += k
                 self._reactor.callFromThread(self._wrote, written)
@@ -315,21 +310,7 @@ class SplicedBody:
             for fd in (pipe_r, pipe_w, read_fd):
                 os.close(fd)
 
-    def _hash(self, fd: int, offset: int, size: int) -> None:
-        """Hash ``size`` bytes of the file from ``offset``, mapped from the
-        page cache (no copy; a ``pread`` into a buffer cost a seventh more)."""
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mapped = mmap.mmap(
-            fd, offset + size - start, flags, mmap.PROT_READ, offset=start
-        )
-        try:
-            with memoryview(mapped) as view, view[offset - start :] as part:
-                self._hashes.update(part)
-        finally:
-            mapped.close()
-
-    def _wait(self, poller: Any, clock: "_Limits", written: int) -> None:
+    def _wait(self, poller: Any, clock: Limits, written: int) -> None:
         """Wait until the socket has bytes (or is closed); raise on a time
         limit or when cancelled."""
         while True:
@@ -389,56 +370,3 @@ class SplicedBody:
             await d
         if self.error is not None and not quietly:
             raise self.error
-
-
-def _low_water(conn: socket.socket, wanted: int, now: int) -> int:
-    """Set the socket's ``SO_RCVLOWAT`` to ``wanted`` (never above the bytes
-    still to come: the upstream may keep the connection open after them)."""
-    if wanted != now:
-        try:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
-        except OSError:
-            return now
-    return wanted
-
-
-class _Limits:
-    """The upstream's time limits on a body, as :class:`~pypicache.proxy.bodies.BodyReader`
-    keeps them: an idle timeout, a minimum rate over each idle window, and a
-    deadline (the idle timeout plus what the minimum rate allows the length)."""
-
-    def __init__(self, idle: float, min_rate: float, length: int) -> None:
-        now = time.monotonic()
-        self.idle, self.min_rate = idle, min_rate
-        self.last = self.window = now
-        self.window_bytes = 0
-        self.allowed = idle + length / min_rate if min_rate > 0 else None
-        self.deadline = now + self.allowed if self.allowed is not None else None
-
-    def got(self, size: int) -> None:
-        self.last = time.monotonic()
-        self.window_bytes += size
-
-    def check(self, written: int) -> float:
-        """Raise past a limit; else the seconds until the next one to check."""
-        now = time.monotonic()
-        if now - self.last >= self.idle:
-            raise UpstreamTimeout(f"Upstream stalled for {self.idle:g}s mid-body")
-        if self.deadline is not None and now >= self.deadline:
-            raise UpstreamTimeout(
-                f"Upstream took longer than {self.allowed:g}s "
-                f"({written} bytes read)"
-            )
-        if self.min_rate > 0 and now - self.window >= self.idle:
-            if self.window_bytes < self.min_rate * self.idle:
-                raise UpstreamTimeout(
-                    f"Upstream too slow: {self.window_bytes} bytes in {self.idle:g}s, "
-                    f"below {self.min_rate:g} bytes/s"
-                )
-            self.window, self.window_bytes = now, 0
-        until = self.last + self.idle - now
-        if self.deadline is not None:
-            until = min(until, self.deadline - now)
-        if self.min_rate > 0:
-            until = min(until, self.window + self.idle - now)
-        return max(0.0, until)

@@ -66,11 +66,6 @@ def _outcome(response: IResponse) -> Iterator[None]:
         pending[1](pending[0], False)
 
 
-#: Count a response's outcome by how a block that reads its body ends (a
-#: body read other than by :meth:`Upstream.read_body`: :mod:`.splicing`).
-counted = _outcome
-
-
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***`` (for logs)."""
     parts = urlsplit(url)
