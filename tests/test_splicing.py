@@ -255,3 +255,36 @@ async def test_chunked_body_goes_through_twisted(tmp_path, big, spliced):
     finally:
         await daemon.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_splice_gives_up_at_once(tmp_path, big, spliced, monkeypatch):
+    """A splice cancelled while the body still flows (what a stopping daemon
+    does to each) gives up within a step: its clients are cut off, nothing
+    is listed and no temporary file is left."""
+    bodies = []
+    real_read = splicing.SplicedBody.read
+
+    def read(self):
+        bodies.append(self)
+        return real_read(self)
+
+    monkeypatch.setattr(splicing.SplicedBody, "read", read)
+    world = await start_world(tmp_path, [big], timeout=10)
+    world.index.rate = 2 * 1024 * 1024  # four seconds and more
+    try:
+        path = f"packages/{PROJECT}/{big.name}"
+        answer = Deferred.fromCoroutine(_outcome(world.daemon, path))
+        for _ in range(200):
+            if bodies and sum(spliced) > 1024 * 1024:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        started = reactor.seconds()
+        bodies[0].cancel()
+        code, _headers, body = await answer
+        assert code != 200 or body is None
+        assert reactor.seconds() - started < 2
+        await _settled(world)
+        assert world.mirror_files(PROJECT) == []
+    finally:
+        await world.stop()

@@ -170,6 +170,7 @@ class SplicedBody:
         self._stopped: list[Deferred[None]] = []
         #: Times bytes were taken off the socket, written, hashed and counted.
         self.steps = 0
+        self._cancelled = False
 
     async def read(self) -> None:
         """Read the whole body into the file, in a thread; raise what broke it."""
@@ -212,7 +213,12 @@ class SplicedBody:
                 except BaseException:
                     conn.close()
                     raise
-            await done
+            try:
+                await done
+            except Exception:
+                if self.error is not None:  # a flush failed: the thread was stopped
+                    raise self.error from None
+                raise
             log.info(
                 "Spliced {size} bytes of {filename} in {steps} steps",
                 size=self._left,
@@ -240,6 +246,7 @@ class SplicedBody:
 
     def cancel(self) -> None:
         """Make the thread give up (the download fails)."""
+        self._cancelled = True
         if self._running:
             try:
                 os.write(self._wake_w, b"x")
@@ -273,6 +280,8 @@ class SplicedBody:
             flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
             lowat = 1
             while left:
+                if self._cancelled:
+                    raise self._given_up(written)
                 self.steps += 1
                 in_pipe = 0
                 while left and in_pipe < STEP:
@@ -310,6 +319,11 @@ class SplicedBody:
             for fd in (pipe_r, pipe_w, read_fd):
                 os.close(fd)
 
+    def _given_up(self, written: int) -> Exception:
+        return UpstreamError(
+            f"Download given up: the daemon is stopping ({written} bytes read)"
+        )
+
     def _wait(self, poller: Any, clock: Limits, written: int) -> None:
         """Wait until the socket has bytes (or is closed); raise on a time
         limit or when cancelled."""
@@ -318,9 +332,7 @@ class SplicedBody:
             events = poller.poll(max(1, int(timeout * 1000) + 1))
             for fd, _ in events:
                 if fd == self._wake_r:
-                    raise UpstreamError(
-                        f"Download given up: the daemon is stopping ({written} bytes read)"
-                    )
+                    raise self._given_up(written)
             if events:
                 return
 
