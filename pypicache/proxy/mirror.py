@@ -23,8 +23,10 @@ from pypicache.proxy.kept import (
 )
 from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
+from pypicache.proxy.splicing import take_body
 from pypicache.proxy.spool import Hashes, Spool, verified
 from pypicache.proxy.upstream import Upstream
+from pypicache.proxy.upstream import _outcome as counted  # a body read here
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.growing import Download
 from pypicache.storage.interface import IStore
@@ -179,23 +181,32 @@ class Mirror:
             download.length = info.size
         download.started = True
         download._notify()
+        # A large plain body: spliced into the file by a thread instead.
+        body = await take_body(
+            response, download, hashes, self._sync, self._upstream, info.url
+        )
         try:
-            await self._upstream.read_body(
-                response, 0, spool.received, attach=spool.attach
-            )
-            await spool.written()
+            if body is None:
+                await self._upstream.read_body(
+                    response, 0, spool.received, attach=spool.attach
+                )
+            else:
+                with counted(response):
+                    await body.read()
+            await (body or spool).written()
             stored_info = verified(download, hashes, expected)
             kept, own = await kept_and_own(
                 self._store, self._run_blocking, download.temp, info.filename
             )
         except BaseException:
-            await spool.drained(quietly=True)  # no thread on the file discarded
+            # No thread on the file discarded.
+            await (body or spool).drained(quietly=True)
             raise
         # Verified: its clients complete now, while it is committed (a
         # wheel's metadata beside it), the commit under way at once (once
         # a flush to the disk begun meanwhile is over).
         download.verify()
-        await spool.drained()
+        await (body or spool).drained()
         persisted = await persist_download(
             self._store, download.temp, stored_info, kept, own
         )
