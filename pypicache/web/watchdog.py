@@ -177,6 +177,8 @@ class ReactorWatchdog(service.Service):
             return
         self._reactor_thread = threading.get_ident()
         self.gc_pauses.install()
+        self.parked = False
+        self._active.set()
         if self.turns is not None:
             self._polls = self.turns.polls
         self._schedule(self.reactor.seconds())
