@@ -31,6 +31,7 @@ import argparse
 import atexit
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -130,6 +131,8 @@ def main() -> None:
                             warm = install[kind](index[delay], TREE, scratch / "c")
                     else:
                         folder = runs / f"pypicache-{subject}-{n}-{kind}-{delay}"
+                        if folder.exists():  # an earlier run's cache is not cold
+                            shutil.rmtree(folder)
                         daemon = servers.start_pypicache(
                             folder / "cache",
                             index[delay],

@@ -196,7 +196,11 @@ class Mirror:
             await (body or spool).written()
             stored_info = verified(download, hashes, expected)
             kept, own = await kept_and_own(
-                self._store, self._run_blocking, download.temp, info.filename
+                self._store,
+                self._run_blocking,
+                download.temp,
+                info.filename,
+                download.written,
             )
         except BaseException:
             # No thread on the file discarded.

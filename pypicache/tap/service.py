@@ -120,7 +120,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     internet.TimerService(
         SAMPLE_INTERVAL, lambda: run_blocking(metrics.sample, reactor.seconds())
     ).setServiceParent(top)
-    ReactorWatchdog(reactor, metrics).setServiceParent(top)
+    ReactorWatchdog(reactor, metrics, turns=turns).setServiceParent(top)
     live = build_live(
         cache=options["cache"],
         index_url=options["index-url"],

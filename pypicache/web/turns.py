@@ -71,6 +71,12 @@ class Turns:
         #: part (or when the turns are not split).
         self.now = True
         self._installed = False
+        #: Polls that returned (each a turn of the reactor: events, a timer
+        #: due, or the thread waker), and what to call when the next one
+        #: returns, before its events are handled (the reactor watchdog's
+        #: wake-up while it sleeps: :mod:`pypicache.web.watchdog`).
+        self.polls = 0
+        self.on_wake: Callable[[], None] | None = None
 
     def install(self) -> bool:
         """Take over the reactor's turns; ``False`` (and nothing done) for a
@@ -112,6 +118,11 @@ class Turns:
             self._finishing.append(work)
 
     @property
+    def installed(self) -> bool:
+        """Whether the reactor's turns are these (its polls counted)."""
+        return self._installed
+
+    @property
     def waiting(self) -> int:
         """Calls queued for the costly part of a turn."""
         return len(self._queue) + len(self._finishing)
@@ -129,6 +140,9 @@ class Turns:
             if err.errno == errno.EINTR:
                 return
             raise
+        self.polls += 1
+        if self.on_wake is not None:
+            self.on_wake()
         selectables = reactor._selectables
         handle = reactor._doReadOrWrite
         costly = []

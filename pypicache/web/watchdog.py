@@ -12,6 +12,17 @@ level, at most one line a second) rather than the innocent stack that runs
 after it. Each lateness goes to ``pypicache_reactor_lag_seconds``, each late
 tick to ``pypicache_reactor_stalls``.
 
+Given the reactor's :class:`~pypicache.web.turns.Turns`, it ticks only while
+the reactor works: a tick that finds the reactor woke for nothing else since
+the last one (an idle daemon) schedules no next tick, and the watcher thread
+sleeps until the reactor's next poll returns (a request, an upstream's
+answer, a thread's result, any timer), which starts the ticks again before
+that poll's events are handled, so a stall in them is still caught. While
+ticking, the watcher sleeps until the tick due is overdue rather than
+polling. An idle daemon so costs nothing (it cost 20 ticks and 20 watcher
+wakes a second: 5.5 ms of CPU a second, docs/benchmark.rst "Session 9, pip
+and warm installs").
+
 :class:`GCPauses` times every collection (``gc.callbacks``) and hands the
 durations to the watchdog's next tick, which puts them in
 ``pypicache_gc_pause_seconds`` by generation: nothing is counted inside the
@@ -99,6 +110,9 @@ class ReactorWatchdog(service.Service):
         ``reactor_lag``, ``reactor_stalls`` and ``gc_pause``), or ``None``.
     :param watch: start the watcher thread that catches the blocking stack
         (off in tests that drive a fake clock).
+    :param turns: the reactor's :class:`~pypicache.web.turns.Turns` (its
+        ``polls``, ``on_wake`` and ``installed``): ticks stop while the
+        reactor is idle and start again when it wakes. ``None``: tick always.
     """
 
     def __init__(
@@ -109,24 +123,34 @@ class ReactorWatchdog(service.Service):
         threshold: float = THRESHOLD,
         watch: bool = True,
         gc_pauses: GCPauses | None = None,
+        turns: Any = None,
     ) -> None:
         self.reactor = reactor
         self.metrics = metrics
         self.interval = interval
         self.threshold = threshold
         self.watch = watch
+        self.turns = turns
         self.gc_pauses = gc_pauses if gc_pauses is not None else GCPauses()
         #: Late ticks seen, and the largest lateness (seconds).
         self.stalls = 0
         self.worst = 0.0
+        #: Whether the ticks are stopped until the reactor wakes (idle).
+        self.parked = False
+        #: Times the watcher thread woke (its cost while the reactor idles).
+        self.watcher_wakes = 0
         #: The due time of the overdue tick the watcher looked at, and the
         #: stack it found on the reactor thread then.
         self._seen: tuple[float, str] | None = None
         self._expected = 0.0
-        self._due_monotonic = 0.0
+        #: When the next tick is due (``time.monotonic``); ``None`` while parked.
+        self._due_monotonic: float | None = 0.0
+        self._polls = 0
         self._last_logged = float("-inf")
         self._call: Any = None
         self._stop = threading.Event()
+        #: Set while ticking (and to stop): the watcher sleeps on it when parked.
+        self._active = threading.Event()
         self._watcher: threading.Thread | None = None
         self._reactor_thread: int | None = None
 
@@ -139,6 +163,9 @@ class ReactorWatchdog(service.Service):
     def stopService(self) -> Any:
         super().stopService()
         self._stop.set()
+        self._active.set()
+        if self.turns is not None and self.turns.on_wake == self._wake:
+            self.turns.on_wake = None
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
@@ -150,6 +177,10 @@ class ReactorWatchdog(service.Service):
             return
         self._reactor_thread = threading.get_ident()
         self.gc_pauses.install()
+        self.parked = False
+        self._active.set()
+        if self.turns is not None:
+            self._polls = self.turns.polls
         self._schedule(self.reactor.seconds())
         if self.watch:
             self._stop.clear()
@@ -167,7 +198,38 @@ class ReactorWatchdog(service.Service):
         now = self.reactor.seconds()
         late = max(0.0, now - self._expected)
         self.observe(late, now)
-        self._schedule(now)
+        if self._idle(late):
+            self._park()
+        else:
+            self._schedule(now)
+
+    def _idle(self, late: float) -> bool:
+        """Whether the reactor woke for nothing but this tick since the last
+        one (counted by the turns' polls)."""
+        turns = self.turns
+        if turns is None or not turns.installed:
+            return False
+        polls, self._polls = self._polls, turns.polls
+        return turns.polls - polls <= 1 and late <= self.threshold
+
+    def _park(self) -> None:
+        """No next tick until the reactor's next poll returns (:meth:`_wake`)."""
+        self.parked = True
+        self._call = None
+        self._active.clear()  # before the due goes: the watcher never spins
+        self._due_monotonic = None
+        self.turns.on_wake = self._wake
+
+    def _wake(self) -> None:
+        """The reactor's poll returned (on its thread, before the events are
+        handled): tick again, and wake the watcher."""
+        self.turns.on_wake = None
+        if not self.parked or not self.running:
+            return
+        self.parked = False
+        self._polls = self.turns.polls
+        self._schedule(self.reactor.seconds())
+        self._active.set()
 
     def observe(self, late: float, now: float) -> None:
         """Count a tick ``late`` seconds late, and the collections since the last."""
@@ -208,17 +270,25 @@ class ReactorWatchdog(service.Service):
 
     def _watch(self) -> None:
         """The watcher thread: while a tick is overdue, keep the reactor
-        thread's stack (the first one seen: what started the stall)."""
+        thread's stack (the first one seen: what started the stall). It
+        sleeps until the tick due is overdue, and while parked until the
+        reactor wakes."""
         step = max(self.threshold / 2, 0.005)
-        while not self._stop.wait(step):
+        while not self._stop.is_set():
+            self.watcher_wakes += 1
             due = self._due_monotonic
-            if self._seen is not None and self._seen[0] == due:
+            if due is None:
+                self._active.wait()
                 continue
-            if time.monotonic() - due <= self.threshold:
+            left = due + self.threshold - time.monotonic()
+            if left > 0:
+                self._stop.wait(left)
                 continue
-            frame = sys._current_frames().get(self._reactor_thread or -1)
-            if frame is not None:
-                self._seen = (due, _format(frame))
+            if self._seen is None or self._seen[0] != due:
+                frame = sys._current_frames().get(self._reactor_thread or -1)
+                if frame is not None:
+                    self._seen = (due, _format(frame))
+            self._stop.wait(step)  # still overdue: look again in a while
 
 
 def _format(frame: Any) -> str:
