@@ -74,34 +74,3 @@ async def test_wheel_stored_when_its_metadata_does_not_fit(tmp_path, monkeypatch
     assert persisted.stored.path.getContent() == wheel.read_bytes()
     assert persisted.stored.info.core_metadata is True
     assert not persisted.stored.metadata_path.exists()
-
-
-@pytest_twisted.ensureDeferred
-async def test_small_wheel_metadata_read_without_a_thread(tmp_path):
-    """A small wheel's own METADATA is read at once (no thread's hop there and
-    back for a client waiting for the verified download: pip fetches one file
-    at a time); a wheel larger than ``SMALL_WHEEL`` bytes, or of unknown
-    size, is read in a thread."""
-    from pypicache.proxy.kept import SMALL_WHEEL
-
-    wheel = build_wheel(tmp_path / "dists", "pstore", "1.0")
-    store = FilesystemStore(FilePath(str(tmp_path / "cache")))
-    temp = store.open_temp("pstore", MIRROR)
-    temp.write(wheel.read_bytes())
-    threads = []
-
-    def in_thread(f, *args):
-        threads.append(f)
-        return maybeDeferred(f, *args)
-
-    size = wheel.stat().st_size
-    assert await kept_and_own(store, in_thread, temp, wheel.name, size) == (
-        None,
-        own_metadata(wheel),
-    )
-    assert threads == []
-    for larger in (SMALL_WHEEL + 1, None):
-        _, own = await kept_and_own(store, in_thread, temp, wheel.name, larger)
-        assert own == own_metadata(wheel)
-    assert len(threads) == 2
-    temp.discard()

@@ -133,32 +133,17 @@ class Persisted:
     not_kept: Exception | None = None
 
 
-#: Wheels up to this size have their ``METADATA`` read on the reactor thread:
-#: a zip's end records, a small central directory and one member, a fraction
-#: of a millisecond, less than a thread's hop there and back costs the client
-#: that waits for it (pip downloads one file at a time; the spool writes
-#: files this small on the reactor too).
-SMALL_WHEEL = 256 * 1024
-
-
 async def kept_and_own(
-    store: IStore,
-    run_blocking: RunBlocking,
-    temp: TempFile,
-    filename: str,
-    size: int | None = None,
+    store: IStore, run_blocking: RunBlocking, temp: TempFile, filename: str
 ) -> tuple[bytes | None, bytes | None]:
     """The ``.metadata`` kept ahead of a wheel being downloaded, and the
     wheel's own ``METADATA``, read from its complete temporary file (in a
-    thread, or at once for a wheel of ``size`` at most :data:`SMALL_WHEEL`
-    bytes); ``(None, None)`` for another archive. Read before the download
+    thread); ``(None, None)`` for another archive. Read before the download
     is verified, so that its commit starts as its clients complete."""
     if not filename.endswith(".whl"):
         return None, None
     assert temp.project is not None
     ahead = await store.open_metadata(temp.project, filename)
-    if size is not None and size <= SMALL_WHEEL:
-        return _previous_and_own(ahead, temp, filename)
     return await run_blocking(_previous_and_own, ahead, temp, filename)  # type: ignore[no-any-return]
 
 

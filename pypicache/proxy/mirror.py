@@ -25,8 +25,7 @@ from pypicache.proxy.lazywheel import CannotRange, read_metadata
 from pypicache.proxy.pages import ProjectPages
 from pypicache.proxy.splicing import take_body
 from pypicache.proxy.spool import Hashes, Spool, verified
-from pypicache.proxy.upstream import Upstream
-from pypicache.proxy.upstream import _outcome as counted  # a body read here
+from pypicache.proxy.upstream import Upstream, counted_outcome
 from pypicache.storage.atomic import full_disk_is_507
 from pypicache.storage.growing import Download
 from pypicache.storage.interface import IStore
@@ -191,16 +190,12 @@ class Mirror:
                     response, 0, spool.received, attach=spool.attach
                 )
             else:
-                with counted(response):
+                with counted_outcome(response):
                     await body.read()
             await (body or spool).written()
             stored_info = verified(download, hashes, expected)
             kept, own = await kept_and_own(
-                self._store,
-                self._run_blocking,
-                download.temp,
-                info.filename,
-                download.written,
+                self._store, self._run_blocking, download.temp, info.filename
             )
         except BaseException:
             # No thread on the file discarded.

@@ -51,7 +51,7 @@ _uncounted: (
 
 
 @contextmanager
-def _outcome(response: IResponse) -> Iterator[None]:
+def counted_outcome(response: IResponse) -> Iterator[None]:
     """Count ``response``'s outcome, if not counted yet, by how the block
     ends: its status, or a timeout or an error (the outer block wins: a page
     counts once parsed)."""
@@ -271,7 +271,7 @@ class Upstream:
         )
         if attach is not None:
             attach(reader)
-        with _outcome(response):
+        with counted_outcome(response):
             response.deliverBody(reader)
             await reader.done
         return b"".join(chunks)
@@ -308,7 +308,7 @@ class Upstream:
             raise UpstreamError(
                 f"Upstream answered {response.code} for {mask_url(url)}"
             )
-        with _outcome(response):  # a page that cannot be read is an error
+        with counted_outcome(response):  # a page that cannot be read is an error
             left = max(0.0, self.page_deadline - (self._clock.seconds() - started))
             body = await self.read_body(response, self.max_page_size, deadline=left)
             final_url = (

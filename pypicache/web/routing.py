@@ -161,13 +161,18 @@ def _quoted(text: str) -> str:
 
 def file_url(project: str, filename: str) -> str:
     """The URL of a file relative to a project page (``/simple/<p>/``, ``/local/<p>/``)."""
-    return f"../../packages/{_quoted(project)}/{_quoted(filename)}"
+    return _files_folder(project) + _quoted(filename)
 
 
 def file_urls(project: str) -> Callable[[str], str]:
     """:func:`file_url` of ``project`` for many files (its folder made once)."""
-    folder = f"../../packages/{_quoted(project)}/"
+    folder = _files_folder(project)
     return lambda filename: folder + _quoted(filename)
+
+
+def _files_folder(project: str) -> str:
+    """The folder, relative to a project page, that its files are served in."""
+    return f"../../packages/{_quoted(project)}/"
 
 
 # -- pre-built bodies ----------------------------------------------------------
