@@ -8,8 +8,9 @@ connection closing) must be equal but for ``Date``: pages HTML and JSON, gzip
 and identity, ``HEAD``, ``If-None-Match``, files, core metadata, HTTP/1.0,
 ``Connection: close``, 404s and redirects, a bad ``Host``, pipelined requests
 mixing both kinds, a request split across TCP segments, a body sent in
-pieces. Requests reaching twisted.web on the fast site are counted, to pin
-which ones the lane answers by itself.
+pieces. Requests reaching twisted.web on the fast site (through the guard and
+Klein, or as cold reads straight to their route) are counted, to pin which
+ones the lane answers by itself.
 """
 
 import re
@@ -114,6 +115,17 @@ async def lanes_for(world):
         return render(request)
 
     guarded.render = counted
+    # Cold reads reach twisted.web too, their route below Klein (web/coldlane).
+    cold = world.daemon.port.factory.ready.cold
+    call_for = cold.call_for
+
+    def counted_cold(head):
+        call = call_for(head)
+        if call is not None:
+            calls.append(head.uri)
+        return call
+
+    cold.call_for = counted_cold
     return Lanes(world, port, calls)
 
 

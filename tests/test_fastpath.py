@@ -5,7 +5,8 @@ One daemon's objects are served twice on loopback: through ``FastReads`` (as
 requests go to both and the answers (status, every header but ``Date``, body)
 must be equal, for pages, stored files, HEAD, ranges, conditional requests,
 redirects, errors, a private project, and reads that need credentials. Klein
-is also watched, to pin which requests the fast path answers by itself.
+is also watched, to pin which requests the fast path answers by itself, and
+so are the cold reads the fast lane hands to their route below Klein.
 """
 
 import base64
@@ -112,7 +113,21 @@ async def twin(tmp_path: Path, dists, **options) -> Twin:
         return klein_render(request)
 
     fast._klein.render = counted
-    return Twin(world, port, calls)
+    # What the fast lane hands to its route below Klein (web/coldlane).
+    cold = world.daemon.port.factory.ready.cold
+    call_for = cold.call_for
+    cold_calls = []
+
+    def counted_cold(head):
+        call = call_for(head)
+        if call is not None:
+            cold_calls.append(head.path)
+        return call
+
+    cold.call_for = counted_cold
+    twin = Twin(world, port, calls)
+    twin.cold_calls = cold_calls
+    return twin
 
 
 def basic(user: str, password: str) -> str:
@@ -225,14 +240,17 @@ async def test_errors_answer_alike(twins, dists):
 
 
 async def test_waiting_reads_go_to_klein(twins, dists):
-    """A file not cached yet, core metadata not on disk yet, the project list
-    and /health are Klein's; they answer alike."""
+    """A file not cached yet and core metadata not on disk yet go to their
+    route (below Klein, the fast lane's cold reads), the project list and
+    /health to Klein; they answer alike."""
     twins.klein_calls.clear()
+    twins.cold_calls.clear()
     await twins.same("HEAD", f"/packages/fast-thing/{dists['wheel2'].name}")
     await twins.same("GET", f"/packages/fast-thing/{dists['wheel2'].name}.metadata")
     await twins.same("GET", "/simple/")
     await twins.same("GET", "/health")
-    assert len(twins.klein_calls) == 4
+    assert twins.klein_calls == [b"/simple/", b"/health"]
+    assert len(twins.cold_calls) == 2
 
 
 async def test_core_metadata_answers_alike(twins, dists):
@@ -282,13 +300,15 @@ async def test_reads_needing_credentials_answer_alike(guarded_twins, dists):
 
 
 async def test_stale_pages_go_to_klein(tmp_path, dists):
-    """A page older than --page-ttl is Klein's (it revalidates upstream), and
-    answers as a fresh one would."""
+    """A page older than --page-ttl goes to its route (it revalidates
+    upstream; below Klein, a cold read of the fast lane), and answers as a
+    fresh one would."""
     t = await twin(tmp_path, dists, page_ttl=0)
     try:
         for headers in ({}, {"Accept": JSON}):
             answer = await t.same("GET", "/simple/fast-thing/", headers)
             assert answer.status == 200
-        assert t.klein_calls == [b"/simple/fast-thing/"] * 2
+        assert t.klein_calls == []
+        assert t.cold_calls == [b"/simple/fast-thing/"] * 2
     finally:
         await t.stop()

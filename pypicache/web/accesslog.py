@@ -26,7 +26,7 @@ from twisted.web.http import HTTPFactory, _genericHTTPChannelProtocolFactory
 from twisted.web.iweb import IRequest
 from twisted.web.server import Site
 
-from pypicache.web.fastlane import fast_protocol
+from pypicache.web.fastlane import COLD_CALL, fast_protocol
 from pypicache.web.hits import CACHE_HIT
 from pypicache.web.metrics import Metrics, route_kind
 from pypicache.web.ready import ReadyAnswers
@@ -298,6 +298,11 @@ class PypicacheSite(Site):
             request.pypicache_started = self.reactor.seconds()
         if self.hsts is not None and request.isSecure():
             request.setHeader(b"strict-transport-security", self.hsts)
+        cold = request.__dict__.pop(COLD_CALL, None)
+        if cold is not None:  # the fast lane's cold read: its route, below Klein
+            request.site = self
+            request.sitepath = []
+            return cold
         return super().getResourceFor(request)
 
     def startFactory(self) -> None:

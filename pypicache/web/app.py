@@ -29,6 +29,7 @@ from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.records import StoredFile
 from pypicache.storage.yanks import YankRecords
 from pypicache.web.access import AccessPolicy
+from pypicache.web.coldlane import ColdRoutes
 from pypicache.web.fastpath import FastReads
 from pypicache.web.guard import Guarded, relative_location
 from pypicache.web.ready import ReadyAnswers
@@ -222,7 +223,9 @@ class PypicacheApp:
 
     def ready_answers(self) -> ReadyAnswers:
         """The answers of the site's fast lane (see :mod:`pypicache.web.fastlane`)."""
-        return ReadyAnswers(self.installer, self.policy, self.filehost)
+        answers = ReadyAnswers(self.installer, self.policy, self.filehost)
+        answers.cold = ColdRoutes(self.installer, self.policy, answer_error)
+        return answers
 
     async def rescan(self) -> ScanReport:
         """Index archives dropped into ``private/``."""

@@ -39,6 +39,11 @@ from pypicache.web.socketsend import send_now
 #: A request head longer than this is left to twisted.web (which allows 16 KB).
 MAX_HEAD = 8192
 
+#: The attribute of a ``Request`` holding its cold read's route call
+#: (:class:`~pypicache.web.coldlane.ColdCall`), which ``PypicacheSite``
+#: gives it as its resource instead of the guard and Klein.
+COLD_CALL = "pypicache_cold"
+
 _END = b"\r\n\r\n"
 _SERVER = b"Server: " + SERVER + b"\r\n"
 
@@ -124,6 +129,10 @@ class FastChannel(HTTPChannel):
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
         self._sender: Any = None
+        #: Cold reads' routes (:mod:`~pypicache.web.coldlane`), and the call
+        #: of the request being handed to ``HTTPChannel``.
+        self._cold = getattr(answers, "cold", None)
+        self._cold_call: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -173,8 +182,12 @@ class FastChannel(HTTPChannel):
             if ready is None or ready is ON_DISK:
                 if ready is None and self._wait_turn(buffer):
                     return
-                # twisted.web answers it; if it did at once, read on here.
+                # twisted.web answers it (a cold read through its route, not
+                # Klein: see allContentReceived); if it did at once, read on.
+                cold = self._cold
+                self._cold_call = None if cold is None else cold.call_for(head)
                 HTTPChannel.dataReceived(self, buffer[: end + 4])
+                self._cold_call = None
                 buffer = buffer[end + 4 :]
                 if not self._idle():
                     break
@@ -184,6 +197,14 @@ class FastChannel(HTTPChannel):
                 return
         if buffer and not (self._idle() and self._wait_turn(buffer)):
             HTTPChannel.dataReceived(self, buffer)
+
+    def allContentReceived(self) -> None:
+        """The request read by ``HTTPChannel`` is a cold read: it carries its
+        route call (:data:`COLD_CALL`), which the site gives it as its resource."""
+        call, self._cold_call = self._cold_call, None
+        if call is not None:
+            self.requests[-1].__dict__[COLD_CALL] = call
+        super().allContentReceived()
 
     def _wait_turn(self, data: bytes) -> bool:
         """Keep ``data`` (from a request the lane leaves to ``HTTPChannel``)

@@ -16,9 +16,8 @@ way. Answered here:
   ``If-Modified-Since``: ``200`` or ``304`` (larger ones go by ``sendfile``);
 - a stored ``.metadata`` file: ``200``.
 
-Never here: errors and redirects, reads that need credentials, clients the
-access policy refuses, a ``Host`` that is not a plain host name.
-"""
+Never here: errors and redirects, reads needing credentials, refused clients,
+a ``Host`` that is not a plain host name."""
 
 import functools
 import math
@@ -26,7 +25,7 @@ import os
 import re
 import stat
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
@@ -40,8 +39,8 @@ from pypicache.web.routes.installer import InstallerRoutes
 from pypicache.web.routing import PIECE, Body, etag_matches
 from pypicache.web.sendfile import FIRST_CHUNK
 
-_PAGE = re.compile(rb"/(simple|local)/([a-z0-9]+(?:-[a-z0-9]+)*)/")
-_FILE = re.compile(rb"/packages/([A-Za-z0-9._-]+)/([A-Za-z0-9._+-]+)")
+PAGE = re.compile(rb"/(simple|local)/([a-z0-9]+(?:-[a-z0-9]+)*)/")
+FILE = re.compile(rb"/packages/([A-Za-z0-9._-]+)/([A-Za-z0-9._+-]+)")
 _HOSTED = re.compile(
     rb"/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/([A-Za-z0-9._+-]+)"
 )
@@ -100,6 +99,8 @@ class ReadyAnswers:
     :param filehost: the routes of the file-host layout, if served.
     """
 
+    cold: Any = None  #: cold installer reads to their route (``web/coldlane``)
+
     def __init__(
         self,
         installer: InstallerRoutes,
@@ -117,7 +118,7 @@ class ReadyAnswers:
         host = headers.get(b"host")
         if (
             host is None
-            or not _plain_host(host)
+            or not plain_host(host)
             # Unusual requests (a body, Expect, Upgrade): left to twisted.web.
             or b"content-length" in headers
             or b"transfer-encoding" in headers
@@ -128,7 +129,7 @@ class ReadyAnswers:
             return None
         target = head.uri
         try:
-            page = _PAGE.fullmatch(target)
+            page = PAGE.fullmatch(target)
             if page is not None:
                 self._policy.check_address(head)
                 body = self._installer.page_ready(
@@ -138,7 +139,7 @@ class ReadyAnswers:
                     headers.get(b"accept-encoding"),
                 )
                 return None if body is None else _page_kept(head, body)
-            file = _FILE.fullmatch(target)
+            file = FILE.fullmatch(target)
             if file is None:
                 return self._hosted(head, target)
             if (  # _FILE_CONDITIONS, spelled out
@@ -176,12 +177,11 @@ class ReadyAnswers:
         return _archive(head, opened.path.path, etag_of(stored.info.hashes))
 
 
-#: ``Host`` values :func:`_plain_host` found good; at most :data:`_HOSTS_MAX`.
-_HOSTS: set[bytes] = set()
+_HOSTS: set[bytes] = set()  # what plain_host found good, at most _HOSTS_MAX
 _HOSTS_MAX = 256
 
 
-def _plain_host(host: bytes) -> bool:
+def plain_host(host: bytes) -> bool:
     """Whether ``host`` is a plain host name (and port) Klein would route."""
     if host in _HOSTS:
         return True
@@ -280,8 +280,8 @@ def _page(head: RequestHead, body: Body) -> Ready:
 
 #: Copies of small stored archives the lane sent lately: path to the file's
 #: identity when read (:func:`_identity`), its ``200`` header lines (from
-#: ``Accept-Ranges`` on), its bytes and the answers made from them; at most :data:`SMALL_FILES_BYTES`
-#: bytes of files in all, the least recently sent going first.
+#: ``Accept-Ranges`` on), its bytes and the answers made from them; at most
+#: :data:`SMALL_FILES_BYTES` bytes of files in all, least recently sent first.
 _FILES: "OrderedDict[str, tuple[tuple[int, ...], bytes, bytes, dict]]" = OrderedDict()
 SMALL_FILES_BYTES = 16 * 1024**2
 _files_bytes = 0
