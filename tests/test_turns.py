@@ -17,7 +17,7 @@ from twisted.internet import reactor, tcp
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from pypicache.web import ready
+from pypicache.web import coldlane, ready
 from pypicache.web.turns import Turns
 from tests.test_fastlane import (  # noqa: F401 (fixtures)
     _talk,
@@ -226,7 +226,8 @@ async def _order_in_one_turn(split, first, second):
     """Send ``first`` and ``second`` on two connections so that the same turn
     finds both ready (the reactor is held while they are sent); return both
     answers and the order of what happened: ``("answered", uri)`` as the
-    site logs an answer, ``("twisted.web", uri)`` as twisted.web renders."""
+    site logs an answer, ``("twisted.web", uri)`` as twisted.web renders (the
+    guard, or a cold read's route below Klein)."""
     site = split.daemon.port.factory
     order = []
     log = site.log
@@ -238,6 +239,14 @@ async def _order_in_one_turn(split, first, second):
         return render(request)
 
     site.resource.render = rendered
+    # A cold installer read renders its route below Klein (web/coldlane).
+    cold_render = coldlane.ColdCall.render
+
+    def cold_rendered(call, request):
+        order.append(("twisted.web", request.uri))
+        return cold_render(call, request)
+
+    coldlane.ColdCall.render = cold_rendered
     try:
         a = socket.create_connection(("127.0.0.1", split.fast))
         b = socket.create_connection(("127.0.0.1", split.fast))
@@ -255,6 +264,7 @@ async def _order_in_one_turn(split, first, second):
     finally:
         del site.log
         del site.resource.render
+        coldlane.ColdCall.render = cold_render
     return answers, order
 
 
