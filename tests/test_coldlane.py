@@ -170,7 +170,9 @@ async def test_cold_errors_alike(files, dists):
     cases = [
         request("GET", f"/packages/cold-other/{wheel}", close=True),
         request("GET", "/packages/cold-thing/not-a-dist.txt", close=True),
-        request("GET", "/packages/cold-thing/cold_thing-9.0-py3-none-any.whl", close=True),
+        request(
+            "GET", "/packages/cold-thing/cold_thing-9.0-py3-none-any.whl", close=True
+        ),
         request(
             "GET",
             "/packages/cold-thing/cold_thing-9.0-py3-none-any.whl.metadata",
@@ -207,7 +209,10 @@ async def test_refused_client_alike(tmp_path, dists):
     """--allow-from refuses a cold read below Klein as the guard does (403)."""
     p = await pair(tmp_path, dists, allow_from=[parse_cidr("10.0.0.0/8")])
     try:
-        for target in ("/simple/cold-thing/", f"/packages/cold-thing/{dists['1.0'].name}"):
+        for target in (
+            "/simple/cold-thing/",
+            f"/packages/cold-thing/{dists['1.0'].name}",
+        ):
             answer = await p.same(request("GET", target, close=True))
             assert answer.startswith(b"HTTP/1.1 403 ")
         assert p.klein_calls == []
