@@ -23,7 +23,7 @@ from pypicache.web.access import parse_cidr
 from tests.clients import uv_pip_install
 from tests.daemon import start_daemon, start_world
 from tests.packages import build_sdist, build_wheel
-from tests.test_fastlane import _talk, request
+from tests.test_fastlane import _talk, request, watch_cold, watch_guard
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -63,29 +63,13 @@ class Pair:
 
 
 async def pair(tmp_path, dists, **options):
-    files = [path for name, path in dists.items()]
+    files = list(dists.values())
     world = await start_world(tmp_path / "a", files, timeout=5, **options)
     other = await start_daemon(world.upstream.url, tmp_path / "b", timeout=5, **options)
     other.port.factory.ready.cold = None  # every read through the guard and Klein
-    guarded = world.daemon.port.factory.resource
     klein_calls, cold_calls = [], []
-    render = guarded.render
-
-    def counted(request):
-        klein_calls.append(request.uri)
-        return render(request)
-
-    guarded.render = counted
-    cold = world.daemon.port.factory.ready.cold
-    call_for = cold.call_for
-
-    def counted_cold(head):
-        call = call_for(head)
-        if call is not None:
-            cold_calls.append(head.uri)
-        return call
-
-    cold.call_for = counted_cold
+    watch_guard(world.daemon, klein_calls)
+    watch_cold(world.daemon, cold_calls)
     return Pair(world, other, klein_calls, cold_calls)
 
 

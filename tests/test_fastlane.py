@@ -102,12 +102,9 @@ class Lanes:
         await self.world.stop()
 
 
-async def lanes_for(world):
-    app = world.daemon.app
-    site = make_site(app.resource(), limited_request_factory(DEFAULT_MAX_BODY), reactor)
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-    guarded = world.daemon.port.factory.resource
-    calls = []
+def watch_guard(daemon, calls):
+    """Append the target of each request the daemon's guard renders to ``calls``."""
+    guarded = daemon.port.factory.resource
     render = guarded.render
 
     def counted(request):
@@ -115,17 +112,31 @@ async def lanes_for(world):
         return render(request)
 
     guarded.render = counted
-    # Cold reads reach twisted.web too, their route below Klein (web/coldlane).
-    cold = world.daemon.port.factory.ready.cold
+
+
+def watch_cold(daemon, calls, of=lambda head: head.uri):
+    """Append ``of(head)`` to ``calls`` for each request the daemon's lane
+    hands to its route below Klein (``web/coldlane``)."""
+    cold = daemon.port.factory.ready.cold
     call_for = cold.call_for
 
-    def counted_cold(head):
+    def counted(head):
         call = call_for(head)
         if call is not None:
-            calls.append(head.uri)
+            calls.append(of(head))
         return call
 
-    cold.call_for = counted_cold
+    cold.call_for = counted
+
+
+async def lanes_for(world):
+    app = world.daemon.app
+    site = make_site(app.resource(), limited_request_factory(DEFAULT_MAX_BODY), reactor)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    calls = []
+    watch_guard(world.daemon, calls)
+    # Cold reads reach twisted.web too, their route below Klein.
+    watch_cold(world.daemon, calls)
     return Lanes(world, port, calls)
 
 

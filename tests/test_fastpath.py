@@ -24,6 +24,7 @@ from pypicache.web.files import ArchiveFile, StoredArchive
 from tests import rawhttp
 from tests.daemon import start_world
 from tests.packages import build_sdist, build_wheel
+from tests.test_fastlane import watch_cold
 from tests.webclient import put
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -114,17 +115,8 @@ async def twin(tmp_path: Path, dists, **options) -> Twin:
 
     fast._klein.render = counted
     # What the fast lane hands to its route below Klein (web/coldlane).
-    cold = world.daemon.port.factory.ready.cold
-    call_for = cold.call_for
     cold_calls = []
-
-    def counted_cold(head):
-        call = call_for(head)
-        if call is not None:
-            cold_calls.append(head.path)
-        return call
-
-    cold.call_for = counted_cold
+    watch_cold(world.daemon, cold_calls, lambda head: head.path)
     twin = Twin(world, port, calls)
     twin.cold_calls = cold_calls
     return twin
