@@ -28,7 +28,12 @@ import time
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
+from twisted.web.http import (
+    HTTPChannel,
+    _GenericHTTPChannelProtocol,
+    _nameEncoder,
+    datetimeToString,
+)
 from twisted.web.server import version as SERVER
 from zope.interface import implementer
 
@@ -130,10 +135,8 @@ class FastChannel(HTTPChannel):
         self._extra = b""
         self._head = b""  # the start of a request head, until it is complete
         self._sender: Any = None
-        #: Cold reads' routes (:mod:`~pypicache.web.coldlane`), and the call
-        #: of the request being handed to ``HTTPChannel``.
+        #: Cold reads' routes (:mod:`~pypicache.web.coldlane`), if any.
         self._cold = getattr(answers, "cold", None)
-        self._cold_call: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -183,12 +186,13 @@ class FastChannel(HTTPChannel):
             if ready is None or ready is ON_DISK:
                 if ready is None and self._wait_turn(buffer):
                     return
-                # twisted.web answers it (a cold read through its route, not
-                # Klein: see allContentReceived); if it did at once, read on.
-                cold = self._cold
-                self._cold_call = None if cold is None else cold.call_for(head)
-                HTTPChannel.dataReceived(self, buffer[: end + 4])
-                self._cold_call = None
+                # twisted.web answers it (a cold installer read through its
+                # route, below Klein); if it did at once, read on here.
+                call = None if self._cold is None else self._cold.call_for(head)
+                if call is None:
+                    HTTPChannel.dataReceived(self, buffer[: end + 4])
+                else:
+                    self._cold_request(head, call)
                 buffer = buffer[end + 4 :]
                 if not self._idle():
                     break
@@ -199,13 +203,28 @@ class FastChannel(HTTPChannel):
         if buffer and not (self._idle() and self._wait_turn(buffer)):
             HTTPChannel.dataReceived(self, buffer)
 
-    def allContentReceived(self) -> None:
-        """The request read by ``HTTPChannel`` is a cold read: it carries its
-        route call (:data:`COLD_CALL`), which the site gives it as its resource."""
-        call, self._cold_call = self._cold_call, None
-        if call is not None:
-            self.requests[-1].__dict__[COLD_CALL] = call
-        super().allContentReceived()
+    def _cold_request(self, head: RequestHead, call: Any) -> None:
+        """Hand a cold read to twisted.web as ``HTTPChannel`` would, from its
+        head read here: its ``Request`` made and given its headers (as
+        ``lineReceived``, ``headerReceived``, ``allHeadersReceived`` and
+        ``allContentReceived`` do for a head without a body, ``Expect`` or
+        ``Upgrade``), carrying its route call (:data:`COLD_CALL`), which the
+        site gives it as its resource."""
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        add = request.requestHeaders.addRawHeader
+        for name, value in head.raw:
+            add(_nameEncoder.encode(name), value)
+        request.parseCookies()
+        version = head.clientproto
+        self.persistent = self.checkPersistence(request, version)
+        request.gotLength(0)
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)
+        self._handlingRequest = True
+        self.setRawMode()
+        request.__dict__[COLD_CALL] = call
+        request.requestReceived(head.method, head.uri, version)
 
     def _wait_turn(self, data: bytes) -> bool:
         """Keep ``data`` (from a request the lane leaves to ``HTTPChannel``)

@@ -28,6 +28,7 @@ class RequestHead:
     """A ``GET`` or ``HEAD`` request read by :func:`parse_head`.
 
     :ivar headers: lower-cased names to values (each name once).
+    :ivar raw: the header lines' names (as sent) and values, in order.
     :ivar code: the status answered; :ivar sentLength: the body bytes sent
         (set by the fast lane, for the access log).
     """
@@ -37,7 +38,7 @@ class RequestHead:
         "uri",
         "clientproto",
         "headers",
-        "_raw",
+        "raw",
         "_transport",
         "code",
         "sentLength",
@@ -57,7 +58,7 @@ class RequestHead:
         self.uri = uri
         self.clientproto = clientproto
         self.headers = headers
-        self._raw = raw
+        self.raw = raw
         self._transport = transport
         self.code = 200
         self.sentLength = 0
@@ -71,7 +72,7 @@ class RequestHead:
     def requestHeaders(self) -> Headers:
         """The headers as twisted.web keeps them (built when asked for)."""
         headers = Headers()
-        for name, value in self._raw:
+        for name, value in self.raw:
             headers.addRawHeader(name, value)
         return headers
 
