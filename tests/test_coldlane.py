@@ -9,14 +9,18 @@ on both, and everything that comes back must be equal but for ``Date`` and a
 stored file's ``Last-Modified`` (each daemon stored its own copy): cold pages
 (HTML, JSON, gzip, ``HEAD``, HTTP/1.0), cold core metadata, cold files (a
 download streamed, ``HEAD`` described, a ``Range``), errors (4xx text), a
-refused client, pipelined requests mixing cold and hot ones. Klein is watched
-on the first daemon, to pin that the cold reads never reach it.
+refused client, pipelined requests mixing cold and hot ones; and a client
+gone while its cold page is fetched. Klein is watched on the first daemon,
+to pin that the cold reads never reach it.
 """
 
 import re
+import socket
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from pypicache.web.access import parse_cidr
@@ -218,3 +222,23 @@ async def test_uv_installs_through_cold_reads(files, tmp_path):
     assert files.klein_calls == []
     assert b"/simple/cold-thing/" in files.cold_calls
     assert any(uri.endswith(b".whl") for uri in files.cold_calls)
+
+
+async def test_client_gone_while_cold(files):
+    """A client that goes away while its cold page is fetched has its route
+    cancelled as Klein cancels it, not the fetch: the page fetched meanwhile
+    is answered to the next client (by the lane, from memory)."""
+    hold = files.world.index.hold_page("cold-other")
+    port = files.world.daemon.port.getHost().port
+    gone = socket.create_connection(("127.0.0.1", port))
+    gone.sendall(request("GET", "/simple/cold-other/"))
+    await hold.wait_for(1)
+    gone.close()
+    await deferLater(reactor, 0.2, lambda: None)
+    hold.release()
+    answer = await deferToThread(
+        _talk, port, [request("GET", "/simple/cold-other/", close=True)], 0
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert files.klein_calls == []
+    assert files.cold_calls == [b"/simple/cold-other/"]
