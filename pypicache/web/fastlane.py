@@ -11,10 +11,10 @@ site's ``log``, as for any request. The next pipelined request is looked at
 the same way. Any other request without a body (an answer that needs waiting,
 an error, a redirect) is handed to ``HTTPChannel``, which answers it as it
 always has (a cold installer read with its route as its resource, below the
-guard and Klein: :mod:`~pypicache.web.coldlane`); what it cannot read (a body, a head it would refuse or one past
-8 KB) goes to ``HTTPChannel`` with every byte after it. Once the channel is
-done with a request, its buffered bytes come back here (``setLineMode`` calls
-``dataReceived``).
+guard and Klein: :mod:`~pypicache.web.coldlane`); what it cannot read (a
+body, a head it would refuse or one past 8 KB) goes to ``HTTPChannel`` with
+every byte after it. Once the channel is done with a request, its buffered
+bytes come back here (``setLineMode`` calls ``dataReceived``).
 
 What ``HTTPChannel`` does is kept: ``Connection: close`` and HTTP/1.0 close
 the connection after the answer (with the same ``Connection`` header), the
