@@ -40,6 +40,11 @@ def measures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("uv_warm", "uv pip install warm, s", LOWER),
         ("far_pip_cold", f"upstream {delay} ms away: pip cold, s", LOWER),
         ("far_pip_warm", f"upstream {delay} ms away: pip warm, s", LOWER),
+        (
+            "startup_twistd_web",
+            "start-up, twistd -n web on an empty folder (Twisted's floor), s",
+            LOWER,
+        ),
         ("startup_empty", "start-up to first answer, empty cache, s", LOWER),
     ]
     for count in cfg["cache_files"]:
@@ -144,6 +149,12 @@ def table(results: dict[str, Any]) -> str:
                 remarks += f"; first page of the process {ui['first_ms']} ms"
             if key.endswith("_cpu"):
                 remarks = "CPU time of the process (all threads)"
+        floor = subjects.get("pypicache", {}).get("startup_cached", {})
+        if key.startswith("startup_") and ours is not None and floor.get("twistd_web"):
+            said = f"pypicache: {ours / floor['twistd_web']:.2f}x twistd web"
+            if key == "startup_twistd_web":
+                said = "Twisted's own start-up to a first answer, same run"
+            remarks = "; ".join(r for r in (remarks, said) if r)
         if key == "single_flight":
             sf = subjects["pypicache"]["single_flight"]
             remarks = f"pypicache: {sf['verified']}/{sf['clients']} verified; target 1"

@@ -6,6 +6,7 @@ processes on 127.0.0.1::
     python bench/run.py --quick                  # smoke run: small sizes, short loads
     python bench/run.py --peers proxpi --quick   # one peer; --peers none: no peer
     python bench/run.py --only ui                # one measure alone: the UI's page
+    python bench/run.py --only startup --runs 5  # start-up alone, beside twistd web
 
 It builds a synthetic upstream in ``bench/work/`` (``synthetic.py``: wheels,
 sdists and pre-rendered PEP 503/691 pages; kept and reused), serves it with
@@ -228,7 +229,13 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["subjects"][name] = figures
     print("pypicache start-up with many files in the cache:", flush=True)
     if "pypicache" in results["subjects"]:
-        results["subjects"]["pypicache"]["startup_cached"] = bench.startup()
+        pypicache = results["subjects"]["pypicache"]
+        pypicache["startup_cached"] = bench.startup()
+        if pypicache.get("startup_empty"):
+            pypicache["startup_cached"]["empty_x_twistd_web"] = round(
+                pypicache["startup_empty"] / pypicache["startup_cached"]["twistd_web"],
+                2,
+            )
         results["subjects"]["pypicache"]["single_flight"] = bench.single_flight()
     print("pypicache web interface, project page of many files:", flush=True)
     if "pypicache" in results["subjects"]:
@@ -238,13 +245,26 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 
 def run_only(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    """``--only ui``: one measure of pypicache alone (no upstream, no peers)."""
+    """``--only ui`` or ``--only startup``: one measure of pypicache alone (no
+    upstream, no peers)."""
     bench = Bench(args, results)
     bench.runs.mkdir(parents=True, exist_ok=True)
     results.update(_context(bench))
-    results["subjects"]["pypicache"] = {"version": _pypicache_version()}
-    print("pypicache web interface, project page of many files:", flush=True)
-    results["subjects"]["pypicache"]["ui_pages"] = bench.ui_pages()
+    pypicache = results["subjects"]["pypicache"] = {"version": _pypicache_version()}
+    if args.only == "startup":
+        # No upstream: nothing the start-up measure asks for reaches it.
+        dead = f"http://{HOST}:9/simple/"
+        bench.upstream = Running("none", dead, dead, "/simple/{project}/")
+        print(
+            f"pypicache start-up, {bench.cfg['install_runs']} round(s), each start beside one of twistd web:",
+            flush=True,
+        )
+        startup = bench.startup(empty=True, rounds=bench.cfg["install_runs"])
+        pypicache["startup_cached"] = startup
+        pypicache["startup_empty"] = startup["empty"]
+    else:
+        print("pypicache web interface, project page of many files:", flush=True)
+        pypicache["ui_pages"] = bench.ui_pages()
     results["load_average_end"] = os.getloadavg()
     results["seconds"] = round(time.perf_counter() - START, 1)
 
@@ -268,7 +288,10 @@ def main() -> None:
         help="seconds of load per request-rate figure (default 5, 1 with --quick)",
     )
     parser.add_argument(
-        "--runs", type=int, help="installs of each kind, median taken (default 1)"
+        "--runs",
+        type=int,
+        help="installs of each kind (with --only startup: starts of each kind), "
+        "median taken (default 1)",
     )
     parser.add_argument(
         "--daemon-arg",
@@ -281,10 +304,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["ui"],
-        help="run one measure alone: ui, the web interface's project page of "
-        "3,000 files rendered on the server (no upstream, no peers; written to "
-        "results-ui.json)",
+        choices=["ui", "startup"],
+        help="run one measure alone (no upstream, no peers; written to "
+        "results-<measure>.json): ui, the web interface's project page of "
+        "3,000 files rendered on the server; startup, pypicache's start-up to "
+        "its first answer on an empty cache and on caches of many files, each "
+        "start beside one of twistd -n web (Twisted's own floor), --runs "
+        "rounds",
     )
     args = parser.parse_args()
     atexit.register(procs.stop_all)

@@ -205,6 +205,47 @@ def start_pypicache(
     )
 
 
+def start_twistd_web(folder: Path) -> Running:
+    """``twistd -n web --path <empty folder>``, started as the bench starts
+    pypicache (the same ``twistd``, environment and polling), ready once its
+    listing of the empty folder answers: Twisted's own start-up to a first
+    answer on this host, the floor of pypicache's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty"
+    empty.mkdir(exist_ok=True)
+    port = procs.free_port()
+    log = folder / "twistd-web.log"
+    args = [
+        *procs.twistd_command(),
+        "-n",
+        "--pidfile=",
+        f"--logfile={log}",
+        "web",
+        "--path",
+        str(empty),
+        "--listen",
+        f"tcp:{port}:interface={HOST}",
+    ]
+    started = time.perf_counter()
+    process = procs.spawn(
+        args,
+        log.with_suffix(".stderr"),
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        env=procs.daemon_env(),
+    )
+    base = f"http://{HOST}:{port}"
+    procs.wait_answer(process, base + "/", 60.0, log, interval=0.005)
+    return Running(
+        "twistd web",
+        base,
+        base + "/",
+        "/{project}/",
+        [process],
+        startup_s=time.perf_counter() - started,
+    )
+
+
 def versions() -> dict[str, Any]:
     out = {}
     if shutil.which("nginx"):

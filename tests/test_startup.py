@@ -80,6 +80,8 @@ LAZY = [
     # metadata policies a catalog entry does not need.
     "importlib.metadata",
     "email.policy",
+    # The multipart parser: the first upload or bulk form (web/forms.py).
+    "multipart",
 ]
 
 
@@ -88,7 +90,8 @@ def test_fresh_daemon_has_not_loaded_what_it_does_not_need(tmp_path: Path) -> No
     check, both project lists and the home page has not imported the bulk
     resolver, the requirements parser, packaging's markers, metadata and
     specifiers, pkginfo, the description renderers, botocore and the object
-    store, tomllib, ``importlib.metadata`` or ``email.policy``; and importing ``pypicache.tap`` (which pauses the
+    store, tomllib, ``importlib.metadata``, ``email.policy`` or the multipart
+    parser; and importing ``pypicache.tap`` (which pauses the
     garbage collector while it runs) left the collector running."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "cache")],

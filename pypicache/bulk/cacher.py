@@ -13,7 +13,6 @@ checks, the build requirements of every sdist, and a report.
 
 from typing import TYPE_CHECKING, Any, Callable
 
-import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 
 from pypicache.concurrency import RunBlocking
@@ -34,7 +33,6 @@ DEFAULT_MAX_PROJECTS = 1000
 DEFAULT_MAX_ROUNDS = 5000
 
 
-@attrs.define
 class BulkCacher:
     """``POST /requirements.txt``: resolve a requirements file and cache all it needs.
 
@@ -54,17 +52,67 @@ class BulkCacher:
     store: IStore
     run_blocking: RunBlocking
     reactor: Any
-    concurrency: int = 8
-    run_resolver: Callable[..., "Deferred[Any]"] | None = None
-    max_resolutions: int = 4
-    max_lines: int = DEFAULT_MAX_LINES
-    max_projects: int = DEFAULT_MAX_PROJECTS
-    max_rounds: int = DEFAULT_MAX_ROUNDS
+    concurrency: int
+    run_resolver: Callable[..., "Deferred[Any]"] | None
+    max_resolutions: int
+    max_lines: int
+    max_projects: int
+    max_rounds: int
     #: Keeps the files of open jobs from eviction (``None``: nothing evicts).
-    pins: Pins | None = None
+    pins: Pins | None
     #: Told of each job's outcome (done, failed, cancelled), for the metrics.
-    on_job: Callable[[str], None] | None = attrs.field(default=None, kw_only=True)
-    resolutions: DeferredSemaphore = attrs.field(init=False)
+    on_job: Callable[[str], None] | None
+    resolutions: DeferredSemaphore
+
+    __slots__ = (
+        "views",
+        "mirror",
+        "store",
+        "run_blocking",
+        "reactor",
+        "concurrency",
+        "run_resolver",
+        "max_resolutions",
+        "max_lines",
+        "max_projects",
+        "max_rounds",
+        "pins",
+        "on_job",
+        "resolutions",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        views: Views,
+        mirror: Mirror,
+        store: IStore,
+        run_blocking: RunBlocking,
+        reactor: Any,
+        concurrency: int = 8,
+        run_resolver: Callable[..., "Deferred[Any]"] | None = None,
+        max_resolutions: int = 4,
+        max_lines: int = DEFAULT_MAX_LINES,
+        max_projects: int = DEFAULT_MAX_PROJECTS,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
+        pins: Pins | None = None,
+        *,
+        on_job: Callable[[str], None] | None = None,
+    ) -> None:
+        self.views = views
+        self.mirror = mirror
+        self.store = store
+        self.run_blocking = run_blocking
+        self.reactor = reactor
+        self.concurrency = concurrency
+        self.run_resolver = run_resolver
+        self.max_resolutions = max_resolutions
+        self.max_lines = max_lines
+        self.max_projects = max_projects
+        self.max_rounds = max_rounds
+        self.pins = pins
+        self.on_job = on_job
+        self.__attrs_post_init__()
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:

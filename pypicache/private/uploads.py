@@ -70,7 +70,6 @@ def _same_version(a: str, b: Version) -> bool:
         return False
 
 
-@attrs.define
 class Uploads:
     """Takes uploaded archives into the private store."""
 
@@ -80,19 +79,53 @@ class Uploads:
     #: One upload per filename at a time across the processes on the cache folder.
     _locks: Locks
     #: Filenames being stored now: a second upload of one waits for the first.
-    _storing: dict[str, DeferredLock] = attrs.field(factory=dict)
+    _storing: dict[str, DeferredLock]
     #: Told of each file stored by an upload, for the metrics.
-    on_upload: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
+    on_upload: Callable[[], None] | None
     #: Told of each file stored by an upload, once it is (its description is
     #: rendered ahead of its first page); must not raise.
-    on_stored: Callable[[StoredFile], None] | None = attrs.field(
-        default=None, kw_only=True
-    )
+    on_stored: Callable[[StoredFile], None] | None
     #: Why a project takes no uploads (archived, quarantined: PEP 792), or ``None``.
-    closed: Callable[[str], str | None] | None = attrs.field(default=None, kw_only=True)
+    closed: Callable[[str], str | None] | None
     #: What to wait for before :attr:`closed` answers as things are (the
     #: statuses' view revalidated, on S3), or ``None``.
-    closed_ready: Callable[[str], Any] | None = attrs.field(default=None, kw_only=True)
+    closed_ready: Callable[[str], Any] | None
+
+    __slots__ = (
+        "_store",
+        "_run_blocking",
+        "_clock",
+        "_locks",
+        "_storing",
+        "on_upload",
+        "on_stored",
+        "closed",
+        "closed_ready",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        store: IStore,
+        run_blocking: RunBlocking,
+        clock: IReactorTime,
+        locks: Locks,
+        storing: dict[str, DeferredLock] | None = None,
+        *,
+        on_upload: Callable[[], None] | None = None,
+        on_stored: Callable[[StoredFile], None] | None = None,
+        closed: Callable[[str], str | None] | None = None,
+        closed_ready: Callable[[str], Any] | None = None,
+    ) -> None:
+        self._store = store
+        self._run_blocking = run_blocking
+        self._clock = clock
+        self._locks = locks
+        self._storing = {} if storing is None else storing
+        self.on_upload = on_upload
+        self.on_stored = on_stored
+        self.closed = closed
+        self.closed_ready = closed_ready
 
     async def receive(
         self,

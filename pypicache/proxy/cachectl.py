@@ -3,7 +3,6 @@
 
 from typing import Callable
 
-import attrs
 from twisted.logger import Logger
 
 from pypicache.proxy.upstreams import RoutedPages
@@ -15,7 +14,6 @@ from pypicache.storage.sharedmarks import SharedMarks
 log = Logger()
 
 
-@attrs.define
 class CacheControl:
     """``POST /+refresh/<project>`` and ``DELETE /+cache/<project>``.
 
@@ -26,12 +24,35 @@ class CacheControl:
     _pages: RoutedPages
     _stores: dict[str, IStore]
     #: Told of each file removed, from any store (its size).
-    on_removed: Callable[[StoredFile], None] | None = None
+    on_removed: Callable[[StoredFile], None] | None
     #: Where the other processes on the cache folder (``--workers``) learn
     #: of a refresh or a purge (``None``: there are none).
-    marks: Marks | None = None
+    marks: Marks | None
     #: Where the other daemons on the store learn of it (``None``: nowhere).
-    shared_marks: SharedMarks | None = None
+    shared_marks: SharedMarks | None
+
+    __slots__ = (
+        "_pages",
+        "_stores",
+        "on_removed",
+        "marks",
+        "shared_marks",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        pages: RoutedPages,
+        stores: dict[str, IStore],
+        on_removed: Callable[[StoredFile], None] | None = None,
+        marks: Marks | None = None,
+        shared_marks: SharedMarks | None = None,
+    ) -> None:
+        self._pages = pages
+        self._stores = stores
+        self.on_removed = on_removed
+        self.marks = marks
+        self.shared_marks = shared_marks
 
     async def refresh(self, project: str) -> None:
         """Drop every cached page of ``project``, in every process: the next

@@ -141,7 +141,6 @@ class _State:
     held: tuple[str, ...] = ()
 
 
-@attrs.define(eq=False)
 class Cooldown:
     """The cooldown rule (see the module's docstring).
 
@@ -154,10 +153,42 @@ class Cooldown:
     _clock: IReactorTime
     _first_seen: FirstSeen
     _store: IStore
-    routed: Callable[[str], str | None] = lambda project: None
-    on_held: Callable[[str, str], None] | None = None
-    _token: int = attrs.field(factory=lambda: next(_TOKENS))
-    _states: dict[tuple[str, str], _State] = attrs.field(factory=dict)
+    routed: Callable[[str], str | None]
+    on_held: Callable[[str, str], None] | None
+    _token: int
+    _states: dict[tuple[str, str], _State]
+
+    __slots__ = (
+        "settings",
+        "_clock",
+        "_first_seen",
+        "_store",
+        "routed",
+        "on_held",
+        "_token",
+        "_states",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        settings: CooldownSettings,
+        clock: IReactorTime,
+        first_seen: FirstSeen,
+        store: IStore,
+        routed: Callable[[str], str | None] = lambda project: None,
+        on_held: Callable[[str, str], None] | None = None,
+        token: int | None = None,
+        states: dict[tuple[str, str], _State] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._first_seen = first_seen
+        self._store = store
+        self.routed = routed
+        self.on_held = on_held
+        self._token = next(_TOKENS) if token is None else token
+        self._states = {} if states is None else states
 
     def age_of(self, project: str) -> float | None:
         """The minimum age for ``project``'s files, or ``None``."""

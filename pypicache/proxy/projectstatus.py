@@ -46,12 +46,16 @@ def check_status(status: object, reason: object) -> tuple[str, str | None]:
     return status.strip().lower(), (reason or "").strip() or None
 
 
-@attrs.define
 class Statuses:
     """The statuses of private projects (none recorded: ``active``)."""
 
     #: The store's state documents ``private/status/<project>.json``.
     records: SharedDocs
+
+    __slots__ = ("records", "__weakref__")
+
+    def __init__(self, records: SharedDocs) -> None:
+        self.records = records
 
     def get(self, project: str) -> tuple[str, str | None] | None:
         """``(status, reason)`` of ``project``, or ``None`` if none was set."""
@@ -80,7 +84,6 @@ class Statuses:
         return self.records.put(project, record)
 
 
-@attrs.define
 class StatusRule:
     """Private projects' statuses on their ``/simple/`` and ``/local/`` pages
     (with ``--mirror-private`` too, over the upstream's), quarantined ones'
@@ -89,6 +92,12 @@ class StatusRule:
     statuses: Statuses
     #: Whether a project is private (only private projects have a status here).
     is_private: Callable[[str], bool]
+
+    __slots__ = ("statuses", "is_private", "__weakref__")
+
+    def __init__(self, statuses: Statuses, is_private: Callable[[str], bool]) -> None:
+        self.statuses = statuses
+        self.is_private = is_private
 
     def ready(self, area: str, project: str) -> "Deferred[None] | None":
         try:

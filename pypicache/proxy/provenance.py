@@ -10,7 +10,6 @@ before then gets it relayed (and kept, if the file is stored by then).
 
 from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -26,7 +25,6 @@ from pypicache.storage.records import StoredFile
 log = Logger()
 
 
-@attrs.define
 class Provenances:
     """The provenance objects of files: kept beside them, fetched from upstream."""
 
@@ -35,7 +33,30 @@ class Provenances:
     _store: IStore
     _mirror: Mirror
     _run_blocking: RunBlocking
-    _flights: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
+    _flights: SingleFlight[bytes]
+
+    __slots__ = (
+        "_upstream",
+        "_store",
+        "_mirror",
+        "_run_blocking",
+        "_flights",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        upstream: Any,
+        store: IStore,
+        mirror: Mirror,
+        run_blocking: RunBlocking,
+        flights: SingleFlight[bytes] | None = None,
+    ) -> None:
+        self._upstream = upstream
+        self._store = store
+        self._mirror = mirror
+        self._run_blocking = run_blocking
+        self._flights = SingleFlight() if flights is None else flights
 
     def stored(self, stored: StoredFile) -> None:
         """Told of a file just stored from upstream: keep its provenance, in

@@ -123,7 +123,6 @@ def _combined(parts: list[CachedPage]) -> CachedPage:
     )
 
 
-@attrs.define
 class RoutedPages:
     """The pages ``/simple/`` shows: each project's from the upstreams it is routed to.
 
@@ -133,6 +132,15 @@ class RoutedPages:
     default: ProjectPages
     named: dict[str, ProjectPages]
     router: Router
+
+    __slots__ = ("default", "named", "router", "__weakref__")
+
+    def __init__(
+        self, default: ProjectPages, named: dict[str, ProjectPages], router: Router
+    ) -> None:
+        self.default = default
+        self.named = named
+        self.router = router
 
     def _pages(self, project: str) -> list[ProjectPages]:
         return [
@@ -190,13 +198,18 @@ class RoutedPages:
             await pages.forget(project)
 
 
-@attrs.define
 class FileClient:
     """Opens file URLs with the upstream they belong to (its credentials and
     timeouts); anything else goes to the default upstream."""
 
     default: Upstream
     named: list[Upstream]
+
+    __slots__ = ("default", "named", "__weakref__")
+
+    def __init__(self, default: Upstream, named: list[Upstream]) -> None:
+        self.default = default
+        self.named = named
 
     def upstream_of(self, url: str) -> Upstream:
         """The named upstream whose index is on ``url``'s host and port, else the default."""

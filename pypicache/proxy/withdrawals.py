@@ -95,12 +95,16 @@ async def withdrawn_listing(
     return found
 
 
-@attrs.define
 class Withdrawals:
     """The record of withdrawn files, per project (see the module's docstring)."""
 
     #: The store's state documents ``withdrawn/<project>.json``.
     records: SharedDocs
+
+    __slots__ = ("records", "__weakref__")
+
+    def __init__(self, records: SharedDocs) -> None:
+        self.records = records
 
     def files(self, project: str) -> dict[str, dict[str, Any]]:
         """The withdrawn files of ``project``: filename to since and reason."""
@@ -153,13 +157,18 @@ class Withdrawals:
         )
 
 
-@attrs.define
 class WithdrawnRule:
     """Hides recorded withdrawn files from ``/local/`` and refuses their URLs
     (``mode = "hide"``), or leaves them be (``"keep"``)."""
 
     withdrawals: Withdrawals
-    mode: str = "hide"
+    mode: str
+
+    __slots__ = ("withdrawals", "mode", "__weakref__")
+
+    def __init__(self, withdrawals: Withdrawals, mode: str = "hide") -> None:
+        self.withdrawals = withdrawals
+        self.mode = mode
 
     def ready(self, area: str, project: str) -> "Deferred[None] | None":
         if self.mode != "hide" or area not in ("local", "file"):

@@ -19,7 +19,6 @@ from pypicache.web.routing import klein_app, register
 log = Logger()
 
 
-@attrs.define
 class Cooldowns:
     """The cooldown of the daemon's views and of each named upstream's own
     views, as the settings say; :meth:`change` installs new ones.
@@ -33,8 +32,40 @@ class Cooldowns:
     _first_seen: FirstSeen
     _views: Views
     _routed: Callable[[str], str | None]
-    named: dict[str, Views] = attrs.field(factory=dict)
-    on_held: Callable[[str, str], None] | None = None
+    named: dict[str, Views]
+    on_held: Callable[[str, str], None] | None
+
+    __slots__ = (
+        "settings",
+        "_clock",
+        "_store",
+        "_first_seen",
+        "_views",
+        "_routed",
+        "named",
+        "on_held",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        settings: CooldownSettings,
+        clock: Any,
+        store: IStore,
+        first_seen: FirstSeen,
+        views: Views,
+        routed: Callable[[str], str | None],
+        named: dict[str, Views] | None = None,
+        on_held: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._store = store
+        self._first_seen = first_seen
+        self._views = views
+        self._routed = routed
+        self.named = {} if named is None else named
+        self.on_held = on_held
 
     def rule(self, settings: CooldownSettings, routed: Any = None) -> Cooldown:
         return Cooldown(

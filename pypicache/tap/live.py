@@ -3,7 +3,6 @@ objects a ``SIGHUP`` reload changes, and the refresh marks shared by workers."""
 
 from typing import Any, Callable
 
-import attrs
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
@@ -18,7 +17,6 @@ from pypicache.web.htpasswd import Htpasswd
 log = Logger()
 
 
-@attrs.define
 class Live:
     """The objects whose settings can change while the daemon runs (``SIGHUP``)."""
 
@@ -28,11 +26,40 @@ class Live:
     #: An ``Htpasswd`` for another users file.
     users: Callable[[str], Htpasswd]
     #: The named upstreams, by name.
-    named: dict[str, Named] = attrs.field(factory=dict)
+    named: dict[str, Named]
     #: The cooldown's rules (``min-age``), changed on reload.
-    cooldown: Any = None
+    cooldown: Any
     #: ``withdrawn = "hide" | "keep"`` (its ``mode``).
-    withdrawn: WithdrawnRule | None = None
+    withdrawn: WithdrawnRule | None
+
+    __slots__ = (
+        "app",
+        "upstream",
+        "pages",
+        "users",
+        "named",
+        "cooldown",
+        "withdrawn",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        app: PypicacheApp,
+        upstream: Upstream,
+        pages: ProjectPages,
+        users: Callable[[str], Htpasswd],
+        named: dict[str, Named] | None = None,
+        cooldown: Any = None,
+        withdrawn: WithdrawnRule | None = None,
+    ) -> None:
+        self.app = app
+        self.upstream = upstream
+        self.pages = pages
+        self.users = users
+        self.named = {} if named is None else named
+        self.cooldown = cooldown
+        self.withdrawn = withdrawn
 
 
 def _open_marks(root: FilePath) -> Marks | None:

@@ -5,7 +5,6 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-import attrs
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.iweb import IAgent
@@ -37,7 +36,6 @@ log = Logger()
 UPSTREAMS_FOLDER = UPSTREAMS
 
 
-@attrs.define
 class Named:
     """A named upstream as built: what ``SIGHUP`` changes, and its site."""
 
@@ -49,10 +47,45 @@ class Named:
     site: IResource
     #: Its views: its own rules (cooldown), and the block list and local
     #: yanks of the default upstream (start-up, SIGHUP).
-    views: Views | None = None
+    views: Views | None
     #: ``--withdrawn`` for ``/upstreams/<name>/local/``.
-    withdrawn: WithdrawnRule | None = None
-    mirror: Mirror | None = None
+    withdrawn: WithdrawnRule | None
+    mirror: Mirror | None
+
+    __slots__ = (
+        "spec",
+        "upstream",
+        "pages",
+        "store",
+        "installer",
+        "site",
+        "views",
+        "withdrawn",
+        "mirror",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        upstream: Upstream,
+        pages: ProjectPages,
+        store: IStore,
+        installer: InstallerRoutes,
+        site: IResource,
+        views: Views | None = None,
+        withdrawn: WithdrawnRule | None = None,
+        mirror: Mirror | None = None,
+    ) -> None:
+        self.spec = spec
+        self.upstream = upstream
+        self.pages = pages
+        self.store = store
+        self.installer = installer
+        self.site = site
+        self.views = views
+        self.withdrawn = withdrawn
+        self.mirror = mirror
 
     @property
     def key(self) -> str:

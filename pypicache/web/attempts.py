@@ -5,7 +5,6 @@ import ipaddress
 import math
 from collections import deque
 
-import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -40,7 +39,6 @@ def client_key(address: str) -> str:
     return str(ip)
 
 
-@attrs.define
 class FailedLogins:
     """A sliding window of failed logins per client address.
 
@@ -54,11 +52,34 @@ class FailedLogins:
     """
 
     _clock: IReactorTime
-    _limit: int = DEFAULT_FAILURES
-    _window: float = DEFAULT_WINDOW
-    _max_tracked: int = MAX_TRACKED
+    _limit: int
+    _window: float
+    _max_tracked: int
     #: Per key, its latest failure times; ordered by latest failure, oldest first.
-    _failures: dict[str, "deque[float]"] = attrs.field(init=False, factory=dict)
+    _failures: dict[str, "deque[float]"]
+
+    __slots__ = (
+        "_clock",
+        "_limit",
+        "_window",
+        "_max_tracked",
+        "_failures",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limit: int = DEFAULT_FAILURES,
+        window: float = DEFAULT_WINDOW,
+        max_tracked: int = MAX_TRACKED,
+    ) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._window = window
+        self._max_tracked = max_tracked
+        self._failures = {}
+        self.__attrs_post_init__()
 
     def __attrs_post_init__(self) -> None:
         if self._limit < 1 or self._window <= 0 or self._max_tracked < 1:

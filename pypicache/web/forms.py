@@ -4,17 +4,12 @@
 Twisted's own form parsing reads a whole multipart body into memory and drops
 part filenames, so the site is built with ``parsePOSTFormSubmission=False`` and
 bodies are parsed here, from the spooled ``request.content``, in a thread.
+The multipart parser is imported by the first request with a form (not at
+start-up: ``tests/test_startup.py``).
 """
 
 from typing import IO, Any, Callable
 
-import attrs
-from multipart import (
-    MultipartError,
-    PushMultipartParser,
-    content_disposition_unquote,
-    parse_options_header,
-)
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
@@ -31,12 +26,21 @@ MAX_FIELD_SIZE = 1024 * 1024
 MAX_FIELDS = 1000
 
 
-@attrs.define
 class Form:
     """The fields and files of a multipart form."""
 
-    fields: dict[str, list[str]] = attrs.field(factory=dict)
-    files: dict[str, FilePart] = attrs.field(factory=dict)
+    fields: dict[str, list[str]]
+    files: dict[str, FilePart]
+
+    __slots__ = ("fields", "files", "__weakref__")
+
+    def __init__(
+        self,
+        fields: dict[str, list[str]] | None = None,
+        files: dict[str, FilePart] | None = None,
+    ) -> None:
+        self.fields = {} if fields is None else fields
+        self.files = {} if files is None else files
 
     def get(self, name: str) -> str | None:
         """The first value of a field, or ``None``."""
@@ -51,6 +55,8 @@ class Form:
 
 def _unquote_as_sent(value: str, filename: bool = False) -> str:
     """Unquote a Content-Disposition parameter, without multipart's old-IE fix-up."""
+    from multipart import content_disposition_unquote
+
     return str(content_disposition_unquote(value))
 
 
@@ -61,6 +67,8 @@ def filename_as_sent(segment: Any) -> str | None:
     into its last component, which would let a filename full of backslashes
     through: uploads must refuse those, so the header is read again here.
     """
+    from multipart import parse_options_header
+
     for name, value in segment.headerlist:
         if name.lower() == "content-disposition":
             return parse_options_header(value, unquote=_unquote_as_sent)[1].get(
@@ -92,6 +100,8 @@ def boundary_of(content_type: str | None) -> str | None:
     """The boundary of a ``multipart/form-data`` content type, else ``None``."""
     if not content_type:
         return None
+    from multipart import parse_options_header
+
     media, options = parse_options_header(content_type)
     if media.lower() != "multipart/form-data":
         return None
@@ -108,6 +118,8 @@ def parse_form(
 
     :raises BadRequest: for a body that is not a well-formed multipart form.
     """
+    from multipart import MultipartError, PushMultipartParser
+
     boundary = boundary_of(content_type)
     if boundary is None:
         raise BadRequest("Expected a multipart/form-data body with a boundary")

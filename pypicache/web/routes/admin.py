@@ -3,7 +3,6 @@
 
 import json
 
-import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache import __version__
@@ -14,13 +13,21 @@ from pypicache.web.access import AccessPolicy
 from pypicache.web.routing import route
 
 
-@attrs.define
 class AdminRoutes:
     """``/health`` and ``POST /+rescan``."""
 
     _store: FilesystemStore
     _policy: AccessPolicy
     _run_blocking: RunBlocking
+
+    __slots__ = ("_store", "_policy", "_run_blocking", "__weakref__")
+
+    def __init__(
+        self, store: FilesystemStore, policy: AccessPolicy, run_blocking: RunBlocking
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._run_blocking = run_blocking
 
     @route("/health", methods=["GET", "HEAD"])
     def health(self, request: IRequest) -> bytes:

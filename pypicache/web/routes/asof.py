@@ -33,14 +33,19 @@ from pypicache.web.routing import route
 MAX_SITES = 64
 
 
-@attrs.define
 class _Site:
     views: Views
     rule: Cooldown
     resource: IResource
 
+    __slots__ = ("views", "rule", "resource", "__weakref__")
 
-@attrs.define
+    def __init__(self, views: Views, rule: Cooldown, resource: IResource) -> None:
+        self.views = views
+        self.rule = rule
+        self.resource = resource
+
+
 class ClientCutRoutes:
     """The two prefixes; one site per distinct filter, built on first use.
 
@@ -52,7 +57,21 @@ class ClientCutRoutes:
     _views: Views
     _rule_for: Callable[[float | None, float | None], Cooldown]
     _site_for: Callable[[Views], IResource]
-    _sites: "OrderedDict[CooldownSettings, _Site]" = attrs.field(factory=OrderedDict)
+    _sites: "OrderedDict[CooldownSettings, _Site]"
+
+    __slots__ = ("_views", "_rule_for", "_site_for", "_sites", "__weakref__")
+
+    def __init__(
+        self,
+        views: Views,
+        rule_for: Callable[[float | None, float | None], Cooldown],
+        site_for: Callable[[Views], IResource],
+        sites: "OrderedDict[CooldownSettings, _Site] | None" = None,
+    ) -> None:
+        self._views = views
+        self._rule_for = rule_for
+        self._site_for = site_for
+        self._sites = OrderedDict() if sites is None else sites
 
     def _site(self, rule: Cooldown) -> IResource:
         site = self._sites.get(rule.settings)

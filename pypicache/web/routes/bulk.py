@@ -4,7 +4,6 @@
 import json
 from typing import Any, Awaitable, Callable
 
-import attrs
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
@@ -24,7 +23,6 @@ MAX_REQUIREMENTS_SIZE = 1024 * 1024
 BUSY_RETRY_SECONDS = 10
 
 
-@attrs.define
 class BulkRoutes:
     """Cache everything a requirements file needs.
 
@@ -36,9 +34,38 @@ class BulkRoutes:
     _bulk: BulkCacher
     _policy: AccessPolicy
     _run_blocking: RunBlocking
-    _bulk_auth: bool = False
-    _jobs_per_client: int = 2
-    _running: dict[str, int] = attrs.field(factory=dict)
+    _bulk_auth: bool
+    _jobs_per_client: int
+    _running: dict[str, int]
+
+    __slots__ = (
+        "_store",
+        "_bulk",
+        "_policy",
+        "_run_blocking",
+        "_bulk_auth",
+        "_jobs_per_client",
+        "_running",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        store: IStore,
+        bulk: BulkCacher,
+        policy: AccessPolicy,
+        run_blocking: RunBlocking,
+        bulk_auth: bool = False,
+        jobs_per_client: int = 2,
+        running: dict[str, int] | None = None,
+    ) -> None:
+        self._store = store
+        self._bulk = bulk
+        self._policy = policy
+        self._run_blocking = run_blocking
+        self._bulk_auth = bulk_auth
+        self._jobs_per_client = jobs_per_client
+        self._running = {} if running is None else running
 
     @route("/requirements.txt", methods=["POST"])
     async def requirements(self, request: IRequest) -> Any:

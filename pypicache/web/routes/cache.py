@@ -4,7 +4,6 @@
 import json
 from typing import Any
 
-import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
@@ -20,7 +19,6 @@ def _json(request: IRequest, value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-@attrs.define
 class CacheRoutes:
     """``POST /+refresh/<project>``, ``DELETE /+cache/<project>`` (authenticated
     as uploads are), and ``/upstreams/<name>/...``.
@@ -30,7 +28,19 @@ class CacheRoutes:
 
     _control: CacheControl
     _policy: AccessPolicy
-    _sites: dict[str, IResource] = attrs.field(factory=dict)
+    _sites: dict[str, IResource]
+
+    __slots__ = ("_control", "_policy", "_sites", "__weakref__")
+
+    def __init__(
+        self,
+        control: CacheControl,
+        policy: AccessPolicy,
+        sites: dict[str, IResource] | None = None,
+    ) -> None:
+        self._control = control
+        self._policy = policy
+        self._sites = {} if sites is None else sites
 
     @route("/+refresh/<project>", methods=["POST"])
     async def refresh(self, request: IRequest, project: str) -> bytes:

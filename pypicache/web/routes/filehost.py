@@ -14,7 +14,6 @@ Everything else (single-flight download, sha256 check, Range, ETag) is
 
 from typing import Any, Hashable
 
-import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import NotReady
@@ -30,7 +29,6 @@ from pypicache.web.routing import route
 _KEPT_URLS = 4096
 
 
-@attrs.define
 class FileHostRoutes:
     """``/packages/<2>/<2>/<60>/<filename>``, answered as the project's file path is."""
 
@@ -39,7 +37,21 @@ class FileHostRoutes:
     _mirror: Mirror
     #: Per filename, the version of the cached page last read for it and the
     #: URL it gives: read again only when the page changes.
-    _urls: dict[str, tuple[Hashable, str | None]] = attrs.field(factory=dict)
+    _urls: dict[str, tuple[Hashable, str | None]]
+
+    __slots__ = ("_installer", "_views", "_mirror", "_urls", "__weakref__")
+
+    def __init__(
+        self,
+        installer: InstallerRoutes,
+        views: Views,
+        mirror: Mirror,
+        urls: dict[str, tuple[Hashable, str | None]] | None = None,
+    ) -> None:
+        self._installer = installer
+        self._views = views
+        self._mirror = mirror
+        self._urls = {} if urls is None else urls
 
     def _servable(self, stored: StoredFile, path: str) -> bool:
         """Whether a stored file may be served at ``path`` at once: ``True``

@@ -18,7 +18,6 @@ from pypicache.web import jsonapi
 from pypicache.web.routing import base_url, redirect, route
 
 
-@attrs.define
 class JsonApiRoutes:
     """What this server has, in the public index's JSON API shape."""
 
@@ -26,7 +25,16 @@ class JsonApiRoutes:
     _run_blocking: RunBlocking
     #: Whose rules (cooldown, block list, withdrawals, yanks...) the files
     #: shown follow, as ``/local/`` pages do; ``None``: every stored file.
-    _views: Views | None = None
+    _views: Views | None
+
+    __slots__ = ("_store", "_run_blocking", "_views", "__weakref__")
+
+    def __init__(
+        self, store: IStore, run_blocking: RunBlocking, views: Views | None = None
+    ) -> None:
+        self._store = store
+        self._run_blocking = run_blocking
+        self._views = views
 
     async def _shown(self, name: str) -> list[StoredFile]:
         """The project's stored files as ``/local/`` offers them: what the

@@ -4,7 +4,6 @@
 import json
 from typing import Any, Awaitable, Callable
 
-import attrs
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.web.iweb import IRequest
 
@@ -14,7 +13,6 @@ from pypicache.web.metrics import Metrics
 from pypicache.web.routing import route
 
 
-@attrs.define
 class MetricsRoutes:
     """The daemon's figures, for Prometheus and for people.
 
@@ -32,9 +30,38 @@ class MetricsRoutes:
     _run_blocking: RunBlocking
     _clock: Any
     started: float
-    metrics_auth: bool = False
+    metrics_auth: bool
     #: The mirrored files the upstream withdrew (a coroutine function).
-    withdrawn: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    withdrawn: Callable[[], Awaitable[list[dict[str, Any]]]] | None
+
+    __slots__ = (
+        "_metrics",
+        "_policy",
+        "_run_blocking",
+        "_clock",
+        "started",
+        "metrics_auth",
+        "withdrawn",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        policy: AccessPolicy,
+        run_blocking: RunBlocking,
+        clock: Any,
+        started: float,
+        metrics_auth: bool = False,
+        withdrawn: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._policy = policy
+        self._run_blocking = run_blocking
+        self._clock = clock
+        self.started = started
+        self.metrics_auth = metrics_auth
+        self.withdrawn = withdrawn
 
     @route("/metrics", methods=["GET", "HEAD"])
     async def metrics(self, request: IRequest) -> bytes:

@@ -3,7 +3,6 @@
 
 from typing import Any, Awaitable, Callable
 
-import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.proxy.upstream import mask_url
@@ -15,7 +14,6 @@ from pypicache.web.ui import render as ui
 from pypicache.web.ui.catalog import Catalog
 
 
-@attrs.define
 class PageRoutes:
     """``GET /``: what this server is, how to point pip, uv, Poetry, PDM and
     twine at it (with its URL as the client sees it), the cache's figures."""
@@ -23,9 +21,32 @@ class PageRoutes:
     _store: IStore
     _index_url: str
     #: The figures of ``/+stats`` (``None``: the page shows none).
-    _figures: Callable[[], Awaitable[dict[str, Any]]] | None = None
-    _policy: AccessPolicy | None = None
-    _catalog: Catalog | None = None
+    _figures: Callable[[], Awaitable[dict[str, Any]]] | None
+    _policy: AccessPolicy | None
+    _catalog: Catalog | None
+
+    __slots__ = (
+        "_store",
+        "_index_url",
+        "_figures",
+        "_policy",
+        "_catalog",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        store: IStore,
+        index_url: str,
+        figures: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        policy: AccessPolicy | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self._store = store
+        self._index_url = index_url
+        self._figures = figures
+        self._policy = policy
+        self._catalog = catalog
 
     @route("/", methods=["GET", "HEAD"])
     async def home(self, request: IRequest) -> Any:

@@ -42,12 +42,17 @@ def with_provenance_urls(page: ProjectPage) -> ProjectPage:
     )
 
 
-@attrs.define
 class ProvenanceRoutes:
     """The provenance objects of files, kept or relayed."""
 
     _views: Views
     _provenances: Provenances
+
+    __slots__ = ("_views", "_provenances", "__weakref__")
+
+    def __init__(self, views: Views, provenances: Provenances) -> None:
+        self._views = views
+        self._provenances = provenances
 
     @route("/packages/<project>/<filename>/provenance", methods=["GET", "HEAD"])
     async def provenance(self, request: IRequest, project: str, filename: str) -> Any:

@@ -5,7 +5,6 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
-import attrs
 from twisted.web.iweb import IRequest
 
 from pypicache.errors import BadRequest, NotFound
@@ -44,13 +43,19 @@ def _given(request: IRequest) -> dict[str, Any]:
     return given
 
 
-@attrs.define
 class StatusRoutes:
     """Reads are open as the pages are; setting needs a user, as uploads do."""
 
     _statuses: Statuses
     _store: IStore
     _policy: AccessPolicy
+
+    __slots__ = ("_statuses", "_store", "_policy", "__weakref__")
+
+    def __init__(self, statuses: Statuses, store: IStore, policy: AccessPolicy) -> None:
+        self._statuses = statuses
+        self._store = store
+        self._policy = policy
 
     async def _private(self, project: str) -> str:
         name = normalize(project)

@@ -4,7 +4,6 @@
 import json
 from urllib.parse import parse_qs
 
-import attrs
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -28,7 +27,6 @@ from pypicache.web.tokens import Identity
 log = Logger()
 
 
-@attrs.define
 class UploadRoutes:
     """twine, uv publish, ``PUT``, ``/uploadpackage/``, ``DELETE`` and yank.
 
@@ -40,9 +38,35 @@ class UploadRoutes:
     _policy: AccessPolicy
     _run_blocking: RunBlocking
     #: Which projects are private (``None``: every yank is a private one).
-    views: Views | None = None
+    views: Views | None
     #: The team's yanks of upstream files (``None``: not kept).
-    local_yanks: YankRecords | None = None
+    local_yanks: YankRecords | None
+
+    __slots__ = (
+        "_store",
+        "_uploads",
+        "_policy",
+        "_run_blocking",
+        "views",
+        "local_yanks",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        store: IStore,
+        uploads: Uploads,
+        policy: AccessPolicy,
+        run_blocking: RunBlocking,
+        views: Views | None = None,
+        local_yanks: YankRecords | None = None,
+    ) -> None:
+        self._store = store
+        self._uploads = uploads
+        self._policy = policy
+        self._run_blocking = run_blocking
+        self.views = views
+        self.local_yanks = local_yanks
 
     def _incoming(self) -> TempFile:
         return self._store.open_temp(None, INCOMING)

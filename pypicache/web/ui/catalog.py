@@ -148,7 +148,6 @@ def matches(entries: dict[str, Entry], names: list[str], query: str) -> list[str
     return [name for _, name in ranked]
 
 
-@attrs.define
 class Catalog:
     """The search index, built in a thread and swapped in whole.
 
@@ -160,14 +159,52 @@ class Catalog:
     _store: Any
     _run_blocking: RunBlocking
     _clock: Any
-    entries: dict[str, Entry] = attrs.field(factory=dict)
-    generation: int = 0
+    entries: dict[str, Entry]
+    generation: int
     #: How many of :attr:`entries` are private (``None`` before the first build).
-    private_count: int | None = None
-    _names: list[str] | None = None
-    _started: float | None = None
-    _building: "Deferred[None] | None" = None
-    _later: Any = None
+    private_count: int | None
+    _names: list[str] | None
+    _started: float | None
+    _building: "Deferred[None] | None"
+    _later: Any
+
+    __slots__ = (
+        "_store",
+        "_run_blocking",
+        "_clock",
+        "entries",
+        "generation",
+        "private_count",
+        "_names",
+        "_started",
+        "_building",
+        "_later",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        store: Any,
+        run_blocking: RunBlocking,
+        clock: Any,
+        entries: dict[str, Entry] | None = None,
+        generation: int = 0,
+        private_count: int | None = None,
+        names: list[str] | None = None,
+        started: float | None = None,
+        building: "Deferred[None] | None" = None,
+        later: Any = None,
+    ) -> None:
+        self._store = store
+        self._run_blocking = run_blocking
+        self._clock = clock
+        self.entries = {} if entries is None else entries
+        self.generation = generation
+        self.private_count = private_count
+        self._names = names
+        self._started = started
+        self._building = building
+        self._later = later
 
     def _folders_of(self, name: str) -> tuple[str, ...]:
         return tuple(

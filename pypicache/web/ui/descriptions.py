@@ -31,7 +31,6 @@ import os
 import threading
 from collections import OrderedDict
 
-import attrs
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
@@ -110,16 +109,29 @@ def description_key(text: str, content_type: str | None) -> str:
     return digest.hexdigest()
 
 
-@attrs.define
 class Descriptions:
     """Rendered descriptions, kept in memory (:data:`KEPT_IN_MEMORY`) and
     in ``folder`` (``None``: in memory only)."""
 
     folder: FilePath | None
     #: How many descriptions this object rendered (for the tests and the bench).
-    renders: int = 0
-    _memory: "OrderedDict[str, str]" = attrs.field(factory=OrderedDict)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    renders: int
+    _memory: "OrderedDict[str, str]"
+    _lock: threading.Lock
+
+    __slots__ = ("folder", "renders", "_memory", "_lock", "__weakref__")
+
+    def __init__(
+        self,
+        folder: FilePath | None,
+        renders: int = 0,
+        memory: "OrderedDict[str, str] | None" = None,
+        lock: "threading.Lock | None" = None,
+    ) -> None:
+        self.folder = folder
+        self.renders = renders
+        self._memory = OrderedDict() if memory is None else memory
+        self._lock = threading.Lock() if lock is None else lock
 
     @classmethod
     def under(cls, root: FilePath | None) -> "Descriptions":
