@@ -146,16 +146,18 @@ class FilesystemStore(ListedLayout, FileState):
         return _now(self._metadata_file, project, filename)
 
     def _metadata_file(self, project: str, filename: str) -> Opened | None:
-        check_filename(filename)
-        stored = self.find_now(project, filename)
-        if stored is not None and stored.metadata_path.isfile():
-            return Opened(stored.metadata_path)
-        if stored is None:
+        stored = self.find_now(project, filename)  # (checks the filename)
+        if stored is not None:
+            path = stored.path.path + METADATA_SUFFIX
+        else:
             # Fetched from upstream ahead of its archive; a private one counts
             # only beside its listed archive (a crash may have left one behind).
-            path = self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
-            if path.isfile():
-                return Opened(path)
+            # (A safe filename: joined as ``FilePath.child`` would.)
+            path = os.path.join(
+                self.child_path(MIRROR, project), filename + METADATA_SUFFIX
+            )
+        if os.path.isfile(path):
+            return Opened(FilePath(path))
         return None
 
     def open_provenance(self, stored: StoredFile) -> "Deferred[Opened | None]":

@@ -56,6 +56,7 @@ class ListedLayout(Layout):
         self._area_paths = {
             a: self.area(a).path for a in (MIRROR, RELEASES, PRERELEASES, DELETED)
         }
+        self._folders_of: dict[str, tuple[str, ...]] = {}
         #: Per area: when checked (monotonic ns), its mtime, its folder names.
         self._folder_cache: dict[str, tuple[int, int, frozenset[str]]] = {}
         #: :meth:`private_now`'s answers: project to (when, changes, answer).
@@ -74,11 +75,18 @@ class ListedLayout(Layout):
         self._singles = SingleReads(self.stored_file)
 
     def _project_folders(self, project: str) -> tuple[str, ...]:
-        """Where a project's archives are, lowest precedence first."""
-        return tuple(
-            os.path.join(self._area_paths[a], project)
-            for a in (MIRROR, PRERELEASES, RELEASES)
-        )
+        """Where a project's archives are, lowest precedence first (remembered:
+        every lookup asks)."""
+        found = self._folders_of.get(project)
+        if found is None:
+            found = tuple(
+                os.path.join(self._area_paths[a], project)
+                for a in (MIRROR, PRERELEASES, RELEASES)
+            )
+            if len(self._folders_of) >= PRIVATE_SEEN_MAX:
+                self._folders_of.clear()
+            self._folders_of[project] = found
+        return found
 
     def projects(self) -> "Deferred[list[str]]":
         """Every project with an archive and its sidecar, from the folder names.
@@ -209,9 +217,18 @@ class ListedLayout(Layout):
         """Read every listing from the disk again (after a rescan)."""
         self._listings.forget_all()
 
+    def _clear_folders(self, stored: StoredFile) -> None:
+        """Forget the folder names of the areas a change to ``stored`` may
+        have changed: a mirrored file's leaves the private areas' names
+        (which every request checks) as they are."""
+        if stored.private:
+            self._folder_cache.clear()
+        else:
+            self._folder_cache.pop(MIRROR, None)
+
     def _indexed(self, stored: StoredFile) -> StoredFile:
         """Record a change to a stored file in the in-memory listings."""
-        self._folder_cache.clear()
+        self._clear_folders(stored)
         self._changes += 1
         if stored.private:
             self._private_changes += 1
@@ -220,7 +237,7 @@ class ListedLayout(Layout):
 
     def _unlisted(self, stored: StoredFile) -> None:
         """Record the removal of a stored file."""
-        self._folder_cache.clear()
+        self._clear_folders(stored)
         strays = self._strays.get(stored.project, {})
         if strays.get(stored.info.filename) == stored:
             del strays[stored.info.filename]
