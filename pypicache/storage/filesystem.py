@@ -149,15 +149,19 @@ class FilesystemStore(ListedLayout, FileState):
         stored = self.find_now(project, filename)  # (checks the filename)
         if stored is not None:
             path = stored.path.path + METADATA_SUFFIX
-        else:
-            # Fetched from upstream ahead of its archive; a private one counts
-            # only beside its listed archive (a crash may have left one behind).
-            # (A safe filename: joined as ``FilePath.child`` would.)
-            path = os.path.join(
-                self.child_path(MIRROR, project), filename + METADATA_SUFFIX
-            )
+            return Opened(FilePath(path)) if os.path.isfile(path) else None
+        # Fetched from upstream ahead of its archive; a private one counts
+        # only beside its listed archive (a crash may have left one behind).
+        ahead = (project, filename, METADATA_SUFFIX)
+        if self._missing_now(ahead):
+            return None
+        # (A safe filename: joined as ``FilePath.child`` would.)
+        path = os.path.join(
+            self.child_path(MIRROR, project), filename + METADATA_SUFFIX
+        )
         if os.path.isfile(path):
             return Opened(FilePath(path))
+        self._note_missing(ahead)
         return None
 
     def open_provenance(self, stored: StoredFile) -> "Deferred[Opened | None]":
@@ -347,7 +351,13 @@ class FilesystemStore(ListedLayout, FileState):
             path = self._ahead(project, filename)
         except BaseException:
             return fail()
-        return self._run_sync(self._write_ahead, path, metadata)
+        d = self._run_sync(self._write_ahead, path, metadata)
+        return d.addBoth(self._wrote_ahead)
+
+    def _wrote_ahead(self, result: Any) -> Any:
+        """Core metadata written ahead of its archive: found from now on."""
+        self._lookups += 1
+        return result
 
     def _ahead(self, project: str, filename: str) -> FilePath:
         """Where core metadata fetched ahead of its archive is kept."""
