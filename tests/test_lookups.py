@@ -66,11 +66,12 @@ def test_missing_file_is_looked_up_once(store, monkeypatch):
     """A file that is not stored, asked for again and again by one request,
     is looked up on the disk once within ``RECHECK_NS``, then again."""
     calls = count_disk_lookups(store, monkeypatch)
+    monkeypatch.setattr(listed_module, "RECHECK_NS", 200_000_000)  # a loaded host
     for _ in range(5):
         assert store.find_now("foo", WHEEL) is None
         assert metadata_file(store, "foo", WHEEL) is None
     assert len(calls) == 1
-    time.sleep(PAST_RECHECK)
+    time.sleep(0.25)
     assert store.find_now("foo", WHEEL) is None
     assert len(calls) == 2
 
@@ -159,11 +160,12 @@ def test_missing_documents_are_looked_for_per_folder(store, root, monkeypatch):
     folder.makedirs()
     make_old(folder.path)
     opens = count_opens(store, monkeypatch)
+    monkeypatch.setattr(store, "state_max_age", 0.2)  # a loaded host
     names = [f"withdrawn/p{i}.json" for i in range(3)]
     for name in names:
         assert store.read_state_now(name)[0] == StateDoc({}, None)
     assert len(opens) == 3
-    time.sleep(PAST_RECHECK)
+    time.sleep(0.25)
     first, checked = store.read_state_now(names[0])
     assert first == StateDoc({}, None)
     for name in names[1:]:
@@ -222,3 +224,30 @@ def test_lookup_memory_is_bounded(store):
     for i in range(listed_module.PRIVATE_SEEN_MAX + 5):
         store.find_now("foo", f"foo-{i}.tar.gz")
     assert len(store._missing) <= listed_module.PRIVATE_SEEN_MAX
+
+
+def test_project_without_folders_is_looked_up_once(root, store, monkeypatch):
+    """A project with nothing stored (a cold page asks for its files and
+    their generation) is looked for on the disk once within ``RECHECK_NS``;
+    a file stored through this store lists at once, one another process
+    stores after ``RECHECK_NS`` (or once a lock is taken)."""
+    stamps = []
+    real = store._listings._folders
+    monkeypatch.setattr(
+        store._listings, "_folders", lambda p: stamps.append(p) or real(p)
+    )
+    monkeypatch.setattr(listed_module, "RECHECK_NS", 200_000_000)  # a loaded host
+    for _ in range(3):
+        assert store.listed_files("foo") == [] and store.generation("foo") == 0
+    assert len(stamps) == 1
+    monkeypatch.setattr(listed_module, "RECHECK_NS", RECHECK_NS)
+    stored = put(store)
+    assert store.listed_files("foo") == [stored] and store.generation("foo") != 0
+    assert store.listed_files("bar") == []
+    other = put(FilesystemStore(root), project="bar", filename="bar-1.0.tar.gz")
+    time.sleep(PAST_RECHECK)
+    assert store.listed_files("bar") == [other]
+    assert store.listed_files("baz") == []
+    more = put(FilesystemStore(root), project="baz", filename="baz-1.0.tar.gz")
+    try_lock(store.lock_path(MIRROR, "baz", "baz-1.0.tar.gz")).release()
+    assert store.listed_files("baz") == [more]

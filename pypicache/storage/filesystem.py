@@ -155,12 +155,9 @@ class FilesystemStore(ListedLayout, FileState):
         ahead = (project, filename, METADATA_SUFFIX)
         if self._missing_now(ahead):
             return None
-        # (A safe filename: joined as ``FilePath.child`` would.)
-        path = os.path.join(
-            self.child_path(MIRROR, project), filename + METADATA_SUFFIX
-        )
-        if os.path.isfile(path):
-            return Opened(FilePath(path))
+        path = self._ahead(project, filename)
+        if path.isfile():
+            return Opened(path)
         self._note_missing(ahead)
         return None
 
@@ -360,9 +357,10 @@ class FilesystemStore(ListedLayout, FileState):
         return result
 
     def _ahead(self, project: str, filename: str) -> FilePath:
-        """Where core metadata fetched ahead of its archive is kept."""
-        check_filename(filename)
-        return self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
+        """Where core metadata fetched ahead of its archive is kept (a safe
+        filename: joined as ``FilePath.child`` would)."""
+        name = check_filename(filename) + METADATA_SUFFIX
+        return FilePath(os.path.join(self.child_path(MIRROR, project), name))
 
     @staticmethod
     def _write_ahead(path: FilePath, metadata: bytes) -> None:

@@ -23,7 +23,7 @@ from pypicache.storage.layout import (
     is_archive_name,
     is_tombstone_name,
 )
-from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
+from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listing, Listings
 from pypicache.storage.locks import taken
 from pypicache.storage.marks import Watch
 from pypicache.storage.records import (
@@ -157,8 +157,20 @@ class ListedLayout(Layout):
 
     def listed_files(self, project: str) -> list[StoredFile]:
         """The project's listing, read or brought up to date as needed (reactor thread)."""
-        listing = self._listings.get(project)
+        listing = self._listing(project)
         return [] if listing is None else _ordered(listing.files.values())
+
+    def _listing(self, project: str) -> "Listing | None":
+        """``Listings.get``, a project without folders remembered as a
+        lookup that found nothing (:meth:`_missing_now`): a cold page asks
+        for its files and their generation, three failing ``stat`` calls each."""
+        key = (project,)
+        if self._missing_now(key):
+            return None
+        listing = self._listings.get(project)
+        if listing is None:
+            self._note_missing(key)
+        return listing
 
     def read_files_now(self, projects: list[str]) -> list[StoredFile]:
         """What :meth:`listed_files` gives for each of ``projects``, read from the disk and not kept
@@ -235,7 +247,7 @@ class ListedLayout(Layout):
     def generation(self, project: str) -> int:
         """Changes whenever the project's stored files change, here or in
         another process; ``0`` while it has none (all empty listings look alike)."""
-        listing = self._listings.get(project)
+        listing = self._listing(project)
         return listing.version if listing is not None and listing.files else 0
 
     def follow_marks(self, marks: Watch) -> None:
