@@ -23,13 +23,9 @@ PAST_RECHECK = RECHECK_NS / 1e9 * 2
 
 
 @pytest.fixture
-def root(tmp_path) -> FilePath:
-    return FilePath(str(tmp_path))
-
-
-@pytest.fixture
-def store(root) -> FilesystemStore:
-    return FilesystemStore(root)
+def store(tmp_path) -> FilesystemStore:
+    """A store with the real clock; its ``root`` is the test's folder."""
+    return FilesystemStore(FilePath(str(tmp_path)))
 
 
 def count_disk_lookups(store, monkeypatch):
@@ -45,19 +41,19 @@ def count_disk_lookups(store, monkeypatch):
     return calls
 
 
-def test_children_are_fresh_paths(store, root):
+def test_children_are_fresh_paths(store):
     """``project_dir`` and ``page_path`` give a new ``FilePath`` each time
     (one caches what it learned of its file), with the checks of ``child``."""
     first = store.project_dir(MIRROR, "foo")
-    assert first == root.child(MIRROR).child("foo") and first is not store.project_dir(
-        MIRROR, "foo"
-    )
+    assert first == store.root.child(MIRROR).child(
+        "foo"
+    ) and first is not store.project_dir(MIRROR, "foo")
     assert not first.exists()
     first.makedirs()
     assert store.project_dir(MIRROR, "foo").isdir()
     os.rmdir(first.path)
     assert not store.project_dir(MIRROR, "foo").exists()
-    assert store.page_path("foo") == root.child("pages").child("foo.json")
+    assert store.page_path("foo") == store.root.child("pages").child("foo.json")
     with pytest.raises(InsecurePath):
         store.project_dir(MIRROR, "..")
 
@@ -88,14 +84,14 @@ def test_missing_file_stored_here_is_found_at_once(store):
     assert store.find_now("foo", WHEEL) == stored
 
 
-def test_missing_file_stored_by_another_process_is_found_under_a_lock(root, store):
+def test_missing_file_stored_by_another_process_is_found_under_a_lock(store):
     """A file (or core metadata) another process stored while this one
     remembered it missing is found once this process takes a lock (what the
     mirror does before it fetches one: the other process held it while it
     stored), or after ``RECHECK_NS``."""
     assert store.find_now("foo", WHEEL) is None
     assert metadata_file(store, "foo", WHEEL) is None
-    other = FilesystemStore(root)
+    other = FilesystemStore(store.root)
     result_of(other.write_metadata("foo", WHEEL, METADATA))
     stored = put(other)
     lock = try_lock(store.lock_path(MIRROR, "foo", WHEEL))
@@ -110,11 +106,11 @@ def test_missing_file_stored_by_another_process_is_found_under_a_lock(root, stor
     assert store.find_now("foo", "foo-2.0.tar.gz") is not None
 
 
-def test_reread_sees_another_process_at_once(root, store):
+def test_reread_sees_another_process_at_once(store):
     """``reread`` (the mirror's look under its download lock) reads the disk,
     whatever a lookup remembered, and lists what it finds."""
     assert store.find_now("foo", WHEEL) is None
-    stored = put(FilesystemStore(root))
+    stored = put(FilesystemStore(store.root))
     assert result_of(store.reread(MIRROR, "foo", WHEEL)) == stored
     assert store.find_now("foo", WHEEL) == stored
 
@@ -152,11 +148,11 @@ def count_opens(store, monkeypatch):
     return calls
 
 
-def test_missing_documents_are_looked_for_per_folder(store, root, monkeypatch):
+def test_missing_documents_are_looked_for_per_folder(store, monkeypatch):
     """Documents missing from a folder that did not change are not opened
     again; the folder is checked once per ``state_max_age`` for all of them,
     and a view is fresh from when its folder was last found so."""
-    folder = root.child("withdrawn")
+    folder = store.root.child("withdrawn")
     folder.makedirs()
     make_old(folder.path)
     opens = count_opens(store, monkeypatch)
@@ -173,18 +169,18 @@ def test_missing_documents_are_looked_for_per_folder(store, root, monkeypatch):
     assert len(opens) == 3
 
 
-def test_missing_document_written_by_another_process_shows(store, root):
+def test_missing_document_written_by_another_process_shows(store):
     """A document another process writes where this one found it missing
     shows within ``state_max_age`` (its folder changed): in a folder that
     exists, in one that did not, and in a folder changed moments before it
     was found missing (not trusted: looked for every time)."""
-    root.child("withdrawn").makedirs()
-    make_old(root.child("withdrawn").path)
+    store.root.child("withdrawn").makedirs()
+    make_old(store.root.child("withdrawn").path)
     docs = SharedDocs(store, "withdrawn", None)
     fresh = SharedDocs(store, "private/status", None)
     assert docs.get("foo") == {} and fresh.get("foo") == {}
     assert store.read_state_now("local-yanks.json")[0] == StateDoc({}, None)
-    other = FilesystemStore(root)
+    other = FilesystemStore(store.root)
     result_of(other.change_state("withdrawn/foo.json", lambda d: {"a": 1}))
     result_of(other.change_state("private/status/foo.json", lambda d: {"b": 2}))
     result_of(other.change_state("local-yanks.json", lambda d: {"c": 3}))
@@ -194,11 +190,11 @@ def test_missing_document_written_by_another_process_shows(store, root):
     assert store.read_state_now("local-yanks.json")[0].data == {"c": 3}
 
 
-def test_missing_document_written_here_shows_at_once(store, root):
+def test_missing_document_written_here_shows_at_once(store):
     """A document this process writes shows at once in every view of it,
     also in a view made apart from the writer's."""
-    root.child("withdrawn").makedirs()
-    make_old(root.child("withdrawn").path)
+    store.root.child("withdrawn").makedirs()
+    make_old(store.root.child("withdrawn").path)
     reader = SharedDoc(store, "withdrawn/foo.json")
     writer = SharedDocs(store, "withdrawn", None)
     assert reader.data == {} and writer.get("foo") == {}
@@ -208,13 +204,13 @@ def test_missing_document_written_here_shows_at_once(store, root):
     assert reader.data == {"a": 1}
 
 
-def test_damaged_document_keeps_the_last_view(store, root):
+def test_damaged_document_keeps_the_last_view(store):
     """A damaged document read at once keeps the view as it was (and is
     complained about), as the asynchronous reads do."""
     doc = SharedDoc(store, "local-yanks.json")
     result_of(store.change_state("local-yanks.json", lambda d: {"x": 1}))
     assert doc.data == {"x": 1}
-    root.child("local-yanks.json").setContent(b"{not json")
+    store.root.child("local-yanks.json").setContent(b"{not json")
     doc._checked = None
     assert doc.data == {"x": 1}
 
@@ -226,7 +222,7 @@ def test_lookup_memory_is_bounded(store):
     assert len(store._missing) <= listed_module.PRIVATE_SEEN_MAX
 
 
-def test_project_without_folders_is_looked_up_once(root, store, monkeypatch):
+def test_project_without_folders_is_looked_up_once(store, monkeypatch):
     """A project with nothing stored (a cold page asks for its files and
     their generation) is looked for on the disk once within ``RECHECK_NS``;
     a file stored through this store lists at once, one another process
@@ -244,10 +240,10 @@ def test_project_without_folders_is_looked_up_once(root, store, monkeypatch):
     stored = put(store)
     assert store.listed_files("foo") == [stored] and store.generation("foo") != 0
     assert store.listed_files("bar") == []
-    other = put(FilesystemStore(root), project="bar", filename="bar-1.0.tar.gz")
+    other = put(FilesystemStore(store.root), project="bar", filename="bar-1.0.tar.gz")
     time.sleep(PAST_RECHECK)
     assert store.listed_files("bar") == [other]
     assert store.listed_files("baz") == []
-    more = put(FilesystemStore(root), project="baz", filename="baz-1.0.tar.gz")
+    more = put(FilesystemStore(store.root), project="baz", filename="baz-1.0.tar.gz")
     try_lock(store.lock_path(MIRROR, "baz", "baz-1.0.tar.gz")).release()
     assert store.listed_files("baz") == [more]
