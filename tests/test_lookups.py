@@ -10,7 +10,7 @@ import time
 import pytest
 from twisted.python.filepath import FilePath, InsecurePath
 
-from pypicache.storage import listed as listed_module
+from pypicache.storage import missing as missing_module
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.storage.listings import RACY_NS, RECHECK_NS
 from pypicache.storage.locks import try_lock
@@ -62,7 +62,7 @@ def test_missing_file_is_looked_up_once(store, monkeypatch):
     """A file that is not stored, asked for again and again by one request,
     is looked up on the disk once within ``RECHECK_NS``, then again."""
     calls = count_disk_lookups(store, monkeypatch)
-    monkeypatch.setattr(listed_module, "RECHECK_NS", 200_000_000)  # a loaded host
+    monkeypatch.setattr(missing_module, "RECHECK_NS", 200_000_000)  # a loaded host
     for _ in range(5):
         assert store.find_now("foo", WHEEL) is None
         assert metadata_file(store, "foo", WHEEL) is None
@@ -217,9 +217,9 @@ def test_damaged_document_keeps_the_last_view(store):
 
 def test_lookup_memory_is_bounded(store):
     """Lookups remembered are bounded (forgotten all at once past the bound)."""
-    for i in range(listed_module.PRIVATE_SEEN_MAX + 5):
+    for i in range(missing_module.KEPT + 5):
         store.find_now("foo", f"foo-{i}.tar.gz")
-    assert len(store._missing) <= listed_module.PRIVATE_SEEN_MAX
+    assert len(store._missing) <= missing_module.KEPT
 
 
 def test_project_without_folders_is_looked_up_once(store, monkeypatch):
@@ -232,11 +232,11 @@ def test_project_without_folders_is_looked_up_once(store, monkeypatch):
     monkeypatch.setattr(
         store._listings, "_folders", lambda p: stamps.append(p) or real(p)
     )
-    monkeypatch.setattr(listed_module, "RECHECK_NS", 200_000_000)  # a loaded host
+    monkeypatch.setattr(missing_module, "RECHECK_NS", 200_000_000)  # a loaded host
     for _ in range(3):
         assert store.listed_files("foo") == [] and store.generation("foo") == 0
     assert len(stamps) == 1
-    monkeypatch.setattr(listed_module, "RECHECK_NS", RECHECK_NS)
+    monkeypatch.setattr(missing_module, "RECHECK_NS", RECHECK_NS)
     stored = put(store)
     assert store.listed_files("foo") == [stored] and store.generation("foo") != 0
     assert store.listed_files("bar") == []
@@ -247,3 +247,24 @@ def test_project_without_folders_is_looked_up_once(store, monkeypatch):
     more = put(FilesystemStore(store.root), project="baz", filename="baz-1.0.tar.gz")
     try_lock(store.lock_path(MIRROR, "baz", "baz-1.0.tar.gz")).release()
     assert store.listed_files("baz") == [more]
+
+
+def test_missing_page_is_read_once(store, monkeypatch):
+    """A project's page file that is not there is looked for once within
+    ``RECHECK_NS``; one written through this store reads at once."""
+    from pypicache.index.model import ProjectPage
+    from pypicache.storage import filesystem
+    from pypicache.storage.records import CachedPage
+
+    reads = []
+    real = filesystem.read_page_file
+    monkeypatch.setattr(
+        filesystem, "read_page_file", lambda path: reads.append(path) or real(path)
+    )
+    monkeypatch.setattr(missing_module, "RECHECK_NS", 200_000_000)  # a loaded host
+    for _ in range(3):
+        assert result_of(store.read_page("foo")) is None
+    assert len(reads) == 1
+    page = CachedPage(page=ProjectPage(name="foo", files=()), fetched_at=1.0)
+    result_of(store.write_page("foo", page))
+    assert result_of(store.read_page("foo")).fetched_at == 1.0

@@ -152,14 +152,11 @@ class FilesystemStore(ListedLayout, FileState):
             return Opened(FilePath(path)) if os.path.isfile(path) else None
         # Fetched from upstream ahead of its archive; a private one counts
         # only beside its listed archive (a crash may have left one behind).
-        ahead = (project, filename, METADATA_SUFFIX)
-        if self._missing_now(ahead):
-            return None
-        path = self._ahead(project, filename)
-        if path.isfile():
-            return Opened(path)
-        self._note_missing(ahead)
-        return None
+        ahead = self._ahead(project, filename)
+        return self._missing.lookup(
+            (project, filename, METADATA_SUFFIX),
+            lambda: Opened(ahead) if ahead.isfile() else None,
+        )
 
     def open_provenance(self, stored: StoredFile) -> "Deferred[Opened | None]":
         path = stored.provenance_path
@@ -348,13 +345,9 @@ class FilesystemStore(ListedLayout, FileState):
             path = self._ahead(project, filename)
         except BaseException:
             return fail()
+        # Found from now on (in this process: it looked for it before).
         d = self._run_sync(self._write_ahead, path, metadata)
-        return d.addBoth(self._wrote_ahead)
-
-    def _wrote_ahead(self, result: Any) -> Any:
-        """Core metadata written ahead of its archive: found from now on."""
-        self._lookups += 1
-        return result
+        return d.addBoth(self._missing.changed)
 
     def _ahead(self, project: str, filename: str) -> FilePath:
         """Where core metadata fetched ahead of its archive is kept (a safe
@@ -373,10 +366,14 @@ class FilesystemStore(ListedLayout, FileState):
     # -- pages ---------------------------------------------------------------
 
     def read_page(self, project: str) -> "Deferred[CachedPage | None]":
-        return succeed(read_page_file(self.page_path(project)))
+        path = self.page_path(project)  # (no filename is empty:)
+        return succeed(
+            self._missing.lookup((project, "", "page"), lambda: read_page_file(path))
+        )
 
     def write_page(self, project: str, cached: CachedPage) -> "Deferred[None]":
-        return self._run_sync(write_page_file, self.page_path(project), cached)
+        d = self._run_sync(write_page_file, self.page_path(project), cached)
+        return d.addBoth(self._missing.changed)
 
     def drop_page(self, project: str) -> "Deferred[None]":
         return _now(self.drop_page_now, project)

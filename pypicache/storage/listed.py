@@ -24,8 +24,8 @@ from pypicache.storage.layout import (
     is_tombstone_name,
 )
 from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listing, Listings
-from pypicache.storage.locks import taken
 from pypicache.storage.marks import Watch
+from pypicache.storage.missing import MissingLookups
 from pypicache.storage.records import (
     DELETED,
     MIRROR,
@@ -74,11 +74,8 @@ class ListedLayout(Layout):
         )
         #: Archives found one at a time, while their listing is not in memory.
         self._singles = SingleReads(self.stored_file)
-        #: Lookups that found nothing (see :meth:`_missing_now`), by key: when
-        #: (monotonic ns), :attr:`_lookups` and the locks taken then.
-        self._missing: dict[tuple[str, ...], tuple[int, int, int]] = {}
-        #: Changes made through this process that may answer such a lookup.
-        self._lookups = 0
+        #: Lookups that found nothing, not made again at once.
+        self._missing = MissingLookups()
 
     def _project_folders(self, project: str) -> tuple[str, ...]:
         """Where a project's archives are, lowest precedence first (remembered:
@@ -148,7 +145,7 @@ class ListedLayout(Layout):
             self._listings.forget(project)
         self._strays = strays
         self._changes += 1
-        self._lookups += 1
+        self._missing.changed()
 
     @property
     def private_changes(self) -> int:
@@ -162,15 +159,9 @@ class ListedLayout(Layout):
 
     def _listing(self, project: str) -> "Listing | None":
         """``Listings.get``, a project without folders remembered as a
-        lookup that found nothing (:meth:`_missing_now`): a cold page asks
+        lookup that found nothing (:mod:`.missing`): a cold page asks
         for its files and their generation, three failing ``stat`` calls each."""
-        key = (project,)
-        if self._missing_now(key):
-            return None
-        listing = self._listings.get(project)
-        if listing is None:
-            self._note_missing(key)
-        return listing
+        return self._missing.lookup((project,), lambda: self._listings.get(project))
 
     def read_files_now(self, projects: list[str]) -> list[StoredFile]:
         """What :meth:`listed_files` gives for each of ``projects``, read from the disk and not kept
@@ -190,38 +181,13 @@ class ListedLayout(Layout):
         if listing is not None:
             stored = listing.files.get(filename)
         else:
-            key = (project, filename)
-            if self._missing_now(key):
-                return None
-            stored = self._read_one(project, filename)
-            if stored is None:
-                self._note_missing(key)
+            stored = self._missing.lookup(
+                (project, filename), lambda: self._read_one(project, filename)
+            )
         if stored is not None and not os.path.isfile(stored.path.path):
             self._listings.forget(project)
             return None
         return stored
-
-    def _missing_now(self, key: tuple[str, ...]) -> bool:
-        """Whether a lookup of ``key`` found nothing so lately that it is not
-        made again: a request looks its file up several times (the fast
-        lane, the route, the rules, the mirror), which a cold file's costs
-        a failing ``stat`` each. Within :data:`~.listings.RECHECK_NS`, as
-        the listings are trusted; never across a change made through this
-        process, nor across a lock taken (its last holder, another worker
-        say, may have stored it: what is looked up under a lock is looked
-        up on the disk)."""
-        seen = self._missing.get(key)
-        return (
-            seen is not None
-            and seen[1] == self._lookups
-            and seen[2] == taken()
-            and time.monotonic_ns() - seen[0] < RECHECK_NS
-        )
-
-    def _note_missing(self, key: tuple[str, ...]) -> None:
-        if len(self._missing) >= PRIVATE_SEEN_MAX:
-            self._missing.clear()
-        self._missing[key] = (time.monotonic_ns(), self._lookups, taken())
 
     def open_now(self, stored: StoredFile) -> Opened:
         """How to serve a stored archive: its local file."""
@@ -257,12 +223,12 @@ class ListedLayout(Layout):
 
     def forget(self, project: str) -> None:
         """Drop the in-memory listing of ``project`` so it is read again."""
-        self._lookups += 1
+        self._missing.changed()
         self._listings.forget(project)
 
     def forget_all(self) -> None:
         """Read every listing from the disk again (after a rescan)."""
-        self._lookups += 1
+        self._missing.changed()
         self._listings.forget_all()
 
     def _clear_folders(self, stored: StoredFile) -> None:
@@ -270,7 +236,7 @@ class ListedLayout(Layout):
         have changed (a mirrored file's leaves the private areas' names,
         which every request checks, as they are), and the lookups that
         found nothing."""
-        self._lookups += 1
+        self._missing.changed()
         if stored.private:
             self._folder_cache.clear()
         else:

@@ -242,7 +242,7 @@ class FileState:
         return found, now
 
     def _missing_docs(self) -> "dict[str, _Missing]":
-        return self.__dict__.setdefault("_missing", {})  # type: ignore[no-any-return]
+        return self.__dict__.setdefault("_missing_state", {})  # type: ignore[no-any-return]
 
     def _state_file(self, name: str) -> str:
         paths: dict[str, str] = self.__dict__.setdefault("_state_files", {})
