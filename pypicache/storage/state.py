@@ -142,15 +142,15 @@ def _folder_stamp(folder: str) -> int | None:
 
 @attrs.define
 class _Missing:
-    """Documents found missing from a folder, and the folder as it was then."""
+    """Documents found missing from a folder: the folder as it was then."""
 
+    folder: str
     #: The folder's modification time (``None``: no folder) before they were
     #: looked for, on the wall clock (ns) then, and when it was last found
     #: so (monotonic s).
     stamp: int | None
     read_at: int
     checked: float
-    names: set[str] = attrs.field(factory=set)
 
     def holds(self, stamp: int | None) -> bool:
         """Whether the folder, now at ``stamp``, cannot have gained a document
@@ -159,6 +159,16 @@ class _Missing:
         if stamp != self.stamp:
             return False
         return stamp is None or stamp < self.read_at - RACY_NS
+
+
+@attrs.define
+class _MissingDocs:
+    """A store's documents found missing: each folder's state, and the
+    folder's state each name was found missing in (a name counts while that
+    is its folder's current one)."""
+
+    folders: dict[str, _Missing] = attrs.field(factory=dict)
+    names: dict[str, _Missing] = attrs.field(factory=dict)
 
 
 def _tag(status: os.stat_result) -> str:
@@ -217,32 +227,35 @@ class FileState:
         now = time.monotonic()
         if tag is not None:
             return self._read_state(name, tag), now
-        path = self._state_file(name)
-        folder = os.path.dirname(path)
-        missing = self._missing_docs()
-        seen = missing.get(folder)
-        if seen is not None and name in seen.names:
+        docs = self._missing_docs()
+        seen = docs.names.get(name)
+        if seen is not None and docs.folders.get(seen.folder) is seen:
             if now - seen.checked < self.state_max_age:
                 return StateDoc({}, None), seen.checked
-            if seen.holds(_folder_stamp(folder)):
+            if seen.holds(_folder_stamp(seen.folder)):
                 seen.checked = now
                 return StateDoc({}, None), now
-            missing.pop(folder, None)
-            seen = None
+            docs.folders.pop(seen.folder, None)
+        folder = os.path.dirname(self._state_file(name))
         read_at = time.time_ns()
         stamp = _folder_stamp(folder)
         found = self._read_state(name, tag)
         if isinstance(found, StateDoc) and found.tag is None:
+            seen = docs.folders.get(folder)
             if seen is None or seen.stamp != stamp:
-                if len(missing) >= MISSING_FOLDERS:
-                    missing.clear()
-                seen = missing[folder] = _Missing(stamp, read_at, now)
-            if len(seen.names) < MISSING_NAMES:
-                seen.names.add(name)
+                if len(docs.folders) >= MISSING_FOLDERS:
+                    docs.folders.clear()
+                seen = docs.folders[folder] = _Missing(folder, stamp, read_at, now)
+            if len(docs.names) >= MISSING_NAMES:
+                docs.names.clear()
+            docs.names[name] = seen
         return found, now
 
-    def _missing_docs(self) -> "dict[str, _Missing]":
-        return self.__dict__.setdefault("_missing_state", {})  # type: ignore[no-any-return]
+    def _missing_docs(self) -> "_MissingDocs":
+        found = self.__dict__.get("_missing_state")
+        if found is None:
+            found = self.__dict__["_missing_state"] = _MissingDocs()
+        return found  # type: ignore[no-any-return]
 
     def _state_file(self, name: str) -> str:
         paths: dict[str, str] = self.__dict__.setdefault("_state_files", {})
@@ -294,7 +307,7 @@ class FileState:
             elif path.exists():
                 path.remove()
             # Found missing before: looked for again (see read_state_now).
-            self._missing_docs().pop(path.parent().path, None)
+            self._missing_docs().folders.pop(path.parent().path, None)
             written = self._read_state(name, None)
             assert isinstance(written, StateDoc)
             return written
