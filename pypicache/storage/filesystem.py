@@ -146,17 +146,17 @@ class FilesystemStore(ListedLayout, FileState):
         return _now(self._metadata_file, project, filename)
 
     def _metadata_file(self, project: str, filename: str) -> Opened | None:
-        check_filename(filename)
-        stored = self.find_now(project, filename)
-        if stored is not None and stored.metadata_path.isfile():
-            return Opened(stored.metadata_path)
-        if stored is None:
-            # Fetched from upstream ahead of its archive; a private one counts
-            # only beside its listed archive (a crash may have left one behind).
-            path = self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
-            if path.isfile():
-                return Opened(path)
-        return None
+        stored = self.find_now(project, filename)  # (checks the filename)
+        if stored is not None:
+            path = stored.path.path + METADATA_SUFFIX
+            return Opened(FilePath(path)) if os.path.isfile(path) else None
+        # Fetched from upstream ahead of its archive; a private one counts
+        # only beside its listed archive (a crash may have left one behind).
+        ahead = self._ahead(project, filename)
+        return self._missing.lookup(
+            (project, filename, METADATA_SUFFIX),
+            lambda: Opened(ahead) if ahead.isfile() else None,
+        )
 
     def open_provenance(self, stored: StoredFile) -> "Deferred[Opened | None]":
         path = stored.provenance_path
@@ -345,12 +345,15 @@ class FilesystemStore(ListedLayout, FileState):
             path = self._ahead(project, filename)
         except BaseException:
             return fail()
-        return self._run_sync(self._write_ahead, path, metadata)
+        # Found from now on (in this process: it looked for it before).
+        d = self._run_sync(self._write_ahead, path, metadata)
+        return d.addBoth(self._missing.changed)
 
     def _ahead(self, project: str, filename: str) -> FilePath:
-        """Where core metadata fetched ahead of its archive is kept."""
-        check_filename(filename)
-        return self.project_dir(MIRROR, project).child(filename + METADATA_SUFFIX)
+        """Where core metadata fetched ahead of its archive is kept (a safe
+        filename: joined as ``FilePath.child`` would)."""
+        name = check_filename(filename) + METADATA_SUFFIX
+        return FilePath(os.path.join(self.child_path(MIRROR, project), name))
 
     @staticmethod
     def _write_ahead(path: FilePath, metadata: bytes) -> None:
@@ -363,10 +366,14 @@ class FilesystemStore(ListedLayout, FileState):
     # -- pages ---------------------------------------------------------------
 
     def read_page(self, project: str) -> "Deferred[CachedPage | None]":
-        return succeed(read_page_file(self.page_path(project)))
+        path = self.page_path(project)  # (no filename is empty:)
+        return succeed(
+            self._missing.lookup((project, "", "page"), lambda: read_page_file(path))
+        )
 
     def write_page(self, project: str, cached: CachedPage) -> "Deferred[None]":
-        return self._run_sync(write_page_file, self.page_path(project), cached)
+        d = self._run_sync(write_page_file, self.page_path(project), cached)
+        return d.addBoth(self._missing.changed)
 
     def drop_page(self, project: str) -> "Deferred[None]":
         return _now(self.drop_page_now, project)

@@ -114,17 +114,46 @@ def has_listed_archive(folder: str) -> bool:
     )
 
 
+#: Paths of :meth:`Layout.child` remembered at most (then forgotten at once).
+CHILDREN_KEPT = 4096
+
+
 class Layout:
     """The folders of a cache root, and the archives and sidecars in them."""
 
     def __init__(self, root: FilePath) -> None:
         self.root = root
+        #: ``FilePath`` checks and normalizes every path it is given, which
+        #: costs more than the ``stat`` done with it: the paths of the areas
+        #: and of the children asked for on every request are found once
+        #: (strings: a ``FilePath`` keeps what it learned of its file, so
+        #: each caller gets its own; dict operations: safe in a thread).
+        self._areas: dict[str, str] = {}
+        self._children: dict[tuple[str, str], str] = {}
 
     def area(self, area: str) -> FilePath:
-        return self.root.preauthChild(area)
+        path = self._areas.get(area)
+        if path is None:
+            path = self._areas[area] = self.root.preauthChild(area).path
+        return FilePath(path)
+
+    def child_path(self, area: str, name: str) -> str:
+        """``area(area).child(name).path``, remembered (raises as ``child`` does)."""
+        key = (area, name)
+        path = self._children.get(key)
+        if path is None:
+            path = self.area(area).child(name).path
+            if len(self._children) >= CHILDREN_KEPT:
+                self._children.clear()
+            self._children[key] = path
+        return path
+
+    def child(self, area: str, name: str) -> FilePath:
+        """``area(area).child(name)`` (see :meth:`child_path`)."""
+        return FilePath(self.child_path(area, name))
 
     def project_dir(self, area: str, project: str) -> FilePath:
-        return self.area(area).child(project)
+        return self.child(area, project)
 
     def remove_leftovers(self, before: float | None = None) -> None:
         """Delete what a crash may have left behind: temporary files, and the
@@ -230,16 +259,16 @@ class Layout:
     def page_stamp_now(self, project: str) -> float | None:
         """When the cached page of ``project`` was last written, if it is there."""
         try:
-            return os.stat(self.page_path(project).path).st_mtime
+            return os.stat(self.child_path("pages", project + ".json")).st_mtime
         except OSError:
             return None
 
     def drop_page_now(self, project: str) -> None:
         """Delete the cached page of ``project``, if it is there."""
         try:
-            os.unlink(self.page_path(project).path)
+            os.unlink(self.child_path("pages", project + ".json"))
         except FileNotFoundError:
             pass
 
     def page_path(self, project: str) -> FilePath:
-        return self.area("pages").child(project + ".json")
+        return self.child("pages", project + ".json")

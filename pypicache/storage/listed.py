@@ -23,8 +23,9 @@ from pypicache.storage.layout import (
     is_archive_name,
     is_tombstone_name,
 )
-from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listings
+from pypicache.storage.listings import DEFAULT_BUDGET, RECHECK_NS, Listing, Listings
 from pypicache.storage.marks import Watch
+from pypicache.storage.missing import MissingLookups
 from pypicache.storage.records import (
     DELETED,
     MIRROR,
@@ -56,6 +57,7 @@ class ListedLayout(Layout):
         self._area_paths = {
             a: self.area(a).path for a in (MIRROR, RELEASES, PRERELEASES, DELETED)
         }
+        self._folders_of: dict[str, tuple[str, ...]] = {}
         #: Per area: when checked (monotonic ns), its mtime, its folder names.
         self._folder_cache: dict[str, tuple[int, int, frozenset[str]]] = {}
         #: :meth:`private_now`'s answers: project to (when, changes, answer).
@@ -72,13 +74,22 @@ class ListedLayout(Layout):
         )
         #: Archives found one at a time, while their listing is not in memory.
         self._singles = SingleReads(self.stored_file)
+        #: Lookups that found nothing, not made again at once.
+        self._missing = MissingLookups()
 
     def _project_folders(self, project: str) -> tuple[str, ...]:
-        """Where a project's archives are, lowest precedence first."""
-        return tuple(
-            os.path.join(self._area_paths[a], project)
-            for a in (MIRROR, PRERELEASES, RELEASES)
-        )
+        """Where a project's archives are, lowest precedence first (remembered:
+        every lookup asks)."""
+        found = self._folders_of.get(project)
+        if found is None:
+            found = tuple(
+                os.path.join(self._area_paths[a], project)
+                for a in (MIRROR, PRERELEASES, RELEASES)
+            )
+            if len(self._folders_of) >= PRIVATE_SEEN_MAX:
+                self._folders_of.clear()
+            self._folders_of[project] = found
+        return found
 
     def projects(self) -> "Deferred[list[str]]":
         """Every project with an archive and its sidecar, from the folder names.
@@ -134,6 +145,7 @@ class ListedLayout(Layout):
             self._listings.forget(project)
         self._strays = strays
         self._changes += 1
+        self._missing.changed()
 
     @property
     def private_changes(self) -> int:
@@ -142,8 +154,14 @@ class ListedLayout(Layout):
 
     def listed_files(self, project: str) -> list[StoredFile]:
         """The project's listing, read or brought up to date as needed (reactor thread)."""
-        listing = self._listings.get(project)
+        listing = self._listing(project)
         return [] if listing is None else _ordered(listing.files.values())
+
+    def _listing(self, project: str) -> "Listing | None":
+        """``Listings.get``, a project without folders remembered as a
+        lookup that found nothing (:mod:`.missing`): a cold page asks
+        for its files and their generation, three failing ``stat`` calls each."""
+        return self._missing.lookup((project,), lambda: self._listings.get(project))
 
     def read_files_now(self, projects: list[str]) -> list[StoredFile]:
         """What :meth:`listed_files` gives for each of ``projects``, read from the disk and not kept
@@ -163,7 +181,9 @@ class ListedLayout(Layout):
         if listing is not None:
             stored = listing.files.get(filename)
         else:
-            stored = self._read_one(project, filename)
+            stored = self._missing.lookup(
+                (project, filename), lambda: self._read_one(project, filename)
+            )
         if stored is not None and not os.path.isfile(stored.path.path):
             self._listings.forget(project)
             return None
@@ -193,7 +213,7 @@ class ListedLayout(Layout):
     def generation(self, project: str) -> int:
         """Changes whenever the project's stored files change, here or in
         another process; ``0`` while it has none (all empty listings look alike)."""
-        listing = self._listings.get(project)
+        listing = self._listing(project)
         return listing.version if listing is not None and listing.files else 0
 
     def follow_marks(self, marks: Watch) -> None:
@@ -203,15 +223,28 @@ class ListedLayout(Layout):
 
     def forget(self, project: str) -> None:
         """Drop the in-memory listing of ``project`` so it is read again."""
+        self._missing.changed()
         self._listings.forget(project)
 
     def forget_all(self) -> None:
         """Read every listing from the disk again (after a rescan)."""
+        self._missing.changed()
         self._listings.forget_all()
+
+    def _clear_folders(self, stored: StoredFile) -> None:
+        """Forget the folder names of the areas a change to ``stored`` may
+        have changed (a mirrored file's leaves the private areas' names,
+        which every request checks, as they are), and the lookups that
+        found nothing."""
+        self._missing.changed()
+        if stored.private:
+            self._folder_cache.clear()
+        else:
+            self._folder_cache.pop(MIRROR, None)
 
     def _indexed(self, stored: StoredFile) -> StoredFile:
         """Record a change to a stored file in the in-memory listings."""
-        self._folder_cache.clear()
+        self._clear_folders(stored)
         self._changes += 1
         if stored.private:
             self._private_changes += 1
@@ -220,7 +253,7 @@ class ListedLayout(Layout):
 
     def _unlisted(self, stored: StoredFile) -> None:
         """Record the removal of a stored file."""
-        self._folder_cache.clear()
+        self._clear_folders(stored)
         strays = self._strays.get(stored.project, {})
         if strays.get(stored.info.filename) == stored:
             del strays[stored.info.filename]

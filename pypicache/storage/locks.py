@@ -222,7 +222,20 @@ def _take(path: str) -> tuple[HeldLock | None, _Table]:
         table.bytes_held[byte] = table.bytes_held.get(byte, 0) + 1
         table.names.add(name)
         table.users += 1
+        global _taken
+        _taken += 1
         return HeldLock(path, _Claim(table, name, byte, slot)), table
+
+
+#: Locks taken by this process so far (see :func:`taken`).
+_taken = 0
+
+
+def taken() -> int:
+    """How many locks this process has taken: a lookup remembered from
+    before a lock was taken is not used after it (the lock's last holder,
+    maybe another process, may have stored what it looks for)."""
+    return _taken
 
 
 def try_lock(path: str, wait: bool = False) -> HeldLock | None:

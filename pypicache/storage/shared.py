@@ -19,6 +19,7 @@ from typing import Any, Hashable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pypicache.storage.state import IState, StateChange, StateDoc
 
@@ -88,6 +89,17 @@ class SharedDoc:
             return None  # (while a change of ours is under way: it, as shown)
         if self._reading is not None:
             return self._reading
+        read_now = getattr(self._state, "read_state_now", None)
+        if read_now is not None:
+            # A store that answers at once (the filesystem): no Deferred.
+            epoch = self._epoch
+            try:
+                result, started = read_now(self.name, self._tag)
+            except Exception:
+                self._failed(Failure())
+            else:
+                self._read(result, started, epoch)
+            return None
         started = time.monotonic()
         d = self._state.read_state(self.name, self._tag)
         d.addCallbacks(self._read, self._failed, (started, self._epoch))

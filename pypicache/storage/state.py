@@ -23,6 +23,7 @@ one ``stat`` on disk): :class:`pypicache.storage.shared.SharedDoc`.
 import json
 import os
 import re
+import time
 from typing import Any, Callable
 
 import attrs
@@ -32,7 +33,7 @@ from zope.interface import Attribute, Interface
 
 from pypicache.errors import PypicacheError
 from pypicache.storage.atomic import write_atomically
-from pypicache.storage.listings import RECHECK_NS
+from pypicache.storage.listings import RACY_NS, RECHECK_NS
 from pypicache.storage.locks import try_lock
 from pypicache.storage.records import LOCKS
 
@@ -126,6 +127,50 @@ def _names_in(folder: str) -> list[str]:
     )
 
 
+#: Folders whose missing documents :meth:`FileState.read_state_now`
+#: remembers, and documents per folder, at most (then forgotten at once).
+MISSING_FOLDERS = 64
+MISSING_NAMES = 4096
+
+
+def _folder_stamp(folder: str) -> int | None:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return None
+
+
+@attrs.define
+class _Missing:
+    """Documents found missing from a folder: the folder as it was then."""
+
+    folder: str
+    #: The folder's modification time (``None``: no folder) before they were
+    #: looked for, on the wall clock (ns) then, and when it was last found
+    #: so (monotonic s).
+    stamp: int | None
+    read_at: int
+    checked: float
+
+    def holds(self, stamp: int | None) -> bool:
+        """Whether the folder, now at ``stamp``, cannot have gained a document
+        since: unchanged, and not changed so shortly before the documents
+        were looked for that a change within the same tick would not show."""
+        if stamp != self.stamp:
+            return False
+        return stamp is None or stamp < self.read_at - RACY_NS
+
+
+@attrs.define
+class _MissingDocs:
+    """A store's documents found missing: each folder's state, and the
+    folder's state each name was found missing in (a name counts while that
+    is its folder's current one)."""
+
+    folders: dict[str, _Missing] = attrs.field(factory=dict)
+    names: dict[str, _Missing] = attrs.field(factory=dict)
+
+
 def _tag(status: os.stat_result) -> str:
     return f"{status.st_ino}-{status.st_mtime_ns}-{status.st_size}"
 
@@ -159,7 +204,60 @@ class FileState:
         except Exception:
             return fail()
 
-    def _read_state(self, name: str, tag: str | None) -> "StateDoc | str":
+    def read_state_now(
+        self, name: str, tag: str | None = None
+    ) -> "tuple[StateDoc | str, float]":
+        """:meth:`read_state` answered at once, and since when (on the
+        monotonic clock) the answer is known to hold: for a
+        :class:`~pypicache.storage.shared.SharedDoc`, whose view is then
+        fresh for :attr:`state_max_age` from that time.
+
+        A document found missing is not looked for again while its folder
+        is unchanged: its folder's modification time is checked at most
+        once per :attr:`state_max_age` for all the documents missing from
+        it (a cold cache has no ``local-yanks.json``, no
+        ``withdrawn/<project>.json``...), as the listings check a project's
+        folders (every write of a document renames a file into its folder;
+        a folder changed within :data:`~.listings.RACY_NS` of the check is
+        not trusted). A change made through this process forgets that at
+        once.
+
+        :raises PypicacheError: as :meth:`read_state`.
+        """
+        now = time.monotonic()
+        if tag is not None:
+            return self._read_state(name, tag), now
+        docs = self._missing_docs()
+        seen = docs.names.get(name)
+        if seen is not None and docs.folders.get(seen.folder) is seen:
+            if now - seen.checked < self.state_max_age:
+                return StateDoc({}, None), seen.checked
+            if seen.holds(_folder_stamp(seen.folder)):
+                seen.checked = now
+                return StateDoc({}, None), now
+            docs.folders.pop(seen.folder, None)
+        folder = os.path.dirname(self._state_file(name))
+        read_at = time.time_ns()
+        stamp = _folder_stamp(folder)
+        found = self._read_state(name, tag)
+        if isinstance(found, StateDoc) and found.tag is None:
+            seen = docs.folders.get(folder)
+            if seen is None or seen.stamp != stamp:
+                if len(docs.folders) >= MISSING_FOLDERS:
+                    docs.folders.clear()
+                seen = docs.folders[folder] = _Missing(folder, stamp, read_at, now)
+            if len(docs.names) >= MISSING_NAMES:
+                docs.names.clear()
+            docs.names[name] = seen
+        return found, now
+
+    def _missing_docs(self) -> "_MissingDocs":
+        found = self.__dict__.get("_missing_state")
+        if found is None:
+            found = self.__dict__["_missing_state"] = _MissingDocs()
+        return found  # type: ignore[no-any-return]
+
+    def _state_file(self, name: str) -> str:
         paths: dict[str, str] = self.__dict__.setdefault("_state_files", {})
         path = paths.get(name)
         if path is None:
@@ -168,6 +266,10 @@ class FileState:
             path = self._state_path(name).path
             if len(paths) < 4096:
                 paths[name] = path
+        return path
+
+    def _read_state(self, name: str, tag: str | None) -> "StateDoc | str":
+        path = self._state_file(name)
         try:
             if tag is not None and _tag(os.stat(path)) == tag:
                 return UNCHANGED  # one stat: the common case
@@ -204,6 +306,8 @@ class FileState:
                     os.chmod(path.path, 0o600)
             elif path.exists():
                 path.remove()
+            # Found missing before: looked for again (see read_state_now).
+            self._missing_docs().folders.pop(path.parent().path, None)
             written = self._read_state(name, None)
             assert isinstance(written, StateDoc)
             return written
