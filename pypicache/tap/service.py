@@ -183,6 +183,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         hsts=options["hsts"],
     )
     site.turns = turns
+    app.installer.turns = turns  # pages looked up once per turn (page_ready)
     # What can wait waits for the first answer: the collector's freeze and
     # every walk of the cache folder.
     after = AfterFirstAnswer(site, reactor)

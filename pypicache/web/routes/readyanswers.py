@@ -19,6 +19,14 @@ class ReadyAnswers:
     _views: Any
     _store: Any
 
+    #: The reactor's split turns (:class:`~pypicache.web.turns.Turns`), set
+    #: where the site is made; ``None``: every page is looked up per request.
+    turns: Any = None
+    #: The page bodies :meth:`page_ready` found in the first part of the turn
+    #: :attr:`_turn` (the ``polls`` of :attr:`turns` when it began).
+    _turn_pages: dict[tuple[str, str, bytes | None, bytes | None], Body] = {}
+    _turn = -1
+
     def page_ready(
         self,
         area: str,
@@ -30,8 +38,42 @@ class ReadyAnswers:
         query) if it needs no waiting, as :meth:`simple_page_now` and
         :meth:`local_page` would send it; ``None`` otherwise.
 
+        Looked up once per turn of the reactor: in the first part of a split
+        turn (:mod:`~pypicache.web.turns`), where only clients' connections
+        are read and what the lane does not answer at once waits for the
+        turn's second part, the same page asked for again (same ``Accept``
+        and ``Accept-Encoding``) gets the body found for the first request of
+        the turn. What could change a page there (a thread's result, an
+        upstream's answer, a timer) runs in the second part or between turns,
+        and a change made in the first part has not been answered yet, so no
+        client can tell these requests from ones read a moment earlier; the
+        next turn looks again. The checks per request (host, access policy,
+        ``If-None-Match``, method) are the caller's, as before.
+
         :raises NotFound: where those would answer 404.
         """
+        turns = self.turns
+        if turns is None or turns.now:
+            return self._page_now(area, name, accept, accept_encoding)
+        if turns.polls != self._turn:
+            self._turn = turns.polls
+            self._turn_pages = {}
+        key = (area, name, accept, accept_encoding)
+        body = self._turn_pages.get(key)
+        if body is None:
+            body = self._page_now(area, name, accept, accept_encoding)
+            if body is not None:
+                self._turn_pages[key] = body
+        return body
+
+    def _page_now(
+        self,
+        area: str,
+        name: str,
+        accept: bytes | None,
+        accept_encoding: bytes | None,
+    ) -> Body | None:
+        """:meth:`page_ready`, looked up now."""
         if area == "simple":
             view = self._views.simple_now(name)
             if view is None:
