@@ -46,9 +46,9 @@ def turned(lanes):  # noqa: F811
     lanes.lookups = []
     look = installer._page_now
 
-    def counted(area, name, accept, accept_encoding):
-        lanes.lookups.append((area, name, accept, accept_encoding))
-        return look(area, name, accept, accept_encoding)
+    def counted(asked):
+        lanes.lookups.append(asked)
+        return look(asked)
 
     installer._page_now = counted
     yield lanes

@@ -11,6 +11,9 @@ from pypicache.index.names import METADATA_SUFFIX, check_filename
 from pypicache.storage.records import Opened, StoredFile
 from pypicache.web.routing import Body, project_of
 
+#: What a page is asked with: area, name, ``Accept``, ``Accept-Encoding``.
+_Asked = tuple[str, str, bytes | None, bytes | None]
+
 
 class ReadyAnswers:
     """Mixed into :class:`~.installer.InstallerRoutes` (whose ``_views``,
@@ -24,7 +27,7 @@ class ReadyAnswers:
     turns: Any = None
     #: The page bodies :meth:`page_ready` found in the first part of the turn
     #: :attr:`_turn` (the ``polls`` of :attr:`turns` when it began).
-    _turn_pages: dict[tuple[str, str, bytes | None, bytes | None], Body] = {}
+    _turn_pages: dict[_Asked, Body] = {}
     _turn = -1
 
     def page_ready(
@@ -52,28 +55,23 @@ class ReadyAnswers:
 
         :raises NotFound: where those would answer 404.
         """
+        key = (area, name, accept, accept_encoding)
         turns = self.turns
         if turns is None or turns.now:
-            return self._page_now(area, name, accept, accept_encoding)
+            return self._page_now(key)
         if turns.polls != self._turn:
             self._turn = turns.polls
             self._turn_pages = {}
-        key = (area, name, accept, accept_encoding)
         body = self._turn_pages.get(key)
         if body is None:
-            body = self._page_now(area, name, accept, accept_encoding)
+            body = self._page_now(key)
             if body is not None:
                 self._turn_pages[key] = body
         return body
 
-    def _page_now(
-        self,
-        area: str,
-        name: str,
-        accept: bytes | None,
-        accept_encoding: bytes | None,
-    ) -> Body | None:
-        """:meth:`page_ready`, looked up now."""
+    def _page_now(self, asked: _Asked) -> Body | None:
+        """:meth:`page_ready` of ``asked`` (its arguments), looked up now."""
+        area, name, accept, accept_encoding = asked
         if area == "simple":
             view = self._views.simple_now(name)
             if view is None:
