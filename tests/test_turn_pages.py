@@ -17,8 +17,11 @@ import time
 import pytest
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 
+from pypicache.tap import Options
+from pypicache.tap.service import serving
 from pypicache.web.turns import Turns
 from tests.packages import build_wheel
 from tests.test_fastlane import (  # noqa: F401 (fixtures)
@@ -149,3 +152,16 @@ async def test_lookup_per_turn_and_outside_split_turns(turned):
     installer.turns = None
     installer.page_ready(*ask)
     assert len(turned.lookups) == 5
+
+
+def test_daemon_gives_its_pages_the_turns(tmp_path):
+    """The site ``twistd pypicache`` serves (``tap.service.serving``) gives
+    the installer routes of its fast lane the reactor's ``Turns``: its
+    pages are looked up once per turn."""
+    options = Options()
+    options.parseOptions(
+        ["--cache", str(tmp_path / "c"), "--index-url", "http://127.0.0.1:9/simple/"]
+    )
+    _, site = serving(options, MemoryReactorClock())
+    assert site.turns is not None
+    assert site.ready._installer.turns is site.turns
