@@ -5,11 +5,13 @@ import pytest
 import pytest_twisted
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import formatEvent, globalLogPublisher
 
 from pypicache.index.model import DistFile, ProjectPage
-from pypicache.proxy.prefetch import _tag_ranks, dependencies, pick
+from pypicache.proxy.prefetch import dependencies, pick
+from pypicache.proxy.walkloads import tag_ranks
 from tests.clients import uv_pip_install
 from tests.daemon import start_world
 from tests.packages import build_wheel, metadata_text
@@ -298,7 +300,7 @@ def test_pick_takes_what_a_resolver_would():
     """The pick is the newest final version within the specifier and
     Requires-Python, not yanked, with a wheel for these tags; ``None`` when
     that version has only an sdist without .metadata (a resolver builds it)."""
-    ranks, python = _tag_ranks(), Version("3.11")
+    ranks, python = tag_ranks(), Version("3.11")
     files = (
         wheel("p-1.0-py3-none-any.whl"),
         wheel("p-1.1-py3-none-any.whl", requires_python=">=4"),
@@ -364,7 +366,7 @@ def _page(name: str, count: int) -> ProjectPage:
 def test_pick_groups_versions_and_checks_newest_first():
     """pick takes the newest version the specifier allows; texts that are one
     version ("2.0", "2.0.0") are one group, whose best wheel wins."""
-    ranks, python = _tag_ranks(), Version("3.11")
+    ranks, python = tag_ranks(), Version("3.11")
     page = _page("many", 500)
     assert pick(page, None, ranks, python).filename == "many-499.0-py3-none-any.whl"
     assert (
@@ -394,11 +396,43 @@ async def test_large_pages_are_picked_from_in_a_thread():
         calls.append(len(args[0].files))
         return task.deferLater(reactor, 0, f, *args)
 
+    tag_ranks()  # what the first walk loads (below) is loaded
     prefetcher = Prefetcher(None, None, reactor, run_blocking=run_blocking)
     for count in (PICK_INLINE, PICK_INLINE + 1):
         # A walk with no budget stops right after the pick.
         await prefetcher._expand(_Walk(0), "many", _page("many", count), None, 0)
     assert calls == [PICK_INLINE + 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_first_walk_loads_what_walks_need_in_a_thread():
+    """What a walk needs and start-up does not load (packaging's requirements,
+    markers and specifiers; this interpreter's tags: 40 to 50 ms) is loaded
+    through run_blocking (off the reactor) by the first walk, once: two walks
+    starting together ask for one load; then nothing is loaded again."""
+    from pypicache.proxy import walkloads
+    from pypicache.proxy.prefetch import Prefetcher, _Walk
+
+    calls = []
+
+    def run_blocking(f, *args):
+        calls.append(f)
+        return threads.deferToThread(f, *args)
+
+    walkloads.tag_ranks.cache_clear()
+    assert not walkloads.loaded()
+    prefetcher = Prefetcher(None, None, reactor, run_blocking=run_blocking)
+    walks = [
+        Deferred.fromCoroutine(
+            prefetcher._expand(_Walk(0), "few", _page("few", 2), None, 0)
+        )
+        for _ in range(2)
+    ]
+    await DeferredList(walks, fireOnOneErrback=True)
+    assert calls == [walkloads.load]
+    assert walkloads.loaded()
+    await prefetcher._expand(_Walk(0), "few", _page("few", 2), None, 0)
+    assert calls == [walkloads.load]
 
 
 @pytest_twisted.ensureDeferred

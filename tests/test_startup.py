@@ -36,7 +36,7 @@ from pypicache.tap.service import serving
 
 async def main(reactor):
     options = Options()
-    options.parseOptions(["--cache", sys.argv[1], "--index-url", "http://127.0.0.1:9/simple/"])
+    options.parseOptions(["--cache", sys.argv[1], "--index-url", "http://127.0.0.1:9/simple/"] + sys.argv[2:])
     top, site = serving(options, reactor)
     top.startService()
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -86,15 +86,22 @@ LAZY = [
 
 
 def test_fresh_daemon_has_not_loaded_what_it_does_not_need(tmp_path: Path) -> None:
-    """A daemon on the filesystem that has started and answered the health
-    check, both project lists and the home page has not imported the bulk
-    resolver, the requirements parser, packaging's markers, metadata and
-    specifiers, pkginfo, the description renderers, botocore and the object
-    store, tomllib, ``importlib.metadata``, ``email.policy`` or the multipart
-    parser; and importing ``pypicache.tap`` (which pauses the
-    garbage collector while it runs) left the collector running."""
+    """A daemon on the filesystem (prefetch off: see the next test) that has
+    started and answered the health check, both project lists and the home
+    page has not imported the bulk resolver, the requirements parser,
+    packaging's markers, metadata and specifiers, pkginfo, the description
+    renderers, botocore and the object store, tomllib, ``importlib.metadata``,
+    ``email.policy`` or the multipart parser; and importing ``pypicache.tap``
+    (which pauses the garbage collector while it runs) left the collector
+    running."""
+    loaded = _loaded_by_fresh_daemon(tmp_path, "--prefetch-depth", "0")
+    assert "pypicache.web.app" in loaded
+    assert sorted(loaded.intersection(LAZY)) == []
+
+
+def _loaded_by_fresh_daemon(tmp_path: Path, *options: str) -> set[str]:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "cache")],
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), *options],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -102,9 +109,23 @@ def test_fresh_daemon_has_not_loaded_what_it_does_not_need(tmp_path: Path) -> No
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    loaded = set(json.loads(done.stdout.splitlines()[-1]))
-    assert "pypicache.web.app" in loaded
-    assert sorted(loaded.intersection(LAZY)) == []
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+#: What prefetch walks need (``proxy/walkloads.py``), loaded in a thread
+#: after the first answer when prefetch is on (the default).
+WALKS = {"packaging.markers", "packaging.specifiers", "packaging.requirements"}
+
+
+def test_prefetching_daemon_loads_only_what_walks_need_after_its_first_answer(
+    tmp_path: Path,
+) -> None:
+    """With prefetch on (the default), the modules a daemon loads past those
+    of one that does not prefetch are what the walks need, loaded after its
+    first answer (``walkloads.start_loading``): packaging's markers and
+    specifiers may be among them, none of the other lazy modules."""
+    loaded = _loaded_by_fresh_daemon(tmp_path)
+    assert sorted(loaded.intersection(LAZY) - WALKS) == []
 
 
 DEAD_UPSTREAM = "http://127.0.0.1:9/simple/"

@@ -23,13 +23,12 @@ as it is when clients keep it busy; their requests go first.
 """
 
 import email
-import functools
 import platform
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from packaging.tags import Tag, parse_tag, sys_tags
+from packaging.tags import Tag, parse_tag
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
@@ -41,6 +40,7 @@ from pypicache.errors import NotFound
 from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
+from pypicache.proxy.walkloads import load_once, loaded, tag_ranks
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -63,12 +63,6 @@ MAX_LAG = 0.05
 
 def _this_python() -> Version:
     return Version(platform.python_version())
-
-
-@functools.cache  # at the first pick, not at start-up (sys_tags: 15 ms)
-def _tag_ranks() -> dict[Tag, int]:
-    """This interpreter's tags, best first (as installers rank them)."""
-    return {tag: rank for rank, tag in enumerate(sys_tags())}
 
 
 #: Pages of at most this many files are picked from on the reactor (a
@@ -309,12 +303,14 @@ class Prefetcher:
                 page = self._views.rules.page("simple", project, page)
             except NotFound:
                 return
+        if self.run_blocking is not None and not loaded():  # not on the reactor
+            await load_once(self.run_blocking)
         if self.run_blocking is not None and len(page.files) > PICK_INLINE:
             chosen = await self.run_blocking(
-                pick, page, specifier, _tag_ranks(), self._python
+                pick, page, specifier, tag_ranks(), self._python
             )
         else:
-            chosen = pick(page, specifier, _tag_ranks(), self._python)
+            chosen = pick(page, specifier, tag_ranks(), self._python)
         if chosen is None or not walk.take():
             return
         try:

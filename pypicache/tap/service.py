@@ -14,6 +14,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from pypicache.concurrency import ThreadPoolService
+from pypicache.proxy.walkloads import start_loading
 from pypicache.storage.capacity import Capacity
 from pypicache.tap.build import build_live
 from pypicache.tap.jsonlog import JsonLog
@@ -192,6 +193,8 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
     for named in live.named.values():
         after.add(named.clean_up, run_blocking)
     after.add(_start_up_scan, app)
+    if app.views.on_cold is not None:  # what prefetch walks need, in a thread
+        after.add(start_loading, run_blocking)
     if app.policy.tokens is not None:
         # Tokens made with pypicache-admin on this host, shared through the store.
         internet.TimerService(1.0, app.policy.tokens.publish).setServiceParent(top)
