@@ -26,8 +26,9 @@ class ReadyAnswers:
     #: where the site is made; ``None``: every page is looked up per request.
     turns: Any = None
     #: The page bodies :meth:`page_ready` found in the first part of the turn
-    #: :attr:`_turn` (the ``polls`` of :attr:`turns` when it began).
-    _turn_pages: dict[_Asked, Body] = {}
+    #: :attr:`_turn` (the ``polls`` of :attr:`turns` when it began); made per
+    #: instance by the first such call (no turn is numbered -1).
+    _turn_pages: dict[_Asked, Body]
     _turn = -1
 
     def page_ready(
