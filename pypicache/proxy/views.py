@@ -355,6 +355,15 @@ class Views:
         if reason is not None:
             raise NotFound(reason)
 
+    def judged_as_upstream_now(self, project: str) -> bool:
+        """Whether :meth:`find_now` (or :meth:`stored_now`), having found a
+        file not stored, judged it as :meth:`check_upstream` would now: no
+        rule may refuse it, or it was judged by the cached page and that page
+        is fresh (the one ``check_upstream`` would be given). Called in the
+        same step as ``find_now``, :meth:`check_upstream` may then be left
+        out."""
+        return not self.rules or self._mirror.pages.fresh_now(project) is not None
+
     def stored_now(
         self, project: str, filename: str
     ) -> tuple[StoredFile, Opened] | None:

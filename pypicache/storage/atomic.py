@@ -61,7 +61,10 @@ def open_locked_temp(
     creation and its locking is noticed (no links left) and replaced.
     """
     while True:
-        path = directory.child(TEMP_PREFIX + secrets.token_hex(8))
+        # A safe name: joined as ``FilePath.child`` would, without its checks.
+        path = FilePath(
+            os.path.join(directory.path, TEMP_PREFIX + secrets.token_hex(8))
+        )
         file = open(path.path, "xb", buffering=buffering)  # noqa: SIM115
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -108,9 +111,16 @@ class TempFile:
     """
 
     def __init__(self, directory: FilePath, project: str | None, area: str) -> None:
-        directory.makedirs(ignoreExistingDirectory=True)
         self.project = project
         self.area = area
+        try:
+            # One system call where its parent is there (``makedirs`` takes
+            # several and more Python, for every file of a cold install).
+            os.mkdir(directory.path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            directory.makedirs(ignoreExistingDirectory=True)
         self.path, self.file = open_locked_temp(directory, buffering=0)
 
     @property

@@ -37,6 +37,9 @@ from pypicache.web.routing import (
 #: What a ``..._now`` method returns when the answer needs waiting for: the
 #: request then goes to the route itself.
 NOT_READY = object()
+#: What :meth:`InstallerRoutes._package_now` returns for an archive it found
+#: not stored: the route downloads it without looking again.
+_NOT_STORED = object()
 
 
 def _negotiated(request: IRequest) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -234,6 +237,12 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
     def package_now(self, request: IRequest, project: str, filename: str) -> Any:
         """:meth:`package`'s answer for a stored archive or stored core metadata,
         else :data:`NOT_READY`."""
+        now = self._package_now(request, project, filename)
+        return NOT_READY if now is _NOT_STORED else now
+
+    def _package_now(self, request: IRequest, project: str, filename: str) -> Any:
+        """:meth:`package_now`, or :data:`_NOT_STORED` where it found, at once,
+        that the archive is not stored (and the rules do not refuse it)."""
         check_filename(filename)
         try:
             if filename.endswith(METADATA_SUFFIX):
@@ -244,13 +253,21 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         except NotReady:
             return NOT_READY
         if found is None:
-            return NOT_READY
+            return _NOT_STORED
         mark_cache_hit(request, True)
         return self.serve(request, *found)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
-        now = self.package_now(request, project, filename)
+        now = self._package_now(request, project, filename)
+        if now is _NOT_STORED:
+            # ``Views.find`` would read the same state, in this same step of
+            # the reactor, to the same answer (the store's and the rules'
+            # ``_now`` reads raise rather than differ): not looked up again;
+            # nor judged again by the rules, if by the page they would use.
+            name = project_of(project, filename)
+            judged = self._views.judged_as_upstream_now(name)
+            return await self._fetched(request, name, filename, judged)
         if now is not NOT_READY:
             return now
         if filename.endswith(METADATA_SUFFIX):
@@ -285,7 +302,20 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
                     raise
                 # Evicted (by another daemon on the bucket) since this view
                 # was read: fetched again, as if it had never been stored.
-        await self._views.check_upstream(project, filename)
+        return await self._fetched(request, project, filename)
+
+    async def _fetched(
+        self, request: IRequest, project: str, filename: str, judged: bool = False
+    ) -> Any:
+        """Answer with an archive :meth:`Views.find` did not find stored:
+        from upstream (downloaded once, streamed while it arrives).
+
+        :param judged: the rules judged it already as
+            :meth:`Views.check_upstream` would (see
+            :meth:`Views.judged_as_upstream_now`).
+        """
+        if not judged:
+            await self._views.check_upstream(project, filename)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
             if set_file_headers(request, info.hashes):
