@@ -356,12 +356,12 @@ class Views:
             raise NotFound(reason)
 
     def judged_as_upstream_now(self, project: str) -> bool:
-        """Whether :meth:`find_now` (or :meth:`stored_now`), having found a
-        file not stored, judged it as :meth:`check_upstream` would now: no
-        rule may refuse it, or it was judged by the cached page and that page
-        is fresh (the one ``check_upstream`` would be given). Called in the
-        same step as ``find_now``, :meth:`check_upstream` may then be left
-        out."""
+        """Whether :meth:`find_now`, :meth:`stored_now` or :meth:`check_now`,
+        having found a file not stored, judged it as :meth:`check_upstream`
+        would now: no rule may refuse it, or it was judged by the cached page
+        and that page is fresh (the one ``check_upstream`` would be given).
+        Asked in the same step of the reactor, :meth:`check_upstream` may
+        then be left out."""
         return not self.rules or self._mirror.pages.fresh_now(project) is not None
 
     def stored_now(
