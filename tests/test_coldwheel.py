@@ -9,13 +9,11 @@ import errno
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.python.filepath import FilePath
 from twisted.web.test.requesthelper import DummyRequest
 
 from pypicache.errors import InsufficientStorage
 from pypicache.index.model import DistFile
-from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.rules import Rules
 from pypicache.proxy.views import Views
 from pypicache.storage.atomic import TempFile, full_disk_is_507
@@ -182,44 +180,3 @@ def test_full_disk_is_507():
             raise PermissionError(errno.EACCES, "no")
     with full_disk_is_507("a file of p"):
         pass
-
-
-def test_describe_takes_a_fresh_page_at_once():
-    """``Mirror.describe`` answers from a fresh page without its coroutines,
-    and asks ``get`` otherwise."""
-
-    class Page:
-        def __init__(self, name: str) -> None:
-            self.page = type(
-                "P", (), {"file": staticmethod(lambda f: DistFile(f, url=name))}
-            )()
-
-    class Pages:
-        fresh: Any = None
-        got = 0
-
-        def fresh_now(self, project: str) -> Any:
-            return self.fresh
-
-        async def get(self, project: str) -> Any:
-            self.got += 1
-            return Page("fetched")
-
-    pages = Pages()
-    mirror = Mirror(None, None, pages, None, None)  # type: ignore[arg-type]
-    info = _result(mirror.describe("p", "p-1.0.tar.gz"))
-    assert (info.url, pages.got) == ("fetched", 1)
-    pages.fresh = Page("fresh")
-    info = _result(mirror.describe("p", "p-1.0.tar.gz"))
-    assert (info.url, pages.got) == ("fresh", 1)
-
-
-def _result(coroutine: Any) -> Any:
-    """The result of a coroutine that never waits."""
-    d = Deferred.fromCoroutine(coroutine)
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "it waited"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]

@@ -73,11 +73,8 @@ class Mirror:
 
         :raises NotFound: no such file on the project's page.
         """
-        # A fresh page is what ``get`` would give, without its coroutines.
-        cached = self._pages.fresh_now(project)
-        if cached is None:
-            cached = await self._pages.get(project)
-        info = cached.page.file(filename)
+        page = (await self._pages.get(project)).page
+        info = page.file(filename)
         if info is None or info.url is None:
             raise NotFound(f"No file {filename!r} in project {project!r}")
         return info
