@@ -287,6 +287,11 @@ def build_live(
             ttl=page_ttl,
             run_blocking=run_blocking,
         )
+    from pypicache.proxy.wheelahead import WheelsAhead  # HACK measure
+
+    views.on_metadata = WheelsAhead(
+        mirror, views, reactor, max_file=1 << 20
+    ).metadata_answered
     uploads = Uploads(store, run_blocking, reactor, locks)
     uploads.closed = team.statuses.closed
     uploads.closed_ready = team.statuses.records.ready
