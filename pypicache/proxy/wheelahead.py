@@ -19,6 +19,7 @@ Failures are only logged (at debug level: the client's own request for the
 wheel says what is wrong).
 """
 
+from collections import OrderedDict
 from typing import Any
 
 import attrs
@@ -38,6 +39,9 @@ log = Logger()
 DEFAULT_MAX_WHEEL = 0
 #: Default downloads of these under way at most.
 DEFAULT_CONCURRENCY = 8
+#: Wheels waiting for one of those downloads to end, at most (then the
+#: oldest is dropped: its client will have asked for it by then).
+DEFAULT_PENDING = 256
 
 
 @attrs.define
@@ -59,37 +63,68 @@ class WheelsAhead:
     max_lag: float = MAX_LAG
     shed: int = 0
     started: int = 0
+    max_pending: int = DEFAULT_PENDING
     #: Downloads under way (for tests and shutdown: each fires when it ends).
     downloads: dict[str, "Deferred[Any]"] = attrs.field(factory=dict)
+    #: Wheels waiting for one of those to end (file name: project), oldest first.
+    _pending: "OrderedDict[str, str]" = attrs.field(factory=OrderedDict)
 
     def metadata_answered(self, project: str, filename: str) -> None:
         """A client was answered the ``.metadata`` of ``filename``: fetch the
-        wheel on the next turn of the reactor, if it fits the bounds."""
+        wheel from the reactor's next turn on, if it fits the bounds."""
         if (
             self.max_file <= 0
             or not filename.endswith(".whl")
             or filename in self.downloads
-            or len(self.downloads) >= self.concurrency
+            or filename in self._pending
         ):
             return
         self._clock.callLater(
-            0, self._start_unless_late, project, filename, self._clock.seconds()
+            0, self._consider, project, filename, self._clock.seconds()
         )
 
-    def _start_unless_late(self, project: str, filename: str, scheduled: float) -> None:
-        if self._clock.seconds() - scheduled > self.max_lag:
-            self.shed += 1
+    def _consider(self, project: str, filename: str, scheduled: float) -> None:
+        """Start the download, or queue it behind the :attr:`concurrency`
+        under way; none if this call comes more than :attr:`max_lag` late."""
+        if self._late(scheduled) or not self._wanted(project, filename):
             return
-        if filename in self.downloads or len(self.downloads) >= self.concurrency:
+        if len(self.downloads) < self.concurrency:
+            self._start(project, filename)
             return
-        if not self._wanted(project, filename):
-            return
+        self._pending[filename] = project
+        while len(self._pending) > self.max_pending:
+            self._pending.popitem(last=False)
+
+    def _late(self, scheduled: float) -> bool:
+        """Whether a call scheduled at ``scheduled`` for the next turn comes
+        more than :attr:`max_lag` late: the queued downloads are dropped."""
+        if self._clock.seconds() - scheduled <= self.max_lag:
+            return False
+        self.shed += 1 + len(self._pending)
+        self._pending.clear()
+        return True
+
+    def _start(self, project: str, filename: str) -> None:
         d = Deferred.fromCoroutine(self._download(project, filename))
+        self.started += 1
         if d.called:
             return
-        self.started += 1
         self.downloads[filename] = d
-        d.addBoth(lambda _: self.downloads.pop(filename, None))
+        d.addBoth(self._ended, filename)
+
+    def _ended(self, result: object, filename: str) -> None:
+        """A download ended: the next queued ones, on the reactor's next turn."""
+        del self.downloads[filename]
+        if self._pending:
+            self._clock.callLater(0, self._next, self._clock.seconds())
+
+    def _next(self, scheduled: float) -> None:
+        if self._late(scheduled):
+            return
+        while self._pending and len(self.downloads) < self.concurrency:
+            filename, project = self._pending.popitem(last=False)
+            if self._wanted(project, filename):
+                self._start(project, filename)
 
     def _wanted(self, project: str, filename: str) -> bool:
         """Whether the wheel is proxied, not stored nor under way, and listed
