@@ -69,7 +69,7 @@ class WheelsAhead:
     #: Wheels waiting for one of those to end (file name: project), oldest first.
     _pending: "OrderedDict[str, str]" = attrs.field(factory=OrderedDict)
 
-    def metadata_answered(self, project: str, filename: str) -> None:
+    def __call__(self, project: str, filename: str) -> None:
         """A client was answered the ``.metadata`` of ``filename``: fetch the
         wheel from the reactor's next turn on, if it fits the bounds."""
         if (

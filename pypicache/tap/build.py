@@ -294,7 +294,7 @@ def build_live(
     if prefetch_wheels > 0:
         views.on_metadata = WheelsAhead(
             mirror, views, reactor, max_file=prefetch_wheels
-        ).metadata_answered
+        )
     uploads = Uploads(store, run_blocking, reactor, locks)
     uploads.closed = team.statuses.closed
     uploads.closed_ready = team.statuses.records.ready
