@@ -142,17 +142,22 @@ async def test_size_bound_and_switch(tmp_path, tree):
 @pytest_twisted.ensureDeferred
 async def test_private_projects_are_never_fetched(tmp_path, tree):
     """The ``.metadata`` of a private project's wheel, answered from the
-    daemon's own files, asks the upstream nothing."""
+    daemon's own files, asks the upstream nothing; nor does a wheel of a
+    project that became private after its upstream page was cached."""
+    mirrored = build_wheel(tmp_path / "upstream", "secret", "1.0")
     secret = build_wheel(tmp_path / "private", "secret", "9.0")
-    world = await world_with(tmp_path, tree, prefetch_wheels=100_000)
+    world = await world_with(tmp_path, [*tree, mirrored], prefetch_wheels=100_000)
+    ahead = world.daemon.app.views.on_metadata
     try:
+        await get_ok(world, "/simple/secret/")
         assert (await put(world.daemon, secret)).code == 201
         await read_metadata(world, "secret", secret.name)
-        await sleep(0.1)
         await get_ok(world, f"/packages/secret/{secret.name}.metadata")
+        ahead("secret", mirrored.name)  # as if a client had read it
         await settled(world)
-        assert world.index.requests == []
-        assert world.daemon.app.views.on_metadata.started == 0
+        assert world.asked_about(mirrored.name) == []
+        assert world.asked_about(secret.name) == []
+        assert ahead.started == 0
     finally:
         await world.stop()
 

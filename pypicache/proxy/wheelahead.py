@@ -27,8 +27,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pypicache.concurrency import NotReady
-from pypicache.errors import PypicacheError
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.prefetch import MAX_LAG
 from pypicache.proxy.views import Views
@@ -52,7 +50,7 @@ class WheelsAhead:
     :ivar concurrency: these downloads under way at most.
     :ivar max_lag: seconds late a download may start; later: none.
     :ivar shed: downloads not started for the reactor's lag.
-    :ivar started: downloads started.
+    :ivar started: downloads started (not counting wheels found stored).
     """
 
     _mirror: Mirror
@@ -106,7 +104,6 @@ class WheelsAhead:
 
     def _start(self, project: str, filename: str) -> None:
         d = Deferred.fromCoroutine(self._download(project, filename))
-        self.started += 1
         if d.called:
             return
         self.downloads[filename] = d
@@ -127,17 +124,10 @@ class WheelsAhead:
                 self._start(project, filename)
 
     def _wanted(self, project: str, filename: str) -> bool:
-        """Whether the wheel is proxied, not stored nor under way, and listed
-        no larger than :attr:`max_file` on the cached page (all known at once,
-        else it is not fetched)."""
+        """Whether the wheel is not under way, and listed no larger than
+        :attr:`max_file` on the cached upstream page (whether it is stored,
+        or private, is asked when its turn comes)."""
         if self._mirror.in_flight(filename) is not None:
-            return False
-        try:
-            if self._views.is_private_now(project):
-                return False
-            if self._views.find_now(project, filename) is not None:
-                return False
-        except (NotReady, PypicacheError):  # NotFound: refused by the rules
             return False
         cached = self._mirror.pages.cached_now(project)
         info = cached.page.file(filename) if cached is not None else None
@@ -149,8 +139,17 @@ class WheelsAhead:
         )
 
     async def _download(self, project: str, filename: str) -> None:
+        """Download and store the wheel, unless the project is private or the
+        wheel stored, under way, or refused by the rules."""
         try:
+            if await self._views.is_private(project):
+                return
+            if await self._views.find(project, filename) is not None:
+                return
+            if self._mirror.in_flight(filename) is not None:
+                return
             await self._views.check_upstream(project, filename)
+            self.started += 1
             download = await self._mirror.download(project, filename)
             await download.stored_file()
         except Exception as e:
