@@ -11,10 +11,11 @@ the wheels arrive while the resolver is still reading pages.
 
 Bounded: only wheels the cached upstream page says are at most
 ``max_file`` bytes, at most ``concurrency`` of these downloads under way
-(past them none is started: the client fetches the wheel itself), never a
-private project, never a file the rules refuse. Never at the clients'
-expense: the download starts on the reactor's next turn, and not at all if
-that turn comes more than ``max_lag`` late (clients keep the reactor busy).
+(the wheels read past them wait their turn, at most ``max_pending``, the
+oldest dropped first), never a private project, never a file the rules
+refuse. Never at the clients' expense: the download starts on the reactor's
+next turn, and not at all if that turn comes more than ``max_lag`` late
+(clients keep the reactor busy; the waiting ones are then dropped too).
 Failures are only logged (at debug level: the client's own request for the
 wheel says what is wrong).
 """
