@@ -3,6 +3,7 @@
 was fetched."""
 
 import os
+import re
 
 import pytest
 import pytest_twisted
@@ -243,3 +244,43 @@ def test_the_option():
     assert options["prefetch-wheels"] == 0
     with pytest.raises(usage.UsageError):
         Options().parseOptions(["--cache", "/x", "--prefetch-wheels", "lots"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_download_a_wheel_ahead_once(tmp_path, tree):
+    """With ``--workers 2``, both workers told of the same wheel's ``.metadata``
+    download it upstream once (the mirror's lock between processes: the
+    second waits for the first's download), and a client gets it stored."""
+    from tests.fakeindex import FakeIndex
+    from tests.test_crash import bounded
+    from tests.test_workers import start_workers
+
+    index = FakeIndex(tmp_path / "upstream", "json")
+    for wheel in tree:
+        index.add(wheel)
+    workers = await start_workers(tmp_path, index, "--prefetch-wheels", "1M")
+    try:
+        on = await workers.pinned()
+        hold = index.hold(APP)
+        for n in (1, 2):
+            for path in ("/simple/app/", f"/packages/app/{APP}.metadata"):
+                code, _ = await bounded(workers.request(on[n], "GET", path))
+                assert code == 200, path
+        await bounded(hold.wait_for(1))
+        await bounded(
+            workers.twistd.wait_for(
+                rb"Waiting for another process.s download of " + re.escape(APP.encode())
+            )
+        )
+        hold.release()
+        for _ in range(500):
+            if APP in os.listdir(workers.cache / "mirror" / "app"):
+                break
+            await sleep(0.02)
+        code, body = await bounded(
+            workers.request(workers.pool(), "GET", f"/packages/app/{APP}")
+        )
+        assert code == 200 and body == tree[0].read_bytes()
+        assert index.downloads(APP) == 1
+    finally:
+        await workers.close()
