@@ -65,6 +65,9 @@ class Views:
     mirror_private: frozenset[str] = frozenset()
     #: Told of each page fetched from upstream for a client (prefetch).
     on_cold: "ColdPages | None" = None
+    #: Told of each archive's ``.metadata`` a client is answered (project,
+    #: archive): wheels fetched ahead (:mod:`pypicache.proxy.wheelahead`).
+    on_metadata: Callable[[str, str], None] | None = None
     #: What the team decided may be served (cooldown, blocks, yanks...);
     #: replaced whole on reload.
     rules: Rules = attrs.field(factory=Rules)

@@ -263,6 +263,8 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
                 raise NotFound(f"No core metadata for {archive!r}")
             await self._views.check_upstream(name, archive)
             metadata = await self._mirror.metadata(name, archive)
+            if self._views.on_metadata is not None:
+                self._views.on_metadata(name, archive)
             mark_cache_hit(request, False)
             return _metadata_answer(request, metadata)
         return await self._archive(request, project_of(project, filename), filename)
@@ -318,6 +320,8 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         if opened is None or opened.url is not None:
             return NOT_READY
         mark_cache_hit(request, True)
+        if self._views.on_metadata is not None:
+            self._views.on_metadata(name, filename)
         return _metadata_answer(request, opened.path.getContent())
 
 
