@@ -233,16 +233,35 @@ async def test_errors_answer_alike(twins, dists):
 
 async def test_waiting_reads_go_to_klein(twins, dists):
     """A file not cached yet and core metadata not on disk yet go to their
-    route (below Klein, the fast lane's cold reads), the project list and
-    /health to Klein; they answer alike."""
+    route (below Klein, the fast lane's cold reads), the project list to
+    Klein; they answer alike."""
     twins.klein_calls.clear()
     twins.cold_calls.clear()
     await twins.same("HEAD", f"/packages/fast-thing/{dists['wheel2'].name}")
     await twins.same("GET", f"/packages/fast-thing/{dists['wheel2'].name}.metadata")
     await twins.same("GET", "/simple/")
-    await twins.same("GET", "/health")
-    assert twins.klein_calls == [b"/simple/", b"/health"]
+    assert twins.klein_calls == [b"/simple/"]
     assert len(twins.cold_calls) == 2
+
+
+async def test_health_answers_alike_without_klein(twins):
+    """``GET`` and ``HEAD /health`` (with a query too) are answered by the fast
+    path, without Klein; ``/health/``, a ``POST`` and a ``Host`` Klein cannot route go
+    to Klein. Both ways answer alike."""
+    twins.klein_calls.clear()
+    for method, target in (
+        ("GET", "/health"),
+        ("HEAD", "/health"),
+        ("GET", "/health?x=1"),
+    ):
+        answer = await twins.same(method, target)
+        assert answer.status == 200
+    assert twins.klein_calls == []
+    await twins.same("GET", "/health/")
+    await twins.same("POST", "/health")
+    answer = await twins.same("GET", "/health", host="a" * 64 + ".example")
+    assert answer.status == 400
+    assert len(twins.klein_calls) == 3
 
 
 async def test_core_metadata_answers_alike(twins, dists):

@@ -5,6 +5,7 @@ routes' URL builders, ``web/routing.py``); and what waits for its first
 answer: the walks of the cache folder (``tap/service.py``,
 ``AfterFirstAnswer``)."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -24,8 +25,8 @@ from pypicache.web.routing import klein_app, register, route
 from tests.packages import build_wheel
 
 #: Builds the daemon's services as ``twistd pypicache`` does, listens on a free
-#: port, asks for the health check, the project lists and the home page, stops,
-#: and prints the names of every module imported.
+#: port, asks for the paths given (a JSON list), stops, and prints the names of
+#: every module imported.
 SCRIPT = """
 import json, sys
 from twisted.internet import task
@@ -36,12 +37,12 @@ from pypicache.tap.service import serving
 
 async def main(reactor):
     options = Options()
-    options.parseOptions(["--cache", sys.argv[1], "--index-url", "http://127.0.0.1:9/simple/"] + sys.argv[2:])
+    options.parseOptions(["--cache", sys.argv[1], "--index-url", "http://127.0.0.1:9/simple/"] + sys.argv[3:])
     top, site = serving(options, reactor)
     top.startService()
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     agent = Agent(reactor)
-    for path in ("/health", "/simple/", "/local/", "/"):
+    for path in json.loads(sys.argv[2]):
         url = f"http://127.0.0.1:{port.getHost().port}{path}"
         response = await agent.request(b"GET", url.encode())
         await readBody(response)
@@ -99,9 +100,22 @@ def test_fresh_daemon_has_not_loaded_what_it_does_not_need(tmp_path: Path) -> No
     assert sorted(loaded.intersection(LAZY)) == []
 
 
-def _loaded_by_fresh_daemon(tmp_path: Path, *options: str) -> set[str]:
+#: What a daemon asks for in the tests below unless told.
+PATHS = ("/health", "/simple/", "/local/", "/")
+
+
+def _loaded_by_fresh_daemon(
+    tmp_path: Path, *options: str, paths: tuple[str, ...] = PATHS
+) -> set[str]:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), *options],
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(tmp_path / "cache"),
+            json.dumps(paths),
+            *options,
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -110,6 +124,88 @@ def _loaded_by_fresh_daemon(tmp_path: Path, *options: str) -> set[str]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+#: Loaded with the site's Klein app (``web/app.py``, ``KleinLater``), at the
+#: first request the fast path and the fast lane leave to Klein: Klein and
+#: werkzeug, and the route groups only Klein routes to (the web interface, the
+#: JSON API, uploads, bulk caching, the home page, the admin routes but
+#: ``/health``); the start-up scan's module waits for the first answer.
+KLEIN_LAZY = [
+    "klein",
+    "werkzeug",
+    "werkzeug.routing",
+    "pypicache.web.kleinapp",
+    "pypicache.web.routes.ui",
+    "pypicache.web.ui",
+    "pypicache.web.ui.catalog",
+    "pypicache.web.ui.descriptions",
+    "pypicache.web.ui.filetable",
+    "pypicache.web.ui.listing",
+    "pypicache.web.ui.release",
+    "pypicache.web.ui.render",
+    "pypicache.web.routes.jsonapi",
+    "pypicache.web.jsonapi",
+    "pypicache.web.routes.uploads",
+    "pypicache.web.browserforms",
+    "pypicache.web.routes.bulk",
+    "pypicache.web.routes.pages",
+    "pypicache.web.forms",
+]
+
+
+def test_health_alone_loads_neither_klein_nor_the_routes_it_serves(
+    tmp_path: Path,
+) -> None:
+    """A daemon that has answered only ``/health`` (twice: its answer is the
+    fast path's) has imported neither Klein nor werkzeug nor the modules of
+    the route groups only Klein serves (:data:`KLEIN_LAZY`); one that has also
+    answered the project list (routed by Klein) has imported them all."""
+    loaded = _loaded_by_fresh_daemon(
+        tmp_path, "--prefetch-depth", "0", paths=("/health", "/health")
+    )
+    assert "pypicache.web.app" in loaded
+    assert sorted(loaded.intersection(KLEIN_LAZY + LAZY)) == []
+    loaded = _loaded_by_fresh_daemon(
+        tmp_path, "--prefetch-depth", "0", paths=("/health", "/simple/")
+    )
+    assert sorted(set(KLEIN_LAZY) - loaded) == []
+
+
+def _klein_later(site):
+    """The site's :class:`~pypicache.web.app.KleinLater` (below the guard
+    and the fast path)."""
+    return site.resource._inner._klein
+
+
+def test_every_deferred_module_imports_and_the_site_is_made(tmp_path):
+    """What a daemon imports only at first use fails here, not in production:
+    every module of :data:`KLEIN_LAZY` and :data:`LAZY` imports, and the Klein
+    app of a daemon built as ``twistd pypicache`` builds it (``serving``) is
+    made with every route of the site (those of each route group, among them
+    the web interface's, the JSON API's, the uploads', bulk caching's, the
+    home page's and ``/health``)."""
+    for name in KLEIN_LAZY + [m for m in LAZY if m.startswith("pypicache.")]:
+        importlib.import_module(name)
+    options = Options()
+    options.parseOptions(
+        ["--cache", str(tmp_path / "cache"), "--index-url", DEAD_UPSTREAM]
+    )
+    _, site = serving(options, reactor)
+    later = _klein_later(site)
+    resource = later.resource
+    assert later.resource is resource  # made once
+    rules = {rule.rule for rule in resource._app.url_map.iter_rules()}
+    for url in (
+        "/health",
+        "/+ui/projects/",
+        "/pypi/<project>/json",
+        "/",
+        "/+warm",
+        "/simple/<project>/",
+    ):
+        assert url in rules, (url, sorted(rules))
+    assert len(rules) > 40
 
 
 #: What prefetch walks need (``proxy/walkloads.py``), loaded in a thread
@@ -154,7 +250,8 @@ def test_making_the_site_compiles_no_url_builder(tmp_path, monkeypatch):
     options.parseOptions(
         ["--cache", str(tmp_path / "cache"), "--index-url", DEAD_UPSTREAM]
     )
-    serving(options, reactor)
+    _, site = serving(options, reactor)
+    _klein_later(site).resource  # the Klein app, made at its first request
     assert compiled == []
 
 

@@ -65,6 +65,9 @@ class Views:
     mirror_private: frozenset[str] = frozenset()
     #: Told of each page fetched from upstream for a client (prefetch).
     on_cold: "ColdPages | None" = None
+    #: Told of each archive's ``.metadata`` a client is answered (project,
+    #: archive): wheels fetched ahead (:mod:`pypicache.proxy.wheelahead`).
+    on_metadata: Callable[[str, str], None] | None = None
     #: What the team decided may be served (cooldown, blocks, yanks...);
     #: replaced whole on reload.
     rules: Rules = attrs.field(factory=Rules)
@@ -356,12 +359,9 @@ class Views:
             raise NotFound(reason)
 
     def judged_as_upstream_now(self, project: str) -> bool:
-        """Whether :meth:`find_now`, :meth:`stored_now` or :meth:`check_now`,
-        having found a file not stored, judged it as :meth:`check_upstream`
-        would now: no rule may refuse it, or it was judged by the cached page
-        and that page is fresh (the one ``check_upstream`` would be given).
-        Asked in the same step of the reactor, :meth:`check_upstream` may
-        then be left out."""
+        """Whether ``find_now``, ``stored_now`` or ``check_now``, finding a file
+        not stored, judged it as :meth:`check_upstream` would (asked in the
+        same step): no rule refuses, or the page judged by is fresh."""
         return not self.rules or self._mirror.pages.fresh_now(project) is not None
 
     def stored_now(

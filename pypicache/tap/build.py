@@ -35,6 +35,7 @@ from pypicache.proxy.upstreams import (
     UpstreamSpec,
 )
 from pypicache.proxy.views import Views
+from pypicache.proxy.wheelahead import WheelsAhead
 from pypicache.proxy.withdrawals import (
     withdrawn_listing,
 )
@@ -103,6 +104,7 @@ def build_live(
     prefetch_requests: int = DEFAULT_REQUESTS,
     prefetch_max_file: int = DEFAULT_MAX_FILE,
     prefetch_concurrency: int = DEFAULT_CONCURRENCY,
+    prefetch_wheels: int = 0,
     upstream_proxy: str | None = None,
     upstream_ca: str | None = None,
     proxy_environ: Mapping[str, str] | None = None,
@@ -131,6 +133,8 @@ def build_live(
     :param evict_unused_after: seconds after which an unused mirrored file goes.
     :param prefetch_depth: levels of dependencies prefetched below a cold
         page (0, the default here: none; the daemon's default is its option's).
+    :param prefetch_wheels: largest wheel fetched once a client has read its
+        ``.metadata`` (0, the default here: none; the daemon's: its option's).
     :param upstream_proxy: ``--upstream-proxy`` (a URL, ``"none"``, or ``None``:
         the proxies ``proxy_environ`` names).
     :param upstream_ca: PEM file trusted for upstream TLS (``None``: the system's).
@@ -286,6 +290,10 @@ def build_live(
             concurrency=prefetch_concurrency,
             ttl=page_ttl,
             run_blocking=run_blocking,
+        )
+    if prefetch_wheels > 0:
+        views.on_metadata = WheelsAhead(
+            mirror, views, reactor, max_file=prefetch_wheels
         )
     uploads = Uploads(store, run_blocking, reactor, locks)
     uploads.closed = team.statuses.closed

@@ -17,10 +17,10 @@ from pypicache.errors import BadRequest
 from pypicache.index.names import normalize
 from pypicache.proxy.blocklist import parse_entry
 from pypicache.proxy.outbound import proxy_settings, read_ca_bundle
-from pypicache.proxy.prefetch import DEFAULT_DEPTH, DEFAULT_MAX_FILE, DEFAULT_REQUESTS
 from pypicache.proxy.upstream import MAX_PAGE_SIZE
 from pypicache.tap.config import apply_config, given_on_command_line, read_config
 from pypicache.tap.cooldownopts import CooldownOptions
+from pypicache.tap.prefetchopts import PrefetchOptions
 from pypicache.tap.s3opts import S3Options
 from pypicache.tap.upstreamopts import UpstreamOptions
 from pypicache.tap.values import (
@@ -42,7 +42,9 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 MAX_WORKERS = 64
 
 
-class Options(CooldownOptions, UpstreamOptions, S3Options, usage.Options):
+class Options(
+    CooldownOptions, UpstreamOptions, S3Options, PrefetchOptions, usage.Options
+):
     """``twistd pypicache`` options."""
 
     synopsis = (
@@ -245,27 +247,6 @@ class Options(CooldownOptions, UpstreamOptions, S3Options, usage.Options):
             "one JSON object per line to this file.",
         ],
         [
-            "prefetch-depth",
-            None,
-            DEFAULT_DEPTH,
-            "Levels of dependencies fetched ahead of a client below a cold page (0: no prefetch).",
-            int,
-        ],
-        [
-            "prefetch-requests",
-            None,
-            DEFAULT_REQUESTS,
-            "Upstream requests one cold page may prefetch.",
-            int,
-        ],
-        [
-            "prefetch-max-file",
-            None,
-            DEFAULT_MAX_FILE,
-            "Largest wheel prefetched with its .metadata, in bytes, K, M or G (0: none).",
-            rate,
-        ],
-        [
             "upstream-proxy",
             None,
             None,
@@ -361,12 +342,10 @@ class Options(CooldownOptions, UpstreamOptions, S3Options, usage.Options):
             "bulk-max-lines",
             "bulk-max-projects",
             "bulk-max-rounds",
-            "prefetch-requests",
         ):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
-        if self["prefetch-depth"] < 0:
-            raise usage.UsageError("--prefetch-depth must not be negative")
+        self.check_prefetch()
         if self["bulk-auth"] and self["auth-file"] is None:
             raise usage.UsageError("--bulk-auth yes needs --auth-file")
         if self["metrics-auth"] and self["auth-file"] is None:

@@ -157,6 +157,7 @@ def serving(options: Options, reactor: Any) -> tuple[service.MultiService, Site]
         prefetch_depth=options["prefetch-depth"],
         prefetch_requests=options["prefetch-requests"],
         prefetch_max_file=options["prefetch-max-file"],
+        prefetch_wheels=options["prefetch-wheels"],
         upstream_proxy=options["upstream-proxy"],
         upstream_ca=options["upstream-ca"],
         proxy_environ=os.environ,

@@ -6,21 +6,19 @@ from the daemon's objects, registers them and the error handlers that turn
 exceptions into statuses, and wraps the result in :class:`Guarded`.
 """
 
-from typing import Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
-from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import RequestRedirect
+from twisted.web.resource import Resource
 
 from pypicache.bulk.cacher import BulkCacher
 from pypicache.concurrency import RunBlocking
 from pypicache.errors import PypicacheError
-from pypicache.private.scan import ScanReport, rescan, start_up
 from pypicache.private.uploads import Uploads
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.views import Views
@@ -33,19 +31,16 @@ from pypicache.web.coldlane import ColdRoutes
 from pypicache.web.fastpath import FastReads
 from pypicache.web.guard import Guarded, relative_location
 from pypicache.web.ready import ReadyAnswers
-from pypicache.web.routes.admin import AdminRoutes
-from pypicache.web.routes.bulk import BulkRoutes
 from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
-from pypicache.web.routes.jsonapi import JsonApiRoutes
-from pypicache.web.routes.metrics import MetricsRoutes
-from pypicache.web.routes.pages import PageRoutes
-from pypicache.web.routes.ui import UiRoutes
-from pypicache.web.routes.uploads import UploadRoutes
 from pypicache.web.routing import klein_app, register
-from pypicache.web.ui import release
-from pypicache.web.ui.catalog import Catalog
-from pypicache.web.ui.descriptions import Descriptions
+
+if TYPE_CHECKING:
+    from klein import Klein
+
+    from pypicache.private.scan import ScanReport
+    from pypicache.web.routes.metrics import MetricsRoutes
+    from pypicache.web.routes.ui import UiRoutes
 
 log = Logger()
 
@@ -55,6 +50,8 @@ def _known_error(request: IRequest, failure: Any) -> bytes:
 
 
 def _routing_error(request: IRequest, failure: Any) -> bytes:
+    from werkzeug.routing import RequestRedirect
+
     error = failure.value
     request.setResponseCode(error.code)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -83,28 +80,69 @@ def _unexpected(request: IRequest, failure: Any) -> bytes:
     return b"Internal error; the daemon's log has the details.\n"
 
 
-#: Our errors to their statuses, werkzeug's routing errors to theirs, the rest
-#: to 500: the first handler whose exception matches answers.
-ERROR_HANDLERS: tuple[tuple[type[Exception], Callable[[IRequest, Any], bytes]], ...] = (
-    (PypicacheError, _known_error),
-    (HTTPException, _routing_error),
-    (Exception, _unexpected),
-)
+def error_handlers() -> (
+    tuple[tuple[type[Exception], Callable[[IRequest, Any], bytes]], ...]
+):
+    """Our errors to their statuses, werkzeug's routing errors to theirs, the
+    rest to 500: the first handler whose exception matches answers (imports
+    werkzeug: called as a Klein app is made)."""
+    from werkzeug.exceptions import HTTPException
+
+    return (
+        (PypicacheError, _known_error),
+        (HTTPException, _routing_error),
+        (Exception, _unexpected),
+    )
 
 
-def add_error_handlers(app: Klein) -> None:
-    """Register :data:`ERROR_HANDLERS` on a Klein app."""
-    for kind, handler in ERROR_HANDLERS:
+def add_error_handlers(app: "Klein") -> None:
+    """Register :func:`error_handlers` on a Klein app."""
+    for kind, handler in error_handlers():
         app.handle_errors(kind)(handler)
 
 
 def answer_error(request: IRequest, failure: Failure) -> bytes:
     """The body of the answer to an exception, as the Klein app's handlers give it."""
-    for kind, handler in ERROR_HANDLERS:
-        if failure.check(kind):
-            return handler(request, failure)
+    if failure.check(PypicacheError):
+        return _known_error(request, failure)
+    # werkzeug is imported with the first Klein app: until then no error is its own.
+    werkzeug = sys.modules.get("werkzeug.exceptions")
+    if werkzeug is not None and failure.check(werkzeug.HTTPException):
+        return _routing_error(request, failure)
+    if failure.check(Exception):
+        return _unexpected(request, failure)
     failure.raiseException()
     raise AssertionError("unreachable")
+
+
+class KleinLater(Resource):
+    """The site's Klein app, made at the first request that needs it.
+
+    The fast path (``/health``, the hot reads) and the fast lane answer
+    without Klein; a daemon whose clients only install never loads Klein and
+    werkzeug, the web interface, the JSON API, the upload and bulk routes
+    (their modules are imported as the app is made). ``tests/test_startup.py``
+    imports every module this defers and makes the app of a built daemon.
+
+    :param make: makes the Klein app's resource (once).
+    """
+
+    isLeaf = True
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        super().__init__()
+        self._make: Callable[[], Any] | None = make
+        self._resource: Any = None
+
+    @property
+    def resource(self) -> Any:
+        """The Klein app's resource, made now if it was not yet."""
+        if self._make is not None:
+            self._resource, self._make = self._make(), None
+        return self._resource
+
+    def render(self, request: Any) -> Any:
+        return self.resource.render(request)
 
 
 @attrs.define
@@ -124,7 +162,7 @@ class PypicacheApp:
     #: Bounded disk: the usage record and eviction (``None``: none kept).
     capacity: Capacity | None = None
     #: ``/metrics`` and ``/+stats`` (``None``: not served).
-    metrics: MetricsRoutes | None = None
+    metrics: "MetricsRoutes | None" = None
     #: More route groups (per-project cache control, the named upstreams).
     extra_routes: list[object] = attrs.field(factory=list)
     #: The team's yanks of upstream files (``None``: yanks are private only).
@@ -135,8 +173,7 @@ class PypicacheApp:
     installer: InstallerRoutes = attrs.field(init=False)
     #: The same files under the public index's file-host layout (lock files).
     filehost: FileHostRoutes = attrs.field(init=False)
-    #: The web interface (``/+ui/``).
-    ui: UiRoutes = attrs.field(init=False)
+    _ui: "UiRoutes | None" = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         usage = self.capacity.usage if self.capacity is not None else None
@@ -148,17 +185,32 @@ class PypicacheApp:
             from twisted.internet import reactor
 
             self.clock = reactor
-        catalog = Catalog(self.store, self.run_blocking, self.clock)
-        self.ui = UiRoutes(
-            self.store, self.views, self.policy, self.run_blocking, catalog
-        )
-        # Descriptions rendered once, kept in the cache folder for every process.
-        self.ui.descriptions = Descriptions.under(getattr(self.store, "root", None))
         self.uploads.on_stored = self._describe_upload
+
+    @property
+    def ui(self) -> "UiRoutes":
+        """The web interface (``/+ui/``), made (and its modules imported) when
+        first needed: by the Klein app, or the first upload's description."""
+        if self._ui is None:
+            from pypicache.web.routes.ui import UiRoutes
+            from pypicache.web.ui.catalog import Catalog
+            from pypicache.web.ui.descriptions import Descriptions
+
+            catalog = Catalog(self.store, self.run_blocking, self.clock)
+            self._ui = UiRoutes(
+                self.store, self.views, self.policy, self.run_blocking, catalog
+            )
+            # Descriptions rendered once, kept in the cache folder for every process.
+            self._ui.descriptions = Descriptions.under(
+                getattr(self.store, "root", None)
+            )
+        return self._ui
 
     def _describe_upload(self, stored: StoredFile) -> None:
         """Render an uploaded file's description in a thread, after its commit
         (the upload's answer does not wait): its release's first page renders none."""
+        from pypicache.web.ui import release
+
         d = self.run_blocking(release.prepare, self.ui.descriptions, stored)
         d.addErrback(
             lambda f: log.failure(
@@ -169,7 +221,14 @@ class PypicacheApp:
         )
 
     def route_groups(self) -> list[object]:
-        """One object per group of routes, each with the collaborators it needs."""
+        """One object per group of routes, each with the collaborators it needs
+        (their modules imported now: as the Klein app is made)."""
+        from pypicache.web.routes.admin import AdminRoutes
+        from pypicache.web.routes.bulk import BulkRoutes
+        from pypicache.web.routes.jsonapi import JsonApiRoutes
+        from pypicache.web.routes.pages import PageRoutes
+        from pypicache.web.routes.uploads import UploadRoutes
+
         store, policy, run_blocking = self.store, self.policy, self.run_blocking
         return [
             self.installer,
@@ -209,17 +268,24 @@ class PypicacheApp:
     def resource(self, fast_reads: bool = True) -> Guarded:
         """The site's root: every request passes the guard first.
 
-        :param fast_reads: answer the hot reads without Klein's routing
-            (:class:`FastReads`); ``False`` leaves every request to Klein.
+        :param fast_reads: answer the hot reads and ``/health`` without
+            Klein's routing (:class:`FastReads`); ``False`` leaves every
+            request to Klein.
+
+        The Klein app is made at the first request left to it (:class:`KleinLater`).
         """
+        inner: Any = KleinLater(self.klein_resource)
+        if fast_reads:
+            inner = FastReads(inner, self.installer, answer_error, self.filehost)
+        return Guarded(inner, self.policy)
+
+    def klein_resource(self) -> Any:
+        """A Klein app with every route group on it, as a resource."""
         app = klein_app()
         add_error_handlers(app)
         for group in self.route_groups():
             register(app, group)
-        inner: Any = app.resource()
-        if fast_reads:
-            inner = FastReads(inner, self.installer, answer_error, self.filehost)
-        return Guarded(inner, self.policy)
+        return app.resource()
 
     def ready_answers(self) -> ReadyAnswers:
         """The answers of the site's fast lane (see :mod:`pypicache.web.fastlane`)."""
@@ -227,10 +293,14 @@ class PypicacheApp:
         answers.cold = ColdRoutes(self.installer, self.policy, answer_error)
         return answers
 
-    async def rescan(self) -> ScanReport:
+    async def rescan(self) -> "ScanReport":
         """Index archives dropped into ``private/``."""
+        from pypicache.private.scan import rescan
+
         return await rescan(self.store, self.run_blocking)
 
-    async def start_up(self) -> ScanReport:
+    async def start_up(self) -> "ScanReport":
         """Clean up after a crash and index dropped archives, once listening."""
+        from pypicache.private.scan import start_up
+
         return await start_up(self.store, self.run_blocking)

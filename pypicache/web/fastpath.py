@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_fastpath -*-
 """The hot reads, answered without Klein's routing and Deferreds.
 
-A ``GET`` or ``HEAD`` of a project page (``/simple/<project>/``,
+A ``GET`` or ``HEAD`` of ``/health``, of a project page (``/simple/<project>/``,
 ``/local/<project>/``) or of a stored file (``/packages/<project>/<filename>``,
 or ``/packages/<2>/<2>/<60>/<filename>`` in the file-host layout)
 calls its route's method directly, when the answer needs no waiting: a fresh
@@ -19,8 +19,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
+from pypicache.web.routes.admin import health
 from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import NOT_READY, InstallerRoutes
+
+#: The first segments of routes that take the whole path.
+_WHOLE = (b"packages", b"health")
 
 
 @functools.lru_cache(maxsize=256)
@@ -71,7 +75,7 @@ class FastReads(Resource):
         if answer is NOT_READY:
             return self._klein.render(request)
         # As Klein does: the route's segments move to prepath.
-        taken = len(request.postpath) if request.postpath[0] == b"packages" else 2
+        taken = len(request.postpath) if request.postpath[0] in _WHOLE else 2
         request.prepath = request.postpath[:taken]
         request.postpath = request.postpath[taken:]
         try:
@@ -85,6 +89,10 @@ class FastReads(Resource):
         """The route method for this path, bound to its arguments; ``None`` for
         any path the fast path leaves to Klein."""
         segments = request.postpath
+        if segments == [b"health"] and not request.prepath:
+            if not routable_host(request.getRequestHostname()):
+                return None
+            return functools.partial(health, request)
         if len(segments) == 5 and self._filehost is not None:
             return self._hosted(request, segments)
         if request.prepath or len(segments) != 3 or not segments[1]:

@@ -2,6 +2,7 @@
 """The guard in front of every route: path tricks refused, ``//`` merged, the access policy for reads."""
 
 import re
+import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -9,7 +10,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from werkzeug.exceptions import BadHost, HTTPException
 
 from pypicache.errors import BadRequest, NotFound, PypicacheError
 
@@ -114,9 +114,12 @@ def answer_failure(request: Any, failure: Failure) -> None:
     a cut-short body for a whole one.
     """
     error = failure.value
-    if isinstance(error, BadHost):
+    # werkzeug is imported with the site's Klein app (pypicache.web.kleinapp),
+    # not before: until then no error can be one of its own.
+    werkzeug = sys.modules.get("werkzeug.exceptions")
+    if werkzeug is not None and isinstance(error, werkzeug.BadHost):
         error = BadRequest("Invalid Host header: not a host name that can be encoded")
-    elif isinstance(error, HTTPException):
+    elif werkzeug is not None and isinstance(error, werkzeug.HTTPException):
         error = _HTTPError(error.code or 400, error.description or error.name)
     elif not isinstance(error, PypicacheError):
         log.failure("Unexpected error answering {uri}", failure, uri=_uri(request))

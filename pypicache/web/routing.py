@@ -17,21 +17,22 @@ the whole body into one buffer again.
 import functools
 import hashlib
 import re
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
 import attrs
-from klein import Klein
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from werkzeug.routing import Map, Rule, RuleFactory
 from zope.interface import implementer
 
 from pypicache.errors import NotFound
 from pypicache.index.names import normalize, parse_filename
+
+if TYPE_CHECKING:
+    from klein import Klein
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,49 +57,20 @@ def _bound(method: Callable[..., Any]) -> Callable[..., Any]:
     return handle
 
 
-class _Rule(Rule):
-    """A werkzeug rule whose two URL builders are compiled when a URL is first
-    built from it, not when it is added to the map.
-
-    werkzeug compiles them (an AST made and compiled, two per rule) as the
-    rule is bound: for this site's 49 routes, most of the time of making the
-    site at start-up (:func:`klein_app`), for builders nothing here uses
-    (pypicache builds no URL from its routes; werkzeug would for a rule's
-    ``defaults`` or ``redirect_to``)."""
-
-    def _compile_builder(self, append_unknown: bool = True) -> Callable[..., Any]:
-        compile_now = super()._compile_builder
-        name = "_build_unknown" if append_unknown else "_build"
-
-        def build_later(rule: "_Rule", *args: Any, **kwargs: Any) -> Any:
-            builder = compile_now(append_unknown).__get__(rule, None)
-            setattr(rule, name, builder)  # once: the compiled one from now on
-            return builder(*args, **kwargs)
-
-        return build_later
-
-
-class _Map(Map):
-    """A werkzeug map whose rules are :class:`_Rule`: Klein makes werkzeug's
-    own, which become ours as they are added (same object, same state: a
-    subclass that only defers work)."""
-
-    def add(self, rulefactory: RuleFactory) -> None:
-        for rule in rulefactory.get_rules(self):
-            if type(rule) is Rule:
-                rule.__class__ = _Rule
-            super().add(rule)
-
-
-def klein_app() -> Klein:
+def klein_app() -> "Klein":
     """A Klein app whose routes compile their URL builders on first use
-    (:class:`_Rule`)."""
-    app = Klein()
-    app._url_map = _Map()  # Klein's own map, which it makes in __init__
-    return app
+    (see :mod:`pypicache.web.kleinapp`).
+
+    Klein and werkzeug are imported here, by the first site made, not with
+    this module: the daemon makes its Klein app at the first request the fast
+    path and the fast lane leave to it (:class:`pypicache.web.app.KleinLater`).
+    """
+    from pypicache.web.kleinapp import new_app
+
+    return new_app()
 
 
-def register(app: Klein, group: object) -> None:
+def register(app: "Klein", group: object) -> None:
     """Add every method of ``group`` marked with :func:`route` to ``app``."""
     kind = type(group)
     for name in dir(kind):

@@ -7,10 +7,17 @@ from twisted.web.iweb import IRequest
 
 from pypicache import __version__
 from pypicache.concurrency import RunBlocking
-from pypicache.private.scan import rescan
 from pypicache.storage.filesystem import FilesystemStore
 from pypicache.web.access import AccessPolicy
 from pypicache.web.routing import route
+
+
+def health(request: IRequest) -> bytes:
+    """Liveness: no upstream call; open without credentials (see the guard).
+    Answered by the fast path (:mod:`pypicache.web.fastpath`) without Klein."""
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps({"status": "ok", "version": __version__}).encode()
 
 
 class AdminRoutes:
@@ -31,14 +38,14 @@ class AdminRoutes:
 
     @route("/health", methods=["GET", "HEAD"])
     def health(self, request: IRequest) -> bytes:
-        """Liveness: no upstream call; open without credentials (see the guard)."""
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return json.dumps({"status": "ok", "version": __version__}).encode()
+        """:func:`health`, when Klein routes it (the fast path is off)."""
+        return health(request)
 
     @route("/+rescan", methods=["POST"])
     async def rescan(self, request: IRequest) -> bytes:
         """Index archives dropped into ``private/`` by hand; a JSON report."""
+        from pypicache.private.scan import rescan
+
         await self._policy.check_change(request, None)
         report = await rescan(self._store, self._run_blocking)
         request.setHeader(b"content-type", b"application/json")

@@ -298,6 +298,8 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
             await self._views.check_upstream(project, archive)
         # Judged: still the step in which the store gave none.
         metadata = await self._mirror.metadata(project, archive, absent=judged)
+        if self._views.on_metadata is not None:
+            self._views.on_metadata(project, archive)
         mark_cache_hit(request, False)
         return _metadata_answer(request, metadata)
 
@@ -368,6 +370,8 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         if opened.url is not None:
             return NOT_READY
         mark_cache_hit(request, True)
+        if self._views.on_metadata is not None:
+            self._views.on_metadata(name, filename)
         return _metadata_answer(request, opened.path.getContent())
 
 

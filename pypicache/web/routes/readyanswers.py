@@ -127,4 +127,7 @@ class ReadyAnswers:
             return None
         if opened is None or opened.url is not None:
             return None
-        return opened.path.getContent()  # type: ignore[no-any-return]
+        content = opened.path.getContent()
+        if self._views.on_metadata is not None:
+            self._views.on_metadata(name, archive)
+        return content  # type: ignore[no-any-return]
