@@ -268,17 +268,21 @@ class Mirror:
             not_kept(stored.info.filename, e)
         return content
 
-    async def metadata(self, project: str, filename: str, whole: bool = True) -> bytes:
+    async def metadata(
+        self, project: str, filename: str, whole: bool = True, absent: bool = False
+    ) -> bytes:
         """Return the core metadata of a file: stored, extracted, or fetched from upstream.
 
         :param whole: whether a wheel may be downloaded whole for it (bulk
             caching downloads files itself, and says which it fetched).
+        :param absent: the caller found none stored, in this same step of
+            the reactor: not looked for again.
         :raises NotFound: neither the archive nor the upstream can give it.
         """
         being_kept = self._kept.being_kept(filename)
         if being_kept is not None:
             return being_kept
-        opened = await self._store.open_metadata(project, filename)
+        opened = None if absent else await self._store.open_metadata(project, filename)
         if opened is not None:
             content: bytes = opened.path.getContent()
             if (

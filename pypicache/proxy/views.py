@@ -358,6 +358,12 @@ class Views:
         if reason is not None:
             raise NotFound(reason)
 
+    def judged_as_upstream_now(self, project: str) -> bool:
+        """Whether ``find_now``, ``stored_now`` or ``check_now``, finding a file
+        not stored, judged it as :meth:`check_upstream` would (asked in the
+        same step): no rule refuses, or the page judged by is fresh."""
+        return not self.rules or self._mirror.pages.fresh_now(project) is not None
+
     def stored_now(
         self, project: str, filename: str
     ) -> tuple[StoredFile, Opened] | None:

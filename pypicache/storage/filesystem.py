@@ -115,7 +115,11 @@ class FilesystemStore(ListedLayout, FileState):
         return _now(self._reread, area, project, filename)
 
     def _reread(self, area: str, project: str, filename: str) -> StoredFile | None:
-        stored = self.stored_file(self.project_dir(area, project).child(filename))
+        # A safe filename, joined as ``FilePath.child`` would (see ``_ahead``).
+        path = os.path.join(self.child_path(area, project), check_filename(filename))
+        if not os.path.exists(path):
+            return None  # as ``stored_file`` finds it (the usual case: cold)
+        stored = self.stored_file(FilePath(path))
         if stored is not None and self.find_now(project, filename) != stored:
             self._indexed(stored)
         return stored

@@ -149,6 +149,18 @@ class Download:
         return self.error is not None and not self.complete
 
     @property
+    def whole_unverified(self) -> bool:
+        """Whether every byte announced is written, and not yet verified: a
+        client that waits for :meth:`verify` loses nothing (its last byte
+        waits for it anyway)."""
+        return (
+            not self.complete
+            and self.length is not None
+            and self.written >= self.length
+            and self.error is None
+        )
+
+    @property
     def readable(self) -> int:
         """How many bytes clients may have now."""
         if self.complete:

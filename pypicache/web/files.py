@@ -245,6 +245,10 @@ class _Tail:
             assert download.error is not None
             self._fail(download.error)
             return
+        if download.whole_unverified:
+            # Every byte is here, the last held back until verified: all go
+            # together then (a small file arrives at once: one write, not two).
+            return
         while self.open and not self.paused and self.offset < download.readable:
             data = download.read(
                 self.offset, min(CHUNK_SIZE, download.readable - self.offset)

@@ -199,6 +199,8 @@ class Metrics:
         )
         #: (kind, status) -> the children a request's end touches.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        #: ``upstream`` and ``upstream_last``'s children by outcome, found once.
+        self._upstream_children: dict[str, tuple[Any, Any]] = {}
         self._hits = {
             (kind, hit): self.cache.labels(kind, "hit" if hit else "miss")
             for kind in ("page", "file")
@@ -241,8 +243,14 @@ class Metrics:
             outcome = "timeout" if timed_out else "error"
         else:
             outcome = _outcome(code)
-        self.upstream.labels(outcome).inc()
-        self.upstream_last.labels(outcome).set(self.wall_clock())
+        children = self._upstream_children.get(outcome)
+        if children is None:
+            children = self._upstream_children[outcome] = (
+                self.upstream.labels(outcome),
+                self.upstream_last.labels(outcome),
+            )
+        children[0].inc()
+        children[1].set(self.wall_clock())
 
     def count_download(self, change: int) -> None:
         """A download from the upstream started (``1``) or ended (``-1``)."""

@@ -37,6 +37,9 @@ from pypicache.web.routing import (
 #: What a ``..._now`` method returns when the answer needs waiting for: the
 #: request then goes to the route itself.
 NOT_READY = object()
+#: What :meth:`InstallerRoutes._package_now` returns for an archive (or core
+#: metadata) it found not stored: the route fetches it without looking again.
+_NOT_STORED = object()
 
 
 def _negotiated(request: IRequest) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -234,6 +237,12 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
     def package_now(self, request: IRequest, project: str, filename: str) -> Any:
         """:meth:`package`'s answer for a stored archive or stored core metadata,
         else :data:`NOT_READY`."""
+        now = self._package_now(request, project, filename)
+        return NOT_READY if now is _NOT_STORED else now
+
+    def _package_now(self, request: IRequest, project: str, filename: str) -> Any:
+        """:meth:`package_now`, or :data:`_NOT_STORED` where it found, at once,
+        that the archive is not stored (and the rules do not refuse it)."""
         check_filename(filename)
         try:
             if filename.endswith(METADATA_SUFFIX):
@@ -244,30 +253,55 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         except NotReady:
             return NOT_READY
         if found is None:
-            return NOT_READY
+            return _NOT_STORED
         mark_cache_hit(request, True)
         return self.serve(request, *found)
 
     @route("/packages/<project>/<filename>", methods=["GET", "HEAD"])
     async def package(self, request: IRequest, project: str, filename: str) -> Any:
-        now = self.package_now(request, project, filename)
+        now = self._package_now(request, project, filename)
+        metadata = filename.endswith(METADATA_SUFFIX)
+        archive = filename[: -len(METADATA_SUFFIX)] if metadata else filename
+        if now is _NOT_STORED:
+            # What the slow path looks up first (``Views.find``; for core
+            # metadata ``Views.check``, ``open_metadata``, ``is_private``)
+            # would read the same state, in this same step of the reactor,
+            # to the same answer (the store's and the rules' ``_now`` reads
+            # raise rather than differ): not looked up again; nor judged
+            # again by the rules, if by the page they would use.
+            name = project_of(project, archive)
+            judged = self._views.judged_as_upstream_now(name)
+            if metadata:
+                return await self._metadata_fetched(request, name, archive, judged)
+            return await self._fetched(request, name, filename, judged)
         if now is not NOT_READY:
             return now
-        if filename.endswith(METADATA_SUFFIX):
-            archive = filename[: -len(METADATA_SUFFIX)]
+        if metadata:
             name = project_of(project, archive)
             if self._views.rules:
                 await self._views.check(name, archive)
             opened = await self._store.open_metadata(name, archive)
             if opened is None and await self._views.is_private(name):
                 raise NotFound(f"No core metadata for {archive!r}")
-            await self._views.check_upstream(name, archive)
-            metadata = await self._mirror.metadata(name, archive)
-            if self._views.on_metadata is not None:
-                self._views.on_metadata(name, archive)
-            mark_cache_hit(request, False)
-            return _metadata_answer(request, metadata)
+            return await self._metadata_fetched(request, name, archive)
         return await self._archive(request, project_of(project, filename), filename)
+
+    async def _metadata_fetched(
+        self, request: IRequest, project: str, archive: str, judged: bool = False
+    ) -> bytes:
+        """Answer with the core metadata of ``archive`` the store did not
+        give at once: kept, extracted, or fetched (see :meth:`Mirror.metadata`).
+
+        :param judged: as for :meth:`_fetched`.
+        """
+        if not judged:
+            await self._views.check_upstream(project, archive)
+        # Judged: still the step in which the store gave none.
+        metadata = await self._mirror.metadata(project, archive, absent=judged)
+        if self._views.on_metadata is not None:
+            self._views.on_metadata(project, archive)
+        mark_cache_hit(request, False)
+        return _metadata_answer(request, metadata)
 
     @route("/packages/source/<letter>/<project>/<filename>", methods=["GET", "HEAD"])
     async def legacy_package(
@@ -287,7 +321,20 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
                     raise
                 # Evicted (by another daemon on the bucket) since this view
                 # was read: fetched again, as if it had never been stored.
-        await self._views.check_upstream(project, filename)
+        return await self._fetched(request, project, filename)
+
+    async def _fetched(
+        self, request: IRequest, project: str, filename: str, judged: bool = False
+    ) -> Any:
+        """Answer with an archive :meth:`Views.find` did not find stored:
+        from upstream (downloaded once, streamed while it arrives).
+
+        :param judged: the rules judged it already as
+            :meth:`Views.check_upstream` would (see
+            :meth:`Views.judged_as_upstream_now`).
+        """
+        if not judged:
+            await self._views.check_upstream(project, filename)
         if request.method == b"HEAD" and self._mirror.in_flight(filename) is None:
             info = await self._mirror.describe(project, filename)
             if set_file_headers(request, info.hashes):
@@ -309,15 +356,18 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         return DownloadStream(download, self._store.open)
 
     def _metadata_now(self, request: IRequest, project: str, filename: str) -> Any:
-        """The core metadata of ``filename`` if it is on disk, else :data:`NOT_READY`
-        (or :class:`NotFound` for a private project)."""
+        """The core metadata of ``filename`` if it is on disk, else
+        :data:`_NOT_STORED` (:data:`NOT_READY` if the store does not answer
+        at once or redirects; :class:`NotFound` for a private project)."""
         name = project_of(project, filename)
         if self._views.rules:
             self._views.check_now(name, filename)
         opened = result_now(self._store.open_metadata(name, filename))
         if opened is None and self._views.is_private_now(name):
             raise NotFound(f"No core metadata for {filename!r}")
-        if opened is None or opened.url is not None:
+        if opened is None:
+            return _NOT_STORED
+        if opened.url is not None:
             return NOT_READY
         mark_cache_hit(request, True)
         if self._views.on_metadata is not None:
