@@ -8,16 +8,19 @@ bytes, ``Content-Length``, ``ETag``, ``Vary``, ``Content-Type`` and
 ``Cache-Control``, gzip or not, for ``/simple/`` and ``/local/``.
 """
 
+import gzip
 import threading
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 
 from pypicache.web import rendered
-from pypicache.web.rendered import RenderCache
+from pypicache.web.rendered import RenderCache, render_form
+from pypicache.web.routes import pagebodies
 from tests.daemon import start_world
 from tests.packages import build_wheel
+from tests.test_fastlane import lanes_for, request
 from tests.test_page_bodies import HTML, JSON, wire
 
 #: Files of ``big`` (upstream), one of them stored (so ``/local/`` lists it).
@@ -57,6 +60,7 @@ def renders(monkeypatch):
 
     monkeypatch.setattr(rendered, "plain", noted(plain))
     monkeypatch.setattr(rendered, "gzipped", noted(gzipped))
+    monkeypatch.setattr(pagebodies, "gzipped", noted(gzipped))  # behind the first
     return seen
 
 
@@ -75,26 +79,110 @@ def headers_and_body(answer):
 @pytest_twisted.ensureDeferred
 async def test_large_page_rendered_in_a_thread(world, renders, area, accept, gzipped):
     """A large page not rendered yet is rendered (and gzipped) off the
-    reactor; its answer, headers and bytes, is the one the reactor renders
-    when there is no thread to render in, and the next request is answered
-    from what was kept (nothing rendered again)."""
+    reactor; the answers kept for the requests after, headers and bytes,
+    are the ones the reactor renders when there is no thread to render in,
+    and nothing is rendered again for them. The first answer is that one
+    too, but gzipped it is the same page compressed faster (level 1): its
+    own bytes, ``Content-Length`` and ETag (``-gzip1``), the same headers
+    otherwise and the same page once decompressed."""
     installer = world.daemon.app.installer
     installer._rendered = RenderCache()  # the fixture's listings rendered
     path = f"{area}/big/"
     threaded = await wire(world.daemon, path, accept, gzipped)
     assert threaded.status == 200
+    await installer.compressed_behind()
     assert renders and not any(renders), renders  # every render in a thread
     renders.clear()
     kept = await wire(world.daemon, path, accept, gzipped)
     assert renders == []
-    assert headers_and_body(kept) == headers_and_body(threaded)
 
     installer.run_blocking, installer._rendered = None, RenderCache()
     on_reactor = await wire(world.daemon, path, accept, gzipped)
     assert renders and all(renders)
-    assert headers_and_body(on_reactor) == headers_and_body(threaded)
+    assert headers_and_body(kept) == headers_and_body(on_reactor)
     head = await wire(world.daemon, path, accept, gzipped, method="HEAD")
-    assert headers_and_body(head)[0] == headers_and_body(threaded)[0]
+    assert headers_and_body(head)[0] == headers_and_body(on_reactor)[0]
+    if not gzipped:
+        assert headers_and_body(threaded) == headers_and_body(on_reactor)
+        return
+    first, second = headers_and_body(threaded), headers_and_body(on_reactor)
+    assert gzip.decompress(first[1]) == gzip.decompress(second[1])
+    assert first[1] == gzip.compress(gzip.decompress(second[1]), 1, mtime=0)
+    assert threaded.headers["etag"] == on_reactor.headers["etag"][:-1] + '1"'
+    assert int(threaded.headers["content-length"]) == len(first[1])
+    unsent = (b"etag:", b"content-length:")
+    assert [h for h in first[0] if not h.lower().startswith(unsent)] == [
+        h for h in second[0] if not h.lower().startswith(unsent)
+    ]
+
+
+async def conditional(lanes, accept, method, held):
+    """One conditional request for ``big``'s page, gzipped, to the fast
+    lane and to twisted.web alike (the same exchange from both); its answer."""
+    headers = {"Accept": accept, "Accept-Encoding": "gzip", "If-None-Match": held}
+    return await lanes.same(request(method, "/simple/big/", headers, close=True))
+
+
+@pytest.mark.parametrize("accept", [HTML, JSON], ids=["html", "json"])
+@pytest_twisted.ensureDeferred
+async def test_either_gzip_etag_is_answered_304(world, accept):
+    """Once the page gzipped at level 6 replaces its first, faster gzip,
+    a conditional request naming either ETag is answered ``304`` naming the
+    ETag the client holds (a cache updates the response that ETag names),
+    by the fast lane as by twisted.web, ``GET`` and ``HEAD``; an ETag of
+    neither gets the page. Before the swap, the first one is answered."""
+    installer = world.daemon.app.installer
+    lanes = await lanes_for(world)
+    try:
+        installer._rendered = RenderCache()
+        first = await wire(world.daemon, "simple/big/", accept, True)
+        quick = first.headers["etag"]
+        assert quick.endswith('-gzip1"')
+        await installer.compressed_behind()
+        kept = await wire(world.daemon, "simple/big/", accept, True)
+        best = kept.headers["etag"]
+        assert best == quick[:-2] + '"' and kept.raw != first.raw
+        for method in ("GET", "HEAD"):
+            for held, named in [
+                (quick, quick),
+                (best, best),
+                (f"{best}, {quick}", best),
+                (f'"x", W/{quick}', quick),
+            ]:
+                answer = await conditional(lanes, accept, method, held)
+                assert answer.startswith(b"HTTP/1.1 304"), answer[:200]
+                assert f"\r\nETag: {named}\r\n".encode() in answer
+            answer = await conditional(lanes, accept, method, '"x"')
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            assert f"\r\nETag: {best}\r\n".encode() in answer
+
+        # Until the level 6 body is made, the quick one is kept and answered.
+        installer._rendered = RenderCache()
+        threads, behind = installer.run_blocking, []
+
+        def held_back(f, *args):
+            if f is render_form:
+                return threads(f, *args)
+            behind.append((Deferred(), args))
+            return behind[-1][0]
+
+        installer.run_blocking = held_back
+        again = await wire(world.daemon, "simple/big/", accept, True)
+        assert again.headers["etag"] == quick and len(behind) == 1
+        assert (
+            again.raw.partition(b"\r\n\r\n")[2] == first.raw.partition(b"\r\n\r\n")[2]
+        )
+        answer = await conditional(lanes, accept, "GET", quick)
+        assert answer.startswith(b"HTTP/1.1 304") and quick.encode() in answer
+        answer = await conditional(lanes, accept, "GET", best)
+        assert answer.startswith(b"HTTP/1.1 200") and quick.encode() in answer
+        done, args = behind[0]
+        done.callback(rendered.gzipped(*args))
+        answer = await conditional(lanes, accept, "GET", best)
+        assert answer.startswith(b"HTTP/1.1 304") and best.encode() in answer
+    finally:
+        await installer.compressed_behind()
+        await lanes.slow_port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
@@ -108,7 +196,9 @@ async def test_concurrent_requests_share_one_render(world, renders):
     answers = await gatherResults(
         [wire(world.daemon, "simple/big/", JSON, True) for _ in range(4)]
     )
-    assert renders == [False, False]  # plain, then gzipped, once, in a thread
+    await world.daemon.app.installer.compressed_behind()
+    # plain, then gzipped, once, in a thread; then gzipped again behind them
+    assert renders == [False, False, False]
     bodies = {headers_and_body(a)[1] for a in answers}
     assert len(bodies) == 1 and all(a.status == 200 for a in answers)
 
@@ -144,6 +234,7 @@ async def test_walk_below_a_cold_page_starts_once_it_is_rendered(world, renders)
     await world.daemon.app.mirror.pages.forget("big")  # fetched again
     answer = await wire(world.daemon, "simple/big/", JSON, True)
     assert answer.status == 200
-    assert told == [("big", FILES, [False, False])]
+    # (the page gzipped again behind the answer may have begun meanwhile)
+    assert [(p, n, r[:2]) for p, n, r in told] == [("big", FILES, [False, False])]
     await wire(world.daemon, "simple/big/", JSON, True)  # fresh: not fetched
     assert len(told) == 1

@@ -5,6 +5,7 @@ from typing import Any, Callable, Hashable
 from urllib.parse import quote
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import NotReady, RunBlocking, SingleFlight, result_now
@@ -67,6 +68,7 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
     _renders: SingleFlight[tuple[Body, Body | None]] = attrs.field(
         factory=SingleFlight, init=False
     )
+    _behind: "set[Deferred[object]]" = attrs.field(factory=set, init=False)
     #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
     page_max_age: int = 600
 
