@@ -13,7 +13,9 @@ import threading
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
 
 from pypicache.web import rendered
 from pypicache.web.rendered import RenderCache, render_form
@@ -238,3 +240,31 @@ async def test_walk_below_a_cold_page_starts_once_it_is_rendered(world, renders)
     assert [(p, n, r[:2]) for p, n, r in told] == [("big", FILES, [False, False])]
     await wire(world.daemon, "simple/big/", JSON, True)  # fresh: not fetched
     assert len(told) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_cold_page_written_once_its_answer_is_made(world, renders, monkeypatch):
+    """The page fetched for a client is written into the store once that
+    client's answer is rendered and gzipped (in a thread), not beside the
+    rendering; it is written (and read back) all the same."""
+    store = world.daemon.app.store
+    writes = []
+    write_page = store.write_page
+
+    def noted(project, cached):
+        writes.append((project, list(renders)))
+        return write_page(project, cached)
+
+    monkeypatch.setattr(store, "write_page", noted)
+    await world.daemon.app.mirror.pages.forget("big")  # fetched again
+    renders.clear()
+    answer = await wire(world.daemon, "simple/big/", JSON, True)
+    assert answer.status == 200
+    assert [(p, r[:2]) for p, r in writes] == [("big", [False, False])]
+    await world.daemon.app.installer.compressed_behind()
+    for _ in range(100):
+        cached = await store.read_page("big")
+        if cached is not None:
+            break
+        await deferLater(reactor, 0.02)
+    assert cached is not None and len(cached.page.files) == FILES

@@ -37,6 +37,9 @@ class View:
     #: The upstream page fetched for this view, not yet told to
     #: :attr:`Views.on_cold` (see :meth:`Views.simple`).
     fetched: ProjectPage | None = attrs.field(default=None, kw_only=True)
+    #: Lets the write of the page fetched for this view start (see
+    #: :meth:`Views.simple`), if it waits for :meth:`Views.announce`.
+    written: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
 
     @property
     def page(self) -> ProjectPage:
@@ -227,7 +230,9 @@ class Views:
 
         :param announce: tell :attr:`on_cold` of a page fetched for it now;
             else the caller does, with :meth:`announce` (once its answer is
-            ready: a walk's work must not compete with rendering it).
+            ready: a walk's work must not compete with rendering it), and
+            the page's write into the store waits until then too
+            (:meth:`~pypicache.proxy.pages.ProjectPages.hold_write`).
         """
         view = self.simple_now(project)
         if view is not None:
@@ -237,6 +242,19 @@ class Views:
             await self._ready("private", project)
             return self._private(project, files)
         await self._ready("simple", project)
+        if announce:
+            return await self._simple(project, True)
+        release = self._mirror.pages.hold_write(project)
+        try:
+            view = await self._simple(project, False)
+        except BaseException:  # a failure, or the client gone (cancelled)
+            release()
+            raise
+        view.written = release
+        return view
+
+    async def _simple(self, project: str, announce: bool) -> View:
+        """:meth:`simple` of a page not private, asking the upstream."""
         try:
             cached = await self._mirror.pages.get(project)
         except (UpstreamError, NotFound) as e:
@@ -259,7 +277,10 @@ class Views:
 
     def announce(self, project: str, view: View) -> None:
         """Tell :attr:`on_cold` of the page ``view`` fetched from upstream, if
-        :meth:`simple` did not (``announce=False``)."""
+        :meth:`simple` did not (``announce=False``), and let its write start."""
+        if view.written is not None:
+            view.written()
+            view.written = None
         if view.fetched is not None and self.on_cold is not None:
             self.on_cold.page_fetched(project, view.fetched)
             view.fetched = None
