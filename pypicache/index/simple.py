@@ -97,7 +97,8 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
 
     Written for speed (a page of 3,000 files makes 3,000 of these): the
     types of what ``json.loads`` made are checked with ``type() is``, the
-    usual fields of the usual types taking one test each.
+    usual fields of the usual types (or absent) taking one test each, the
+    others going through the general checks.
     """
     if type(entry) is not dict:
         raise ValueError("a file entry is not an object")
@@ -108,13 +109,15 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
     metadata = get("core-metadata", _ABSENT)
     if metadata is _ABSENT:
         metadata = get("dist-info-metadata", False)
+    if metadata is not False:
+        metadata = _metadata_value(metadata)
     yanked = get("yanked", False)
     if yanked is not False:
         if not isinstance(yanked, (bool, str, type(None))):
             raise ValueError(f"yanked is {type(yanked).__name__}")
         yanked = yanked if isinstance(yanked, str) and yanked else bool(yanked)
     requires_python = get("requires-python")
-    if type(requires_python) is not str:
+    if requires_python is not None and type(requires_python) is not str:
         requires_python = _optional(entry, "requires-python", str)
     size = get("size")
     if size is not None and type(size) is not int:
@@ -122,16 +125,20 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
     upload_time = get("upload-time")
     if upload_time is not None and type(upload_time) is not str:
         raise ValueError(f"upload-time is {type(upload_time).__name__}")
+    provenance = get("provenance")
+    if provenance is not None and type(provenance) is not str:
+        provenance = _optional(entry, "provenance", str)
+    hashes = get("hashes")
     return DistFile(
         filename,
         resolve(url),
-        _hashes(get("hashes") or {}),
+        _hashes(hashes) if hashes else {},
         requires_python or None,
         yanked,
-        metadata if metadata is False else _metadata_value(metadata),
+        metadata,
         size,
         upload_time,
-        _optional(entry, "provenance", str),
+        provenance,
     )
 
 
