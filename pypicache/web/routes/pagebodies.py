@@ -26,6 +26,10 @@ from pypicache.web.routing import Body, accepts_gzip, file_urls
 
 log = Logger()
 
+#: At most this many first gzipped bodies wait to be asked for again (the
+#: oldest are left as they are: they are sent as they are meanwhile).
+QUICK_KEPT = 64
+
 
 class PageBodies:
     """Mixed into :class:`~.installer.InstallerRoutes` (whose fields these are)."""
@@ -37,6 +41,9 @@ class PageBodies:
     page_max_age: int
     #: The bodies being compressed again behind their first clients'.
     _behind: "set[Deferred[object]]"
+    #: Large pages' first gzipped bodies and their plain bodies, by slot,
+    #: until asked for again (:meth:`_again`).
+    _quick: dict[Hashable, tuple[Body, Body]]
 
     def _form(
         self,
@@ -80,10 +87,10 @@ class PageBodies:
         Made while its clients wait, a gzipped body is compressed at
         :data:`~pypicache.web.rendered.QUICK_LEVEL`; the body kept for the
         requests after is made at :data:`~pypicache.web.rendered.LEVEL`
-        behind it (:meth:`_compress_behind`)."""
+        behind it once the page is asked for again (:meth:`_again`)."""
         kept = self._rendered.peek(form.key(form.gzip), form.version)
         if kept is not None:
-            return kept
+            return self._again(form, kept) if self._quick else kept
         if self.run_blocking is None:
             return self._body(form, render)
         run_blocking = self.run_blocking
@@ -102,11 +109,24 @@ class PageBodies:
                 return identity, None
             zipped = self._rendered.get(form.key(True), form.version, lambda: quick)
             if zipped is quick:
-                self._compress_behind(form, identity, quick)
+                self._quick[form.key(True)] = (quick, identity)
+                while len(self._quick) > QUICK_KEPT:
+                    del self._quick[next(iter(self._quick))]
             return identity, zipped
 
         identity, zipped = await self._renders.run(form, made)
         return identity if zipped is None else zipped
+
+    def _again(self, form: Form, kept: Body) -> Body:
+        """``kept``, asked for again: if it is a large page's first gzipped
+        body, its level :data:`~pypicache.web.rendered.LEVEL` one is made
+        behind it now (not beside its first client's install, which asks
+        for it once: a cold ``uv`` install's next requests come meanwhile)."""
+        entry = self._quick.get(form.key(True))
+        if entry is not None and entry[0] is kept:
+            del self._quick[form.key(True)]
+            self._compress_behind(form, entry[1], kept)
+        return kept
 
     def _compress_behind(self, form: Form, identity: Body, quick: Body) -> None:
         """Compress ``identity`` again at :data:`~pypicache.web.rendered.LEVEL`
@@ -151,7 +171,7 @@ class PageBodies:
         )
         kept = self._rendered.peek(form.key(form.gzip), form.version)
         if kept is not None:
-            return kept
+            return self._again(form, kept) if self._quick else kept
         page = view.page  # built here, on the reactor
         if self.run_blocking is not None and len(page.files) >= self.big_page:
             return None
