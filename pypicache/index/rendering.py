@@ -143,7 +143,7 @@ def render_json_page(
         if page.status_reason:
             marker["reason"] = page.status_reason
         data["project-status"] = marker
-    return compact(data)
+    return compact(data, len(files))
 
 
 def versions_of(page: ProjectPage) -> list[str]:

@@ -359,7 +359,7 @@ class PageRecords:
 
     async def write(self, project: str, cached: CachedPage) -> str:
         """Store the page of ``project``; return the object's ETag."""
-        data = stored(cached.to_json())
+        data = stored(cached.to_json(), len(cached.page.files))
         return await self.bucket.put(self.keys.page(project), data)
 
     async def drop(self, project: str) -> None:

@@ -69,9 +69,7 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         factory=SingleFlight, init=False
     )
     _behind: "set[Deferred[object]]" = attrs.field(factory=set, init=False)
-    _quick: dict[Hashable, tuple[Body, Body]] = attrs.field(
-        factory=dict, init=False
-    )
+    _quick: dict[Hashable, tuple[Body, Body]] = attrs.field(factory=dict, init=False)
     #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
     page_max_age: int = 600
 
