@@ -3,6 +3,7 @@
 
 from typing import Any, Callable, Hashable
 from urllib.parse import quote
+from weakref import WeakValueDictionary
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -69,7 +70,9 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
         factory=SingleFlight, init=False
     )
     _behind: "set[Deferred[object]]" = attrs.field(factory=set, init=False)
-    _quick: dict[Hashable, tuple[Body, Body]] = attrs.field(factory=dict, init=False)
+    _quick: "WeakValueDictionary[Hashable, Body]" = attrs.field(
+        factory=WeakValueDictionary, init=False
+    )
     #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
     page_max_age: int = 600
 

@@ -3,6 +3,7 @@
 encoding, rendered on the reactor when small and in a thread when large."""
 
 from typing import Callable, Hashable
+from weakref import WeakValueDictionary
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -26,10 +27,6 @@ from pypicache.web.routing import Body, accepts_gzip, file_urls
 
 log = Logger()
 
-#: At most this many first gzipped bodies wait to be asked for again (the
-#: oldest are left as they are: they are sent as they are meanwhile).
-QUICK_KEPT = 64
-
 
 class PageBodies:
     """Mixed into :class:`~.installer.InstallerRoutes` (whose fields these are)."""
@@ -41,9 +38,9 @@ class PageBodies:
     page_max_age: int
     #: The bodies being compressed again behind their first clients'.
     _behind: "set[Deferred[object]]"
-    #: Large pages' first gzipped bodies and their plain bodies, by slot,
-    #: until asked for again (:meth:`_again`).
-    _quick: dict[Hashable, tuple[Body, Body]]
+    #: Large pages' first gzipped bodies by slot, until asked for again
+    #: (:meth:`_again`); weakly: no longer kept, they are forgotten here too.
+    _quick: "WeakValueDictionary[Hashable, Body]"
 
     def _form(
         self,
@@ -109,9 +106,7 @@ class PageBodies:
                 return identity, None
             zipped = self._rendered.get(form.key(True), form.version, lambda: quick)
             if zipped is quick:
-                self._quick[form.key(True)] = (quick, identity)
-                while len(self._quick) > QUICK_KEPT:
-                    del self._quick[next(iter(self._quick))]
+                self._quick[form.key(True)] = quick
             return identity, zipped
 
         identity, zipped = await self._renders.run(form, made)
@@ -122,10 +117,12 @@ class PageBodies:
         body, its level :data:`~pypicache.web.rendered.LEVEL` one is made
         behind it now (not beside its first client's install, which asks
         for it once: a cold ``uv`` install's next requests come meanwhile)."""
-        entry = self._quick.get(form.key(True))
-        if entry is not None and entry[0] is kept:
-            del self._quick[form.key(True)]
-            self._compress_behind(form, entry[1], kept)
+        key = form.key(True)
+        if self._quick.get(key) is kept:
+            del self._quick[key]
+            identity = self._rendered.peek(form.key(False), form.version)
+            if identity is not None:
+                self._compress_behind(form, identity, kept)
         return kept
 
     def _compress_behind(self, form: Form, identity: Body, quick: Body) -> None:
