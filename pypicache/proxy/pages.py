@@ -283,8 +283,8 @@ class ProjectPages:
         the write then starts if one was held, and no other holds it).
 
         For a client whose answer is made from the page fetched for it: the
-        store's serialization of a large page (``json.dumps``, holding the
-        GIL) would run beside the answer's rendering, in the client's time.
+        store's serialization of a large page (holding the GIL) would run
+        beside the answer's rendering, in the client's time.
         The page is in memory meanwhile; other processes wait for its
         lock (handed to the write) a little longer.
         """

@@ -121,7 +121,7 @@ class PageBodies:
         if self._quick.get(key) is kept:
             del self._quick[key]
             identity = self._rendered.peek(form.key(False), form.version)
-            if identity is not None:
+            if identity is not None and self.run_blocking is not None:
                 self._compress_behind(form, identity, kept)
         return kept
 
