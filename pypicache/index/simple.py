@@ -109,8 +109,6 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
     metadata = get("core-metadata", _ABSENT)
     if metadata is _ABSENT:
         metadata = get("dist-info-metadata", False)
-    if metadata is not False:
-        metadata = _metadata_value(metadata)
     yanked = get("yanked", False)
     if yanked is not False:
         if not isinstance(yanked, (bool, str, type(None))):
@@ -125,20 +123,21 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
     upload_time = get("upload-time")
     if upload_time is not None and type(upload_time) is not str:
         raise ValueError(f"upload-time is {type(upload_time).__name__}")
-    provenance = get("provenance")
-    if provenance is not None and type(provenance) is not str:
-        provenance = _optional(entry, "provenance", str)
-    hashes = get("hashes")
-    return DistFile(
+    hashes, provenance = get("hashes"), get("provenance")
+    return DistFile(  # (checked in the order of its arguments, as ever)
         filename,
         resolve(url),
         _hashes(hashes) if hashes else {},
         requires_python or None,
         yanked,
-        metadata,
+        metadata if metadata is False else _metadata_value(metadata),
         size,
         upload_time,
-        provenance,
+        (
+            provenance
+            if provenance is None or type(provenance) is str
+            else _optional(entry, "provenance", str)
+        ),
     )
 
 
