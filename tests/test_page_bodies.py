@@ -17,7 +17,8 @@ import treq
 from twisted.internet import task
 from twisted.internet.threads import deferToThread
 
-from pypicache.web.routing import PIECE, Body, accepts_gzip, etag_matches
+from pypicache.web.rendered import RenderCache, gzipped
+from pypicache.web.routing import PIECE, Body, accepts_gzip, etag_matches, validated
 from tests import rawhttp
 from tests.daemon import start_world
 from tests.packages import build_wheel
@@ -309,3 +310,45 @@ def test_accepts_gzip(value, expected):
 def test_etag_matches(header, expected):
     """If-None-Match matches by weak comparison, in a list, or with ``*``."""
     assert etag_matches(header, b'"abc"') is expected
+
+
+def test_gzip_levels_and_their_etags():
+    """A page gzipped at level 6 has the plain ETag with ``-gzip``; at
+    another level, ``-gzip<level>``: each names its own bytes, which
+    decompress to the same page. A body names a ``former`` ETag that
+    :func:`validated` answers too, naming it; its own ETag comes first."""
+    plain = Body.of(
+        b"<html>" + b"x" * 5000 + b"</html>", [(b"content-type", b"text/html")]
+    )
+    best, quick = gzipped(plain), gzipped(plain, 1)
+    assert best.etag == plain.etag[:-1] + b'-gzip"'
+    assert quick.etag == plain.etag[:-1] + b'-gzip1"'
+    assert best.data() == gzip.compress(plain.data(), 6, mtime=0)
+    assert quick.data() == gzip.compress(plain.data(), 1, mtime=0)
+    assert (
+        best.headers
+        == quick.headers
+        == plain.headers + ((b"content-encoding", b"gzip"),)
+    )
+    assert best.former is None and validated(quick.etag, best) is None
+    swapped = gzipped(plain, 6, quick.etag)
+    assert swapped.data() == best.data() and swapped.etag == best.etag
+    assert validated(quick.etag, swapped) == quick.etag
+    assert validated(b"W/" + quick.etag, swapped) == quick.etag
+    assert validated(best.etag + b", " + quick.etag, swapped) == best.etag
+    assert validated(b"*", swapped) == best.etag
+    assert validated(b'"other"', swapped) is None and validated(None, swapped) is None
+
+
+def test_render_cache_swap():
+    """:meth:`RenderCache.swap` replaces a slot's body only if it is still the
+    one named, at the same version; the bytes counted follow."""
+    cache = RenderCache()
+    old, new, other = (Body.of(b"x" * n, []) for n in (10, 7, 3))
+    assert not cache.swap("slot", 1, old, new)  # nothing kept
+    cache.get("slot", 1, lambda: old)
+    assert not cache.swap("slot", 2, old, new)  # another version
+    assert not cache.swap("slot", 1, other, new)  # another body
+    assert cache.peek("slot", 1) is old and cache._bytes == 10
+    assert cache.swap("slot", 1, old, new)
+    assert cache.peek("slot", 1) is new and cache._bytes == 7

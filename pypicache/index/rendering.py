@@ -4,12 +4,12 @@
 PEP 792 project status. Pure: no I/O.
 """
 
-import json
 import re
 from html import escape
 from typing import Any, Iterable
 
 from pypicache.errors import BadRequest
+from pypicache.index.jsonbytes import compact
 from pypicache.index.model import DistFile, MetadataOf, ProjectPage, UrlFor
 from pypicache.index.names import parse_filename
 
@@ -143,7 +143,7 @@ def render_json_page(
         if page.status_reason:
             marker["reason"] = page.status_reason
         data["project-status"] = marker
-    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+    return compact(data, len(files))
 
 
 def versions_of(page: ProjectPage) -> list[str]:
@@ -174,4 +174,4 @@ def render_json_index(names: Iterable[str]) -> bytes:
         "meta": {"api-version": API_VERSION},
         "projects": [{"name": n} for n in names],
     }
-    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+    return compact(data)

@@ -97,7 +97,8 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
 
     Written for speed (a page of 3,000 files makes 3,000 of these): the
     types of what ``json.loads`` made are checked with ``type() is``, the
-    usual fields of the usual types taking one test each.
+    usual fields of the usual types (or absent) taking one test each, the
+    others going through the general checks.
     """
     if type(entry) is not dict:
         raise ValueError("a file entry is not an object")
@@ -114,7 +115,7 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
             raise ValueError(f"yanked is {type(yanked).__name__}")
         yanked = yanked if isinstance(yanked, str) and yanked else bool(yanked)
     requires_python = get("requires-python")
-    if type(requires_python) is not str:
+    if requires_python is not None and type(requires_python) is not str:
         requires_python = _optional(entry, "requires-python", str)
     size = get("size")
     if size is not None and type(size) is not int:
@@ -122,16 +123,21 @@ def _json_file(entry: Any, resolve: FileUrls) -> DistFile:
     upload_time = get("upload-time")
     if upload_time is not None and type(upload_time) is not str:
         raise ValueError(f"upload-time is {type(upload_time).__name__}")
-    return DistFile(
+    hashes, provenance = get("hashes"), get("provenance")
+    return DistFile(  # (checked in the order of its arguments, as ever)
         filename,
         resolve(url),
-        _hashes(get("hashes") or {}),
+        _hashes(hashes) if hashes else {},
         requires_python or None,
         yanked,
         metadata if metadata is False else _metadata_value(metadata),
         size,
         upload_time,
-        _optional(entry, "provenance", str),
+        (
+            provenance
+            if provenance is None or type(provenance) is str
+            else _optional(entry, "provenance", str)
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 """Upstream project pages: a time-to-live, revalidation, stale-if-error and a negative cache."""
 
 from collections import OrderedDict
+from typing import Callable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -50,6 +51,10 @@ class ProjectPages:
     _missing: dict[str, float] = attrs.field(factory=dict)
     _failing: dict[str, float] = attrs.field(factory=dict)
     _flights: SingleFlight[CachedPage] = attrs.field(factory=SingleFlight)
+    #: How many answers hold back the write of a page fetched for them
+    #: (:meth:`hold_write`), and the writes held back.
+    _holding: dict[str, int] = attrs.field(factory=dict)
+    _held: dict[str, Callable[[], None]] = attrs.field(factory=dict)
 
     def _in_memory(self, project: str) -> CachedPage | None:
         if self.marks is not None and self.marks.moved():
@@ -249,6 +254,20 @@ class ProjectPages:
         self._remember(project, fresh)
         # Written without making the client wait; other processes wait for
         # the page in the store, not for this client.
+        held = lock.handover() if lock is not None else None
+        if self._holding.get(project):
+            # Once the answer being made of it is (:meth:`hold_write`); one
+            # held before (the page fetched again meanwhile) goes first.
+            earlier = self._held.pop(project, None)
+            if earlier is not None:
+                earlier()
+            self._held[project] = lambda: self._write(project, fresh, held)
+        else:
+            self._write(project, fresh, held)
+        return fresh
+
+    def _write(self, project: str, fresh: CachedPage, lock: HeldLock | None) -> None:
+        """Store ``fresh``, then release ``lock`` (the page's, if held)."""
         written = self._store.write_page(project, fresh)
         written.addErrback(
             lambda failure: log.failure(
@@ -256,6 +275,33 @@ class ProjectPages:
             )
         )
         if lock is not None:
-            held = lock.handover()
-            written.addBoth(lambda _: held.release())
-        return fresh
+            written.addBoth(lambda _: lock.release())
+
+    def hold_write(self, project: str) -> Callable[[], None]:
+        """Hold back the write of ``project``'s page if one is fetched from
+        now on, until the function returned is called (once, in any case:
+        the write then starts if one was held, and no other holds it).
+
+        For a client whose answer is made from the page fetched for it: the
+        store's serialization of a large page (holding the GIL) would run
+        beside the answer's rendering, in the client's time.
+        The page is in memory meanwhile; other processes wait for its
+        lock (handed to the write) a little longer.
+        """
+        self._holding[project] = self._holding.get(project, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            left = self._holding.pop(project) - 1
+            if left:
+                self._holding[project] = left
+                return
+            write = self._held.pop(project, None)
+            if write is not None:
+                write()
+
+        return release

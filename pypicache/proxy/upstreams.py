@@ -17,7 +17,7 @@ it (routed, or merged routed-first), and are verified against it.
 
 import fnmatch
 import re
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
@@ -190,6 +190,16 @@ class RoutedPages:
         if not parts:
             raise NotFound(f"No project {project!r} on its upstreams")
         return _combined(parts)
+
+    def hold_write(self, project: str) -> Callable[[], None]:
+        """:meth:`ProjectPages.hold_write` on each upstream ``project`` is looked up on."""
+        releases = [pages.hold_write(project) for pages in self._pages(project)]
+
+        def release() -> None:
+            for each in releases:
+                each()
+
+        return release
 
     async def forget(self, project: str) -> None:
         """Drop every cached page of ``project``: the next request fetches it."""

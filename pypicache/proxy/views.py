@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_proxy -*-
 """What a project looks like from ``/simple/`` (combined) and ``/local/`` (disk only)."""
 
-from typing import Callable, Hashable, Protocol
+from typing import Callable, Hashable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -13,41 +13,13 @@ from pypicache.index.model import DistFile, ProjectPage
 from pypicache.proxy.merging import advertised, local_info, merged
 from pypicache.proxy.mirror import Mirror
 from pypicache.proxy.rules import Rules
+from pypicache.proxy.view import ColdPages as ColdPages
+from pypicache.proxy.view import View as View
 from pypicache.proxy.withdrawals import Withdrawals
 from pypicache.storage.interface import IStore
 from pypicache.storage.records import CachedPage, Opened, StoredFile
 
 log = Logger()
-
-
-@attrs.define
-class View:
-    """A project page as it is now: a key naming this version of it, and the page.
-
-    The page is built on first use: a caller that already holds what it makes
-    of this version (a rendered body) never builds it.
-    """
-
-    key: Hashable
-    _build: Callable[[], ProjectPage]
-    _page: ProjectPage | None = None
-    #: The stored files the page is built from, where it is built from them
-    #: alone (``/local/``): callers that need the records reuse this list.
-    stored: list[StoredFile] | None = attrs.field(default=None, kw_only=True)
-    #: The upstream page fetched for this view, not yet told to
-    #: :attr:`Views.on_cold` (see :meth:`Views.simple`).
-    fetched: ProjectPage | None = attrs.field(default=None, kw_only=True)
-
-    @property
-    def page(self) -> ProjectPage:
-        if self._page is None:
-            self._page = self._build()
-        return self._page
-
-
-class ColdPages(Protocol):
-    def page_fetched(self, project: str, page: ProjectPage) -> None:
-        """``page`` has just been fetched from upstream for a client."""
 
 
 @attrs.define
@@ -230,7 +202,9 @@ class Views:
 
         :param announce: tell :attr:`on_cold` of a page fetched for it now;
             else the caller does, with :meth:`announce` (once its answer is
-            ready: a walk's work must not compete with rendering it).
+            ready: a walk's work must not compete with rendering it), and
+            the page's write into the store waits until then too
+            (:meth:`~pypicache.proxy.pages.ProjectPages.hold_write`).
         """
         view = self.simple_now(project)
         if view is not None:
@@ -240,6 +214,19 @@ class Views:
             await self._ready("private", project)
             return self._private(project, files)
         await self._ready("simple", project)
+        if announce:
+            return await self._simple(project, True)
+        release = self._mirror.pages.hold_write(project)
+        try:
+            view = await self._simple(project, False)
+        except BaseException:  # a failure, or the client gone (cancelled)
+            release()
+            raise
+        view.written = release
+        return view
+
+    async def _simple(self, project: str, announce: bool) -> View:
+        """:meth:`simple` of a page not private, asking the upstream."""
         try:
             cached = await self._mirror.pages.get(project)
         except (UpstreamError, NotFound) as e:
@@ -262,7 +249,10 @@ class Views:
 
     def announce(self, project: str, view: View) -> None:
         """Tell :attr:`on_cold` of the page ``view`` fetched from upstream, if
-        :meth:`simple` did not (``announce=False``)."""
+        :meth:`simple` did not (``announce=False``), and let its write start."""
+        if view.written is not None:
+            view.written()
+            view.written = None
         if view.fetched is not None and self.on_cold is not None:
             self.on_cold.page_fetched(project, view.fetched)
             view.fetched = None

@@ -36,7 +36,7 @@ from pypicache.web.files import IMMUTABLE, etag_of
 from pypicache.web.heads import RequestHead
 from pypicache.web.routes.filehost import FileHostRoutes
 from pypicache.web.routes.installer import InstallerRoutes
-from pypicache.web.routing import PIECE, Body, etag_matches
+from pypicache.web.routing import PIECE, Body, validated
 from pypicache.web.sendfile import FIRST_CHUNK
 
 PAGE = re.compile(rb"/(simple|local)/([a-z0-9]+(?:-[a-z0-9]+)*)/")
@@ -264,8 +264,9 @@ def _page(head: RequestHead, body: Body) -> Ready:
     lines = []
     if body.vary is not None:
         lines.append(header_line(b"vary", body.vary))
-    lines.append(b"ETag: " + body.etag + b"\r\n")
-    if etag_matches(head.headers.get(b"if-none-match"), body.etag):
+    held = validated(head.headers.get(b"if-none-match"), body)
+    lines.append(b"ETag: " + (held or body.etag) + b"\r\n")
+    if held is not None:
         for name, value in body.headers:
             if name == b"cache-control":  # a 304 carries it as a 200 would
                 lines.append(header_line(name, value))

@@ -26,6 +26,7 @@ import attrs
 from twisted.logger import Logger
 
 from pypicache.concurrency import SingleFlight
+from pypicache.index.jsonbytes import stored
 from pypicache.index.model import DistFile
 from pypicache.storage.records import MIRROR, CachedPage
 from pypicache.storage.s3.bucket import NOT_MODIFIED, Bucket, NotModified
@@ -358,7 +359,7 @@ class PageRecords:
 
     async def write(self, project: str, cached: CachedPage) -> str:
         """Store the page of ``project``; return the object's ETag."""
-        data = json.dumps(cached.to_json()).encode()
+        data = stored(cached.to_json(), len(cached.page.files))
         return await self.bucket.put(self.keys.page(project), data)
 
     async def drop(self, project: str) -> None:

@@ -3,8 +3,10 @@
 
 from typing import Any, Callable, Hashable
 from urllib.parse import quote
+from weakref import WeakValueDictionary
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from pypicache.concurrency import NotReady, RunBlocking, SingleFlight, result_now
@@ -69,6 +71,10 @@ class InstallerRoutes(ReadyAnswers, PageBodies):
     big_page: int = attrs.field(default=200, kw_only=True)
     _renders: SingleFlight[tuple[Body, Body | None]] = attrs.field(
         factory=SingleFlight, init=False
+    )
+    _behind: "set[Deferred[object]]" = attrs.field(factory=set, init=False)
+    _quick: "WeakValueDictionary[Hashable, Body]" = attrs.field(
+        factory=WeakValueDictionary, init=False
     )
     #: Seconds clients may keep ``/simple/`` pages (``Cache-Control: max-age``).
     page_max_age: int = 600
